@@ -1,0 +1,41 @@
+"""Celery settings for crawlcluster, read from the environment through crawlcluster.settings.
+
+One queue per stage (fetch, render, parse, store), each task routed to its own queue,
+late acknowledgement so a killed worker's messages are delivered again, msgpack so page
+bodies travel as bytes, and the frontier scheduler as beat's scheduler class.
+"""
+
+from kombu import Queue
+
+from crawlcluster import settings
+
+broker_url = settings.get("broker_url")
+broker_connection_retry_on_startup = True
+# Redis redelivers an unacked message after this long; the scheduler's own deadline
+# (queued_deadline_seconds) is shorter and is what recovers lost work.
+broker_transport_options = {"visibility_timeout": 3600}
+
+task_queues = [Queue(name) for name in ("fetch", "render", "parse", "store")]
+task_default_queue = "fetch"
+task_routes = {
+    "crawlcluster.fetch": {"queue": "fetch"},
+    "crawlcluster.render": {"queue": "render"},
+    "crawlcluster.parse": {"queue": "parse"},
+    "crawlcluster.store": {"queue": "store"},
+}
+
+task_serializer = "msgpack"
+accept_content = ["msgpack", "json"]
+result_serializer = "json"
+task_ignore_result = True
+result_backend = None
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_send_task_events = True
+task_send_sent_event = False
+
+beat_scheduler = "crawlcluster.scheduler:CrawlScheduler"
+beat_max_loop_interval = 5
+timezone = "UTC"

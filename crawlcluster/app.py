@@ -1,0 +1,93 @@
+"""The Celery application, and the worker that picks its pool from the queues it serves.
+
+``celery -A crawlcluster worker -Q fetch`` must do the right thing with no more flags:
+fetching is I/O-bound (one process keeps ``fetch_concurrency`` requests in flight on an
+asyncio loop, fed by a few threads), parsing is CPU-bound (one process per core), and
+storing is database-bound (a few threads that write whole batches). An explicit ``-P`` or
+``-c`` on the command line always wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from typing import Any, Iterable
+
+from celery import Celery
+from kombu.utils.objects import cached_property
+from celery.apps.worker import Worker
+
+from crawlcluster import settings
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("fetch", "render", "parse", "store")
+TASK_MODULES = ["tasks.fetch", "tasks.render", "tasks.parse", "tasks.store"]
+
+
+def _queues_of(value: Any) -> list[str]:
+    if not value:
+        return list(STAGES)
+    if isinstance(value, str):
+        return [q.strip() for q in value.split(",") if q.strip()]
+    return [str(q) for q in value]
+
+
+def _named_on_command_line(flags: Iterable[str]) -> bool:
+    for arg in sys.argv[1:]:
+        for flag in flags:
+            if arg == flag or arg.startswith(flag + "="):
+                return True
+            if not flag.startswith("--") and arg.startswith(flag):  # -Pthreads, -c8
+                return True
+    return False
+
+
+def role_defaults(queues: list[str]) -> tuple[str, int]:
+    """The pool and concurrency a worker serving ``queues`` gets by default."""
+    queue_set = set(queues)
+    cpus = os.cpu_count() or 1
+    fetch_threads = max(2, math.ceil(settings.get("fetch_concurrency") / settings.get("fetch_batch_size")) + 2)
+    if queue_set <= {"parse"}:
+        return "prefork", settings.get("parse_concurrency") or cpus
+    if queue_set <= {"store"}:
+        return "threads", settings.get("store_concurrency")
+    if queue_set <= {"render"}:
+        # one browser per process; pages in flight are the renderer's own setting
+        return "prefork", 1
+    # fetch alone, or several stages in one worker: threads keep fetches in flight and
+    # let parse and store share the process.
+    return "threads", fetch_threads
+
+
+class CrawlWorker(Worker):
+    """A worker whose pool and concurrency default to what its queues need."""
+
+    def setup_defaults(self, concurrency=None, pool=None, pool_cls=None, queues=None, **kwargs):  # type: ignore[override]
+        queue_list = _queues_of(queues if queues is not None else kwargs.get("queues"))
+        pool_name, default_concurrency = role_defaults(queue_list)
+        if not _named_on_command_line(("-P", "--pool")):
+            pool, pool_cls = pool_name, None
+        if not concurrency and not _named_on_command_line(("-c", "--concurrency")):
+            concurrency = default_concurrency
+        logger.info("worker for queues %s: pool=%s concurrency=%s", ",".join(queue_list), pool or pool_cls, concurrency)
+        return super().setup_defaults(concurrency=concurrency, pool=pool, pool_cls=pool_cls, **kwargs)
+
+
+class CrawlCelery(Celery):
+    """The crawlcluster Celery app: its ``Worker`` is :class:`CrawlWorker`."""
+
+    @cached_property
+    def Worker(self):  # noqa: N802 - Celery's name
+        return self.subclass_with_self("crawlcluster.app:CrawlWorker")
+
+
+def create_app() -> CrawlCelery:
+    app = CrawlCelery("crawlcluster", include=TASK_MODULES)
+    app.config_from_object("celeryconfig")
+    return app
+
+
+app = create_app()

@@ -1,0 +1,224 @@
+"""The Python client API: submit a crawl, watch it, read its results, steer it.
+
+Everything here talks to the database only (the scheduler does the rest), so it works
+from any machine that reaches the cluster's Postgres:
+
+    crawl = crawlcluster.submit(["http://127.0.0.1:8000/"], project="demo", max_pages=1000)
+    crawl.wait(timeout=600, progress=True)
+    for item in crawl.results(): ...
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from typing import IO, Any, Iterable, Iterator
+
+from sqlalchemy import func, select, update
+
+from crawlcluster import frontier
+from crawlcluster.db import get_engine
+from crawlcluster.errors import ConfigurationError, CrawlClusterError, InvalidURL, ProjectNotFound
+from crawlcluster.schema import CANCELLED, PAUSED, RUNNING, projects, results
+from crawlcluster.spider import LinkSpider, Request, Spider, load_spider_class, spider_path
+from crawlcluster.urls import normalize_url, task_id, url_host
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["submit", "Crawl", "list_projects"]
+
+
+class CrawlTimeout(CrawlClusterError):
+    """``Crawl.wait`` ran out of time with work still pending or queued."""
+
+
+def _seed_rows(project: str, requests: Iterable[Request], spider: Spider, now: float) -> list[dict[str, Any]]:
+    rows = []
+    for request in requests:
+        url = normalize_url(request.url)
+        options = request.fetch_options()
+        rows.append({
+            "task_id": task_id(project, url, (options or {}).get("method", "GET"), (options or {}).get("body")),
+            "project": project, "url": url, "host": url_host(url), "status": "pending",
+            "priority": request.priority or spider.priority, "depth": 0,
+            "callback": request.callback_name(), "fetch": options, "data": request.data,
+            "retries_left": 0, "next_run_at": now, "created_at": now, "updated_at": now,
+        })
+    return rows
+
+
+def submit(
+    target: str | Iterable[str] | type[Spider],
+    project: str | None = None,
+    *,
+    max_pages: int | None = None,
+    max_depth: int | None = None,
+    spider_kwargs: dict[str, Any] | None = None,
+    database_url: str | None = None,
+) -> "Crawl":
+    """Start (or restart) a crawl and return its :class:`Crawl` handle.
+
+    ``target`` is a list of URLs (the built-in link spider follows links on their hosts),
+    a :class:`Spider` subclass, or a spider's import path (``pkg.module:MySpider``). The
+    spider must be importable on every worker node. Submitting to an existing project
+    adds the new start URLs and sets it running; URLs it already knows are not added again.
+    """
+    if isinstance(target, str) and "://" not in target and ":" in target:
+        target = load_spider_class(target)  # "package.module:SpiderClass"
+    if isinstance(target, type):
+        if not issubclass(target, Spider):
+            raise ConfigurationError(f"{target!r} is not a crawlcluster.Spider subclass")
+        spider_cls = target
+        kwargs = dict(spider_kwargs or {})
+        spider = spider_cls(**kwargs)
+        project = project or spider_cls.name or spider_cls.__name__.lower()
+        requests = list(spider.start())
+    else:
+        urls = [target] if isinstance(target, str) else list(target)
+        if not urls:
+            raise InvalidURL("", "no start URL given")
+        normalized = [normalize_url(u) for u in urls]
+        spider_cls = LinkSpider
+        kwargs = {"allowed_domains": sorted({url_host(u) for u in normalized}), **(spider_kwargs or {})}
+        spider = spider_cls(**kwargs)
+        project = project or url_host(normalized[0]).replace(":", "_")
+        requests = [Request(u) for u in normalized]
+    max_pages = max_pages if max_pages is not None else spider.max_pages
+    max_depth = max_depth if max_depth is not None else spider.max_depth
+    engine = get_engine(database_url)
+    now = time.time()
+    rows = _seed_rows(project, requests, spider, now)
+    values = {"spider": spider_path(spider_cls), "status": RUNNING, "settings": {"spider_kwargs": kwargs},
+              "max_pages": max_pages, "max_depth": max_depth, "updated_at": now, "finished_at": None}
+    # project and seeds in one transaction: the scheduler never sees a running project
+    # with no rows and calls it finished
+    with engine.begin() as conn:
+        if frontier.project_row(conn, project) is None:
+            conn.execute(projects.insert().values(name=project, created_at=now, tasks_created=0, **values))
+        else:
+            conn.execute(update(projects).where(projects.c.name == project).values(**values))
+        added = frontier.insert_tasks(conn, project, rows, max_pages=max_pages)
+    logger.info("submitted %s: %d start URLs, %d new", project, len(rows), added)
+    return Crawl(project, database_url=database_url)
+
+
+def list_projects(database_url: str | None = None) -> list[dict[str, Any]]:
+    with get_engine(database_url).connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(projects).order_by(projects.c.name))]
+
+
+class Crawl:
+    """A handle on one project's crawl; cheap to create, holds no connection."""
+
+    def __init__(self, project: str, *, database_url: str | None = None) -> None:
+        self.project = project
+        self.database_url = database_url
+
+    def __repr__(self) -> str:
+        return f"<Crawl {self.project!r}>"
+
+    @property
+    def engine(self):
+        return get_engine(self.database_url)
+
+    def _project(self, conn) -> dict[str, Any]:
+        row = frontier.project_row(conn, self.project)
+        if row is None:
+            raise ProjectNotFound(self.project)
+        return row
+
+    def stats(self) -> dict[str, Any]:
+        """Rows per state, items stored and the project's status:
+        ``{"pending", "queued", "done", "failed", "cancelled", "items", "status"}``."""
+        with self.engine.connect() as conn:
+            row = self._project(conn)
+            counts: dict[str, Any] = frontier.count_by_status(conn, self.project)
+            counts["items"] = conn.execute(
+                select(func.count()).select_from(results).where(results.c.project == self.project)
+            ).scalar_one()
+        counts["status"] = row["status"]
+        return counts
+
+    def is_idle(self, stats: dict[str, Any] | None = None) -> bool:
+        stats = stats or self.stats()
+        return stats["pending"] == 0 and stats["queued"] == 0
+
+    def wait(self, timeout: float | None = None, progress: bool = False, poll_seconds: float = 0.5) -> dict[str, Any]:
+        """Block until nothing is pending or queued (or the project is cancelled or paused
+        with nothing queued); return the final :meth:`stats`. With ``progress`` a bar on
+        the terminal shows pages done out of pages known. Raises :class:`CrawlTimeout`."""
+        from crawlcluster.progress import CrawlProgress
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with CrawlProgress(self.project, enabled=progress) as bar:
+            while True:
+                stats = self.stats()
+                bar.update(stats)
+                if self.is_idle(stats) or (stats["status"] in (PAUSED, CANCELLED) and stats["queued"] == 0):
+                    return stats
+                if deadline is not None and time.monotonic() > deadline:
+                    raise CrawlTimeout(
+                        f"project {self.project!r} still has {stats['pending']} pending and {stats['queued']} queued "
+                        f"rows after {timeout}s; is `celery -A crawlcluster beat` running, and a worker per queue?")
+                time.sleep(poll_seconds)
+
+    def results(self, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every stored item, streamed with a server-side cursor (constant memory)."""
+        stmt = (
+            select(results.c.item)
+            .where(results.c.project == self.project)
+            .order_by(results.c.task_id, results.c.item_index)
+        )
+        with self.engine.connect() as conn:
+            stream = conn.execution_options(stream_results=True, yield_per=batch_size).execute(stmt)
+            for (item,) in stream:
+                yield item
+
+    def export(self, out: IO[str], fmt: str = "jsonl") -> int:
+        """Write every item to ``out`` as JSON lines or CSV; return how many were written.
+
+        CSV columns are the union of the items' keys, in first-seen order (found in a first
+        streaming pass, so memory stays constant); nested values are written as JSON."""
+        count = 0
+        if fmt == "jsonl":
+            for item in self.results():
+                out.write(json.dumps(item, ensure_ascii=False) + "\n")
+                count += 1
+            return count
+        if fmt != "csv":
+            raise ConfigurationError(f"unknown export format {fmt!r}; use jsonl or csv")
+        columns: dict[str, None] = {}
+        for item in self.results():
+            for key in item:
+                columns.setdefault(key, None)
+        writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for item in self.results():
+            writer.writerow({k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v)
+                             for k, v in item.items()})
+            count += 1
+        return count
+
+    def _set_status(self, status: str, *, only_from: tuple[str, ...] | None = None) -> None:
+        with self.engine.begin() as conn:
+            self._project(conn)
+            stmt = update(projects).where(projects.c.name == self.project)
+            if only_from:
+                stmt = stmt.where(projects.c.status.in_(only_from))
+            conn.execute(stmt.values(status=status, updated_at=time.time()))
+            if status == CANCELLED:
+                frontier.cancel_pending(conn, self.project)
+
+    def pause(self) -> None:
+        """Stop dispatching this project's rows; rows already queued still finish."""
+        self._set_status(PAUSED, only_from=(RUNNING,))
+
+    def resume(self) -> None:
+        """Dispatch again after :meth:`pause` (a finished project with new rows runs too)."""
+        self._set_status(RUNNING)
+
+    def cancel(self) -> None:
+        """Stop the crawl for good: pending rows become ``cancelled``."""
+        self._set_status(CANCELLED)

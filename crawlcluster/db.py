@@ -1,0 +1,113 @@
+"""Database engines, one per process, and schema creation through Alembic.
+
+Engines are created lazily and again after a fork (prefork parse workers must not share
+their parent's connections). SQLite, used by the embedded crawl, gets WAL mode and a busy
+timeout so the worker threads and the scheduler can share one file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Engine
+
+from crawlcluster import settings
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+_lock = threading.Lock()
+_engines: dict[tuple[int, str], Engine] = {}
+_schema_ready: set[tuple[int, str]] = set()
+
+
+def normalize_database_url(url: str) -> str:
+    # postgresql:// and postgres:// mean psycopg2, the driver we ship
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    url = normalize_database_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=10, max_overflow=10)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+
+
+def get_engine(url: str | None = None, *, ensure_schema: bool = True) -> Engine:
+    """This process's engine for ``url`` (default: the database_url setting), with the
+    schema brought up to date on first use."""
+    url = normalize_database_url(url or settings.get("database_url"))
+    key = (os.getpid(), url)
+    engine = _engines.get(key)
+    if engine is None:
+        with _lock:
+            engine = _engines.get(key)
+            if engine is None:
+                engine = make_engine(url)
+                _engines[key] = engine
+    if ensure_schema and key not in _schema_ready:
+        with _lock:
+            if key not in _schema_ready:
+                init_db(engine)
+                _schema_ready.add(key)
+    return engine
+
+
+def dispose_all() -> None:
+    """Close this process's engines (tests, and the end of an embedded crawl)."""
+    with _lock:
+        for (pid, _url), engine in list(_engines.items()):
+            if pid == os.getpid():
+                engine.dispose()
+        _engines.clear()
+        _schema_ready.clear()
+
+
+def _alembic_config(connection):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def init_db(engine: Engine) -> None:
+    """Create or upgrade the schema to the newest migration. Safe to call from many
+    processes at once: on Postgres an advisory lock lets one migrate while others wait."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(424242)"))
+        config = _alembic_config(connection)
+        head = ScriptDirectory.from_config(config).get_current_head()
+        current = MigrationContext.configure(connection).get_current_revision()
+        if current == head:
+            return
+        logger.info("migrating %s from %s to %s", engine.url.render_as_string(hide_password=True), current, head)
+        command.upgrade(config, "head")
+
+
+def table_names(engine: Engine) -> list[str]:
+    return inspect(engine).get_table_names()

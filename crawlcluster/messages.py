@@ -1,0 +1,54 @@
+"""What travels between stages: small dicts (msgpack on the wire), page bodies zlib-compressed.
+
+A message carries what the next stage needs and no more. Each message is a batch, so a
+stage pays the broker's per-message cost once per batch, not once per URL:
+
+    fetch  {"project", "tasks": [{"id", "url", "depth"?, "cb"?, "fetch"?, "data"?}]}
+    parse  {"project", "pages": [{"id", "url", "status", "ctype", "body"(zlib), ...}]}
+    store  {"project", "pages": [{"id", "url", "status", "code"?, "error"?, "items"?}]}
+
+Keys with default values are left out. URLs stay plain text so Flower shows them.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Iterable
+
+from crawlcluster import settings
+
+
+def task_entry(row: dict[str, Any]) -> dict[str, Any]:
+    """One claimed crawl_tasks row as a fetch message entry."""
+    entry: dict[str, Any] = {"id": row["task_id"], "url": row["url"]}
+    if row.get("depth"):
+        entry["depth"] = row["depth"]
+    if row.get("callback") and row["callback"] != "parse":
+        entry["cb"] = row["callback"]
+    if row.get("fetch"):
+        entry["fetch"] = row["fetch"]
+    if row.get("data") is not None:
+        entry["data"] = row["data"]
+    return entry
+
+
+def fetch_messages(project: str, rows: Iterable[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+    """Split claimed rows into fetch messages of at most ``batch_size`` URLs."""
+    entries = [task_entry(row) for row in rows]
+    return [
+        {"project": project, "tasks": entries[i:i + batch_size]}
+        for i in range(0, len(entries), max(1, batch_size))
+    ]
+
+
+def compress_body(body: bytes, level: int | None = None) -> tuple[bytes, bool]:
+    """The body as sent in a message, and whether it is compressed."""
+    level = settings.get("body_compress_level") if level is None else level
+    if level <= 0 or len(body) < 256:
+        return body, False
+    return zlib.compress(body, level), True
+
+
+def decompress_body(page: dict[str, Any]) -> bytes:
+    body = page.get("body") or b""
+    return zlib.decompress(body) if page.get("z") else body

@@ -1,0 +1,53 @@
+"""A live progress bar for a crawl: pages finished out of pages known, and pages/s.
+
+The total grows while the crawl discovers links, so the bar is honest about what is known
+now rather than guessing the end.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class CrawlProgress:
+    """Context manager; ``update(stats)`` with a ``Crawl.stats()`` dict redraws the bar."""
+
+    def __init__(self, project: str, *, enabled: bool = True) -> None:
+        self.project = project
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def __enter__(self) -> "CrawlProgress":
+        if self.enabled:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[detail]}"),
+                TimeElapsedColumn(),
+                console=Console(file=sys.stderr),
+                transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.project, total=None, detail="")
+        return self
+
+    def update(self, stats: dict[str, Any]) -> None:
+        if self._progress is None:
+            return
+        finished = stats["done"] + stats["failed"]
+        known = finished + stats["pending"] + stats["queued"]
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        detail = f"{finished / elapsed:6.1f} pages/s  failed {stats['failed']}  queued {stats['queued']}"
+        self._progress.update(self._task, completed=finished, total=max(known, 1), detail=detail)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()

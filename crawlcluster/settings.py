@@ -1,0 +1,114 @@
+"""Every crawlcluster setting, declared once: name, type, default and environment variable.
+
+``celeryconfig.py``, the workers, the scheduler and the README's settings table all
+read from :data:`OPTIONS`. A setting is read from ``CRAWLCLUSTER_<NAME>`` in the
+environment; :func:`configure` overrides it in-process (the embedded crawl uses that
+to switch to an in-memory broker and an SQLite file).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["OPTIONS", "Option", "get", "configure", "reset", "as_dict"]
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {value!r}")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its default, how to parse it from the environment, and why it exists."""
+
+    default: Any
+    type: Callable[[str], Any]
+    doc: str
+
+    def env_name(self, name: str) -> str:
+        return "CRAWLCLUSTER_" + name.upper()
+
+
+OPTIONS: dict[str, Option] = {
+    # where the cluster lives
+    "broker_url": Option(
+        "redis://127.0.0.1:6379/0", str,
+        "Celery broker. The message transport only: Postgres holds the truth."),
+    "database_url": Option(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/crawlcluster", str,
+        "The task table, projects and results (SQLAlchemy URL; sqlite:///file.db works for one machine)."),
+    # fetching
+    "user_agent": Option(
+        "crawlcluster/0.1 (+https://github.com/crawlcluster/crawlcluster)", str,
+        "User-Agent header of every fetch unless a request sets its own."),
+    "connect_timeout_seconds": Option(10.0, float, "Time allowed to open a connection."),
+    "read_timeout_seconds": Option(30.0, float, "Time allowed between two reads of a response."),
+    "max_body_bytes": Option(
+        10 * 1024 * 1024, int,
+        "Largest response body kept, counted after decompression while streaming; larger ends as failed."),
+    "max_redirects": Option(10, int, "Redirect hops followed from one URL before the row fails."),
+    "fetch_concurrency": Option(
+        128, int, "Fetches in flight in one fetch worker process (all its threads together)."),
+    "fetch_batch_size": Option(
+        16, int, "URLs per fetch message; each stage passes a batch on as one message."),
+    "body_compress_level": Option(1, int, "zlib level for page bodies inside messages (0 stores raw)."),
+    # scheduling
+    "claim_batch_size": Option(2000, int, "Most rows the scheduler claims and publishes in one tick."),
+    "max_queued_per_project": Option(
+        5000, int,
+        "Most rows of one project queued at once; the rest wait as pending in the table, nothing is dropped."),
+    "queued_deadline_seconds": Option(
+        600.0, float,
+        "A row queued longer than this lost its message (worker killed, broker restarted) and is sent again."),
+    "tick_seconds": Option(1.0, float, "Longest pause of the scheduler between ticks when idle."),
+    # worker pools by role, used when the command line does not name -P/-c
+    "parse_concurrency": Option(0, int, "Parse worker processes (0: one per CPU)."),
+    "store_concurrency": Option(4, int, "Store worker threads."),
+}
+
+_overrides: dict[str, Any] = {}
+
+
+def _parse(name: str, option: Option, raw: str) -> Any:
+    try:
+        return option.type(raw)
+    except ValueError as exc:
+        raise ValueError(f"{option.env_name(name)}={raw!r} is invalid: {exc}") from None
+
+
+def get(name: str) -> Any:
+    """The current value of setting ``name``: override, then environment, then default."""
+    option = OPTIONS[name]
+    if name in _overrides:
+        return _overrides[name]
+    raw = os.environ.get(option.env_name(name))
+    if raw is None or raw == "":
+        return option.default
+    return _parse(name, option, raw)
+
+
+def configure(**values: Any) -> None:
+    """Override settings in this process (tests and the embedded crawl)."""
+    for name, value in values.items():
+        if name not in OPTIONS:
+            raise KeyError(f"unknown crawlcluster setting {name!r}; known: {', '.join(sorted(OPTIONS))}")
+        _overrides[name] = value
+
+
+def reset() -> None:
+    """Forget every in-process override."""
+    _overrides.clear()
+
+
+def as_dict() -> dict[str, Any]:
+    return {name: get(name) for name in OPTIONS}

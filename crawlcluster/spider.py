@@ -1,0 +1,178 @@
+"""The spider API: ``Spider`` subclasses, the ``Request`` they yield, and the built-in link spider.
+
+A spider is plain Python deployed beside the workers and found by import path
+(``mypackage.spiders:NewsSpider``), so any parse worker on any node can load it. Its
+callbacks receive a ``workers.parser.Response`` and yield dicts (items) and
+:class:`Request` objects (new URLs, deduplicated by task id across the whole cluster).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+from urllib.parse import urlsplit
+
+from crawlcluster.errors import ConfigurationError
+from crawlcluster.urls import DEFAULT_PORTS
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Spider", "Request", "LinkSpider", "load_spider_class", "spider_path"]
+
+
+@dataclass
+class Request:
+    """A URL to crawl, and how.
+
+    ``callback`` is the name of a spider method (or the method itself); ``data`` is JSON
+    that reaches the callback as ``response.data``. ``priority`` is higher-first. The
+    fetch options (method, headers, cookies, body, timeout) are stored with the row, so
+    keep them small: they travel with every dispatch of the URL.
+    """
+
+    url: str
+    callback: str | Callable | None = None
+    method: str = "GET"
+    headers: dict[str, str] | None = None
+    cookies: dict[str, str] | None = None
+    body: str | None = None
+    timeout: float | None = None
+    priority: int = 0
+    data: Any = None
+    render: bool | str = False
+
+    def callback_name(self, default: str = "parse") -> str:
+        if self.callback is None:
+            return default
+        if isinstance(self.callback, str):
+            return self.callback
+        name = getattr(self.callback, "__name__", None)
+        if not name:
+            raise ConfigurationError(f"callback {self.callback!r} of {self.url} must be a spider method or its name")
+        return name
+
+    def fetch_options(self) -> dict[str, Any] | None:
+        """The non-default fetch options, or None for a plain GET (most rows)."""
+        options: dict[str, Any] = {}
+        if self.method.upper() != "GET":
+            options["method"] = self.method.upper()
+        for key in ("headers", "cookies", "body", "timeout"):
+            value = getattr(self, key)
+            if value:
+                options[key] = value
+        if self.render:
+            options["render"] = self.render
+        return options or None
+
+
+class Spider:
+    """Base class of crawlcluster spiders.
+
+    Subclasses set ``name`` (the default project name) and ``start_urls`` or override
+    :meth:`start`, and implement :meth:`parse`. ``allowed_domains`` keeps the crawl on
+    those hosts and their subdomains; ``max_depth`` and ``max_pages`` bound it.
+    """
+
+    name: str | None = None
+    start_urls: list[str] = []
+    allowed_domains: list[str] | None = None
+    max_depth: int | None = None
+    max_pages: int | None = None
+    priority: int = 0
+
+    def __init__(self, **kwargs: Any) -> None:
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+
+    def start(self) -> Iterable[Request]:
+        """The first requests of a crawl; by default one per ``start_urls`` entry."""
+        for url in self.start_urls:
+            yield Request(url)
+
+    def parse(self, response: Any) -> Iterable[Any]:
+        raise NotImplementedError(f"{type(self).__name__}.parse callback is not defined")
+
+    def allows(self, url: str) -> bool:
+        """Whether ``url`` is on an allowed domain (always, when none are set). An entry
+        with a port (``127.0.0.1:8000``) allows that host on that port only."""
+        if not self.allowed_domains:
+            return True
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+        for entry in self.allowed_domains:
+            domain, _, entry_port = entry.lower().partition(":")
+            if entry_port and int(entry_port) != port:
+                continue
+            if host == domain or host.endswith("." + domain):
+                return True
+        return False
+
+    def callback(self, name: str) -> Callable[[Any], Iterable[Any]]:
+        method = getattr(self, name, None)
+        if not callable(method):
+            raise ConfigurationError(f"spider {type(self).__name__} has no callback named {name!r}")
+        return method
+
+
+class LinkSpider(Spider):
+    """The spider behind URL-only submissions: follows links on the start URLs' hosts
+    and stores, per page, its url, status, title, meta description, canonical link and
+    number of out-links."""
+
+    name = "links"
+
+    def parse(self, response: Any) -> Iterator[Any]:
+        if not response.is_html:
+            yield {
+                "url": response.url,
+                "status": response.status,
+                "content_type": response.content_type,
+                "bytes": len(response.body),
+            }
+            return
+        links = response.links()
+        description = response.css_first('meta[name="description"]')
+        canonical = response.css_first('link[rel="canonical"]')
+        yield {
+            "url": response.url,
+            "status": response.status,
+            "title": response.title,
+            "description": description.attributes.get("content") if description is not None else None,
+            "canonical": response.urljoin(canonical.attributes["href"]) if canonical is not None and canonical.attributes.get("href") else None,
+            "out_links": len(links),
+        }
+        for url in links:
+            yield Request(url)
+
+
+def spider_path(spider: type[Spider]) -> str:
+    """The import path workers use to load ``spider`` (``module:QualName``)."""
+    module = spider.__module__
+    if module == "__main__":
+        raise ConfigurationError(
+            f"spider {spider.__qualname__} is defined in __main__, which workers cannot import; "
+            "move it into a module that is installed on every worker node")
+    return f"{module}:{spider.__qualname__}"
+
+
+def load_spider_class(path: str) -> type[Spider]:
+    """Import ``module:QualName`` (or ``module.QualName``) and check it is a Spider."""
+    module_name, sep, qualname = path.partition(":")
+    if not sep:
+        module_name, _, qualname = path.rpartition(".")
+    if not module_name or not qualname:
+        raise ConfigurationError(f"spider path {path!r} must look like 'package.module:SpiderClass'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import spider module {module_name!r} for {path!r}: {exc}") from None
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ConfigurationError(f"module {module_name!r} has no {qualname!r} (spider path {path!r})")
+    if not (isinstance(obj, type) and issubclass(obj, Spider)):
+        raise ConfigurationError(f"{path!r} is not a crawlcluster.Spider subclass")
+    return obj

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Install (when missing) and start what the tests and a one-machine cluster need:
+# Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 with a `test` and a
+# `crawlcluster` database, and Debian's chromium for the render tier.
+# Debian/Ubuntu, as root. Idempotent: run it as often as you like.
+set -euo pipefail
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "services: installing ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# Redis: a private instance bound to loopback, no persistence (tests own its data).
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    echo "services: starting redis on 127.0.0.1:6379"
+    redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save '' --appendonly no \
+        --logfile /tmp/crawlcluster-redis.log
+fi
+
+# PostgreSQL: Debian's cluster, started with pg_ctlcluster; loopback connections from the
+# postgres user are trusted so the test URL needs no password (a dev/CI machine only).
+pg_version=$(ls /usr/lib/postgresql | sort -n | tail -1)
+if ! pg_lsclusters -h 2>/dev/null | grep -q "^$pg_version main"; then
+    pg_createcluster "$pg_version" main >/dev/null
+fi
+hba="/etc/postgresql/$pg_version/main/pg_hba.conf"
+if ! grep -q "crawlcluster-test" "$hba"; then
+    sed -i '1i host all postgres 127.0.0.1/32 trust # crawlcluster-test\nhost all postgres ::1/128 trust # crawlcluster-test' "$hba"
+    pg_ctlcluster "$pg_version" main reload 2>/dev/null || true
+fi
+if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+    echo "services: starting postgresql $pg_version on 127.0.0.1:5432"
+    pg_ctlcluster "$pg_version" main start
+fi
+for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 0.5; done
+for db in test crawlcluster; do
+    if ! su postgres -c "psql -tAc \"SELECT 1 FROM pg_database WHERE datname='$db'\"" | grep -q 1; then
+        su postgres -c "createdb $db"
+    fi
+done
+echo "services: redis $(redis-cli -h 127.0.0.1 ping), postgres $(pg_isready -h 127.0.0.1 -p 5432)"

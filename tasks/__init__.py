@@ -1,0 +1,2 @@
+"""Thin Celery tasks, one module per stage: decode the message, call the engine in
+``workers/``, hand the result to the next queue, record the outcome."""

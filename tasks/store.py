@@ -1,0 +1,14 @@
+"""store: write a batch of page outcomes and items with workers.store, in one transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crawlcluster.app import app
+from crawlcluster.db import get_engine
+from workers.store import store_pages
+
+
+@app.task(name="crawlcluster.store", acks_late=True, ignore_result=True)
+def store(message: dict[str, Any]) -> dict[str, int]:
+    return store_pages(get_engine(), message["project"], message["pages"])

@@ -1,0 +1,298 @@
+"""The fetch engine: httpx on one asyncio loop per worker process, many fetches in flight.
+
+Each worker process owns one ``httpx.AsyncClient`` (connections reused across tasks) on a
+loop in a background thread; Celery's threads hand batches to it with :meth:`Fetcher.fetch_many`.
+Redirects are not followed here: a 3xx comes back as ``redirect_to`` and becomes a row of
+its own, so the target is deduplicated like any link and each hop is recorded. Bodies are
+read as a stream and decompressed by hand with a cap, so neither a huge body nor a
+compression bomb is ever held in memory beyond ``max_body_bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+
+from crawlcluster import settings
+from crawlcluster.errors import BodyTooLarge, FetchError
+
+logger = logging.getLogger(__name__)
+
+# headers the parse stage and the row need; the rest stay behind
+KEPT_HEADERS = ("content-type", "etag", "last-modified", "location", "content-encoding")
+
+
+@dataclass
+class FetchResult:
+    """What one fetch gave: a response (``status``, ``body``), a redirect, or an ``error``."""
+
+    entry: dict[str, Any]
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    redirect_to: str | None = None
+    error: FetchError | None = None
+    elapsed_seconds: float = 0.0
+    wire_bytes: int = 0
+
+    @property
+    def url(self) -> str:
+        return self.entry["url"]
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _BoundedDecoder:
+    """Content-Encoding decoder that never produces more than ``limit`` bytes in total."""
+
+    def __init__(self, url: str, encoding: str, limit: int) -> None:
+        self.url = url
+        self.limit = limit
+        self.total = 0
+        encoding = encoding.strip().lower()
+        self._fallback_raw_deflate = False
+        if encoding in ("", "identity"):
+            self._decompressor = None
+        elif encoding in ("gzip", "x-gzip"):
+            self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            # servers send both zlib-wrapped and raw deflate under this name
+            self._decompressor = zlib.decompressobj(zlib.MAX_WBITS)
+            self._fallback_raw_deflate = True
+        else:
+            raise FetchError(url, "decode", f"{url} sent Content-Encoding {encoding!r}, which crawlcluster does not decode")
+
+    def _count(self, size: int, compressed: bool) -> None:
+        self.total += size
+        if self.total > self.limit:
+            raise BodyTooLarge(self.url, self.limit, compressed=compressed)
+
+    def feed(self, data: bytes) -> bytes:
+        if self._decompressor is None:
+            self._count(len(data), False)
+            return data
+        out = []
+        while data:
+            try:
+                chunk = self._decompressor.decompress(data, self.limit - self.total + 1)
+            except zlib.error as exc:
+                if self._fallback_raw_deflate and self.total == 0:
+                    self._decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
+                    self._fallback_raw_deflate = False
+                    continue
+                raise FetchError(self.url, "decode", f"body of {self.url} is not valid compressed data: {exc}") from None
+            self._fallback_raw_deflate = False
+            self._count(len(chunk), True)
+            out.append(chunk)
+            data = self._decompressor.unconsumed_tail
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        if self._decompressor is None:
+            return b""
+        tail = self._decompressor.flush()
+        self._count(len(tail), True)
+        return tail
+
+
+def _no_cookie_jar() -> CookieJar:
+    # cookies never leak between requests (or projects) through the shared client
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
+class Fetcher:
+    """Fetches requests concurrently; one instance per worker process (see :func:`get_fetcher`)."""
+
+    def __init__(
+        self,
+        *,
+        user_agent: str,
+        connect_timeout_seconds: float,
+        read_timeout_seconds: float,
+        max_body_bytes: int,
+        concurrency: int,
+    ) -> None:
+        self.user_agent = user_agent
+        self.timeout = httpx.Timeout(read_timeout_seconds, connect=connect_timeout_seconds)
+        self.total_timeout_seconds = connect_timeout_seconds + 4 * read_timeout_seconds
+        self.max_body_bytes = max_body_bytes
+        self.concurrency = concurrency
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._start_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls) -> "Fetcher":
+        return cls(
+            user_agent=settings.get("user_agent"),
+            connect_timeout_seconds=settings.get("connect_timeout_seconds"),
+            read_timeout_seconds=settings.get("read_timeout_seconds"),
+            max_body_bytes=settings.get("max_body_bytes"),
+            concurrency=settings.get("fetch_concurrency"),
+        )
+
+    # -- the loop thread ------------------------------------------------------------
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._start_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                self._thread = threading.Thread(target=run, name="crawlcluster-fetch-loop", daemon=True)
+                self._thread.start()
+                ready.wait()
+                self._loop = loop
+        return self._loop
+
+    def close(self) -> None:
+        """Close the client and stop the loop thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        if self._client is not None:
+            asyncio.run_coroutine_threadsafe(self._client.aclose(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._loop = self._thread = self._client = self._semaphore = None
+
+    def fetch_many(self, entries: list[dict[str, Any]]) -> list[FetchResult]:
+        """Fetch every entry concurrently (bounded by ``concurrency`` per process) and
+        return one result per entry, in order. Never raises for a bad URL or response."""
+        loop = self._ensure_loop()
+        future = asyncio.run_coroutine_threadsafe(self._fetch_all(entries), loop)
+        return future.result()
+
+    async def _fetch_all(self, entries: list[dict[str, Any]]) -> list[FetchResult]:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self.timeout,
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
+                headers={"User-Agent": self.user_agent, "Accept-Encoding": "gzip, deflate"},
+                cookies=_no_cookie_jar(),
+                trust_env=False,
+            )
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+        return list(await asyncio.gather(*(self.fetch(entry) for entry in entries)))
+
+    # -- one fetch ------------------------------------------------------------------
+    async def fetch(self, entry: dict[str, Any]) -> FetchResult:
+        result = FetchResult(entry)
+        started = time.monotonic()
+        assert self._semaphore is not None
+        async with self._semaphore:
+            try:
+                await asyncio.wait_for(self._fetch_into(result), self.total_timeout_seconds)
+            except FetchError as exc:
+                result.error = exc
+            except asyncio.TimeoutError:
+                result.error = FetchError(entry["url"], "timeout", f"{entry['url']} took longer than {self.total_timeout_seconds:.0f}s in total")
+            except Exception as exc:  # noqa: BLE001 - no input may crash a worker
+                result.error = _describe_http_error(entry["url"], exc)
+        result.elapsed_seconds = time.monotonic() - started
+        if result.error is not None:
+            result.body = b""
+            if result.error.status_code is None:
+                result.error.status_code = result.status
+        return result
+
+    async def _fetch_into(self, result: FetchResult) -> None:
+        url = result.entry["url"]
+        options = result.entry.get("fetch") or {}
+        headers = dict(options.get("headers") or {})
+        if options.get("cookies"):
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in options["cookies"].items())
+        timeout = httpx.Timeout(options["timeout"]) if options.get("timeout") else httpx.USE_CLIENT_DEFAULT
+        assert self._client is not None
+        request = self._client.build_request(
+            options.get("method", "GET"), url, headers=headers, content=options.get("body"), timeout=timeout
+        )
+        response = await self._client.send(request, stream=True)
+        try:
+            result.status = response.status_code
+            result.headers = {k: response.headers[k] for k in KEPT_HEADERS if k in response.headers}
+            if response.is_redirect and "location" in response.headers:
+                result.redirect_to = urljoin(url, response.headers["location"])
+                return
+            if not 200 <= response.status_code < 300:
+                raise FetchError(url, "http", f"HTTP {response.status_code} {response.reason_phrase}".strip(), response.status_code)
+            result.body, result.wire_bytes = await self._read_body(url, response)
+        finally:
+            await response.aclose()
+
+    async def _read_body(self, url: str, response: httpx.Response) -> tuple[bytes, int]:
+        declared = response.headers.get("content-length", "")
+        encoding = response.headers.get("content-encoding", "")
+        if declared.isdigit() and not encoding and int(declared) > self.max_body_bytes:
+            raise BodyTooLarge(url, self.max_body_bytes)
+        decoder = _BoundedDecoder(url, encoding, self.max_body_bytes)
+        chunks = []
+        wire = 0
+        async for raw in response.aiter_raw():
+            wire += len(raw)
+            chunks.append(decoder.feed(raw))
+        chunks.append(decoder.flush())
+        return b"".join(chunks), wire
+
+
+def _describe_http_error(url: str, exc: Exception) -> FetchError:
+    if isinstance(exc, httpx.TimeoutException):
+        phase = {
+            httpx.ConnectTimeout: "connecting",
+            httpx.ReadTimeout: "reading",
+            httpx.WriteTimeout: "sending",
+            httpx.PoolTimeout: "waiting for a connection",
+        }.get(type(exc), "fetching")
+        return FetchError(url, "timeout", f"timeout while {phase} {url}")
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
+        return FetchError(url, "invalid_url", f"invalid URL {url}: {exc}")
+    if isinstance(exc, httpx.ConnectError):
+        return FetchError(url, "connect", f"cannot connect to {url}: {exc or type(exc).__name__}")
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.LocalProtocolError)):
+        return FetchError(url, "protocol", f"broken HTTP from {url}: {exc or type(exc).__name__}")
+    if isinstance(exc, httpx.HTTPError):
+        return FetchError(url, "network", f"{type(exc).__name__} fetching {url}: {exc}")
+    logger.exception("unexpected error fetching %s", url)
+    return FetchError(url, "internal", f"unexpected {type(exc).__name__} fetching {url}: {exc}")
+
+
+_fetchers: dict[int, Fetcher] = {}
+_fetchers_lock = threading.Lock()
+
+
+def get_fetcher() -> Fetcher:
+    """This process's fetcher (a new one after a fork)."""
+    pid = os.getpid()
+    fetcher = _fetchers.get(pid)
+    if fetcher is None:
+        with _fetchers_lock:
+            fetcher = _fetchers.get(pid)
+            if fetcher is None:
+                fetcher = _fetchers[pid] = Fetcher.from_settings()
+    return fetcher
+
+
+def close_fetcher() -> None:
+    fetcher = _fetchers.pop(os.getpid(), None)
+    if fetcher is not None:
+        fetcher.close()

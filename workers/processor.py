@@ -1,0 +1,151 @@
+"""The parse stage's engine: run spider callbacks on a batch of pages, add their new URLs to
+the frontier in one statement, and return each page's outcome and items for the store stage.
+
+Spiders are loaded by import path once per process and project (refreshed every few
+seconds, so a project's settings can change while it runs). Redirects arrive here as
+pages with a ``redirect`` target: the target becomes a row of its own, carrying the chain
+so far, which is how loops and over-long chains are caught.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from crawlcluster import frontier, settings
+from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
+from crawlcluster.messages import decompress_body
+from crawlcluster.schema import DONE, FAILED, PENDING
+from crawlcluster.spider import Request, Spider, load_spider_class
+from crawlcluster.urls import normalize_url, task_id, url_host
+from workers.parser import Response, filter_requests, run_callback
+
+logger = logging.getLogger(__name__)
+
+PROJECT_CACHE_SECONDS = 5.0
+
+
+@dataclass
+class ProjectContext:
+    name: str
+    spider: Spider
+    max_depth: int | None
+    max_pages: int | None
+    loaded_at: float
+
+
+_contexts: dict[str, ProjectContext] = {}
+_contexts_lock = threading.Lock()
+
+
+def project_context(engine: Engine, project: str) -> ProjectContext:
+    """The spider instance and limits of ``project``, cached for a few seconds."""
+    context = _contexts.get(project)
+    if context is not None and time.monotonic() - context.loaded_at < PROJECT_CACHE_SECONDS:
+        return context
+    with engine.connect() as conn:
+        row = frontier.project_row(conn, project)
+    if row is None:
+        raise ProjectNotFound(project)
+    spider_cls = load_spider_class(row["spider"])
+    spider = spider_cls(**(row["settings"] or {}).get("spider_kwargs", {}))
+    context = ProjectContext(project, spider, row["max_depth"], row["max_pages"], time.monotonic())
+    with _contexts_lock:
+        _contexts[project] = context
+    return context
+
+
+def new_task_row(project: str, url: str, request: Request, *, depth: int, priority: int, now: float,
+                 fetch_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A crawl_tasks row for a normalised ``url`` requested by ``request``."""
+    options = fetch_options if fetch_options is not None else request.fetch_options()
+    body = (options or {}).get("body")
+    return {
+        "task_id": task_id(project, url, (options or {}).get("method", "GET"), body),
+        "project": project,
+        "url": url,
+        "host": url_host(url),
+        "status": PENDING,
+        "priority": priority,
+        "depth": depth,
+        "callback": request.callback_name(),
+        "fetch": options,
+        "data": request.data,
+        "retries_left": 0,
+        "next_run_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _redirect_outcome(context: ProjectContext, page: dict[str, Any], now: float,
+                      new_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    outcome = {"id": page["id"], "url": page["url"], "code": page.get("code")}
+    options = dict(page.get("fetch") or {})
+    chain = list(options.get("redirects") or ()) + [page["url"]]
+    try:
+        target = normalize_url(page["redirect"])
+    except InvalidURL as exc:
+        return {**outcome, "status": FAILED, "error": f"redirect to an invalid URL: {exc}"}
+    outcome["final_url"] = target
+    if target in chain:
+        loop = " -> ".join(chain + [target])
+        return {**outcome, "status": FAILED, "error": f"redirect loop: {loop}"}
+    if len(chain) > settings.get("max_redirects"):
+        return {**outcome, "status": FAILED,
+                "error": f"too many redirects ({len(chain)}, max_redirects={settings.get('max_redirects')}) from {chain[0]}"}
+    if not context.spider.allows(target):
+        return {**outcome, "status": DONE}  # an off-site target is recorded, not followed
+    options["redirects"] = chain
+    if page.get("code") in (301, 302, 303) and options.get("method", "GET") != "GET":
+        options.pop("method", None)
+        options.pop("body", None)
+    request = Request(target, callback=page.get("cb") or "parse", data=page.get("data"))
+    new_rows.append(new_task_row(context.name, target, request, depth=page.get("depth", 0),
+                                 priority=context.spider.priority, now=now, fetch_options=options))
+    return {**outcome, "status": DONE}
+
+
+def _page_outcome(context: ProjectContext, page: dict[str, Any], now: float,
+                  new_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    depth = page.get("depth", 0)
+    response = Response(page["url"], page["code"], page.get("headers") or {}, decompress_body(page),
+                        data=page.get("data"), depth=depth)
+    callback = page.get("cb") or "parse"
+    result = run_callback(context.spider, callback, response)
+    outcome = {"id": page["id"], "url": page["url"], "code": page["code"]}
+    if result.error is not None:
+        return {**outcome, "status": FAILED, "error": result.error}
+    kept, _dropped = filter_requests(context.spider, result.requests, depth, context.max_depth)
+    for url, request in kept:
+        priority = request.priority or context.spider.priority
+        new_rows.append(new_task_row(context.name, url, request, depth=depth + 1, priority=priority, now=now))
+    return {**outcome, "status": DONE, "items": result.items}
+
+
+def process_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Run callbacks on ``pages``; insert their new rows in one round trip; return the
+    outcomes for the store stage and how many new rows were added."""
+    now = time.time()
+    try:
+        context = project_context(engine, project)
+    except (ConfigurationError, ProjectNotFound) as exc:
+        return [{"id": p["id"], "url": p["url"], "code": p.get("code"), "status": FAILED, "error": str(exc)}
+                for p in pages], 0
+    new_rows: list[dict[str, Any]] = []
+    outcomes = []
+    for page in pages:
+        if "redirect" in page:
+            outcomes.append(_redirect_outcome(context, page, now, new_rows))
+        else:
+            outcomes.append(_page_outcome(context, page, now, new_rows))
+    added = 0
+    if new_rows:
+        with engine.begin() as conn:
+            added = frontier.insert_tasks(conn, project, new_rows, max_pages=context.max_pages)
+    return outcomes, added

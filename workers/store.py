@@ -1,0 +1,73 @@
+"""The store engine: a batch of page outcomes written in one transaction.
+
+For every page in the batch its items replace whatever an earlier run stored under the
+same task id (keyed by task id and item index), and its crawl_tasks row takes its end
+state, all in one transaction: a page processed twice leaves its items once, and a row is
+never ``done`` without its items.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from crawlcluster import frontier
+from crawlcluster.schema import DONE, FAILED, results
+
+logger = logging.getLogger(__name__)
+
+
+def _json_safe(item: Any) -> Any:
+    """Items must be JSON; anything else becomes its string form rather than failing the page."""
+    if isinstance(item, dict):
+        return {str(k): _json_safe(v) for k, v in item.items()}
+    if isinstance(item, (list, tuple)):
+        return [_json_safe(v) for v in item]
+    if item is None or isinstance(item, (str, int, float, bool)):
+        return item
+    if isinstance(item, bytes):
+        return item.decode("utf-8", "replace")
+    return str(item)
+
+
+def store_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> dict[str, int]:
+    """Write ``pages`` (each ``{"id", "url", "status", "code"?, "error"?, "final_url"?, "items"?}``)
+    and return counts of rows done and failed and items stored."""
+    now = time.time()
+    item_rows = []
+    for page in pages:
+        if page["status"] != DONE:
+            continue
+        for index, item in enumerate(page.get("items") or ()):
+            item_rows.append({
+                "task_id": page["id"], "item_index": index, "project": project, "url": page["url"],
+                "item": _json_safe(item), "created_at": now, "updated_at": now,
+            })
+    outcomes = [
+        {"task_id": p["id"], "status": p["status"], "status_code": p.get("code"),
+         "error": p.get("error"), "final_url": p.get("final_url")}
+        for p in pages
+    ]
+    done_ids = [p["id"] for p in pages if p["status"] == DONE]
+    with engine.begin() as conn:
+        if done_ids:
+            conn.execute(delete(results).where(results.c.task_id.in_(done_ids)))
+        if item_rows:
+            insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(results)
+            stmt = insert.values(item_rows)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["task_id", "item_index"],
+                set_={"item": stmt.excluded.item, "url": stmt.excluded.url, "updated_at": stmt.excluded.updated_at},
+            )
+            conn.execute(stmt)
+        frontier.record_outcomes(conn, outcomes, now=now)
+    return {
+        "done": len(done_ids),
+        "failed": sum(1 for p in pages if p["status"] == FAILED),
+        "items": len(item_rows),
+    }
