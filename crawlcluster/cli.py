@@ -23,7 +23,7 @@ from rich.table import Table
 
 from crawlcluster.errors import CrawlClusterError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 FORMATS = ("jsonl", "csv")
 
 

@@ -1,0 +1,110 @@
+"""Fixtures that start real services: Redis, Postgres, the demo site, worker and beat processes.
+
+Service URLs come from CRAWLCLUSTER_TEST_REDIS_URL and CRAWLCLUSTER_TEST_DATABASE_URL,
+with local defaults. A missing service is a failure that says how to start it, never a skip.
+Processes started here are stopped by PID at teardown.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+from crawlcluster import db, settings
+from crawlcluster.testing import LocalCluster
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("CRAWLCLUSTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+DATABASE_URL = os.environ.get("CRAWLCLUSTER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+START_SERVICES = "bash deploy/local/services.sh"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means the same thing here
+        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({exc}); start it with `{START_SERVICES}` "
+                    "or point CRAWLCLUSTER_TEST_REDIS_URL at one", pytrace=False)
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    url = db.normalize_database_url(DATABASE_URL)
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"Postgres is not reachable at {DATABASE_URL} ({exc}); start it with `{START_SERVICES}` "
+                    "or point CRAWLCLUSTER_TEST_DATABASE_URL at one", pytrace=False)
+    return url
+
+
+def _drop_everything(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS results, crawl_tasks, projects, alembic_version CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def pg(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An empty crawlcluster schema in the test Postgres and an empty test Redis database;
+    this process's settings point at both."""
+    db.dispose_all()
+    _drop_everything(database_url)
+    redis.Redis.from_url(redis_url).flushdb()
+    monkeypatch.setenv("CRAWLCLUSTER_DATABASE_URL", database_url)
+    monkeypatch.setenv("CRAWLCLUSTER_BROKER_URL", redis_url)
+    settings.reset()
+    db.get_engine(database_url)
+    yield database_url
+    db.dispose_all()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    db.dispose_all()
+    url = f"sqlite:///{tmp_path / 'frontier.db'}"
+    db.get_engine(url)
+    yield url
+    db.dispose_all()
+
+
+@pytest.fixture(scope="session")
+def site_server():
+    """The 300-page demo site with every trap, served on 127.0.0.1 for the whole session."""
+    from crawlcluster.demo import DemoSite
+
+    server = DemoSite(pages=300, traps=True).serve()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def site(site_server):
+    site_server.reset_hits()
+    return site_server
+
+
+@pytest.fixture
+def processes(pg: str, redis_url: str, tmp_path: Path) -> Iterator[LocalCluster]:
+    """Real `celery -A crawlcluster` worker and beat processes on the test Redis and Postgres."""
+    env = dict(os.environ)
+    env.update({
+        "CRAWLCLUSTER_DATABASE_URL": pg,
+        "CRAWLCLUSTER_BROKER_URL": redis_url,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "PYTHONUNBUFFERED": "1",
+    })
+    cluster = LocalCluster(env, log_dir=tmp_path)
+    yield cluster
+    cluster.stop_all()

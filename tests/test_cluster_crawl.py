@@ -1,0 +1,107 @@
+"""Cluster mode for real: `celery -A crawlcluster worker -Q fetch|parse|store` and `celery -A
+crawlcluster beat` as subprocesses on the test Redis and Postgres, a crawl submitted through
+crawlcluster.submit, outcomes checked against the demo site's hit log."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict
+
+import pytest
+from celery import Celery
+
+import crawlcluster
+from tests.outcomes import assert_site_crawled, load_rows
+
+
+class EventRecorder:
+    """Records which worker received which task, from Celery's own task-received events."""
+
+    def __init__(self, broker_url: str) -> None:
+        self.app = Celery(broker=broker_url)
+        self.received: dict[str, Counter[str]] = defaultdict(Counter)
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _on_received(self, event: dict) -> None:
+        self.received[event["hostname"].split("@")[0]][event["name"]] += 1
+
+    def _run(self) -> None:
+        with self.app.connection() as connection:
+            self._receiver = self.app.events.Receiver(connection, handlers={"task-received": self._on_received})
+            self._ready.set()
+            # returns within a second of should_stop being set
+            self._receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    def start(self) -> "EventRecorder":
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self._receiver.should_stop = True
+        self._thread.join(10)
+
+
+@pytest.fixture
+def events(redis_url):
+    recorder = EventRecorder(redis_url)
+    recorder.start()
+    yield recorder
+    recorder.stop()
+
+
+def _start_cluster(processes, fetch_name: str = "fetch") -> None:
+    processes.worker(fetch_name, "fetch")
+    processes.worker("parse", "parse")
+    processes.worker("store", "store")
+    processes.beat()
+
+
+def test_cluster_crawl_fetches_every_page_once_and_each_queue_gets_only_its_stage(site, processes, events, pg):
+    _start_cluster(processes)
+    crawl = crawlcluster.submit([site.url + "/"], project="site")
+    stats = crawl.wait(timeout=240)
+    tasks, items = load_rows(pg, "site")
+    assert_site_crawled(site, tasks, items)
+    assert stats["pending"] == stats["queued"] == 0
+    assert stats["done"] + stats["failed"] == len(site.site.reachable())
+    assert stats["items"] == len(items)
+    assert sorted(i["url"] for i in crawl.results()) == sorted(i["url"] for i in items)
+
+    # each worker received only its own stage's task, as Celery's events report it
+    time.sleep(1.0)
+    assert set(events.received["fetch"]) == {"crawlcluster.fetch"}, dict(events.received)
+    assert set(events.received["parse"]) == {"crawlcluster.parse"}, dict(events.received)
+    assert set(events.received["store"]) == {"crawlcluster.store"}, dict(events.received)
+
+    # the scheduler notices the finished project
+    deadline = time.monotonic() + 20
+    while crawl.stats()["status"] != "finished" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert crawl.stats()["status"] == "finished"
+
+
+def test_fetch_worker_killed_mid_crawl_loses_nothing_and_stores_every_page_once(site, processes, pg):
+    processes.env["CRAWLCLUSTER_QUEUED_DEADLINE_SECONDS"] = "10"
+    # a slow-ish fetch worker so the kill lands mid-crawl
+    processes.env["CRAWLCLUSTER_FETCH_BATCH_SIZE"] = "4"
+    _start_cluster(processes, fetch_name="fetch-a")
+    crawl = crawlcluster.submit([site.url + "/"], project="killed")
+    deadline = time.monotonic() + 120
+    while crawl.stats()["done"] < 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    before = crawl.stats()
+    assert before["done"] >= 40 and (before["pending"] + before["queued"]) > 0, before
+    processes.kill("fetch-a")
+    processes.worker("fetch-b", "fetch")
+    stats = crawl.wait(timeout=240)
+    tasks, items = load_rows(pg, "killed")
+    # a page the killed worker had already requested may be fetched again; nothing is lost
+    # and nothing is stored twice
+    assert_site_crawled(site, tasks, items, exactly_once=False)
+    assert stats["done"] + stats["failed"] == len(site.site.reachable())
+    refetched = sum(n - 1 for n in site.hits().values() if n > 1)
+    assert refetched <= before["queued"] + 4 * 10
+    assert "crawlcluster.fetch" in processes.log("fetch-b")

@@ -1,0 +1,51 @@
+"""The one-command crawl (`crawlcluster crawl`) of the 300-page demo site, in one process
+with an in-memory transport and an SQLite file, checked against the site's hit log."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.outcomes import assert_site_crawled, load_rows
+
+CLI = [sys.executable, "-m", "crawlcluster.cli"]
+
+
+def test_cli_crawl_fetches_every_reachable_page_once_and_writes_one_item_per_page(site, tmp_path: Path):
+    out = tmp_path / "items.jsonl"
+    frontier = tmp_path / "frontier.db"
+    run = subprocess.run([*CLI, "crawl", site.url + "/", "-o", str(out), "--db", str(frontier), "-q",
+                          "--project", "demo"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    tasks, items = load_rows(f"sqlite:///{frontier}", "demo")
+    assert_site_crawled(site, tasks, items)
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == len(items) == len(site.site.html_pages) + len(site.site.non_html)
+    assert sorted(line["url"] for line in lines) == sorted(item["url"] for item in items)
+    assert "items written to" in run.stderr
+
+
+def test_cli_crawl_max_pages_bounds_the_frontier_and_the_fetches(site, tmp_path: Path):
+    out = tmp_path / "items.csv"
+    frontier = tmp_path / "frontier.db"
+    run = subprocess.run([*CLI, "crawl", site.url + "/", "-o", str(out), "--db", str(frontier), "-q",
+                          "--max-pages", "25", "--project", "small"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    tasks, items = load_rows(f"sqlite:///{frontier}", "small")
+    assert len(tasks) == 25
+    assert sum(site.hits().values()) == 25
+    with out.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(items) > 0
+    assert {"url", "status", "title"} <= set(rows[0])
+
+
+def test_cli_crawl_rejects_an_invalid_url_with_a_sentence(tmp_path: Path):
+    run = subprocess.run([*CLI, "crawl", "ftp://example.org/x", "-q", "--db", str(tmp_path / "f.db")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "invalid URL 'ftp://example.org/x'" in run.stderr
+    assert "Traceback" not in run.stderr

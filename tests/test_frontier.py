@@ -1,0 +1,226 @@
+"""The task table as a queue: claim order, SKIP LOCKED, lost-message recovery, budgets, the
+dispatcher's tick against real Redis, and idempotent storing, on Postgres (and SQLite)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from celery import Celery
+from sqlalchemy import select, update
+
+import crawlcluster
+from crawlcluster import frontier
+from crawlcluster.db import get_engine
+from crawlcluster.scheduler import Dispatcher
+from crawlcluster.schema import crawl_tasks, projects
+from crawlcluster.urls import task_id, url_host
+from workers.store import store_pages
+
+
+def make_project(conn, name: str, status: str = "running", **extra) -> None:
+    now = time.time()
+    conn.execute(projects.insert().values(name=name, spider="crawlcluster.spider:LinkSpider", status=status,
+                                          settings={}, tasks_created=0, created_at=now, updated_at=now, **extra))
+
+
+def make_row(project: str, url: str, *, priority: int = 0, due: float | None = None, status: str = "pending") -> dict:
+    now = time.time()
+    return {"task_id": task_id(project, url), "project": project, "url": url, "host": url_host(url),
+            "status": status, "priority": priority, "depth": 0, "callback": "parse", "fetch": None, "data": None,
+            "retries_left": 0, "next_run_at": now if due is None else due, "created_at": now, "updated_at": now}
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def database(request):
+    if request.param == "postgres":
+        return request.getfixturevalue("pg")
+    return request.getfixturevalue("sqlite_url")
+
+
+def test_claim_takes_highest_priority_first_then_oldest_due_and_skips_future_rows(database):
+    engine = get_engine(database)
+    now = time.time()
+    with engine.begin() as conn:
+        make_project(conn, "p")
+        frontier.insert_tasks(conn, "p", [
+            make_row("p", "http://h/low-old", priority=0, due=now - 100),
+            make_row("p", "http://h/high-new", priority=5, due=now - 1),
+            make_row("p", "http://h/high-old", priority=5, due=now - 50),
+            make_row("p", "http://h/mid", priority=2, due=now - 10),
+            make_row("p", "http://h/future", priority=9, due=now + 3600),
+        ])
+    with engine.begin() as conn:
+        first = frontier.claim_due_tasks(conn, "p", 3, deadline_seconds=60)
+        second = frontier.claim_due_tasks(conn, "p", 10, deadline_seconds=60)
+    assert [r["url"] for r in first] == ["http://h/high-old", "http://h/high-new", "http://h/mid"]
+    assert [r["url"] for r in second] == ["http://h/low-old"]
+    with engine.connect() as conn:
+        states = dict(conn.execute(select(crawl_tasks.c.url, crawl_tasks.c.status)).all())
+        deadline = conn.execute(select(crawl_tasks.c.deadline_at).where(crawl_tasks.c.url == "http://h/mid")).scalar_one()
+    assert states["http://h/future"] == "pending"
+    assert [states[u] for u in ("http://h/high-old", "http://h/mid", "http://h/low-old")] == ["queued"] * 3
+    assert deadline == pytest.approx(time.time() + 60, abs=5)
+
+
+def test_two_schedulers_claiming_at_once_never_get_the_same_row(pg):
+    engine = get_engine(pg)
+    with engine.begin() as conn:
+        make_project(conn, "p")
+        frontier.insert_tasks(conn, "p", [make_row("p", f"http://h/{i}") for i in range(50)])
+    first_conn = engine.connect()
+    first_tx = first_conn.begin()
+    try:
+        first = frontier.claim_due_tasks(first_conn, "p", 30, deadline_seconds=60)
+        with engine.begin() as second_conn:  # runs while the first transaction holds its row locks
+            second = frontier.claim_due_tasks(second_conn, "p", 30, deadline_seconds=60)
+        first_tx.commit()
+    finally:
+        first_conn.close()
+    assert len(first) == 30 and len(second) == 20
+    assert not {r["task_id"] for r in first} & {r["task_id"] for r in second}
+
+
+def test_rows_queued_past_their_deadline_are_handed_out_again(database):
+    engine = get_engine(database)
+    with engine.begin() as conn:
+        make_project(conn, "p")
+        frontier.insert_tasks(conn, "p", [make_row("p", f"http://h/{i}") for i in range(4)])
+        claimed = frontier.claim_due_tasks(conn, "p", 4, deadline_seconds=60)
+        conn.execute(update(crawl_tasks).where(crawl_tasks.c.url.in_(["http://h/0", "http://h/1"]))
+                     .values(deadline_at=time.time() - 1))
+    with engine.begin() as conn:
+        stale = frontier.reclaim_stale_tasks(conn, 100, deadline_seconds=60)
+        again = frontier.reclaim_stale_tasks(conn, 100, deadline_seconds=60)
+    assert len(claimed) == 4
+    assert sorted(r["url"] for r in stale) == ["http://h/0", "http://h/1"]
+    assert all(r["dispatch_count"] == 2 for r in stale)
+    assert again == []
+
+
+def test_max_pages_budget_is_never_exceeded_and_duplicates_do_not_spend_it(database):
+    engine = get_engine(database)
+    with engine.begin() as conn:
+        make_project(conn, "p", max_pages=10)
+    with engine.begin() as conn:
+        assert frontier.insert_tasks(conn, "p", [make_row("p", f"http://h/{i}") for i in range(6)], max_pages=10) == 6
+    with engine.begin() as conn:
+        batch = [make_row("p", f"http://h/{i}") for i in range(3, 12)]  # 3 known, 6 new
+        assert frontier.insert_tasks(conn, "p", batch, max_pages=10) == 4
+    with engine.begin() as conn:
+        assert frontier.insert_tasks(conn, "p", [make_row("p", "http://h/99")], max_pages=10) == 0
+        assert frontier.count_by_status(conn, "p")["pending"] == 10
+        assert frontier.project_row(conn, "p")["tasks_created"] == 10
+
+
+def _fetch_messages(app: Celery) -> list[dict]:
+    bodies = []
+    with app.connection() as connection:
+        queue = connection.SimpleQueue("fetch", accept=["msgpack"])
+        try:
+            while True:
+                try:
+                    message = queue.get(block=True, timeout=0.5)
+                except queue.Empty:
+                    return bodies
+                args, _kwargs, _embed = message.decode()
+                bodies.append(args[0])
+                message.ack()
+        finally:
+            queue.close()
+
+
+@pytest.fixture
+def test_app(redis_url):
+    app = Celery("crawlcluster-test")
+    app.config_from_object("celeryconfig")
+    app.conf.broker_url = redis_url
+    return app
+
+
+def dispatcher_for(app: Celery, database_url: str, **overrides) -> Dispatcher:
+    options = dict(claim_batch_size=100, max_queued_per_project=1000, queued_deadline_seconds=60,
+                   fetch_batch_size=4, tick_seconds=0.5, database_url=database_url)
+    options.update(overrides)
+    return Dispatcher(app, **options)
+
+
+def test_tick_publishes_running_projects_in_batches_and_leaves_paused_ones(pg, test_app):
+    engine = get_engine(pg)
+    with engine.begin() as conn:
+        make_project(conn, "run")
+        make_project(conn, "held", status="paused")
+        frontier.insert_tasks(conn, "run", [make_row("run", f"http://h/{i}") for i in range(10)])
+        frontier.insert_tasks(conn, "held", [make_row("held", f"http://h/{i}") for i in range(5)])
+    dispatcher_for(test_app, pg).tick()
+    messages = _fetch_messages(test_app)
+    assert [len(m["tasks"]) for m in messages] == [4, 4, 2]
+    assert {m["project"] for m in messages} == {"run"}
+    assert sorted(t["url"] for m in messages for t in m["tasks"]) == sorted(f"http://h/{i}" for i in range(10))
+    with engine.connect() as conn:
+        assert frontier.count_by_status(conn, "held")["pending"] == 5
+        assert frontier.count_by_status(conn, "run")["queued"] == 10
+
+
+def test_tick_keeps_at_most_the_queue_limit_queued_and_drops_nothing(pg, test_app):
+    engine = get_engine(pg)
+    with engine.begin() as conn:
+        make_project(conn, "p")
+        frontier.insert_tasks(conn, "p", [make_row("p", f"http://h/{i}") for i in range(25)])
+    dispatcher = dispatcher_for(test_app, pg, max_queued_per_project=10)
+    dispatcher.tick()
+    dispatcher.tick()
+    with engine.connect() as conn:
+        counts = frontier.count_by_status(conn, "p")
+    assert (counts["queued"], counts["pending"]) == (10, 15)
+    assert sum(len(m["tasks"]) for m in _fetch_messages(test_app)) == 10
+
+
+def test_tick_marks_a_project_finished_once_nothing_is_pending_or_queued(pg, test_app):
+    engine = get_engine(pg)
+    with engine.begin() as conn:
+        make_project(conn, "p")
+        frontier.insert_tasks(conn, "p", [make_row("p", "http://h/only")])
+    dispatcher = dispatcher_for(test_app, pg)
+    dispatcher.tick()
+    with engine.connect() as conn:
+        assert frontier.project_row(conn, "p")["status"] == "running"  # queued, not done
+    store_pages(engine, "p", [{"id": task_id("p", "http://h/only"), "url": "http://h/only", "status": "done",
+                               "code": 200, "items": [{"a": 1}]}])
+    dispatcher.tick()
+    with engine.connect() as conn:
+        row = frontier.project_row(conn, "p")
+    assert row["status"] == "finished" and row["finished_at"] is not None
+
+
+def test_storing_a_page_twice_leaves_its_items_once_and_replaces_them(database):
+    engine = get_engine(database)
+    url = "http://h/page"
+    tid = task_id("p", url)
+    with engine.begin() as conn:
+        make_project(conn, "p")
+        frontier.insert_tasks(conn, "p", [make_row("p", url)])
+        frontier.claim_due_tasks(conn, "p", 1, deadline_seconds=60)
+    page = {"id": tid, "url": url, "status": "done", "code": 200, "items": [{"n": 1}, {"n": 2}, {"n": 3}]}
+    store_pages(engine, "p", [page])
+    store_pages(engine, "p", [page])
+    assert sorted(i["n"] for i in crawlcluster.Crawl("p", database_url=database).results()) == [1, 2, 3]
+    store_pages(engine, "p", [{**page, "items": [{"n": 9}]}])
+    assert [i["n"] for i in crawlcluster.Crawl("p", database_url=database).results()] == [9]
+    stats = crawlcluster.Crawl("p", database_url=database).stats()
+    assert (stats["done"], stats["items"]) == (1, 1)
+
+
+def test_pause_resume_and_cancel_change_what_the_scheduler_may_dispatch(pg, test_app):
+    crawl = crawlcluster.submit(["http://site.invalid/a", "http://site.invalid/b"], project="steer", database_url=pg)
+    crawl.pause()
+    dispatcher = dispatcher_for(test_app, pg)
+    dispatcher.tick()
+    assert crawl.stats()["pending"] == 2 and crawl.stats()["status"] == "paused"
+    crawl.resume()
+    dispatcher.tick()
+    assert crawl.stats()["queued"] == 2
+    crawlcluster.submit(["http://site.invalid/c"], project="steer", database_url=pg)
+    crawl.cancel()
+    stats = crawl.stats()
+    assert (stats["status"], stats["cancelled"], stats["queued"]) == ("cancelled", 1, 2)
