@@ -19,7 +19,7 @@ class CrawlClusterError(Exception):
     """Base of every crawlcluster error."""
 
 
-class ConfigurationError(CrawlClusterError):
+class ConfigurationError(CrawlClusterError, ValueError):
     """A setting, spider path or option that cannot work as given."""
 
 

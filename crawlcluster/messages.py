@@ -35,10 +35,8 @@ def task_entry(row: dict[str, Any]) -> dict[str, Any]:
 def fetch_messages(project: str, rows: Iterable[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
     """Split claimed rows into fetch messages of at most ``batch_size`` URLs."""
     entries = [task_entry(row) for row in rows]
-    return [
-        {"project": project, "tasks": entries[i:i + batch_size]}
-        for i in range(0, len(entries), max(1, batch_size))
-    ]
+    size = max(1, batch_size)
+    return [{"project": project, "tasks": entries[i:i + size]} for i in range(0, len(entries), size)]
 
 
 def compress_body(body: bytes, level: int | None = None) -> tuple[bytes, bool]:

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from crawlcluster.errors import ConfigurationError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["OPTIONS", "Option", "get", "configure", "reset", "as_dict"]
@@ -34,6 +36,7 @@ class Option:
     default: Any
     type: Callable[[str], Any]
     doc: str
+    minimum: float | None = None
 
     def env_name(self, name: str) -> str:
         return "CRAWLCLUSTER_" + name.upper()
@@ -51,29 +54,29 @@ OPTIONS: dict[str, Option] = {
     "user_agent": Option(
         "crawlcluster/0.1 (+https://github.com/crawlcluster/crawlcluster)", str,
         "User-Agent header of every fetch unless a request sets its own."),
-    "connect_timeout_seconds": Option(10.0, float, "Time allowed to open a connection."),
-    "read_timeout_seconds": Option(30.0, float, "Time allowed between two reads of a response."),
+    "connect_timeout_seconds": Option(10.0, float, "Time allowed to open a connection.", minimum=0.01),
+    "read_timeout_seconds": Option(30.0, float, "Time allowed between two reads of a response.", minimum=0.01),
     "max_body_bytes": Option(
         10 * 1024 * 1024, int,
-        "Largest response body kept, counted after decompression while streaming; larger ends as failed."),
-    "max_redirects": Option(10, int, "Redirect hops followed from one URL before the row fails."),
+        "Largest response body kept, counted after decompression while streaming; larger ends as failed.", minimum=1),
+    "max_redirects": Option(10, int, "Redirect hops followed from one URL before the row fails.", minimum=1),
     "fetch_concurrency": Option(
-        128, int, "Fetches in flight in one fetch worker process (all its threads together)."),
+        128, int, "Fetches in flight in one fetch worker process (all its threads together).", minimum=1),
     "fetch_batch_size": Option(
-        16, int, "URLs per fetch message; each stage passes a batch on as one message."),
+        16, int, "URLs per fetch message; each stage passes a batch on as one message.", minimum=1),
     "body_compress_level": Option(1, int, "zlib level for page bodies inside messages (0 stores raw)."),
     # scheduling
-    "claim_batch_size": Option(2000, int, "Most rows the scheduler claims and publishes in one tick."),
+    "claim_batch_size": Option(2000, int, "Most rows the scheduler claims and publishes in one tick.", minimum=1),
     "max_queued_per_project": Option(
         5000, int,
-        "Most rows of one project queued at once; the rest wait as pending in the table, nothing is dropped."),
+        "Most rows of one project queued at once; the rest wait as pending in the table, nothing is dropped.", minimum=1),
     "queued_deadline_seconds": Option(
         600.0, float,
-        "A row queued longer than this lost its message (worker killed, broker restarted) and is sent again."),
-    "tick_seconds": Option(1.0, float, "Longest pause of the scheduler between ticks when idle."),
+        "A row queued longer than this lost its message (worker killed, broker restarted) and is sent again.", minimum=1),
+    "tick_seconds": Option(1.0, float, "Longest pause of the scheduler between ticks when idle.", minimum=0.01),
     # worker pools by role, used when the command line does not name -P/-c
     "parse_concurrency": Option(0, int, "Parse worker processes (0: one per CPU)."),
-    "store_concurrency": Option(4, int, "Store worker threads."),
+    "store_concurrency": Option(4, int, "Store worker threads.", minimum=1),
 }
 
 _overrides: dict[str, Any] = {}
@@ -81,9 +84,12 @@ _overrides: dict[str, Any] = {}
 
 def _parse(name: str, option: Option, raw: str) -> Any:
     try:
-        return option.type(raw)
+        value = option.type(raw)
     except ValueError as exc:
-        raise ValueError(f"{option.env_name(name)}={raw!r} is invalid: {exc}") from None
+        raise ConfigurationError(f"{option.env_name(name)}={raw!r} is invalid: {exc}") from None
+    if option.minimum is not None and value < option.minimum:
+        raise ConfigurationError(f"{option.env_name(name)}={raw!r} is invalid: it must be at least {option.minimum}")
+    return value
 
 
 def get(name: str) -> Any:
@@ -101,7 +107,7 @@ def configure(**values: Any) -> None:
     """Override settings in this process (tests and the embedded crawl)."""
     for name, value in values.items():
         if name not in OPTIONS:
-            raise KeyError(f"unknown crawlcluster setting {name!r}; known: {', '.join(sorted(OPTIONS))}")
+            raise ConfigurationError(f"unknown crawlcluster setting {name!r}; known: {', '.join(sorted(OPTIONS))}")
         _overrides[name] = value
 
 

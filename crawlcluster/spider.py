@@ -103,8 +103,13 @@ class Spider:
         host = (parts.hostname or "").lower()
         port = parts.port or DEFAULT_PORTS.get(parts.scheme)
         for entry in self.allowed_domains:
-            domain, _, entry_port = entry.lower().partition(":")
-            if entry_port and int(entry_port) != port:
+            allowed = urlsplit("//" + entry.lower())
+            domain = allowed.hostname or ""
+            try:
+                entry_port = allowed.port
+            except ValueError:
+                raise ConfigurationError(f"allowed_domains entry {entry!r} of {type(self).__name__} has a bad port") from None
+            if entry_port and entry_port != port:
                 continue
             if host == domain or host.endswith("." + domain):
                 return True

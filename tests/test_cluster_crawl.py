@@ -105,3 +105,67 @@ def test_fetch_worker_killed_mid_crawl_loses_nothing_and_stores_every_page_once(
     refetched = sum(n - 1 for n in site.hits().values() if n > 1)
     assert refetched <= before["queued"] + 4 * 10
     assert "crawlcluster.fetch" in processes.log("fetch-b")
+
+
+class SlowSite:
+    """Pages that answer after a pause, counting how many requests are in flight at once."""
+
+    def __init__(self, delay_seconds: float) -> None:
+        import http.server
+
+        self.delay_seconds = delay_seconds
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.served = 0
+        self.lock = threading.Lock()
+        site = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                with site.lock:
+                    site.in_flight += 1
+                    site.max_in_flight = max(site.max_in_flight, site.in_flight)
+                time.sleep(site.delay_seconds)
+                body = b"<html><head><title>slow</title></head><body>slow</body></html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                with site.lock:
+                    site.in_flight -= 1
+                    site.served += 1
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_one_plain_fetch_worker_process_holds_over_100_fetches_in_flight(processes, pg):
+    slow = SlowSite(delay_seconds=1.0)
+    try:
+        fetch = processes.worker("fetch", "fetch")  # the plain command: no -P, no -c
+        processes.worker("parse", "parse")
+        processes.worker("store", "store")
+        processes.beat()
+        urls = [f"{slow.url}/item/{i}" for i in range(300)]
+        crawl = crawlcluster.submit(urls, project="slow")
+        crawl.wait(timeout=120)
+        assert crawl.stats()["done"] == 300
+        assert slow.served == 300
+        assert slow.max_in_flight >= 100, slow.max_in_flight
+        assert len([pid for pid in processes.pids("fetch")]) == 1  # one process did it (threads pool)
+        assert fetch.poll() is None
+    finally:
+        slow.stop()

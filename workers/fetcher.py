@@ -83,6 +83,11 @@ class _BoundedDecoder:
         if self._decompressor is None:
             self._count(len(data), False)
             return data
+        if self._decompressor.eof:
+            # bytes after the end of the compressed stream: counted (so an endless trailer
+            # stops at the limit) but never buffered
+            self._count(len(data), True)
+            return b""
         out = []
         while data:
             try:

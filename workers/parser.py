@@ -163,7 +163,11 @@ def run_callback(spider: Spider, callback_name: str, response: Response) -> Call
     outcome = CallbackOutcome()
     try:
         produced = spider.callback(callback_name)(response)
-        for value in produced if produced is not None else ():
+        if produced is None:
+            produced = ()
+        elif isinstance(produced, (dict, Request, str)):
+            produced = (produced,)  # a callback may return one item instead of yielding it
+        for value in produced:
             if isinstance(value, Request):
                 outcome.requests.append(value)
             elif isinstance(value, dict):

@@ -1,0 +1,1 @@
+"""crawlcluster benchmarks: print tables, assert nothing. `python -m bench --help`."""
