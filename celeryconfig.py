@@ -14,6 +14,8 @@ broker_connection_retry_on_startup = True
 # Redis redelivers an unacked message after this long; the scheduler's own deadline
 # (queued_deadline_seconds) is shorter and is what recovers lost work.
 broker_transport_options = {"visibility_timeout": 3600}
+if settings.get("broker_key_prefix"):
+    broker_transport_options["global_keyprefix"] = settings.get("broker_key_prefix")
 
 task_queues = [Queue(name) for name in ("fetch", "render", "parse", "store")]
 task_default_queue = "fetch"

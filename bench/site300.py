@@ -118,7 +118,7 @@ def main(runs: int = 3, pages: int = 300) -> None:
     console = Console()
     site = SiteProcess(pages)
     database_url = ensure_bench_database(DATABASE_URL)
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    redis.Redis.from_url(REDIS_URL).flushdb()  # the benchmark owns this database
     embedded: list[dict[str, Any]] = []
     cluster_runs: list[dict[str, Any]] = []
     try:

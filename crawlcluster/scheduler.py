@@ -99,13 +99,21 @@ class Dispatcher:
         self.resent_total += len(rows)
         return len(rows)
 
+    def route(self, project: str, row: dict[str, Any]) -> str:
+        """The task (and so the queue) a claimed row is sent to: render rows to the browser
+        tier, the rest to fetch."""
+        if (row.get("fetch") or {}).get("render") is True:
+            return "crawlcluster.render"
+        return "crawlcluster.fetch"
+
     def publish(self, project: str, rows: list[dict[str, Any]]) -> None:
         """Send claimed rows in batches; a failed send is logged and left to the deadline."""
-        render_rows = [r for r in rows if (r.get("fetch") or {}).get("render")]
-        fetch_rows = [r for r in rows if not (r.get("fetch") or {}).get("render")]
+        by_task: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_task.setdefault(self.route(project, row), []).append(row)
         try:
             with self.app.producer_or_acquire() as producer:
-                for task_name, stage_rows in (("crawlcluster.fetch", fetch_rows), ("crawlcluster.render", render_rows)):
+                for task_name, stage_rows in by_task.items():
                     for message in fetch_messages(project, stage_rows, self.fetch_batch_size):
                         self.app.send_task(task_name, args=[message], producer=producer)
         except Exception:  # noqa: BLE001 - the rows are queued with a deadline; they will be re-sent

@@ -47,6 +47,9 @@ OPTIONS: dict[str, Option] = {
     "broker_url": Option(
         "redis://127.0.0.1:6379/0", str,
         "Celery broker. The message transport only: Postgres holds the truth."),
+    "broker_key_prefix": Option(
+        "", str,
+        "Prefix of every Redis key the cluster uses, so several clusters (or test runs) can share one Redis."),
     "database_url": Option(
         "postgresql+psycopg2://postgres@127.0.0.1:5432/crawlcluster", str,
         "The task table, projects and results (SQLAlchemy URL; sqlite:///file.db works for one machine)."),
@@ -77,6 +80,19 @@ OPTIONS: dict[str, Option] = {
     # worker pools by role, used when the command line does not name -P/-c
     "parse_concurrency": Option(0, int, "Parse worker processes (0: one per CPU)."),
     "store_concurrency": Option(4, int, "Store worker threads.", minimum=1),
+    # the browser tier (render workers only; other workers never start a browser)
+    "chromium_path": Option("/usr/bin/chromium", str, "The Chromium executable render workers start (never downloaded)."),
+    "render_pages_in_flight": Option(4, int, "Pages one render worker process renders at once in its browser.", minimum=1),
+    "render_recycle_pages": Option(
+        100, int, "A render worker's browser is closed and started afresh after this many pages (0: never).", minimum=0),
+    "render_max_pss_bytes": Option(
+        1024 ** 3, int,
+        "A browser whose process tree uses more memory than this (PSS, summed over the tree) is recycled (0: no limit).",
+        minimum=0),
+    "render_page_timeout_seconds": Option(
+        30.0, float, "Time one page may take in the browser, navigation to script, before it ends as a timeout.",
+        minimum=0.1),
+    "render_launch_timeout_seconds": Option(30.0, float, "Time Chromium may take to start.", minimum=1),
 }
 
 _overrides: dict[str, Any] = {}

@@ -11,47 +11,71 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-import pytest
-import redis
-from sqlalchemy import create_engine, text
+# Each test session gets its own Redis key prefix and its own Postgres database (created
+# beside the configured one), so two sessions on one machine never see each other's
+# queues or rows. Set before crawlcluster reads its settings.
+SESSION_TAG = f"t{os.getpid()}"
+os.environ["CRAWLCLUSTER_BROKER_KEY_PREFIX"] = f"{SESSION_TAG}:"
 
-from crawlcluster import db, settings
-from crawlcluster.testing import LocalCluster
+import pytest  # noqa: E402
+import redis  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from crawlcluster import db, schema, settings  # noqa: E402
+from crawlcluster.testing import LocalCluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("CRAWLCLUSTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 DATABASE_URL = os.environ.get("CRAWLCLUSTER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 START_SERVICES = "bash deploy/local/services.sh"
+KEY_PREFIX = os.environ["CRAWLCLUSTER_BROKER_KEY_PREFIX"]
+
+
+def _flush_prefixed(client: redis.Redis) -> None:
+    keys = list(client.scan_iter(match=KEY_PREFIX + "*", count=1000))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def redis_url() -> Iterator[str]:
     try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+        client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means the same thing here
         pytest.fail(f"Redis is not reachable at {REDIS_URL} ({exc}); start it with `{START_SERVICES}` "
                     "or point CRAWLCLUSTER_TEST_REDIS_URL at one", pytrace=False)
-    return REDIS_URL
+    yield REDIS_URL
+    _flush_prefixed(client)
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
-    url = db.normalize_database_url(DATABASE_URL)
+def database_url() -> Iterator[str]:
+    """A database of this session's own, created beside CRAWLCLUSTER_TEST_DATABASE_URL."""
+    base = db.normalize_database_url(DATABASE_URL)
+    server, _, name = base.rpartition("/")
+    session_db = f"{name}_{SESSION_TAG}"
     try:
-        engine = create_engine(url, connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        engine.dispose()
+        admin = create_engine(base, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{session_db}"'))
+            conn.execute(text(f'CREATE DATABASE "{session_db}"'))
     except Exception as exc:  # noqa: BLE001
         pytest.fail(f"Postgres is not reachable at {DATABASE_URL} ({exc}); start it with `{START_SERVICES}` "
                     "or point CRAWLCLUSTER_TEST_DATABASE_URL at one", pytrace=False)
-    return url
+    yield f"{server}/{session_db}"
+    db.dispose_all()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{session_db}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def _drop_everything(url: str) -> None:
+    # every table the schema declares (later migrations add theirs), then Alembic's own
+    tables = ", ".join([table.name for table in schema.metadata.sorted_tables] + ["alembic_version"])
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS results, crawl_tasks, projects, alembic_version CASCADE"))
+        conn.execute(text(f"DROP TABLE IF EXISTS {tables} CASCADE"))
     engine.dispose()
 
 
@@ -61,7 +85,7 @@ def pg(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> It
     this process's settings point at both."""
     db.dispose_all()
     _drop_everything(database_url)
-    redis.Redis.from_url(redis_url).flushdb()
+    _flush_prefixed(redis.Redis.from_url(redis_url))
     monkeypatch.setenv("CRAWLCLUSTER_DATABASE_URL", database_url)
     monkeypatch.setenv("CRAWLCLUSTER_BROKER_URL", redis_url)
     settings.reset()
