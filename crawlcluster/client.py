@@ -18,12 +18,12 @@ from typing import IO, Any, Iterable, Iterator
 
 from sqlalchemy import func, select, update
 
-from crawlcluster import frontier
+from crawlcluster import frontier, scheduling
 from crawlcluster.db import get_engine
 from crawlcluster.errors import ConfigurationError, CrawlClusterError, InvalidURL, ProjectNotFound
 from crawlcluster.schema import CANCELLED, PAUSED, RUNNING, projects, results
 from crawlcluster.spider import LinkSpider, Request, Spider, load_spider_class, spider_path
-from crawlcluster.urls import normalize_url, task_id, url_host
+from crawlcluster.urls import normalize_url, url_host
 
 logger = logging.getLogger(__name__)
 
@@ -34,19 +34,10 @@ class CrawlTimeout(CrawlClusterError):
     """``Crawl.wait`` ran out of time with work still pending or queued."""
 
 
-def _seed_rows(project: str, requests: Iterable[Request], spider: Spider, now: float) -> list[dict[str, Any]]:
-    rows = []
-    for request in requests:
-        url = normalize_url(request.url)
-        options = request.fetch_options()
-        rows.append({
-            "task_id": task_id(project, url, (options or {}).get("method", "GET"), (options or {}).get("body")),
-            "project": project, "url": url, "host": url_host(url), "status": "pending",
-            "priority": request.priority or spider.priority, "depth": 0,
-            "callback": request.callback_name(), "fetch": options, "data": request.data,
-            "retries_left": 0, "next_run_at": now, "created_at": now, "updated_at": now,
-        })
-    return rows
+def _seed_rows(project: str, requests: Iterable[Request], spider: Spider, project_settings: dict[str, Any],
+               now: float) -> list[dict[str, Any]]:
+    return [frontier.task_row(project, normalize_url(r.url), r, spider=spider, project_settings=project_settings,
+                              depth=0, now=now) for r in requests]
 
 
 def submit(
@@ -56,6 +47,7 @@ def submit(
     max_pages: int | None = None,
     max_depth: int | None = None,
     spider_kwargs: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
     database_url: str | None = None,
 ) -> "Crawl":
     """Start (or restart) a crawl and return its :class:`Crawl` handle.
@@ -74,7 +66,7 @@ def submit(
         kwargs = dict(spider_kwargs or {})
         spider = spider_cls(**kwargs)
         project = project or spider_cls.name or spider_cls.__name__.lower()
-        requests = list(spider.start())
+        requests = [spider.with_defaults(r) for r in spider.start()]
     else:
         urls = [target] if isinstance(target, str) else list(target)
         if not urls:
@@ -84,18 +76,23 @@ def submit(
         kwargs = {"allowed_domains": sorted({url_host(u) for u in normalized}), **(spider_kwargs or {})}
         spider = spider_cls(**kwargs)
         project = project or url_host(normalized[0]).replace(":", "_")
-        requests = [Request(u) for u in normalized]
+        requests = [spider.with_defaults(Request(u)) for u in normalized]
     max_pages = max_pages if max_pages is not None else spider.max_pages
     max_depth = max_depth if max_depth is not None else spider.max_depth
     engine = get_engine(database_url)
     now = time.time()
-    rows = _seed_rows(project, requests, spider, now)
-    values = {"spider": spider_path(spider_cls), "status": RUNNING, "settings": {"spider_kwargs": kwargs},
-              "max_pages": max_pages, "max_depth": max_depth, "updated_at": now, "finished_at": None}
+    with engine.connect() as conn:
+        existing = frontier.project_row(conn, project)
+    checked = scheduling.check_project_settings(settings or {})
+    columns = {k: checked.pop(k) for k in scheduling.PROJECT_COLUMNS if k in checked}
+    project_settings = {**((existing or {}).get("settings") or {}), **checked, "spider_kwargs": kwargs}
+    rows = _seed_rows(project, requests, spider, project_settings, now)
+    values = {"spider": spider_path(spider_cls), "status": RUNNING, "settings": project_settings,
+              "max_pages": max_pages, "max_depth": max_depth, "updated_at": now, "finished_at": None, **columns}
     # project and seeds in one transaction: the scheduler never sees a running project
     # with no rows and calls it finished
     with engine.begin() as conn:
-        if frontier.project_row(conn, project) is None:
+        if existing is None:
             conn.execute(projects.insert().values(name=project, created_at=now, tasks_created=0, **values))
         else:
             conn.execute(update(projects).where(projects.c.name == project).values(**values))
@@ -210,6 +207,25 @@ class Crawl:
             conn.execute(stmt.values(status=status, updated_at=time.time()))
             if status == CANCELLED:
                 frontier.cancel_pending(conn, self.project)
+
+    def configure(self, **values: Any) -> dict[str, Any]:
+        """Change project settings while the crawl runs (the scheduler and workers pick
+        them up within seconds): rate, burst, queue_limit, per_host_concurrency,
+        per_host_delay, obey_robots, priority, retries, retry_delays, age, auto_recrawl.
+        Returns the project's settings after the change."""
+        checked = scheduling.check_project_settings(values)
+        columns = {k: checked.pop(k) for k in scheduling.PROJECT_COLUMNS if k in checked}
+        with self.engine.begin() as conn:
+            row = self._project(conn)
+            merged = {**(row["settings"] or {}), **checked}
+            conn.execute(update(projects).where(projects.c.name == self.project)
+                         .values(settings=merged, updated_at=time.time(), **columns))
+        return {**merged, **{k: columns.get(k, row[k]) for k in scheduling.PROJECT_COLUMNS}}
+
+    def set_rate(self, rate: float, burst: float | None = None) -> None:
+        """Dispatch at most ``rate`` URLs per second on average, ``burst`` at once (a
+        token bucket, as pyspider had); 0 removes the limit."""
+        self.configure(rate=rate, **({"burst": burst} if burst is not None else {}))
 
     def pause(self) -> None:
         """Stop dispatching this project's rows; rows already queued still finish."""

@@ -46,6 +46,7 @@ class FetchError(CrawlClusterError):
         self.url = url
         self.kind = kind
         self.status_code = status_code
+        self.retry_after_seconds: float | None = None
 
 
 class BodyTooLarge(FetchError):

@@ -11,10 +11,11 @@ import logging
 import time
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from crawlcluster import scheduling, settings
 from crawlcluster.schema import (
     CANCELLED,
     DONE,
@@ -27,6 +28,7 @@ from crawlcluster.schema import (
     crawl_tasks,
     projects,
 )
+from crawlcluster.urls import task_id, url_host
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,41 @@ DISPATCH_COLUMNS = (
     crawl_tasks.c.fetch,
     crawl_tasks.c.data,
     crawl_tasks.c.dispatch_count,
+    crawl_tasks.c.host,
+    crawl_tasks.c.etag,
+    crawl_tasks.c.last_modified,
 )
+
+
+def task_row(project: str, url: str, request: Any, *, spider: Any, project_settings: dict[str, Any] | None,
+             depth: int, now: float, fetch_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The crawl_tasks row for a normalised ``url`` requested by ``request``, its scheduling
+    options resolved (request, then callback @config, spider, project, cluster default)."""
+    callback_name = request.callback_name()
+    schedule = scheduling.resolve(request, getattr(spider, callback_name, None), spider, project_settings)
+    values = schedule.row_values()
+    options = dict(fetch_options if fetch_options is not None else (request.fetch_options() or {}))
+    options.update(values.pop("_fetch_extra"))
+    row = {
+        "task_id": task_id(project, url, options.get("method", "GET"), options.get("body")),
+        "project": project,
+        "url": url,
+        "host": url_host(url),
+        "status": PENDING,
+        "depth": depth,
+        "callback": callback_name,
+        "fetch": options or None,
+        "data": request.data,
+        "next_run_at": max(now, request.exetime or now),
+        "created_at": now,
+        "updated_at": now,
+        **values,
+    }
+    if request.force_update:
+        row["_force"] = True
+    if request.cancel:
+        row["_cancel"] = True
+    return row
 
 
 def _insert(conn: Connection, table):
@@ -59,14 +95,22 @@ def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]],
     unique: dict[str, dict[str, Any]] = {}
     for row in rows:
         unique.setdefault(row["task_id"], row)
-    candidates = list(unique.values())
+    cancel_ids = [tid for tid, row in unique.items() if row.get("_cancel")]
+    if cancel_ids:
+        cancel_tasks(conn, cancel_ids)
+    recrawl = [row for row in unique.values()
+               if not row.get("_cancel") and (row.get("_force") or row.get("itag") is not None or (row.get("age") or -1) >= 0)]
+    candidates = [{k: v for k, v in row.items() if not k.startswith("_")} for row in unique.values() if not row.get("_cancel")]
     if max_pages is not None:
         remaining = _reserve_budget(conn, project, candidates, max_pages)
         candidates = candidates[:remaining]
         if not candidates:
             return 0
     stmt = _insert(conn, crawl_tasks).values(candidates).on_conflict_do_nothing(index_elements=["task_id"])
-    inserted = len(conn.execute(stmt.returning(crawl_tasks.c.task_id)).all())
+    new_ids = set(conn.execute(stmt.returning(crawl_tasks.c.task_id)).scalars())
+    inserted = len(new_ids)
+    if recrawl:
+        _make_due_again(conn, [row for row in recrawl if row["task_id"] not in new_ids])
     if inserted:
         conn.execute(
             update(projects)
@@ -74,6 +118,40 @@ def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]],
             .values(tasks_created=projects.c.tasks_created + inserted)
         )
     return inserted
+
+
+def _make_due_again(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """Known rows that finished are due again when forced, when their itag changed, or
+    when their age has passed since the last fetch."""
+    changed = 0
+    for row in rows:
+        now = row["updated_at"]
+        condition = crawl_tasks.c.task_id == row["task_id"]
+        finished = crawl_tasks.c.status.in_((DONE, FAILED))
+        if not row.get("_force"):
+            reasons = []
+            if row.get("itag") is not None:
+                reasons.append(or_(crawl_tasks.c.itag.is_(None), crawl_tasks.c.itag != row["itag"]))
+            if (row.get("age") or -1) >= 0:
+                reasons.append(crawl_tasks.c.fetched_at <= now - row["age"])
+            condition = and_(condition, or_(*reasons))
+        result = conn.execute(
+            update(crawl_tasks).where(condition, finished).values(
+                status=PENDING, next_run_at=row["next_run_at"], itag=row.get("itag"), age=row.get("age"),
+                auto_recrawl=row.get("auto_recrawl", False),
+                retries_left=row["retries_left"], priority=row["priority"], error=None, updated_at=now)
+        )
+        changed += result.rowcount
+    return changed
+
+
+def cancel_tasks(conn: Connection, ids: list[str], now: float | None = None) -> int:
+    """Cancel the given rows that have not been dispatched."""
+    now = time.time() if now is None else now
+    result = conn.execute(
+        update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids), crawl_tasks.c.status == PENDING)
+        .values(status=CANCELLED, error="cancelled by a request with cancel=True", updated_at=now))
+    return result.rowcount
 
 
 def _reserve_budget(conn: Connection, project: str, candidates: list[dict[str, Any]], max_pages: int) -> int:
@@ -201,9 +279,43 @@ def cancel_pending(conn: Connection, project: str, now: float | None = None) -> 
     return result.rowcount
 
 
+def schedule_retries(conn: Connection, failures: list[dict[str, Any]], now: float | None = None) -> set[str]:
+    """Put retryable failures back as pending with their back-off (or the server's
+    Retry-After); return the ids retried. Rows out of retries are left to record_outcomes."""
+    now = time.time() if now is None else now
+    wanted = {f["id"]: f for f in failures if f.get("retry")}
+    if not wanted:
+        return set()
+    rows = conn.execute(
+        select(crawl_tasks.c.task_id, crawl_tasks.c.retries_left, crawl_tasks.c.fetch)
+        .where(crawl_tasks.c.task_id.in_(list(wanted)), crawl_tasks.c.status == QUEUED,
+               crawl_tasks.c.retries_left > 0)
+        .with_for_update()
+    ).all()
+    retried = set()
+    for task, retries_left, options in rows:
+        failure = wanted[task]
+        options = options or {}
+        total = options.get("retries", settings.get("retries"))
+        attempt = max(0, total - retries_left)
+        delay = failure.get("retry_after")
+        if delay is None:
+            delay = scheduling.retry_delay(options.get("retry_delays") or settings.get("retry_delays"), attempt)
+        conn.execute(
+            update(crawl_tasks).where(crawl_tasks.c.task_id == task).values(
+                status=PENDING, retries_left=retries_left - 1, next_run_at=now + delay,
+                status_code=failure.get("code"),
+                error=f"{failure['error']} (retry {attempt + 1} of {total} in {delay:g}s)",
+                queued_at=None, deadline_at=None, fetched_at=now, updated_at=now)
+        )
+        retried.add(task)
+    return retried
+
+
 def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: float | None = None) -> int:
     """Write the end state of fetched rows. Rows with identical outcomes are updated in
-    one statement, so a batch of successful pages costs one round trip."""
+    one statement, so a batch of successful pages costs one round trip. Done rows marked
+    auto_recrawl become pending again, due ``age`` seconds from now."""
     now = time.time() if now is None else now
     groups: dict[tuple, list[str]] = {}
     for outcome in outcomes:
@@ -212,25 +324,31 @@ def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: f
             outcome.get("status_code"),
             outcome.get("error"),
             outcome.get("final_url"),
+            outcome.get("etag"),
+            outcome.get("last_modified"),
         )
         groups.setdefault(key, []).append(outcome["task_id"])
     changed = 0
-    for (status, status_code, error, final_url), ids in groups.items():
+    done_ids: list[str] = []
+    for (status, status_code, error, final_url, etag, last_modified), ids in groups.items():
         assert status in (DONE, FAILED), status
+        values = dict(status=status, status_code=status_code, error=error, final_url=final_url,
+                      fetched_at=now, deadline_at=None, updated_at=now)
+        if status == DONE and status_code != 304:
+            values.update(etag=etag, last_modified=last_modified)
         result = conn.execute(
-            update(crawl_tasks)
-            .where(crawl_tasks.c.task_id.in_(ids), crawl_tasks.c.status == QUEUED)
-            .values(
-                status=status,
-                status_code=status_code,
-                error=error,
-                final_url=final_url,
-                fetched_at=now,
-                deadline_at=None,
-                updated_at=now,
-            )
+            update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids), crawl_tasks.c.status == QUEUED).values(**values)
         )
         changed += result.rowcount
+        if status == DONE:
+            done_ids.extend(ids)
+    if done_ids:
+        conn.execute(
+            update(crawl_tasks)
+            .where(crawl_tasks.c.task_id.in_(done_ids), crawl_tasks.c.auto_recrawl.is_(True),
+                   crawl_tasks.c.status == DONE)
+            .values(status=PENDING, next_run_at=now + crawl_tasks.c.age, updated_at=now)
+        )
     return changed
 
 

@@ -29,6 +29,11 @@ def task_entry(row: dict[str, Any]) -> dict[str, Any]:
         entry["fetch"] = row["fetch"]
     if row.get("data") is not None:
         entry["data"] = row["data"]
+    # a re-fetch asks the server whether the page changed (a 304 skips parse and store)
+    if row.get("etag"):
+        entry["etag"] = row["etag"]
+    if row.get("last_modified"):
+        entry["lm"] = row["last_modified"]
     return entry
 
 

@@ -11,7 +11,6 @@ marks projects with nothing pending or queued as finished.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from celery import Celery

@@ -1,4 +1,5 @@
-"""The three tables: projects, crawl_tasks (the frontier) and results.
+"""The tables: projects, crawl_tasks (the frontier), results, and the browser tier's render_hosts,
+screenshots and render_workers.
 
 Times are unix seconds (double precision) so that Postgres and SQLite compare them the
 same way and the scheduler's "due now" query is a plain index range. The Alembic
@@ -10,14 +11,17 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Double,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -28,7 +32,8 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 # Row states of crawl_tasks.status.
 PENDING, QUEUED, DONE, FAILED, CANCELLED = "pending", "queued", "done", "failed", "cancelled"
-TASK_STATES = (PENDING, QUEUED, DONE, FAILED, CANCELLED)
+DISALLOWED = "disallowed"  # robots.txt forbids it; never fetched
+TASK_STATES = (PENDING, QUEUED, DONE, FAILED, CANCELLED, DISALLOWED)
 # Project states.
 RUNNING, PAUSED, FINISHED = "running", "paused", "finished"
 PROJECT_STATES = (RUNNING, PAUSED, FINISHED, CANCELLED)
@@ -115,3 +120,75 @@ results = Table(
     Column("updated_at", Double, nullable=False),
 )
 Index("ix_results_project", results.c.project, results.c.task_id)
+
+# -- the browser tier (migration 0002) -------------------------------------------------
+
+# render="auto": hosts whose pages needed a browser; later rows of a host go straight to render
+render_hosts = Table(
+    "render_hosts",
+    metadata,
+    Column("project", String(200), primary_key=True),
+    Column("host", String(300), primary_key=True),
+    Column("first_url", Text, nullable=False),
+    Column("reason", Text),
+    Column("created_at", Double, nullable=False),
+)
+
+# screenshot=True: one PNG per task, kept beside its results and replaced on a re-render
+screenshots = Table(
+    "screenshots",
+    metadata,
+    Column("task_id", String(32), primary_key=True),
+    Column("project", String(200), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("png", LargeBinary, nullable=False),
+    Column("created_at", Double, nullable=False),
+)
+Index("ix_screenshots_project", screenshots.c.project, screenshots.c.task_id)
+
+# one row per render worker process: its browser's counters, written after every batch
+render_workers = Table(
+    "render_workers",
+    metadata,
+    Column("worker", String(300), primary_key=True),
+    Column("hostname", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("browser_pid", Integer),
+    Column("browsers_launched", Integer, nullable=False, server_default=text("0")),
+    Column("pages_rendered", BigInteger, nullable=False, server_default=text("0")),
+    Column("render_failures", BigInteger, nullable=False, server_default=text("0")),
+    Column("recycles", Integer, nullable=False, server_default=text("0")),
+    Column("crashes", Integer, nullable=False, server_default=text("0")),
+    Column("hung_kills", Integer, nullable=False, server_default=text("0")),
+    Column("browser_pss_bytes", BigInteger),
+    Column("browser_rss_bytes", BigInteger),
+    Column("started_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+# -- per-host politeness (migration 0003) -------------------------------------------------
+
+# robots.txt per host, fetched once and shared by every project; Crawl-delay raises the
+# host's delay, a 5xx or unreachable robots.txt blocks the host until blocked_until
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("host", String(300), primary_key=True),
+    Column("robots_status", String(16), nullable=False, server_default="unknown"),
+    Column("robots_body", Text),
+    Column("crawl_delay", Double),
+    Column("robots_fetched_at", Double),
+    Column("robots_expires_at", Double),
+    Column("blocked_until", Double),
+    Column("updated_at", Double, nullable=False),
+)
+# auto_recrawl=True: a done row becomes due again every `age` seconds
+crawl_tasks.append_column(Column("auto_recrawl", Boolean, nullable=False, server_default=false()))
+
+# rows in flight per host, counted by the scheduler every tick
+Index(
+    "ix_crawl_tasks_queued_host",
+    crawl_tasks.c.host,
+    postgresql_where=crawl_tasks.c.status == QUEUED,
+    sqlite_where=crawl_tasks.c.status == QUEUED,
+)

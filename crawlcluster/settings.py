@@ -29,6 +29,14 @@ def _bool(value: str) -> bool:
     raise ValueError(f"expected a boolean (true/false), got {value!r}")
 
 
+def seconds_list(value: str) -> list[float]:
+    """``"30,3600,21600"`` -> [30.0, 3600.0, 21600.0]."""
+    delays = [float(part) for part in value.split(",") if part.strip()]
+    if not delays or any(d < 0 for d in delays):
+        raise ValueError("expected comma-separated non-negative seconds, such as 30,3600,21600")
+    return delays
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting: its default, how to parse it from the environment, and why it exists."""
@@ -76,6 +84,10 @@ OPTIONS: dict[str, Option] = {
     "queued_deadline_seconds": Option(
         600.0, float,
         "A row queued longer than this lost its message (worker killed, broker restarted) and is sent again.", minimum=1),
+    "retries": Option(3, int, "Retries of a URL after a retryable failure (connection, timeout, 5xx, 408, 429).", minimum=0),
+    "retry_delays": Option(
+        [30.0, 3600.0, 21600.0, 43200.0, 86400.0], seconds_list,
+        "Seconds before each retry, comma-separated; the last repeats (a 429/503 Retry-After wins)."),
     "tick_seconds": Option(1.0, float, "Longest pause of the scheduler between ticks when idle.", minimum=0.01),
     # worker pools by role, used when the command line does not name -P/-c
     "parse_concurrency": Option(0, int, "Parse worker processes (0: one per CPU)."),

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
 from crawlcluster.errors import ConfigurationError
+from crawlcluster.rendering import RenderOptions, render_mode
 from crawlcluster.urls import DEFAULT_PORTS
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,14 @@ class Request:
     that reaches the callback as ``response.data``. ``priority`` is higher-first. The
     fetch options (method, headers, cookies, body, timeout) are stored with the row, so
     keep them small: they travel with every dispatch of the URL.
+
+    ``render`` picks who loads the page: False fetches it with httpx (cheap: thousands of
+    pages per second per node), True renders it in headless Chromium on a render worker
+    (a browser page each: a few pages per second per process, for pages whose content
+    JavaScript builds), and ``"auto"`` fetches first and renders only when the spider's
+    :meth:`Spider.needs_render` says the page needs it. ``render_options`` (a
+    :class:`~crawlcluster.rendering.RenderOptions` or its dict) says how to render. Left
+    unset (None), both take the spider's ``render`` and ``render_options``.
     """
 
     url: str
@@ -41,7 +50,23 @@ class Request:
     timeout: float | None = None
     priority: int = 0
     data: Any = None
-    render: bool | str = False
+    render: bool | str | None = None
+    render_options: RenderOptions | dict[str, Any] | None = None
+    # scheduling (see crawlcluster.scheduling): None takes the callback's @config, the
+    # spider's attribute, the project's setting, then the cluster default
+    retries: int | None = None
+    retry_delays: list[float] | None = None
+    age: int | None = None
+    itag: str | None = None
+    auto_recrawl: bool | None = None
+    force_update: bool = False
+    exetime: float | None = None
+    cancel: bool = False
+
+    def __post_init__(self) -> None:
+        if self.render is not None:
+            self.render = render_mode(self.render, self.url)
+        self.render_options = RenderOptions.coerce(self.render_options)
 
     def callback_name(self, default: str = "parse") -> str:
         if self.callback is None:
@@ -64,6 +89,9 @@ class Request:
                 options[key] = value
         if self.render:
             options["render"] = self.render
+            render_options = self.render_options.to_dict() if self.render_options is not None else {}
+            if render_options:
+                options["render_options"] = render_options
         return options or None
 
 
@@ -73,6 +101,8 @@ class Spider:
     Subclasses set ``name`` (the default project name) and ``start_urls`` or override
     :meth:`start`, and implement :meth:`parse`. ``allowed_domains`` keeps the crawl on
     those hosts and their subdomains; ``max_depth`` and ``max_pages`` bound it.
+    ``render`` (False, True or "auto") and ``render_options`` are the default of every
+    request the spider makes that does not set its own (see :class:`Request`).
     """
 
     name: str | None = None
@@ -81,6 +111,15 @@ class Spider:
     max_depth: int | None = None
     max_pages: int | None = None
     priority: int = 0
+    retries: int | None = None
+    retry_delays: list[float] | None = None
+    age: int | None = None
+    itag: str | None = None
+    auto_recrawl: bool | None = None
+    render: bool | str = False
+    render_options: RenderOptions | dict[str, Any] | None = None
+    # needs_render's default heuristic: less visible text than this is "an empty shell"
+    render_min_text_chars: int = 200
 
     def __init__(self, **kwargs: Any) -> None:
         for key, value in kwargs.items():
@@ -93,6 +132,34 @@ class Spider:
 
     def parse(self, response: Any) -> Iterable[Any]:
         raise NotImplementedError(f"{type(self).__name__}.parse callback is not defined")
+
+    def with_defaults(self, request: Request) -> Request:
+        """``request`` with the spider's ``render`` and ``render_options`` where it left
+        them unset. Applied to start requests and to every request a callback yields."""
+        if request.render is None:
+            request.render = render_mode(self.render, type(self).__name__)
+        if request.render_options is None and self.render_options is not None:
+            request.render_options = RenderOptions.coerce(self.render_options)
+        return request
+
+    def needs_render(self, response: Any) -> bool:
+        """Whether a page fetched without a browser needs one; asked only for
+        ``render="auto"`` requests, before any callback sees the page. True sends the same
+        URL to the render queue and remembers its host, so the host's later pages are
+        rendered straight away (one wrong True costs a browser page per page of that host).
+
+        The default is a heuristic for HTML pages answered 200 that have a ``<script>``:
+        they need a browser when a ``<noscript>`` mentions JavaScript ("please enable
+        JavaScript"), or when less than ``render_min_text_chars`` (200) characters of text
+        are visible without scripts (an app shell such as ``<div id="root"></div>``).
+        Override it for a site you know, e.g. ``return not response.css("#results")``.
+        """
+        if response.status != 200 or not response.is_html or not response.css_first("script"):
+            return False
+        for node in response.css("noscript"):
+            if "javascript" in (node.text() or "").lower():
+                return True
+        return len(response.visible_text()) < self.render_min_text_chars
 
     def allows(self, url: str) -> bool:
         """Whether ``url`` is on an allowed domain (always, when none are set). An entry

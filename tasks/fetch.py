@@ -7,8 +7,8 @@ from typing import Any
 
 from crawlcluster.app import app
 from crawlcluster.messages import compress_body
-from crawlcluster.schema import FAILED
-from workers.fetcher import FetchResult, get_fetcher
+from crawlcluster.schema import DONE, FAILED
+from workers.fetcher import FetchResult, get_fetcher, is_retryable
 
 logger = logging.getLogger(__name__)
 
@@ -30,20 +30,32 @@ def page_message(result: FetchResult) -> dict[str, Any]:
 
 
 def failure_message(result: FetchResult) -> dict[str, Any]:
-    assert result.error is not None
-    return {"id": result.entry["id"], "url": result.entry["url"], "status": FAILED,
-            "code": result.error.status_code, "error": str(result.error)}
+    """A failed fetch as the store stage records it; ``retry`` marks the ones worth another try."""
+    error = result.error
+    assert error is not None
+    message = {"id": result.entry["id"], "url": result.entry["url"], "status": FAILED,
+               "code": error.status_code, "error": str(error), "kind": error.kind}
+    if is_retryable(error.kind, error.status_code):
+        message["retry"] = True
+        if error.retry_after_seconds is not None:
+            message["retry_after"] = error.retry_after_seconds
+    if result.entry.get("cb"):
+        message["cb"] = result.entry["cb"]
+    return message
 
 
 @app.task(name="crawlcluster.fetch", acks_late=True, ignore_result=True)
 def fetch(message: dict[str, Any]) -> dict[str, int]:
     project = message["project"]
     results = get_fetcher().fetch_many(message["tasks"])
-    pages = [page_message(r) for r in results if r.ok]
+    pages = [page_message(r) for r in results if r.ok and r.status != 304]
     failures = [failure_message(r) for r in results if not r.ok]
+    # not modified since the last fetch: the row is fresh again, nothing to parse or store
+    failures += [{"id": r.entry["id"], "url": r.url, "status": DONE, "code": 304, "not_modified": True}
+                 for r in results if r.ok and r.status == 304]
     with app.producer_or_acquire() as producer:
         if pages:
             app.send_task("crawlcluster.parse", args=[{"project": project, "pages": pages}], producer=producer)
         if failures:
             app.send_task("crawlcluster.store", args=[{"project": project, "pages": failures}], producer=producer)
-    return {"fetched": len(pages), "failed": len(failures)}
+    return {"fetched": len(pages), "not_fetched": len(failures)}

@@ -29,7 +29,34 @@ from crawlcluster.errors import BodyTooLarge, FetchError
 logger = logging.getLogger(__name__)
 
 # headers the parse stage and the row need; the rest stay behind
-KEPT_HEADERS = ("content-type", "etag", "last-modified", "location", "content-encoding")
+KEPT_HEADERS = ("content-type", "etag", "last-modified", "location", "content-encoding", "retry-after")
+# failures worth trying again later; any other failure is final
+RETRYABLE_KINDS = frozenset({"timeout", "connect", "network", "protocol"})
+RETRYABLE_STATUS = frozenset({408, 429})
+
+
+def is_retryable(kind: str, status_code: int | None) -> bool:
+    """Connection errors, timeouts, 5xx, 408 and 429 are retried; other 4xx and bad
+    content are final."""
+    if kind in RETRYABLE_KINDS:
+        return True
+    return kind == "http" and status_code is not None and (status_code >= 500 or status_code in RETRYABLE_STATUS)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        from email.utils import parsedate_to_datetime
+
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
 
 
 @dataclass
@@ -227,6 +254,10 @@ class Fetcher:
         headers = dict(options.get("headers") or {})
         if options.get("cookies"):
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in options["cookies"].items())
+        if result.entry.get("etag"):
+            headers.setdefault("If-None-Match", result.entry["etag"])
+        if result.entry.get("lm"):
+            headers.setdefault("If-Modified-Since", result.entry["lm"])
         timeout = httpx.Timeout(options["timeout"]) if options.get("timeout") else httpx.USE_CLIENT_DEFAULT
         assert self._client is not None
         request = self._client.build_request(
@@ -239,8 +270,12 @@ class Fetcher:
             if response.is_redirect and "location" in response.headers:
                 result.redirect_to = urljoin(url, response.headers["location"])
                 return
+            if response.status_code == 304:  # not modified since the stored ETag/Last-Modified
+                return
             if not 200 <= response.status_code < 300:
-                raise FetchError(url, "http", f"HTTP {response.status_code} {response.reason_phrase}".strip(), response.status_code)
+                error = FetchError(url, "http", f"HTTP {response.status_code} {response.reason_phrase}".strip(), response.status_code)
+                error.retry_after_seconds = parse_retry_after(response.headers.get("retry-after"))
+                raise error
             result.body, result.wire_bytes = await self._read_body(url, response)
         finally:
             await response.aclose()

@@ -44,15 +44,22 @@ class Response:
     the decoded text, ``data`` what the request passed along, ``depth`` its link depth.
     HTML helpers (``css``, ``css_first``, ``title``, ``links``) raise :class:`NotHTML`
     on other content types, naming the URL.
+
+    A page rendered in a browser (``rendered`` is True) has the HTML as the browser left
+    it, ``url`` is where the browser ended (after client-side redirects; the row keeps
+    the requested URL), and ``js_result`` is what the request's ``js_script`` returned.
     """
 
-    def __init__(self, url: str, status: int, headers: dict[str, str], body: bytes, *, data: Any = None, depth: int = 0) -> None:
+    def __init__(self, url: str, status: int, headers: dict[str, str], body: bytes, *, data: Any = None,
+                 depth: int = 0, js_result: Any = None, rendered: bool = False) -> None:
         self.url = url
         self.status = status
         self.headers = headers
         self.body = body
         self.data = data
         self.depth = depth
+        self.js_result = js_result
+        self.rendered = rendered
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.url}>"
@@ -104,6 +111,14 @@ class Response:
 
     def css_first(self, selector: str, default: Any = None) -> LexborNode | Any:
         return self.tree.css_first(selector, default=default)
+
+    def visible_text(self) -> str:
+        """The body's text without scripts, styles, ``<noscript>`` and templates,
+        whitespace collapsed: what a reader sees before any script runs."""
+        tree = LexborHTMLParser(self.text)  # a copy: stripping must not change self.tree
+        tree.strip_tags(["script", "style", "noscript", "template"])
+        body = tree.body
+        return " ".join((body.text(separator=" ") if body is not None else "").split())
 
     @property
     def title(self) -> str | None:
@@ -169,11 +184,11 @@ def run_callback(spider: Spider, callback_name: str, response: Response) -> Call
             produced = (produced,)  # a callback may return one item instead of yielding it
         for value in produced:
             if isinstance(value, Request):
-                outcome.requests.append(value)
+                outcome.requests.append(spider.with_defaults(value))
             elif isinstance(value, dict):
                 outcome.items.append(value)
             elif isinstance(value, str):
-                outcome.requests.append(Request(response.urljoin(value)))
+                outcome.requests.append(spider.with_defaults(Request(response.urljoin(value))))
             elif value is not None:
                 raise TypeError(f"callback {callback_name} yielded {type(value).__name__}; yield dicts (items) or Requests")
     except Exception as exc:  # noqa: BLE001 - a spider bug must end in a row state, not a crash

@@ -20,9 +20,9 @@ from sqlalchemy.engine import Engine
 from crawlcluster import frontier, settings
 from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
 from crawlcluster.messages import decompress_body
-from crawlcluster.schema import DONE, FAILED, PENDING
+from crawlcluster.schema import DONE, FAILED
 from crawlcluster.spider import Request, Spider, load_spider_class
-from crawlcluster.urls import normalize_url, task_id, url_host
+from crawlcluster.urls import normalize_url
 from workers.parser import Response, filter_requests, run_callback
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class ProjectContext:
     max_depth: int | None
     max_pages: int | None
     loaded_at: float
+    settings: dict[str, Any] | None = None
 
 
 _contexts: dict[str, ProjectContext] = {}
@@ -54,33 +55,11 @@ def project_context(engine: Engine, project: str) -> ProjectContext:
         raise ProjectNotFound(project)
     spider_cls = load_spider_class(row["spider"])
     spider = spider_cls(**(row["settings"] or {}).get("spider_kwargs", {}))
-    context = ProjectContext(project, spider, row["max_depth"], row["max_pages"], time.monotonic())
+    context = ProjectContext(project, spider, row["max_depth"], row["max_pages"], time.monotonic(),
+                             settings=row["settings"] or {})
     with _contexts_lock:
         _contexts[project] = context
     return context
-
-
-def new_task_row(project: str, url: str, request: Request, *, depth: int, priority: int, now: float,
-                 fetch_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A crawl_tasks row for a normalised ``url`` requested by ``request``."""
-    options = fetch_options if fetch_options is not None else request.fetch_options()
-    body = (options or {}).get("body")
-    return {
-        "task_id": task_id(project, url, (options or {}).get("method", "GET"), body),
-        "project": project,
-        "url": url,
-        "host": url_host(url),
-        "status": PENDING,
-        "priority": priority,
-        "depth": depth,
-        "callback": request.callback_name(),
-        "fetch": options,
-        "data": request.data,
-        "retries_left": 0,
-        "next_run_at": now,
-        "created_at": now,
-        "updated_at": now,
-    }
 
 
 def _redirect_outcome(context: ProjectContext, page: dict[str, Any], now: float,
@@ -106,8 +85,9 @@ def _redirect_outcome(context: ProjectContext, page: dict[str, Any], now: float,
         options.pop("method", None)
         options.pop("body", None)
     request = Request(target, callback=page.get("cb") or "parse", data=page.get("data"))
-    new_rows.append(new_task_row(context.name, target, request, depth=page.get("depth", 0),
-                                 priority=context.spider.priority, now=now, fetch_options=options))
+    new_rows.append(frontier.task_row(context.name, target, request, spider=context.spider,
+                                      project_settings=context.settings, depth=page.get("depth", 0), now=now,
+                                      fetch_options=options))
     return {**outcome, "status": DONE}
 
 
@@ -123,8 +103,13 @@ def _page_outcome(context: ProjectContext, page: dict[str, Any], now: float,
         return {**outcome, "status": FAILED, "error": result.error}
     kept, _dropped = filter_requests(context.spider, result.requests, depth, context.max_depth)
     for url, request in kept:
-        priority = request.priority or context.spider.priority
-        new_rows.append(new_task_row(context.name, url, request, depth=depth + 1, priority=priority, now=now))
+        new_rows.append(frontier.task_row(context.name, url, request, spider=context.spider,
+                                          project_settings=context.settings, depth=depth + 1, now=now))
+    headers = page.get("headers") or {}
+    if headers.get("etag"):
+        outcome["etag"] = headers["etag"]
+    if headers.get("last-modified"):
+        outcome["lm"] = headers["last-modified"]
     return {**outcome, "status": DONE, "items": result.items}
 
 

@@ -48,13 +48,15 @@ def store_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> di
                 "task_id": page["id"], "item_index": index, "project": project, "url": page["url"],
                 "item": _json_safe(item), "created_at": now, "updated_at": now,
             })
-    outcomes = [
-        {"task_id": p["id"], "status": p["status"], "status_code": p.get("code"),
-         "error": p.get("error"), "final_url": p.get("final_url")}
-        for p in pages
-    ]
-    done_ids = [p["id"] for p in pages if p["status"] == DONE]
+    # a 304 keeps the items stored the last time
+    done_ids = [p["id"] for p in pages if p["status"] == DONE and not p.get("not_modified")]
     with engine.begin() as conn:
+        retried = frontier.schedule_retries(conn, pages, now=now)
+        outcomes = [
+            {"task_id": p["id"], "status": p["status"], "status_code": p.get("code"), "error": p.get("error"),
+             "final_url": p.get("final_url"), "etag": p.get("etag"), "last_modified": p.get("lm")}
+            for p in pages if p["id"] not in retried
+        ]
         if done_ids:
             conn.execute(delete(results).where(results.c.task_id.in_(done_ids)))
         if item_rows:
@@ -68,6 +70,7 @@ def store_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> di
         frontier.record_outcomes(conn, outcomes, now=now)
     return {
         "done": len(done_ids),
-        "failed": sum(1 for p in pages if p["status"] == FAILED),
+        "failed": sum(1 for p in pages if p["status"] == FAILED and p["id"] not in retried),
+        "retried": len(retried),
         "items": len(item_rows),
     }

@@ -1,0 +1,153 @@
+"""A local site whose links exist only after JavaScript runs, for the render tests and bench.
+
+``JsSite(pages=12)`` serves an index and pages ``/page/1..N`` whose content and links are
+written by inline scripts (a binary tree: page i links to 2i+1 and 2i+2), behind a
+``<noscript>`` wall. Trap pages: ``/delayed`` (content after 700 ms), ``/redirect`` (a
+client-side redirect to ``/landing``), ``/hang`` (a script that never arrives, so ``load``
+never fires), ``/slow`` (answers after ``slow_seconds``), ``/with-image`` (an image).
+``JsSite(static=True)`` serves the same tree as plain HTML with no scripts.
+
+Every request is logged with who made it: ``"browser"`` (Chromium sends ``Sec-Fetch-Mode``)
+or ``"http"`` (httpx), so tests count renders and fetches per page from the server's side.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.server
+import threading
+import time
+from urllib.parse import urlsplit
+
+FILLER = ("This paragraph is ordinary server-rendered text, long enough that a heuristic looking for "
+          "empty application shells sees a real page. ") * 3
+
+
+class JsSite:
+    def __init__(self, pages: int = 12, *, static: bool = False, slow_seconds: float = 3.0) -> None:
+        self.pages = pages
+        self.static = static
+        self.slow_seconds = slow_seconds
+        self._lock = threading.Lock()
+        self._hits: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._stop = threading.Event()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        site = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                site._serve(self)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+
+    # -- what tests read ---------------------------------------------------------------
+    def page_paths(self) -> set[str]:
+        """The pages of the link tree: the index and /page/1..N."""
+        return {"/"} | {f"/page/{i}" for i in range(1, self.pages + 1)}
+
+    def hits(self, client: str | None = None) -> collections.Counter[str]:
+        """Requests per path, by ``client`` ("browser" or "http") or by both."""
+        with self._lock:
+            counts: collections.Counter[str] = collections.Counter()
+            for (path, who), n in self._hits.items():
+                if client is None or who == client:
+                    counts[path] += n
+            return counts
+
+    def reset(self) -> None:
+        with self._lock:
+            self._hits.clear()
+            self.max_in_flight = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    # -- serving -------------------------------------------------------------------------
+    def _children(self, index: int) -> list[int]:
+        return [c for c in (2 * index + 1, 2 * index + 2) if c <= self.pages]
+
+    def _page(self, title: str, heading: str, links: list[str], extra: str = "") -> str:
+        if self.static:
+            anchors = "".join(f'<li><a href="{href}">{href}</a></li>' for href in links)
+            return (f"<!doctype html><html><head><title>{title}</title></head><body><h1>{heading}</h1>"
+                    f"<p>{FILLER}</p><ul>{anchors}</ul>{extra}</body></html>")
+        script = ("<script>document.title = %r; var app = document.getElementById('app');"
+                  "app.innerHTML = '<h1>' + %r + '</h1><ul>' + %r.map(function (h) {"
+                  " return '<li><a href=\"' + h + '\">' + h + '</a></li>'; }).join('') + '</ul>';</script>"
+                  % (title, heading, links))
+        return (f"<!doctype html><html><head><title>loading</title></head><body>"
+                f"<noscript>Please enable JavaScript to use this site.</noscript>"
+                f'<div id="app"></div>{script}{extra}</body></html>')
+
+    def _html_for(self, path: str) -> str | None:
+        if path == "/":
+            return self._page("index", "Index", [f"/page/{c}" for c in (1, 2) if c <= self.pages])
+        if path.startswith("/page/") and path[6:].isdigit() and 1 <= int(path[6:]) <= self.pages:
+            index = int(path[6:])
+            return self._page(f"page {index}", f"Page {index}", [f"/page/{c}" for c in self._children(index)] + ["/"])
+        if path == "/delayed":
+            return ("<html><head><title>delayed</title></head><body><div id='app'></div><script>"
+                    "setTimeout(function () { document.getElementById('app').innerHTML ="
+                    " '<p id=\"late\">arrived late</p>'; }, 700);</script></body></html>")
+        if path == "/redirect":
+            return "<html><head><script>location.replace('/landing');</script></head><body></body></html>"
+        if path == "/landing":
+            return self._page("landing", "Landing", ["/"])
+        if path == "/hang":
+            return "<html><head><title>hang</title><script src='/never.js'></script></head><body>never</body></html>"
+        if path == "/slow":
+            self._stop.wait(self.slow_seconds)
+            return self._page("slow", "Slow", ["/"])
+        if path == "/with-image":
+            return "<html><head><title>image</title></head><body><img src='/pixel.png'><p>picture</p></body></html>"
+        return None
+
+    def _serve(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        path = urlsplit(handler.path).path
+        who = "browser" if handler.headers.get("Sec-Fetch-Mode") else "http"
+        with self._lock:
+            self._hits[(path, who)] += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if path == "/never.js":
+                self._stop.wait(120)  # bounded: the server's stop ends it
+                body, ctype, code = b"", "application/javascript", 200
+            elif path == "/pixel.png":
+                body, ctype, code = b"\x89PNG\r\n\x1a\n", "image/png", 200
+            else:
+                html = self._html_for(path)
+                body = (html or "<html><body>not found</body></html>").encode()
+                ctype, code = "text/html; charset=utf-8", 200 if html is not None else 404
+            handler.send_response(code)
+            handler.send_header("Content-Type", ctype)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the browser gave up on a hanging request
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass (a bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

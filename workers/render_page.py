@@ -1,0 +1,123 @@
+"""One page in the browser, step by step: open, navigate, wait, run the script, screenshot,
+read the HTML, close. Used by ``workers/renderer.py``, which owns the browser.
+
+Every step shares one deadline (the page timeout), and every way a page can go wrong
+(timeout, navigation error, HTTP error status, a script that throws) becomes the result's
+``error`` with a sentence naming the URL. Only a lost browser (a closed connection, or a
+page that cannot even be closed) is raised, for the renderer to replace the browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from pyppeteer.errors import ElementHandleError, PageError, TimeoutError as PyppeteerTimeout
+
+from crawlcluster.errors import FetchError
+from crawlcluster.rendering import WAIT_UNTIL, RenderOptions
+
+logger = logging.getLogger(__name__)
+
+BLOCKED_RESOURCE_TYPES = frozenset({"image", "font", "media"})
+PAGE_CLOSE_TIMEOUT_SECONDS = 5.0
+HTML_TYPES = ("text/html", "application/xhtml+xml", "")
+
+
+def _block_heavy(request: Any) -> None:
+    # images, fonts and media are most of a page's bytes and none of its HTML
+    if request.resourceType in BLOCKED_RESOURCE_TYPES:
+        asyncio.ensure_future(request.abort())
+    else:
+        asyncio.ensure_future(request.continue_())
+
+
+async def render_page(browser: Any, entry: dict[str, Any], options: RenderOptions, timeout: float,
+                      user_agent: str, result: Any) -> None:
+    """Render ``entry`` in a new page of ``browser`` into ``result`` (a RenderResult)."""
+    from workers.renderer import BrowserLost
+
+    url = entry["url"]
+    deadline = time.monotonic() + timeout
+
+    def remaining() -> float:
+        return max(0.001, deadline - time.monotonic())
+
+    def too_slow(step: str) -> FetchError:
+        return FetchError(url, "timeout", f"render timeout: {url} took longer than {timeout:g}s ({step})")
+
+    page = await asyncio.wait_for(browser.newPage(), remaining())
+    try:
+        fetch = entry.get("fetch") or {}
+        await page.setViewport({"width": options.viewport[0], "height": options.viewport[1]})
+        await page.setUserAgent((fetch.get("headers") or {}).get("User-Agent", user_agent))
+        if fetch.get("headers"):
+            await page.setExtraHTTPHeaders({k: v for k, v in fetch["headers"].items() if k.lower() != "user-agent"})
+        if fetch.get("cookies"):
+            await page.setCookie(*({"name": k, "value": str(v), "url": url} for k, v in fetch["cookies"].items()))
+        if not options.load_images:
+            await page.setRequestInterception(True)
+            page.on("request", _block_heavy)
+        documents: list[Any] = []
+        page.on("response", lambda r: documents.append(r)
+                if r.request.resourceType == "document" and r.request.frame is page.mainFrame else None)
+
+        try:
+            response = await page.goto(url, waitUntil=WAIT_UNTIL[options.wait_until], timeout=remaining() * 1000)
+        except PyppeteerTimeout:
+            result.error = FetchError(url, "timeout", f"render timeout: {url} did not reach "
+                                      f"'{options.wait_until}' within {timeout:g}s")
+            return
+        except PageError as exc:
+            result.error = FetchError(url, "navigation", f"navigation to {url} failed in the browser: {exc}")
+            return
+        main = documents[-1] if documents else response
+        result.status = main.status if main is not None else 200
+        result.headers = {k.lower(): v for k, v in (main.headers if main is not None else {}).items()
+                          if k.lower() in ("content-type", "etag", "last-modified")}
+        if not 200 <= result.status < 300:
+            result.error = FetchError(url, "http", f"HTTP {result.status} (rendered)", result.status)
+            return
+
+        if isinstance(options.wait_for, str):
+            try:
+                await page.waitForSelector(options.wait_for, timeout=remaining() * 1000)
+            except PyppeteerTimeout:
+                result.error = FetchError(url, "timeout", f"render timeout: {options.wait_for!r} did not appear "
+                                          f"on {url} within {timeout:g}s")
+                return
+        elif options.wait_for is not None:
+            if options.wait_for / 1000 > remaining():
+                result.error = too_slow(f"wait_for={options.wait_for} ms")
+                return
+            await asyncio.sleep(options.wait_for / 1000)
+
+        try:
+            if options.js_script:
+                try:
+                    result.js_result = await asyncio.wait_for(page.evaluate(options.js_script), remaining())
+                except ElementHandleError as exc:
+                    result.error = FetchError(url, "script", f"js_script failed on {url}: {exc}")
+                    return
+            if options.screenshot:
+                result.screenshot = await asyncio.wait_for(page.screenshot(type="png"), remaining())
+            content_type = result.headers.get("content-type", "").split(";")[0].strip().lower()
+            if content_type in HTML_TYPES or main is None:
+                html = await asyncio.wait_for(page.content(), remaining())
+                result.body = html.encode("utf-8")
+                result.headers["content-type"] = "text/html; charset=utf-8"  # the DOM, serialised as UTF-8
+            else:
+                result.body = await asyncio.wait_for(main.buffer(), remaining())  # a PDF, an image: as sent
+        except asyncio.TimeoutError:
+            result.error = too_slow("after load")
+            return
+        result.final_url = page.url
+    finally:
+        try:
+            await asyncio.wait_for(page.close(), PAGE_CLOSE_TIMEOUT_SECONDS)
+        except asyncio.TimeoutError:
+            raise BrowserLost("hung", f"a page of {url} did not close within {PAGE_CLOSE_TIMEOUT_SECONDS:g}s") from None
+        except Exception:  # noqa: BLE001 - a dead browser is found by the renderer
+            pass

@@ -1,0 +1,447 @@
+"""The render engine: one headless Chromium per worker process, driven by pyppeteer on an
+asyncio loop thread, a bounded number of pages in flight, and a browser that never leaks.
+
+pyspider's PhantomJS tier grew until it was restarted by hand; this one recycles its
+browser after ``recycle_pages`` pages or when the browser's process tree passes
+``max_pss_bytes`` (PSS, see ``workers/proctree.py``), kills and replaces a browser that
+crashed or stopped answering (and renders the page it lost once more, on the fresh
+browser), and on :meth:`Renderer.close` leaves no Chromium process behind. Chromium is
+started here, not by pyppeteer, so that it runs in its own process group and dies with
+the worker even when the worker is killed (``PR_SET_PDEATHSIG``). Nothing is downloaded:
+``chromium_path`` must exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crawlcluster import settings
+from crawlcluster.errors import ConfigurationError, FetchError
+from crawlcluster.rendering import WAIT_UNTIL, RenderOptions
+from workers.proctree import TreeMemory, descendants, kill_tree, tree_memory
+
+logger = logging.getLogger(__name__)
+
+# every process of a browser inherits this variable (value: the worker's PID), so its
+# helpers can be found even after they were re-parented
+BROWSER_OWNER_ENV = "CRAWLCLUSTER_BROWSER_OWNER"
+# as root Chromium needs --no-sandbox; the rest keep it from calling home (refused here)
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--mute-audio", "--hide-scrollbars", "--remote-debugging-port=0",
+)
+# a browser that answers nothing this long past a page's timeout is hung: kill it
+HUNG_GRACE_SECONDS = 10.0
+CLOSE_TIMEOUT_SECONDS = 5.0
+MEMORY_CHECK_SECONDS = 1.0
+
+
+class BrowserLost(Exception):
+    """The browser under a page crashed (``kind="crash"``) or hung (``kind="hung"``)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+@dataclass
+class RenderResult:
+    """What rendering one entry gave: the page as the browser left it, or an ``error``."""
+
+    entry: dict[str, Any]
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    final_url: str | None = None
+    js_result: Any = None
+    screenshot: bytes | None = None
+    error: FetchError | None = None
+    attempts: int = 0
+    elapsed_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class RenderCounters:
+    """Per-process counters, written to the ``render_workers`` table by the render task."""
+
+    browsers_launched: int = 0
+    pages_rendered: int = 0
+    render_failures: int = 0
+    recycles: int = 0
+    crashes: int = 0
+    hung_kills: int = 0
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: a killed worker takes its browser along
+
+
+class _Browser:
+    """One running Chromium: its process, its pyppeteer connection and its page counts."""
+
+    def __init__(self, proc: subprocess.Popen, user_data_dir: str) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.user_data_dir = user_data_dir
+        self.browser: Any = None
+        self.pages_opened = 0
+        self.in_flight = 0
+        self.retiring = False  # no new pages; closed once the last one finishes
+        self.lost = False  # crashed or hung, already counted and killed
+        self.shutting_down = False
+        self.dead = asyncio.Event()  # the main process exited
+        self.closed = asyncio.Event()  # every process waited for, profile removed
+        self.memory = TreeMemory(0, 0, 0)
+        self.memory_checked_at = 0.0
+
+
+class Renderer:
+    """Renders entries in this process's browser; one instance per process (:func:`get_renderer`)."""
+
+    def __init__(self, *, chromium_path: str, pages_in_flight: int, recycle_pages: int, max_pss_bytes: int,
+                 page_timeout_seconds: float, launch_timeout_seconds: float, user_agent: str) -> None:
+        self.chromium_path = chromium_path
+        self.pages_in_flight = pages_in_flight
+        self.recycle_pages = recycle_pages
+        self.max_pss_bytes = max_pss_bytes
+        self.page_timeout_seconds = page_timeout_seconds
+        self.launch_timeout_seconds = launch_timeout_seconds
+        self.user_agent = user_agent
+        self.counters = RenderCounters()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._current: _Browser | None = None
+        self._all: set[_Browser] = set()
+        self._slots: asyncio.Semaphore | None = None
+        self._launch_lock: asyncio.Lock | None = None
+
+    @classmethod
+    def from_settings(cls) -> "Renderer":
+        return cls(
+            chromium_path=settings.get("chromium_path"),
+            pages_in_flight=settings.get("render_pages_in_flight"),
+            recycle_pages=settings.get("render_recycle_pages"),
+            max_pss_bytes=settings.get("render_max_pss_bytes"),
+            page_timeout_seconds=settings.get("render_page_timeout_seconds"),
+            launch_timeout_seconds=settings.get("render_launch_timeout_seconds"),
+            user_agent=settings.get("user_agent"),
+        )
+
+    # -- what callers see ----------------------------------------------------------------
+    @property
+    def browser_pid(self) -> int | None:
+        current = self._current
+        return current.pid if current is not None and not current.retiring else None
+
+    def memory(self) -> TreeMemory:
+        """PSS and summed RSS of the current browser's process tree (zeros with none)."""
+        pid = self.browser_pid
+        return tree_memory(descendants(pid)) if pid else TreeMemory(0, 0, 0)
+
+    def stats(self) -> dict[str, Any]:
+        memory = self.memory()
+        return {**asdict(self.counters), "browser_pid": self.browser_pid,
+                "browser_pss_bytes": memory.pss_bytes, "browser_rss_bytes": memory.rss_bytes}
+
+    def render_many(self, entries: list[dict[str, Any]]) -> list[RenderResult]:
+        """Render every entry (at most ``pages_in_flight`` at once) and return one result
+        per entry, in order. Never raises for a bad page, a crash or a hang."""
+        loop = self._ensure_loop()
+        return asyncio.run_coroutine_threadsafe(self._render_all(entries), loop).result()
+
+    def close(self) -> None:
+        """Close every browser (waiting for its processes) and stop the loop thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._close_all(), loop).result(timeout=60)
+        except Exception:  # noqa: BLE001 - whatever happens, nothing may outlive the worker
+            logger.exception("closing the browser failed; killing it")
+            for handle in list(self._all):
+                kill_tree(handle.pid, handle.pid)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._loop = self._thread = None
+
+    # -- the loop thread ---------------------------------------------------------------
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._start_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                # the browser is this thread's child: PR_SET_PDEATHSIG follows the thread
+                self._thread = threading.Thread(target=run, name="crawlcluster-render-loop", daemon=True)
+                self._thread.start()
+                ready.wait()
+                self._loop = loop
+        return self._loop
+
+    async def _render_all(self, entries: list[dict[str, Any]]) -> list[RenderResult]:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.pages_in_flight)
+            self._launch_lock = asyncio.Lock()
+        return list(await asyncio.gather(*(self._render_one(entry) for entry in entries)))
+
+    async def _render_one(self, entry: dict[str, Any]) -> RenderResult:
+        from workers.render_page import render_page  # the page steps; pyppeteer only on render workers
+
+        url = entry["url"]
+        result = RenderResult(entry)
+        started = time.monotonic()
+        try:
+            options = RenderOptions.from_dict((entry.get("fetch") or {}).get("render_options"))
+        except ConfigurationError as exc:
+            result.error = FetchError(url, "invalid_options", f"cannot render {url}: {exc}")
+            return result
+        timeout = options.timeout_seconds or self.page_timeout_seconds
+        assert self._slots is not None
+        async with self._slots:
+            for attempt in (1, 2):
+                result = RenderResult(entry, attempts=attempt)
+                try:
+                    handle = await self._acquire()
+                except FetchError as exc:
+                    result.error = exc
+                    break
+                try:
+                    await self._guarded(handle, render_page(handle.browser, entry, options, timeout,
+                                                            self.user_agent, result), timeout)
+                    break
+                except BrowserLost as lost:
+                    self._lose(handle, lost.kind, str(lost))
+                    if attempt == 2:
+                        result.error = FetchError(url, lost.kind, f"browser {'crashed' if lost.kind == 'crash' else 'hung'} "
+                                                  f"rendering {url} ({lost}), also on a fresh browser")
+                    else:
+                        logger.warning("browser %s rendering %s (%s); rendering it again on a fresh browser",
+                                       lost.kind, url, lost)
+                except Exception as exc:  # noqa: BLE001 - no page may crash a worker
+                    result.error = FetchError(url, "render", f"rendering {url} failed: {type(exc).__name__}: {exc}")
+                    break
+                finally:
+                    self._release(handle)
+        result.elapsed_seconds = time.monotonic() - started
+        if result.error is None:
+            self.counters.pages_rendered += 1
+        else:
+            self.counters.render_failures += 1
+            result.body, result.screenshot = b"", None
+        return result
+
+    async def _guarded(self, handle: _Browser, work: Any, timeout: float) -> None:
+        """Run one page's steps, racing them against the browser's death and a hang."""
+        task = asyncio.ensure_future(work)
+        died = asyncio.ensure_future(handle.dead.wait())
+        try:
+            done, _ = await asyncio.wait({task, died}, timeout=timeout + HUNG_GRACE_SECONDS,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            died.cancel()
+        if task in done:
+            exc = task.exception()
+            if exc is None:
+                return
+            if isinstance(exc, BrowserLost):
+                raise exc
+            # a closed connection is usually the first sign of a dead browser; wait for the proof
+            try:
+                await asyncio.wait_for(handle.dead.wait(), 2.0)
+            except asyncio.TimeoutError:
+                raise exc from None
+            raise BrowserLost("crash", f"Chromium (pid {handle.pid}) exited with {handle.proc.returncode}: {exc}")
+        task.cancel()
+        if handle.dead.is_set():
+            raise BrowserLost("crash", f"Chromium (pid {handle.pid}) exited with {handle.proc.returncode}")
+        raise BrowserLost("hung", f"no answer from Chromium (pid {handle.pid}) for {timeout + HUNG_GRACE_SECONDS:.0f}s")
+
+    # -- the browser's life --------------------------------------------------------------
+    async def _acquire(self) -> _Browser:
+        """The browser a new page goes to: launched when there is none, replaced first when
+        it is due for recycling (after its pages in flight finished, so that only one
+        browser's memory is ever held)."""
+        assert self._launch_lock is not None
+        async with self._launch_lock:
+            current = self._current
+            if current is not None:
+                if current.dead.is_set():
+                    self._lose(current, "crash", f"Chromium (pid {current.pid}) exited with {current.proc.returncode}")
+                elif self._due_for_recycling(current):
+                    self.counters.recycles += 1
+                    logger.info("recycling Chromium pid %s after %d pages (%s)", current.pid, current.pages_opened, current.memory)
+                    self._current = None
+                    current.retiring = True
+                    if current.in_flight == 0:
+                        await self._shutdown(current)
+                    await current.closed.wait()
+            if self._current is None:
+                self._current = await self._launch()
+            handle = self._current
+            handle.in_flight += 1
+            handle.pages_opened += 1
+            return handle
+
+    def _release(self, handle: _Browser) -> None:
+        handle.in_flight -= 1
+        if handle.retiring and handle.in_flight == 0 and not handle.shutting_down:
+            asyncio.ensure_future(self._shutdown(handle))
+
+    def _due_for_recycling(self, handle: _Browser) -> bool:
+        if self.recycle_pages and handle.pages_opened >= self.recycle_pages:
+            return True
+        now = time.monotonic()
+        if self.max_pss_bytes and now - handle.memory_checked_at >= MEMORY_CHECK_SECONDS:
+            handle.memory = tree_memory(descendants(handle.pid))
+            handle.memory_checked_at = now
+            return handle.memory.pss_bytes > self.max_pss_bytes
+        return False
+
+    def _lose(self, handle: _Browser, kind: str, detail: str) -> None:
+        """Count a crashed or hung browser once, kill its whole tree, and stop using it."""
+        if handle.lost:
+            return
+        handle.lost = True
+        if not handle.retiring or not handle.dead.is_set():
+            if kind == "hung":
+                self.counters.hung_kills += 1
+            else:
+                self.counters.crashes += 1
+            logger.error("Chromium pid %s %s (%s); killing it and starting a fresh one", handle.pid,
+                         "hung" if kind == "hung" else "crashed", detail)
+        if self._current is handle:
+            self._current = None
+        handle.retiring = True
+        kill_tree(handle.pid, handle.pid)
+        if handle.in_flight == 0 and not handle.shutting_down:
+            asyncio.ensure_future(self._shutdown(handle))
+
+    async def _launch(self) -> _Browser:
+        import pyppeteer  # imported here: fetch, parse and store nodes need no browser
+
+        if not os.access(self.chromium_path, os.X_OK):
+            raise FetchError("", "browser", f"cannot start Chromium: {self.chromium_path} is not an executable; "
+                             "install chromium or set CRAWLCLUSTER_CHROMIUM_PATH")
+        user_data_dir = tempfile.mkdtemp(prefix=f"crawlcluster-chromium-{os.getpid()}-")
+        env = {**os.environ, BROWSER_OWNER_ENV: str(os.getpid())}
+        with open(Path(user_data_dir) / "chromium.log", "wb") as log:
+            proc = subprocess.Popen(
+                [self.chromium_path, *CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        handle = _Browser(proc, user_data_dir)
+        self._all.add(handle)
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, proc.wait).add_done_callback(lambda _f: loop.call_soon_threadsafe(handle.dead.set))
+        try:
+            endpoint = await self._devtools_endpoint(handle)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=DeprecationWarning)  # websockets: "remove loop argument"
+                handle.browser = await asyncio.wait_for(
+                    pyppeteer.connect(browserWSEndpoint=endpoint, defaultViewport=None), self.launch_timeout_seconds)
+        except BaseException:
+            handle.retiring = handle.lost = True
+            await self._shutdown(handle)
+            raise
+        self.counters.browsers_launched += 1
+        logger.info("started Chromium pid %s (%s)", proc.pid, endpoint)
+        return handle
+
+    async def _devtools_endpoint(self, handle: _Browser) -> str:
+        port_file = Path(handle.user_data_dir) / "DevToolsActivePort"
+        deadline = time.monotonic() + self.launch_timeout_seconds
+        while time.monotonic() < deadline:
+            if handle.proc.poll() is not None:
+                log = (Path(handle.user_data_dir) / "chromium.log").read_text(errors="replace")[-1500:]
+                raise FetchError("", "browser", f"Chromium ({self.chromium_path}) exited with {handle.proc.returncode} "
+                                 f"while starting:\n{log}")
+            lines = port_file.read_text().split("\n") if port_file.exists() else []
+            if len(lines) >= 2 and lines[0].isdigit() and lines[1]:
+                return f"ws://127.0.0.1:{lines[0]}{lines[1]}"
+            await asyncio.sleep(0.05)
+        raise FetchError("", "browser", f"Chromium ({self.chromium_path}) did not start within "
+                         f"{self.launch_timeout_seconds:.0f}s (render_launch_timeout_seconds)")
+
+    async def _shutdown(self, handle: _Browser) -> None:
+        """Close one browser for good: politely, then by force; wait for every process."""
+        if handle.shutting_down:
+            await handle.closed.wait()
+            return
+        handle.shutting_down = True
+        handle.retiring = True
+        if self._current is handle:
+            self._current = None
+        if handle.browser is not None and not handle.dead.is_set():
+            try:
+                await asyncio.wait_for(handle.browser.close(), CLOSE_TIMEOUT_SECONDS)
+            except Exception:  # noqa: BLE001 - it is killed below
+                pass
+        try:
+            await asyncio.wait_for(handle.dead.wait(), CLOSE_TIMEOUT_SECONDS)
+        except asyncio.TimeoutError:
+            logger.warning("Chromium pid %s did not exit when closed; killing it", handle.pid)
+        # helpers outlive the main process for a moment; its process group holds them all
+        kill_tree(handle.pid, handle.pid)
+        await asyncio.wait_for(handle.dead.wait(), CLOSE_TIMEOUT_SECONDS)
+        if handle.browser is not None:
+            try:
+                await asyncio.wait_for(handle.browser._connection.dispose(), CLOSE_TIMEOUT_SECONDS)
+            except Exception:  # noqa: BLE001 - the connection is gone with the browser
+                pass
+        shutil.rmtree(handle.user_data_dir, ignore_errors=True)
+        self._all.discard(handle)
+        handle.closed.set()
+
+    async def _close_all(self) -> None:
+        for handle in list(self._all):
+            await self._shutdown(handle)
+
+
+_renderers: dict[int, Renderer] = {}
+_renderers_lock = threading.Lock()
+
+
+def get_renderer() -> Renderer:
+    """This process's renderer (a new one after a fork); its browser starts on first use."""
+    pid = os.getpid()
+    renderer = _renderers.get(pid)
+    if renderer is None:
+        with _renderers_lock:
+            renderer = _renderers.get(pid)
+            if renderer is None:
+                renderer = _renderers[pid] = Renderer.from_settings()
+    return renderer
+
+
+def close_renderer() -> None:
+    """Close this process's browser, if it started one (worker shutdown)."""
+    renderer = _renderers.pop(os.getpid(), None)
+    if renderer is not None:
+        renderer.close()
