@@ -24,6 +24,9 @@ task_routes = {
     "crawlcluster.render": {"queue": "render"},
     "crawlcluster.parse": {"queue": "parse"},
     "crawlcluster.store": {"queue": "store"},
+    # spider hooks run where the spiders are installed
+    "crawlcluster.finished": {"queue": "parse"},
+    "crawlcluster.periodic": {"queue": "parse"},
 }
 
 task_serializer = "msgpack"
@@ -36,6 +39,10 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 worker_send_task_events = True
+# Flower shows a task's argsrepr. Celery's default stops at 3 levels, which turns every
+# message into "[{'project': ..., 'tasks': [{...}]}]"; one level more shows the batch's
+# entries, so the first URLs are readable (the repr is still cut at 1024 characters).
+task_repr_maxlevels = 4
 task_send_sent_event = False
 
 beat_scheduler = "crawlcluster.scheduler:CrawlScheduler"

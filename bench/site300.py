@@ -46,7 +46,8 @@ def ensure_bench_database(url: str) -> str:
     admin.dispose()
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS results, crawl_tasks, projects, alembic_version CASCADE"))
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
     engine.dispose()
     return url
 

@@ -5,7 +5,7 @@ application as ``crawlcluster.app``.
 """
 
 from crawlcluster.app import app
-from crawlcluster.client import Crawl, CrawlTimeout, list_projects, submit
+from crawlcluster.client import Crawl, CrawlTimeout, list_projects, render_stats, submit
 from crawlcluster.errors import (
     BodyTooLarge,
     ConfigurationError,
@@ -16,6 +16,7 @@ from crawlcluster.errors import (
     NotYetAvailable,
     ProjectNotFound,
 )
+from crawlcluster.rendering import RenderOptions
 from crawlcluster.spider import LinkSpider, Request, Spider
 
 __version__ = "0.1.0"
@@ -26,6 +27,8 @@ __all__ = [
     "Crawl",
     "CrawlTimeout",
     "list_projects",
+    "render_stats",
+    "RenderOptions",
     "Spider",
     "LinkSpider",
     "Request",

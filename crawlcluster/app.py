@@ -20,11 +20,12 @@ from kombu.utils.objects import cached_property
 from celery.apps.worker import Worker
 
 from crawlcluster import settings
+from crawlcluster.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("fetch", "render", "parse", "store")
-TASK_MODULES = ["tasks.fetch", "tasks.render", "tasks.parse", "tasks.store"]
+TASK_MODULES = ["tasks.fetch", "tasks.render", "tasks.parse", "tasks.store", "tasks.hooks"]
 
 
 def _queues_of(value: Any) -> list[str]:
@@ -84,7 +85,28 @@ class CrawlCelery(Celery):
         return self.subclass_with_self("crawlcluster.app:CrawlWorker")
 
 
+def export_flower_auth() -> None:
+    """Hand ``CRAWLCLUSTER_FLOWER_AUTH`` to Flower as ``FLOWER_BASIC_AUTH``.
+
+    Flower reads its options from ``FLOWER_*`` variables *after* ``-A crawlcluster`` has
+    imported this module, so exporting the variable here is what lets the plain
+    ``celery -A crawlcluster flower`` ask for a password, with no flowerconfig.py to
+    ship. An explicit ``FLOWER_BASIC_AUTH`` (or ``--basic-auth``) still wins.
+    """
+    auth = settings.get("flower_auth")
+    if not auth or os.environ.get("FLOWER_BASIC_AUTH"):
+        return
+    for credential in auth.split(","):
+        user, sep, password = credential.partition(":")
+        if not (user and sep and password):
+            raise ConfigurationError(
+                "CRAWLCLUSTER_FLOWER_AUTH must be user:password (several: comma-separated), "
+                f"got an entry without a user or password: {user or '(empty)'}:...")
+    os.environ["FLOWER_BASIC_AUTH"] = auth
+
+
 def create_app() -> CrawlCelery:
+    export_flower_auth()
     app = CrawlCelery("crawlcluster", include=TASK_MODULES)
     app.config_from_object("celeryconfig")
     return app

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +58,14 @@ def main(verbose: int) -> None:
 
 
 def _run_embedded(target: Any, *, output: str | None, fmt: str | None, max_pages: int | None,
-                  max_depth: int | None, project: str | None, db: str | None, quiet: bool) -> None:
+                  max_depth: int | None, project: str | None, db: str | None, quiet: bool,
+                  settings: dict[str, Any] | None = None) -> None:
     from crawlcluster.embedded import run_embedded
 
     try:
         result = run_embedded(target, project=project, output=output, fmt=_format_for(output, fmt),
-                              max_pages=max_pages, max_depth=max_depth, database_path=db, progress=not quiet)
+                              max_pages=max_pages, max_depth=max_depth, database_path=db, progress=not quiet,
+                              settings=settings)
     except CrawlClusterError as exc:
         _fail(exc)
     stats = result.stats
@@ -81,13 +84,24 @@ def _run_embedded(target: Any, *, output: str | None, fmt: str | None, max_pages
 @click.option("--project", help="Project name (default: the first URL's host).")
 @click.option("--db", type=click.Path(dir_okay=False), help="Keep the frontier in this SQLite file (resumable).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def crawl(urls: tuple[str, ...], output, fmt, max_pages, max_depth, project, db, quiet) -> None:
+@click.option("--per-host", type=click.IntRange(min=1), help="Requests in flight per host (default 8).")
+@click.option("--delay", type=click.FloatRange(min=0), help="Seconds between two requests to one host (default 0).")
+@click.option("--ignore-robots", is_flag=True, help="Do not fetch or obey robots.txt.")
+def crawl(urls: tuple[str, ...], output, fmt, max_pages, max_depth, project, db, quiet, per_host, delay,
+          ignore_robots) -> None:
     """Crawl URLS on this machine alone (no Redis, no Postgres) and write the items.
 
     URLS may instead be one spider import path, pkg.module:SpiderClass."""
     target: Any = urls[0] if len(urls) == 1 and "://" not in urls[0] and ":" in urls[0] else list(urls)
+    settings: dict[str, Any] = {}
+    if per_host is not None:
+        settings["per_host_concurrency"] = per_host
+    if delay is not None:
+        settings["per_host_delay"] = delay
+    if ignore_robots:
+        settings["obey_robots"] = False
     _run_embedded(target, output=output, fmt=fmt, max_pages=max_pages, max_depth=max_depth,
-                  project=project, db=db, quiet=quiet)
+                  project=project, db=db, quiet=quiet, settings=settings)
 
 
 @main.command()
@@ -143,26 +157,111 @@ def status(project: str | None) -> None:
     Console().print(_stats_table(rows))
 
 
+class _CountingWriter:
+    """A text stream that counts the items written through it, for the export progress bar.
+
+    ``Crawl.export`` writes each item with one ``write`` call (a JSON line, or a CSV row
+    through csv.writer), so counting calls counts items; ``skip`` leaves out a CSV header.
+    """
+
+    def __init__(self, out: Any, on_items: Any, *, skip: int = 0, every: int = 1000) -> None:
+        self._out = out
+        self._on_items = on_items
+        self._skip = skip
+        self._every = every
+        self._pending = 0
+
+    def write(self, text: str) -> int:
+        written = self._out.write(text)
+        if self._skip:
+            self._skip -= 1
+        else:
+            self._pending += 1
+            if self._pending >= self._every:
+                self.report()
+        return written
+
+    def report(self) -> None:
+        if self._pending:
+            self._on_items(self._pending)
+            self._pending = 0
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+def _export_with_progress(crawl: Any, out: Any, fmt: str, total: int, enabled: bool) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not enabled, transient=False) as progress:
+        task = progress.add_task(f"{crawl.project} -> {fmt}", total=total)
+        writer = _CountingWriter(out, lambda n: progress.advance(task, n), skip=1 if fmt == "csv" else 0)
+        count = crawl.export(writer, fmt)
+        writer.report()
+        progress.update(task, completed=count, total=max(total, count))
+    return count
+
+
 @main.command()
 @click.argument("project")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="jsonl (default) or csv.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="File to write (default: stdout).")
-def results(project: str, fmt: str | None, output: str | None) -> None:
-    """Export PROJECT's items, streamed from the database."""
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def results(project: str, fmt: str | None, output: str | None, quiet: bool) -> None:
+    """Export PROJECT's items, streamed from the database with a server-side cursor
+    (memory stays flat however many items there are), with a progress bar on stderr."""
     from crawlcluster.client import Crawl
 
     fmt = _format_for(output, fmt)
     try:
         crawl = Crawl(project)
-        crawl.stats()  # a clear error for an unknown project
+        total = crawl.stats()["items"]  # also a clear error for an unknown project
         if output:
             with open(output, "w", encoding="utf-8", newline="") as out:
-                count = crawl.export(out, fmt)
+                count = _export_with_progress(crawl, out, fmt, total, enabled=not quiet)
             console.print(f"{count} items written to {output}")
         else:
-            crawl.export(sys.stdout, fmt)
+            _export_with_progress(crawl, sys.stdout, fmt, total, enabled=not quiet and console.is_terminal)
     except CrawlClusterError as exc:
         _fail(exc)
+
+
+@main.command()
+@click.argument("project")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, writable=True),
+              help="Directory for the PNGs and their index.jsonl.")
+def screenshots(project: str, output: str) -> None:
+    """Export PROJECT's screenshots (render option screenshot=True) as PNG files."""
+    from crawlcluster.client import Crawl
+
+    try:
+        crawl = Crawl(project)
+        crawl.stats()  # a clear error for an unknown project
+        count = crawl.export_screenshots(output)
+    except CrawlClusterError as exc:
+        _fail(exc)
+    console.print(f"{count} screenshots written to {output}")
+
+
+@main.command("render-stats")
+def render_stats_cmd() -> None:
+    """Per render worker process: pages, recycles, crashes, hung kills, browser memory."""
+    from crawlcluster.client import render_stats
+
+    try:
+        rows = render_stats()
+    except CrawlClusterError as exc:
+        _fail(exc)
+    table = Table("worker", "browser pid", "pages", "failed", "launched", "recycles", "crashes", "hung kills",
+                  "PSS MiB", "summed RSS MiB")
+    for row in rows:
+        table.add_row(row["worker"], str(row["browser_pid"] or "-"), str(row["pages_rendered"]),
+                      str(row["render_failures"]), str(row["browsers_launched"]), str(row["recycles"]),
+                      str(row["crashes"]), str(row["hung_kills"]),
+                      f"{(row['browser_pss_bytes'] or 0) / 2**20:.0f}", f"{(row['browser_rss_bytes'] or 0) / 2**20:.0f}")
+    console.print(table)
 
 
 def _steer(project: str, action: str) -> None:
@@ -206,6 +305,83 @@ def initdb() -> None:
     except Exception as exc:  # noqa: BLE001 - say which database could not be reached
         raise click.ClickException(f"cannot initialise the database: {exc}") from None
     console.print(f"schema up to date in {engine.url.render_as_string(hide_password=True)}: {', '.join(table_names(engine))}")
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(click.ParamType):
+    """``90``, ``45s``, ``30m``, ``1h`` or ``2d``, as seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        unit = DURATION_UNITS.get(text[-1:], None)
+        number = text[:-1] if unit else text
+        try:
+            seconds = float(number) * (unit or 1)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration; use seconds or a number with s, m, h or d (e.g. 1h)", param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r} must be longer than zero", param, ctx)
+        return seconds
+
+
+@main.command("set")
+@click.argument("project")
+@click.argument("assignments", nargs=-1, required=True)
+def set_cmd(project: str, assignments: tuple[str, ...]) -> None:
+    """Change PROJECT's settings while it runs, e.g. `set PROJECT rate=5 burst=10 per_host_concurrency=4`.
+
+    Settings: rate, burst, queue_limit, per_host_concurrency, per_host_delay, obey_robots,
+    priority, retries, retry_delays, age, auto_recrawl."""
+    from crawlcluster.client import Crawl
+
+    values: dict[str, str] = {}
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{assignment!r} is not NAME=VALUE", param_hint="ASSIGNMENTS")
+        values[name.strip()] = value.strip()
+    try:
+        current = Crawl(project).configure(**values)
+    except CrawlClusterError as exc:
+        _fail(exc)
+    changed = ", ".join(f"{k}={current.get(k)}" for k in values)
+    console.print(f"{project}: {changed}")
+
+
+@main.command()
+@click.argument("project")
+@click.option("--every", "every", type=Duration(), required=True, help="Interval: 30m, 1h, 1d ...")
+def schedule(project: str, every: float) -> None:
+    """Re-seed PROJECT's start URLs on a schedule (beat sends them; URLs whose age has not
+    passed are not fetched again)."""
+    from crawlcluster.client import Crawl
+
+    try:
+        Crawl(project).schedule(every)
+    except CrawlClusterError as exc:
+        _fail(exc)
+    console.print(f"{project}: start URLs re-seeded every {every:g}s")
+
+
+@main.command()
+@click.argument("project")
+@click.option("--after", type=Duration(), help="Keep the data this long first (default: a day).")
+def delete(project: str, after: float | None) -> None:
+    """Cancel PROJECT and remove its rows and results after a delay (`resume` undoes it)."""
+    from crawlcluster.client import Crawl
+
+    try:
+        when = Crawl(project).delete(after)
+    except CrawlClusterError as exc:
+        _fail(exc)
+    console.print(f"{project}: cancelled; its rows and results are removed at "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(when))} UTC")
 
 
 if __name__ == "__main__":

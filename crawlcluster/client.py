@@ -21,13 +21,13 @@ from sqlalchemy import func, select, update
 from crawlcluster import frontier, scheduling
 from crawlcluster.db import get_engine
 from crawlcluster.errors import ConfigurationError, CrawlClusterError, InvalidURL, ProjectNotFound
-from crawlcluster.schema import CANCELLED, PAUSED, RUNNING, projects, results
+from crawlcluster.schema import CANCELLED, PAUSED, RUNNING, projects, render_hosts, render_workers, results, screenshots
 from crawlcluster.spider import LinkSpider, Request, Spider, load_spider_class, spider_path
 from crawlcluster.urls import normalize_url, url_host
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["submit", "Crawl", "list_projects"]
+__all__ = ["submit", "Crawl", "list_projects", "render_stats"]
 
 
 class CrawlTimeout(CrawlClusterError):
@@ -97,6 +97,10 @@ def submit(
         else:
             conn.execute(update(projects).where(projects.c.name == project).values(**values))
         added = frontier.insert_tasks(conn, project, rows, max_pages=max_pages)
+        for method_name in dir(spider_cls):
+            interval = getattr(getattr(spider_cls, method_name, None), scheduling.EVERY_ATTR, None)
+            if interval:
+                frontier.set_timer(conn, project, method_name, interval, now=now)
     logger.info("submitted %s: %d start URLs, %d new", project, len(rows), added)
     return Crawl(project, database_url=database_url)
 
@@ -104,6 +108,15 @@ def submit(
 def list_projects(database_url: str | None = None) -> list[dict[str, Any]]:
     with get_engine(database_url).connect() as conn:
         return [dict(r._mapping) for r in conn.execute(select(projects).order_by(projects.c.name))]
+
+
+def render_stats(database_url: str | None = None) -> list[dict[str, Any]]:
+    """One dict per render worker process that rendered anything: pages rendered and
+    failed, browsers launched, ``recycles`` (after render_recycle_pages pages or above
+    render_max_pss_bytes), ``crashes`` and ``hung_kills`` (browsers killed and replaced),
+    and the current browser tree's PSS and summed RSS in bytes."""
+    with get_engine(database_url).connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(render_workers).order_by(render_workers.c.worker))]
 
 
 class Crawl:
@@ -136,6 +149,8 @@ class Crawl:
                 select(func.count()).select_from(results).where(results.c.project == self.project)
             ).scalar_one()
         counts["status"] = row["status"]
+        counts["pause_reason"] = row["pause_reason"] if row["status"] == PAUSED else None
+        counts["paused_until"] = row["paused_until"] if row["status"] == PAUSED else None
         return counts
 
     def is_idle(self, stats: dict[str, Any] | None = None) -> bool:
@@ -143,8 +158,8 @@ class Crawl:
         return stats["pending"] == 0 and stats["queued"] == 0
 
     def wait(self, timeout: float | None = None, progress: bool = False, poll_seconds: float = 0.5) -> dict[str, Any]:
-        """Block until nothing is pending or queued (or the project is cancelled or paused
-        with nothing queued); return the final :meth:`stats`. With ``progress`` a bar on
+        """Block until nothing is pending or queued (or the project is cancelled or paused by
+        the user, with nothing queued); return the final :meth:`stats`. With ``progress`` a bar on
         the terminal shows pages done out of pages known. Raises :class:`CrawlTimeout`."""
         from crawlcluster.progress import CrawlProgress
 
@@ -153,7 +168,9 @@ class Crawl:
             while True:
                 stats = self.stats()
                 bar.update(stats)
-                if self.is_idle(stats) or (stats["status"] in (PAUSED, CANCELLED) and stats["queued"] == 0):
+                # a user's pause or cancel ends the wait; an auto-pause does not (it resumes itself)
+                stopped = stats["status"] == CANCELLED or (stats["status"] == PAUSED and not stats["paused_until"])
+                if self.is_idle(stats) or (stopped and stats["queued"] == 0):
                     return stats
                 if deadline is not None and time.monotonic() > deadline:
                     raise CrawlTimeout(
@@ -198,13 +215,48 @@ class Crawl:
             count += 1
         return count
 
+    def screenshots(self) -> Iterator[dict[str, Any]]:
+        """Every stored screenshot (render option ``screenshot=True``), one at a time:
+        ``{"task_id", "url", "png"}`` with the PNG's bytes."""
+        stmt = (select(screenshots.c.task_id, screenshots.c.url, screenshots.c.png)
+                .where(screenshots.c.project == self.project).order_by(screenshots.c.task_id))
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(stream_results=True, yield_per=50).execute(stmt):
+                yield {"task_id": row.task_id, "url": row.url, "png": bytes(row.png)}
+
+    def export_screenshots(self, directory: str) -> int:
+        """Write each screenshot to ``directory/<task id>.png`` and an ``index.jsonl`` of
+        ``{"url", "file"}`` lines; return how many were written."""
+        from pathlib import Path
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        count = 0
+        with open(out / "index.jsonl", "w") as index:
+            for shot in self.screenshots():
+                name = f"{shot['task_id']}.png"
+                (out / name).write_bytes(shot["png"])
+                index.write(json.dumps({"url": shot["url"], "file": name}) + "\n")
+                count += 1
+        return count
+
+    def render_hosts(self) -> list[str]:
+        """Hosts that ``render="auto"`` found to need a browser in this project."""
+        with self.engine.connect() as conn:
+            return sorted(conn.execute(select(render_hosts.c.host).where(render_hosts.c.project == self.project)).scalars())
+
     def _set_status(self, status: str, *, only_from: tuple[str, ...] | None = None) -> None:
         with self.engine.begin() as conn:
             self._project(conn)
             stmt = update(projects).where(projects.c.name == self.project)
             if only_from:
                 stmt = stmt.where(projects.c.status.in_(only_from))
-            conn.execute(stmt.values(status=status, updated_at=time.time()))
+            extra: dict[str, Any] = {}
+            if status == RUNNING:
+                extra = {"consecutive_failures": 0, "paused_until": None, "pause_reason": None, "delete_at": None}
+            elif status == PAUSED:
+                extra = {"paused_until": None, "pause_reason": "paused by the user"}
+            conn.execute(stmt.values(status=status, updated_at=time.time(), **extra))
             if status == CANCELLED:
                 frontier.cancel_pending(conn, self.project)
 
@@ -232,8 +284,31 @@ class Crawl:
         self._set_status(PAUSED, only_from=(RUNNING,))
 
     def resume(self) -> None:
-        """Dispatch again after :meth:`pause` (a finished project with new rows runs too)."""
+        """Dispatch again after :meth:`pause` or an auto-pause (a finished project with new
+        rows runs too); forgets the failure run that caused an auto-pause."""
         self._set_status(RUNNING)
+
+    def schedule(self, every_seconds: float) -> None:
+        """Re-seed the start URLs every ``every_seconds`` (from beat); a start URL is fetched
+        again only once its age (by default the interval) has passed."""
+        if every_seconds <= 0:
+            raise ConfigurationError(f"schedule interval of {self.project} must be positive, got {every_seconds}")
+        with self.engine.begin() as conn:
+            self._project(conn)
+            frontier.set_timer(conn, self.project, "__reseed__", every_seconds)
+
+    def delete(self, after_seconds: float | None = None) -> float:
+        """Cancel the crawl and remove its rows and results after ``after_seconds`` (default
+        CRAWLCLUSTER_DELETE_AFTER_SECONDS, a day), giving time to change one's mind with
+        :meth:`resume`. Returns when (unix time) the data goes."""
+        from crawlcluster import settings as cluster_settings
+
+        delay = cluster_settings.get("delete_after_seconds") if after_seconds is None else after_seconds
+        when = time.time() + delay
+        self.cancel()
+        with self.engine.begin() as conn:
+            conn.execute(update(projects).where(projects.c.name == self.project).values(delete_at=when))
+        return when
 
     def cancel(self) -> None:
         """Stop the crawl for good: pending rows become ``cancelled``."""

@@ -100,6 +100,7 @@ def run_embedded(
     database_path: str | None = None,
     progress: bool = True,
     timeout_seconds: float | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> EmbeddedResult:
     """Crawl ``target`` (URLs, a Spider subclass or its import path) on this machine alone
     and write the items to ``output``. A given ``database_path`` keeps the frontier, so a
@@ -118,7 +119,7 @@ def run_embedded(
     worker = _EmbeddedWorker(app, WORKER_THREADS)
     try:
         get_engine()
-        crawl = submit(target, project, max_pages=max_pages, max_depth=max_depth)
+        crawl = submit(target, project, max_pages=max_pages, max_depth=max_depth, settings=settings)
         worker.start()
         dispatcher = Dispatcher.from_settings(app)
         dispatcher.tick_seconds = min(dispatcher.tick_seconds, 0.05)

@@ -18,15 +18,19 @@ from sqlalchemy.engine import Connection
 from crawlcluster import scheduling, settings
 from crawlcluster.schema import (
     CANCELLED,
+    DISALLOWED,
     DONE,
     FAILED,
     FINISHED,
     PENDING,
     QUEUED,
+    PAUSED,
     RUNNING,
     TASK_STATES,
     crawl_tasks,
+    project_timers,
     projects,
+    results,
 )
 from crawlcluster.urls import task_id, url_host
 
@@ -199,6 +203,75 @@ def claim_due_tasks(conn: Connection, project: str, limit: int, deadline_seconds
     return rows
 
 
+def due_candidates(conn: Connection, project: str, limit: int, skip_hosts: Iterable[str] = (),
+                   now: float | None = None) -> list[dict[str, Any]]:
+    """Lock (without claiming) up to ``limit`` due pending rows of ``project`` on hosts not in
+    ``skip_hosts``, highest priority first then oldest due; the caller picks which to queue
+    in the same transaction with :func:`mark_queued`."""
+    if limit <= 0:
+        return []
+    now = time.time() if now is None else now
+    stmt = (
+        select(crawl_tasks.c.task_id, crawl_tasks.c.host, crawl_tasks.c.url, crawl_tasks.c.callback)
+        .where(crawl_tasks.c.project == project, crawl_tasks.c.status == PENDING, crawl_tasks.c.next_run_at <= now)
+        .order_by(crawl_tasks.c.priority.desc(), crawl_tasks.c.next_run_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    skip = list(skip_hosts)
+    if skip:
+        stmt = stmt.where(crawl_tasks.c.host.not_in(skip))
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def mark_queued(conn: Connection, ids: list[str], deadline_seconds: float, now: float | None = None) -> list[dict[str, Any]]:
+    """Mark rows queued with a deadline and return what the workers need of them."""
+    if not ids:
+        return []
+    now = time.time() if now is None else now
+    stmt = (
+        update(crawl_tasks)
+        .where(crawl_tasks.c.task_id.in_(ids))
+        .values(status=QUEUED, queued_at=now, deadline_at=now + deadline_seconds,
+                dispatch_count=crawl_tasks.c.dispatch_count + 1, updated_at=now)
+        .returning(*DISPATCH_COLUMNS, crawl_tasks.c.priority, crawl_tasks.c.next_run_at)
+    )
+    rows = [dict(r._mapping) for r in conn.execute(stmt)]
+    rows.sort(key=lambda r: (-r["priority"], r["next_run_at"]))
+    return rows
+
+
+def mark_disallowed(conn: Connection, ids: list[str], reason: str, now: float | None = None) -> int:
+    """Rows robots.txt forbids: never fetched, ended with a readable reason."""
+    if not ids:
+        return 0
+    now = time.time() if now is None else now
+    result = conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids), crawl_tasks.c.status == PENDING)
+                          .values(status=DISALLOWED, error=reason, updated_at=now))
+    return result.rowcount
+
+
+def queued_by_host(conn: Connection) -> dict[str, int]:
+    """Rows in flight (queued) per host, over every project: what per-host limits count."""
+    stmt = select(crawl_tasks.c.host, func.count()).where(crawl_tasks.c.status == QUEUED).group_by(crawl_tasks.c.host)
+    return dict(conn.execute(stmt).all())
+
+
+def queue_row_now(conn: Connection, row: dict[str, Any], deadline_seconds: float, now: float | None = None) -> dict[str, Any]:
+    """Insert (or re-open) ``row`` directly as queued and return it for publishing: the
+    scheduler's own fetches (robots.txt) skip the pending stage."""
+    now = time.time() if now is None else now
+    values = {k: v for k, v in row.items() if not k.startswith("_")}
+    values.update(status=QUEUED, queued_at=now, deadline_at=now + deadline_seconds, dispatch_count=1)
+    stmt = _insert(conn, crawl_tasks).values(values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["task_id"],
+        set_={"status": QUEUED, "queued_at": now, "deadline_at": now + deadline_seconds, "error": None,
+              "dispatch_count": crawl_tasks.c.dispatch_count + 1, "updated_at": now},
+    ).returning(*DISPATCH_COLUMNS)
+    return dict(conn.execute(stmt).one()._mapping)
+
+
 def reclaim_stale_tasks(conn: Connection, limit: int, deadline_seconds: float, now: float | None = None) -> list[dict[str, Any]]:
     """Rows queued past their deadline lost their message: give them a new deadline and
     return them to be sent again (of running projects only)."""
@@ -257,14 +330,15 @@ def running_projects(conn: Connection) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-def mark_finished(conn: Connection, project: str, now: float | None = None) -> bool:
-    """Mark a running project finished; False if it was no longer running."""
+def mark_finished(conn: Connection, project: str, seen_updated_at: float | None = None, now: float | None = None) -> bool:
+    """Mark a running project finished; False if it was no longer running, or if it changed
+    since the caller read it at ``seen_updated_at`` (a submit or resume that raced with
+    the caller's "nothing open" check must not be marked finished)."""
     now = time.time() if now is None else now
-    result = conn.execute(
-        update(projects)
-        .where(projects.c.name == project, projects.c.status == RUNNING)
-        .values(status=FINISHED, finished_at=now, updated_at=now)
-    )
+    stmt = update(projects).where(projects.c.name == project, projects.c.status == RUNNING)
+    if seen_updated_at is not None:
+        stmt = stmt.where(projects.c.updated_at == seen_updated_at)
+    result = conn.execute(stmt.values(status=FINISHED, finished_at=now, updated_at=now))
     return result.rowcount == 1
 
 
@@ -350,6 +424,89 @@ def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: f
             .values(status=PENDING, next_run_at=now + crawl_tasks.c.age, updated_at=now)
         )
     return changed
+
+
+def record_streak(conn: Connection, project: str, successes: int, failures: int, *, pause_after: int,
+                  pause_seconds: float, last_error: str | None, now: float | None = None) -> bool:
+    """Track a project's run of consecutive failures; pause it for ``pause_seconds`` when the
+    run reaches ``pause_after`` (0 disables). Returns True when this call paused it."""
+    now = time.time() if now is None else now
+    if successes:
+        conn.execute(update(projects).where(projects.c.name == project, projects.c.consecutive_failures != 0)
+                     .values(consecutive_failures=0))
+        return False
+    if not failures:
+        return False
+    streak = conn.execute(
+        update(projects).where(projects.c.name == project)
+        .values(consecutive_failures=projects.c.consecutive_failures + failures)
+        .returning(projects.c.consecutive_failures)
+    ).scalar()
+    if not pause_after or streak is None or streak < pause_after:
+        return False
+    result = conn.execute(
+        update(projects).where(projects.c.name == project, projects.c.status == RUNNING)
+        .values(status=PAUSED, paused_until=now + pause_seconds, updated_at=now,
+                pause_reason=f"{streak} consecutive failures (last: {last_error}); trying again at "
+                             f"{time.strftime('%H:%M:%S', time.gmtime(now + pause_seconds))} UTC")
+    )
+    if result.rowcount:
+        logger.warning("project %s paused after %d consecutive failures", project, streak)
+    return result.rowcount == 1
+
+
+def resume_auto_paused(conn: Connection, now: float | None = None) -> list[str]:
+    """Auto-paused projects whose pause is over go back to running, on trial (their failure
+    run is kept until a success clears it)."""
+    now = time.time() if now is None else now
+    stmt = (update(projects).where(projects.c.status == PAUSED, projects.c.paused_until <= now)
+            .values(status=RUNNING, paused_until=None, updated_at=now).returning(projects.c.name))
+    return list(conn.execute(stmt).scalars())
+
+
+def delete_due_projects(conn: Connection, batch_rows: int, now: float | None = None) -> list[str]:
+    """Remove rows and results of stopped projects past their delete_at, a bounded batch per
+    call; a project whose rows are all gone is removed too. Returns the projects removed."""
+    now = time.time() if now is None else now
+    removed = []
+    names = conn.execute(select(projects.c.name).where(projects.c.delete_at <= now,
+                                                       projects.c.status != RUNNING)).scalars().all()
+    for name in names:
+        for table, key in ((results, results.c.task_id), (crawl_tasks, crawl_tasks.c.task_id)):
+            chunk = select(key).where(table.c.project == name).limit(batch_rows).scalar_subquery()
+            conn.execute(table.delete().where(key.in_(chunk)))
+        left = conn.execute(select(crawl_tasks.c.task_id).where(crawl_tasks.c.project == name).limit(1)).first()
+        left = left or conn.execute(select(results.c.task_id).where(results.c.project == name).limit(1)).first()
+        if left is None:
+            conn.execute(projects.delete().where(projects.c.name == name))
+            removed.append(name)
+    return removed
+
+
+def claim_due_timers(conn: Connection, now: float | None = None) -> list[tuple[str, str]]:
+    """(project, timer) pairs whose interval has passed, of projects not paused or
+    cancelled; their last run is set to now before they are sent."""
+    now = time.time() if now is None else now
+    due = conn.execute(
+        select(project_timers.c.project, project_timers.c.name)
+        .join(projects, projects.c.name == project_timers.c.project)
+        .where(projects.c.status.in_((RUNNING, FINISHED)),
+               project_timers.c.last_run_at + project_timers.c.interval_seconds <= now)
+        .with_for_update(of=project_timers, skip_locked=True)
+    ).all()
+    for project, name in due:
+        conn.execute(update(project_timers).where(project_timers.c.project == project, project_timers.c.name == name)
+                     .values(last_run_at=now))
+    return [(project, name) for project, name in due]
+
+
+def set_timer(conn: Connection, project: str, name: str, interval_seconds: float, now: float | None = None) -> None:
+    """Create or change a timer; its first run is one interval from now."""
+    now = time.time() if now is None else now
+    insert = _insert(conn, project_timers).values(project=project, name=name, interval_seconds=interval_seconds,
+                                                  last_run_at=now, created_at=now)
+    conn.execute(insert.on_conflict_do_update(index_elements=["project", "name"],
+                                              set_={"interval_seconds": interval_seconds}))
 
 
 def project_row(conn: Connection, project: str) -> dict[str, Any] | None:

@@ -55,3 +55,26 @@ def compress_body(body: bytes, level: int | None = None) -> tuple[bytes, bool]:
 def decompress_body(page: dict[str, Any]) -> bytes:
     body = page.get("body") or b""
     return zlib.decompress(body) if page.get("z") else body
+
+
+def describe_message(message: dict[str, Any], max_chars: int = 1000) -> str:
+    """A short readable summary of a stage message, for ``send_task(..., argsrepr=...)``.
+
+    Flower shows a task's ``argsrepr``. Without one Celery writes a repr of the whole
+    message cut at 1024 characters, so a parse message shows one URL and then compressed
+    body bytes. This names the project and every URL of the batch that fits:
+    ``"example: 16 URLs: https://example.com/a, https://example.com/b, ... (+3 more)"``.
+    """
+    entries = message.get("tasks") if "tasks" in message else message.get("pages")
+    entries = entries if isinstance(entries, list) else []
+    urls = [str(e.get("url", "?")) for e in entries if isinstance(e, dict)]
+    head = f"{message.get('project', '?')}: {len(urls)} URL{'' if len(urls) == 1 else 's'}"
+    text = head + (": " if urls else "")
+    for shown, url in enumerate(urls):
+        rest = len(urls) - shown
+        tail = f" (+{rest} more)"
+        piece = ("" if shown == 0 else ", ") + url
+        if len(text) + len(piece) + (len(tail) if rest > 1 else 0) > max_chars:
+            return text + ("" if shown == 0 else ",") + tail
+        text += piece
+    return text

@@ -11,6 +11,8 @@ marks projects with nothing pending or queued as finished.
 from __future__ import annotations
 
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from celery import Celery
@@ -18,9 +20,31 @@ from celery.beat import Scheduler
 
 from crawlcluster import frontier, settings
 from crawlcluster.db import get_engine
+from crawlcluster.errors import CrawlClusterError
+from crawlcluster.lease import LeaderLease
 from crawlcluster.messages import fetch_messages
+from crawlcluster.rendering import RenderHostMemory
+from crawlcluster.urls import url_host
+from crawlcluster.politeness import (
+    ROBOTS_CALLBACK,
+    ROBOTS_ERROR,
+    ROBOTS_FETCHING,
+    ROBOTS_UNKNOWN,
+    HostSlot,
+    RobotsCache,
+    TokenBucket,
+    upsert_host,
+)
+from crawlcluster.spider import Request
 
 logger = logging.getLogger(__name__)
+
+
+PUBLISH_LANES = 4
+
+
+class LeaseLost(CrawlClusterError):
+    """This scheduler is no longer the leader; its claim was rolled back."""
 
 
 class Dispatcher:
@@ -44,6 +68,17 @@ class Dispatcher:
         self.fetch_batch_size = fetch_batch_size
         self.tick_seconds = tick_seconds
         self.database_url = database_url
+        self.per_host_concurrency = settings.get("per_host_concurrency")
+        self.per_host_delay_seconds = settings.get("per_host_delay_seconds")
+        self.obey_robots = settings.get("obey_robots")
+        self.robots = RobotsCache(settings.get("user_agent"))
+        self.slots: dict[str, HostSlot] = {}
+        self.buckets: dict[str, TokenBucket] = {}
+        self.lease = LeaderLease(settings.get("leader_lease_seconds"))
+        self.auto_pause_failures = settings.get("auto_pause_failures")
+        self.trial_size = settings.get("auto_pause_trial_size")
+        self._last_cleanup = 0.0
+        self._publisher = ThreadPoolExecutor(PUBLISH_LANES, thread_name_prefix="crawlcluster-publish")
         self.published_total = 0
         self.resent_total = 0
 
@@ -62,32 +97,147 @@ class Dispatcher:
         """Claim and publish one bounded batch; return the seconds until the next tick is
         worth running (0 when a full batch was sent and more is probably due)."""
         engine = get_engine(self.database_url)
+        now = time.time()
+        with engine.begin() as conn:
+            if not self.lease.acquire_or_renew(conn, now):
+                return min(1.0, self.lease.ttl_seconds / 4)  # a standby: poll for the lease
+        self._housekeeping(engine, now)
         with engine.connect() as conn:
             running = frontier.running_projects(conn)
+            in_flight = frontier.queued_by_host(conn)
+        for slot in self.slots.values():
+            slot.observe(in_flight.get(slot.host, 0), now)
         share = max(self.fetch_batch_size, self.claim_batch_size // max(1, len(running)))
         published = 0
         saturated = False
+        waits = [self.tick_seconds]
         for project in running:
-            name = project["name"]
-            limit = project["queue_limit"] or self.max_queued_per_project
-            with engine.begin() as conn:
-                room = min(share, limit - frontier.count_queued(conn, name))
-                rows = frontier.claim_due_tasks(conn, name, room, self.queued_deadline_seconds)
-                if not rows and room > 0 and not frontier.has_open_tasks(conn, name):
-                    if frontier.mark_finished(conn, name):
-                        logger.info("project %s finished", name)
+            rows, full, wait = self._claim_for(engine, project, share, in_flight, now)
             if rows:
-                self.publish(name, rows)
+                self.publish(project["name"], rows)
                 published += len(rows)
-                saturated = saturated or len(rows) == room
+            saturated = saturated or full
+            waits.append(wait)
         published += self.resend_stale(engine)
         self.published_total += published
         if saturated:
             return 0.0
-        return 0.05 if published else self.tick_seconds
+        return max(0.01, min(waits + ([0.05] if published else [])))
+
+    def _claim_for(self, engine: Any, project: dict[str, Any], share: int, in_flight: dict[str, int],
+                   now: float) -> tuple[list[dict[str, Any]], bool, float]:
+        """Claim what ``project`` may send now; returns (rows to publish, whether the batch was
+        full, seconds until a limit lets more through)."""
+        name = project["name"]
+        options = project["settings"] or {}
+        bucket = self.buckets.setdefault(name, TokenBucket(None, None))
+        bucket.configure(project["rate"], project["burst"])
+        limit = project["queue_limit"] or self.max_queued_per_project
+        obey = options.get("obey_robots", self.obey_robots)
+        wait = self.tick_seconds
+        with engine.begin() as conn:
+            if not self.lease.fence(conn):
+                raise LeaseLost(f"the scheduler lease moved away from {self.lease.holder}")
+            queued = frontier.count_queued(conn, name)
+            room = min(share, limit - queued)
+            if self.auto_pause_failures and project["consecutive_failures"] >= self.auto_pause_failures:
+                room = min(room, self.trial_size - queued)  # on trial after an auto-pause
+            tokens = bucket.available()
+            room = int(min(room, tokens)) if bucket.limited else room
+            if room <= 0:
+                if bucket.limited:
+                    wait = bucket.seconds_until(1)
+                return [], False, wait
+            skip = {h for h, slot in self.slots.items() if not slot.can_take(now)}
+            if obey:
+                skip |= self.robots.waiting_hosts(conn, now, self.queued_deadline_seconds)
+            candidates = frontier.due_candidates(conn, name, room + min(room, 500), skip, now=now)
+            if not candidates:
+                if not frontier.has_open_tasks(conn, name) and frontier.mark_finished(conn, name, project["updated_at"]):
+                    logger.info("project %s finished", name)
+                    self._send("crawlcluster.finished", {"project": name})
+                return [], False, self._next_slot_wait(now)
+            robots = self.robots.get(conn, {c["host"] for c in candidates}) if obey else {}
+            chosen, disallowed, robots_rows = [], [], []
+            robots_asked: set[str] = set()
+            for candidate in candidates:
+                host = candidate["host"]
+                if obey:
+                    info = robots[host]
+                    if host in robots_asked:
+                        continue
+                    if info.needs_fetch(now, self.queued_deadline_seconds):
+                        robots_asked.add(host)
+                        robots_rows.append(self._robots_row(conn, name, candidate, now))
+                        continue
+                    if info.status in (ROBOTS_FETCHING, ROBOTS_ERROR, ROBOTS_UNKNOWN):
+                        continue
+                    if not self.robots.allows(info, candidate["url"]):
+                        disallowed.append(candidate["task_id"])
+                        continue
+                slot = self._slot(host, options, robots.get(host) if obey else None, in_flight)
+                if not slot.can_take(now):
+                    continue
+                slot.take(now)
+                chosen.append(candidate["task_id"])
+                if len(chosen) >= room:
+                    break
+            frontier.mark_disallowed(conn, disallowed, f"disallowed by robots.txt for User-agent {self.robots.user_agent!r}")
+            rows = frontier.mark_queued(conn, chosen, self.queued_deadline_seconds, now=now)
+        bucket.consume(len(rows))
+        return rows + robots_rows, len(chosen) >= room, min(wait, self._next_slot_wait(now))
+
+    def _housekeeping(self, engine: Any, now: float) -> None:
+        """Auto-paused projects back on trial, due @every timers, due deletions."""
+        with engine.begin() as conn:
+            if not self.lease.fence(conn):
+                raise LeaseLost(f"the scheduler lease moved away from {self.lease.holder}")
+            for name in frontier.resume_auto_paused(conn, now):
+                logger.warning("project %s resumes on trial after its auto-pause", name)
+            timers = frontier.claim_due_timers(conn, now)
+            if now - self._last_cleanup >= 5.0:
+                self._last_cleanup = now
+                for name in frontier.delete_due_projects(conn, 10_000, now):
+                    logger.warning("project %s deleted", name)
+        for project, timer in timers:  # reserved before sending: a failed send waits a whole interval
+            self._send("crawlcluster.periodic", {"project": project, "timer": timer})
+
+    def _send(self, task_name: str, message: dict[str, Any]) -> None:
+        try:
+            self.app.send_task(task_name, args=[message])
+        except Exception:  # noqa: BLE001 - logged; the next occasion sends again
+            logger.exception("could not send %s %s", task_name, message)
+
+    def _robots_row(self, conn: Any, project: str, candidate: dict[str, Any], now: float) -> dict[str, Any]:
+        """Queue a fetch of the candidate host's robots.txt and hold the host until it is in."""
+        scheme = candidate["url"].split("://", 1)[0]
+        url = f"{scheme}://{candidate['host']}/robots.txt"
+        request = Request(url, callback=ROBOTS_CALLBACK, retries=0, priority=10**6)
+        row = frontier.task_row(project, url, request, spider=None, project_settings=None, depth=0, now=now)
+        upsert_host(conn, candidate["host"], now, robots_status=ROBOTS_FETCHING)
+        self.robots.mark_fetching(candidate["host"], now)
+        return frontier.queue_row_now(conn, row, self.queued_deadline_seconds, now=now)
+
+    def _slot(self, host: str, options: dict[str, Any], robots: Any, in_flight: dict[str, int]) -> HostSlot:
+        overrides = (options.get("hosts") or {}).get(host, {})
+        max_in_flight = int(overrides.get("per_host_concurrency", options.get("per_host_concurrency", self.per_host_concurrency)))
+        delay = float(overrides.get("per_host_delay", options.get("per_host_delay", self.per_host_delay_seconds)))
+        if robots is not None and robots.crawl_delay:
+            delay = max(delay, float(robots.crawl_delay))
+        slot = self.slots.get(host)
+        if slot is None:
+            slot = self.slots[host] = HostSlot(host, max_in_flight, delay, in_flight.get(host, 0))
+        slot.max_in_flight, slot.delay_seconds = max_in_flight, delay
+        return slot
+
+    def _next_slot_wait(self, now: float) -> float:
+        waits = [slot.next_allowed_at - now for slot in self.slots.values() if slot.next_allowed_at > now]
+        return max(0.01, min(waits)) if waits else self.tick_seconds
 
     def resend_stale(self, engine: Any) -> int:
         with engine.begin() as conn:
+            if not self.lease.fence(conn):
+                raise LeaseLost(f"the scheduler lease moved away from {self.lease.holder}")
             rows = frontier.reclaim_stale_tasks(conn, self.claim_batch_size, self.queued_deadline_seconds)
         by_project: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
@@ -100,24 +250,47 @@ class Dispatcher:
 
     def route(self, project: str, row: dict[str, Any]) -> str:
         """The task (and so the queue) a claimed row is sent to: render rows to the browser
-        tier, the rest to fetch."""
-        if (row.get("fetch") or {}).get("render") is True:
+        tier, the rest to fetch. A ``render="auto"`` row goes to render once its host is
+        known to need a browser (remembered by the parse stage in render_hosts)."""
+        render = (row.get("fetch") or {}).get("render")
+        if render is True:
+            return "crawlcluster.render"
+        if render == "auto" and self._render_host_memory().needs_render(project, url_host(row["url"])):
             return "crawlcluster.render"
         return "crawlcluster.fetch"
+
+    def _render_host_memory(self) -> RenderHostMemory:
+        # created on first use: most dispatchers never see an "auto" row
+        memory = getattr(self, "_render_hosts", None)
+        if memory is None:
+            memory = self._render_hosts = RenderHostMemory(get_engine(self.database_url))
+        return memory
 
     def publish(self, project: str, rows: list[dict[str, Any]]) -> None:
         """Send claimed rows in batches; a failed send is logged and left to the deadline."""
         by_task: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_task.setdefault(self.route(project, row), []).append(row)
+        messages = [(task_name, message) for task_name, stage_rows in by_task.items()
+                     for message in fetch_messages(project, stage_rows, self.fetch_batch_size)]
+        # a publish is one broker round trip; a few connections in parallel keep a large
+        # tick from waiting on them one by one
+        lanes = min(PUBLISH_LANES, max(1, len(messages) // 8))
+        chunks = [messages[i::lanes] for i in range(lanes)]
         try:
-            with self.app.producer_or_acquire() as producer:
-                for task_name, stage_rows in by_task.items():
-                    for message in fetch_messages(project, stage_rows, self.fetch_batch_size):
-                        self.app.send_task(task_name, args=[message], producer=producer)
+            if lanes == 1:
+                self._send_all(chunks[0])
+            else:
+                for future in [self._publisher.submit(self._send_all, chunk) for chunk in chunks]:
+                    future.result()
         except Exception:  # noqa: BLE001 - the rows are queued with a deadline; they will be re-sent
             logger.exception("could not publish %d rows of %s; they will be re-sent after %ss",
                              len(rows), project, self.queued_deadline_seconds)
+
+    def _send_all(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        with self.app.producer_or_acquire() as producer:
+            for task_name, message in messages:
+                self.app.send_task(task_name, args=[message], producer=producer)
 
 
 class CrawlScheduler(Scheduler):
@@ -131,7 +304,20 @@ class CrawlScheduler(Scheduler):
         beat_wait = super().tick(*args, **kwargs)
         try:
             wait = self.dispatcher.tick()
+        except LeaseLost as exc:
+            logger.warning("%s; standing by", exc)
+            self.dispatcher.lease.token = None
+            wait = 1.0
         except Exception:  # noqa: BLE001 - a database outage must not stop beat; try again
             logger.exception("frontier tick failed; retrying in %ss", self.dispatcher.tick_seconds)
             wait = self.dispatcher.tick_seconds
         return min(beat_wait, wait)
+
+    def close(self) -> None:
+        """At a clean shutdown, hand the lease over at once instead of after it expires."""
+        try:
+            with get_engine(self.dispatcher.database_url).begin() as conn:
+                self.dispatcher.lease.release(conn)
+        except Exception:  # noqa: BLE001 - shutting down; the lease expires by itself anyway
+            logger.exception("could not release the scheduler lease")
+        super().close()

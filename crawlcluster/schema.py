@@ -192,3 +192,32 @@ Index(
     postgresql_where=crawl_tasks.c.status == QUEUED,
     sqlite_where=crawl_tasks.c.status == QUEUED,
 )
+
+# -- scheduler state (migration 0004) -----------------------------------------------------
+
+projects.append_column(Column("consecutive_failures", Integer, nullable=False, server_default=text("0")))
+projects.append_column(Column("paused_until", Double))  # auto-paused until then, then a trial batch
+projects.append_column(Column("pause_reason", Text))
+projects.append_column(Column("delete_at", Double))  # a cancelled project's rows and results go then
+
+# the single dispatching beat holds this lease; token is the fencing token
+scheduler_lease = Table(
+    "scheduler_lease",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(300), nullable=False),
+    Column("token", BigInteger, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+# @every methods of a project's spider, and `crawlcluster schedule` re-seeding
+project_timers = Table(
+    "project_timers",
+    metadata,
+    Column("project", String(200), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("interval_seconds", Double, nullable=False),
+    Column("last_run_at", Double),
+    Column("created_at", Double, nullable=False),
+)

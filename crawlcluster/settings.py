@@ -31,7 +31,10 @@ def _bool(value: str) -> bool:
 
 def seconds_list(value: str) -> list[float]:
     """``"30,3600,21600"`` -> [30.0, 3600.0, 21600.0]."""
-    delays = [float(part) for part in value.split(",") if part.strip()]
+    try:
+        delays = [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        delays = []
     if not delays or any(d < 0 for d in delays):
         raise ValueError("expected comma-separated non-negative seconds, such as 30,3600,21600")
     return delays
@@ -88,6 +91,27 @@ OPTIONS: dict[str, Option] = {
     "retry_delays": Option(
         [30.0, 3600.0, 21600.0, 43200.0, 86400.0], seconds_list,
         "Seconds before each retry, comma-separated; the last repeats (a 429/503 Retry-After wins)."),
+    "per_host_concurrency": Option(
+        8, int, "Requests to one host in flight at once across the whole cluster (per project: per_host_concurrency).",
+        minimum=1),
+    "per_host_delay_seconds": Option(
+        0.0, float, "Least time between two requests to one host (per project: per_host_delay); robots.txt "
+        "Crawl-delay raises it.", minimum=0),
+    "obey_robots": Option(True, _bool, "Fetch each host's robots.txt first and skip what it disallows (per project: obey_robots)."),
+    "robots_ttl_seconds": Option(86400.0, float, "How long a fetched robots.txt is trusted.", minimum=1),
+    "robots_error_block_seconds": Option(
+        600.0, float, "How long a host is postponed when its robots.txt answers 5xx or cannot be reached.", minimum=0.1),
+    "leader_lease_seconds": Option(
+        10.0, float, "Lease of the dispatching beat; a standby beat takes over this long after the leader dies.",
+        minimum=1),
+    "auto_pause_failures": Option(
+        10, int, "Consecutive failures after which a project pauses itself (0: never).", minimum=0),
+    "auto_pause_seconds": Option(
+        300.0, float, "How long an auto-paused project waits before a trial batch decides whether it resumes.",
+        minimum=0.1),
+    "auto_pause_trial_size": Option(2, int, "Rows in flight while an auto-paused project is on trial.", minimum=1),
+    "delete_after_seconds": Option(
+        86400.0, float, "How long a project marked for deletion keeps its rows and results.", minimum=0),
     "tick_seconds": Option(1.0, float, "Longest pause of the scheduler between ticks when idle.", minimum=0.01),
     # worker pools by role, used when the command line does not name -P/-c
     "parse_concurrency": Option(0, int, "Parse worker processes (0: one per CPU)."),
@@ -105,6 +129,10 @@ OPTIONS: dict[str, Option] = {
         30.0, float, "Time one page may take in the browser, navigation to script, before it ends as a timeout.",
         minimum=0.1),
     "render_launch_timeout_seconds": Option(30.0, float, "Time Chromium may take to start.", minimum=1),
+    # monitoring
+    "flower_auth": Option(
+        "", str,
+        "Basic auth for `celery -A crawlcluster flower`, user:password (several: comma-separated); empty: open."),
 }
 
 _overrides: dict[str, Any] = {}

@@ -133,6 +133,10 @@ class Spider:
     def parse(self, response: Any) -> Iterable[Any]:
         raise NotImplementedError(f"{type(self).__name__}.parse callback is not defined")
 
+    def on_finished(self, stats: dict[str, int]) -> None:
+        """Called once each time the crawl finishes (nothing pending, queued or waiting to
+        retry), on a parse worker, with the rows per state."""
+
     def with_defaults(self, request: Request) -> Request:
         """``request`` with the spider's ``render`` and ``render_options`` where it left
         them unset. Applied to start requests and to every request a callback yields."""

@@ -1,5 +1,6 @@
 """parse: run spider callbacks on a batch of pages with workers.processor, then hand the
-outcomes and items to store."""
+outcomes and items to store. Pages of ``render="auto"`` rows that turn out to need a
+browser go to render instead (workers.autorender), their rows still queued."""
 
 from __future__ import annotations
 
@@ -7,12 +8,19 @@ from typing import Any
 
 from crawlcluster.app import app
 from crawlcluster.db import get_engine
+from workers.autorender import split_for_render
 from workers.processor import process_pages
 
 
 @app.task(name="crawlcluster.parse", acks_late=True, ignore_result=True)
 def parse(message: dict[str, Any]) -> dict[str, int]:
     project = message["project"]
-    outcomes, added = process_pages(get_engine(), project, message["pages"])
+    engine = get_engine()
+    to_render, pages = split_for_render(engine, project, message["pages"])
+    if to_render:
+        app.send_task("crawlcluster.render", args=[{"project": project, "tasks": to_render}])
+    if not pages:
+        return {"pages": 0, "new_urls": 0, "sent_to_render": len(to_render)}
+    outcomes, added = process_pages(engine, project, pages)
     app.send_task("crawlcluster.store", args=[{"project": project, "pages": outcomes}])
-    return {"pages": len(outcomes), "new_urls": added}
+    return {"pages": len(outcomes), "new_urls": added, "sent_to_render": len(to_render)}

@@ -23,6 +23,11 @@ FILLER = ("This paragraph is ordinary server-rendered text, long enough that a h
           "empty application shells sees a real page. ") * 3
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001 - socketserver's signature
+        pass  # a browser closing its keep-alive connections is not news
+
+
 class JsSite:
     def __init__(self, pages: int = 12, *, static: bool = False, slow_seconds: float = 3.0) -> None:
         self.pages = pages
@@ -44,7 +49,7 @@ class JsSite:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
@@ -131,6 +136,12 @@ class JsSite:
                 html = self._html_for(path)
                 body = (html or "<html><body>not found</body></html>").encode()
                 ctype, code = "text/html; charset=utf-8", 200 if html is not None else 404
+        finally:
+            # in flight until the answer is ready: the client may start its next request
+            # the moment the body arrives
+            with self._lock:
+                self.in_flight -= 1
+        try:
             handler.send_response(code)
             handler.send_header("Content-Type", ctype)
             handler.send_header("Content-Length", str(len(body)))
@@ -138,9 +149,6 @@ class JsSite:
             handler.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the browser gave up on a hanging request
-        finally:
-            with self._lock:
-                self.in_flight -= 1
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:

@@ -32,7 +32,8 @@ def load_rows(database_url: str, project: str) -> tuple[list[dict[str, Any]], li
 def assert_site_crawled(server: Any, tasks: list[dict[str, Any]], items: list[dict[str, Any]],
                         *, exactly_once: bool = True) -> None:
     site = server.site
-    reachable = site.reachable()
+    # robots.txt is fetched first, once (the demo site answers 404: everything allowed)
+    reachable = site.reachable() | {"/robots.txt"}
     hits: Counter[str] = server.hits()
 
     # every reachable target fetched, each exactly once, and nothing else
@@ -55,6 +56,8 @@ def assert_site_crawled(server: Any, tasks: list[dict[str, Any]], items: list[di
     for target, title in site.html_pages.items():
         row = by_target[target]
         assert (row["status"], row["status_code"]) == ("done", 200), (target, row["status"], row["error"])
+    robots = by_target["/robots.txt"]
+    assert (robots["status"], robots["status_code"], robots["callback"]) == ("done", 404, "__robots__")
     for target in site.non_html:
         assert (by_target[target]["status"], by_target[target]["status_code"]) == ("done", 200)
     for target in site.not_found:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from crawlcluster import Request, Spider
-from crawlcluster.scheduling import config
+from crawlcluster.scheduling import config, every
 
 
 class ItemSpider(Spider):
@@ -51,4 +51,36 @@ class PrioritySpider(Spider):
             yield Request(self.base_url + path, priority=priority, callback="parse_item")
 
     def parse_item(self, response):
+        yield {"url": response.url}
+
+
+class FinishSpider(Spider):
+    """Follows nothing; writes one line to ``marker_path`` each time the crawl finishes."""
+
+    name = "finish"
+    start_urls: list[str] = []
+    marker_path = ""
+
+    def parse(self, response):
+        yield {"url": response.url}
+
+    def on_finished(self, stats):
+        with open(self.marker_path, "a", encoding="utf-8") as marker:
+            marker.write(f"{stats['done']}\n")
+
+
+class EverySpider(Spider):
+    """An @every(seconds=1) method asking for /news, whose age is 2 seconds."""
+
+    name = "every"
+    base_url = ""
+
+    def start(self):
+        return []
+
+    @every(seconds=1)
+    def refresh(self):
+        yield Request(self.base_url + "/news", age=2, callback="parse")
+
+    def parse(self, response):
         yield {"url": response.url}

@@ -35,8 +35,9 @@ def test_cli_crawl_max_pages_bounds_the_frontier_and_the_fetches(site, tmp_path:
                           "--max-pages", "25", "--project", "small"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     tasks, items = load_rows(f"sqlite:///{frontier}", "small")
-    assert len(tasks) == 25
-    assert sum(site.hits().values()) == 25
+    pages = [t for t in tasks if t["callback"] != "__robots__"]
+    assert len(pages) == 25 and len(tasks) == 26  # and the site's robots.txt
+    assert sum(site.hits().values()) == 26
     with out.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(items) > 0
@@ -49,3 +50,40 @@ def test_cli_crawl_rejects_an_invalid_url_with_a_sentence(tmp_path: Path):
     assert run.returncode == 1
     assert "invalid URL 'ftp://example.org/x'" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_cli_crawl_delay_and_per_host_space_requests_to_one_host(tmp_path: Path):
+    from tests.scripted_site import ScriptedSite, page
+
+    site = ScriptedSite()
+    try:
+        for i in range(5):
+            site.route(f"/d/{i}", lambda n, _h, i=i: page(f"D{i}"))
+        run = subprocess.run([*CLI, "crawl", *[f"{site.url}/d/{i}" for i in range(5)], "-q", "--delay", "0.3",
+                              "--per-host", "1", "--db", str(tmp_path / "f.db")],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        times = [t for t, p, _ in site.log if p.startswith("/d/")]
+        assert len(times) == 5
+        assert min(b - a for a, b in zip(times, times[1:])) >= 0.3 - 0.1
+    finally:
+        site.stop()
+
+
+def test_cli_set_changes_a_running_projects_settings_and_rejects_unknown_ones(pg, tmp_path: Path):
+    import os
+
+    import crawlcluster
+
+    crawl = crawlcluster.submit(["http://site.invalid/"], project="tuned", database_url=pg)
+    env = {**os.environ, "CRAWLCLUSTER_DATABASE_URL": pg}
+    run = subprocess.run([*CLI, "set", "tuned", "rate=5", "burst=10", "per_host_delay=0.5"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode == 0, run.stderr
+    with crawl.engine.connect() as conn:
+        from crawlcluster.frontier import project_row
+
+        row = project_row(conn, "tuned")
+    assert (row["rate"], row["burst"], row["settings"]["per_host_delay"]) == (5.0, 10.0, 0.5)
+    bad = subprocess.run([*CLI, "set", "tuned", "speed=9"], capture_output=True, text=True, timeout=60, env=env)
+    assert bad.returncode == 1 and "unknown project setting 'speed'" in bad.stderr and "Traceback" not in bad.stderr

@@ -142,7 +142,11 @@ def dispatcher_for(app: Celery, database_url: str, **overrides) -> Dispatcher:
     options = dict(claim_batch_size=100, max_queued_per_project=1000, queued_deadline_seconds=60,
                    fetch_batch_size=4, tick_seconds=0.5, database_url=database_url)
     options.update(overrides)
-    return Dispatcher(app, **options)
+    dispatcher = Dispatcher(app, **options)
+    # these tests are about claiming and publishing: no robots.txt round, no per-host cap
+    dispatcher.obey_robots = False
+    dispatcher.per_host_concurrency = 10_000
+    return dispatcher
 
 
 def test_tick_publishes_running_projects_in_batches_and_leaves_paused_ones(pg, test_app):

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from crawlcluster import frontier, settings
 from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
 from crawlcluster.messages import decompress_body
+from crawlcluster.politeness import ROBOTS_CALLBACK
 from crawlcluster.schema import DONE, FAILED
 from crawlcluster.spider import Request, Spider, load_spider_class
 from crawlcluster.urls import normalize_url
@@ -94,11 +95,15 @@ def _redirect_outcome(context: ProjectContext, page: dict[str, Any], now: float,
 def _page_outcome(context: ProjectContext, page: dict[str, Any], now: float,
                   new_rows: list[dict[str, Any]]) -> dict[str, Any]:
     depth = page.get("depth", 0)
-    response = Response(page["url"], page["code"], page.get("headers") or {}, decompress_body(page),
-                        data=page.get("data"), depth=depth)
+    # a rendered page: response.url is where the browser ended; the row keeps its own URL
+    response = Response(page.get("final_url") or page["url"], page["code"], page.get("headers") or {},
+                        decompress_body(page), data=page.get("data"), depth=depth,
+                        js_result=page.get("js_result"), rendered=bool(page.get("rendered")))
     callback = page.get("cb") or "parse"
     result = run_callback(context.spider, callback, response)
     outcome = {"id": page["id"], "url": page["url"], "code": page["code"]}
+    if page.get("final_url"):
+        outcome["final_url"] = page["final_url"]
     if result.error is not None:
         return {**outcome, "status": FAILED, "error": result.error}
     kept, _dropped = filter_requests(context.spider, result.requests, depth, context.max_depth)
@@ -113,6 +118,16 @@ def _page_outcome(context: ProjectContext, page: dict[str, Any], now: float,
     return {**outcome, "status": DONE, "items": result.items}
 
 
+def _robots_outcome(page: dict[str, Any]) -> dict[str, Any]:
+    """A fetched robots.txt goes to the store stage as text; no spider sees it."""
+    outcome = {"id": page["id"], "url": page["url"], "code": page.get("code"), "status": DONE, "cb": ROBOTS_CALLBACK}
+    if "redirect" in page:
+        # a redirected robots.txt is treated as absent (everything allowed)
+        return {**outcome, "robots_code": 404, "final_url": page["redirect"]}
+    response = Response(page["url"], page["code"], page.get("headers") or {}, decompress_body(page))
+    return {**outcome, "robots_code": page["code"], "robots": response.text}
+
+
 def process_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """Run callbacks on ``pages``; insert their new rows in one round trip; return the
     outcomes for the store stage and how many new rows were added."""
@@ -125,7 +140,9 @@ def process_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> 
     new_rows: list[dict[str, Any]] = []
     outcomes = []
     for page in pages:
-        if "redirect" in page:
+        if page.get("cb") == ROBOTS_CALLBACK:
+            outcomes.append(_robots_outcome(page))
+        elif "redirect" in page:
             outcomes.append(_redirect_outcome(context, page, now, new_rows))
         else:
             outcomes.append(_page_outcome(context, page, now, new_rows))

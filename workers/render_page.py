@@ -21,17 +21,28 @@ from crawlcluster.rendering import WAIT_UNTIL, RenderOptions
 
 logger = logging.getLogger(__name__)
 
-BLOCKED_RESOURCE_TYPES = frozenset({"image", "font", "media"})
+BLOCKED_RESOURCE_TYPES = ("Image", "Font", "Media")
 PAGE_CLOSE_TIMEOUT_SECONDS = 5.0
 HTML_TYPES = ("text/html", "application/xhtml+xml", "")
 
 
-def _block_heavy(request: Any) -> None:
-    # images, fonts and media are most of a page's bytes and none of its HTML
-    if request.resourceType in BLOCKED_RESOURCE_TYPES:
-        asyncio.ensure_future(request.abort())
-    else:
-        asyncio.ensure_future(request.continue_())
+async def _block_resources(page: Any, load_images: bool) -> None:
+    """Fail the favicon, and unless ``load_images`` images, fonts and media, before they are
+    requested: most of a page's bytes and none of its HTML, and one request less per page
+    for the site. (The Fetch domain: Chromium dropped Network.setRequestInterception.)"""
+    client = page._client
+    patterns = [{"urlPattern": "*/favicon.ico", "requestStage": "Request"}]
+    if not load_images:
+        patterns += [{"urlPattern": "*", "resourceType": kind, "requestStage": "Request"} for kind in BLOCKED_RESOURCE_TYPES]
+
+    async def fail(event: dict[str, Any]) -> None:
+        try:
+            await client.send("Fetch.failRequest", {"requestId": event["requestId"], "errorReason": "BlockedByClient"})
+        except Exception:  # noqa: BLE001 - the page closed first
+            pass
+
+    client.on("Fetch.requestPaused", lambda event: asyncio.ensure_future(fail(event)))
+    await client.send("Fetch.enable", {"patterns": patterns})
 
 
 async def render_page(browser: Any, entry: dict[str, Any], options: RenderOptions, timeout: float,
@@ -57,9 +68,7 @@ async def render_page(browser: Any, entry: dict[str, Any], options: RenderOption
             await page.setExtraHTTPHeaders({k: v for k, v in fetch["headers"].items() if k.lower() != "user-agent"})
         if fetch.get("cookies"):
             await page.setCookie(*({"name": k, "value": str(v), "url": url} for k, v in fetch["cookies"].items()))
-        if not options.load_images:
-            await page.setRequestInterception(True)
-            page.on("request", _block_heavy)
+        await _block_resources(page, options.load_images)
         documents: list[Any] = []
         page.on("response", lambda r: documents.append(r)
                 if r.request.resourceType == "document" and r.request.frame is page.mainFrame else None)

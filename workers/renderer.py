@@ -14,36 +14,25 @@ the worker even when the worker is killed (``PR_SET_PDEATHSIG``). Nothing is dow
 from __future__ import annotations
 
 import asyncio
-import ctypes
+import atexit
 import logging
 import os
 import shutil
-import signal
 import subprocess
-import tempfile
 import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError, FetchError
-from crawlcluster.rendering import WAIT_UNTIL, RenderOptions
+from crawlcluster.rendering import RenderOptions
+from workers.chromium import BROWSER_OWNER_ENV, devtools_endpoint, start_chromium  # noqa: F401 - re-exported
 from workers.proctree import TreeMemory, descendants, kill_tree, tree_memory
 
 logger = logging.getLogger(__name__)
 
-# every process of a browser inherits this variable (value: the worker's PID), so its
-# helpers can be found even after they were re-parented
-BROWSER_OWNER_ENV = "CRAWLCLUSTER_BROWSER_OWNER"
-# as root Chromium needs --no-sandbox; the rest keep it from calling home (refused here)
-CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--mute-audio", "--hide-scrollbars", "--remote-debugging-port=0",
-)
 # a browser that answers nothing this long past a page's timeout is hung: kill it
 HUNG_GRACE_SECONDS = 10.0
 CLOSE_TIMEOUT_SECONDS = 5.0
@@ -90,9 +79,13 @@ class RenderCounters:
     hung_kills: int = 0
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: a killed worker takes its browser along
+def _quiet_pyppeteer_leftovers(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # pyppeteer drops futures of calls to pages that closed under them; they are expected
+    exc = context.get("exception")
+    if exc is not None and type(exc).__module__.startswith("pyppeteer"):
+        logger.debug("pyppeteer: %s", exc)
+        return
+    loop.default_exception_handler(context)
 
 
 class _Browser:
@@ -118,7 +111,8 @@ class Renderer:
     """Renders entries in this process's browser; one instance per process (:func:`get_renderer`)."""
 
     def __init__(self, *, chromium_path: str, pages_in_flight: int, recycle_pages: int, max_pss_bytes: int,
-                 page_timeout_seconds: float, launch_timeout_seconds: float, user_agent: str) -> None:
+                 page_timeout_seconds: float, launch_timeout_seconds: float, user_agent: str,
+                 hung_grace_seconds: float = HUNG_GRACE_SECONDS) -> None:
         self.chromium_path = chromium_path
         self.pages_in_flight = pages_in_flight
         self.recycle_pages = recycle_pages
@@ -126,6 +120,7 @@ class Renderer:
         self.page_timeout_seconds = page_timeout_seconds
         self.launch_timeout_seconds = launch_timeout_seconds
         self.user_agent = user_agent
+        self.hung_grace_seconds = hung_grace_seconds
         self.counters = RenderCounters()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -194,6 +189,7 @@ class Renderer:
 
                 def run() -> None:
                     asyncio.set_event_loop(loop)
+                    loop.set_exception_handler(_quiet_pyppeteer_leftovers)
                     loop.call_soon(ready.set)
                     loop.run_forever()
 
@@ -229,7 +225,7 @@ class Renderer:
                 try:
                     handle = await self._acquire()
                 except FetchError as exc:
-                    result.error = exc
+                    result.error = FetchError(url, exc.kind, f"cannot render {url}: {exc}")
                     break
                 try:
                     await self._guarded(handle, render_page(handle.browser, entry, options, timeout,
@@ -261,7 +257,7 @@ class Renderer:
         task = asyncio.ensure_future(work)
         died = asyncio.ensure_future(handle.dead.wait())
         try:
-            done, _ = await asyncio.wait({task, died}, timeout=timeout + HUNG_GRACE_SECONDS,
+            done, _ = await asyncio.wait({task, died}, timeout=timeout + self.hung_grace_seconds,
                                          return_when=asyncio.FIRST_COMPLETED)
         finally:
             died.cancel()
@@ -280,7 +276,7 @@ class Renderer:
         task.cancel()
         if handle.dead.is_set():
             raise BrowserLost("crash", f"Chromium (pid {handle.pid}) exited with {handle.proc.returncode}")
-        raise BrowserLost("hung", f"no answer from Chromium (pid {handle.pid}) for {timeout + HUNG_GRACE_SECONDS:.0f}s")
+        raise BrowserLost("hung", f"no answer from Chromium (pid {handle.pid}) for {timeout + self.hung_grace_seconds:.0f}s")
 
     # -- the browser's life --------------------------------------------------------------
     async def _acquire(self) -> _Browser:
@@ -345,23 +341,13 @@ class Renderer:
     async def _launch(self) -> _Browser:
         import pyppeteer  # imported here: fetch, parse and store nodes need no browser
 
-        if not os.access(self.chromium_path, os.X_OK):
-            raise FetchError("", "browser", f"cannot start Chromium: {self.chromium_path} is not an executable; "
-                             "install chromium or set CRAWLCLUSTER_CHROMIUM_PATH")
-        user_data_dir = tempfile.mkdtemp(prefix=f"crawlcluster-chromium-{os.getpid()}-")
-        env = {**os.environ, BROWSER_OWNER_ENV: str(os.getpid())}
-        with open(Path(user_data_dir) / "chromium.log", "wb") as log:
-            proc = subprocess.Popen(
-                [self.chromium_path, *CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent,
-            )
+        proc, user_data_dir = start_chromium(self.chromium_path)
         handle = _Browser(proc, user_data_dir)
         self._all.add(handle)
         loop = asyncio.get_running_loop()
         loop.run_in_executor(None, proc.wait).add_done_callback(lambda _f: loop.call_soon_threadsafe(handle.dead.set))
         try:
-            endpoint = await self._devtools_endpoint(handle)
+            endpoint = await devtools_endpoint(proc, user_data_dir, self.chromium_path, self.launch_timeout_seconds)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=DeprecationWarning)  # websockets: "remove loop argument"
                 handle.browser = await asyncio.wait_for(
@@ -373,21 +359,6 @@ class Renderer:
         self.counters.browsers_launched += 1
         logger.info("started Chromium pid %s (%s)", proc.pid, endpoint)
         return handle
-
-    async def _devtools_endpoint(self, handle: _Browser) -> str:
-        port_file = Path(handle.user_data_dir) / "DevToolsActivePort"
-        deadline = time.monotonic() + self.launch_timeout_seconds
-        while time.monotonic() < deadline:
-            if handle.proc.poll() is not None:
-                log = (Path(handle.user_data_dir) / "chromium.log").read_text(errors="replace")[-1500:]
-                raise FetchError("", "browser", f"Chromium ({self.chromium_path}) exited with {handle.proc.returncode} "
-                                 f"while starting:\n{log}")
-            lines = port_file.read_text().split("\n") if port_file.exists() else []
-            if len(lines) >= 2 and lines[0].isdigit() and lines[1]:
-                return f"ws://127.0.0.1:{lines[0]}{lines[1]}"
-            await asyncio.sleep(0.05)
-        raise FetchError("", "browser", f"Chromium ({self.chromium_path}) did not start within "
-                         f"{self.launch_timeout_seconds:.0f}s (render_launch_timeout_seconds)")
 
     async def _shutdown(self, handle: _Browser) -> None:
         """Close one browser for good: politely, then by force; wait for every process."""
@@ -422,6 +393,11 @@ class Renderer:
     async def _close_all(self) -> None:
         for handle in list(self._all):
             await self._shutdown(handle)
+        # pyppeteer leaves timers behind; end them before the loop stops
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
 
 _renderers: dict[int, Renderer] = {}
@@ -437,6 +413,8 @@ def get_renderer() -> Renderer:
             renderer = _renderers.get(pid)
             if renderer is None:
                 renderer = _renderers[pid] = Renderer.from_settings()
+                # the embedded crawl and scripts exit without Celery's shutdown signals
+                atexit.register(close_renderer)
     return renderer
 
 

@@ -16,7 +16,9 @@ from sqlalchemy import delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from crawlcluster import frontier
+from crawlcluster import frontier, settings
+from crawlcluster.politeness import ROBOTS_CALLBACK, ROBOTS_ERROR, record_robots
+from crawlcluster.urls import url_host
 from crawlcluster.schema import DONE, FAILED, results
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,24 @@ def _json_safe(item: Any) -> Any:
     return str(item)
 
 
+def _record_robots(conn: Any, pages: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    """Write each fetched robots.txt to the hosts table; return the rows' outcomes (a 4xx
+    robots.txt is a success: the host allows everything)."""
+    outcomes = []
+    for page in pages:
+        code = page.get("robots_code", page.get("code"))
+        state = record_robots(
+            conn, url_host(page["url"]), body=page.get("robots"), status_code=code, error=page.get("error"),
+            user_agent=settings.get("user_agent"), ttl_seconds=settings.get("robots_ttl_seconds"),
+            error_block_seconds=settings.get("robots_error_block_seconds"), now=now)
+        if state == ROBOTS_ERROR:
+            outcomes.append({**page, "status": FAILED, "retry": False})
+        else:
+            outcomes.append({"id": page["id"], "url": page["url"], "status": DONE, "code": code,
+                             "final_url": page.get("final_url")})
+    return outcomes
+
+
 def store_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> dict[str, int]:
     """Write ``pages`` (each ``{"id", "url", "status", "code"?, "error"?, "final_url"?, "items"?}``)
     and return counts of rows done and failed and items stored."""
@@ -51,6 +71,9 @@ def store_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> di
     # a 304 keeps the items stored the last time
     done_ids = [p["id"] for p in pages if p["status"] == DONE and not p.get("not_modified")]
     with engine.begin() as conn:
+        robots_pages = [p for p in pages if p.get("cb") == ROBOTS_CALLBACK]
+        if robots_pages:
+            pages = [p for p in pages if p.get("cb") != ROBOTS_CALLBACK] + _record_robots(conn, robots_pages, now)
         retried = frontier.schedule_retries(conn, pages, now=now)
         outcomes = [
             {"task_id": p["id"], "status": p["status"], "status_code": p.get("code"), "error": p.get("error"),
@@ -68,6 +91,12 @@ def store_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> di
             )
             conn.execute(stmt)
         frontier.record_outcomes(conn, outcomes, now=now)
+        failures = [p for p in pages if p["status"] == FAILED and p.get("cb") != ROBOTS_CALLBACK]
+        successes = sum(1 for p in pages if p["status"] == DONE and p.get("cb") != ROBOTS_CALLBACK)
+        frontier.record_streak(conn, project, successes, len(failures),
+                               pause_after=settings.get("auto_pause_failures"),
+                               pause_seconds=settings.get("auto_pause_seconds"),
+                               last_error=failures[-1].get("error") if failures else None, now=now)
     return {
         "done": len(done_ids),
         "failed": sum(1 for p in pages if p["status"] == FAILED and p["id"] not in retried),

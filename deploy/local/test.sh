@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash deploy/local/services.sh
-python -m pip install -q -e '.[test]'
+python -m pip install -q -e '.[test,render]'
 exec python -m pytest "$@"

@@ -1,0 +1,136 @@
+"""The scheduler alone at 10^5, 10^6 (and 10^7) pending rows: dispatch rate, tick time, RSS, plan.
+
+    python -m bench scheduler [--sizes 100000,1000000] [--huge] [--seconds 20]
+
+Fills crawl_tasks of one project with N due rows over 1,000 hosts (generated inside
+Postgres), then runs Dispatcher.tick() against real Redis for a fixed time. After each
+tick the rows it sent are marked done outside the timed part, as workers would, so the
+queued set stays the size a running cluster keeps. robots.txt and per-host limits are off:
+this measures claiming and publishing, not politeness. Prints one row per size and the
+claim query's plan at the largest size.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Any
+
+import redis
+from celery import Celery
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import text, update
+
+from bench.site300 import DATABASE_URL, REDIS_URL, ensure_bench_database
+from crawlcluster import frontier
+from crawlcluster.db import dispose_all, get_engine
+from crawlcluster.scheduler import Dispatcher
+from crawlcluster.schema import DONE, crawl_tasks
+
+HOSTS = 1000
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def fill(engine: Any, rows: int) -> float:
+    """N pending rows of project 'bench' over HOSTS hosts, made by Postgres itself."""
+    started = time.monotonic()
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE crawl_tasks, projects, results"))
+        conn.execute(text(
+            "INSERT INTO projects (name, spider, status, settings, tasks_created, created_at, updated_at) "
+            "VALUES ('bench', 'crawlcluster.spider:LinkSpider', 'running', :settings, 0, :now, :now)"),
+            {"settings": '{"obey_robots": false, "per_host_concurrency": 1000000000}', "now": now})
+        conn.execute(text(f"""
+            INSERT INTO crawl_tasks (task_id, project, url, host, status, priority, depth, callback,
+                                     retries_left, next_run_at, dispatch_count, created_at, updated_at, auto_recrawl)
+            SELECT md5(i::text), 'bench', 'http://host' || (i % {HOSTS}) || '.test/page/' || i,
+                   'host' || (i % {HOSTS}) || '.test', 'pending', (i % 3), 1, 'parse',
+                   3, :now - (i % 1000), 0, :now, :now, false
+            FROM generate_series(1, :rows) AS i"""), {"rows": rows, "now": now})
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE crawl_tasks"))
+    return time.monotonic() - started
+
+
+def claim_plan(engine: Any) -> list[str]:
+    stmt = (crawl_tasks.select().with_only_columns(crawl_tasks.c.task_id, crawl_tasks.c.host)
+            .where(crawl_tasks.c.project == "bench", crawl_tasks.c.status == "pending",
+                   crawl_tasks.c.next_run_at <= time.time())
+            .order_by(crawl_tasks.c.priority.desc(), crawl_tasks.c.next_run_at).limit(4000)
+            .with_for_update(skip_locked=True))
+    compiled = stmt.compile(engine, compile_kwargs={"literal_binds": True})
+    with engine.connect() as conn:
+        return [row[0] for row in conn.execute(text(f"EXPLAIN ANALYZE {compiled}"))]
+
+
+def run_size(app: Celery, engine: Any, database_url: str, rows: int, seconds: float) -> dict[str, Any]:
+    fill_seconds = fill(engine, rows)
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    dispatcher = Dispatcher(app, claim_batch_size=int(os.environ.get("BENCH_CLAIM_BATCH", 2000)),
+                            max_queued_per_project=10**9, queued_deadline_seconds=3600,
+                            fetch_batch_size=16, tick_seconds=0.01, database_url=database_url)
+    dispatcher.obey_robots = False
+    dispatcher.per_host_concurrency = 10**9
+    tick_times: list[float] = []
+    dispatched = 0
+    busy = 0.0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        before = dispatcher.published_total
+        started = time.perf_counter()
+        dispatcher.tick()
+        elapsed = time.perf_counter() - started
+        sent = dispatcher.published_total - before
+        tick_times.append(elapsed)
+        busy += elapsed
+        dispatched += sent
+        with engine.begin() as conn:  # the workers' part, not timed
+            conn.execute(update(crawl_tasks).where(crawl_tasks.c.project == "bench", crawl_tasks.c.status == "queued")
+                         .values(status=DONE))
+        if sent == 0:
+            break
+    return {"rows": rows, "fill_seconds": fill_seconds, "dispatched": dispatched,
+            "urls_per_second": dispatched / busy if busy else 0.0,
+            "tick_median_ms": statistics.median(tick_times) * 1000,
+            "tick_p90_ms": sorted(tick_times)[int(len(tick_times) * 0.9)] * 1000,
+            "rss_mib": rss_bytes() / 2**20, "ticks": len(tick_times)}
+
+
+def main(sizes: list[int], seconds: float) -> None:
+    console = Console()
+    database_url = ensure_bench_database(DATABASE_URL)
+    dispose_all()
+    engine = get_engine(database_url)
+    app = Celery("crawlcluster-bench")
+    app.config_from_object("celeryconfig")
+    app.conf.broker_url = REDIS_URL
+    results = [run_size(app, engine, database_url, size, seconds) for size in sizes]
+    table = Table(title=f"scheduler alone: one project, {HOSTS} hosts, claim batch 2000, 16 URLs per message, "
+                        f"{seconds:g}s of ticks per size")
+    for column in ("pending rows", "fill s", "dispatched", "URLs/s (in tick)", "tick median ms", "tick p90 ms",
+                   "RSS MiB", "ticks"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(f"{r['rows']:,}", f"{r['fill_seconds']:.1f}", f"{r['dispatched']:,}",
+                      f"{r['urls_per_second']:,.0f}", f"{r['tick_median_ms']:.1f}", f"{r['tick_p90_ms']:.1f}",
+                      f"{r['rss_mib']:.0f}", str(r["ticks"]))
+    console.print(table)
+    if len(results) > 1:
+        first, last = results[0], results[-1]
+        console.print(f"largest/smallest: tick median x{last['tick_median_ms'] / first['tick_median_ms']:.2f}, "
+                      f"RSS x{last['rss_mib'] / first['rss_mib']:.2f}")
+    console.print(f"claim query plan at {sizes[-1]:,} rows (after the run):")
+    for line in claim_plan(engine):
+        console.print("  " + line)
+    with engine.begin() as conn:
+        frontier.cancel_pending(conn, "bench")

@@ -1,0 +1,1 @@
+"""Scrapy spiders for the crawl benchmark, run with `scrapy runspider` (see bench/crawl.py)."""

@@ -1,0 +1,190 @@
+"""Per-host and per-project limits the scheduler applies: host slots, token buckets, robots.txt.
+
+A :class:`HostSlot` says how many requests a host may have in flight across the whole
+cluster and how long to wait between two of them; a :class:`TokenBucket` bounds a
+project's dispatch rate; :class:`RobotsCache` holds each host's robots.txt (shared by every
+project, stored in the ``hosts`` table) and answers whether a URL may be fetched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from protego import Protego
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from crawlcluster.schema import hosts
+
+logger = logging.getLogger(__name__)
+
+ROBOTS_CALLBACK = "__robots__"
+# robots.txt states in the hosts table
+ROBOTS_UNKNOWN, ROBOTS_FETCHING, ROBOTS_OK, ROBOTS_MISSING, ROBOTS_ERROR = "unknown", "fetching", "ok", "missing", "error"
+
+
+@dataclass
+class HostSlot:
+    """One host's politeness state in the scheduler."""
+
+    host: str
+    max_in_flight: int
+    delay_seconds: float = 0.0
+    in_flight: int = 0
+    next_allowed_at: float = 0.0
+
+    def __str__(self) -> str:
+        return f"<HostSlot {self.host} in_flight={self.in_flight}/{self.max_in_flight} delay={self.delay_seconds}s>"
+
+    def can_take(self, now: float) -> bool:
+        if self.delay_seconds > 0:
+            # with a delay, one request at a time: when it left the broker is unknown, so
+            # the delay counts from when the scheduler saw it finish
+            return self.in_flight == 0 and now >= self.next_allowed_at
+        return self.in_flight < self.max_in_flight
+
+    def take(self, now: float) -> None:
+        self.in_flight += 1
+        if self.delay_seconds > 0:
+            self.next_allowed_at = now + self.delay_seconds
+
+    def observe(self, in_flight: int, now: float) -> None:
+        """The host's rows in flight as the table says at this tick."""
+        if self.delay_seconds > 0 and self.in_flight > 0 and in_flight == 0:
+            self.next_allowed_at = max(self.next_allowed_at, now + self.delay_seconds)
+        self.in_flight = in_flight
+
+
+@dataclass
+class TokenBucket:
+    """``rate`` tokens per second up to ``burst``; a rate of 0 or None means no limit."""
+
+    rate: float | None
+    burst: float | None
+    tokens: float = 0.0
+    updated_at: float = field(default_factory=time.monotonic)
+
+    def configure(self, rate: float | None, burst: float | None) -> None:
+        if (rate, burst) != (self.rate, self.burst):
+            self.rate, self.burst = rate, burst
+            self.tokens = min(self.tokens, self.capacity)
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.rate)
+
+    @property
+    def capacity(self) -> float:
+        return float(self.burst) if self.burst else max(1.0, float(self.rate or 1.0))
+
+    def available(self, now: float | None = None) -> float:
+        if not self.limited:
+            return float("inf")
+        now = time.monotonic() if now is None else now
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated_at) * float(self.rate))
+        self.updated_at = now
+        return self.tokens
+
+    def consume(self, count: int) -> None:
+        if self.limited:
+            self.tokens -= count
+
+    def seconds_until(self, count: float = 1.0) -> float:
+        if not self.limited or self.tokens >= count:
+            return 0.0
+        return (count - self.tokens) / float(self.rate)
+
+
+@dataclass
+class HostRobots:
+    status: str
+    parser: Protego | None
+    crawl_delay: float | None
+    expires_at: float | None
+    blocked_until: float | None
+    updated_at: float
+
+    def needs_fetch(self, now: float, fetching_timeout: float) -> bool:
+        if self.status == ROBOTS_UNKNOWN:
+            return True
+        if self.status == ROBOTS_FETCHING:
+            return now - self.updated_at > fetching_timeout
+        if self.status == ROBOTS_ERROR:
+            return now >= (self.blocked_until or 0)
+        return self.expires_at is not None and now >= self.expires_at
+
+
+class RobotsCache:
+    """The hosts table as the scheduler needs it, re-read for a host every few seconds."""
+
+    def __init__(self, user_agent: str, refresh_seconds: float = 5.0) -> None:
+        self.user_agent = user_agent
+        self.refresh_seconds = refresh_seconds
+        self._hosts: dict[str, tuple[float, HostRobots]] = {}
+
+    def get(self, conn: Connection, names: set[str]) -> dict[str, HostRobots]:
+        now = time.monotonic()
+        stale = [h for h in names if h not in self._hosts or now - self._hosts[h][0] > self.refresh_seconds]
+        if stale:
+            found = {row.host: row for row in conn.execute(select(hosts).where(hosts.c.host.in_(stale)))}
+            for name in stale:
+                row = found.get(name)
+                if row is None:
+                    info = HostRobots(ROBOTS_UNKNOWN, None, None, None, None, 0.0)
+                else:
+                    parser = Protego.parse(row.robots_body) if row.robots_status == ROBOTS_OK and row.robots_body else None
+                    info = HostRobots(row.robots_status, parser, row.crawl_delay, row.robots_expires_at,
+                                      row.blocked_until, row.updated_at)
+                self._hosts[name] = (now, info)
+        return {h: self._hosts[h][1] for h in names}
+
+    def mark_fetching(self, host: str, now: float) -> None:
+        self._hosts[host] = (time.monotonic(), HostRobots(ROBOTS_FETCHING, None, None, None, None, now))
+
+    def waiting_hosts(self, conn: Connection, now: float, fetching_timeout: float) -> set[str]:
+        """Hosts whose robots.txt is being fetched or failed recently: re-read from the
+        table every tick (a small set), so a host is released as soon as its robots.txt is in."""
+        waiting = {h for h, (_, info) in self._hosts.items() if info.status in (ROBOTS_FETCHING, ROBOTS_ERROR)}
+        if not waiting:
+            return set()
+        for host in waiting:
+            self._hosts[host] = (0.0, self._hosts[host][1])  # force a re-read
+        fresh = self.get(conn, waiting)
+        return {h for h, info in fresh.items()
+                if (info.status == ROBOTS_FETCHING and not info.needs_fetch(now, fetching_timeout))
+                or (info.status == ROBOTS_ERROR and now < (info.blocked_until or 0))}
+
+    def allows(self, info: HostRobots, url: str) -> bool:
+        return info.parser is None or info.parser.can_fetch(url, self.user_agent)
+
+
+def upsert_host(conn: Connection, host: str, now: float, **values: Any) -> None:
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(hosts)
+    stmt = insert.values(host=host, updated_at=now, **values)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["host"], set_={"updated_at": now, **values}))
+
+
+def record_robots(conn: Connection, host: str, *, body: str | None, status_code: int | None, error: str | None,
+                  user_agent: str, ttl_seconds: float, error_block_seconds: float, now: float | None = None) -> str:
+    """Store what fetching a host's robots.txt gave: rules (2xx), allow-all (4xx), or a
+    block until ``now + error_block_seconds`` (5xx or unreachable). Returns the state."""
+    now = time.time() if now is None else now
+    if body is not None and status_code is not None and 200 <= status_code < 300:
+        parser = Protego.parse(body)
+        delay = parser.crawl_delay(user_agent)
+        upsert_host(conn, host, now, robots_status=ROBOTS_OK, robots_body=body, crawl_delay=delay,
+                    robots_fetched_at=now, robots_expires_at=now + ttl_seconds, blocked_until=None)
+        return ROBOTS_OK
+    if status_code is not None and 400 <= status_code < 500:
+        upsert_host(conn, host, now, robots_status=ROBOTS_MISSING, robots_body=None, crawl_delay=None,
+                    robots_fetched_at=now, robots_expires_at=now + ttl_seconds, blocked_until=None)
+        return ROBOTS_MISSING
+    logger.warning("robots.txt of %s unavailable (%s); postponing the host for %ss", host, error or status_code,
+                   error_block_seconds)
+    upsert_host(conn, host, now, robots_status=ROBOTS_ERROR, robots_fetched_at=now,
+                blocked_until=now + error_block_seconds)
+    return ROBOTS_ERROR

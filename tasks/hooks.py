@@ -1,0 +1,20 @@
+"""Spider hooks beat asks for, run on the parse queue where the spiders live:
+``crawlcluster.finished`` (on_finished) and ``crawlcluster.periodic`` (@every, re-seeding)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crawlcluster.app import app
+from crawlcluster.db import get_engine
+from workers.hooks import run_on_finished, run_timer
+
+
+@app.task(name="crawlcluster.finished", acks_late=True, ignore_result=True)
+def finished(message: dict[str, Any]) -> bool:
+    return run_on_finished(get_engine(), message["project"])
+
+
+@app.task(name="crawlcluster.periodic", acks_late=True, ignore_result=True)
+def periodic(message: dict[str, Any]) -> int:
+    return run_timer(get_engine(), message["project"], message["timer"])

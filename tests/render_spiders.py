@@ -1,0 +1,50 @@
+"""Spiders the render tests submit; workers load them by import path (tests.render_spiders:...)."""
+
+from __future__ import annotations
+
+from crawlcluster import Request, Spider
+
+
+class TreeSpider(Spider):
+    """Follows every link of the JS site and stores what the callback saw of each page.
+    ``render`` comes from spider_kwargs (True or "auto")."""
+
+    name = "tree"
+
+    def parse(self, response):
+        heading = response.css_first("h1")
+        yield {"url": response.url, "title": response.title, "h1": heading.text() if heading is not None else None,
+               "rendered": response.rendered}
+        for url in response.links():
+            yield Request(url)
+
+
+class OptionsSpider(Spider):
+    """Render options on single pages: wait_for, js_script, screenshot, a client-side redirect,
+    a page that never finishes loading, a slow page. ``paths`` picks which."""
+
+    name = "options"
+    base_url = ""
+    paths: list[str] = []
+    timeout_seconds: float = 4.0
+
+    OPTIONS = {
+        "/delayed": {"wait_for": "#late", "js_script": "() => document.querySelectorAll('p').length",
+                     "screenshot": True},
+        "/delayed?wait=1200": {"wait_for": 1200},
+        "/delayed?wait=0": {},
+        "/page/1": {"js_script": "document.title + '|' + location.pathname"},
+        "/redirect": {},
+        "/hang": {},
+        "/slow": {},
+    }
+
+    def start(self):
+        for path in self.paths:
+            options = dict(self.OPTIONS.get(path, {}), timeout_seconds=self.timeout_seconds)
+            yield Request(self.base_url + path, render=True, render_options=options, retries=0)
+
+    def parse(self, response):
+        late = response.css_first("#late")
+        yield {"url": response.url, "title": response.title, "late": late.text() if late is not None else None,
+               "js_result": response.js_result}

@@ -1,0 +1,87 @@
+"""Spider code that beat asks for outside of pages: ``on_finished`` and timers.
+
+Beat never runs spider code itself (it need not have the spiders installed); it sends a
+message to the parse queue, where the spiders live, and these functions run it there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+
+from crawlcluster import frontier
+from crawlcluster.errors import InvalidURL
+from crawlcluster.schema import DONE, FAILED, FINISHED, PENDING, RUNNING, crawl_tasks, project_timers, projects
+from crawlcluster.scheduling import EVERY_ATTR
+from crawlcluster.spider import Request
+from crawlcluster.urls import normalize_url
+from workers.processor import project_context
+
+logger = logging.getLogger(__name__)
+
+RESEED_TIMER = "__reseed__"
+
+
+def run_on_finished(engine: Engine, project: str) -> bool:
+    """Call the spider's ``on_finished(stats)`` once the scheduler marked the project finished."""
+    context = project_context(engine, project)
+    with engine.connect() as conn:
+        stats: dict[str, Any] = frontier.count_by_status(conn, project)
+    try:
+        context.spider.on_finished(stats)
+    except Exception:  # noqa: BLE001 - a hook's bug is logged, never a crash
+        logger.exception("%s.on_finished raised", type(context.spider).__name__)
+        return False
+    return True
+
+
+def run_timer(engine: Engine, project: str, timer: str) -> int:
+    """Run a timer of ``project``: an ``@every`` method of its spider, or the re-seeding of
+    its start URLs; add the requests it yields and reopen a finished project if any are due.
+    Known URLs whose ``age`` has not passed are not crawled again."""
+    context = project_context(engine, project)
+    spider = context.spider
+    with engine.connect() as conn:
+        interval = conn.execute(select(project_timers.c.interval_seconds).where(
+            project_timers.c.project == project, project_timers.c.name == timer)).scalar()
+    if timer == RESEED_TIMER:
+        produced = spider.start()
+    else:
+        method = getattr(spider, timer, None)
+        if method is None or getattr(method, EVERY_ATTR, None) is None:
+            logger.error("project %s has a timer %r but its spider has no such @every method", project, timer)
+            return 0
+        produced = method()
+    now = time.time()
+    rows = []
+    for request in produced or ():
+        if isinstance(request, str):
+            request = Request(request)
+        if not isinstance(request, Request):
+            continue
+        if timer == RESEED_TIMER and request.age is None and interval:
+            request.age = int(interval)  # a start URL is due again once per interval
+        try:
+            url = normalize_url(request.url)
+        except InvalidURL as exc:
+            logger.warning("timer %s of %s yielded %s", timer, project, exc)
+            continue
+        rows.append(frontier.task_row(project, url, spider.with_defaults(request), spider=spider,
+                                      project_settings=context.settings, depth=0, now=now))
+    with engine.begin() as conn:
+        added = frontier.insert_tasks(conn, project, rows, max_pages=context.max_pages)
+        if timer == RESEED_TIMER and interval:
+            # the start rows of a URL-only submission live only in the table: open them again
+            conn.execute(update(crawl_tasks).where(
+                crawl_tasks.c.project == project, crawl_tasks.c.depth == 0,
+                crawl_tasks.c.status.in_((DONE, FAILED)), crawl_tasks.c.fetched_at <= now - interval * 0.9,
+            ).values(status=PENDING, next_run_at=now, error=None, updated_at=now))
+        if frontier.has_open_tasks(conn, project):
+            conn.execute(update(projects).where(projects.c.name == project, projects.c.status == FINISHED)
+                         .values(status=RUNNING, finished_at=None, updated_at=now))
+    logger.info("timer %s of %s: %d requests, %d new", timer, project, len(rows), added)
+    return len(rows)

@@ -1,0 +1,49 @@
+"""The render stage's own writes: screenshots, and the render_workers row that makes each
+render process's browser counters (pages, recycles, crashes, hung kills, memory) visible.
+
+Screenshots go straight to Postgres from the render worker: the parse stage does not need
+the PNG, so it never travels through the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Iterable
+
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from crawlcluster.schema import render_workers, screenshots
+
+logger = logging.getLogger(__name__)
+
+
+def _insert(engine: Engine, table):
+    return (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def save_screenshots(engine: Engine, project: str, shots: Iterable[tuple[str, str, bytes]]) -> int:
+    """Store ``(task id, url, png)`` shots, replacing an earlier shot of the same task."""
+    now = time.time()
+    rows = [{"task_id": tid, "project": project, "url": url, "png": png, "created_at": now} for tid, url, png in shots]
+    if not rows:
+        return 0
+    with engine.begin() as conn:
+        conn.execute(delete(screenshots).where(screenshots.c.task_id.in_([r["task_id"] for r in rows])))
+        conn.execute(screenshots.insert().values(rows))
+    return len(rows)
+
+
+def record_render_worker(engine: Engine, hostname: str, stats: dict[str, Any], started_at: float) -> None:
+    """Upsert this process's counters (``Renderer.stats()``) as one render_workers row."""
+    now = time.time()
+    values = {key: stats[key] for key in ("browser_pid", "browsers_launched", "pages_rendered", "render_failures",
+                                          "recycles", "crashes", "hung_kills", "browser_pss_bytes", "browser_rss_bytes")}
+    values["updated_at"] = now
+    stmt = _insert(engine, render_workers).values(
+        worker=f"{hostname}:{os.getpid()}", hostname=hostname, pid=os.getpid(), started_at=started_at, **values)
+    with engine.begin() as conn:
+        conn.execute(stmt.on_conflict_do_update(index_elements=["worker"], set_=values))
