@@ -16,6 +16,7 @@ import sys
 from typing import Any, Iterable
 
 from celery import Celery
+from celery.signals import task_postrun
 from kombu.utils.objects import cached_property
 from celery.apps.worker import Worker
 
@@ -105,10 +106,18 @@ def export_flower_auth() -> None:
     os.environ["FLOWER_BASIC_AUTH"] = auth
 
 
+def _count_finished_task(sender: Any = None, state: str | None = None, **_kw: Any) -> None:
+    from crawlcluster.metrics import count_task
+
+    if sender is not None and state:
+        count_task(sender.name, state)
+
+
 def create_app() -> CrawlCelery:
     export_flower_auth()
     app = CrawlCelery("crawlcluster", include=TASK_MODULES)
     app.config_from_object("celeryconfig")
+    task_postrun.connect(_count_finished_task, weak=False)
     return app
 
 

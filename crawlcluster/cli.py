@@ -145,16 +145,41 @@ def submit_cmd(targets: tuple[str, ...], project, max_pages, max_depth, wait) ->
 
 @main.command()
 @click.argument("project", required=False)
-def status(project: str | None) -> None:
-    """Rows per state for PROJECT, or for every project."""
-    from crawlcluster.client import Crawl, list_projects
+@click.option("--watch", is_flag=True, help="Redraw every --interval seconds until Ctrl-C.")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.2))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON instead of tables.")
+def status(project: str | None, watch: bool, interval: float, as_json: bool) -> None:
+    """Rows per state, pace, ETA and cost for PROJECT (with its busiest hosts), or for every project."""
+    from rich.live import Live
 
-    try:
+    from crawlcluster.client import Crawl, list_projects
+    from crawlcluster.dashboard import project_detail, projects_table
+
+    def render() -> Any:
         names = [project] if project else [p["name"] for p in list_projects()]
         rows = [(name, Crawl(name).stats()) for name in names]
+        if as_json:
+            return json.dumps({name: stats for name, stats in rows}, indent=2, default=str)
+        if project:
+            return project_detail(project, rows[0][1], Crawl(project).host_stats())
+        return projects_table(rows)
+
+    try:
+        if not watch:
+            out = render()
+            if as_json:
+                click.echo(out)
+            else:
+                Console().print(out)
+            return
+        with Live(render(), console=Console(), refresh_per_second=4) as live:
+            while True:
+                time.sleep(interval)
+                live.update(render())
     except CrawlClusterError as exc:
         _fail(exc)
-    Console().print(_stats_table(rows))
+    except KeyboardInterrupt:
+        pass
 
 
 class _CountingWriter:
@@ -305,6 +330,22 @@ def initdb() -> None:
     except Exception as exc:  # noqa: BLE001 - say which database could not be reached
         raise click.ClickException(f"cannot initialise the database: {exc}") from None
     console.print(f"schema up to date in {engine.url.render_as_string(hide_password=True)}: {', '.join(table_names(engine))}")
+
+
+@main.command()
+@click.option("--port", default=9808, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--address", default="127.0.0.1", show_default=True, help="0.0.0.0 to let Prometheus scrape from elsewhere.")
+def metrics(port: int, address: str) -> None:
+    """Serve Prometheus metrics of the whole cluster (queues, rows, pages, bytes, latency)."""
+    from crawlcluster.metrics import serve
+
+    serve(port, address)
+    console.print(f"metrics on http://{address}:{port}/metrics (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
 
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -18,7 +18,7 @@ from typing import IO, Any, Iterable, Iterator
 
 from sqlalchemy import func, select, update
 
-from crawlcluster import frontier, scheduling
+from crawlcluster import frontier, scheduling, stats
 from crawlcluster.db import get_engine
 from crawlcluster.errors import ConfigurationError, CrawlClusterError, InvalidURL, ProjectNotFound
 from crawlcluster.schema import CANCELLED, PAUSED, RUNNING, projects, render_hosts, render_workers, results, screenshots
@@ -139,19 +139,31 @@ class Crawl:
             raise ProjectNotFound(self.project)
         return row
 
-    def stats(self) -> dict[str, Any]:
-        """Rows per state, items stored and the project's status:
-        ``{"pending", "queued", "done", "failed", "cancelled", "items", "status"}``."""
+    def stats(self, figures: bool = True) -> dict[str, Any]:
+        """Rows per state, items stored and the project's status
+        (``{"pending", "queued", "done", "failed", "cancelled", "disallowed", "items", "status"}``)
+        and, with ``figures``, the durable statistics: outcome counts over the last 5
+        minutes, hour, day and all time (``windows``), ``pages_per_second`` now, an
+        ``eta_seconds`` estimate, and the cost so far: ``bytes`` downloaded,
+        ``fetch_seconds``, ``browser_seconds``, ``retries``."""
         with self.engine.connect() as conn:
             row = self._project(conn)
             counts: dict[str, Any] = frontier.count_by_status(conn, self.project)
             counts["items"] = conn.execute(
                 select(func.count()).select_from(results).where(results.c.project == self.project)
             ).scalar_one()
+            if figures:
+                counts.update(stats.project_figures(conn, self.project, counts["pending"] + counts["queued"]))
         counts["status"] = row["status"]
         counts["pause_reason"] = row["pause_reason"] if row["status"] == PAUSED else None
         counts["paused_until"] = row["paused_until"] if row["status"] == PAUSED else None
         return counts
+
+    def host_stats(self) -> list[dict[str, Any]]:
+        """The crawl's cost per host (fetches, outcomes, retries, bytes, seconds), most bytes first."""
+        with self.engine.connect() as conn:
+            self._project(conn)
+            return stats.host_figures(conn, self.project)
 
     def is_idle(self, stats: dict[str, Any] | None = None) -> bool:
         stats = stats or self.stats()
@@ -166,12 +178,12 @@ class Crawl:
         deadline = None if timeout is None else time.monotonic() + timeout
         with CrawlProgress(self.project, enabled=progress) as bar:
             while True:
-                stats = self.stats()
+                stats = self.stats(figures=False)
                 bar.update(stats)
                 # a user's pause or cancel ends the wait; an auto-pause does not (it resumes itself)
                 stopped = stats["status"] == CANCELLED or (stats["status"] == PAUSED and not stats["paused_until"])
                 if self.is_idle(stats) or (stopped and stats["queued"] == 0):
-                    return stats
+                    return self.stats()
                 if deadline is not None and time.monotonic() > deadline:
                     raise CrawlTimeout(
                         f"project {self.project!r} still has {stats['pending']} pending and {stats['queued']} queued "

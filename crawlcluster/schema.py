@@ -221,3 +221,27 @@ project_timers = Table(
     Column("last_run_at", Double),
     Column("created_at", Double, nullable=False),
 )
+
+# -- durable statistics (migration 0005) ---------------------------------------------------
+
+# fetch latency histogram buckets (seconds) and their columns (counts per bucket, not cumulative)
+LATENCY_BOUNDS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
+LATENCY_COLUMNS = ("le_100ms", "le_250ms", "le_500ms", "le_1s", "le_2500ms", "le_5s", "le_10s", "le_inf")
+
+# what the store stage saw, per project, host and minute: outcomes and what they cost
+crawl_stats = Table(
+    "crawl_stats",
+    metadata,
+    Column("project", String(200), primary_key=True),
+    Column("host", String(300), primary_key=True),
+    Column("minute", Double, primary_key=True),
+    Column("fetched", BigInteger, nullable=False, server_default=text("0")),
+    Column("done", BigInteger, nullable=False, server_default=text("0")),
+    Column("failed", BigInteger, nullable=False, server_default=text("0")),
+    Column("retried", BigInteger, nullable=False, server_default=text("0")),
+    Column("bytes", BigInteger, nullable=False, server_default=text("0")),
+    Column("fetch_seconds", Double, nullable=False, server_default=text("0")),
+    Column("browser_seconds", Double, nullable=False, server_default=text("0")),
+    *[Column(name, BigInteger, nullable=False, server_default=text("0")) for name in LATENCY_COLUMNS],
+)
+Index("ix_crawl_stats_minute", crawl_stats.c.project, crawl_stats.c.minute)

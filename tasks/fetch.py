@@ -20,6 +20,7 @@ def page_message(result: FetchResult) -> dict[str, Any]:
     for key in ("depth", "cb", "data", "fetch"):
         if key in entry:
             page[key] = entry[key]
+    page["fetch_seconds"] = round(result.elapsed_seconds, 4)
     if result.redirect_to is not None:
         page["redirect"] = result.redirect_to
         return page
@@ -34,7 +35,8 @@ def failure_message(result: FetchResult) -> dict[str, Any]:
     error = result.error
     assert error is not None
     message = {"id": result.entry["id"], "url": result.entry["url"], "status": FAILED,
-               "code": error.status_code, "error": str(error), "kind": error.kind}
+               "code": error.status_code, "error": str(error), "kind": error.kind,
+               "fetch_seconds": round(result.elapsed_seconds, 4)}
     if is_retryable(error.kind, error.status_code):
         message["retry"] = True
         if error.retry_after_seconds is not None:
@@ -51,7 +53,8 @@ def fetch(message: dict[str, Any]) -> dict[str, int]:
     pages = [page_message(r) for r in results if r.ok and r.status != 304]
     failures = [failure_message(r) for r in results if not r.ok]
     # not modified since the last fetch: the row is fresh again, nothing to parse or store
-    failures += [{"id": r.entry["id"], "url": r.url, "status": DONE, "code": 304, "not_modified": True}
+    failures += [{"id": r.entry["id"], "url": r.url, "status": DONE, "code": 304, "not_modified": True,
+                  "fetch_seconds": round(r.elapsed_seconds, 4)}
                  for r in results if r.ok and r.status == 304]
     with app.producer_or_acquire() as producer:
         if pages:

@@ -29,6 +29,7 @@ from workers.parser import Response, filter_requests, run_callback
 logger = logging.getLogger(__name__)
 
 PROJECT_CACHE_SECONDS = 5.0
+COST_KEYS = ("wire_bytes", "fetch_seconds", "browser_seconds")
 
 
 @dataclass
@@ -141,11 +142,15 @@ def process_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> 
     outcomes = []
     for page in pages:
         if page.get("cb") == ROBOTS_CALLBACK:
-            outcomes.append(_robots_outcome(page))
+            outcome = _robots_outcome(page)
         elif "redirect" in page:
-            outcomes.append(_redirect_outcome(context, page, now, new_rows))
+            outcome = _redirect_outcome(context, page, now, new_rows)
         else:
-            outcomes.append(_page_outcome(context, page, now, new_rows))
+            outcome = _page_outcome(context, page, now, new_rows)
+        for key in COST_KEYS:  # what the page cost travels on to the store stage's statistics
+            if key in page:
+                outcome[key] = page[key]
+        outcomes.append(outcome)
     added = 0
     if new_rows:
         with engine.begin() as conn:

@@ -16,7 +16,7 @@ from sqlalchemy import delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from crawlcluster import frontier, settings
+from crawlcluster import frontier, settings, stats
 from crawlcluster.politeness import ROBOTS_CALLBACK, ROBOTS_ERROR, record_robots
 from crawlcluster.urls import url_host
 from crawlcluster.schema import DONE, FAILED, results
@@ -91,6 +91,7 @@ def store_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> di
             )
             conn.execute(stmt)
         frontier.record_outcomes(conn, outcomes, now=now)
+        stats.record_batch(conn, project, pages, retried, now=now)
         failures = [p for p in pages if p["status"] == FAILED and p.get("cb") != ROBOTS_CALLBACK]
         successes = sum(1 for p in pages if p["status"] == DONE and p.get("cb") != ROBOTS_CALLBACK)
         frontier.record_streak(conn, project, successes, len(failures),

@@ -1,0 +1,80 @@
+"""Durable statistics checked against a crawl of known size: exact counts, bytes equal to
+what the site served, the Prometheus endpoint scraped and parsed, `status --json`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+import crawlcluster
+from crawlcluster.demo import DemoSite
+
+CLI = [sys.executable, "-m", "crawlcluster.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_stats_metrics_and_status_match_a_crawl_of_known_size(processes, pg):
+    site = DemoSite(pages=40, traps=True)
+    with site.serve() as server:
+        processes.worker("all", "fetch,parse,store")
+        processes.beat()
+        crawl = crawlcluster.submit([server.url + "/"], project="known")
+        stats = crawl.wait(timeout=120)
+        hits = server.hits()
+        served_bytes = sum(len(resp.body) for target in hits
+                           for resp in [site.respond(target, server.host, server.port)] if resp.status == 200)
+
+    page_fetches = sum(hits.values()) - hits["/robots.txt"]
+    assert stats["windows"]["all"] == {"done": stats["done"], "failed": stats["failed"], "retried": 0}
+    assert stats["windows"]["5m"] == stats["windows"]["all"]
+    assert stats["bytes"] == served_bytes
+    assert stats["fetches"] == page_fetches
+    assert stats["fetch_seconds"] > 0 and stats["retries"] == 0
+    assert stats["eta_seconds"] == 0.0 and stats["pages_per_second"] > 0
+    (host,) = crawl.host_stats()
+    assert host["host"] == server.url.split("//")[1] and host["bytes"] == served_bytes
+    assert host["fetches"] == page_fetches
+
+    env = {**processes.env}
+    status = subprocess.run([*CLI, "status", "known", "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["known"]["bytes"] == served_bytes
+
+    port = free_port()
+    exporter = subprocess.Popen([*CLI, "metrics", "--port", str(port)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        body = None
+        for _ in range(100):
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert body is not None, exporter.stderr.read1().decode() if exporter.poll() is not None else "no answer"
+    finally:
+        exporter.terminate()
+        exporter.wait(timeout=10)
+    samples = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    assert samples[("crawlcluster_rows", (("project", "known"), ("status", "done")))] == stats["done"]
+    assert samples[("crawlcluster_pages_total", (("outcome", "done"), ("project", "known")))] == stats["done"]
+    assert samples[("crawlcluster_downloaded_bytes_total", (("project", "known"),))] == served_bytes
+    assert samples[("crawlcluster_fetch_latency_seconds_count", (("project", "known"),))] == page_fetches
+    assert samples[("crawlcluster_queue_messages", (("queue", "fetch"),))] == 0
+    assert samples[("crawlcluster_tasks_total", (("outcome", "success"), ("stage", "fetch")))] >= 1
+    assert samples[("crawlcluster_tasks_total", (("outcome", "success"), ("stage", "store")))] >= 1
