@@ -59,7 +59,7 @@ class LeaderLease:
         token = conn.execute(stmt).scalar()
         if token is not None:
             self.token = int(token)
-            logger.warning("took the scheduler lease as %s (fencing token %s)", self.holder, self.token)
+            logger.info("took the scheduler lease as %s (fencing token %s)", self.holder, self.token)
             return True
         return False
 

@@ -8,6 +8,7 @@ which w3lib keeps.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url
@@ -28,6 +29,14 @@ def normalize_url(url: str, base: str | None = None) -> str:
     raw = url.strip()
     if base:
         raw = urljoin(base, raw)
+    return _normalize_absolute(raw)
+
+
+# pages of one site repeat the same links over and over: canonicalising each once per
+# process saves most of the parse stage's URL work
+@lru_cache(maxsize=65536)
+def _normalize_absolute(raw: str) -> str:
+    url = raw
     try:
         parts = urlsplit(raw)
         port = parts.port

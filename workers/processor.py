@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ class ProjectContext:
     max_pages: int | None
     loaded_at: float
     settings: dict[str, Any] | None = None
+    created_at: float = 0.0  # a deleted and re-created project is another generation
 
 
 _contexts: dict[str, ProjectContext] = {}
@@ -58,7 +60,7 @@ def project_context(engine: Engine, project: str) -> ProjectContext:
     spider_cls = load_spider_class(row["spider"])
     spider = spider_cls(**(row["settings"] or {}).get("spider_kwargs", {}))
     context = ProjectContext(project, spider, row["max_depth"], row["max_pages"], time.monotonic(),
-                             settings=row["settings"] or {})
+                             settings=row["settings"] or {}, created_at=row["created_at"])
     with _contexts_lock:
         _contexts[project] = context
     return context
@@ -152,7 +154,42 @@ def process_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> 
                 outcome[key] = page[key]
         outcomes.append(outcome)
     added = 0
+    generation = (project, context.created_at)
+    new_rows = [row for row in new_rows if not _known.seen(generation, row)]
     if new_rows:
         with engine.begin() as conn:
             added = frontier.insert_tasks(conn, project, new_rows, max_pages=context.max_pages)
+        if context.max_pages is None:  # beyond a budget a row may not have been inserted
+            _known.remember(generation, new_rows)
     return outcomes, added
+
+
+class KnownTasks:
+    """Task ids this process already sent to the frontier, so the links every page repeats
+    do not go to the database again. Only plain rows are skipped: a row with an itag, an
+    age, force_update or cancel must reach the database, which decides what it means. The
+    database stays the judge; this only saves it work (and forgets the oldest ids first)."""
+
+    def __init__(self, max_ids: int = 200_000) -> None:
+        self.max_ids = max_ids
+        self._ids: OrderedDict[tuple[Any, str], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _plain(row: dict[str, Any]) -> bool:
+        return (row.get("itag") is None and row.get("age") is None and not row.get("_force")
+                and not row.get("_cancel"))
+
+    def seen(self, generation: Any, row: dict[str, Any]) -> bool:
+        return self._plain(row) and (generation, row["task_id"]) in self._ids
+
+    def remember(self, generation: Any, rows: list[dict[str, Any]]) -> None:
+        with self._lock:
+            for row in rows:
+                if self._plain(row):
+                    self._ids[(generation, row["task_id"])] = None
+            while len(self._ids) > self.max_ids:
+                self._ids.popitem(last=False)
+
+
+_known = KnownTasks()
