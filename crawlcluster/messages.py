@@ -65,6 +65,9 @@ def describe_message(message: dict[str, Any], max_chars: int = 1000) -> str:
     body bytes. This names the project and every URL of the batch that fits:
     ``"example: 16 URLs: https://example.com/a, https://example.com/b, ... (+3 more)"``.
     """
+    if "tasks" not in message and "pages" not in message:  # a hook message: its few fields
+        fields = ", ".join(f"{key}={value!r}" for key, value in message.items() if key != "project")
+        return f"{message.get('project', '?')}: {fields}"[:max_chars]
     entries = message.get("tasks") if "tasks" in message else message.get("pages")
     entries = entries if isinstance(entries, list) else []
     urls = [str(e.get("url", "?")) for e in entries if isinstance(e, dict)]
@@ -78,3 +81,8 @@ def describe_message(message: dict[str, Any], max_chars: int = 1000) -> str:
             return text + ("" if shown == 0 else ",") + tail
         text += piece
     return text
+
+
+def send(app: Any, task_name: str, message: dict[str, Any], producer: Any = None) -> None:
+    """Publish one stage message with a readable ``argsrepr`` (what Flower shows)."""
+    app.send_task(task_name, args=[message], argsrepr=describe_message(message), producer=producer)

@@ -22,6 +22,7 @@ from crawlcluster import frontier, settings
 from crawlcluster.db import get_engine
 from crawlcluster.errors import CrawlClusterError
 from crawlcluster.lease import LeaderLease
+from crawlcluster.messages import send as send_message
 from crawlcluster.messages import fetch_messages
 from crawlcluster.rendering import RenderHostMemory
 from crawlcluster.urls import url_host
@@ -204,7 +205,7 @@ class Dispatcher:
 
     def _send(self, task_name: str, message: dict[str, Any]) -> None:
         try:
-            self.app.send_task(task_name, args=[message])
+            send_message(self.app, task_name, message)
         except Exception:  # noqa: BLE001 - logged; the next occasion sends again
             logger.exception("could not send %s %s", task_name, message)
 
@@ -290,7 +291,7 @@ class Dispatcher:
     def _send_all(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
         with self.app.producer_or_acquire() as producer:
             for task_name, message in messages:
-                self.app.send_task(task_name, args=[message], producer=producer)
+                send_message(self.app, task_name, message, producer=producer)
 
 
 class CrawlScheduler(Scheduler):

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from crawlcluster.app import app
+from crawlcluster.messages import send as send_message
 from crawlcluster.messages import compress_body
 from crawlcluster.schema import DONE, FAILED
 from workers.fetcher import FetchResult, get_fetcher, is_retryable
@@ -58,7 +59,7 @@ def fetch(message: dict[str, Any]) -> dict[str, int]:
                  for r in results if r.ok and r.status == 304]
     with app.producer_or_acquire() as producer:
         if pages:
-            app.send_task("crawlcluster.parse", args=[{"project": project, "pages": pages}], producer=producer)
+            send_message(app, "crawlcluster.parse", {"project": project, "pages": pages}, producer=producer)
         if failures:
-            app.send_task("crawlcluster.store", args=[{"project": project, "pages": failures}], producer=producer)
+            send_message(app, "crawlcluster.store", {"project": project, "pages": failures}, producer=producer)
     return {"fetched": len(pages), "not_fetched": len(failures)}

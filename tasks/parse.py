@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from crawlcluster.app import app
+from crawlcluster.messages import send as send_message
 from crawlcluster.db import get_engine
 from workers.autorender import split_for_render
 from workers.processor import process_pages
@@ -18,9 +19,9 @@ def parse(message: dict[str, Any]) -> dict[str, int]:
     engine = get_engine()
     to_render, pages = split_for_render(engine, project, message["pages"])
     if to_render:
-        app.send_task("crawlcluster.render", args=[{"project": project, "tasks": to_render}])
+        send_message(app, "crawlcluster.render", {"project": project, "tasks": to_render})
     if not pages:
         return {"pages": 0, "new_urls": 0, "sent_to_render": len(to_render)}
     outcomes, added = process_pages(engine, project, pages)
-    app.send_task("crawlcluster.store", args=[{"project": project, "pages": outcomes}])
+    send_message(app, "crawlcluster.store", {"project": project, "pages": outcomes})
     return {"pages": len(outcomes), "new_urls": added, "sent_to_render": len(to_render)}

@@ -14,6 +14,7 @@ from celery import signals
 
 from crawlcluster.app import app
 from crawlcluster.db import get_engine
+from crawlcluster.messages import send as send_message
 from crawlcluster.messages import compress_body
 from crawlcluster.schema import FAILED
 from workers.fetcher import is_retryable
@@ -37,6 +38,7 @@ def page_message(result: RenderResult) -> dict[str, Any]:
     page["headers"] = result.headers
     page["body"], page["z"] = compress_body(result.body)
     page["wire_bytes"] = len(result.body)
+    page["browser_seconds"] = round(result.elapsed_seconds, 4)  # the crawl's browser cost
     if result.final_url and result.final_url != entry["url"]:
         page["final_url"] = result.final_url
     if result.js_result is not None:
@@ -52,7 +54,8 @@ def failure_message(result: RenderResult) -> dict[str, Any]:
     error = result.error
     assert error is not None
     message = {"id": result.entry["id"], "url": result.entry["url"], "status": FAILED,
-               "code": error.status_code, "error": str(error), "kind": error.kind}
+               "code": error.status_code, "error": str(error), "kind": error.kind,
+               "browser_seconds": round(result.elapsed_seconds, 4)}
     if is_retryable(error.kind, error.status_code):
         message["retry"] = True
     if result.entry.get("cb"):
@@ -72,9 +75,9 @@ def render(self: Any, message: dict[str, Any]) -> dict[str, int]:
     save_screenshots(engine, project, shots)  # before parse can mark the row done
     with app.producer_or_acquire() as producer:
         if pages:
-            app.send_task("crawlcluster.parse", args=[{"project": project, "pages": pages}], producer=producer)
+            send_message(app, "crawlcluster.parse", {"project": project, "pages": pages}, producer=producer)
         if failures:
-            app.send_task("crawlcluster.store", args=[{"project": project, "pages": failures}], producer=producer)
+            send_message(app, "crawlcluster.store", {"project": project, "pages": failures}, producer=producer)
     try:
         record_render_worker(engine, self.request.hostname or "render", renderer.stats(), _started_at)
     except Exception:  # noqa: BLE001 - counters must never fail a batch that was rendered

@@ -5,12 +5,15 @@ arguments, and CRAWLCLUSTER_FLOWER_AUTH puts it behind basic auth."""
 from __future__ import annotations
 
 import base64
+import os
 import json
 import socket
 import time
 import urllib.error
 import urllib.request
 from typing import Any
+
+import pytest
 
 import crawlcluster
 from crawlcluster.messages import describe_message
@@ -118,3 +121,28 @@ def test_describe_message_names_the_project_and_every_url_that_fits() -> None:
     assert describe_message({"project": "p", "pages": [{"id": "x", "url": "u"}]}) == "p: 1 URL: u"
     assert describe_message({"project": "p", "pages": []}) == "p: 0 URLs"
     assert describe_message({"project": "p", "tasks": None}) == "p: 0 URLs"  # malformed: no crash
+    assert describe_message({"project": "p", "timer": "daily"}) == "p: timer='daily'"
+
+
+def test_flower_auth_setting_becomes_flowers_basic_auth_unless_flower_is_told_otherwise(monkeypatch) -> None:
+    from crawlcluster import settings
+    from crawlcluster.app import export_flower_auth
+    from crawlcluster.errors import ConfigurationError
+
+    monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
+    monkeypatch.setenv("CRAWLCLUSTER_FLOWER_AUTH", "admin:pw1,ops:pw:2")
+    settings.reset()
+    export_flower_auth()
+    assert os.environ["FLOWER_BASIC_AUTH"] == "admin:pw1,ops:pw:2"
+
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "explicit:wins")
+    monkeypatch.setenv("CRAWLCLUSTER_FLOWER_AUTH", "admin:other")
+    export_flower_auth()
+    assert os.environ["FLOWER_BASIC_AUTH"] == "explicit:wins"
+
+    monkeypatch.delenv("FLOWER_BASIC_AUTH")
+    for bad in ("admin", "admin:", ":pw", "admin:pw,"):
+        monkeypatch.setenv("CRAWLCLUSTER_FLOWER_AUTH", bad)
+        with pytest.raises(ConfigurationError, match="CRAWLCLUSTER_FLOWER_AUTH must be user:password"):
+            export_flower_auth()
+        assert "FLOWER_BASIC_AUTH" not in os.environ

@@ -255,10 +255,12 @@ def test_two_worker_hosts_crawl_once_and_one_host_cut_off_mid_crawl_loses_nothin
     crawl = client.submit(site.url + "/", "cut")
     _wait("40 pages done before the cut", lambda: client.stats(crawl)["done"] >= 40, timeout=90, interval=0.05)
     # cut w1 off while it holds work: those messages are lost with it
-    _wait("w1 holding a task", lambda: _in_hand(cluster, "w1") > 0, timeout=30, interval=0.01)
+    held_at_cut: list[int] = []
+    _wait("w1 holding a task", lambda: held_at_cut.append(_in_hand(cluster, "w1")) or held_at_cut[-1] > 0,
+          timeout=30, interval=0.01)
     net.link_down("w1")
     cut_at = time.monotonic()
-    held = _in_hand(cluster, "w1")
+    held = held_at_cut[-1]
     offsets = {name: len(cluster.log(name)) for name in workers}
     before = client.stats(crawl)
     assert before["pending"] + before["queued"] > 0, before

@@ -20,7 +20,7 @@ import crawlcluster
 from tests.jssite import JsSite, wait_until
 from tests.outcomes import load_rows
 from workers.proctree import _parent_of, descendants, pids_with_environ
-from workers.renderer import BROWSER_OWNER_ENV
+from workers.chromium import BROWSER_OWNER_ENV
 
 WORKER_ARGS = ("-l", "info", "--without-mingle", "--without-gossip")
 

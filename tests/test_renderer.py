@@ -16,7 +16,8 @@ from crawlcluster import ConfigurationError, Request, RenderOptions, Spider
 from tests.jssite import JsSite, wait_until
 from workers.parser import Response
 from workers.proctree import descendants, pids_with_environ
-from workers.renderer import BROWSER_OWNER_ENV, Renderer
+from workers.chromium import BROWSER_OWNER_ENV
+from workers.renderer import Renderer
 
 MARKER = f"{BROWSER_OWNER_ENV}={os.getpid()}".encode()
 
@@ -149,7 +150,8 @@ def test_pages_in_flight_are_bounded(js_site, make_renderer):
     renderer = make_renderer(pages_in_flight=2)
     renderer.render_many([entry(js_site, "/page/1")])  # the browser is up
     js_site.reset()
-    results = renderer.render_many([entry(js_site, "/slow") for _ in range(5)])
+    # distinct URLs: Chromium's cache lets only one request per URL through at a time
+    results = renderer.render_many([entry(js_site, f"/slow?n={n}") for n in range(5)])
     assert all(r.ok for r in results)
     assert js_site.hits("browser")["/slow"] == 5
     assert js_site.max_in_flight == 2

@@ -78,3 +78,19 @@ def test_stats_metrics_and_status_match_a_crawl_of_known_size(processes, pg):
     assert samples[("crawlcluster_queue_messages", (("queue", "fetch"),))] == 0
     assert samples[("crawlcluster_tasks_total", (("outcome", "success"), ("stage", "fetch")))] >= 1
     assert samples[("crawlcluster_tasks_total", (("outcome", "success"), ("stage", "store")))] >= 1
+
+
+def test_grafana_dashboard_queries_only_metrics_the_exporter_serves():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    dashboard = json.loads((root / "deploy/grafana/crawlcluster-dashboard.json").read_text())
+    exporter = (root / "crawlcluster/metrics.py").read_text()
+    served = set(re.findall(r'"(crawlcluster_[a-z_]+)"', exporter))
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for name in re.findall(r"crawlcluster_[a-z_]+", target["expr"]):
+                used.add(re.sub(r"_(total|bucket|count|sum)$", "", name))
+    assert used and used <= served, used - served

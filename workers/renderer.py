@@ -6,9 +6,9 @@ browser after ``recycle_pages`` pages or when the browser's process tree passes
 ``max_pss_bytes`` (PSS, see ``workers/proctree.py``), kills and replaces a browser that
 crashed or stopped answering (and renders the page it lost once more, on the fresh
 browser), and on :meth:`Renderer.close` leaves no Chromium process behind. Chromium is
-started here, not by pyppeteer, so that it runs in its own process group and dies with
-the worker even when the worker is killed (``PR_SET_PDEATHSIG``). Nothing is downloaded:
-``chromium_path`` must exist.
+started by ``workers/chromium.py``, not by pyppeteer, so that it runs in its own process
+group and dies with the worker even when the worker is killed; the steps of one page are
+in ``workers/render_page.py``. Nothing is downloaded: ``chromium_path`` must exist.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError, FetchError
 from crawlcluster.rendering import RenderOptions
-from workers.chromium import BROWSER_OWNER_ENV, devtools_endpoint, start_chromium  # noqa: F401 - re-exported
+from workers.chromium import devtools_endpoint, start_chromium
 from workers.proctree import TreeMemory, descendants, kill_tree, tree_memory
 
 logger = logging.getLogger(__name__)
