@@ -22,6 +22,14 @@ def main() -> None:
     sitespeed.add_argument("--seconds", type=int, default=10)
     sitespeed.add_argument("--connections", type=int, default=64)
     sitespeed.add_argument("--write-results", action="store_true", help="replace the site speed in bench/RESULTS.md")
+    render = sub.add_parser("render", help="render tier: pages/s with 1, 2, 4 pages in flight; browser memory")
+    render.add_argument("--pages", type=int, default=120)
+    render.add_argument("--memory-pages", type=int, default=1000)
+    render.add_argument("--no-baseline", action="store_true", help="skip the one-browser memory comparison")
+    scheduler = sub.add_parser("scheduler", help="the scheduler alone at 10^5, 10^6 (and 10^7) pending rows")
+    scheduler.add_argument("--sizes", default="100000,1000000", help="comma-separated pending row counts")
+    scheduler.add_argument("--huge", action="store_true", help="add 10,000,000 rows to the sizes")
+    scheduler.add_argument("--seconds", type=float, default=20)
     args = parser.parse_args()
     if args.name == "site300":
         from bench.site300 import main as run
@@ -32,6 +40,17 @@ def main() -> None:
 
         run_crawl(pages=args.pages, runs=args.runs, only=args.only, timeout_seconds=args.timeout,
                   write_results=args.write_results)
+    elif args.name == "render":
+        from bench.render import main as run_render
+
+        run_render(pages=args.pages, memory_pages=args.memory_pages, baseline=not args.no_baseline)
+    elif args.name == "scheduler":
+        from bench.scheduler import main as run_scheduler
+
+        sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
+        if args.huge and 10_000_000 not in sizes:
+            sizes.append(10_000_000)
+        run_scheduler(sizes=sizes, seconds=args.seconds)
     elif args.name == "sitespeed":
         from bench.sitespeed import main as run_speed
 

@@ -29,8 +29,9 @@ from rich.table import Table
 from sqlalchemy import create_engine, text
 
 from bench import report
-from bench.crawlers import (FETCH_CONCURRENCY, SCRAPY_SETTINGS, RunResult, run_cluster, run_embedded, run_scrapy,
-                            run_scrapy_redis, scrapy_redis_settings)
+from bench.crawlers import (FETCH_CONCURRENCY, PER_HOST_PER_FETCH_PROCESS, SCRAPY_SETTINGS, RunResult,
+                            crawlcluster_env, run_cluster, run_embedded, run_scrapy, run_scrapy_redis,
+                            scrapy_redis_settings)
 from bench.fastsite import FastSiteProcess
 
 logger = logging.getLogger(__name__)
@@ -41,14 +42,14 @@ DATABASE_URL = os.environ.get("CRAWLCLUSTER_BENCH_CRAWL_DATABASE_URL",
                               "postgresql://postgres@127.0.0.1:5432/crawlcluster_bench_crawl")
 CRAWLERS = ("scrapy", "embedded", "cluster1", "cluster2", "redis1", "redis2")
 LABELS = {
-    "scrapy": "Scrapy, 1 process",
-    "embedded": "crawlcluster embedded, 1 process",
-    "cluster1": "crawlcluster cluster: 1 fetch + 1 parse + 1 store + beat",
-    "cluster2": "crawlcluster cluster: 2 fetch + 2 parse + 2 store + beat",
-    "redis1": "scrapy-redis, 1 spider process",
-    "redis2": "scrapy-redis, 2 spider processes",
+    "scrapy": "Scrapy",
+    "embedded": "crawlcluster embedded",
+    "cluster1": "crawlcluster cluster 1+1+1 +beat",
+    "cluster2": "crawlcluster cluster 2+2+2 +beat",
+    "redis1": "scrapy-redis ×1",
+    "redis2": "scrapy-redis ×2",
 }
-COLUMNS = ["crawler", "pages", "wall s", "pages/s", "× Scrapy", "peak RSS MiB", "CPU s / 1k pages",
+COLUMNS = ["crawler", "procs", "pages", "wall s", "pages/s", "× Scrapy", "peak RSS MiB", "CPU s / 1k pages",
            "Redis+PG CPU s / 1k pages", "dup. fetches", "Redis bytes / page"]
 
 
@@ -94,7 +95,7 @@ def _run_cluster_set(key: str, workers_per_stage: int, site: FastSiteProcess, da
     redis.Redis.from_url(REDIS_URL).flushdb()  # the benchmark owns this db
     fresh_database(database_url)
     env = {"CRAWLCLUSTER_DATABASE_URL": database_url, "CRAWLCLUSTER_BROKER_URL": REDIS_URL,
-           "CRAWLCLUSTER_FETCH_CONCURRENCY": str(FETCH_CONCURRENCY)}
+           **crawlcluster_env(workers_per_stage)}
     results = []
     with LocalCluster(env) as cluster:
         for i in range(1, workers_per_stage + 1):
@@ -116,6 +117,10 @@ def _say(console: Console, result: RunResult, run: int) -> None:
                 f"{result.wall_seconds:.1f}s ({result.pages_per_second:.0f} pages/s), "
                 f"{result.duplicates} duplicate fetches" + (f", ERROR {result.error}" if result.error else "")
                 + (f" [{'; '.join(result.notes)}]" if result.notes else ""))
+    if result.cpu_by_process:
+        # which stage is busy: a worker near wall seconds of CPU is saturated (one core each, GIL)
+        spent = ", ".join(f"{name} {seconds:.1f}" for name, seconds in result.cpu_by_process.items())
+        console.log(f"    CPU seconds by process tree: {spent}; Redis+PG {result.service_cpu_seconds:.1f}")
 
 
 def run_all(pages: int, runs: int, only: list[str], timeout_seconds: float, console: Console) -> dict[str, list[RunResult]]:
@@ -169,6 +174,7 @@ def table_rows(results: dict[str, list[RunResult]]) -> list[list[str]]:
         redis_per_page = [r.redis_bytes / r.pages for r in good if r.redis_bytes is not None]
         rows.append([
             label,
+            "/".join(str(n) for n in sorted({r.processes for r in rs})),
             "/".join(f"{p:,}" for p in pages),
             report.median_spread([r.wall_seconds for r in rs]),
             report.median_spread(rates, 0),
@@ -183,6 +189,24 @@ def table_rows(results: dict[str, list[RunResult]]) -> list[list[str]]:
     return rows
 
 
+def cpu_breakdown_rows(results: dict[str, list[RunResult]]) -> list[list[str]]:
+    """Cluster runs: CPU seconds per worker (its pool children included) and beat, median
+    over runs, beside the wall seconds; a process near the wall figure is saturated."""
+    rows = []
+    for key in ("cluster1", "cluster2"):
+        runs = [r for r in results.get(key, []) if r.cpu_by_process]
+        if not runs:
+            continue
+        names = list(runs[0].cpu_by_process)
+        cells = [f"{name} {statistics.median(r.cpu_by_process.get(name, 0.0) for r in runs):.1f}" for name in names]
+        rows.append([LABELS[key], report.median_spread([r.wall_seconds for r in runs]), ", ".join(cells),
+                     report.median_spread([r.service_cpu_seconds for r in runs])])
+    return rows
+
+
+BREAKDOWN_COLUMNS = ["cluster", "wall s", "CPU s per process tree (median)", "Redis+PG CPU s"]
+
+
 def footnotes(pages: int, runs: int) -> list[str]:
     scrapy_flags = " ".join(f"-s {k}={v}" for k, v in SCRAPY_SETTINGS.items())
     redis_only = {k: v for k, v in scrapy_redis_settings(SCRAPY_REDIS_URL).items() if k not in SCRAPY_SETTINGS}
@@ -192,11 +216,14 @@ def footnotes(pages: int, runs: int) -> list[str]:
         "pages: distinct pages the site served during the run. wall s: one-process crawlers from process start to "
         "exit; clusters (workers or spiders already running) from the site's first request of the run to the end "
         "of the crawl (every row done / last item made). pages/s = pages / wall s; × Scrapy compares medians.",
-        f"Same limits everywhere: {FETCH_CONCURRENCY} requests in flight per process, no delay. crawlcluster: "
-        f"CRAWLCLUSTER_FETCH_CONCURRENCY={FETCH_CONCURRENCY} (fetches in flight per fetch process; the embedded "
-        "crawl has one, cluster mode one per fetch worker), other settings at their defaults; worker pools are "
-        "the per-queue defaults (parse: prefork, one child per CPU). crawlcluster does not fetch robots.txt yet; "
-        "Scrapy and scrapy-redis obey it (one robots.txt request per process, not counted as a page).",
+        f"Same limits everywhere: {FETCH_CONCURRENCY} requests in flight per process (per fetch process for "
+        "crawlcluster), no delay, robots.txt obeyed (one robots.txt request per crawl, or per process for "
+        f"scrapy-redis; not counted as a page). crawlcluster: CRAWLCLUSTER_FETCH_CONCURRENCY={FETCH_CONCURRENCY}, "
+        f"CRAWLCLUSTER_PER_HOST_CONCURRENCY={PER_HOST_PER_FETCH_PROCESS} × fetch processes (crawlcluster's per-host limit "
+        "is cluster-wide; N Scrapy processes allow N × 64 against one host), CRAWLCLUSTER_PER_HOST_DELAY_SECONDS=0, "
+        "obey_robots at its default (true), other settings at their defaults; worker pools are the per-queue "
+        "defaults (fetch: threads; parse: prefork, one child per CPU; store: threads). procs: processes in the "
+        "crawler's tree at the peak.",
         f"Scrapy settings: {scrapy_flags}, items to a JSON lines feed (-O items.jsonl:jsonlines); "
         "spider bench/scrapy_project/site_spider.py (LinkExtractor on the site's host, one item per page: url, "
         "title, status, link count).",
@@ -218,7 +245,7 @@ def footnotes(pages: int, runs: int) -> list[str]:
 def main(pages: int = 5000, runs: int = 3, only: str | None = None, timeout_seconds: float | None = None,
          write_results: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    console = Console(width=max(Console().width, 160))
+    console = Console(width=max(Console().width, 200))  # the table is wide; never wrap it in a log file
     chosen = [c.strip() for c in only.split(",")] if only else list(CRAWLERS)
     unknown = [c for c in chosen if c not in CRAWLERS]
     if unknown:
@@ -238,6 +265,14 @@ def main(pages: int = 5000, runs: int = 3, only: str | None = None, timeout_seco
     notes = footnotes(pages, runs)
     for i, note in enumerate(notes, 1):
         console.print(f"[dim]{i}. {note}[/]")
+    breakdown = cpu_breakdown_rows(results)
+    if breakdown:
+        cpu_table = Table(title="crawlcluster cluster mode: where the CPU went")
+        for column in BREAKDOWN_COLUMNS:
+            cpu_table.add_column(column)
+        for row in breakdown:
+            cpu_table.add_row(*row)
+        console.print(cpu_table)
     if write_results:
         from crawlcluster.db import normalize_database_url
 
@@ -252,6 +287,9 @@ def main(pages: int = 5000, runs: int = 3, only: str | None = None, timeout_seco
             report.markdown_table(COLUMNS, rows),
             "",
             *[f"{i}. {note}" for i, note in enumerate(notes, 1)],
+            *(["", "Where crawlcluster's cluster-mode CPU went (a process tree near the wall seconds is "
+               "saturated: each worker process runs Python on one core at a time):", "",
+               report.markdown_table(BREAKDOWN_COLUMNS, breakdown)] if breakdown else []),
         ])
         report.write_section("crawl", body)
         console.log(f"table written to {report.RESULTS_PATH}")

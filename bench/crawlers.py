@@ -37,6 +37,20 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRAPY_DIR = Path(__file__).resolve().parent / "scrapy_project"
 FETCH_CONCURRENCY = 64  # in flight per process, for every crawler
+
+
+# crawlcluster's per-host limit per fetch process; CRAWLCLUSTER_BENCH_PER_HOST changes it for
+# experiments (the table's footnote says which value was used)
+PER_HOST_PER_FETCH_PROCESS = int(os.environ.get("CRAWLCLUSTER_BENCH_PER_HOST", FETCH_CONCURRENCY))
+
+
+def crawlcluster_env(fetch_processes: int) -> dict[str, str]:
+    """crawlcluster's limits: 64 fetches in flight per fetch process, and a per-host limit
+    (cluster-wide in crawlcluster) of 64 per fetch process, which is what N Scrapy
+    processes with CONCURRENT_REQUESTS_PER_DOMAIN=64 allow against one host."""
+    return {"CRAWLCLUSTER_FETCH_CONCURRENCY": str(FETCH_CONCURRENCY),
+            "CRAWLCLUSTER_PER_HOST_CONCURRENCY": str(PER_HOST_PER_FETCH_PROCESS * fetch_processes),
+            "CRAWLCLUSTER_PER_HOST_DELAY_SECONDS": "0"}
 SCRAPY_SETTINGS: dict[str, Any] = {
     "CONCURRENT_REQUESTS": FETCH_CONCURRENCY,
     "CONCURRENT_REQUESTS_PER_DOMAIN": FETCH_CONCURRENCY,
@@ -81,6 +95,7 @@ class RunResult:
     redis_bytes: int | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    cpu_by_process: dict[str, float] = field(default_factory=dict)  # cluster: CPU seconds per worker and beat
 
     @property
     def pages_per_second(self) -> float:
@@ -129,7 +144,7 @@ def run_embedded(site: FastSiteProcess, workdir: Path, run: int, timeout_seconds
             "--db", str(workdir / f"embedded-{run}.db"), "--project", f"embedded{run}"]
     with open(log_path, "wb") as log:
         started = time.monotonic()
-        proc = subprocess.Popen(args, cwd=workdir, env=_env(CRAWLCLUSTER_FETCH_CONCURRENCY=str(FETCH_CONCURRENCY)),
+        proc = subprocess.Popen(args, cwd=workdir, env=_env(**crawlcluster_env(1)),
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     sampler = ProcessSampler(lambda: [proc.pid]).start()
     exited = wait_with_rusage(proc.pid, started, timeout_seconds)
@@ -181,7 +196,7 @@ def run_scrapy(site: FastSiteProcess, workdir: Path, run: int, timeout_seconds: 
 def run_scrapy_redis(site: FastSiteProcess, workdir: Path, run: int, processes: int, redis_url: str,
                      timeout_seconds: float) -> RunResult:
     """``processes`` scrapy-redis spiders sharing one Redis db, seeded once all have opened."""
-    result = RunResult(f"scrapy-redis x{processes}")
+    result = RunResult(f"scrapy-redis ×{processes}")
     client = redis.Redis.from_url(redis_url)
     client.flushdb()  # the benchmark owns this db: queue, dupefilter and start URLs start empty
     site.reset()
@@ -254,6 +269,28 @@ def clear_tables(database_url: str) -> None:
         engine.dispose()
 
 
+def _row_counts(crawl: Any) -> dict[str, Any]:
+    try:
+        return crawl.stats(figures=False)  # row counts only: the figures cost queries per poll
+    except TypeError:
+        return crawl.stats()
+
+
+def _wait_idle(crawl: Any, timeout_seconds: float, poll_seconds: float = 0.1) -> dict[str, Any]:
+    """Like ``Crawl.wait``, polling row counts only, and returning them."""
+    from crawlcluster.client import CrawlTimeout
+
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        stats = _row_counts(crawl)
+        if stats["pending"] == 0 and stats["queued"] == 0:
+            return stats
+        if time.monotonic() > deadline:
+            raise CrawlTimeout(f"{crawl.project}: {stats['pending']} pending and {stats['queued']} queued rows "
+                               f"after {timeout_seconds}s")
+        time.sleep(poll_seconds)
+
+
 def run_cluster(cluster: Any, label: str, site: FastSiteProcess, run: int, database_url: str, redis_url: str,
                 timeout_seconds: float) -> RunResult:
     """Submit the site to a running LocalCluster and wait until no row is pending or queued."""
@@ -270,10 +307,10 @@ def run_cluster(cluster: Any, label: str, site: FastSiteProcess, run: int, datab
     before = _redis_input_bytes(client)
     crawl = crawlcluster.submit([site.url + "/"], project=f"bench{run}", database_url=database_url)
     try:
-        stats = crawl.wait(timeout=timeout_seconds, poll_seconds=0.1)
+        stats = _wait_idle(crawl, timeout_seconds)
         ended = time.time()
     except CrawlTimeout as exc:
-        stats, ended = crawl.stats(), time.time()
+        stats, ended = _row_counts(crawl), time.time()
         result.error = "timed out"
         logger.warning("%s", exc)
         crawl.cancel()
@@ -287,6 +324,9 @@ def run_cluster(cluster: Any, label: str, site: FastSiteProcess, run: int, datab
     result.wall_seconds = ended - hits["first_at"] if hits["first_at"] else 0.0
     result.cpu_seconds, result.service_cpu_seconds = sample.cpu_seconds, sample.service_cpu_seconds
     result.peak_rss_bytes, result.processes = sample.peak_rss_bytes, sample.peak_processes
+    names = {proc.pid: name for name, proc in cluster.procs.items()}
+    result.cpu_by_process = {names.get(root, str(root)): seconds
+                             for root, seconds in sorted(sample.cpu_seconds_by_root.items())}
     dead = [name for name, proc in cluster.procs.items() if proc.poll() is not None]
     if dead:
         result.error = f"{', '.join(dead)} exited"

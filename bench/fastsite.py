@@ -23,6 +23,7 @@ import logging
 import random
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -240,7 +241,10 @@ class _HTTPProtocol(asyncio.Protocol):
             length_at = lowered.find(b"\r\ncontent-length:")
             if length_at >= 0:  # skip a body we do not read
                 value_end = lowered.find(b"\r\n", length_at + 2)
-                skip = int(lowered[length_at + 17:value_end if value_end > 0 else None].strip() or 0)
+                try:
+                    skip = int(lowered[length_at + 17:value_end if value_end > 0 else None].strip() or 0)
+                except ValueError:
+                    skip = 0
                 self.buffer = self.buffer[skip:]
             path = target.split("?", 1)[0].split("#", 1)[0]
             full, head_only = self.responses.get(path, self.not_found)
@@ -306,9 +310,7 @@ def _answer_commands(loop: asyncio.AbstractEventLoop, server: FastSiteServer, st
 class FastSiteProcess(SiteProcess):
     """The fast site in a child process (so it never shares a GIL with a crawler)."""
 
-    def __init__(self, pages: int, port: int = 0) -> None:  # noqa: D107 - SiteProcess's protocol
-        import subprocess
-
+    def __init__(self, pages: int, port: int = 0) -> None:
         args = [sys.executable, "-m", "bench.fastsite", "--pages", str(pages), "--port", str(port)]
         self.pages = pages
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

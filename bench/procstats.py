@@ -80,6 +80,7 @@ class Sample:
     peak_processes: int = 0
     cpu_seconds: float = 0.0
     service_cpu_seconds: float = 0.0
+    cpu_seconds_by_root: dict[int, float] = field(default_factory=dict)  # which process tree spent it
     pids: set[int] = field(default_factory=set)
 
 
@@ -96,6 +97,7 @@ class ProcessSampler:
         self._latest: dict[int, int] = {}
         self._service_baseline: dict[int, int] = {}
         self._service_latest: dict[int, int] = {}
+        self._root_of: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-process-sampler", daemon=True)
         self._started = False
@@ -116,10 +118,15 @@ class ProcessSampler:
             self._stop.set()
             self._thread.join(5)
             self._record(*self._scan())
+
         def spent(latest: dict[int, int], baseline: dict[int, int]) -> float:
             return sum(ticks - baseline.get(pid, 0) for pid, ticks in latest.items()) / CLOCK_TICKS
 
         self.result.cpu_seconds = spent(self._latest, self._baseline)
+        for pid, ticks in self._latest.items():
+            root = self._root_of.get(pid, pid)
+            self.result.cpu_seconds_by_root[root] = (self.result.cpu_seconds_by_root.get(root, 0.0)
+                                                     + (ticks - self._baseline.get(pid, 0)) / CLOCK_TICKS)
         self.result.service_cpu_seconds = spent(self._service_latest, self._service_baseline)
         return self.result
 
@@ -138,12 +145,13 @@ class ProcessSampler:
         for pid, proc in procs.items():
             children.setdefault(proc.ppid, []).append(pid)
         tree: set[int] = set()
-        todo = [pid for pid in self.roots() if pid in procs]
+        todo = [(pid, pid) for pid in self.roots() if pid in procs]
         while todo:
-            pid = todo.pop()
+            pid, root = todo.pop()
             if pid not in tree:
                 tree.add(pid)
-                todo.extend(children.get(pid, ()))
+                self._root_of[pid] = root
+                todo.extend((child, root) for child in children.get(pid, ()))
         crawler = {pid: (procs[pid].cpu_ticks, _rss_bytes(pid)) for pid in tree}
         services: dict[int, int] = {}
         if self.service_match is not None:

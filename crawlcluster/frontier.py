@@ -104,7 +104,10 @@ def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]],
         cancel_tasks(conn, cancel_ids)
     recrawl = [row for row in unique.values()
                if not row.get("_cancel") and (row.get("_force") or row.get("itag") is not None or (row.get("age") or -1) >= 0)]
-    candidates = [{k: v for k, v in row.items() if not k.startswith("_")} for row in unique.values() if not row.get("_cancel")]
+    # in task-id order: two parse workers inserting overlapping links then take the index
+    # entries' locks in the same order and cannot deadlock
+    candidates = [{k: v for k, v in row.items() if not k.startswith("_")}
+                  for _tid, row in sorted(unique.items()) if not row.get("_cancel")]
     if max_pages is not None:
         remaining = _reserve_budget(conn, project, candidates, max_pages)
         candidates = candidates[:remaining]
@@ -252,9 +255,21 @@ def mark_disallowed(conn: Connection, ids: list[str], reason: str, now: float | 
 
 
 def queued_by_host(conn: Connection) -> dict[str, int]:
-    """Rows in flight (queued) per host, over every project: what per-host limits count."""
-    stmt = select(crawl_tasks.c.host, func.count()).where(crawl_tasks.c.status == QUEUED).group_by(crawl_tasks.c.host)
+    """Requests in flight per host, over every project: what per-host limits count. A
+    queued row stops counting once its page has been fetched and parsed (see
+    :func:`mark_fetched`), not only when the store stage finishes it."""
+    not_fetched = or_(crawl_tasks.c.fetched_at.is_(None), crawl_tasks.c.fetched_at < crawl_tasks.c.queued_at)
+    stmt = (select(crawl_tasks.c.host, func.count())
+            .where(crawl_tasks.c.status == QUEUED, not_fetched).group_by(crawl_tasks.c.host))
     return dict(conn.execute(stmt).all())
+
+
+def mark_fetched(conn: Connection, ids: list[str], now: float | None = None) -> None:
+    """The parse stage has these pages: their hosts' slots are free for the next requests."""
+    if ids:
+        now = time.time() if now is None else now
+        conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(sorted(ids)), crawl_tasks.c.status == QUEUED)
+                     .values(fetched_at=now))
 
 
 def queue_row_now(conn: Connection, row: dict[str, Any], deadline_seconds: float, now: float | None = None) -> dict[str, Any]:

@@ -156,11 +156,12 @@ def process_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> 
     added = 0
     generation = (project, context.created_at)
     new_rows = [row for row in new_rows if not _known.seen(generation, row)]
-    if new_rows:
-        with engine.begin() as conn:
+    with engine.begin() as conn:
+        if new_rows:
             added = frontier.insert_tasks(conn, project, new_rows, max_pages=context.max_pages)
-        if context.max_pages is None:  # beyond a budget a row may not have been inserted
-            _known.remember(generation, new_rows)
+        frontier.mark_fetched(conn, [p["id"] for p in pages], now=now)
+    if new_rows and context.max_pages is None:  # beyond a budget a row may not have been inserted
+        _known.remember(generation, new_rows)
     return outcomes, added
 
 
