@@ -78,7 +78,7 @@ def run_size(app: Celery, engine: Any, database_url: str, rows: int, seconds: fl
     redis.Redis.from_url(REDIS_URL).flushdb()
     dispatcher = Dispatcher(app, claim_batch_size=int(os.environ.get("BENCH_CLAIM_BATCH", 2000)),
                             max_queued_per_project=10**9, queued_deadline_seconds=3600,
-                            fetch_batch_size=16, tick_seconds=0.01, database_url=database_url)
+                            fetch_batch_size=int(os.environ.get("BENCH_FETCH_BATCH", 16)), tick_seconds=0.01, database_url=database_url)
     dispatcher.obey_robots = False
     dispatcher.per_host_concurrency = 10**9
     tick_times: list[float] = []

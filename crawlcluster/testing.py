@@ -25,6 +25,17 @@ from typing import Any
 from crawlcluster.errors import CrawlClusterError
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, get SIGTERM when the process that started us dies,
+    so a killed test or benchmark leaves no cluster behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class ProcessFailed(CrawlClusterError):
     """A cluster process exited or did not become ready; the message holds its log tail."""
 
@@ -53,6 +64,7 @@ class LocalCluster:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "crawlcluster", *args],
             cwd=self.log_dir, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         self.procs[name] = proc
