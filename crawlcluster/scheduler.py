@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 
 PUBLISH_LANES = 4
+# how often a tick looks again when the only thing holding work back is a full host
+FULL_HOST_POLL_SECONDS = 0.05
 
 
 class LeaseLost(CrawlClusterError):
@@ -232,7 +234,11 @@ class Dispatcher:
         return slot
 
     def _next_slot_wait(self, now: float) -> float:
+        """Until a host may take its next request: its delay's end, or soon when a host is
+        only full (its slots free as pages are parsed, at any moment)."""
         waits = [slot.next_allowed_at - now for slot in self.slots.values() if slot.next_allowed_at > now]
+        if any(slot.delay_seconds == 0 and slot.in_flight >= slot.max_in_flight for slot in self.slots.values()):
+            waits.append(FULL_HOST_POLL_SECONDS)
         return max(0.01, min(waits)) if waits else self.tick_seconds
 
     def resend_stale(self, engine: Any) -> int:
