@@ -146,10 +146,7 @@ def run_embedded(
         kept = None if temp_dir is not None else database_path
         return EmbeddedResult(crawl.project, crawl.stats(), elapsed, kept, exported)
     finally:
-        worker.stop()
-        from workers.fetcher import close_fetcher
-
-        close_fetcher()
+        worker.stop()  # its worker_shutdown signal closes the stages' per-process resources
         dispose_all()
         if temp_dir is not None:
             temp_dir.cleanup()

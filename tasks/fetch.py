@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery import signals
+
 from crawlcluster.app import app
 from crawlcluster.messages import send as send_message
 from crawlcluster.messages import compress_body
 from crawlcluster.schema import DONE, FAILED
-from workers.fetcher import FetchResult, get_fetcher, is_retryable
+from workers.fetcher import FetchResult, close_fetcher, get_fetcher, is_retryable
 
 logger = logging.getLogger(__name__)
 
@@ -63,3 +65,10 @@ def fetch(message: dict[str, Any]) -> dict[str, int]:
         if failures:
             send_message(app, "crawlcluster.store", {"project": project, "pages": failures}, producer=producer)
     return {"fetched": len(pages), "not_fetched": len(failures)}
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _close_fetcher(**_kwargs: Any) -> None:
+    """A stopping worker (or pool child) closes its HTTP client and loop thread."""
+    close_fetcher()
