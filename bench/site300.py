@@ -26,7 +26,7 @@ from typing import Any
 import redis
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import create_engine, text
+
 
 from bench.site import SiteProcess
 
@@ -35,21 +35,10 @@ DATABASE_URL = os.environ.get("CRAWLCLUSTER_BENCH_DATABASE_URL", "postgresql://p
 
 
 def ensure_bench_database(url: str) -> str:
-    from crawlcluster.db import normalize_database_url
+    """The bench database, created when missing, emptied and migrated (see bench.crawl)."""
+    from bench.crawl import fresh_database
 
-    url = normalize_database_url(url)
-    server_url, _, name = url.rpartition("/")
-    admin = create_engine(server_url + "/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    return url
+    return fresh_database(url)
 
 
 def run_embedded(site_url: str, workdir: Path, run: int) -> dict[str, Any]:

@@ -40,15 +40,6 @@ def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc))
 
 
-def _stats_table(rows: list[tuple[str, dict[str, Any]]]) -> Table:
-    table = Table(title="crawlcluster projects")
-    for column in ("project", "status", "pending", "queued", "done", "failed", "cancelled", "items"):
-        table.add_column(column, justify="left" if column in ("project", "status") else "right")
-    for name, stats in rows:
-        table.add_row(name, str(stats["status"]), *(str(stats[k]) for k in ("pending", "queued", "done", "failed", "cancelled", "items")))
-    return table
-
-
 @click.group()
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
@@ -138,7 +129,9 @@ def submit_cmd(targets: tuple[str, ...], project, max_pages, max_depth, wait) ->
         console.print(f"submitted project [bold]{crawl.project}[/]")
         if wait:
             crawl.wait(progress=True)
-            console.print(_stats_table([(crawl.project, crawl.stats())]))
+            from crawlcluster.dashboard import projects_table
+
+            console.print(projects_table([(crawl.project, crawl.stats())]))
     except CrawlClusterError as exc:
         _fail(exc)
 

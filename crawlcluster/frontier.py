@@ -177,33 +177,9 @@ def _reserve_budget(conn: Connection, project: str, candidates: list[dict[str, A
 
 def claim_due_tasks(conn: Connection, project: str, limit: int, deadline_seconds: float, now: float | None = None) -> list[dict[str, Any]]:
     """Claim up to ``limit`` due pending rows of ``project``, highest priority first, then
-    oldest due; mark them queued with a deadline and return them (highest priority first)."""
-    if limit <= 0:
-        return []
-    now = time.time() if now is None else now
-    due = (
-        select(crawl_tasks.c.task_id)
-        .where(crawl_tasks.c.project == project, crawl_tasks.c.status == PENDING, crawl_tasks.c.next_run_at <= now)
-        .order_by(crawl_tasks.c.priority.desc(), crawl_tasks.c.next_run_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    stmt = (
-        update(crawl_tasks)
-        .where(crawl_tasks.c.task_id.in_(due))
-        .values(
-            status=QUEUED,
-            queued_at=now,
-            deadline_at=now + deadline_seconds,
-            dispatch_count=crawl_tasks.c.dispatch_count + 1,
-            updated_at=now,
-        )
-        .returning(*DISPATCH_COLUMNS, crawl_tasks.c.next_run_at)
-    )
-    rows = [dict(r._mapping) for r in conn.execute(stmt)]
-    rows.sort(key=lambda r: (-r["priority"], r["next_run_at"]))
-    return rows
+    oldest due, with no per-host limits; mark them queued with a deadline and return them."""
+    candidates = due_candidates(conn, project, limit, now=now)
+    return mark_queued(conn, [c["task_id"] for c in candidates], deadline_seconds, now=now)
 
 
 def due_candidates(conn: Connection, project: str, limit: int, skip_hosts: Iterable[str] = (),

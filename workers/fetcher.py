@@ -25,6 +25,7 @@ import httpx
 
 from crawlcluster import settings
 from crawlcluster.errors import BodyTooLarge, FetchError
+from workers.loopthread import start_loop_thread
 
 logger = logging.getLogger(__name__)
 
@@ -181,18 +182,7 @@ class Fetcher:
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._start_lock:
             if self._loop is None:
-                loop = asyncio.new_event_loop()
-                ready = threading.Event()
-
-                def run() -> None:
-                    asyncio.set_event_loop(loop)
-                    loop.call_soon(ready.set)
-                    loop.run_forever()
-
-                self._thread = threading.Thread(target=run, name="crawlcluster-fetch-loop", daemon=True)
-                self._thread.start()
-                ready.wait()
-                self._loop = loop
+                self._loop, self._thread = start_loop_thread("crawlcluster-fetch-loop")
         return self._loop
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError, FetchError
 from crawlcluster.rendering import RenderOptions
 from workers.chromium import devtools_endpoint, start_chromium
+from workers.loopthread import start_loop_thread
 from workers.proctree import TreeMemory, descendants, kill_tree, tree_memory
 
 logger = logging.getLogger(__name__)
@@ -184,20 +185,8 @@ class Renderer:
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._start_lock:
             if self._loop is None:
-                loop = asyncio.new_event_loop()
-                ready = threading.Event()
-
-                def run() -> None:
-                    asyncio.set_event_loop(loop)
-                    loop.set_exception_handler(_quiet_pyppeteer_leftovers)
-                    loop.call_soon(ready.set)
-                    loop.run_forever()
-
                 # the browser is this thread's child: PR_SET_PDEATHSIG follows the thread
-                self._thread = threading.Thread(target=run, name="crawlcluster-render-loop", daemon=True)
-                self._thread.start()
-                ready.wait()
-                self._loop = loop
+                self._loop, self._thread = start_loop_thread("crawlcluster-render-loop", _quiet_pyppeteer_leftovers)
         return self._loop
 
     async def _render_all(self, entries: list[dict[str, Any]]) -> list[RenderResult]:
