@@ -3,11 +3,14 @@
     python -m bench scheduler [--sizes 100000,1000000] [--huge] [--seconds 20]
 
 Fills crawl_tasks of one project with N due rows over 1,000 hosts (generated inside
-Postgres), then runs Dispatcher.tick() against real Redis for a fixed time. After each
-tick the rows it sent are marked done outside the timed part, as workers would, so the
-queued set stays the size a running cluster keeps. robots.txt and per-host limits are off:
-this measures claiming and publishing, not politeness. Prints one row per size and the
-claim query's plan at the largest size.
+Postgres), then runs Dispatcher.tick() against real Redis for a fixed time: rounds of ten
+ticks back to back (each tick's messages are sent by the publishing thread while the next
+tick claims), timed until the last message of the round is on the broker. Between rounds,
+untimed, the rows sent are marked done and the broker emptied, as workers would, so the
+queued set stays the size a running cluster keeps (up to 20,000 rows). robots.txt and
+per-host limits are off: this measures claiming and publishing, not politeness. Prints
+one row per size and the claim query's plan at the largest size. BENCH_CLAIM_BATCH and
+BENCH_FETCH_BATCH change the claim size (2000) and URLs per message (16).
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ from crawlcluster.scheduler import Dispatcher
 from crawlcluster.schema import DONE, crawl_tasks
 
 HOSTS = 1000
+CLAIM_BATCH = int(os.environ.get("BENCH_CLAIM_BATCH", 2000))
+FETCH_BATCH = int(os.environ.get("BENCH_FETCH_BATCH", 16))
+# ticks run back to back before the simulated workers finish what was sent
+TICKS_BETWEEN_WORKERS = 10
 
 
 def rss_bytes() -> int:
@@ -38,6 +45,14 @@ def rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of every CPU of this machine, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def fill(engine: Any, rows: int) -> float:
@@ -76,34 +91,51 @@ def claim_plan(engine: Any) -> list[str]:
 def run_size(app: Celery, engine: Any, database_url: str, rows: int, seconds: float) -> dict[str, Any]:
     fill_seconds = fill(engine, rows)
     redis.Redis.from_url(REDIS_URL).flushdb()
-    dispatcher = Dispatcher(app, claim_batch_size=int(os.environ.get("BENCH_CLAIM_BATCH", 2000)),
-                            max_queued_per_project=10**9, queued_deadline_seconds=3600,
-                            fetch_batch_size=int(os.environ.get("BENCH_FETCH_BATCH", 16)), tick_seconds=0.01, database_url=database_url)
+    dispatcher = Dispatcher(app, claim_batch_size=CLAIM_BATCH, max_queued_per_project=10**9, queued_deadline_seconds=3600,
+                            fetch_batch_size=FETCH_BATCH, tick_seconds=0.01, database_url=database_url)
     dispatcher.obey_robots = False
     dispatcher.per_host_concurrency = 10**9
     tick_times: list[float] = []
     dispatched = 0
-    busy = 0.0
+    timed = 0.0
+    own_cpu = 0.0
+    busy_jiffies = total_jiffies = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        before = dispatcher.published_total
+        # timed: back-to-back ticks, as beat runs them on a busy frontier (each tick's
+        # messages go out while the next one claims), then until the last message is sent
         started = time.perf_counter()
-        dispatcher.tick()
-        elapsed = time.perf_counter() - started
+        cpu_started = time.process_time()
+        busy_before, total_before = machine_cpu()
+        before = dispatcher.published_total
+        for _ in range(TICKS_BETWEEN_WORKERS):
+            tick_started = time.perf_counter()
+            dispatcher.tick()
+            tick_times.append(time.perf_counter() - tick_started)
+        dispatcher.flush()
+        timed += time.perf_counter() - started
+        own_cpu += time.process_time() - cpu_started
+        busy_after, total_after = machine_cpu()
+        busy_jiffies += busy_after - busy_before
+        total_jiffies += total_after - total_before
         sent = dispatcher.published_total - before
-        tick_times.append(elapsed)
-        busy += elapsed
         dispatched += sent
-        with engine.begin() as conn:  # the workers' part, not timed
+        # untimed: the workers' part. The rows sent are marked done, so the queued set stays
+        # the size a running cluster keeps, and the broker's lists are emptied.
+        with engine.begin() as conn:
             conn.execute(update(crawl_tasks).where(crawl_tasks.c.project == "bench", crawl_tasks.c.status == "queued")
                          .values(status=DONE))
+        redis.Redis.from_url(REDIS_URL).flushdb()
         if sent == 0:
             break
+    dispatcher.close()
     return {"rows": rows, "fill_seconds": fill_seconds, "dispatched": dispatched,
-            "urls_per_second": dispatched / busy if busy else 0.0,
+            "urls_per_second": dispatched / timed if timed else 0.0,
             "tick_median_ms": statistics.median(tick_times) * 1000,
             "tick_p90_ms": sorted(tick_times)[int(len(tick_times) * 0.9)] * 1000,
-            "rss_mib": rss_bytes() / 2**20, "ticks": len(tick_times)}
+            "rss_mib": rss_bytes() / 2**20, "ticks": len(tick_times),
+            "cpu_ms_per_1000": own_cpu / dispatched * 1e6 if dispatched else 0.0,
+            "machine_busy": busy_jiffies / total_jiffies if total_jiffies else 0.0}
 
 
 def main(sizes: list[int], seconds: float) -> None:
@@ -115,15 +147,16 @@ def main(sizes: list[int], seconds: float) -> None:
     app.config_from_object("celeryconfig")
     app.conf.broker_url = REDIS_URL
     results = [run_size(app, engine, database_url, size, seconds) for size in sizes]
-    table = Table(title=f"scheduler alone: one project, {HOSTS} hosts, claim batch 2000, 16 URLs per message, "
-                        f"{seconds:g}s of ticks per size")
-    for column in ("pending rows", "fill s", "dispatched", "URLs/s (in tick)", "tick median ms", "tick p90 ms",
-                   "RSS MiB", "ticks"):
+    table = Table(title=f"scheduler alone: one project, {HOSTS} hosts, claim batch {CLAIM_BATCH}, "
+                        f"{FETCH_BATCH} URLs per message, {seconds:g}s of ticks per size")
+    for column in ("pending rows", "fill s", "dispatched", "URLs/s", "tick median ms", "tick p90 ms",
+                   "RSS MiB", "ticks", "scheduler CPU ms / 1000 URLs", "machine CPU busy"):
         table.add_column(column, justify="right")
     for r in results:
         table.add_row(f"{r['rows']:,}", f"{r['fill_seconds']:.1f}", f"{r['dispatched']:,}",
                       f"{r['urls_per_second']:,.0f}", f"{r['tick_median_ms']:.1f}", f"{r['tick_p90_ms']:.1f}",
-                      f"{r['rss_mib']:.0f}", str(r["ticks"]))
+                      f"{r['rss_mib']:.0f}", str(r["ticks"]), f"{r['cpu_ms_per_1000']:.1f}",
+                      f"{r['machine_busy']:.0%} of {os.cpu_count()}")
     console.print(table)
     if len(results) > 1:
         first, last = results[0], results[-1]

@@ -117,6 +117,7 @@ def run_embedded(
     app = configure_embedded(database_path)
     started = time.monotonic()
     worker = _EmbeddedWorker(app, WORKER_THREADS)
+    dispatcher = None
     try:
         get_engine()
         crawl = submit(target, project, max_pages=max_pages, max_depth=max_depth, settings=settings)
@@ -146,6 +147,8 @@ def run_embedded(
         kept = None if temp_dir is not None else database_path
         return EmbeddedResult(crawl.project, crawl.stats(), elapsed, kept, exported)
     finally:
+        if dispatcher is not None:
+            dispatcher.close()
         worker.stop()  # its worker_shutdown signal closes the stages' per-process resources
         dispose_all()
         if temp_dir is not None:

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, literal_column, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -178,20 +178,23 @@ def _reserve_budget(conn: Connection, project: str, candidates: list[dict[str, A
 def claim_due_tasks(conn: Connection, project: str, limit: int, deadline_seconds: float, now: float | None = None) -> list[dict[str, Any]]:
     """Claim up to ``limit`` due pending rows of ``project``, highest priority first, then
     oldest due, with no per-host limits; mark them queued with a deadline and return them."""
-    candidates = due_candidates(conn, project, limit, now=now)
-    return mark_queued(conn, [c["task_id"] for c in candidates], deadline_seconds, now=now)
+    return mark_queued(conn, due_candidates(conn, project, limit, now=now), deadline_seconds, now=now)
 
 
 def due_candidates(conn: Connection, project: str, limit: int, skip_hosts: Iterable[str] = (),
                    now: float | None = None) -> list[dict[str, Any]]:
     """Lock (without claiming) up to ``limit`` due pending rows of ``project`` on hosts not in
-    ``skip_hosts``, highest priority first then oldest due; the caller picks which to queue
-    in the same transaction with :func:`mark_queued`."""
+    ``skip_hosts``, highest priority first then oldest due, with every column a worker
+    needs; the caller picks which to queue in the same transaction with :func:`mark_queued`."""
     if limit <= 0:
         return []
     now = time.time() if now is None else now
+    columns = list(DISPATCH_COLUMNS)
+    if conn.dialect.name == "postgresql":
+        # the row's physical address: valid until this transaction ends, since the row is locked
+        columns.append(literal_column("ctid::text").label("_ctid"))
     stmt = (
-        select(crawl_tasks.c.task_id, crawl_tasks.c.host, crawl_tasks.c.url, crawl_tasks.c.callback)
+        select(*columns)
         .where(crawl_tasks.c.project == project, crawl_tasks.c.status == PENDING, crawl_tasks.c.next_run_at <= now)
         .order_by(crawl_tasks.c.priority.desc(), crawl_tasks.c.next_run_at)
         .limit(limit)
@@ -200,24 +203,40 @@ def due_candidates(conn: Connection, project: str, limit: int, skip_hosts: Itera
     skip = list(skip_hosts)
     if skip:
         stmt = stmt.where(crawl_tasks.c.host.not_in(skip))
-    return [dict(r._mapping) for r in conn.execute(stmt)]
+    return _dicts(conn.execute(stmt))
 
 
-def mark_queued(conn: Connection, ids: list[str], deadline_seconds: float, now: float | None = None) -> list[dict[str, Any]]:
-    """Mark rows queued with a deadline and return what the workers need of them."""
-    if not ids:
+def mark_queued(conn: Connection, rows: list[dict[str, Any]], deadline_seconds: float,
+                now: float | None = None) -> list[dict[str, Any]]:
+    """Mark rows from :func:`due_candidates` (still locked by the caller's transaction)
+    queued with a deadline; return them, in the order given, as they are to be sent."""
+    if not rows:
         return []
     now = time.time() if now is None else now
-    stmt = (
+    if conn.dialect.name == "postgresql":
+        # by the addresses the locking read returned: a TID scan, no index lookups. For a
+        # few thousand TIDs in a small table the planner would rather scan the whole table.
+        # (For the rest of this transaction only: the claim ends with this statement.)
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        which = text("ctid = ANY(CAST(:tids AS tid[]))").bindparams(tids=[r["_ctid"] for r in rows])
+    else:
+        which = crawl_tasks.c.task_id.in_([r["task_id"] for r in rows])
+    conn.execute(
         update(crawl_tasks)
-        .where(crawl_tasks.c.task_id.in_(ids))
+        .where(which)
         .values(status=QUEUED, queued_at=now, deadline_at=now + deadline_seconds,
                 dispatch_count=crawl_tasks.c.dispatch_count + 1, updated_at=now)
-        .returning(*DISPATCH_COLUMNS, crawl_tasks.c.priority, crawl_tasks.c.next_run_at)
     )
-    rows = [dict(r._mapping) for r in conn.execute(stmt)]
-    rows.sort(key=lambda r: (-r["priority"], r["next_run_at"]))
+    for row in rows:  # the caller's own dicts, from due_candidates
+        row.pop("_ctid", None)
+        row["dispatch_count"] += 1
     return rows
+
+
+def _dicts(result: Any) -> list[dict[str, Any]]:
+    """Result rows as plain dicts (the column names are looked up once, not per row)."""
+    keys = list(result.keys())
+    return [dict(zip(keys, row)) for row in result.fetchall()]
 
 
 def mark_disallowed(conn: Connection, ids: list[str], reason: str, now: float | None = None) -> int:
@@ -230,14 +249,21 @@ def mark_disallowed(conn: Connection, ids: list[str], reason: str, now: float | 
     return result.rowcount
 
 
-def queued_by_host(conn: Connection) -> dict[str, int]:
-    """Requests in flight per host, over every project: what per-host limits count. A
-    queued row stops counting once its page has been fetched and parsed (see
-    :func:`mark_fetched`), not only when the store stage finishes it."""
+def queued_counts(conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
+    """One pass over the queued rows of every project: (requests in flight per host, rows
+    queued per project). In flight is what per-host limits count: a queued row stops
+    counting once its page has been fetched and parsed (see :func:`mark_fetched`), not
+    only when the store stage finishes it. Queued is what the in-queue limit counts."""
     not_fetched = or_(crawl_tasks.c.fetched_at.is_(None), crawl_tasks.c.fetched_at < crawl_tasks.c.queued_at)
-    stmt = (select(crawl_tasks.c.host, func.count())
-            .where(crawl_tasks.c.status == QUEUED, not_fetched).group_by(crawl_tasks.c.host))
-    return dict(conn.execute(stmt).all())
+    stmt = (select(crawl_tasks.c.project, crawl_tasks.c.host, func.count(), func.count().filter(not_fetched))
+            .where(crawl_tasks.c.status == QUEUED).group_by(crawl_tasks.c.project, crawl_tasks.c.host))
+    by_host: dict[str, int] = {}
+    by_project: dict[str, int] = {}
+    for project, host, queued, in_flight in conn.execute(stmt):
+        by_project[project] = by_project.get(project, 0) + queued
+        if in_flight:
+            by_host[host] = by_host.get(host, 0) + in_flight
+    return by_host, by_project
 
 
 def mark_fetched(conn: Connection, ids: list[str], now: float | None = None) -> None:
@@ -286,7 +312,7 @@ def reclaim_stale_tasks(conn: Connection, limit: int, deadline_seconds: float, n
         )
         .returning(*DISPATCH_COLUMNS)
     )
-    return [dict(r._mapping) for r in conn.execute(stmt)]
+    return _dicts(conn.execute(stmt))
 
 
 def count_by_status(conn: Connection, project: str) -> dict[str, int]:
@@ -300,12 +326,6 @@ def count_by_status(conn: Connection, project: str) -> dict[str, int]:
     for status, count in conn.execute(stmt):
         counts[status] = count
     return counts
-
-
-def count_queued(conn: Connection, project: str) -> int:
-    return conn.execute(
-        select(func.count()).where(crawl_tasks.c.project == project, crawl_tasks.c.status == QUEUED)
-    ).scalar_one()
 
 
 def has_open_tasks(conn: Connection, project: str) -> bool:

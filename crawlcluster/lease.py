@@ -31,6 +31,7 @@ class LeaderLease:
         self.name = name
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.token: int | None = None
+        self.renewed_at = 0.0  # when this process last extended the lease (time.time())
 
     def __repr__(self) -> str:
         return f"<LeaderLease {self.name} holder={self.holder} token={self.token}>"
@@ -59,6 +60,7 @@ class LeaderLease:
         token = conn.execute(stmt).scalar()
         if token is not None:
             self.token = int(token)
+            self.renewed_at = now
             logger.info("took the scheduler lease as %s (fencing token %s)", self.holder, self.token)
             return True
         return False
@@ -75,7 +77,10 @@ class LeaderLease:
                    scheduler_lease.c.token == self.token)
             .values(expires_at=now + self.ttl_seconds, updated_at=now)
         )
-        return result.rowcount == 1
+        if result.rowcount == 1:
+            self.renewed_at = now
+            return True
+        return False
 
     def release(self, conn: Connection) -> None:
         """Give the lease up at a clean shutdown so a standby takes over at once."""

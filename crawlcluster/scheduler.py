@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from celery import Celery
@@ -22,8 +22,8 @@ from crawlcluster import frontier, settings
 from crawlcluster.db import get_engine
 from crawlcluster.errors import CrawlClusterError
 from crawlcluster.lease import LeaderLease
+from crawlcluster.messages import BatchPublisher, fetch_messages
 from crawlcluster.messages import send as send_message
-from crawlcluster.messages import fetch_messages
 from crawlcluster.rendering import RenderHostMemory
 from crawlcluster.urls import url_host
 from crawlcluster.politeness import (
@@ -41,9 +41,15 @@ from crawlcluster.spider import Request
 logger = logging.getLogger(__name__)
 
 
-PUBLISH_LANES = 4
 # how often a tick looks again when the only thing holding work back is a full host
 FULL_HOST_POLL_SECONDS = 0.05
+# timers, deletions, stale rows: looked at this often, not on every tick of a busy frontier
+HOUSEKEEPING_SECONDS = 0.5
+# Counting the queued rows reads each of them: done on every tick while few are in flight,
+# and less often once many are (a second per QUEUED_ROWS_PER_SECOND rows: 10,000 in
+# flight, every 0.25 s), never less often than QUEUED_RECOUNT_MAX_SECONDS.
+QUEUED_ROWS_PER_SECOND = 40_000
+QUEUED_RECOUNT_MAX_SECONDS = 0.5
 
 
 class LeaseLost(CrawlClusterError):
@@ -81,7 +87,17 @@ class Dispatcher:
         self.auto_pause_failures = settings.get("auto_pause_failures")
         self.trial_size = settings.get("auto_pause_trial_size")
         self._last_cleanup = 0.0
-        self._publisher = ThreadPoolExecutor(PUBLISH_LANES, thread_name_prefix="crawlcluster-publish")
+        self._last_housekeeping = 0.0
+        self._in_flight: dict[str, int] = {}  # per host, as last counted
+        self._queued: dict[str, int] = {}  # per project, as last counted plus claims since
+        self._counted_at = 0.0
+        self._counted_rows = 0
+        self._broker = BatchPublisher(app)
+        # one thread sends a tick's messages while the next tick claims (which mostly waits
+        # on Postgres); at most one tick's messages are in its hands at a time
+        self._publisher = ThreadPoolExecutor(1, thread_name_prefix="crawlcluster-publish")
+        self._publishing: Future | None = None
+        self._outbox: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = []
         self.published_total = 0
         self.resent_total = 0
 
@@ -97,40 +113,66 @@ class Dispatcher:
         )
 
     def tick(self) -> float:
-        """Claim and publish one bounded batch; return the seconds until the next tick is
-        worth running (0 when a full batch was sent and more is probably due)."""
-        engine = get_engine(self.database_url)
+        """Claim one bounded batch and hand it to the publishing thread; return the seconds
+        until the next tick is worth running (0 when a full batch was claimed and more is
+        probably due). The previous tick's messages are on the broker before this tick's
+        are handed over; :meth:`flush` waits for the last ones."""
         now = time.time()
-        with engine.begin() as conn:
-            if not self.lease.acquire_or_renew(conn, now):
-                return min(1.0, self.lease.ttl_seconds / 4)  # a standby: poll for the lease
-        self._housekeeping(engine, now)
-        with engine.connect() as conn:
-            running = frontier.running_projects(conn)
-            in_flight = frontier.queued_by_host(conn)
-        for slot in self.slots.values():
-            slot.observe(in_flight.get(slot.host, 0), now)
-        share = max(self.fetch_batch_size, self.claim_batch_size // max(1, len(running)))
-        published = 0
-        saturated = False
-        waits = [self.tick_seconds]
-        for project in running:
-            rows, full, wait = self._claim_for(engine, project, share, in_flight, now)
-            if rows:
-                self.publish(project["name"], rows)
-                published += len(rows)
-            saturated = saturated or full
-            waits.append(wait)
-        published += self.resend_stale(engine)
+        with get_engine(self.database_url).connect() as conn:  # one connection for the whole tick
+            if not self.lease.is_leader or now - self.lease.renewed_at >= self.lease.ttl_seconds / 4:
+                # the leader's claims renew the lease in their own transactions (fence);
+                # this is for a standby, and for a leader with nothing to claim
+                with conn.begin():
+                    if not self.lease.acquire_or_renew(conn, now):
+                        return min(1.0, self.lease.ttl_seconds / 4)  # a standby: poll for the lease
+            housekeeping = now - self._last_housekeeping >= HOUSEKEEPING_SECONDS
+            if housekeeping:
+                self._last_housekeeping = now
+                self._housekeeping(conn, now)
+            with conn.begin():
+                running = frontier.running_projects(conn)
+                if now - self._counted_at >= min(QUEUED_RECOUNT_MAX_SECONDS, self._counted_rows / QUEUED_ROWS_PER_SECOND):
+                    self._recount(conn, now)
+            in_flight, queued = self._in_flight, self._queued
+            share = max(self.fetch_batch_size, self.claim_batch_size // max(1, len(running)))
+            published = 0
+            saturated = False
+            waits = [self.tick_seconds]
+            try:
+                for project in running:
+                    rows, full, wait = self._claim_for(conn, project, share, in_flight,
+                                                       queued.get(project["name"], 0), now)
+                    if rows:
+                        self.publish(project["name"], rows)
+                        published += len(rows)
+                        queued[project["name"]] = queued.get(project["name"], 0) + len(rows)
+                    saturated = saturated or full
+                    waits.append(wait)
+                if housekeeping:
+                    published += self.resend_stale(conn)
+            finally:
+                self._hand_over()  # what was claimed before a failure is sent all the same
         self.published_total += published
         if saturated:
             return 0.0
         return max(0.01, min(waits + ([0.05] if published else [])))
 
-    def _claim_for(self, engine: Any, project: dict[str, Any], share: int, in_flight: dict[str, int],
-                   now: float) -> tuple[list[dict[str, Any]], bool, float]:
-        """Claim what ``project`` may send now; returns (rows to publish, whether the batch was
-        full, seconds until a limit lets more through)."""
+    def _recount(self, conn: Any, now: float) -> None:
+        """Rows in flight per host and queued per project, from the table. Between two
+        counts the host slots add up what this scheduler sends, so they can only
+        overestimate what is in flight: a limit may be under-used for a moment, never
+        exceeded."""
+        self._in_flight, self._queued = frontier.queued_counts(conn)
+        self._counted_at = now
+        self._counted_rows = sum(self._queued.values())
+        for slot in self.slots.values():
+            slot.observe(self._in_flight.get(slot.host, 0), now)
+
+    def _claim_for(self, conn: Any, project: dict[str, Any], share: int, in_flight: dict[str, int],
+                   queued: int, now: float) -> tuple[list[dict[str, Any]], bool, float]:
+        """Claim what ``project`` may send now (``queued`` of its rows are queued already);
+        returns (rows to publish, whether the batch was full, seconds until a limit lets
+        more through)."""
         name = project["name"]
         options = project["settings"] or {}
         bucket = self.buckets.setdefault(name, TokenBucket(None, None))
@@ -138,10 +180,9 @@ class Dispatcher:
         limit = project["queue_limit"] or self.max_queued_per_project
         obey = options.get("obey_robots", self.obey_robots)
         wait = self.tick_seconds
-        with engine.begin() as conn:
+        with conn.begin():
             if not self.lease.fence(conn):
                 raise LeaseLost(f"the scheduler lease moved away from {self.lease.holder}")
-            queued = frontier.count_queued(conn, name)
             room = min(share, limit - queued)
             if self.auto_pause_failures and project["consecutive_failures"] >= self.auto_pause_failures:
                 room = min(room, self.trial_size - queued)  # on trial after an auto-pause
@@ -182,7 +223,7 @@ class Dispatcher:
                 if not slot.can_take(now):
                     continue
                 slot.take(now)
-                chosen.append(candidate["task_id"])
+                chosen.append(candidate)
                 if len(chosen) >= room:
                     break
             frontier.mark_disallowed(conn, disallowed, f"disallowed by robots.txt for User-agent {self.robots.user_agent!r}")
@@ -190,9 +231,9 @@ class Dispatcher:
         bucket.consume(len(rows))
         return rows + robots_rows, len(chosen) >= room, min(wait, self._next_slot_wait(now))
 
-    def _housekeeping(self, engine: Any, now: float) -> None:
+    def _housekeeping(self, conn: Any, now: float) -> None:
         """Auto-paused projects back on trial, due @every timers, due deletions."""
-        with engine.begin() as conn:
+        with conn.begin():
             if not self.lease.fence(conn):
                 raise LeaseLost(f"the scheduler lease moved away from {self.lease.holder}")
             for name in frontier.resume_auto_paused(conn, now):
@@ -241,8 +282,8 @@ class Dispatcher:
             waits.append(FULL_HOST_POLL_SECONDS)
         return max(0.01, min(waits)) if waits else self.tick_seconds
 
-    def resend_stale(self, engine: Any) -> int:
-        with engine.begin() as conn:
+    def resend_stale(self, conn: Any) -> int:
+        with conn.begin():
             if not self.lease.fence(conn):
                 raise LeaseLost(f"the scheduler lease moved away from {self.lease.holder}")
             rows = frontier.reclaim_stale_tasks(conn, self.claim_batch_size, self.queued_deadline_seconds)
@@ -274,30 +315,39 @@ class Dispatcher:
         return memory
 
     def publish(self, project: str, rows: list[dict[str, Any]]) -> None:
-        """Send claimed rows in batches; a failed send is logged and left to the deadline."""
+        """Route claimed rows to their stage; they are sent at the end of the tick."""
         by_task: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_task.setdefault(self.route(project, row), []).append(row)
-        messages = [(task_name, message) for task_name, stage_rows in by_task.items()
-                     for message in fetch_messages(project, stage_rows, self.fetch_batch_size)]
-        # a publish is one broker round trip; a few connections in parallel keep a large
-        # tick from waiting on them one by one
-        lanes = min(PUBLISH_LANES, max(1, len(messages) // 8))
-        chunks = [messages[i::lanes] for i in range(lanes)]
-        try:
-            if lanes == 1:
-                self._send_all(chunks[0])
-            else:
-                for future in [self._publisher.submit(self._send_all, chunk) for chunk in chunks]:
-                    future.result()
-        except Exception:  # noqa: BLE001 - the rows are queued with a deadline; they will be re-sent
-            logger.exception("could not publish %d rows of %s; they will be re-sent after %ss",
-                             len(rows), project, self.queued_deadline_seconds)
+        self._outbox.append((project, list(by_task.items())))
 
-    def _send_all(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
-        with self.app.producer_or_acquire() as producer:
-            for task_name, message in messages:
-                send_message(self.app, task_name, message, producer=producer)
+    def _hand_over(self) -> None:
+        if not self._outbox:
+            return
+        outbox, self._outbox = self._outbox, []
+        self.flush()
+        self._publishing = self._publisher.submit(self._send_outbox, outbox)
+
+    def flush(self) -> None:
+        """Wait until every message handed over so far has been sent (or failed and logged)."""
+        future, self._publishing = self._publishing, None
+        if future is not None:
+            future.result()
+
+    def close(self) -> None:
+        self.flush()
+        self._publisher.shutdown(wait=True)
+
+    def _send_outbox(self, outbox: list[tuple[str, list[tuple[str, list[dict[str, Any]]]]]]) -> None:
+        for project, by_task in outbox:
+            rows = sum(len(stage_rows) for _, stage_rows in by_task)
+            messages = [(task_name, message) for task_name, stage_rows in by_task
+                        for message in fetch_messages(project, stage_rows, self.fetch_batch_size)]
+            try:
+                self._broker.publish(messages)
+            except Exception:  # noqa: BLE001 - the rows are queued with a deadline; they will be re-sent
+                logger.exception("could not publish %d rows of %s; they will be re-sent after %ss",
+                                 rows, project, self.queued_deadline_seconds)
 
 
 class CrawlScheduler(Scheduler):
@@ -321,7 +371,12 @@ class CrawlScheduler(Scheduler):
         return min(beat_wait, wait)
 
     def close(self) -> None:
-        """At a clean shutdown, hand the lease over at once instead of after it expires."""
+        """At a clean shutdown, send what was claimed, then hand the lease over at once
+        instead of after it expires."""
+        try:
+            self.dispatcher.close()
+        except Exception:  # noqa: BLE001 - logged; unsent rows are re-sent after their deadline
+            logger.exception("could not send the last claimed rows")
         try:
             with get_engine(self.dispatcher.database_url).begin() as conn:
                 self.dispatcher.lease.release(conn)

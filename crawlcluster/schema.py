@@ -98,7 +98,7 @@ Index(
     postgresql_where=crawl_tasks.c.status == PENDING,
     sqlite_where=crawl_tasks.c.status == PENDING,
 )
-# rows whose message may have been lost
+# rows whose message may have been lost; also lists the queued rows the scheduler counts
 Index(
     "ix_crawl_tasks_stale",
     crawl_tasks.c.deadline_at,
@@ -185,13 +185,8 @@ hosts = Table(
 # auto_recrawl=True: a done row becomes due again every `age` seconds
 crawl_tasks.append_column(Column("auto_recrawl", Boolean, nullable=False, server_default=false()))
 
-# rows in flight per host, counted by the scheduler every tick
-Index(
-    "ix_crawl_tasks_queued_host",
-    crawl_tasks.c.host,
-    postgresql_where=crawl_tasks.c.status == QUEUED,
-    sqlite_where=crawl_tasks.c.status == QUEUED,
-)
+# (migration 0006 dropped ix_crawl_tasks_queued_host: the per-host count of queued rows
+# reads them through ix_crawl_tasks_stale, and each index over queued rows slows claims)
 
 # -- scheduler state (migration 0004) -----------------------------------------------------
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 import crawlcluster
 from crawlcluster import frontier
@@ -156,7 +156,9 @@ def test_tick_publishes_running_projects_in_batches_and_leaves_paused_ones(pg, t
         make_project(conn, "held", status="paused")
         frontier.insert_tasks(conn, "run", [make_row("run", f"http://h/{i}") for i in range(10)])
         frontier.insert_tasks(conn, "held", [make_row("held", f"http://h/{i}") for i in range(5)])
-    dispatcher_for(test_app, pg).tick()
+    dispatcher = dispatcher_for(test_app, pg)
+    dispatcher.tick()
+    dispatcher.flush()
     messages = _fetch_messages(test_app)
     assert [len(m["tasks"]) for m in messages] == [4, 4, 2]
     assert {m["project"] for m in messages} == {"run"}
@@ -174,6 +176,7 @@ def test_tick_keeps_at_most_the_queue_limit_queued_and_drops_nothing(pg, test_ap
     dispatcher = dispatcher_for(test_app, pg, max_queued_per_project=10)
     dispatcher.tick()
     dispatcher.tick()
+    dispatcher.flush()
     with engine.connect() as conn:
         counts = frontier.count_by_status(conn, "p")
     assert (counts["queued"], counts["pending"]) == (10, 15)
@@ -228,3 +231,74 @@ def test_pause_resume_and_cancel_change_what_the_scheduler_may_dispatch(pg, test
     crawl.cancel()
     stats = crawl.stats()
     assert (stats["status"], stats["cancelled"], stats["queued"]) == ("cancelled", 1, 2)
+
+
+def _raw_fetch_messages(app: Celery) -> list:
+    """The fetch queue's messages, undecoded (headers and properties included)."""
+    out = []
+    with app.connection() as connection:
+        queue = connection.SimpleQueue("fetch", accept=["msgpack"])
+        try:
+            while True:
+                try:
+                    message = queue.get(block=True, timeout=0.5)
+                except queue.Empty:
+                    return out
+                out.append(message)
+                message.ack()
+        finally:
+            queue.close()
+
+
+def test_batch_publisher_sends_what_send_task_sends_in_one_pipeline(test_app):
+    from crawlcluster.messages import BatchPublisher, send
+
+    payload = {"project": "p", "tasks": [{"id": "a", "url": "http://h/a"}, {"id": "b", "url": "http://h/b"}]}
+    _raw_fetch_messages(test_app)  # what earlier tests left
+    send(test_app, "crawlcluster.fetch", payload)
+    assert BatchPublisher(test_app).publish([("crawlcluster.fetch", payload)] * 3) == 3
+    reference, *batched = _raw_fetch_messages(test_app)
+    assert len(batched) == 3
+    assert len({m.headers["id"] for m in [reference, *batched]}) == 4  # a task id of its own each
+    for message in batched:
+        assert message.decode() == reference.decode()
+        assert message.content_type == reference.content_type == "application/x-msgpack"
+        assert message.delivery_info["routing_key"] == reference.delivery_info["routing_key"] == "fetch"
+        for key in ("task", "argsrepr", "lang", "retries", "parent_id", "eta", "expires", "ignore_result"):
+            assert message.headers[key] == reference.headers[key], key
+        assert message.headers["root_id"] == message.headers["id"]  # a task with no parent is its own root
+        assert message.headers["argsrepr"] == "p: 2 URLs: http://h/a, http://h/b"
+
+
+def test_a_host_limit_holds_between_recounts_of_the_queued_rows(pg, test_app, monkeypatch):
+    """Once many rows are queued the scheduler recounts them less often; between recounts
+    it adds up its own sends, so a host never gets more than its limit."""
+    import crawlcluster.scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "QUEUED_RECOUNT_MAX_SECONDS", 3600.0)
+    monkeypatch.setattr(scheduler_module, "QUEUED_ROWS_PER_SECOND", 1)  # any queued row: no recount
+    engine = get_engine(pg)
+    with engine.begin() as conn:
+        make_project(conn, "p")
+        frontier.insert_tasks(conn, "p", [make_row("p", f"http://one.test/{i}") for i in range(20)]
+                              + [make_row("p", f"http://two.test/{i}") for i in range(20)])
+    dispatcher = dispatcher_for(test_app, pg)
+    dispatcher.per_host_concurrency = 3
+    for _ in range(4):
+        dispatcher.tick()
+    dispatcher.flush()
+    with engine.connect() as conn:
+        queued = dict(conn.execute(select(crawl_tasks.c.host, func.count()).where(crawl_tasks.c.status == "queued")
+                                   .group_by(crawl_tasks.c.host)).all())
+    assert queued == {"one.test": 3, "two.test": 3}
+    # the pages are fetched: after a recount the hosts take three more each
+    with engine.begin() as conn:
+        conn.execute(update(crawl_tasks).where(crawl_tasks.c.status == "queued").values(status="done"))
+    dispatcher.tick()
+    with engine.connect() as conn:
+        assert frontier.count_by_status(conn, "p")["queued"] == 0  # still counted as in flight
+    monkeypatch.setattr(scheduler_module, "QUEUED_RECOUNT_MAX_SECONDS", 0.0)
+    dispatcher.tick()
+    dispatcher.flush()
+    with engine.connect() as conn:
+        assert frontier.count_by_status(conn, "p")["queued"] == 6
