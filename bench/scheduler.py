@@ -139,7 +139,7 @@ def run_size(app: Celery, engine: Any, database_url: str, rows: int, seconds: fl
 
 
 def main(sizes: list[int], seconds: float) -> None:
-    console = Console()
+    console = Console(width=200)  # the whole table, also when piped to a file
     database_url = ensure_bench_database(DATABASE_URL)
     dispose_all()
     engine = get_engine(database_url)

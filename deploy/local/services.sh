@@ -33,6 +33,18 @@ if ! grep -q "crawlcluster-test" "$hba"; then
     sed -i '1i host all postgres 127.0.0.1/32 trust # crawlcluster-test\nhost all postgres ::1/128 trust # crawlcluster-test' "$hba"
     pg_ctlcluster "$pg_version" main reload 2>/dev/null || true
 fi
+# Debian's default shared_buffers (128MB) keeps little of a large frontier in memory; the
+# scheduler benchmark at 10^7 rows claims from a 6 GB table.
+tuning="/etc/postgresql/$pg_version/main/conf.d/crawlcluster.conf"
+wanted="shared_buffers = 1GB  # crawlcluster: deploy/local/services.sh"
+if [ "$(cat "$tuning" 2>/dev/null)" != "$wanted" ]; then
+    mkdir -p "$(dirname "$tuning")"
+    echo "$wanted" > "$tuning"
+    if pg_isready -h 127.0.0.1 -p 5432 -q; then
+        echo "services: restarting postgresql $pg_version for $tuning"
+        pg_ctlcluster "$pg_version" main restart
+    fi
+fi
 if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
     echo "services: starting postgresql $pg_version on 127.0.0.1:5432"
     pg_ctlcluster "$pg_version" main start
