@@ -97,7 +97,8 @@ class Dispatcher:
         # on Postgres); at most one tick's messages are in its hands at a time
         self._publisher = ThreadPoolExecutor(1, thread_name_prefix="crawlcluster-publish")
         self._publishing: Future | None = None
-        self._outbox: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = []
+        # (project, [(task name, rows)]) claimed this tick, sent when it ends
+        self._outbox: list[tuple[str, list[tuple[str, list[dict[str, Any]]]]]] = []
         self.published_total = 0
         self.resent_total = 0
 
@@ -133,19 +134,18 @@ class Dispatcher:
                 running = frontier.running_projects(conn)
                 if now - self._counted_at >= min(QUEUED_RECOUNT_MAX_SECONDS, self._counted_rows / QUEUED_ROWS_PER_SECOND):
                     self._recount(conn, now)
-            in_flight, queued = self._in_flight, self._queued
             share = max(self.fetch_batch_size, self.claim_batch_size // max(1, len(running)))
             published = 0
             saturated = False
             waits = [self.tick_seconds]
             try:
                 for project in running:
-                    rows, full, wait = self._claim_for(conn, project, share, in_flight,
-                                                       queued.get(project["name"], 0), now)
+                    rows, full, wait = self._claim_for(conn, project, share, self._in_flight,
+                                                       self._queued.get(project["name"], 0), now)
                     if rows:
                         self.publish(project["name"], rows)
                         published += len(rows)
-                        queued[project["name"]] = queued.get(project["name"], 0) + len(rows)
+                        self._queued[project["name"]] = self._queued.get(project["name"], 0) + len(rows)
                     saturated = saturated or full
                     waits.append(wait)
                 if housekeeping:
@@ -156,6 +156,11 @@ class Dispatcher:
         if saturated:
             return 0.0
         return max(0.01, min(waits + ([0.05] if published else [])))
+
+    def _fence(self, conn: Any) -> None:
+        """Check and extend the lease in the caller's transaction, or roll it back."""
+        if not self.lease.fence(conn):
+            raise LeaseLost(f"the scheduler lease moved away from {self.lease.holder}")
 
     def _recount(self, conn: Any, now: float) -> None:
         """Rows in flight per host and queued per project, from the table. Between two
@@ -181,8 +186,7 @@ class Dispatcher:
         obey = options.get("obey_robots", self.obey_robots)
         wait = self.tick_seconds
         with conn.begin():
-            if not self.lease.fence(conn):
-                raise LeaseLost(f"the scheduler lease moved away from {self.lease.holder}")
+            self._fence(conn)
             room = min(share, limit - queued)
             if self.auto_pause_failures and project["consecutive_failures"] >= self.auto_pause_failures:
                 room = min(room, self.trial_size - queued)  # on trial after an auto-pause
@@ -234,8 +238,7 @@ class Dispatcher:
     def _housekeeping(self, conn: Any, now: float) -> None:
         """Auto-paused projects back on trial, due @every timers, due deletions."""
         with conn.begin():
-            if not self.lease.fence(conn):
-                raise LeaseLost(f"the scheduler lease moved away from {self.lease.holder}")
+            self._fence(conn)
             for name in frontier.resume_auto_paused(conn, now):
                 logger.warning("project %s resumes on trial after its auto-pause", name)
             timers = frontier.claim_due_timers(conn, now)
@@ -284,8 +287,7 @@ class Dispatcher:
 
     def resend_stale(self, conn: Any) -> int:
         with conn.begin():
-            if not self.lease.fence(conn):
-                raise LeaseLost(f"the scheduler lease moved away from {self.lease.holder}")
+            self._fence(conn)
             rows = frontier.reclaim_stale_tasks(conn, self.claim_batch_size, self.queued_deadline_seconds)
         by_project: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
@@ -339,6 +341,7 @@ class Dispatcher:
         self._publisher.shutdown(wait=True)
 
     def _send_outbox(self, outbox: list[tuple[str, list[tuple[str, list[dict[str, Any]]]]]]) -> None:
+        """The publishing thread's work: one pipeline per project's messages."""
         for project, by_task in outbox:
             rows = sum(len(stage_rows) for _, stage_rows in by_task)
             messages = [(task_name, message) for task_name, stage_rows in by_task

@@ -113,8 +113,9 @@ def test_max_pages_budget_is_never_exceeded_and_duplicates_do_not_spend_it(datab
         assert frontier.project_row(conn, "p")["tasks_created"] == 10
 
 
-def _fetch_messages(app: Celery) -> list[dict]:
-    bodies = []
+def _raw_fetch_messages(app: Celery) -> list:
+    """The fetch queue's messages, undecoded (headers and properties included)."""
+    out = []
     with app.connection() as connection:
         queue = connection.SimpleQueue("fetch", accept=["msgpack"])
         try:
@@ -122,12 +123,16 @@ def _fetch_messages(app: Celery) -> list[dict]:
                 try:
                     message = queue.get(block=True, timeout=0.5)
                 except queue.Empty:
-                    return bodies
-                args, _kwargs, _embed = message.decode()
-                bodies.append(args[0])
+                    return out
+                out.append(message)
                 message.ack()
         finally:
             queue.close()
+
+
+def _fetch_messages(app: Celery) -> list[dict]:
+    """The stage messages waiting in the fetch queue (taken off it)."""
+    return [message.decode()[0][0] for message in _raw_fetch_messages(app)]
 
 
 @pytest.fixture
@@ -231,23 +236,6 @@ def test_pause_resume_and_cancel_change_what_the_scheduler_may_dispatch(pg, test
     crawl.cancel()
     stats = crawl.stats()
     assert (stats["status"], stats["cancelled"], stats["queued"]) == ("cancelled", 1, 2)
-
-
-def _raw_fetch_messages(app: Celery) -> list:
-    """The fetch queue's messages, undecoded (headers and properties included)."""
-    out = []
-    with app.connection() as connection:
-        queue = connection.SimpleQueue("fetch", accept=["msgpack"])
-        try:
-            while True:
-                try:
-                    message = queue.get(block=True, timeout=0.5)
-                except queue.Empty:
-                    return out
-                out.append(message)
-                message.ack()
-        finally:
-            queue.close()
 
 
 def test_batch_publisher_sends_what_send_task_sends_in_one_pipeline(test_app):
