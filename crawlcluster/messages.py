@@ -22,20 +22,21 @@ from crawlcluster import settings
 
 def task_entry(row: dict[str, Any]) -> dict[str, Any]:
     """One claimed crawl_tasks row as a fetch message entry."""
+    get = row.get
     entry: dict[str, Any] = {"id": row["task_id"], "url": row["url"]}
-    if row.get("depth"):
-        entry["depth"] = row["depth"]
-    if row.get("callback") and row["callback"] != "parse":
-        entry["cb"] = row["callback"]
-    if row.get("fetch"):
-        entry["fetch"] = row["fetch"]
-    if row.get("data") is not None:
-        entry["data"] = row["data"]
+    if depth := get("depth"):
+        entry["depth"] = depth
+    if (callback := get("callback")) and callback != "parse":
+        entry["cb"] = callback
+    if fetch := get("fetch"):
+        entry["fetch"] = fetch
+    if (data := get("data")) is not None:
+        entry["data"] = data
     # a re-fetch asks the server whether the page changed (a 304 skips parse and store)
-    if row.get("etag"):
-        entry["etag"] = row["etag"]
-    if row.get("last_modified"):
-        entry["lm"] = row["last_modified"]
+    if etag := get("etag"):
+        entry["etag"] = etag
+    if last_modified := get("last_modified"):
+        entry["lm"] = last_modified
     return entry
 
 
@@ -75,6 +76,9 @@ def describe_message(message: dict[str, Any], max_chars: int = 1000) -> str:
     urls = [str(e.get("url", "?")) for e in entries if isinstance(e, dict)]
     head = f"{message.get('project', '?')}: {len(urls)} URL{'' if len(urls) == 1 else 's'}"
     text = head + (": " if urls else "")
+    whole = text + ", ".join(urls)
+    if len(whole) + len(f" (+{len(urls)} more)") <= max_chars:  # fits, with room for any tail below
+        return whole
     for shown, url in enumerate(urls):
         rest = len(urls) - shown
         tail = f" (+{rest} more)"
@@ -95,54 +99,64 @@ class BatchPublisher:
 
     ``app.send_task`` pays a broker round trip and a few hundred microseconds of Python for
     every message; at thousands of URLs per second the scheduler spends its ticks there.
-    This builds each message with Celery's own protocol-2 builder
-    (``app.amqp.create_task_message``: the same headers, id and ``argsrepr`` a worker and
-    Flower get from ``send_task``), routes each task name once, and publishes inside
-    kombu's ``Producer.batch()``, which on Redis buffers the LPUSHes and sends them in one
-    pipeline. Transports without batch support (the embedded memory transport) publish one
-    by one. Celery's before/after_task_publish signals are not sent for these messages.
+    For each task name this asks Celery's own protocol-2 builder
+    (``app.amqp.create_task_message``) once for a message, and then gives every message
+    those headers and properties with its own id, root id, correlation id and ``argsrepr``:
+    what a worker and Flower get from ``send_task``. It routes each task name once and
+    publishes inside kombu's ``Producer.batch()``, which on Redis buffers the LPUSHes and
+    sends them in one pipeline. Transports without batch support (the embedded memory
+    transport) publish one by one. Celery's before/after_task_publish signals are not sent
+    for these messages.
     """
 
     def __init__(self, app: Any, batch_size: int = 500) -> None:
         self.app = app
         self.batch_size = batch_size
-        self._routes: dict[str, tuple[Any, str, str]] = {}
+        self._routes: dict[str, tuple[Any, str, str, dict[str, Any]]] = {}
 
-    def route(self, task_name: str) -> tuple[Any, str, str]:
-        """(queue, exchange, routing key) of ``task_name``, resolved as send_task does."""
+    def route(self, task_name: str) -> tuple[Any, str, str, dict[str, Any]]:
+        """(queue, exchange, routing key, publish options) of ``task_name``, resolved as
+        send_task does; the options hold the message template's headers and properties."""
         route = self._routes.get(task_name)
         if route is None:
             options = self.app.amqp.router.route({}, task_name, None, None)
             queue = options["queue"]
             if queue.exchange is None or queue.exchange.type == "direct":
-                route = (queue, "", queue.name)  # the default exchange: the routing key names the queue
+                exchange, routing_key = "", queue.name  # the default exchange: the routing key names the queue
             else:
-                route = (queue, queue.exchange.name, queue.routing_key or queue.name)
-            self._routes[task_name] = route
+                exchange, routing_key = queue.exchange.name, queue.routing_key or queue.name
+            template = self.app.amqp.create_task_message(
+                "", task_name, [], {}, reply_to=self.app.thread_oid, argsrepr="",
+                ignore_result=None,  # as send_task passes it
+            )
+            conf = self.app.conf
+            publish_options = {
+                "exchange": exchange, "routing_key": routing_key,
+                "serializer": conf.task_serializer, "compression": conf.task_compression,
+                "delivery_mode": queue.exchange.delivery_mode if queue.exchange is not None else None,
+                "headers": template.headers, **template.properties,
+                "_embed": template.body[2],
+            }
+            route = self._routes[task_name] = (queue, exchange, routing_key, publish_options)
         return route
 
     def publish(self, messages: Iterable[tuple[str, dict[str, Any]]]) -> int:
         """Send ``(task name, message)`` pairs; returns how many were sent."""
-        amqp = self.app.amqp
-        conf = self.app.conf
         sent = 0
         with self.app.producer_or_acquire() as producer:
             declared: set[str] = set()
             with producer.batch(max_size=self.batch_size):
                 for task_name, message in messages:
-                    queue, exchange, routing_key = self.route(task_name)
+                    queue, _exchange, _key, template = self.route(task_name)
                     if queue.name not in declared:
                         producer.maybe_declare(queue)
                         declared.add(queue.name)
-                    task = amqp.create_task_message(
-                        uuid(), task_name, [message], {}, reply_to=self.app.thread_oid,
-                        argsrepr=describe_message(message), ignore_result=None,  # as send_task passes it
-                    )
-                    producer.publish(
-                        task.body, exchange=exchange, routing_key=routing_key,
-                        serializer=conf.task_serializer, compression=conf.task_compression,
-                        delivery_mode=queue.exchange.delivery_mode if queue.exchange is not None else None,
-                        headers=task.headers, **task.properties,
-                    )
+                    options = dict(template)
+                    embed = options.pop("_embed")
+                    task_id = uuid()
+                    options["headers"] = {**template["headers"], "id": task_id, "root_id": task_id,
+                                          "argsrepr": describe_message(message)}
+                    options["correlation_id"] = task_id
+                    producer.publish(([message], {}, embed), **options)
                     sent += 1
         return sent

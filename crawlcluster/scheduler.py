@@ -208,6 +208,7 @@ class Dispatcher:
             robots = self.robots.get(conn, {c["host"] for c in candidates}) if obey else {}
             chosen, disallowed, robots_rows = [], [], []
             robots_asked: set[str] = set()
+            host_slots: dict[str, HostSlot] = {}  # resolved once per host in this claim
             for candidate in candidates:
                 host = candidate["host"]
                 if obey:
@@ -223,7 +224,9 @@ class Dispatcher:
                     if not self.robots.allows(info, candidate["url"]):
                         disallowed.append(candidate["task_id"])
                         continue
-                slot = self._slot(host, options, robots.get(host) if obey else None, in_flight)
+                slot = host_slots.get(host)
+                if slot is None:
+                    slot = host_slots[host] = self._slot(host, options, robots.get(host) if obey else None, in_flight)
                 if not slot.can_take(now):
                     continue
                 slot.take(now)
@@ -302,7 +305,10 @@ class Dispatcher:
         """The task (and so the queue) a claimed row is sent to: render rows to the browser
         tier, the rest to fetch. A ``render="auto"`` row goes to render once its host is
         known to need a browser (remembered by the parse stage in render_hosts)."""
-        render = (row.get("fetch") or {}).get("render")
+        fetch = row.get("fetch")
+        render = fetch.get("render") if fetch else None
+        if not render:
+            return "crawlcluster.fetch"
         if render is True:
             return "crawlcluster.render"
         if render == "auto" and self._render_host_memory().needs_render(project, url_host(row["url"])):
