@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
@@ -52,8 +54,33 @@ QUEUED_ROWS_PER_SECOND = 40_000
 QUEUED_RECOUNT_MAX_SECONDS = 0.5
 
 
+# Claims whose UPDATE and commit the committing thread has not finished yet, at most: the
+# tick goes on reading the next batch meanwhile (each holds a connection and its rows' locks).
+MAX_CLAIMS_IN_HAND = 2
+# Batches of messages waiting for the publishing thread, at most
+MAX_SENDS_IN_HAND = 2
+
+
 class LeaseLost(CrawlClusterError):
     """This scheduler is no longer the leader; its claim was rolled back."""
+
+
+@dataclass
+class Claim:
+    """Rows chosen in an open transaction, to be marked queued, fenced, committed, then sent."""
+
+    project: str
+    conn: Any
+    transaction: Any
+    chosen: list[dict[str, Any]]  # locked pending rows, marked queued at commit
+    queued_rows: list[dict[str, Any]]  # rows already queued in the transaction (robots.txt fetches)
+    now: float
+    hosts: Counter = field(default_factory=Counter)  # requests per host it adds
+    committed: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.chosen) + len(self.queued_rows)
 
 
 class Dispatcher:
@@ -93,14 +120,30 @@ class Dispatcher:
         self._counted_at = 0.0
         self._counted_rows = 0
         self._broker = BatchPublisher(app)
-        # one thread sends a tick's messages while the next tick claims (which mostly waits
-        # on Postgres); at most one tick's messages are in its hands at a time
+        # one thread sends committed rows' messages while the next tick claims (which mostly
+        # waits on Postgres); at most MAX_SENDS_IN_HAND batches are in its hands at a time
         self._publisher = ThreadPoolExecutor(1, thread_name_prefix="crawlcluster-publish")
-        self._publishing: Future | None = None
+        self._sending: deque[Future] = deque()  # the publishing thread's work, oldest first
+        # on PostgreSQL another thread marks claimed rows queued and commits them while the
+        # tick reads the next batch
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="crawlcluster-commit")
+        # claims handed to it, oldest first (their rows stay locked until it commits, so the
+        # next tick's SKIP LOCKED read passes over them)
+        self._claims_in_hand: deque[tuple[Future, Claim]] = deque()
         # (project, [(task name, rows)]) claimed this tick, sent when it ends
         self._outbox: list[tuple[str, list[tuple[str, list[dict[str, Any]]]]]] = []
         self.published_total = 0
         self.resent_total = 0
+
+    @property
+    def _engine(self) -> Any:
+        return get_engine(self.database_url)
+
+    @property
+    def _pipelined(self) -> bool:
+        """Whether claims are committed by the committing thread (not on SQLite, where a
+        second open write transaction would only wait for the first)."""
+        return self._engine.dialect.name == "postgresql"
 
     @classmethod
     def from_settings(cls, app: Celery) -> "Dispatcher":
@@ -116,10 +159,13 @@ class Dispatcher:
     def tick(self) -> float:
         """Claim one bounded batch and hand it to the publishing thread; return the seconds
         until the next tick is worth running (0 when a full batch was claimed and more is
-        probably due). The previous tick's messages are on the broker before this tick's
-        are handed over; :meth:`flush` waits for the last ones."""
+        probably due). On PostgreSQL another thread marks the rows queued and commits, so
+        the next tick reads while this one writes; :meth:`flush` waits until everything
+        claimed so far is committed and on the broker."""
         now = time.time()
-        with get_engine(self.database_url).connect() as conn:  # one connection for the whole tick
+        while self._claims_in_hand and self._claims_in_hand[0][0].done():
+            self._claims_in_hand.popleft()[0].result()  # a claim that failed (LeaseLost) fails this tick
+        with self._engine.connect() as conn:  # for the tick's bookkeeping; each claim has its own
             if not self.lease.is_leader or now - self.lease.renewed_at >= self.lease.ttl_seconds / 4:
                 # the leader's claims renew the lease in their own transactions (fence);
                 # this is for a standby, and for a leader with nothing to claim
@@ -140,12 +186,11 @@ class Dispatcher:
             waits = [self.tick_seconds]
             try:
                 for project in running:
-                    rows, full, wait = self._claim_for(conn, project, share, self._in_flight,
-                                                       self._queued.get(project["name"], 0), now)
-                    if rows:
-                        self.publish(project["name"], rows)
-                        published += len(rows)
-                        self._queued[project["name"]] = self._queued.get(project["name"], 0) + len(rows)
+                    claimed, full, wait = self._claim_for(project, share, self._in_flight,
+                                                          self._queued.get(project["name"], 0), now)
+                    if claimed:
+                        published += claimed
+                        self._queued[project["name"]] = self._queued.get(project["name"], 0) + claimed
                     saturated = saturated or full
                     waits.append(wait)
                 if housekeeping:
@@ -167,17 +212,25 @@ class Dispatcher:
         counts the host slots add up what this scheduler sends, so they can only
         overestimate what is in flight: a limit may be under-used for a moment, never
         exceeded."""
+        # claims still in the thread's hands may commit before or after the count's snapshot:
+        # added on top, they are counted once or twice, never missed
+        uncommitted = [claim for _, claim in self._claims_in_hand if not claim.committed]
         self._in_flight, self._queued = frontier.queued_counts(conn)
+        for claim in uncommitted:
+            for host, requests in claim.hosts.items():
+                self._in_flight[host] = self._in_flight.get(host, 0) + requests
+            self._queued[claim.project] = self._queued.get(claim.project, 0) + claim.size
         self._counted_at = now
         self._counted_rows = sum(self._queued.values())
         for slot in self.slots.values():
             slot.observe(self._in_flight.get(slot.host, 0), now)
 
-    def _claim_for(self, conn: Any, project: dict[str, Any], share: int, in_flight: dict[str, int],
-                   queued: int, now: float) -> tuple[list[dict[str, Any]], bool, float]:
+    def _claim_for(self, project: dict[str, Any], share: int, in_flight: dict[str, int],
+                   queued: int, now: float) -> tuple[int, bool, float]:
         """Claim what ``project`` may send now (``queued`` of its rows are queued already);
-        returns (rows to publish, whether the batch was full, seconds until a limit lets
-        more through)."""
+        returns (rows claimed, whether the batch was full, seconds until a limit lets more
+        through). The claim's transaction locks the chosen rows here; :meth:`_commit` marks
+        them queued and commits, in the committing thread on PostgreSQL."""
         name = project["name"]
         options = project["settings"] or {}
         bucket = self.buckets.setdefault(name, TokenBucket(None, None))
@@ -185,28 +238,33 @@ class Dispatcher:
         limit = project["queue_limit"] or self.max_queued_per_project
         obey = options.get("obey_robots", self.obey_robots)
         wait = self.tick_seconds
-        with conn.begin():
-            self._fence(conn)
-            room = min(share, limit - queued)
-            if self.auto_pause_failures and project["consecutive_failures"] >= self.auto_pause_failures:
-                room = min(room, self.trial_size - queued)  # on trial after an auto-pause
-            tokens = bucket.available()
-            room = int(min(room, tokens)) if bucket.limited else room
-            if room <= 0:
-                if bucket.limited:
-                    wait = bucket.seconds_until(1)
-                return [], False, wait
+        room = min(share, limit - queued)
+        if self.auto_pause_failures and project["consecutive_failures"] >= self.auto_pause_failures:
+            room = min(room, self.trial_size - queued)  # on trial after an auto-pause
+        tokens = bucket.available()
+        room = int(min(room, tokens)) if bucket.limited else room
+        if room <= 0:
+            if bucket.limited:
+                wait = bucket.seconds_until(1)
+            return 0, False, wait
+        conn = self._engine.connect()  # the claim's own: the committing thread may finish it
+        transaction = conn.begin()
+        try:
             skip = {h for h, slot in self.slots.items() if not slot.can_take(now)}
             if obey:
                 skip |= self.robots.waiting_hosts(conn, now, self.queued_deadline_seconds)
             candidates = frontier.due_candidates(conn, name, room + min(room, 500), skip, now=now)
             if not candidates:
-                if not frontier.has_open_tasks(conn, name) and frontier.mark_finished(conn, name, project["updated_at"]):
+                finished = not frontier.has_open_tasks(conn, name) and frontier.mark_finished(conn, name, project["updated_at"])
+                self._fence(conn)
+                transaction.commit()
+                if finished:
                     logger.info("project %s finished", name)
                     self._send("crawlcluster.finished", {"project": name})
-                return [], False, self._next_slot_wait(now)
+                return 0, False, self._next_slot_wait(now)
             robots = self.robots.get(conn, {c["host"] for c in candidates}) if obey else {}
-            chosen, disallowed, robots_rows = [], [], []
+            claim = Claim(name, conn, transaction, [], [], now)
+            disallowed: list[str] = []
             robots_asked: set[str] = set()
             host_slots: dict[str, HostSlot] = {}  # resolved once per host in this claim
             for candidate in candidates:
@@ -217,7 +275,7 @@ class Dispatcher:
                         continue
                     if info.needs_fetch(now, self.queued_deadline_seconds):
                         robots_asked.add(host)
-                        robots_rows.append(self._robots_row(conn, name, candidate, now))
+                        claim.queued_rows.append(self._robots_row(conn, name, candidate, now))
                         continue
                     if info.status in (ROBOTS_FETCHING, ROBOTS_ERROR, ROBOTS_UNKNOWN):
                         continue
@@ -230,13 +288,48 @@ class Dispatcher:
                 if not slot.can_take(now):
                     continue
                 slot.take(now)
-                chosen.append(candidate)
-                if len(chosen) >= room:
+                claim.chosen.append(candidate)
+                claim.hosts[host] += 1
+                if len(claim.chosen) >= room:
                     break
             frontier.mark_disallowed(conn, disallowed, f"disallowed by robots.txt for User-agent {self.robots.user_agent!r}")
-            rows = frontier.mark_queued(conn, chosen, self.queued_deadline_seconds, now=now)
-        bucket.consume(len(rows))
-        return rows + robots_rows, len(chosen) >= room, min(wait, self._next_slot_wait(now))
+        except BaseException:
+            conn.close()  # rolls the claim back
+            raise
+        bucket.consume(len(claim.chosen))
+        self._hand_over_claim(claim)
+        return claim.size, len(claim.chosen) >= room, min(wait, self._next_slot_wait(now))
+
+    def _hand_over_claim(self, claim: Claim) -> None:
+        """On PostgreSQL the committing thread commits the claim (then the publishing thread
+        sends it) while this thread reads the next one; on SQLite (one writer at a time) it
+        is committed here."""
+        if not self._pipelined:
+            self.publish(claim.project, self._commit(claim))
+            return
+        try:
+            while len(self._claims_in_hand) >= MAX_CLAIMS_IN_HAND:
+                self._claims_in_hand.popleft()[0].result()
+        except BaseException:
+            claim.conn.close()  # an earlier claim failed (LeaseLost): roll this one back too
+            raise
+        self._claims_in_hand.append((self._committer.submit(self._commit_and_send, claim), claim))
+
+    def _commit(self, claim: Claim) -> list[dict[str, Any]]:
+        """Mark the claim's rows queued, check the lease and commit; the rows to send."""
+        try:
+            rows = frontier.mark_queued(claim.conn, claim.chosen, self.queued_deadline_seconds, now=claim.now)
+            self._fence(claim.conn)  # last: the lease row stays locked only until the commit
+            claim.transaction.commit()
+            claim.committed = True
+        finally:
+            claim.conn.close()  # rolls back what was not committed
+        return rows + claim.queued_rows
+
+    def _commit_and_send(self, claim: Claim) -> None:
+        rows = self._commit(claim)
+        if rows:
+            self._queue_send([(claim.project, self._by_task(claim.project, rows))])
 
     def _housekeeping(self, conn: Any, now: float) -> None:
         """Auto-paused projects back on trial, due @every timers, due deletions."""
@@ -323,28 +416,53 @@ class Dispatcher:
         return memory
 
     def publish(self, project: str, rows: list[dict[str, Any]]) -> None:
-        """Route claimed rows to their stage; they are sent at the end of the tick."""
+        """Route committed queued rows to their stage; they are sent at the end of the tick."""
+        if rows:
+            self._outbox.append((project, self._by_task(project, rows)))
+
+    def _by_task(self, project: str, rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
         by_task: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_task.setdefault(self.route(project, row), []).append(row)
-        self._outbox.append((project, list(by_task.items())))
+        return list(by_task.items())
 
     def _hand_over(self) -> None:
-        if not self._outbox:
-            return
-        outbox, self._outbox = self._outbox, []
-        self.flush()
-        self._publishing = self._publisher.submit(self._send_outbox, outbox)
+        if self._outbox:
+            outbox, self._outbox = self._outbox, []
+            self._queue_send(outbox)
+
+    def _queue_send(self, outbox: list[tuple[str, list[tuple[str, list[dict[str, Any]]]]]]) -> None:
+        """Give committed rows to the publishing thread (from the tick or the committing
+        thread), once fewer than MAX_SENDS_IN_HAND batches wait there."""
+        while len(self._sending) >= MAX_SENDS_IN_HAND:
+            try:
+                oldest = self._sending.popleft()
+            except IndexError:  # the other thread took it
+                break
+            oldest.result()
+        self._sending.append(self._publisher.submit(self._send_outbox, outbox))
 
     def flush(self) -> None:
-        """Wait until every message handed over so far has been sent (or failed and logged)."""
-        future, self._publishing = self._publishing, None
-        if future is not None:
-            future.result()
+        """Wait until everything claimed so far is committed and its messages sent (or
+        failed and logged); raises the first failure of a commit (LeaseLost, a database
+        error), after waiting for the rest."""
+        failure: BaseException | None = None
+        while self._claims_in_hand:
+            try:
+                self._claims_in_hand.popleft()[0].result()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, once all are done
+                failure = failure or exc
+        while self._sending:  # the commits above queued their sends before they finished
+            self._sending.popleft().result()
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
-        self.flush()
-        self._publisher.shutdown(wait=True)
+        try:
+            self.flush()
+        finally:
+            self._committer.shutdown(wait=True)
+            self._publisher.shutdown(wait=True)
 
     def _send_outbox(self, outbox: list[tuple[str, list[tuple[str, list[dict[str, Any]]]]]]) -> None:
         """The publishing thread's work: one pipeline per project's messages."""

@@ -195,6 +195,7 @@ def test_tick_marks_a_project_finished_once_nothing_is_pending_or_queued(pg, tes
         frontier.insert_tasks(conn, "p", [make_row("p", "http://h/only")])
     dispatcher = dispatcher_for(test_app, pg)
     dispatcher.tick()
+    dispatcher.flush()  # the claim is committed
     with engine.connect() as conn:
         assert frontier.project_row(conn, "p")["status"] == "running"  # queued, not done
     store_pages(engine, "p", [{"id": task_id("p", "http://h/only"), "url": "http://h/only", "status": "done",
@@ -231,6 +232,7 @@ def test_pause_resume_and_cancel_change_what_the_scheduler_may_dispatch(pg, test
     assert crawl.stats()["pending"] == 2 and crawl.stats()["status"] == "paused"
     crawl.resume()
     dispatcher.tick()
+    dispatcher.flush()
     assert crawl.stats()["queued"] == 2
     crawlcluster.submit(["http://site.invalid/c"], project="steer", database_url=pg)
     crawl.cancel()
@@ -290,3 +292,83 @@ def test_a_host_limit_holds_between_recounts_of_the_queued_rows(pg, test_app, mo
     dispatcher.flush()
     with engine.connect() as conn:
         assert frontier.count_by_status(conn, "p")["queued"] == 6
+
+
+def test_claims_committed_by_the_thread_never_overlap_and_each_row_is_sent_once(pg, test_app):
+    """On Postgres a claim's rows are marked queued and committed by another thread while
+    the next ticks read: SKIP LOCKED passes over the rows still in hand, so ticks run back
+    to back without a flush claim every row exactly once."""
+    engine = get_engine(pg)
+    with engine.begin() as conn:
+        make_project(conn, "p")
+        frontier.insert_tasks(conn, "p", [make_row("p", f"http://h{i % 7}.test/{i}") for i in range(95)])
+    _raw_fetch_messages(test_app)  # what earlier tests left
+    dispatcher = dispatcher_for(test_app, pg, claim_batch_size=10, fetch_batch_size=3)
+    assert dispatcher._pipelined
+    for _ in range(12):
+        dispatcher.tick()
+    dispatcher.flush()
+    sent = [task["id"] for message in _raw_fetch_messages(test_app) for task in message.decode()[0][0]["tasks"]]
+    assert len(sent) == len(set(sent)) == 95
+    with engine.connect() as conn:
+        assert frontier.count_by_status(conn, "p")["queued"] == 95
+        assert conn.execute(select(func.max(crawl_tasks.c.dispatch_count))).scalar() == 1
+
+
+def test_a_claim_is_fenced_at_its_commit_and_rolled_back_when_the_lease_moved(pg, test_app):
+    """The lease is checked in the claim's transaction just before it commits: once another
+    scheduler holds it, the claim rolls back, its rows stay pending and nothing is sent."""
+    from crawlcluster.scheduler import LeaseLost
+    from crawlcluster.schema import scheduler_lease
+
+    engine = get_engine(pg)
+    with engine.begin() as conn:
+        make_project(conn, "p")
+        frontier.insert_tasks(conn, "p", [make_row("p", f"http://h.test/{i}") for i in range(30)])
+    _raw_fetch_messages(test_app)
+    dispatcher = dispatcher_for(test_app, pg, claim_batch_size=10)
+    dispatcher.tick()
+    dispatcher.flush()
+    assert len(_raw_fetch_messages(test_app)) == 3  # the leader's first claim: 10 rows, 4 per message
+    # another scheduler takes the lease over (as after this one stalled past its expiry)
+    with engine.begin() as conn:
+        conn.execute(update(scheduler_lease).values(holder="standby", token=scheduler_lease.c.token + 1,
+                                                    expires_at=time.time() + 3600))
+    dispatcher._last_housekeeping = time.time()  # no housekeeping (it would notice first)
+    with pytest.raises(LeaseLost):
+        dispatcher.tick()
+        dispatcher.flush()
+    with engine.connect() as conn:
+        counts = frontier.count_by_status(conn, "p")
+    assert (counts["queued"], counts["pending"]) == (10, 20)
+    assert _raw_fetch_messages(test_app) == []
+
+
+def test_a_host_limit_holds_while_a_claim_waits_for_its_commit(pg, test_app, monkeypatch):
+    """A recount while an earlier claim is still uncommitted adds that claim's rows to what
+    the table says, so the host does not get its limit twice."""
+    import threading
+
+    engine = get_engine(pg)
+    with engine.begin() as conn:
+        make_project(conn, "p")
+        frontier.insert_tasks(conn, "p", [make_row("p", f"http://one.test/{i}") for i in range(20)])
+    # a claim locks at most twice its batch: the second tick still finds rows to take
+    dispatcher = dispatcher_for(test_app, pg, claim_batch_size=3, fetch_batch_size=1)
+    dispatcher.per_host_concurrency = 3
+    gate = threading.Event()
+    commit = dispatcher._commit
+
+    def held_commit(claim):
+        assert gate.wait(30)
+        return commit(claim)
+
+    monkeypatch.setattr(dispatcher, "_commit", held_commit)
+    dispatcher.tick()  # claims 3, held before its commit
+    dispatcher.slots.clear()  # forget what this scheduler sent: only the recount may say it
+    dispatcher._counted_at = 0.0  # recount on the next tick
+    dispatcher.tick()
+    gate.set()
+    dispatcher.flush()
+    with engine.connect() as conn:
+        assert frontier.count_by_status(conn, "p")["queued"] == 3
