@@ -4,8 +4,10 @@
 
 Fills crawl_tasks of one project with N due rows over 1,000 hosts (generated inside
 Postgres), then runs Dispatcher.tick() against real Redis for a fixed time: rounds of ten
-ticks back to back (each tick's messages are sent by the publishing thread while the next
-tick claims), timed until the last message of the round is on the broker. Between rounds,
+ticks back to back (while a tick reads and chooses rows, the committing thread marks the
+previous claims queued and commits them and the publishing thread sends them; a tick waits
+when two claims are still uncommitted, so the tick time is the pipeline's period), timed
+until the last row of the round is committed and its message is on the broker. Between rounds,
 untimed, the rows sent are marked done and the broker emptied, as workers would, so the
 queued set stays the size a running cluster keeps (up to 20,000 rows). robots.txt and
 per-host limits are off: this measures claiming and publishing, not politeness. Prints

@@ -59,6 +59,8 @@ QUEUED_RECOUNT_MAX_SECONDS = 0.5
 MAX_CLAIMS_IN_HAND = 2
 # Batches of messages waiting for the publishing thread, at most
 MAX_SENDS_IN_HAND = 2
+# Candidates a claim reads beyond its room, for rows it passes over (host full, robots.txt)
+MIN_SPARE_CANDIDATES, MAX_SPARE_CANDIDATES = 32, 500
 
 
 class LeaseLost(CrawlClusterError):
@@ -110,6 +112,7 @@ class Dispatcher:
         self.robots = RobotsCache(settings.get("user_agent"))
         self.slots: dict[str, HostSlot] = {}
         self.buckets: dict[str, TokenBucket] = {}
+        self._spare: dict[str, int] = {}  # per project: candidates to read beyond the room
         self.lease = LeaderLease(settings.get("leader_lease_seconds"))
         self.auto_pause_failures = settings.get("auto_pause_failures")
         self.trial_size = settings.get("auto_pause_trial_size")
@@ -253,7 +256,9 @@ class Dispatcher:
             skip = {h for h, slot in self.slots.items() if not slot.can_take(now)}
             if obey:
                 skip |= self.robots.waiting_hosts(conn, now, self.queued_deadline_seconds)
-            candidates = frontier.due_candidates(conn, name, room + min(room, 500), skip, now=now)
+            # a few more than the room, for the ones a host limit or robots.txt passes over
+            spare = self._spare.get(name, MAX_SPARE_CANDIDATES)
+            candidates = frontier.due_candidates(conn, name, room + min(room, spare), skip, now=now)
             if not candidates:
                 finished = not frontier.has_open_tasks(conn, name) and frontier.mark_finished(conn, name, project["updated_at"])
                 self._fence(conn)
@@ -267,7 +272,9 @@ class Dispatcher:
             disallowed: list[str] = []
             robots_asked: set[str] = set()
             host_slots: dict[str, HostSlot] = {}  # resolved once per host in this claim
+            examined = 0
             for candidate in candidates:
+                examined += 1
                 host = candidate["host"]
                 if obey:
                     info = robots[host]
@@ -293,6 +300,10 @@ class Dispatcher:
                 if len(claim.chosen) >= room:
                     break
             frontier.mark_disallowed(conn, disallowed, f"disallowed by robots.txt for User-agent {self.robots.user_agent!r}")
+            # every candidate is locked until the commit: read about twice as many spare ones
+            # as were passed over this time (the next read skips locked rows, and pays for them)
+            passed_over = examined - len(claim.chosen)
+            self._spare[name] = max(MIN_SPARE_CANDIDATES, min(MAX_SPARE_CANDIDATES, 2 * passed_over))
         except BaseException:
             conn.close()  # rolls the claim back
             raise
