@@ -160,7 +160,7 @@ class Dispatcher:
         )
 
     def tick(self) -> float:
-        """Claim one bounded batch and hand it to the publishing thread; return the seconds
+        """Claim one bounded batch and hand it over to be committed and sent; return the seconds
         until the next tick is worth running (0 when a full batch was claimed and more is
         probably due). On PostgreSQL another thread marks the rows queued and commits, so
         the next tick reads while this one writes; :meth:`flush` waits until everything
