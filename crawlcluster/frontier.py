@@ -163,6 +163,12 @@ def cancel_tasks(conn: Connection, ids: list[str], now: float | None = None) -> 
 
 def _reserve_budget(conn: Connection, project: str, candidates: list[dict[str, Any]], max_pages: int) -> int:
     """Lock the project row, drop candidates that already exist, return how many may be added."""
+    if conn.dialect.name == "sqlite":
+        # FOR UPDATE means nothing to SQLite, and pysqlite begins a transaction only at the
+        # first write: write first, so this transaction holds the database's write lock
+        # while it reads the budget and parse threads check it one at a time
+        conn.execute(update(projects).where(projects.c.name == project)
+                     .values(tasks_created=projects.c.tasks_created))
     created = conn.execute(
         select(projects.c.tasks_created).where(projects.c.name == project).with_for_update()
     ).scalar_one()

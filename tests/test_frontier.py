@@ -113,6 +113,37 @@ def test_max_pages_budget_is_never_exceeded_and_duplicates_do_not_spend_it(datab
         assert frontier.project_row(conn, "p")["tasks_created"] == 10
 
 
+def test_max_pages_budget_holds_with_parse_workers_inserting_side_by_side(database):
+    """Parse threads inserting different links at once (as the embedded worker's threads
+    do) never create more rows than max_pages: the budget is checked one at a time."""
+    import threading
+
+    engine = get_engine(database)
+    with engine.begin() as conn:
+        make_project(conn, "p", max_pages=25)
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def parse_worker(n: int) -> None:
+        try:
+            start.wait(10)
+            for batch in range(10):
+                with engine.begin() as conn:
+                    frontier.insert_tasks(conn, "p", [make_row("p", f"http://h/{n}/{batch}")], max_pages=25)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=parse_worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    with engine.connect() as conn:
+        assert frontier.count_by_status(conn, "p")["pending"] == 25
+        assert frontier.project_row(conn, "p")["tasks_created"] == 25
+
+
 def _raw_fetch_messages(app: Celery) -> list:
     """The fetch queue's messages, undecoded (headers and properties included)."""
     out = []
