@@ -112,11 +112,11 @@ class BatchPublisher:
     def __init__(self, app: Any, batch_size: int = 500) -> None:
         self.app = app
         self.batch_size = batch_size
-        self._routes: dict[str, tuple[Any, str, str, dict[str, Any]]] = {}
+        self._routes: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {}
 
-    def route(self, task_name: str) -> tuple[Any, str, str, dict[str, Any]]:
-        """(queue, exchange, routing key, publish options) of ``task_name``, resolved as
-        send_task does; the options hold the message template's headers and properties."""
+    def route(self, task_name: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """(queue, message embed, publish options) of ``task_name``, resolved as send_task
+        does; the options hold the exchange, routing key and the template's headers."""
         route = self._routes.get(task_name)
         if route is None:
             options = self.app.amqp.router.route({}, task_name, None, None)
@@ -135,9 +135,8 @@ class BatchPublisher:
                 "serializer": conf.task_serializer, "compression": conf.task_compression,
                 "delivery_mode": queue.exchange.delivery_mode if queue.exchange is not None else None,
                 "headers": template.headers, **template.properties,
-                "_embed": template.body[2],
             }
-            route = self._routes[task_name] = (queue, exchange, routing_key, publish_options)
+            route = self._routes[task_name] = (queue, template.body[2], publish_options)
         return route
 
     def publish(self, messages: Iterable[tuple[str, dict[str, Any]]]) -> int:
@@ -147,16 +146,14 @@ class BatchPublisher:
             declared: set[str] = set()
             with producer.batch(max_size=self.batch_size):
                 for task_name, message in messages:
-                    queue, _exchange, _key, template = self.route(task_name)
+                    queue, embed, template = self.route(task_name)
                     if queue.name not in declared:
                         producer.maybe_declare(queue)
                         declared.add(queue.name)
-                    options = dict(template)
-                    embed = options.pop("_embed")
                     task_id = uuid()
-                    options["headers"] = {**template["headers"], "id": task_id, "root_id": task_id,
-                                          "argsrepr": describe_message(message)}
-                    options["correlation_id"] = task_id
-                    producer.publish(([message], {}, embed), **options)
+                    headers = {**template["headers"], "id": task_id, "root_id": task_id,
+                               "argsrepr": describe_message(message)}
+                    producer.publish(([message], {}, embed), **{**template, "headers": headers,
+                                                                "correlation_id": task_id})
                     sent += 1
         return sent

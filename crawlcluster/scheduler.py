@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
@@ -77,7 +77,6 @@ class Claim:
     chosen: list[dict[str, Any]]  # locked pending rows, marked queued at commit
     queued_rows: list[dict[str, Any]]  # rows already queued in the transaction (robots.txt fetches)
     now: float
-    hosts: Counter = field(default_factory=Counter)  # requests per host it adds
     committed: bool = False
 
     @property
@@ -220,8 +219,8 @@ class Dispatcher:
         uncommitted = [claim for _, claim in self._claims_in_hand if not claim.committed]
         self._in_flight, self._queued = frontier.queued_counts(conn)
         for claim in uncommitted:
-            for host, requests in claim.hosts.items():
-                self._in_flight[host] = self._in_flight.get(host, 0) + requests
+            for row in claim.chosen:
+                self._in_flight[row["host"]] = self._in_flight.get(row["host"], 0) + 1
             self._queued[claim.project] = self._queued.get(claim.project, 0) + claim.size
         self._counted_at = now
         self._counted_rows = sum(self._queued.values())
@@ -273,8 +272,7 @@ class Dispatcher:
             robots_asked: set[str] = set()
             host_slots: dict[str, HostSlot] = {}  # resolved once per host in this claim
             examined = 0
-            for candidate in candidates:
-                examined += 1
+            for examined, candidate in enumerate(candidates, 1):
                 host = candidate["host"]
                 if obey:
                     info = robots[host]
@@ -296,7 +294,6 @@ class Dispatcher:
                     continue
                 slot.take(now)
                 claim.chosen.append(candidate)
-                claim.hosts[host] += 1
                 if len(claim.chosen) >= room:
                     break
             frontier.mark_disallowed(conn, disallowed, f"disallowed by robots.txt for User-agent {self.robots.user_agent!r}")

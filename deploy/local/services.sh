@@ -39,7 +39,8 @@ tuning="/etc/postgresql/$pg_version/main/conf.d/crawlcluster.conf"
 wanted="shared_buffers = 1GB  # crawlcluster: deploy/local/services.sh
 huge_pages = try  # with the huge pages below; plain pages where there are none"
 # Huge pages for those buffers: the claim touches rows all over a large table, and with 4 kB
-# pages most of those touches also miss the TLB (at 10^7 rows: about 18,000 -> 21,000 URLs/s).
+# pages most of those touches also miss the TLB (at 10^7 rows the claim's read went from
+# 55-71 to 46 ms, its UPDATE from 80-95 to 71 ms: bench/RESULTS.md).
 # 1 GB needs about 540 pages of 2 MB; reserved only where this machine lets us.
 huge_wanted=600
 if [ -w /proc/sys/vm/nr_hugepages ] && [ "$(cat /proc/sys/vm/nr_hugepages)" -lt "$huge_wanted" ]; then
