@@ -52,6 +52,10 @@ HOUSEKEEPING_SECONDS = 0.5
 # flight, every 0.25 s), never less often than QUEUED_RECOUNT_MAX_SECONDS.
 QUEUED_ROWS_PER_SECOND = 40_000
 QUEUED_RECOUNT_MAX_SECONDS = 0.5
+# Between counts the scheduler's own figures only overestimate, so a count can only free
+# what a limit holds back. While no limit held anything back (no full host, no host waiting
+# for its delay, no project at its in-queue limit), counts are refreshed this seldom.
+QUEUED_RECOUNT_IDLE_SECONDS = 5.0
 
 
 # Claims whose UPDATE and commit the committing thread has not finished yet, at most: the
@@ -121,6 +125,7 @@ class Dispatcher:
         self._queued: dict[str, int] = {}  # per project, as last counted plus claims since
         self._counted_at = 0.0
         self._counted_rows = 0
+        self._held_back = True  # a limit held rows back since the last count
         self._broker = BatchPublisher(app)
         # one thread sends committed rows' messages while the next tick claims (which mostly
         # waits on Postgres); at most MAX_SENDS_IN_HAND batches are in its hands at a time
@@ -180,7 +185,9 @@ class Dispatcher:
                 self._housekeeping(conn, now)
             with conn.begin():
                 running = frontier.running_projects(conn)
-                if now - self._counted_at >= min(QUEUED_RECOUNT_MAX_SECONDS, self._counted_rows / QUEUED_ROWS_PER_SECOND):
+                since = now - self._counted_at
+                if since >= min(QUEUED_RECOUNT_MAX_SECONDS, self._counted_rows / QUEUED_ROWS_PER_SECOND) and (
+                        self._held_back or since >= QUEUED_RECOUNT_IDLE_SECONDS):
                     self._recount(conn, now)
             share = max(self.fetch_batch_size, self.claim_batch_size // max(1, len(running)))
             published = 0
@@ -224,6 +231,7 @@ class Dispatcher:
             self._queued[claim.project] = self._queued.get(claim.project, 0) + claim.size
         self._counted_at = now
         self._counted_rows = sum(self._queued.values())
+        self._held_back = False
         for slot in self.slots.values():
             slot.observe(self._in_flight.get(slot.host, 0), now)
 
@@ -243,6 +251,8 @@ class Dispatcher:
         room = min(share, limit - queued)
         if self.auto_pause_failures and project["consecutive_failures"] >= self.auto_pause_failures:
             room = min(room, self.trial_size - queued)  # on trial after an auto-pause
+        if room < share:
+            self._held_back = True  # rows wait for queued ones to finish: the next count sees them go
         tokens = bucket.available()
         room = int(min(room, tokens)) if bucket.limited else room
         if room <= 0:
@@ -253,6 +263,7 @@ class Dispatcher:
         transaction = conn.begin()
         try:
             skip = {h for h, slot in self.slots.items() if not slot.can_take(now)}
+            self._held_back = self._held_back or bool(skip)
             if obey:
                 skip |= self.robots.waiting_hosts(conn, now, self.queued_deadline_seconds)
             # a few more than the room, for the ones a host limit or robots.txt passes over
@@ -291,6 +302,7 @@ class Dispatcher:
                 if slot is None:
                     slot = host_slots[host] = self._slot(host, options, robots.get(host) if obey else None, in_flight)
                 if not slot.can_take(now):
+                    self._held_back = True
                     continue
                 slot.take(now)
                 claim.chosen.append(candidate)

@@ -325,6 +325,43 @@ def test_a_host_limit_holds_between_recounts_of_the_queued_rows(pg, test_app, mo
         assert frontier.count_by_status(conn, "p")["queued"] == 6
 
 
+def test_queued_rows_are_recounted_only_once_a_limit_holds_rows_back(pg, test_app, monkeypatch):
+    """A recount can only lower what the scheduler believes is in flight: while no host is
+    full and no project is at its in-queue limit, ticks do not read the queued rows again."""
+    import crawlcluster.scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "QUEUED_RECOUNT_MAX_SECONDS", 0.0)  # as often as needed
+    counts = []
+    queued_counts = frontier.queued_counts
+    monkeypatch.setattr(frontier, "queued_counts", lambda conn: counts.append(1) or queued_counts(conn))
+    engine = get_engine(pg)
+    with engine.begin() as conn:
+        make_project(conn, "p")
+        frontier.insert_tasks(conn, "p", [make_row("p", f"http://one.test/{i}") for i in range(30)])
+    dispatcher = dispatcher_for(test_app, pg, claim_batch_size=4, fetch_batch_size=1)
+    for _ in range(3):
+        dispatcher.tick()
+    dispatcher.flush()
+    assert len(counts) == 1  # the first tick's: nothing was held back since
+    dispatcher.per_host_concurrency = 13  # one.test has 12 in flight: one more, then it is full
+    dispatcher.tick()
+    dispatcher.flush()
+    assert len(counts) == 1
+    dispatcher.tick()  # recounts: the host was full
+    dispatcher.flush()
+    assert len(counts) == 2
+    with engine.connect() as conn:
+        assert frontier.count_by_status(conn, "p")["queued"] == 13
+    # the pages are fetched; the next recount frees the host
+    with engine.begin() as conn:
+        conn.execute(update(crawl_tasks).where(crawl_tasks.c.status == "queued").values(status="done"))
+    for _ in range(2):
+        dispatcher.tick()
+    dispatcher.flush()
+    with engine.connect() as conn:
+        assert frontier.count_by_status(conn, "p")["queued"] == 4 + 4
+
+
 def test_claims_committed_by_the_thread_never_overlap_and_each_row_is_sent_once(pg, test_app):
     """On Postgres a claim's rows are marked queued and committed by another thread while
     the next ticks read: SKIP LOCKED passes over the rows still in hand, so ticks run back
@@ -397,7 +434,7 @@ def test_a_host_limit_holds_while_a_claim_waits_for_its_commit(pg, test_app, mon
     monkeypatch.setattr(dispatcher, "_commit", held_commit)
     dispatcher.tick()  # claims 3, held before its commit
     dispatcher.slots.clear()  # forget what this scheduler sent: only the recount may say it
-    dispatcher._counted_at = 0.0  # recount on the next tick
+    dispatcher._counted_at, dispatcher._held_back = 0.0, True  # recount on the next tick
     dispatcher.tick()
     gate.set()
     dispatcher.flush()
