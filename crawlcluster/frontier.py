@@ -321,25 +321,32 @@ def reclaim_stale_tasks(conn: Connection, limit: int, deadline_seconds: float, n
     return _dicts(conn.execute(stmt))
 
 
+# Written out, not bound: the partial index ix_crawl_tasks_project_state (every state but
+# queued) serves a query only when the query states its condition, and SQLite matches
+# that condition as text, never through a parameter.
+NOT_QUEUED = crawl_tasks.c.status != literal_column(f"'{QUEUED}'")
+
+
 def count_by_status(conn: Connection, project: str) -> dict[str, int]:
     """Rows of ``project`` per state; every state is present, zero when empty."""
     counts = dict.fromkeys(TASK_STATES, 0)
-    stmt = (
-        select(crawl_tasks.c.status, func.count())
-        .where(crawl_tasks.c.project == project)
-        .group_by(crawl_tasks.c.status)
-    )
-    for status, count in conn.execute(stmt):
-        counts[status] = count
+    settled = (select(crawl_tasks.c.status, func.count()).where(crawl_tasks.c.project == project, NOT_QUEUED)
+               .group_by(crawl_tasks.c.status))
+    queued = select(crawl_tasks.c.status, func.count()).where(crawl_tasks.c.project == project,
+                                                              crawl_tasks.c.status == QUEUED).group_by(crawl_tasks.c.status)
+    for stmt in (settled, queued):
+        for status, count in conn.execute(stmt):
+            counts[status] = count
     return counts
 
 
 def has_open_tasks(conn: Connection, project: str) -> bool:
     """Whether any row of ``project`` is still pending or queued."""
-    stmt = select(crawl_tasks.c.task_id).where(
-        crawl_tasks.c.project == project, crawl_tasks.c.status.in_((PENDING, QUEUED))
-    ).limit(1)
-    return conn.execute(stmt).first() is not None
+    for status in (PENDING, QUEUED):
+        stmt = select(crawl_tasks.c.task_id).where(crawl_tasks.c.project == project, crawl_tasks.c.status == status)
+        if conn.execute(stmt.limit(1)).first() is not None:
+            return True
+    return False
 
 
 def running_projects(conn: Connection) -> list[dict[str, Any]]:
@@ -489,10 +496,15 @@ def delete_due_projects(conn: Connection, batch_rows: int, now: float | None = N
     names = conn.execute(select(projects.c.name).where(projects.c.delete_at <= now,
                                                        projects.c.status != RUNNING)).scalars().all()
     for name in names:
-        for table, key in ((results, results.c.task_id), (crawl_tasks, crawl_tasks.c.task_id)):
-            chunk = select(key).where(table.c.project == name).limit(batch_rows).scalar_subquery()
+        # the project's rows in three steps, each through an index: queued ones (through
+        # ix_crawl_tasks_stale) are rows whose messages were lost when it stopped
+        for table, key, *condition in ((results, results.c.task_id), (crawl_tasks, crawl_tasks.c.task_id, NOT_QUEUED),
+                                       (crawl_tasks, crawl_tasks.c.task_id, crawl_tasks.c.status == QUEUED)):
+            chunk = select(key).where(table.c.project == name, *condition).limit(batch_rows).scalar_subquery()
             conn.execute(table.delete().where(key.in_(chunk)))
-        left = conn.execute(select(crawl_tasks.c.task_id).where(crawl_tasks.c.project == name).limit(1)).first()
+        left = conn.execute(select(crawl_tasks.c.task_id).where(crawl_tasks.c.project == name, NOT_QUEUED).limit(1)).first()
+        left = left or conn.execute(select(crawl_tasks.c.task_id).where(
+            crawl_tasks.c.project == name, crawl_tasks.c.status == QUEUED).limit(1)).first()
         left = left or conn.execute(select(results.c.task_id).where(results.c.project == name).limit(1)).first()
         if left is None:
             conn.execute(projects.delete().where(projects.c.name == name))
@@ -534,6 +546,6 @@ def project_row(conn: Connection, project: str) -> dict[str, Any] | None:
 def fetched_rows(conn: Connection, project: str) -> Iterable[dict[str, Any]]:
     """Every row of a project that ended done or failed (tests and reports)."""
     stmt = select(crawl_tasks).where(
-        and_(crawl_tasks.c.project == project, crawl_tasks.c.status.in_((DONE, FAILED)))
+        and_(crawl_tasks.c.project == project, NOT_QUEUED, crawl_tasks.c.status.in_((DONE, FAILED)))
     )
     return (dict(r._mapping) for r in conn.execute(stmt))

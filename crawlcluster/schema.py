@@ -105,8 +105,16 @@ Index(
     postgresql_where=crawl_tasks.c.status == QUEUED,
     sqlite_where=crawl_tasks.c.status == QUEUED,
 )
-# per-project counts by state (stats, finish detection, in-queue limit)
-Index("ix_crawl_tasks_project_status", crawl_tasks.c.project, crawl_tasks.c.status)
+# per-project counts by state (stats, finish detection, deletion), queued rows left out:
+# a claim's rows are listed by ix_crawl_tasks_stale, and each index that takes an entry
+# for every claimed row slows the claim (migration 0007)
+Index(
+    "ix_crawl_tasks_project_state",
+    crawl_tasks.c.project,
+    crawl_tasks.c.status,
+    postgresql_where=crawl_tasks.c.status != QUEUED,
+    sqlite_where=crawl_tasks.c.status != QUEUED,
+)
 
 results = Table(
     "results",

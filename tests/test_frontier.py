@@ -237,6 +237,34 @@ def test_tick_marks_a_project_finished_once_nothing_is_pending_or_queued(pg, tes
     assert row["status"] == "finished" and row["finished_at"] is not None
 
 
+def test_counts_by_state_and_deletion_see_rows_in_every_state(database):
+    """Queued rows are left out of the per-project index by state (claims stay cheap):
+    counts and deletion find them through the index of queued rows."""
+    from crawlcluster.schema import TASK_STATES
+
+    engine = get_engine(database)
+    with engine.begin() as conn:
+        make_project(conn, "gone", status="cancelled", delete_at=time.time() - 1)
+        make_project(conn, "kept")
+        for project in ("gone", "kept"):
+            frontier.insert_tasks(conn, project, [make_row(project, f"http://h/{state}/{i}", status=state)
+                                                  for state in TASK_STATES for i in range(3)])
+    with engine.connect() as conn:
+        assert frontier.count_by_status(conn, "kept") == dict.fromkeys(TASK_STATES, 3)
+        assert frontier.has_open_tasks(conn, "kept")
+    removed, calls = [], 0
+    while not removed and calls < 20:  # 18 rows, at most 4 per call and step
+        calls += 1
+        with engine.begin() as conn:
+            removed = frontier.delete_due_projects(conn, batch_rows=4)
+    assert removed == ["gone"] and calls > 1
+    with engine.connect() as conn:
+        assert frontier.count_by_status(conn, "gone") == dict.fromkeys(TASK_STATES, 0)
+        assert not frontier.has_open_tasks(conn, "gone")
+        assert frontier.project_row(conn, "gone") is None
+        assert frontier.count_by_status(conn, "kept") == dict.fromkeys(TASK_STATES, 3)
+
+
 def test_storing_a_page_twice_leaves_its_items_once_and_replaces_them(database):
     engine = get_engine(database)
     url = "http://h/page"

@@ -77,7 +77,7 @@ def run_timer(engine: Engine, project: str, timer: str) -> int:
         if timer == RESEED_TIMER and interval:
             # the start rows of a URL-only submission live only in the table: open them again
             conn.execute(update(crawl_tasks).where(
-                crawl_tasks.c.project == project, crawl_tasks.c.depth == 0,
+                crawl_tasks.c.project == project, crawl_tasks.c.depth == 0, frontier.NOT_QUEUED,
                 crawl_tasks.c.status.in_((DONE, FAILED)), crawl_tasks.c.fetched_at <= now - interval * 0.9,
             ).values(status=PENDING, next_run_at=now, error=None, updated_at=now))
         if frontier.has_open_tasks(conn, project):
