@@ -327,14 +327,18 @@ def reclaim_stale_tasks(conn: Connection, limit: int, deadline_seconds: float, n
 NOT_QUEUED = crawl_tasks.c.status != literal_column(f"'{QUEUED}'")
 
 
+def _project_rows(project: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """Conditions for the two halves of a project's rows, each found through its own index:
+    every state but queued (ix_crawl_tasks_project_state), then queued (ix_crawl_tasks_stale)."""
+    of_project = crawl_tasks.c.project == project
+    return (of_project, NOT_QUEUED), (of_project, crawl_tasks.c.status == QUEUED)
+
+
 def count_by_status(conn: Connection, project: str) -> dict[str, int]:
     """Rows of ``project`` per state; every state is present, zero when empty."""
     counts = dict.fromkeys(TASK_STATES, 0)
-    settled = (select(crawl_tasks.c.status, func.count()).where(crawl_tasks.c.project == project, NOT_QUEUED)
-               .group_by(crawl_tasks.c.status))
-    queued = select(crawl_tasks.c.status, func.count()).where(crawl_tasks.c.project == project,
-                                                              crawl_tasks.c.status == QUEUED).group_by(crawl_tasks.c.status)
-    for stmt in (settled, queued):
+    for conditions in _project_rows(project):
+        stmt = select(crawl_tasks.c.status, func.count()).where(*conditions).group_by(crawl_tasks.c.status)
         for status, count in conn.execute(stmt):
             counts[status] = count
     return counts
@@ -496,17 +500,13 @@ def delete_due_projects(conn: Connection, batch_rows: int, now: float | None = N
     names = conn.execute(select(projects.c.name).where(projects.c.delete_at <= now,
                                                        projects.c.status != RUNNING)).scalars().all()
     for name in names:
-        # the project's rows in three steps, each through an index: queued ones (through
-        # ix_crawl_tasks_stale) are rows whose messages were lost when it stopped
-        for table, key, *condition in ((results, results.c.task_id), (crawl_tasks, crawl_tasks.c.task_id, NOT_QUEUED),
-                                       (crawl_tasks, crawl_tasks.c.task_id, crawl_tasks.c.status == QUEUED)):
-            chunk = select(key).where(table.c.project == name, *condition).limit(batch_rows).scalar_subquery()
-            conn.execute(table.delete().where(key.in_(chunk)))
-        left = conn.execute(select(crawl_tasks.c.task_id).where(crawl_tasks.c.project == name, NOT_QUEUED).limit(1)).first()
-        left = left or conn.execute(select(crawl_tasks.c.task_id).where(
-            crawl_tasks.c.project == name, crawl_tasks.c.status == QUEUED).limit(1)).first()
-        left = left or conn.execute(select(results.c.task_id).where(results.c.project == name).limit(1)).first()
-        if left is None:
+        # results, then each half of the rows through its index (queued rows of a stopped
+        # project are rows whose messages were lost)
+        steps = [(results, (results.c.project == name,))] + [(crawl_tasks, half) for half in _project_rows(name)]
+        for table, conditions in steps:
+            chunk = select(table.c.task_id).where(*conditions).limit(batch_rows).scalar_subquery()
+            conn.execute(table.delete().where(table.c.task_id.in_(chunk)))
+        if not any(conn.execute(select(table.c.task_id).where(*conditions).limit(1)).first() for table, conditions in steps):
             conn.execute(projects.delete().where(projects.c.name == name))
             removed.append(name)
     return removed

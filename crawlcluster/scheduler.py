@@ -263,7 +263,8 @@ class Dispatcher:
         transaction = conn.begin()
         try:
             skip = {h for h, slot in self.slots.items() if not slot.can_take(now)}
-            self._held_back = self._held_back or bool(skip)
+            if skip:
+                self._held_back = True  # a full host, or one in its delay
             if obey:
                 skip |= self.robots.waiting_hosts(conn, now, self.queued_deadline_seconds)
             # a few more than the room, for the ones a host limit or robots.txt passes over
