@@ -165,6 +165,22 @@ class Crawl:
             self._project(conn)
             return stats.host_figures(conn, self.project)
 
+    def failures(self, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """The project's failed rows, oldest first: ``url``, ``kind`` (``HTTP 500``,
+        ``timeout``, ``dns``, ``connect``, ``robots``, ``redirect``, ``callback``, ...),
+        ``status_code``, ``error`` (a callback's exception with its file and line), ``callback``,
+        ``depth``, ``task_id``. ``kind`` keeps one kind: an error kind, an HTTP status
+        (``404``) or a class of them (``5xx``)."""
+        with self.engine.connect() as conn:
+            self._project(conn)
+            return frontier.failed_rows(conn, self.project, kind=kind, limit=limit)
+
+    def failure_counts(self) -> dict[str, int]:
+        """Failed rows per kind (``{"HTTP 500": 3, "dns": 1, "callback": 20}``), most first."""
+        with self.engine.connect() as conn:
+            self._project(conn)
+            return frontier.failure_counts(conn, self.project)
+
     def is_idle(self, stats: dict[str, Any] | None = None) -> bool:
         stats = stats or self.stats()
         return stats["pending"] == 0 and stats["queued"] == 0

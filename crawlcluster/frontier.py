@@ -146,7 +146,7 @@ def _make_due_again(conn: Connection, rows: list[dict[str, Any]]) -> int:
             update(crawl_tasks).where(condition, finished).values(
                 status=PENDING, next_run_at=row["next_run_at"], itag=row.get("itag"), age=row.get("age"),
                 auto_recrawl=row.get("auto_recrawl", False),
-                retries_left=row["retries_left"], priority=row["priority"], error=None, updated_at=now)
+                retries_left=row["retries_left"], priority=row["priority"], error=None, error_kind=None, updated_at=now)
         )
         changed += result.rowcount
     return changed
@@ -289,7 +289,7 @@ def queue_row_now(conn: Connection, row: dict[str, Any], deadline_seconds: float
     stmt = _insert(conn, crawl_tasks).values(values)
     stmt = stmt.on_conflict_do_update(
         index_elements=["task_id"],
-        set_={"status": QUEUED, "queued_at": now, "deadline_at": now + deadline_seconds, "error": None,
+        set_={"status": QUEUED, "queued_at": now, "deadline_at": now + deadline_seconds, "error": None, "error_kind": None,
               "dispatch_count": crawl_tasks.c.dispatch_count + 1, "updated_at": now},
     ).returning(*DISPATCH_COLUMNS)
     return dict(conn.execute(stmt).one()._mapping)
@@ -353,6 +353,57 @@ def has_open_tasks(conn: Connection, project: str) -> bool:
     return False
 
 
+def failure_label(kind: str | None, status_code: int | None) -> str:
+    """What a failed row is grouped under: ``HTTP 500`` for an HTTP status, else its kind
+    (``timeout``, ``dns``, ``connect``, ``robots``, ``redirect``, ``callback``, ...)."""
+    if kind == "http" and status_code is not None:
+        return f"HTTP {status_code}"
+    return kind or "other"
+
+
+def _failure_filter(kind: str | None) -> list[Any]:
+    """``kind`` as a user writes it: an error kind (``timeout``), an HTTP status (``500``,
+    ``HTTP 500``) or a class of them (``5xx``)."""
+    if not kind:
+        return []
+    text_kind = kind.strip().lower().removeprefix("http ").strip()
+    if text_kind.isdigit():
+        return [crawl_tasks.c.status_code == int(text_kind)]
+    if len(text_kind) == 3 and text_kind[0].isdigit() and text_kind[1:] == "xx":
+        low = int(text_kind[0]) * 100
+        return [crawl_tasks.c.status_code >= low, crawl_tasks.c.status_code < low + 100]
+    return [crawl_tasks.c.error_kind == text_kind]
+
+
+def failed_rows(conn: Connection, project: str, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """``project``'s failed rows (oldest failure first), optionally of one kind."""
+    stmt = (select(crawl_tasks.c.task_id, crawl_tasks.c.url, crawl_tasks.c.status_code, crawl_tasks.c.error,
+                   crawl_tasks.c.error_kind, crawl_tasks.c.callback, crawl_tasks.c.depth, crawl_tasks.c.fetched_at,
+                   crawl_tasks.c.updated_at)
+            .where(crawl_tasks.c.project == project, crawl_tasks.c.status == FAILED, *_failure_filter(kind))
+            .order_by(crawl_tasks.c.updated_at, crawl_tasks.c.task_id))
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    rows = []
+    for row in conn.execute(stmt):
+        values = dict(row._mapping)
+        values["kind"] = failure_label(values["error_kind"], values["status_code"])
+        rows.append(values)
+    return rows
+
+
+def failure_counts(conn: Connection, project: str) -> dict[str, int]:
+    """``project``'s failed rows per :func:`failure_label`, most first."""
+    stmt = (select(crawl_tasks.c.error_kind, crawl_tasks.c.status_code, func.count())
+            .where(crawl_tasks.c.project == project, crawl_tasks.c.status == FAILED)
+            .group_by(crawl_tasks.c.error_kind, crawl_tasks.c.status_code))
+    counts: dict[str, int] = {}
+    for kind, status_code, count in conn.execute(stmt):
+        label = failure_label(kind, status_code)
+        counts[label] = counts.get(label, 0) + count
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def running_projects(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(select(projects).where(projects.c.status == RUNNING).order_by(projects.c.name))
     return [dict(r._mapping) for r in rows]
@@ -406,7 +457,7 @@ def schedule_retries(conn: Connection, failures: list[dict[str, Any]], now: floa
         conn.execute(
             update(crawl_tasks).where(crawl_tasks.c.task_id == task).values(
                 status=PENDING, retries_left=retries_left - 1, next_run_at=now + delay,
-                status_code=failure.get("code"),
+                status_code=failure.get("code"), error_kind=failure.get("kind"),
                 error=f"{failure['error']} (retry {attempt + 1} of {total} in {delay:g}s)",
                 queued_at=None, deadline_at=None, fetched_at=now, updated_at=now)
         )
@@ -425,6 +476,7 @@ def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: f
             outcome["status"],
             outcome.get("status_code"),
             outcome.get("error"),
+            outcome.get("error_kind"),
             outcome.get("final_url"),
             outcome.get("etag"),
             outcome.get("last_modified"),
@@ -432,9 +484,10 @@ def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: f
         groups.setdefault(key, []).append(outcome["task_id"])
     changed = 0
     done_ids: list[str] = []
-    for (status, status_code, error, final_url, etag, last_modified), ids in groups.items():
+    for (status, status_code, error, error_kind, final_url, etag, last_modified), ids in groups.items():
         assert status in (DONE, FAILED), status
         values = dict(status=status, status_code=status_code, error=error, final_url=final_url,
+                      error_kind=(error_kind or "other") if status == FAILED else None,
                       fetched_at=now, deadline_at=None, updated_at=now)
         if status == DONE and status_code != 304:
             values.update(etag=etag, last_modified=last_modified)

@@ -80,6 +80,9 @@ crawl_tasks = Table(
     Column("dispatch_count", Integer, nullable=False, server_default=text("0")),
     Column("status_code", Integer),
     Column("error", Text),
+    # what kind of failure ended (or is retrying) the row: http, timeout, dns, connect,
+    # robots, redirect, callback, ... (migration 0008); NULL for rows that did not fail
+    Column("error_kind", String(32)),
     Column("final_url", Text),
     Column("etag", String(500)),
     Column("last_modified", String(100)),

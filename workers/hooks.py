@@ -79,7 +79,7 @@ def run_timer(engine: Engine, project: str, timer: str) -> int:
             conn.execute(update(crawl_tasks).where(
                 crawl_tasks.c.project == project, crawl_tasks.c.depth == 0, frontier.NOT_QUEUED,
                 crawl_tasks.c.status.in_((DONE, FAILED)), crawl_tasks.c.fetched_at <= now - interval * 0.9,
-            ).values(status=PENDING, next_run_at=now, error=None, updated_at=now))
+            ).values(status=PENDING, next_run_at=now, error=None, error_kind=None, updated_at=now))
         if frontier.has_open_tasks(conn, project):
             conn.execute(update(projects).where(projects.c.name == project, projects.c.status == FINISHED)
                          .values(status=RUNNING, finished_at=None, updated_at=now))

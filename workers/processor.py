@@ -74,13 +74,13 @@ def _redirect_outcome(context: ProjectContext, page: dict[str, Any], now: float,
     try:
         target = normalize_url(page["redirect"])
     except InvalidURL as exc:
-        return {**outcome, "status": FAILED, "error": f"redirect to an invalid URL: {exc}"}
+        return {**outcome, "status": FAILED, "kind": "redirect", "error": f"redirect to an invalid URL: {exc}"}
     outcome["final_url"] = target
     if target in chain:
         loop = " -> ".join(chain + [target])
-        return {**outcome, "status": FAILED, "error": f"redirect loop: {loop}"}
+        return {**outcome, "status": FAILED, "kind": "redirect", "error": f"redirect loop: {loop}"}
     if len(chain) > settings.get("max_redirects"):
-        return {**outcome, "status": FAILED,
+        return {**outcome, "status": FAILED, "kind": "redirect",
                 "error": f"too many redirects ({len(chain)}, max_redirects={settings.get('max_redirects')}) from {chain[0]}"}
     if not context.spider.allows(target):
         return {**outcome, "status": DONE}  # an off-site target is recorded, not followed
@@ -108,7 +108,7 @@ def _page_outcome(context: ProjectContext, page: dict[str, Any], now: float,
     if page.get("final_url"):
         outcome["final_url"] = page["final_url"]
     if result.error is not None:
-        return {**outcome, "status": FAILED, "error": result.error}
+        return {**outcome, "status": FAILED, "kind": "callback", "error": result.error}
     kept, _dropped = filter_requests(context.spider, result.requests, depth, context.max_depth)
     for url, request in kept:
         new_rows.append(frontier.task_row(context.name, url, request, spider=context.spider,
@@ -138,8 +138,8 @@ def process_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> 
     try:
         context = project_context(engine, project)
     except (ConfigurationError, ProjectNotFound) as exc:
-        return [{"id": p["id"], "url": p["url"], "code": p.get("code"), "status": FAILED, "error": str(exc)}
-                for p in pages], 0
+        return [{"id": p["id"], "url": p["url"], "code": p.get("code"), "status": FAILED, "kind": "spider",
+                 "error": str(exc)} for p in pages], 0
     new_rows: list[dict[str, Any]] = []
     outcomes = []
     for page in pages:

@@ -77,7 +77,7 @@ def store_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> di
         retried = frontier.schedule_retries(conn, pages, now=now)
         outcomes = [
             {"task_id": p["id"], "status": p["status"], "status_code": p.get("code"), "error": p.get("error"),
-             "final_url": p.get("final_url"), "etag": p.get("etag"), "last_modified": p.get("lm")}
+             "error_kind": p.get("kind"), "final_url": p.get("final_url"), "etag": p.get("etag"), "last_modified": p.get("lm")}
             for p in pages if p["id"] not in retried
         ]
         if done_ids:
