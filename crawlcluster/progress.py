@@ -1,7 +1,8 @@
 """A live progress bar for a crawl: pages finished out of pages known, and pages/s.
 
 The total grows while the crawl discovers links, so the bar is honest about what is known
-now rather than guessing the end.
+now rather than guessing the end. When nothing is in flight it says what the crawl waits
+for (``Crawl.stats()["waiting"]``: a retry's back-off, a silent scheduler, a pause...).
 """
 
 from __future__ import annotations
@@ -44,9 +45,18 @@ class CrawlProgress:
             return
         finished = stats["done"] + stats["failed"]
         known = finished + stats["pending"] + stats["queued"]
+        self._progress.update(self._task, completed=finished, total=max(known, 1), detail=self.detail(stats))
+
+    def detail(self, stats: dict[str, Any]) -> str:
+        """The text beside the bar: pace and counts while pages are in flight; what the
+        crawl waits for when none are (a silent scheduler is named either way)."""
+        finished = stats["done"] + stats["failed"]
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        detail = f"{finished / elapsed:6.1f} pages/s  failed {stats['failed']}  queued {stats['queued']}"
-        self._progress.update(self._task, completed=finished, total=max(known, 1), detail=detail)
+        waiting = list(stats.get("waiting") or [])
+        scheduler = (stats.get("scheduler") or {}).get("message")
+        if waiting and (not stats["queued"] or scheduler in waiting):
+            return f"failed {stats['failed']}  waiting: " + "; ".join(waiting)
+        return f"{finished / elapsed:6.1f} pages/s  failed {stats['failed']}  queued {stats['queued']}"
 
     def __exit__(self, *exc: Any) -> None:
         if self._progress is not None:
