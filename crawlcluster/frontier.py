@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from crawlcluster import scheduling, settings
+from crawlcluster.politeness import ROBOTS_CALLBACK
 from crawlcluster.schema import (
     CANCELLED,
     DISALLOWED,
@@ -171,7 +172,9 @@ def reopen_failed_rows(conn: Connection, project: str, kind: str | None = None, 
     now, with fresh retries and no error; return how many. Works through them a chunk at a
     time, so a project with a million failures is never read into memory at once."""
     now = time.time() if now is None else now
-    conditions = [crawl_tasks.c.project == project, crawl_tasks.c.status == FAILED, *_failure_filter(kind)]
+    # a robots.txt row is the scheduler's own: it fetches robots.txt again when it needs it
+    conditions = [crawl_tasks.c.project == project, crawl_tasks.c.status == FAILED,
+                  crawl_tasks.c.callback != ROBOTS_CALLBACK, *_failure_filter(kind)]
     id_chunks: list[Sequence[str] | None] = [None]
     if task_ids is not None:
         ids = list(task_ids)
