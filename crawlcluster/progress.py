@@ -53,10 +53,13 @@ class CrawlProgress:
         finished = stats["done"] + stats["failed"]
         elapsed = max(time.monotonic() - self.started, 1e-6)
         waiting = list(stats.get("waiting") or [])
-        scheduler = (stats.get("scheduler") or {}).get("message")
-        if waiting and (not stats["queued"] or scheduler in waiting):
+        pace = f"{finished / elapsed:6.1f} pages/s  failed {stats['failed']}  queued {stats['queued']}"
+        if waiting and not stats["queued"]:
             return f"failed {stats['failed']}  waiting: " + "; ".join(waiting)
-        return f"{finished / elapsed:6.1f} pages/s  failed {stats['failed']}  queued {stats['queued']}"
+        # queued rows that do not move: no scheduler, or no render worker to take them
+        scheduler = (stats.get("scheduler") or {}).get("message")
+        stuck = [w for w in waiting if w == scheduler or "render queue" in w]
+        return pace + ("  waiting: " + "; ".join(stuck) if stuck else "")
 
     def __exit__(self, *exc: Any) -> None:
         if self._progress is not None:

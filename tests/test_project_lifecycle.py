@@ -188,3 +188,30 @@ def test_eta_counts_a_retry_due_in_an_hour_and_a_paused_project_has_none(process
     assert "last tick" in status.stdout
     crawl.cancel()
     assert crawl.stats()["eta_seconds"] is None
+
+
+def test_waiting_names_a_postponed_host_and_rows_no_render_worker_takes(processes, scripted, monkeypatch):
+    from crawlcluster import stats as stats_module
+    from crawlcluster.urls import url_host
+
+    monkeypatch.setattr(stats_module, "RENDER_SILENCE_SECONDS", 0.5)  # read here, by the client
+    start_cluster(processes)  # fetch, parse and store workers and beat; no render worker
+    down = ScriptedSite()
+    try:
+        down.route("/robots.txt", lambda n, _h: (503, {}, b"down for maintenance"))
+        robots_down = crawlcluster.submit([down.url + "/x"], project="robots-down")
+        host = url_host(down.url + "/x")
+        expected = f"host {host} postponed: robots.txt unreachable, next try in 0:"
+        assert poll(lambda: any(r.startswith(expected) for r in robots_down.stats()["waiting"]), timeout=30), \
+            robots_down.stats()["waiting"]
+        assert len(down.hits("/x")) == 0
+    finally:
+        down.stop()
+    browser = crawlcluster.submit("tests.render_spiders:TreeSpider", project="needs-browser",
+                                  spider_kwargs={"start_urls": [scripted.url + "/a"], "render": True})
+    expected = "1 row waits for the render queue: no render worker seen"
+    assert poll(lambda: any(r.startswith(expected) for r in browser.stats()["waiting"]), timeout=30), \
+        browser.stats()["waiting"]
+    stats = browser.stats()
+    assert stats["queued"] == 1 and len(scripted.hits("/a")) == 0
+    assert expected in CrawlProgress("needs-browser").detail(stats)
