@@ -368,9 +368,7 @@ class Crawl:
             if only_from:
                 stmt = stmt.where(projects.c.status.in_(only_from))
             extra: dict[str, Any] = {}
-            if status == RUNNING:
-                extra = {"consecutive_failures": 0, "paused_until": None, "pause_reason": None, "delete_at": None}
-            elif status == PAUSED:
+            if status == PAUSED:  # (running again goes through _run_again, which also re-opens rows)
                 extra = {"paused_until": None, "pause_reason": "paused by the user"}
             conn.execute(stmt.values(status=status, updated_at=time.time(), **extra))
             if status == CANCELLED:
