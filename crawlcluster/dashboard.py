@@ -44,6 +44,10 @@ def _pace(pages_per_second: float) -> str:
     return f"{pages_per_second:.1f}" if pages_per_second < 100 else f"{pages_per_second:,.0f}"
 
 
+def _scheduler_line(scheduler: dict[str, Any]) -> str:
+    return f"scheduler {scheduler.get('holder')}: last tick {scheduler.get('seconds_since_seen') or 0:.0f} s ago"
+
+
 def shown_status(stats: dict[str, Any]) -> str:
     """The project's status, with the scheduler's liveness: a running project whose
     scheduler is silent is ``stalled`` (nothing dispatches it)."""
@@ -86,8 +90,7 @@ def projects_table(rows: list[tuple[str, dict[str, Any]]]) -> Table:
                       _pace(stats.get("pages_per_second", 0)), shown_eta(stats))
         scheduler = stats.get("scheduler") or {}
         if scheduler:
-            scheduler_note = scheduler.get("message") or (
-                f"scheduler {scheduler.get('holder')}: last tick {scheduler.get('seconds_since_seen', 0):.0f} s ago")
+            scheduler_note = scheduler.get("message") or _scheduler_line(scheduler)
         scheduler_message = scheduler.get("message")
         for reason in stats.get("waiting") or []:
             if reason != scheduler_message:
@@ -118,7 +121,8 @@ def project_detail(name: str, stats: dict[str, Any], hosts: list[dict[str, Any]]
     summary = (f"{shown_status(stats)}: {stats.get('pages_per_second', 0):.1f} pages/s now "
                f"({stats.get('pages_per_second_5m', 0):.1f} over 5 min), "
                f"ETA {'done' if eta == '-' and stats['status'] == 'finished' else eta}, "
-               f"{stats.get('pending', 0):,} pending, {stats.get('queued', 0):,} queued, {stats.get('done', 0):,} done, "
+               f"{stats.get('pending', 0):,} pending, {stats.get('queued', 0):,} queued, "
+               f"{stats.get('done', 0):,} done, "
                f"{stats.get('failed', 0):,} failed, {stats.get('cancelled', 0):,} cancelled, "
                f"{_size(stats.get('bytes', 0))} downloaded in {stats.get('fetch_seconds', 0):.1f} fetch-seconds"
                + (f", {stats.get('browser_seconds', 0):.1f} browser-seconds" if stats.get("browser_seconds") else ""))
@@ -126,7 +130,7 @@ def project_detail(name: str, stats: dict[str, Any], hosts: list[dict[str, Any]]
     if scheduler.get("message"):
         summary += f"\n{scheduler['message']}"
     elif scheduler:
-        summary += f"\nscheduler {scheduler.get('holder')}: last tick {scheduler.get('seconds_since_seen', 0):.0f} s ago"
+        summary += f"\n{_scheduler_line(scheduler)}"
     for reason in stats.get("waiting") or []:
         if reason != scheduler.get("message"):
             summary += f"\nwaiting: {reason}"
