@@ -6,6 +6,8 @@
     crawlcluster status [PROJECT]
     crawlcluster results PROJECT --format jsonl|csv [-o FILE]
     crawlcluster pause|resume|cancel PROJECT
+    crawlcluster failures PROJECT [--kind KIND]   failed URLs and why
+    crawlcluster retry PROJECT --failed           fetch the failed URLs again
     crawlcluster initdb
 """
 
@@ -119,13 +121,18 @@ def demo(pages: int, output: str, quiet: bool) -> None:
 @click.option("--max-pages", type=click.IntRange(min=1))
 @click.option("--max-depth", type=click.IntRange(min=0))
 @click.option("--wait/--no-wait", default=False, help="Wait for the crawl to finish, with a progress bar.")
-def submit_cmd(targets: tuple[str, ...], project, max_pages, max_depth, wait) -> None:
-    """Submit URLs, or one spider import path (pkg.module:SpiderClass), to the cluster."""
+@click.option("--replace-spider", is_flag=True,
+              help="Let the submitted spider (or the link spider, for URLs) replace the project's own.")
+def submit_cmd(targets: tuple[str, ...], project, max_pages, max_depth, wait, replace_spider) -> None:
+    """Submit URLs, or one spider import path (pkg.module:SpiderClass), to the cluster.
+
+    URLs added to an existing project are crawled by that project's spider; a URL that
+    failed before is fetched again."""
     from crawlcluster.client import submit
 
     target: Any = targets[0] if len(targets) == 1 and "://" not in targets[0] else list(targets)
     try:
-        crawl = submit(target, project, max_pages=max_pages, max_depth=max_depth)
+        crawl = submit(target, project, max_pages=max_pages, max_depth=max_depth, replace_spider=replace_spider)
         console.print(f"submitted project [bold]{crawl.project}[/]")
         if wait:
             crawl.wait(progress=True)
@@ -282,14 +289,13 @@ def render_stats_cmd() -> None:
     console.print(table)
 
 
-def _steer(project: str, action: str) -> None:
+def _steer(project: str, action: str) -> Any:
     from crawlcluster.client import Crawl
 
     try:
-        getattr(Crawl(project), action)()
+        return getattr(Crawl(project), action)()
     except CrawlClusterError as exc:
         _fail(exc)
-    console.print(f"{project}: {action} done")
 
 
 @main.command()
@@ -297,20 +303,106 @@ def _steer(project: str, action: str) -> None:
 def pause(project: str) -> None:
     """Stop dispatching PROJECT's URLs (queued ones finish)."""
     _steer(project, "pause")
+    console.print(f"{project}: paused; `crawlcluster resume {project}` dispatches it again")
 
 
 @main.command()
 @click.argument("project")
 def resume(project: str) -> None:
-    """Dispatch PROJECT's URLs again."""
-    _steer(project, "resume")
+    """Dispatch PROJECT's URLs again, after a pause or a cancel (cancelled URLs become pending)."""
+    from crawlcluster.client import Crawl
+
+    reopened = _steer(project, "resume")
+    try:
+        stats = Crawl(project).stats(figures=False, waiting=False)
+    except CrawlClusterError as exc:
+        _fail(exc)
+    open_rows = stats["pending"] + stats["queued"]
+    if reopened:
+        console.print(f"{project}: resumed {reopened:,} cancelled {'URL' if reopened == 1 else 'URLs'}; "
+                      f"{open_rows:,} pending or queued")
+    elif open_rows:
+        console.print(f"{project}: running again; {open_rows:,} pending or queued")
+    else:
+        console.print(f"{project}: nothing to resume: no URL is pending, queued or cancelled "
+                      f"({stats['done']:,} done, {stats['failed']:,} failed; "
+                      f"`crawlcluster retry {project} --failed` fetches the failed ones again)")
 
 
 @main.command()
 @click.argument("project")
 def cancel(project: str) -> None:
-    """Cancel PROJECT: its pending URLs become cancelled."""
+    """Cancel PROJECT: its pending URLs become cancelled (`resume` brings them back)."""
+    from crawlcluster.client import Crawl
+
     _steer(project, "cancel")
+    cancelled = Crawl(project).stats(figures=False, waiting=False)["cancelled"]
+    console.print(f"{project}: cancelled; {cancelled:,} URLs cancelled, `crawlcluster resume {project}` fetches them")
+
+
+@main.command()
+@click.argument("project")
+@click.option("--kind", help="Only this kind: an error kind (timeout, connect, callback...), an HTTP status "
+                             "(404) or a class of them (5xx).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="Show at most this many.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per failed URL, for scripts.")
+def failures(project: str, kind: str | None, limit: int, as_json: bool) -> None:
+    """List PROJECT's failed URLs with their reasons, counts by kind first."""
+    from crawlcluster.client import Crawl
+
+    try:
+        crawl = Crawl(project)
+        counts = crawl.failure_counts()
+        rows = crawl.failures(kind=kind, limit=limit)
+    except CrawlClusterError as exc:
+        _fail(exc)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps({k: row[k] for k in ("url", "kind", "status_code", "error", "callback", "depth",
+                                                       "task_id")}, ensure_ascii=False))
+        return
+    out = Console(soft_wrap=False)
+    total = sum(counts.values())
+    if not total:
+        out.print(f"{project}: no failed URLs")
+        return
+    out.print(f"{project}: {total:,} failed: " + ", ".join(f"{label} {count:,}" for label, count in counts.items()))
+    if not rows:
+        out.print(f"none of kind {kind!r}")
+        return
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    table.add_column("URL", overflow="fold", ratio=3)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("status", justify="right", no_wrap=True)
+    table.add_column("error", overflow="fold", ratio=4)
+    for row in rows:
+        table.add_row(row["url"], row["kind"], str(row["status_code"] or "-"), row["error"] or "")
+    out.print(table)
+    if len(rows) == limit and (kind or total > limit):
+        out.print(f"(first {limit}; --limit N shows more)")
+    out.print(f"`crawlcluster retry {project} --failed{' --kind ' + kind if kind else ''}` fetches them again")
+
+
+@main.command()
+@click.argument("project")
+@click.option("--failed", "failed", is_flag=True, help="Fetch the failed URLs again.")
+@click.option("--kind", help="Only failures of this kind (as `failures --kind` takes it).")
+def retry(project: str, failed: bool, kind: str | None) -> None:
+    """Fetch PROJECT's failed URLs again: they become pending with fresh retries and the
+    project runs again (the scheduler dispatches them)."""
+    from crawlcluster.client import Crawl
+
+    if not failed:
+        raise click.UsageError("say what to retry: `crawlcluster retry PROJECT --failed`")
+    try:
+        count = Crawl(project).retry_failed(kind=kind)
+    except CrawlClusterError as exc:
+        _fail(exc)
+    what = f"failed URLs{' of kind ' + repr(kind) if kind else ''}"
+    if count:
+        console.print(f"{project}: {count:,} {what} pending again; the project is running")
+    else:
+        console.print(f"{project}: no {what} to retry")
 
 
 @main.command()

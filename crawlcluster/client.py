@@ -18,7 +18,7 @@ from typing import IO, Any, Iterable, Iterator
 
 from sqlalchemy import func, select, update
 
-from crawlcluster import frontier, scheduling, stats
+from crawlcluster import frontier, lease, scheduling, stats
 from crawlcluster.db import get_engine
 from crawlcluster.errors import ConfigurationError, CrawlClusterError, InvalidURL, ProjectNotFound
 from crawlcluster.schema import CANCELLED, PAUSED, RUNNING, projects, render_hosts, render_workers, results, screenshots
@@ -27,7 +27,9 @@ from crawlcluster.urls import normalize_url, url_host
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["submit", "Crawl", "list_projects", "render_stats"]
+__all__ = ["submit", "Crawl", "list_projects", "render_stats", "scheduler_health"]
+
+LINK_SPIDER_PATH = spider_path(LinkSpider)
 
 
 class CrawlTimeout(CrawlClusterError):
@@ -40,6 +42,18 @@ def _seed_rows(project: str, requests: Iterable[Request], spider: Spider, projec
                               depth=0, now=now) for r in requests]
 
 
+def _project_spider(existing: dict[str, Any]) -> tuple[type[Spider], dict[str, Any]]:
+    """The spider class and keyword arguments an existing project runs."""
+    kwargs = dict((existing.get("settings") or {}).get("spider_kwargs") or {})
+    try:
+        return load_spider_class(existing["spider"]), kwargs
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            f"project {existing['name']!r} runs the spider {existing['spider']!r}, which cannot be imported here "
+            f"({exc}); submit its URLs where that spider is installed, or pass replace_spider=True "
+            "(--replace-spider) to crawl them with the link spider instead") from None
+
+
 def submit(
     target: str | Iterable[str] | type[Spider],
     project: str | None = None,
@@ -49,40 +63,69 @@ def submit(
     spider_kwargs: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
     database_url: str | None = None,
+    replace_spider: bool = False,
 ) -> "Crawl":
     """Start (or restart) a crawl and return its :class:`Crawl` handle.
 
     ``target`` is a list of URLs (the built-in link spider follows links on their hosts),
     a :class:`Spider` subclass, or a spider's import path (``pkg.module:MySpider``). The
-    spider must be importable on every worker node. Submitting to an existing project
-    adds the new start URLs and sets it running; URLs it already knows are not added again.
+    spider must be importable on every worker node.
+
+    Submitting to an existing project adds the new start URLs and sets it running. The
+    project keeps its spider: URLs go to its default callback (a project of the link
+    spider also follows links on the new URLs' hosts), and a different spider is refused
+    unless ``replace_spider`` is set, because the project's rows name callbacks of its own
+    spider. A URL the project knows is not added again, but one that failed is fetched
+    again, with fresh retries; a done one only with ``force_update``.
     """
     if isinstance(target, str) and "://" not in target and ":" in target:
         target = load_spider_class(target)  # "package.module:SpiderClass"
-    if isinstance(target, type):
-        if not issubclass(target, Spider):
-            raise ConfigurationError(f"{target!r} is not a crawlcluster.Spider subclass")
-        spider_cls = target
-        kwargs = dict(spider_kwargs or {})
-        spider = spider_cls(**kwargs)
-        project = project or spider_cls.name or spider_cls.__name__.lower()
-        requests = [spider.with_defaults(r) for r in spider.start()]
-    else:
+    engine = get_engine(database_url)
+    now = time.time()
+    if isinstance(target, type) and not issubclass(target, Spider):
+        raise ConfigurationError(f"{target!r} is not a crawlcluster.Spider subclass")
+    if project is None and isinstance(target, type):
+        project = target.name or target.__name__.lower()
+    urls: list[str] = []
+    if not isinstance(target, type):
         urls = [target] if isinstance(target, str) else list(target)
         if not urls:
             raise InvalidURL("", "no start URL given")
-        normalized = [normalize_url(u) for u in urls]
-        spider_cls = LinkSpider
-        kwargs = {"allowed_domains": sorted({url_host(u) for u in normalized}), **(spider_kwargs or {})}
-        spider = spider_cls(**kwargs)
-        project = project or url_host(normalized[0]).replace(":", "_")
-        requests = [spider.with_defaults(Request(u)) for u in normalized]
-    max_pages = max_pages if max_pages is not None else spider.max_pages
-    max_depth = max_depth if max_depth is not None else spider.max_depth
-    engine = get_engine(database_url)
-    now = time.time()
+        urls = [normalize_url(u) for u in urls]
+        project = project or url_host(urls[0]).replace(":", "_")
+    assert project is not None
     with engine.connect() as conn:
         existing = frontier.project_row(conn, project)
+    if isinstance(target, type):
+        spider_cls = target
+        if existing and existing["spider"] != spider_path(spider_cls) and not replace_spider:
+            raise ConfigurationError(
+                f"project {project!r} runs the spider {existing['spider']!r}, not {spider_path(spider_cls)!r}; "
+                "its rows name that spider's callbacks. Submit to another project, or pass "
+                "replace_spider=True (--replace-spider) to replace its spider")
+        kwargs = dict(spider_kwargs or {})
+        spider = spider_cls(**kwargs)
+        requests = [spider.with_defaults(r) for r in spider.start()]
+    elif existing and existing["spider"] != LINK_SPIDER_PATH and not replace_spider:
+        # the project's own spider takes the URLs, with its own arguments
+        spider_cls, kwargs = _project_spider(existing)
+        kwargs.update(spider_kwargs or {})
+        spider = spider_cls(**kwargs)
+        requests = [spider.with_defaults(Request(u)) for u in urls]
+    else:
+        spider_cls = LinkSpider
+        domains = {url_host(u) for u in urls}
+        if existing and existing["spider"] == LINK_SPIDER_PATH:  # a link crawl grows to the new hosts
+            domains |= set(((existing.get("settings") or {}).get("spider_kwargs") or {}).get("allowed_domains") or [])
+        kwargs = {"allowed_domains": sorted(domains), **(spider_kwargs or {})}
+        spider = spider_cls(**kwargs)
+        requests = [spider.with_defaults(Request(u)) for u in urls]
+    # URLs added to a project keep its limits; a spider (re)submitted brings its own
+    limits = existing if existing and not isinstance(target, type) else {}
+    if max_pages is None:
+        max_pages = limits.get("max_pages") if limits.get("max_pages") is not None else spider.max_pages
+    if max_depth is None:
+        max_depth = limits.get("max_depth") if limits.get("max_depth") is not None else spider.max_depth
     checked = scheduling.check_project_settings(settings or {})
     columns = {k: checked.pop(k) for k in scheduling.PROJECT_COLUMNS if k in checked}
     project_settings = {**((existing or {}).get("settings") or {}), **checked, "spider_kwargs": kwargs}
@@ -96,7 +139,7 @@ def submit(
             conn.execute(projects.insert().values(name=project, created_at=now, tasks_created=0, **values))
         else:
             conn.execute(update(projects).where(projects.c.name == project).values(**values))
-        added = frontier.insert_tasks(conn, project, rows, max_pages=max_pages)
+        added = frontier.insert_tasks(conn, project, rows, max_pages=max_pages, reopen_failed=True)
         for method_name in dir(spider_cls):
             interval = getattr(getattr(spider_cls, method_name, None), scheduling.EVERY_ATTR, None)
             if interval:
@@ -119,6 +162,15 @@ def render_stats(database_url: str | None = None) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in conn.execute(select(render_workers).order_by(render_workers.c.worker))]
 
 
+def scheduler_health(database_url: str | None = None) -> dict[str, Any]:
+    """The dispatching scheduler as its lease row shows it: ``holder`` (host:pid of the
+    leader), ``last_seen_at`` and ``seconds_since_seen`` (its last tick), ``alive``, and a
+    ``message`` when it is not (``scheduler not seen for 60 s``, ``no scheduler has ever
+    run``). The leader writes the row every couple of seconds while it ticks."""
+    with get_engine(database_url).connect() as conn:
+        return lease.scheduler_health(conn).as_dict()
+
+
 class Crawl:
     """A handle on one project's crawl; cheap to create, holds no connection."""
 
@@ -139,21 +191,36 @@ class Crawl:
             raise ProjectNotFound(self.project)
         return row
 
-    def stats(self, figures: bool = True) -> dict[str, Any]:
+    def stats(self, figures: bool = True, waiting: bool = True) -> dict[str, Any]:
         """Rows per state, items stored and the project's status
-        (``{"pending", "queued", "done", "failed", "cancelled", "disallowed", "items", "status"}``)
-        and, with ``figures``, the durable statistics: outcome counts over the last 5
-        minutes, hour, day and all time (``windows``), ``pages_per_second`` now, an
-        ``eta_seconds`` estimate, and the cost so far: ``bytes`` downloaded,
-        ``fetch_seconds``, ``browser_seconds``, ``retries``."""
+        (``{"pending", "queued", "done", "failed", "cancelled", "disallowed", "items", "status"}``),
+        ``next_due_at`` (when the earliest pending row is due, unix time) and, with
+        ``waiting``, ``waiting``: short sentences on what holds the crawl back (``3 retries
+        due in 0:00:42``, ``scheduler not seen for 60 s``, ``paused: ...``, ``host X
+        postponed: robots.txt unreachable, ...``, rows waiting for a render worker) and
+        ``scheduler`` (:func:`scheduler_health`). With ``figures``, the durable statistics:
+        outcome counts over the last 5 minutes, hour, day and all time (``windows``),
+        ``pages_per_second`` now, an ``eta_seconds`` estimate (None while paused or
+        cancelled; never before the last pending row is due), and the cost so far:
+        ``bytes`` downloaded, ``fetch_seconds``, ``browser_seconds``, ``retries``."""
+        now = time.time()
         with self.engine.connect() as conn:
             row = self._project(conn)
             counts: dict[str, Any] = frontier.count_by_status(conn, self.project)
             counts["items"] = conn.execute(
                 select(func.count()).select_from(results).where(results.c.project == self.project)
             ).scalar_one()
+            due = stats.pending_figures(conn, self.project, now) if counts["pending"] else {}
+            counts["next_due_at"] = due.get("next_due_at")
             if figures:
-                counts.update(stats.project_figures(conn, self.project, counts["pending"] + counts["queued"]))
+                open_rows = counts["pending"] + counts["queued"]
+                counts.update(stats.project_figures(conn, self.project, open_rows, now))
+                counts["eta_seconds"] = stats.eta_seconds(row["status"], open_rows, counts["queued"],
+                                                          counts["eta_seconds"], due, now)
+            if waiting:
+                health = lease.scheduler_health(conn, now=now)
+                counts["scheduler"] = health.as_dict()
+                counts["waiting"] = stats.waiting_reasons(conn, row, counts, due, health.message, now)
         counts["status"] = row["status"]
         counts["pause_reason"] = row["pause_reason"] if row["status"] == PAUSED else None
         counts["paused_until"] = row["paused_until"] if row["status"] == PAUSED else None
@@ -181,14 +248,34 @@ class Crawl:
             self._project(conn)
             return frontier.failure_counts(conn, self.project)
 
+    def retry_failed(self, kind: str | None = None) -> int:
+        """Fetch the failed rows again (only those of ``kind``, as :meth:`failures` takes
+        it): they become pending, due now, with fresh retries, and the project runs again
+        so the scheduler dispatches them. Returns how many rows were re-opened."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            self._project(conn)
+            reopened = frontier.reopen_failed_rows(conn, self.project, kind=kind, now=now)
+            if reopened:
+                self._run_again(conn, now)
+        logger.info("%s: %d failed rows due again", self.project, reopened)
+        return reopened
+
+    def _run_again(self, conn: Any, now: float) -> None:
+        conn.execute(update(projects).where(projects.c.name == self.project).values(
+            status=RUNNING, finished_at=None, updated_at=now, consecutive_failures=0, paused_until=None,
+            pause_reason=None, delete_at=None))
+
     def is_idle(self, stats: dict[str, Any] | None = None) -> bool:
-        stats = stats or self.stats()
+        stats = stats or self.stats(figures=False, waiting=False)
         return stats["pending"] == 0 and stats["queued"] == 0
 
     def wait(self, timeout: float | None = None, progress: bool = False, poll_seconds: float = 0.5) -> dict[str, Any]:
         """Block until nothing is pending or queued (or the project is cancelled or paused by
         the user, with nothing queued); return the final :meth:`stats`. With ``progress`` a bar on
-        the terminal shows pages done out of pages known. Raises :class:`CrawlTimeout`."""
+        the terminal shows pages done out of pages known, and what the crawl waits for when
+        nothing is in flight. Raises :class:`CrawlTimeout`, whose message says what is left
+        and why."""
         from crawlcluster.progress import CrawlProgress
 
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -201,9 +288,10 @@ class Crawl:
                 if self.is_idle(stats) or (stopped and stats["queued"] == 0):
                     return self.stats()
                 if deadline is not None and time.monotonic() > deadline:
+                    why = stats["waiting"] or ["is `celery -A crawlcluster beat` running, and a worker per queue?"]
                     raise CrawlTimeout(
                         f"project {self.project!r} still has {stats['pending']} pending and {stats['queued']} queued "
-                        f"rows after {timeout}s; is `celery -A crawlcluster beat` running, and a worker per queue?")
+                        f"rows after {timeout}s: " + "; ".join(why))
                 time.sleep(poll_seconds)
 
     def results(self, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
@@ -280,9 +368,7 @@ class Crawl:
             if only_from:
                 stmt = stmt.where(projects.c.status.in_(only_from))
             extra: dict[str, Any] = {}
-            if status == RUNNING:
-                extra = {"consecutive_failures": 0, "paused_until": None, "pause_reason": None, "delete_at": None}
-            elif status == PAUSED:
+            if status == PAUSED:  # (running again goes through _run_again, which also re-opens rows)
                 extra = {"paused_until": None, "pause_reason": "paused by the user"}
             conn.execute(stmt.values(status=status, updated_at=time.time(), **extra))
             if status == CANCELLED:
@@ -311,10 +397,17 @@ class Crawl:
         """Stop dispatching this project's rows; rows already queued still finish."""
         self._set_status(PAUSED, only_from=(RUNNING,))
 
-    def resume(self) -> None:
-        """Dispatch again after :meth:`pause` or an auto-pause (a finished project with new
-        rows runs too); forgets the failure run that caused an auto-pause."""
-        self._set_status(RUNNING)
+    def resume(self) -> int:
+        """Dispatch again after :meth:`pause`, an auto-pause or :meth:`cancel` (a finished
+        project with new rows runs too); forgets the failure run that caused an auto-pause.
+        Rows that :meth:`cancel` stopped become pending again; returns how many (rows a
+        request's ``cancel=True`` cancelled stay cancelled)."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            self._project(conn)
+            reopened = frontier.reopen_cancelled(conn, self.project, now=now)
+            self._run_again(conn, now)
+        return reopened
 
     def schedule(self, every_seconds: float) -> None:
         """Re-seed the start URLs every ``every_seconds`` (from beat); a start URL is fetched

@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from crawlcluster import scheduling, settings
+from crawlcluster.politeness import ROBOTS_CALLBACK
 from crawlcluster.schema import (
     CANCELLED,
     DISALLOWED,
@@ -88,11 +89,15 @@ def _insert(conn: Connection, table):
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
-def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]], max_pages: int | None = None) -> int:
+def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]], max_pages: int | None = None,
+                 reopen_failed: bool = False) -> int:
     """Insert the rows whose task id is new, in one statement; return how many were new.
 
     With ``max_pages`` the project's row is locked while its budget is checked, so
     parse workers running side by side never create more than ``max_pages`` rows.
+    With ``reopen_failed`` (a user submitting URLs, never a page's links: a dead link
+    found on every page must not be fetched again each time) known rows that failed
+    become pending again, due now, with fresh retries.
     """
     if not rows:
         return 0
@@ -102,6 +107,9 @@ def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]],
     cancel_ids = [tid for tid, row in unique.items() if row.get("_cancel")]
     if cancel_ids:
         cancel_tasks(conn, cancel_ids)
+    if reopen_failed:
+        reopen = sorted(tid for tid, row in unique.items() if not row.get("_cancel"))
+        reopen_failed_rows(conn, project, task_ids=reopen, now=min(row["updated_at"] for row in unique.values()))
     recrawl = [row for row in unique.values()
                if not row.get("_cancel") and (row.get("_force") or row.get("itag") is not None or (row.get("age") or -1) >= 0)]
     # in task-id order: two parse workers inserting overlapping links then take the index
@@ -150,6 +158,60 @@ def _make_due_again(conn: Connection, rows: list[dict[str, Any]]) -> int:
         )
         changed += result.rowcount
     return changed
+
+
+def fresh_retries(fetch_options: dict[str, Any] | None) -> int:
+    """How many retries a row starts with: its own ``retries`` option, else the cluster's."""
+    options = fetch_options or {}
+    return int(options.get("retries", settings.get("retries")))
+
+
+def reopen_failed_rows(conn: Connection, project: str, kind: str | None = None, task_ids: Sequence[str] | None = None,
+                       now: float | None = None, chunk_rows: int = 1000) -> int:
+    """Failed rows of ``project`` (of one ``kind``, or only ``task_ids``) become pending, due
+    now, with fresh retries and no error; return how many. Works through them a chunk at a
+    time, so a project with a million failures is never read into memory at once."""
+    now = time.time() if now is None else now
+    # a robots.txt row is the scheduler's own: it fetches robots.txt again when it needs it
+    conditions = [crawl_tasks.c.project == project, crawl_tasks.c.status == FAILED,
+                  crawl_tasks.c.callback != ROBOTS_CALLBACK, *_failure_filter(kind)]
+    id_chunks: list[Sequence[str] | None] = [None]
+    if task_ids is not None:
+        ids = list(task_ids)
+        id_chunks = [ids[i:i + chunk_rows] for i in range(0, len(ids), chunk_rows)]
+    reopened = 0
+    for id_chunk in id_chunks:
+        where = conditions + ([crawl_tasks.c.task_id.in_(id_chunk)] if id_chunk is not None else [])
+        while True:  # each round turns up to chunk_rows failed rows into pending ones, so it ends
+            found = conn.execute(select(crawl_tasks.c.task_id, crawl_tasks.c.fetch).where(*where)
+                                 .order_by(crawl_tasks.c.task_id).limit(chunk_rows)).all()
+            by_retries: dict[int, list[str]] = {}
+            for tid, options in found:
+                by_retries.setdefault(fresh_retries(options), []).append(tid)
+            for retries, tids in by_retries.items():
+                reopened += conn.execute(
+                    update(crawl_tasks).where(crawl_tasks.c.task_id.in_(tids), crawl_tasks.c.status == FAILED)
+                    .values(status=PENDING, next_run_at=now, retries_left=retries, error=None, error_kind=None,
+                            queued_at=None, deadline_at=None, updated_at=now)).rowcount
+            if len(found) < chunk_rows:
+                break
+    return reopened
+
+
+# the error text of rows `cancel` (Crawl.cancel) turned from pending into cancelled; resume
+# re-opens exactly these, not the rows a request's cancel=True cancelled
+CANCELLED_BY_USER = "cancelled by the user"
+
+
+def reopen_cancelled(conn: Connection, project: str, now: float | None = None) -> int:
+    """Rows of ``project`` that a user's cancel stopped become pending again, due now."""
+    now = time.time() if now is None else now
+    result = conn.execute(
+        update(crawl_tasks)
+        .where(crawl_tasks.c.project == project, crawl_tasks.c.status == CANCELLED,
+               crawl_tasks.c.error == CANCELLED_BY_USER)
+        .values(status=PENDING, next_run_at=now, error=None, updated_at=now))
+    return result.rowcount
 
 
 def cancel_tasks(conn: Connection, ids: list[str], now: float | None = None) -> int:
@@ -427,7 +489,7 @@ def cancel_pending(conn: Connection, project: str, now: float | None = None) -> 
     result = conn.execute(
         update(crawl_tasks)
         .where(crawl_tasks.c.project == project, crawl_tasks.c.status == PENDING)
-        .values(status=CANCELLED, error="cancelled by the user", updated_at=now)
+        .values(status=CANCELLED, error=CANCELLED_BY_USER, updated_at=now)
     )
     return result.rowcount
 

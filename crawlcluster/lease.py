@@ -6,6 +6,11 @@ takes it over once it has expired. Every claim transaction of the leader first r
 and extends the lease *in the same transaction* (:meth:`LeaderLease.fence`), holding the
 lease row's lock until it commits, so a deposed leader can never claim a row: its fence
 fails and its transaction rolls back.
+
+The row is also the scheduler's heartbeat: the leader writes ``updated_at`` at least every
+:data:`HEARTBEAT_SECONDS` while it ticks, so :func:`scheduler_health` (``crawlcluster
+status``, ``Crawl.wait``) can say "scheduler not seen for 60 s" long before a long lease
+would expire.
 """
 
 from __future__ import annotations
@@ -15,14 +20,30 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from crawlcluster.schema import scheduler_lease
 
 logger = logging.getLogger(__name__)
+
+
+# The leader renews its lease after a quarter of its ttl, and at least this often: one
+# UPDATE of one row, the heartbeat that tells a live scheduler from a dead one.
+HEARTBEAT_SECONDS = 2.0
+# A lease row not written for this many heartbeats (and never less than SILENT_MIN_SECONDS)
+# belongs to a scheduler that has stopped ticking, whatever its expiry says.
+SILENT_AFTER_HEARTBEATS = 5
+SILENT_MIN_SECONDS = 10.0
+
+
+def renew_interval(ttl_seconds: float) -> float:
+    """Seconds between two renewals of a lease of ``ttl_seconds`` by a ticking leader."""
+    return max(0.0, min(ttl_seconds / 4, HEARTBEAT_SECONDS))
 
 
 class LeaderLease:
@@ -39,6 +60,11 @@ class LeaderLease:
     @property
     def is_leader(self) -> bool:
         return self.token is not None
+
+    def renew_due(self, now: float) -> bool:
+        """Whether this tick should take or renew the lease (claims renew it too, in their
+        own transactions); often enough that the row's ``updated_at`` is a heartbeat."""
+        return not self.is_leader or now - self.renewed_at >= renew_interval(self.ttl_seconds)
 
     def acquire_or_renew(self, conn: Connection, now: float | None = None) -> bool:
         """Renew the lease if we hold it, take it if it expired; True when we lead."""
@@ -90,3 +116,51 @@ class LeaderLease:
             scheduler_lease.c.name == self.name, scheduler_lease.c.holder == self.holder,
             scheduler_lease.c.token == self.token).values(expires_at=0.0))
         self.token = None
+
+
+def _age_text(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+@dataclass(frozen=True)
+class SchedulerHealth:
+    """What the lease row says about the dispatching scheduler (beat, or an embedded crawl)."""
+
+    holder: str | None  # host:pid:nonce of the last leader; None when no scheduler ever ran
+    last_seen_at: float | None  # when the leader last wrote its lease (unix time)
+    seconds_since_seen: float | None
+    alive: bool
+
+    @property
+    def message(self) -> str | None:
+        """``None`` when a scheduler is alive, else a sentence a user can act on."""
+        if self.alive:
+            return None
+        if self.holder is None or self.seconds_since_seen is None:
+            return "no scheduler has ever run (start `celery -A crawlcluster beat`)"
+        return f"scheduler not seen for {_age_text(self.seconds_since_seen)}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"holder": self.holder, "last_seen_at": self.last_seen_at,
+                "seconds_since_seen": self.seconds_since_seen, "alive": self.alive, "message": self.message}
+
+
+def scheduler_health(conn: Connection, name: str = "beat", now: float | None = None) -> SchedulerHealth:
+    """Read the lease row (one primary-key lookup): who leads, and when it last ticked. A
+    leader is alive while its lease has not expired and it wrote the row within
+    SILENT_AFTER_HEARTBEATS of its heartbeats."""
+    now = time.time() if now is None else now
+    row = conn.execute(select(scheduler_lease.c.holder, scheduler_lease.c.expires_at, scheduler_lease.c.updated_at)
+                       .where(scheduler_lease.c.name == name)).first()
+    if row is None:
+        return SchedulerHealth(None, None, None, False)
+    age = max(0.0, now - row.updated_at)
+    ttl = row.expires_at - row.updated_at  # both written by every renewal; 0 or less once released
+    silent_after = max(SILENT_MIN_SECONDS, SILENT_AFTER_HEARTBEATS * renew_interval(max(ttl, 0.0)))
+    alive = row.expires_at > now and age <= silent_after
+    return SchedulerHealth(row.holder, row.updated_at, round(age, 1), alive)

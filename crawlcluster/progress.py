@@ -1,7 +1,8 @@
 """A live progress bar for a crawl: pages finished out of pages known, and pages/s.
 
 The total grows while the crawl discovers links, so the bar is honest about what is known
-now rather than guessing the end.
+now rather than guessing the end. When nothing is in flight it says what the crawl waits
+for (``Crawl.stats()["waiting"]``: a retry's back-off, a silent scheduler, a pause...).
 """
 
 from __future__ import annotations
@@ -44,9 +45,21 @@ class CrawlProgress:
             return
         finished = stats["done"] + stats["failed"]
         known = finished + stats["pending"] + stats["queued"]
+        self._progress.update(self._task, completed=finished, total=max(known, 1), detail=self.detail(stats))
+
+    def detail(self, stats: dict[str, Any]) -> str:
+        """The text beside the bar: pace and counts while pages are in flight; what the
+        crawl waits for when none are (a silent scheduler is named either way)."""
+        finished = stats["done"] + stats["failed"]
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        detail = f"{finished / elapsed:6.1f} pages/s  failed {stats['failed']}  queued {stats['queued']}"
-        self._progress.update(self._task, completed=finished, total=max(known, 1), detail=detail)
+        waiting = list(stats.get("waiting") or [])
+        pace = f"{finished / elapsed:6.1f} pages/s  failed {stats['failed']}  queued {stats['queued']}"
+        if waiting and not stats["queued"]:
+            return f"failed {stats['failed']}  waiting: " + "; ".join(waiting)
+        # queued rows that do not move: no scheduler, or no render worker to take them
+        scheduler = (stats.get("scheduler") or {}).get("message")
+        stuck = [w for w in waiting if w == scheduler or "render queue" in w]
+        return pace + ("  waiting: " + "; ".join(stuck) if stuck else "")
 
     def __exit__(self, *exc: Any) -> None:
         if self._progress is not None:

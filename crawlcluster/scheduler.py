@@ -173,7 +173,7 @@ class Dispatcher:
         while self._claims_in_hand and self._claims_in_hand[0][0].done():
             self._claims_in_hand.popleft()[0].result()  # a claim that failed (LeaseLost) fails this tick
         with self._engine.connect() as conn:  # for the tick's bookkeeping; each claim has its own
-            if not self.lease.is_leader or now - self.lease.renewed_at >= self.lease.ttl_seconds / 4:
+            if self.lease.renew_due(now):
                 # the leader's claims renew the lease in their own transactions (fence);
                 # this is for a standby, and for a leader with nothing to claim
                 with conn.begin():

@@ -13,14 +13,36 @@ import bisect
 import time
 from typing import Any, Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from crawlcluster.schema import DONE, FAILED, LATENCY_BOUNDS, LATENCY_COLUMNS, crawl_stats
+from crawlcluster.schema import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    LATENCY_BOUNDS,
+    LATENCY_COLUMNS,
+    PAUSED,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    crawl_stats,
+    crawl_tasks,
+    hosts,
+    render_hosts,
+    render_workers,
+)
 from crawlcluster.urls import url_host
 
 WINDOWS = {"5m": 300, "1h": 3600, "1d": 86400}
+# rows queued for the browser tier this long, with no render worker reporting since, are
+# said to wait for one (a render worker writes its render_workers row after every batch)
+RENDER_SILENCE_SECONDS = 15.0
+# queued rows read, at most, to tell the ones sent to the render queue from the rest
+RENDER_SAMPLE_ROWS = 500
+# postponed hosts named, at most, in the waiting sentences
+NAMED_HOSTS = 3
 COUNTERS = ("fetched", "done", "failed", "retried", "bytes", "fetch_seconds", "browser_seconds")
 
 
@@ -111,3 +133,124 @@ def latency_histogram(conn: Connection) -> list[tuple[str, float, int]]:
     columns = [func.coalesce(func.sum(getattr(crawl_stats.c, name)), 0) for name in LATENCY_COLUMNS]
     rows = conn.execute(select(crawl_stats.c.project, *columns).group_by(crawl_stats.c.project)).all()
     return [(row[0], bound, int(count)) for row in rows for bound, count in zip(LATENCY_BOUNDS, row[1:])]
+
+
+def clock(seconds: float) -> str:
+    """``0:00:42``, ``1:00:00``: a wait as the progress bar and ``status`` show it."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def pending_figures(conn: Connection, project: str, now: float) -> dict[str, Any]:
+    """When ``project``'s pending rows are due, in one pass over them: ``next_due_at`` and
+    ``last_due_at`` (earliest and latest next_run_at), ``due_now``, and of the rows not due
+    yet the retries (a failure's back-off: they carry its error) and the others (exetime,
+    re-crawl age), each with its earliest due time."""
+    later = crawl_tasks.c.next_run_at > now
+    retry = crawl_tasks.c.error.is_not(None)
+    row = conn.execute(select(
+        func.min(crawl_tasks.c.next_run_at), func.max(crawl_tasks.c.next_run_at),
+        func.count().filter(crawl_tasks.c.next_run_at <= now),
+        func.count().filter(later, retry), func.min(crawl_tasks.c.next_run_at).filter(later, retry),
+        func.count().filter(later, crawl_tasks.c.error.is_(None)),
+        func.min(crawl_tasks.c.next_run_at).filter(later, crawl_tasks.c.error.is_(None)),
+    ).where(crawl_tasks.c.project == project, crawl_tasks.c.status == PENDING)).one()
+    return {"next_due_at": row[0], "last_due_at": row[1], "due_now": int(row[2] or 0),
+            "retries_waiting": int(row[3] or 0), "next_retry_at": row[4],
+            "later_waiting": int(row[5] or 0), "next_later_at": row[6]}
+
+
+def eta_seconds(status: str, open_rows: int, queued: int, pace_eta: float | None, due: dict[str, Any],
+                now: float) -> float | None:
+    """The ETA a user can trust: none for a paused or cancelled project; never before the
+    last pending row is due (a retry due in an hour keeps the crawl open that hour)."""
+    if status in (PAUSED, CANCELLED):
+        return None
+    if not open_rows:
+        return 0.0
+    until_due = max(0.0, (due.get("last_due_at") or now) - now)
+    if pace_eta is None:
+        # no recent pace: only rows that are not due yet give a lower bound
+        return round(until_due, 1) if until_due > 0 and not queued and not due.get("due_now") else None
+    return round(max(pace_eta, until_due), 1)
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count:,} {one if count == 1 else many}"
+
+
+def _postponed_hosts(conn: Connection, project: str, now: float) -> list[str]:
+    """Hosts with pending rows of ``project`` that the scheduler holds back (robots.txt)."""
+    pending_here = (select(crawl_tasks.c.task_id)
+                    .where(crawl_tasks.c.project == project, crawl_tasks.c.status == PENDING,
+                           crawl_tasks.c.host == hosts.c.host).exists())
+    rows = conn.execute(select(hosts.c.host, hosts.c.robots_status, hosts.c.blocked_until)
+                        .where(hosts.c.blocked_until > now, pending_here)
+                        .order_by(hosts.c.blocked_until).limit(NAMED_HOSTS + 1)).all()
+    sentences = []
+    for host, robots_status, blocked_until in rows[:NAMED_HOSTS]:
+        why = "robots.txt unreachable" if robots_status == "error" else f"robots.txt {robots_status}"
+        sentences.append(f"host {host} postponed: {why}, next try in {clock(blocked_until - now)}")
+    if len(rows) > NAMED_HOSTS:
+        sentences.append("more hosts postponed")
+    return sentences
+
+
+def _render_wait(conn: Connection, project: str, now: float) -> str | None:
+    """A sentence when rows sent to the render queue wait and no render worker has reported
+    since the oldest of them was sent; None otherwise. Reads at most RENDER_SAMPLE_ROWS
+    queued rows (a project has at most its queue limit of them)."""
+    not_fetched = or_(crawl_tasks.c.fetched_at.is_(None), crawl_tasks.c.fetched_at < crawl_tasks.c.queued_at)
+    rows = conn.execute(select(crawl_tasks.c.fetch, crawl_tasks.c.host, crawl_tasks.c.queued_at)
+                        .where(crawl_tasks.c.project == project, crawl_tasks.c.status == QUEUED, not_fetched,
+                               crawl_tasks.c.queued_at <= now - RENDER_SILENCE_SECONDS)
+                        .limit(RENDER_SAMPLE_ROWS)).all()
+    modes = [((fetch or {}).get("render"), host, queued_at) for fetch, host, queued_at in rows]
+    if not any(mode for mode, _, _ in modes):
+        return None
+    auto_hosts: set[str] = set()
+    if any(mode == "auto" for mode, _, _ in modes):
+        auto_hosts = set(conn.execute(select(render_hosts.c.host).where(render_hosts.c.project == project)).scalars())
+    waiting = [queued_at for mode, host, queued_at in modes if mode is True or (mode == "auto" and host in auto_hosts)]
+    if not waiting:
+        return None
+    last_report = conn.execute(select(func.max(render_workers.c.updated_at))).scalar()
+    count = f"{len(waiting):,}{'+' if len(rows) >= RENDER_SAMPLE_ROWS else ''}"
+    rows_text = f"{count} {'row waits' if count == '1' else 'rows wait'} for the render queue"
+    if last_report is None:
+        return f"{rows_text}: no render worker seen (start `celery -A crawlcluster worker -Q render`)"
+    if last_report < min(waiting):
+        return f"{rows_text}: no render worker seen for {clock(now - last_report)}"
+    return None
+
+
+def waiting_reasons(conn: Connection, project: dict[str, Any], counts: dict[str, Any], due: dict[str, Any],
+                    scheduler_message: str | None, now: float) -> list[str]:
+    """Short sentences on why ``project`` (its projects row) is not done yet, most pressing
+    first: a pause, a cancel, a silent scheduler, retries and rows due later, postponed
+    hosts, rows waiting for a render worker. Empty when nothing is held back."""
+    reasons: list[str] = []
+    status, name = project["status"], project["name"]
+    if status == PAUSED:
+        reason = project.get("pause_reason") or "paused"
+        reasons.append(reason if reason.startswith("paused") else f"paused: {reason}")
+    elif status == CANCELLED and counts.get("cancelled"):
+        reasons.append(f"cancelled: {_plural(counts['cancelled'], 'row', 'rows')} cancelled "
+                       f"(`crawlcluster resume {name}` fetches them)")
+    if not counts["pending"] and not counts["queued"]:
+        return reasons
+    if status == RUNNING and scheduler_message:
+        reasons.append(scheduler_message)
+    if due.get("retries_waiting"):
+        reasons.append(f"{_plural(due['retries_waiting'], 'retry', 'retries')} due in "
+                       f"{clock(due['next_retry_at'] - now)}")
+    if due.get("later_waiting"):
+        reasons.append(f"{_plural(due['later_waiting'], 'row', 'rows')} due in {clock(due['next_later_at'] - now)}")
+    if counts["pending"]:
+        reasons.extend(_postponed_hosts(conn, name, now))
+    if counts["queued"]:
+        render = _render_wait(conn, name, now)
+        if render:
+            reasons.append(render)
+    return reasons
