@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import threading
 import time
 import zlib
@@ -32,13 +33,14 @@ logger = logging.getLogger(__name__)
 # headers the parse stage and the row need; the rest stay behind
 KEPT_HEADERS = ("content-type", "etag", "last-modified", "location", "content-encoding", "retry-after")
 # failures worth trying again later; any other failure is final
-RETRYABLE_KINDS = frozenset({"timeout", "connect", "network", "protocol"})
+# (dns too: a resolver may fail for a moment; the retry policy bounds how long it is tried)
+RETRYABLE_KINDS = frozenset({"timeout", "connect", "dns", "network", "protocol"})
 RETRYABLE_STATUS = frozenset({408, 429})
 
 
 def is_retryable(kind: str, status_code: int | None) -> bool:
-    """Connection errors, timeouts, 5xx, 408 and 429 are retried; other 4xx and bad
-    content are final."""
+    """Connection and name-resolution errors, timeouts, 5xx, 408 and 429 are retried
+    (as often as the row's retry policy says); other 4xx and bad content are final."""
     if kind in RETRYABLE_KINDS:
         return True
     return kind == "http" and status_code is not None and (status_code >= 500 or status_code in RETRYABLE_STATUS)
@@ -154,12 +156,16 @@ class Fetcher:
         user_agent: str,
         connect_timeout_seconds: float,
         read_timeout_seconds: float,
+        fetch_timeout_seconds: float | None = None,
         max_body_bytes: int,
         concurrency: int,
     ) -> None:
         self.user_agent = user_agent
         self.timeout = httpx.Timeout(read_timeout_seconds, connect=connect_timeout_seconds)
-        self.total_timeout_seconds = connect_timeout_seconds + 4 * read_timeout_seconds
+        # a whole fetch, connecting to the last body byte: a server that sends a byte now and
+        # then never trips the read timeout, and must still end
+        self.total_timeout_seconds = (fetch_timeout_seconds if fetch_timeout_seconds is not None
+                                      else connect_timeout_seconds + 4 * read_timeout_seconds)
         self.max_body_bytes = max_body_bytes
         self.concurrency = concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -174,6 +180,7 @@ class Fetcher:
             user_agent=settings.get("user_agent"),
             connect_timeout_seconds=settings.get("connect_timeout_seconds"),
             read_timeout_seconds=settings.get("read_timeout_seconds"),
+            fetch_timeout_seconds=settings.get("fetch_timeout_seconds"),
             max_body_bytes=settings.get("max_body_bytes"),
             concurrency=settings.get("fetch_concurrency"),
         )
@@ -228,7 +235,8 @@ class Fetcher:
             except FetchError as exc:
                 result.error = exc
             except asyncio.TimeoutError:
-                result.error = FetchError(entry["url"], "timeout", f"{entry['url']} took longer than {self.total_timeout_seconds:.0f}s in total")
+                result.error = FetchError(entry["url"], "timeout", f"{entry['url']} took longer than {self.total_timeout_seconds:g}s in total "
+                                                                  f"(fetch_timeout_seconds)")
             except Exception as exc:  # noqa: BLE001 - no input may crash a worker
                 result.error = _describe_http_error(entry["url"], exc)
         result.elapsed_seconds = time.monotonic() - started
@@ -297,6 +305,13 @@ def _describe_http_error(url: str, exc: Exception) -> FetchError:
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
         return FetchError(url, "invalid_url", f"invalid URL {url}: {exc}")
     if isinstance(exc, httpx.ConnectError):
+        resolving = _cause(exc, socket.gaierror)
+        if resolving is not None:
+            host = httpx.URL(url).host
+            return FetchError(url, "dns", f"cannot resolve {host} ({resolving.strerror or resolving}) for {url}")
+        refused = _cause(exc, ConnectionRefusedError)
+        if refused is not None:
+            return FetchError(url, "connect", f"connection refused by {httpx.URL(url).netloc.decode()} for {url}")
         return FetchError(url, "connect", f"cannot connect to {url}: {exc or type(exc).__name__}")
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.LocalProtocolError)):
         return FetchError(url, "protocol", f"broken HTTP from {url}: {exc or type(exc).__name__}")
@@ -304,6 +319,18 @@ def _describe_http_error(url: str, exc: Exception) -> FetchError:
         return FetchError(url, "network", f"{type(exc).__name__} fetching {url}: {exc}")
     logger.exception("unexpected error fetching %s", url)
     return FetchError(url, "internal", f"unexpected {type(exc).__name__} fetching {url}: {exc}")
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of type ``kind`` among ``exc``'s causes (httpx wraps the socket's)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 20:  # a cycle of causes is possible, if odd
+        if isinstance(current, kind):
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
 
 
 _fetchers: dict[int, Fetcher] = {}
