@@ -156,3 +156,79 @@ def test_a_host_whose_robots_txt_stays_unreachable_ends_its_rows_after_the_set_a
         fetcher.close()
         live.stop()
         broken.stop()
+
+
+def assert_rough_outcomes(rough: RoughSite, tasks: list[dict], items: list[dict]) -> None:
+    """Every row of a crawl of the rough site ended, each the way its page behaves."""
+    by_url = {t["url"]: t for t in tasks}
+    assert Counter(t["status"] for t in tasks if t["status"] not in ("done", "failed")) == Counter(), \
+        [(t["url"], t["status"], t["error"]) for t in tasks if t["status"] not in ("done", "failed")]
+    hits = rough.hit_counts()
+    for path in rough.ordinary_paths():
+        assert by_url[rough.url + path]["status"] in ("done", "failed"), path
+    for path in ("/error/a", "/error/b"):
+        row = by_url[rough.url + path]
+        assert (row["status"], row["error_kind"], row["status_code"]) == ("failed", "http", 500)
+        assert row["error"].startswith("HTTP 500") and hits[path] == 3  # the first try and two retries
+    for path in ("/error/recovers", "/busy"):
+        assert by_url[rough.url + path]["status"] == "done" and hits[path] == 2, path
+    busy = rough.hits("/busy")
+    assert busy[1] - busy[0] >= 1 - 0.25  # its Retry-After: 1 was obeyed
+    for path in ("/hang", "/stall"):
+        row = by_url[rough.url + path]
+        assert (row["status"], row["error_kind"]) == ("failed", "timeout"), (path, row["error"])
+        assert hits[path] == 2  # timeouts are retried once by the quick policy
+    for url, cause in ((DEAD_HOST_URL, "dns: cannot resolve"), (rough.refused_url, "connect: connection refused"),
+                       (rough.elsewhere_url, "HTTP 500")):
+        row = by_url[url]
+        assert (row["status"], row["error_kind"]) == ("failed", "robots"), (url, row["error"])
+        assert f"unreachable after 3 attempts ({cause}" in row["error"]
+    assert rough.hit_counts("other") == Counter({"/robots.txt": 3})  # /elsewhere never fetched
+    assert {i["url"] for i in items} >= {rough.url + p for p in ("/", "/error/recovers", "/busy")}
+
+
+def report_end(rough: RoughSite, ended_at: float, label: str) -> None:
+    """How long after its last successful page the crawl ended (measured, not asserted)."""
+    with rough.lock:
+        served = [t for t, s, p in rough.log if s == "main" and p not in ("/hang", "/stall", "/error/a", "/error/b")]
+        first = min(t for t, s, _ in rough.log)
+        hang = [t for t, s, p in rough.log if p == "/hang"]
+    line = (f"{label}: ended {ended_at - max(served):.1f}s after the last successful page, "
+            f"{ended_at - first:.1f}s after the first request; /hang tried at +{hang[0] - first:.1f}s and "
+            f"+{hang[-1] - first:.1f}s, its first try to the end: {ended_at - hang[0]:.1f}s")
+    print(line)
+    Path(os.environ.get("ROUGH_SITE_REPORT", os.devnull)).open("a").write(line + "\n")
+
+
+def test_the_one_command_crawl_of_the_rough_site_ends_by_itself_with_default_settings(rough, tmp_path):
+    out = tmp_path / "items.jsonl"
+    frontier_db = tmp_path / "frontier.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLCLUSTER_") or k.endswith("KEY_PREFIX")}
+    run = subprocess.run([*CLI, "crawl", *rough.start_urls(), "-o", str(out), "--db", str(frontier_db), "-q",
+                          "--project", "rough"], capture_output=True, text=True, timeout=240, env=env)
+    ended_at = time.monotonic()
+    assert run.returncode == 0, run.stderr[-3000:]
+    tasks, items = load_rows(f"sqlite:///{frontier_db}", "rough")
+    assert_rough_outcomes(rough, tasks, items)
+    written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(written) == len(items)
+    report_end(rough, ended_at, "embedded")
+
+
+def test_the_rough_site_through_a_cluster_finishes_and_its_spider_failures_are_callback_rows(rough, processes, pg):
+    processes.worker("fetch", "fetch")
+    processes.worker("parse-store", "parse,store")
+    processes.beat()
+    crawl = crawlcluster.submit("tests.rough_site:RoughSpider", project="rough",
+                                spider_kwargs={"start_urls": rough.start_urls()})
+    stats = crawl.wait(timeout=240)
+    ended_at = time.monotonic()
+    assert stats["pending"] == stats["queued"] == 0
+    tasks, items = load_rows(pg, "rough")
+    assert_rough_outcomes(rough, tasks, items)
+    raised = [t for t in tasks if t["error_kind"] == "callback"]
+    assert sorted(t["url"] for t in raised) == sorted(
+        rough.url + p for p in rough.ordinary_paths() if p.endswith("7"))
+    assert all("ends in 7" in t["error"] for t in raised)
+    assert crawl.stats()["status"] in ("running", "finished")  # never auto-paused by the failures
+    report_end(rough, ended_at, "cluster")
