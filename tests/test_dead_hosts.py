@@ -88,6 +88,19 @@ def test_a_name_that_does_not_resolve_is_a_dns_error_and_a_refused_port_a_connec
     assert "connection refused" in str(refused.error)
 
 
+def test_a_page_that_hangs_does_not_hold_back_the_pages_fetched_with_it(rough):
+    fetcher = Fetcher(user_agent="crawlcluster-test/1", connect_timeout_seconds=2, read_timeout_seconds=2,
+                      max_body_bytes=1 << 20, concurrency=8)
+    entries = [{"id": path, "url": rough.url + path} for path in ("/hang", "/page/1", "/stall", "/page/2")]
+    try:
+        waves = [[(r.entry["id"], r.error.kind if r.error else r.status) for r in wave]
+                 for wave in fetcher.fetch_waves(entries)]
+    finally:
+        fetcher.close()
+    assert sorted(waves[0]) == [("/page/1", 200), ("/page/2", 200)]
+    assert sorted(r for wave in waves[1:] for r in wave) == [("/hang", "timeout"), ("/stall", "timeout")]
+
+
 def test_a_host_whose_robots_txt_stays_unreachable_ends_its_rows_after_the_set_attempts(database, test_app):
     """The scheduler and the store engine for real, with the fetch stage run by hand on each
     published message: three dead hosts (no name, a refused port, robots.txt 500) end after
@@ -174,6 +187,8 @@ def assert_rough_outcomes(rough: RoughSite, tasks: list[dict], items: list[dict]
         assert by_url[rough.url + path]["status"] == "done" and hits[path] == 2, path
     busy = rough.hits("/busy")
     assert busy[1] - busy[0] >= 1 - 0.25  # its Retry-After: 1 was obeyed
+    # the pages fetched beside /hang were handed on without waiting for its timeout
+    assert rough.hits("/error/recovers")[1] < rough.hits("/hang")[1]
     for path in ("/hang", "/stall"):
         row = by_url[rough.url + path]
         assert (row["status"], row["error_kind"]) == ("failed", "timeout"), (path, row["error"])

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
 import socket
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urljoin
 
 import httpx
@@ -29,6 +30,10 @@ from crawlcluster.errors import BodyTooLarge, FetchError
 from workers.loopthread import start_loop_thread
 
 logger = logging.getLogger(__name__)
+
+# once a batch's first result is in, how long the rest may take before what is done so far
+# is handed on: a page that hangs until its timeout holds none of its batch-mates back
+WAVE_LINGER_SECONDS = 0.5
 
 # headers the parse stage and the row need; the rest stay behind
 KEPT_HEADERS = ("content-type", "etag", "last-modified", "location", "content-encoding", "retry-after")
@@ -211,7 +216,46 @@ class Fetcher:
         future = asyncio.run_coroutine_threadsafe(self._fetch_all(entries), loop)
         return future.result()
 
-    async def _fetch_all(self, entries: list[dict[str, Any]]) -> list[FetchResult]:
+    def fetch_waves(self, entries: list[dict[str, Any]],
+                    linger_seconds: float = WAVE_LINGER_SECONDS) -> Iterator[list[FetchResult]]:
+        """Fetch every entry concurrently, like :meth:`fetch_many`, but hand results on in
+        waves as they finish: a wave is whatever finished within ``linger_seconds`` of its
+        first result (the whole batch, when every page answers quickly)."""
+        loop = self._ensure_loop()
+        finished: queue.Queue[FetchResult] = queue.Queue()
+
+        async def run() -> None:
+            await self._open_client()
+
+            async def one(entry: dict[str, Any]) -> None:
+                finished.put(await self.fetch(entry))
+
+            await asyncio.gather(*(one(entry) for entry in entries))
+
+        future = asyncio.run_coroutine_threadsafe(run(), loop)
+        remaining = len(entries)
+        # every fetch ends within its total timeout; the bound only guards against a bug
+        most_seconds = self.total_timeout_seconds + 60
+        while remaining:
+            try:
+                wave = [finished.get(timeout=most_seconds)]
+            except queue.Empty:
+                future.cancel()
+                raise RuntimeError(f"{remaining} fetches gave no result within {most_seconds:g}s") from None
+            deadline = time.monotonic() + linger_seconds
+            while len(wave) < remaining:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    wave.append(finished.get(timeout=left))
+                except queue.Empty:
+                    break
+            remaining -= len(wave)
+            yield wave
+        future.result()
+
+    async def _open_client(self) -> None:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=self.timeout,
@@ -222,6 +266,9 @@ class Fetcher:
                 trust_env=False,
             )
             self._semaphore = asyncio.Semaphore(self.concurrency)
+
+    async def _fetch_all(self, entries: list[dict[str, Any]]) -> list[FetchResult]:
+        await self._open_client()
         return list(await asyncio.gather(*(self.fetch(entry) for entry in entries)))
 
     # -- one fetch ------------------------------------------------------------------
