@@ -212,7 +212,8 @@ def report_end(rough: RoughSite, ended_at: float, label: str) -> None:
             f"{ended_at - first:.1f}s after the first request; /hang tried at +{hang[0] - first:.1f}s and "
             f"+{hang[-1] - first:.1f}s, its first try to the end: {ended_at - hang[0]:.1f}s")
     print(line)
-    Path(os.environ.get("ROUGH_SITE_REPORT", os.devnull)).open("a").write(line + "\n")
+    with Path(os.environ.get("ROUGH_SITE_REPORT", os.devnull)).open("a", encoding="utf-8") as report:
+        report.write(line + "\n")
 
 
 def test_the_one_command_crawl_of_the_rough_site_ends_by_itself_with_default_settings(rough, tmp_path):
