@@ -161,9 +161,9 @@ def _make_due_again(conn: Connection, rows: list[dict[str, Any]]) -> int:
 
 
 def fresh_retries(fetch_options: dict[str, Any] | None) -> int:
-    """How many retries a row starts with: its own ``retries`` option, else the cluster's."""
-    options = fetch_options or {}
-    return int(options.get("retries", settings.get("retries")))
+    """How many retries a row starts with: its own ``retries`` option, else its retry
+    policy's or the cluster's (the rule the store stage retries by)."""
+    return scheduling.RetryRules.of_row(fetch_options).retries
 
 
 def reopen_failed_rows(conn: Connection, project: str, kind: str | None = None, task_ids: Sequence[str] | None = None,
@@ -314,6 +314,17 @@ def mark_disallowed(conn: Connection, ids: list[str], reason: str, now: float | 
     now = time.time() if now is None else now
     result = conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids), crawl_tasks.c.status == PENDING)
                           .values(status=DISALLOWED, error=reason, updated_at=now))
+    return result.rowcount
+
+
+def mark_failed(conn: Connection, ids: list[str], kind: str, reason: str, now: float | None = None) -> int:
+    """Pending rows the scheduler ends without fetching them (their host's robots.txt
+    stayed unreachable), failed with ``kind`` and a readable reason."""
+    if not ids:
+        return 0
+    now = time.time() if now is None else now
+    result = conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids), crawl_tasks.c.status == PENDING)
+                          .values(status=FAILED, error=reason, error_kind=kind, updated_at=now))
     return result.rowcount
 
 
@@ -496,7 +507,8 @@ def cancel_pending(conn: Connection, project: str, now: float | None = None) -> 
 
 def schedule_retries(conn: Connection, failures: list[dict[str, Any]], now: float | None = None) -> set[str]:
     """Put retryable failures back as pending with their back-off (or the server's
-    Retry-After); return the ids retried. Rows out of retries are left to record_outcomes."""
+    Retry-After, up to the policy's cap); return the ids retried. Rows out of retries, and
+    timeouts out of their policy's timeout retries, are left to record_outcomes."""
     now = time.time() if now is None else now
     wanted = {f["id"]: f for f in failures if f.get("retry")}
     if not wanted:
@@ -510,17 +522,25 @@ def schedule_retries(conn: Connection, failures: list[dict[str, Any]], now: floa
     retried = set()
     for task, retries_left, options in rows:
         failure = wanted[task]
-        options = options or {}
-        total = options.get("retries", settings.get("retries"))
+        rules = scheduling.RetryRules.of_row(options)
+        total = rules.retries
         attempt = max(0, total - retries_left)
-        delay = failure.get("retry_after")
-        if delay is None:
-            delay = scheduling.retry_delay(options.get("retry_delays") or settings.get("retry_delays"), attempt)
+        if failure.get("kind") == "timeout" and attempt >= rules.timeout_retries:
+            failure["error"] = f"{failure['error']} (after {attempt + 1} tries that timed out; " \
+                               f"timeout_retries={rules.timeout_retries})"
+            continue
+        delay = scheduling.retry_delay(rules.retry_delays, attempt)
+        note = ""
+        asked = failure.get("retry_after")
+        if asked is not None:
+            delay = min(float(asked), rules.retry_after_max_seconds)
+            if asked > rules.retry_after_max_seconds:
+                note = f"; Retry-After {asked:g}s capped by retry_after_max_seconds"
         conn.execute(
             update(crawl_tasks).where(crawl_tasks.c.task_id == task).values(
                 status=PENDING, retries_left=retries_left - 1, next_run_at=now + delay,
                 status_code=failure.get("code"), error_kind=failure.get("kind"),
-                error=f"{failure['error']} (retry {attempt + 1} of {total} in {delay:g}s)",
+                error=f"{failure['error']} (retry {attempt + 1} of {total} in {delay:g}s{note})",
                 queued_at=None, deadline_at=None, fetched_at=now, updated_at=now)
         )
         retried.add(task)

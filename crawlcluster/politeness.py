@@ -4,6 +4,12 @@ A :class:`HostSlot` says how many requests a host may have in flight across the 
 cluster and how long to wait between two of them; a :class:`TokenBucket` bounds a
 project's dispatch rate; :class:`RobotsCache` holds each host's robots.txt (shared by every
 project, stored in the ``hosts`` table) and answers whether a URL may be fetched.
+
+A robots.txt that answers 5xx or cannot be reached postpones its host for the retry
+policy's next delay; after ``robots_error_attempts`` such fetches in a row the host is
+``unreachable``. Per RFC 9309 (section 2.3.1.4) nothing on such a host is fetched: the
+scheduler ends its pending rows ``failed`` (kind ``robots``) with the reason, so a crawl
+never waits on a dead host for ever.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ logger = logging.getLogger(__name__)
 ROBOTS_CALLBACK = "__robots__"
 # robots.txt states in the hosts table
 ROBOTS_UNKNOWN, ROBOTS_FETCHING, ROBOTS_OK, ROBOTS_MISSING, ROBOTS_ERROR = "unknown", "fetching", "ok", "missing", "error"
+# robots.txt failed robots_error_attempts times in a row: the host's rows fail
+ROBOTS_UNREACHABLE = "unreachable"
 
 
 @dataclass
@@ -107,6 +115,13 @@ class HostRobots:
     expires_at: float | None
     blocked_until: float | None
     updated_at: float
+    failures: int = 0
+    error: str | None = None
+
+    def unreachable_reason(self, host: str) -> str:
+        """The error text of a row that ends because its host's robots.txt is unreachable."""
+        return (f"robots.txt of {host} unreachable after {self.failures} attempts ({self.error or 'no answer'}); "
+                "nothing on this host was fetched")
 
     def needs_fetch(self, now: float, fetching_timeout: float) -> bool:
         if self.status == ROBOTS_UNKNOWN:
@@ -138,7 +153,7 @@ class RobotsCache:
                 else:
                     parser = Protego.parse(row.robots_body) if row.robots_status == ROBOTS_OK and row.robots_body else None
                     info = HostRobots(row.robots_status, parser, row.crawl_delay, row.robots_expires_at,
-                                      row.blocked_until, row.updated_at)
+                                      row.blocked_until, row.updated_at, row.robots_failures or 0, row.robots_error)
                 self._hosts[name] = (now, info)
         return {h: self._hosts[h][1] for h in names}
 
@@ -169,22 +184,39 @@ def upsert_host(conn: Connection, host: str, now: float, **values: Any) -> None:
 
 
 def record_robots(conn: Connection, host: str, *, body: str | None, status_code: int | None, error: str | None,
-                  user_agent: str, ttl_seconds: float, error_block_seconds: float, now: float | None = None) -> str:
-    """Store what fetching a host's robots.txt gave: rules (2xx), allow-all (4xx), or a
-    block until ``now + error_block_seconds`` (5xx or unreachable). Returns the state."""
+                  user_agent: str, ttl_seconds: float, error_attempts: int, error_delays: list[float],
+                  unreachable_seconds: float, kind: str | None = None, now: float | None = None) -> str:
+    """Store what fetching a host's robots.txt gave: rules (2xx), allow-all (4xx), or (5xx,
+    unreachable) a block for the next of ``error_delays``; the ``error_attempts``-th such
+    failure in a row makes the host unreachable for ``unreachable_seconds``. Returns the state."""
     now = time.time() if now is None else now
     if body is not None and status_code is not None and 200 <= status_code < 300:
         parser = Protego.parse(body)
         delay = parser.crawl_delay(user_agent)
         upsert_host(conn, host, now, robots_status=ROBOTS_OK, robots_body=body, crawl_delay=delay,
-                    robots_fetched_at=now, robots_expires_at=now + ttl_seconds, blocked_until=None)
+                    robots_fetched_at=now, robots_expires_at=now + ttl_seconds, blocked_until=None,
+                    robots_failures=0, robots_error=None)
         return ROBOTS_OK
     if status_code is not None and 400 <= status_code < 500:
         upsert_host(conn, host, now, robots_status=ROBOTS_MISSING, robots_body=None, crawl_delay=None,
-                    robots_fetched_at=now, robots_expires_at=now + ttl_seconds, blocked_until=None)
+                    robots_fetched_at=now, robots_expires_at=now + ttl_seconds, blocked_until=None,
+                    robots_failures=0, robots_error=None)
         return ROBOTS_MISSING
-    logger.warning("robots.txt of %s unavailable (%s); postponing the host for %ss", host, error or status_code,
-                   error_block_seconds)
-    upsert_host(conn, host, now, robots_status=ROBOTS_ERROR, robots_fetched_at=now,
-                blocked_until=now + error_block_seconds)
+    previous = conn.execute(select(hosts.c.robots_failures).where(hosts.c.host == host)).scalar()
+    failures = (previous or 0) + 1
+    reason = error or (f"HTTP {status_code}" if status_code is not None else "no answer")
+    if kind and kind != "http":
+        reason = f"{kind}: {reason}"
+    if failures >= error_attempts:
+        logger.warning("robots.txt of %s unreachable after %d attempts (%s); the host's rows fail", host, failures,
+                       reason)
+        upsert_host(conn, host, now, robots_status=ROBOTS_UNREACHABLE, robots_body=None, robots_fetched_at=now,
+                    robots_expires_at=now + unreachable_seconds, blocked_until=None, robots_failures=failures,
+                    robots_error=reason)
+        return ROBOTS_UNREACHABLE
+    wait = error_delays[min(failures - 1, len(error_delays) - 1)] if error_delays else 0.0
+    logger.warning("robots.txt of %s unavailable (%s), attempt %d of %d; postponing the host for %gs", host,
+                   reason, failures, error_attempts, wait)
+    upsert_host(conn, host, now, robots_status=ROBOTS_ERROR, robots_fetched_at=now, blocked_until=now + wait,
+                robots_failures=failures, robots_error=reason)
     return ROBOTS_ERROR

@@ -33,6 +33,7 @@ from crawlcluster.politeness import (
     ROBOTS_ERROR,
     ROBOTS_FETCHING,
     ROBOTS_UNKNOWN,
+    ROBOTS_UNREACHABLE,
     HostSlot,
     RobotsCache,
     TokenBucket,
@@ -281,6 +282,7 @@ class Dispatcher:
             robots = self.robots.get(conn, {c["host"] for c in candidates}) if obey else {}
             claim = Claim(name, conn, transaction, [], [], now)
             disallowed: list[str] = []
+            unreachable: dict[str, list[str]] = {}  # per host whose robots.txt stayed unreachable
             robots_asked: set[str] = set()
             host_slots: dict[str, HostSlot] = {}  # resolved once per host in this claim
             examined = 0
@@ -293,6 +295,9 @@ class Dispatcher:
                     if info.needs_fetch(now, self.queued_deadline_seconds):
                         robots_asked.add(host)
                         claim.queued_rows.append(self._robots_row(conn, name, candidate, now))
+                        continue
+                    if info.status == ROBOTS_UNREACHABLE:
+                        unreachable.setdefault(host, []).append(candidate["task_id"])
                         continue
                     if info.status in (ROBOTS_FETCHING, ROBOTS_ERROR, ROBOTS_UNKNOWN):
                         continue
@@ -310,6 +315,9 @@ class Dispatcher:
                 if len(claim.chosen) >= room:
                     break
             frontier.mark_disallowed(conn, disallowed, f"disallowed by robots.txt for User-agent {self.robots.user_agent!r}")
+            for host, ids in unreachable.items():
+                # RFC 9309: an unreachable robots.txt means nothing on the host is fetched
+                frontier.mark_failed(conn, ids, "robots", robots[host].unreachable_reason(host), now=now)
             # every candidate is locked until the commit: read about twice as many spare ones
             # as were passed over this time (the next read skips locked rows, and pays for them)
             passed_over = examined - len(claim.chosen)

@@ -3,8 +3,14 @@
 A value set on the ``Request`` wins over the callback's ``@config(...)``, which wins over
 the spider's class attribute, which wins over the project's settings (changeable at run
 time), which win over the cluster's defaults (``CRAWLCLUSTER_RETRIES``,
-``CRAWLCLUSTER_RETRY_DELAYS``). ``@every(minutes=...)`` marks a spider method that beat
-runs on a schedule.
+``CRAWLCLUSTER_RETRY_DELAYS``, ``CRAWLCLUSTER_RETRY_POLICY``). ``@every(minutes=...)``
+marks a spider method that beat runs on a schedule.
+
+Retries come in named policies (:data:`RETRY_POLICIES`): ``quick``, the default, lets a
+one-shot crawl end within about a minute of its last page; ``recurring`` keeps the long
+back-off a crawl that runs for days wants. A place that names a policy sets ``retries``
+and ``retry_delays`` at that place; an explicit ``retries`` or ``retry_delays`` at the
+same place wins over its policy.
 """
 
 from __future__ import annotations
@@ -15,14 +21,103 @@ from typing import Any, Callable
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError
 
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how soon a retryable failure is tried again.
+
+    ``timeout_retries`` bounds the retries of a fetch that timed out (a server that did
+    not answer within the read timeout twice rarely answers the third time, and each try
+    costs a whole timeout); ``retry_after_max_seconds`` caps a server's ``Retry-After``.
+    """
+
+    name: str
+    retries: int
+    retry_delays: tuple[float, ...]
+    retry_after_max_seconds: float
+    timeout_retries: int
+
+    def __str__(self) -> str:
+        delays = ", ".join(f"{d:g}s" for d in self.retry_delays)
+        return f"{self.name} ({self.retries} retries after {delays})"
+
+
+RETRY_POLICIES: dict[str, RetryPolicy] = {
+    # One-shot crawls: a 5xx or a reset gets a quick second try (2 s, for a blip) and a
+    # third after the server had 10 s to recover; a page answering 500 ends 12 s after its
+    # first try. A Retry-After of up to a minute is obeyed. A timeout is tried once more:
+    # with the default timeouts (20 s read, 30 s a fetch in all) a page that never answers
+    # ends failed within 30 + 2 + 30 s of its first try.
+    "quick": RetryPolicy("quick", retries=2, retry_delays=(2.0, 10.0), retry_after_max_seconds=60.0,
+                         timeout_retries=1),
+    # Crawls that run for days (auto_recrawl, @every): the back-off crawlcluster always
+    # had, so an outage of a few hours costs no page.
+    "recurring": RetryPolicy("recurring", retries=3, retry_delays=(30.0, 3600.0, 21600.0, 43200.0, 86400.0),
+                             retry_after_max_seconds=86400.0, timeout_retries=3),
+}
+assert tuple(RETRY_POLICIES) == settings.RETRY_POLICY_NAMES
+
+
+def retry_policy(name: str | None = None) -> RetryPolicy:
+    """The policy ``name`` (a ConfigurationError naming the known ones if there is none),
+    or the cluster's (``CRAWLCLUSTER_RETRY_POLICY``) when ``name`` is None."""
+    name = settings.get("retry_policy") if name is None else str(name).strip().lower()
+    policy = RETRY_POLICIES.get(name)
+    if policy is None:
+        raise ConfigurationError(f"unknown retry policy {name!r}; known: {', '.join(RETRY_POLICIES)}")
+    return policy
+
+
+def cluster_retries() -> int:
+    """Retries of a row that sets none: CRAWLCLUSTER_RETRIES, else the cluster policy's."""
+    value = settings.get("retries")
+    return retry_policy().retries if value is None else int(value)
+
+
+def cluster_retry_delays() -> list[float]:
+    """Back-off of a row that sets none: CRAWLCLUSTER_RETRY_DELAYS, else the cluster policy's."""
+    value = settings.get("retry_delays")
+    return [float(d) for d in (retry_policy().retry_delays if value is None else value)]
+
+
+@dataclass(frozen=True)
+class RetryRules:
+    """What the store stage needs to retry one failed row, read from its fetch options."""
+
+    policy: RetryPolicy
+    retries: int
+    retry_delays: list[float]
+    retry_after_max_seconds: float
+    timeout_retries: int
+
+    @classmethod
+    def of_row(cls, options: dict[str, Any] | None) -> "RetryRules":
+        """The row's own values (set when they differ from the cluster's), else the cluster's;
+        the Retry-After cap and timeout retries follow the row's policy unless the cluster
+        sets them."""
+        options = options or {}
+        policy = retry_policy(options.get("retry_policy"))
+        cap = settings.get("retry_after_max_seconds")
+        timeout_retries = settings.get("timeout_retries")
+        return cls(
+            policy=policy,
+            retries=int(options.get("retries", cluster_retries())),
+            retry_delays=[float(d) for d in (options.get("retry_delays") or cluster_retry_delays())],
+            retry_after_max_seconds=policy.retry_after_max_seconds if cap is None else float(cap),
+            timeout_retries=policy.timeout_retries if timeout_retries is None else int(timeout_retries),
+        )
+
+
 # what @config and Request may set, and what the project's settings may default
-SCHEDULE_KEYS = ("priority", "retries", "retry_delays", "age", "itag", "auto_recrawl")
+SCHEDULE_KEYS = ("priority", "retries", "retry_delays", "retry_policy", "age", "itag", "auto_recrawl")
 # what a project's settings may hold (submit(settings=...), Crawl.configure, `crawlcluster set`)
 PROJECT_SETTINGS: dict[str, type] = {
     "priority": int, "retries": int, "age": int, "auto_recrawl": bool,
     "per_host_concurrency": int, "per_host_delay": float, "obey_robots": bool,
     "rate": float, "burst": float, "queue_limit": int,
 }
+# project settings with a parser of their own (see check_project_settings)
+SPECIAL_PROJECT_SETTINGS = ("retry_delays", "retry_policy")
 # kept in columns of the projects table rather than in its settings JSON
 PROJECT_COLUMNS = ("rate", "burst", "queue_limit")
 CONFIG_ATTR = "_crawlcluster_config"
@@ -65,8 +160,9 @@ class Schedule:
     """The effective scheduling options of one request."""
 
     priority: int = 0
-    retries: int = 3
+    retries: int = 2
     retry_delays: list[float] = field(default_factory=list)
+    retry_policy: str = "quick"
     age: int | None = None
     itag: str | None = None
     auto_recrawl: bool = False
@@ -75,31 +171,60 @@ class Schedule:
         """Columns of crawl_tasks, plus what travels in the row's fetch options when it
         differs from the cluster default (so most rows carry nothing extra)."""
         extra: dict[str, Any] = {}
-        if self.retries != settings.get("retries"):
+        if self.retries != cluster_retries():
             extra["retries"] = self.retries
-        if self.retry_delays != settings.get("retry_delays"):
+        if self.retry_delays != cluster_retry_delays():
             extra["retry_delays"] = self.retry_delays
+        if self.retry_policy != settings.get("retry_policy"):
+            extra["retry_policy"] = self.retry_policy
         return {"priority": self.priority, "retries_left": self.retries, "age": self.age, "itag": self.itag,
                 "auto_recrawl": bool(self.auto_recrawl and self.age is not None and self.age >= 0),
                 "_fetch_extra": extra}
 
 
 def resolve(request: Any, callback: Callable | None, spider: Any, project_settings: dict[str, Any] | None) -> Schedule:
-    """Each option from the most specific place that sets it."""
+    """Each option from the most specific place that sets it.
+
+    A place that names a ``retry_policy`` sets ``retries`` and ``retry_delays`` there (its
+    own explicit values win over its policy). Where no place sets them: the cluster's
+    CRAWLCLUSTER_RETRIES / CRAWLCLUSTER_RETRY_DELAYS, else the row's policy, which is
+    ``recurring`` for an auto_recrawl row and the cluster's CRAWLCLUSTER_RETRY_POLICY for
+    the rest.
+    """
     callback_config = getattr(callback, CONFIG_ATTR, {}) if callback is not None else {}
     project_settings = project_settings or {}
-    defaults = {"priority": 0, "retries": settings.get("retries"), "retry_delays": settings.get("retry_delays"),
-                "age": None, "itag": None, "auto_recrawl": False}
-    values = {}
-    for key in SCHEDULE_KEYS:
-        values[key] = defaults[key]
-        for source in (getattr(request, key, None), callback_config.get(key), getattr(spider, key, None),
-                       project_settings.get(key)):
+    places = [
+        lambda key: getattr(request, key, None),
+        callback_config.get,
+        lambda key: getattr(spider, key, None),
+        project_settings.get,
+    ]
+    values: dict[str, Any] = {"priority": 0, "age": None, "itag": None, "auto_recrawl": False}
+    for key in ("priority", "age", "itag", "auto_recrawl"):
+        for place in places:
+            source = place(key)
             if source is None or (key == "priority" and source == 0):  # priority 0 means "not set"
                 continue
             values[key] = source
             break
+    named = next((place("retry_policy") for place in places if place("retry_policy") is not None), None)
+    recrawls = bool(values["auto_recrawl"] and values["age"] is not None and values["age"] >= 0)
+    row_policy = retry_policy(named if named is not None else ("recurring" if recrawls else None))
+    cluster = {"retries": settings.get("retries"), "retry_delays": settings.get("retry_delays")}
+    for key in ("retries", "retry_delays"):
+        value = None
+        for place in places:
+            value = place(key)
+            if value is None and place("retry_policy") is not None:
+                value = getattr(retry_policy(place("retry_policy")), key)
+            if value is not None:
+                break
+        if value is None:
+            value = cluster[key] if cluster[key] is not None else getattr(row_policy, key)
+        values[key] = value
+    values["retries"] = int(values["retries"])
     values["retry_delays"] = [float(d) for d in values["retry_delays"]]
+    values["retry_policy"] = row_policy.name
     return Schedule(**values)
 
 
@@ -108,12 +233,18 @@ def check_project_settings(values: dict[str, Any]) -> dict[str, Any]:
     checked: dict[str, Any] = {}
     for name, value in values.items():
         if name == "retry_delays":
-            delays = value if isinstance(value, list) else settings.seconds_list(str(value))
+            try:
+                delays = value if isinstance(value, list) else settings.seconds_list(str(value))
+            except ValueError as exc:
+                raise ConfigurationError(f"project setting retry_delays={value!r}: {exc}") from None
             checked[name] = [float(d) for d in delays]
+            continue
+        if name == "retry_policy":
+            checked[name] = retry_policy(str(value)).name
             continue
         kind = PROJECT_SETTINGS.get(name)
         if kind is None:
-            known = ", ".join(sorted([*PROJECT_SETTINGS, "retry_delays"]))
+            known = ", ".join(sorted([*PROJECT_SETTINGS, *SPECIAL_PROJECT_SETTINGS]))
             raise ConfigurationError(f"unknown project setting {name!r}; known: {known}")
         try:
             if kind is bool and isinstance(value, str):

@@ -193,6 +193,10 @@ hosts = Table(
     Column("blocked_until", Double),
     Column("updated_at", Double, nullable=False),
 )
+# failed robots.txt fetches in a row and the last one's reason (migration 0009): after
+# CRAWLCLUSTER_ROBOTS_ERROR_ATTEMPTS the host is unreachable and its rows fail
+hosts.append_column(Column("robots_failures", Integer, nullable=False, server_default="0"))
+hosts.append_column(Column("robots_error", Text))
 # auto_recrawl=True: a done row becomes due again every `age` seconds
 crawl_tasks.append_column(Column("auto_recrawl", Boolean, nullable=False, server_default=false()))
 

@@ -40,6 +40,18 @@ def seconds_list(value: str) -> list[float]:
     return delays
 
 
+# the named retry policies (their values live in crawlcluster.scheduling.RETRY_POLICIES)
+RETRY_POLICY_NAMES = ("quick", "recurring")
+
+
+def policy_name(value: str) -> str:
+    """A retry policy's name, checked against :data:`RETRY_POLICY_NAMES`."""
+    name = value.strip().lower()
+    if name not in RETRY_POLICY_NAMES:
+        raise ValueError(f"expected a retry policy: {' or '.join(RETRY_POLICY_NAMES)}")
+    return name
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting: its default, how to parse it from the environment, and why it exists."""
@@ -69,7 +81,12 @@ OPTIONS: dict[str, Option] = {
         "crawlcluster/0.1 (+https://github.com/crawlcluster/crawlcluster)", str,
         "User-Agent header of every fetch unless a request sets its own."),
     "connect_timeout_seconds": Option(10.0, float, "Time allowed to open a connection.", minimum=0.01),
-    "read_timeout_seconds": Option(30.0, float, "Time allowed between two reads of a response.", minimum=0.01),
+    "read_timeout_seconds": Option(
+        20.0, float, "Time allowed between two reads of a response (a server that accepts and never answers).",
+        minimum=0.01),
+    "fetch_timeout_seconds": Option(
+        30.0, float, "Time one fetch may take in all, connecting to the last body byte (a server that dribbles "
+        "bytes for ever).", minimum=0.01),
     "max_body_bytes": Option(
         10 * 1024 * 1024, int,
         "Largest response body kept, counted after decompression while streaming; larger ends as failed.", minimum=1),
@@ -87,10 +104,24 @@ OPTIONS: dict[str, Option] = {
     "queued_deadline_seconds": Option(
         600.0, float,
         "A row queued longer than this lost its message (worker killed, broker restarted) and is sent again.", minimum=1),
-    "retries": Option(3, int, "Retries of a URL after a retryable failure (connection, timeout, 5xx, 408, 429).", minimum=0),
+    "retry_policy": Option(
+        "quick", policy_name,
+        "Retry policy of rows that name none: quick (2 retries at 2 s and 10 s, so a one-shot crawl ends within "
+        "about a minute of its last page) or recurring (30 s, 1 h, 6 h, 12 h, 24 h; auto_recrawl rows get it "
+        "unless they name a policy)."),
+    "retries": Option(
+        None, int, "Retries of a URL after a retryable failure (connection, timeout, 5xx, 408, 429); unset: the "
+        "retry policy's.", minimum=0),
     "retry_delays": Option(
-        [30.0, 3600.0, 21600.0, 43200.0, 86400.0], seconds_list,
-        "Seconds before each retry, comma-separated; the last repeats (a 429/503 Retry-After wins)."),
+        None, seconds_list,
+        "Seconds before each retry, comma-separated; the last repeats (a 429/503 Retry-After wins up to "
+        "retry_after_max_seconds); unset: the retry policy's."),
+    "retry_after_max_seconds": Option(
+        None, float, "Longest Retry-After honoured; a longer one waits this long (unset: the policy's, 60 s quick, "
+        "1 day recurring).", minimum=0),
+    "timeout_retries": Option(
+        None, int, "Retries of a URL whose fetch timed out, at most (unset: the policy's, 1 quick, 3 recurring).",
+        minimum=0),
     "per_host_concurrency": Option(
         8, int, "Requests to one host in flight at once across the whole cluster (per project: per_host_concurrency).",
         minimum=1),
@@ -99,8 +130,12 @@ OPTIONS: dict[str, Option] = {
         "Crawl-delay raises it.", minimum=0),
     "obey_robots": Option(True, _bool, "Fetch each host's robots.txt first and skip what it disallows (per project: obey_robots)."),
     "robots_ttl_seconds": Option(86400.0, float, "How long a fetched robots.txt is trusted.", minimum=1),
-    "robots_error_block_seconds": Option(
-        600.0, float, "How long a host is postponed when its robots.txt answers 5xx or cannot be reached.", minimum=0.1),
+    "robots_error_attempts": Option(
+        3, int, "Fetches of a host's robots.txt that answer 5xx or cannot connect before the host's rows end failed "
+        "(kind robots); between two, the retry policy's delays.", minimum=1),
+    "robots_unreachable_seconds": Option(
+        600.0, float, "How long a host whose robots.txt stayed unreachable keeps failing its new rows at once, "
+        "before its robots.txt is tried again.", minimum=0),
     "leader_lease_seconds": Option(
         10.0, float, "Lease of the dispatching beat; a standby beat takes over this long after the leader dies.",
         minimum=1),

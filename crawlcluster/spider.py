@@ -56,6 +56,7 @@ class Request:
     # spider's attribute, the project's setting, then the cluster default
     retries: int | None = None
     retry_delays: list[float] | None = None
+    retry_policy: str | None = None  # "quick" or "recurring" (crawlcluster.scheduling.RETRY_POLICIES)
     age: int | None = None
     itag: str | None = None
     auto_recrawl: bool | None = None
@@ -113,6 +114,7 @@ class Spider:
     priority: int = 0
     retries: int | None = None
     retry_delays: list[float] | None = None
+    retry_policy: str | None = None  # "quick" (one-shot crawls) or "recurring" (long back-off)
     age: int | None = None
     itag: str | None = None
     auto_recrawl: bool | None = None

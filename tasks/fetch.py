@@ -51,20 +51,25 @@ def failure_message(result: FetchResult) -> dict[str, Any]:
 
 @app.task(name="crawlcluster.fetch", acks_late=True, ignore_result=True)
 def fetch(message: dict[str, Any]) -> dict[str, int]:
+    """Fetch the batch and hand results on as they finish (in waves), so a page that hangs
+    until its timeout does not hold back the pages fetched with it, nor their retries."""
     project = message["project"]
-    results = get_fetcher().fetch_many(message["tasks"])
-    pages = [page_message(r) for r in results if r.ok and r.status != 304]
-    failures = [failure_message(r) for r in results if not r.ok]
-    # not modified since the last fetch: the row is fresh again, nothing to parse or store
-    failures += [{"id": r.entry["id"], "url": r.url, "status": DONE, "code": 304, "not_modified": True,
-                  "fetch_seconds": round(r.elapsed_seconds, 4)}
-                 for r in results if r.ok and r.status == 304]
-    with app.producer_or_acquire() as producer:
-        if pages:
-            send_message(app, "crawlcluster.parse", {"project": project, "pages": pages}, producer=producer)
-        if failures:
-            send_message(app, "crawlcluster.store", {"project": project, "pages": failures}, producer=producer)
-    return {"fetched": len(pages), "not_fetched": len(failures)}
+    fetched = not_fetched = 0
+    for results in get_fetcher().fetch_waves(message["tasks"]):
+        pages = [page_message(r) for r in results if r.ok and r.status != 304]
+        failures = [failure_message(r) for r in results if not r.ok]
+        # not modified since the last fetch: the row is fresh again, nothing to parse or store
+        failures += [{"id": r.entry["id"], "url": r.url, "status": DONE, "code": 304, "not_modified": True,
+                      "fetch_seconds": round(r.elapsed_seconds, 4)}
+                     for r in results if r.ok and r.status == 304]
+        with app.producer_or_acquire() as producer:
+            if pages:
+                send_message(app, "crawlcluster.parse", {"project": project, "pages": pages}, producer=producer)
+            if failures:
+                send_message(app, "crawlcluster.store", {"project": project, "pages": failures}, producer=producer)
+        fetched += len(pages)
+        not_fetched += len(failures)
+    return {"fetched": fetched, "not_fetched": not_fetched}
 
 
 @signals.worker_process_shutdown.connect

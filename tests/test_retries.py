@@ -1,5 +1,7 @@
 """Retries with back-off, Retry-After, final failures, re-crawl by itag and age, the 304
-path and auto_recrawl, on real Redis, Postgres and worker processes."""
+path and auto_recrawl, on real Redis, Postgres and worker processes; which retry policy a
+row gets, and what the store engine does with a capped Retry-After and a timeout, on
+Postgres and SQLite."""
 
 from __future__ import annotations
 
@@ -8,7 +10,13 @@ import time
 import pytest
 
 import crawlcluster
+from crawlcluster import frontier, scheduling
+from crawlcluster.errors import ConfigurationError
+from crawlcluster.db import get_engine
+from crawlcluster.spider import Request, Spider
+from crawlcluster.urls import task_id
 from tests.outcomes import load_rows
+from workers.store import store_pages
 from tests.scripted_site import ScriptedSite, page
 
 TOLERANCE_SECONDS = 0.25
@@ -48,7 +56,7 @@ def test_503_is_retried_after_each_backoff_delay_then_succeeds(cluster, scripted
     first, second = gaps(hits)
     assert first >= 1 - TOLERANCE_SECONDS and second >= 2 - TOLERANCE_SECONDS, (first, second)
     row = row_of(pg, "flaky", scripted.url + "/flaky")
-    assert (row["status"], row["status_code"], row["retries_left"]) == ("done", 200, 1)
+    assert (row["status"], row["status_code"], row["retries_left"]) == ("done", 200, 0)  # 2 retries: quick
     assert [item["title"] for item in crawl.results()] == ["Recovered"]
 
 
@@ -142,3 +150,105 @@ def test_auto_recrawl_keeps_fetching_every_age_until_cancelled(cluster, scripted
     count = len(scripted.hits("/tick"))
     time.sleep(2)
     assert len(scripted.hits("/tick")) == count
+
+
+# -- which policy a row gets -------------------------------------------------------------
+
+class RecurringSpider(Spider):
+    retry_policy = "recurring"
+
+
+def test_the_default_policy_is_quick_and_a_project_may_name_the_recurring_one():
+    quick = scheduling.resolve(Request("http://h/"), None, None, None)
+    assert (quick.retry_policy, quick.retries, quick.retry_delays) == ("quick", 2, [2.0, 10.0])
+    assert quick.row_values()["_fetch_extra"] == {}  # the cluster default travels in no row
+    recurring = scheduling.resolve(Request("http://h/"), None, None, {"retry_policy": "recurring"})
+    assert (recurring.retry_policy, recurring.retries) == ("recurring", 3)
+    assert recurring.retry_delays == [30.0, 3600.0, 21600.0, 43200.0, 86400.0]
+    assert recurring.row_values()["_fetch_extra"]["retry_policy"] == "recurring"
+
+
+def test_explicit_retries_win_over_a_policy_named_at_the_same_or_a_less_specific_place():
+    # the spider names recurring; the request's own retries win, its delays come from the spider's policy
+    schedule = scheduling.resolve(Request("http://h/", retries=5), None, RecurringSpider(), None)
+    assert (schedule.retry_policy, schedule.retries, schedule.retry_delays[0]) == ("recurring", 5, 30.0)
+    # a project's explicit delays beside its policy win over that policy's delays
+    schedule = scheduling.resolve(Request("http://h/"), None, None, {"retry_policy": "recurring", "retry_delays": [1]})
+    assert (schedule.retries, schedule.retry_delays) == (3, [1.0])
+    # a policy named by the spider wins over the project's explicit values (more specific)
+    schedule = scheduling.resolve(Request("http://h/"), None, RecurringSpider(), {"retries": 9})
+    assert schedule.retries == 3
+
+
+def test_cluster_settings_set_retries_for_every_policy_and_choose_the_default_one(monkeypatch):
+    monkeypatch.setenv("CRAWLCLUSTER_RETRY_POLICY", "recurring")
+    assert scheduling.resolve(Request("http://h/"), None, None, None).retries == 3
+    monkeypatch.setenv("CRAWLCLUSTER_RETRIES", "1")
+    monkeypatch.setenv("CRAWLCLUSTER_RETRY_DELAYS", "4")
+    schedule = scheduling.resolve(Request("http://h/"), None, None, {"retry_policy": "quick"})
+    assert (schedule.retry_policy, schedule.retries, schedule.retry_delays) == ("quick", 2, [2.0, 10.0])
+    schedule = scheduling.resolve(Request("http://h/"), None, None, None)
+    assert (schedule.retry_policy, schedule.retries, schedule.retry_delays) == ("recurring", 1, [4.0])
+
+
+def test_auto_recrawl_rows_get_the_recurring_policy_unless_they_name_one():
+    recrawled = scheduling.resolve(Request("http://h/", age=60, auto_recrawl=True), None, None, None)
+    assert (recrawled.retry_policy, recrawled.retries) == ("recurring", 3)
+    named = scheduling.resolve(Request("http://h/", age=60, auto_recrawl=True, retry_policy="quick"), None, None, None)
+    assert (named.retry_policy, named.retries) == ("quick", 2)
+    once = scheduling.resolve(Request("http://h/", age=60), None, None, None)  # re-crawl when seen again only
+    assert once.retry_policy == "quick"
+
+
+def test_project_settings_take_a_retry_policy_and_refuse_an_unknown_one_with_a_sentence():
+    assert scheduling.check_project_settings({"retry_policy": " Recurring"}) == {"retry_policy": "recurring"}
+    with pytest.raises(ConfigurationError, match="unknown retry policy 'never'; known: quick, recurring"):
+        scheduling.check_project_settings({"retry_policy": "never"})
+    with pytest.raises(ConfigurationError, match="retry_delays"):
+        scheduling.check_project_settings({"retry_delays": "soon"})
+
+
+# -- what the store engine does with a failure, on Postgres and SQLite ---------------------
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def database(request):
+    if request.param == "postgres":
+        return request.getfixturevalue("pg")
+    return request.getfixturevalue("sqlite_url")
+
+
+def claim_all(engine, project: str, now: float) -> None:
+    with engine.begin() as conn:
+        frontier.claim_due_tasks(conn, project, 100, 60, now=now)
+
+
+def test_a_retry_after_beyond_its_cap_waits_the_cap_and_says_so(database):
+    url = "http://busy.example/"
+    crawlcluster.submit([url], project="capped", database_url=database)
+    engine = get_engine(database)
+    claim_all(engine, "capped", time.time())
+    before = time.time()
+    failure = {"id": task_id("capped", url), "url": url, "status": "failed", "code": 503, "kind": "http",
+               "error": "HTTP 503 Service Unavailable", "retry": True, "retry_after": 7200.0}
+    assert store_pages(engine, "capped", [failure])["retried"] == 1
+    row = row_of(database, "capped", url)
+    assert row["status"] == "pending" and before + 60 <= row["next_run_at"] <= time.time() + 60
+    assert row["error"] == ("HTTP 503 Service Unavailable (retry 1 of 2 in 60s; Retry-After 7200s capped by "
+                            "retry_after_max_seconds)")
+
+
+def test_a_timeout_is_retried_once_by_the_quick_policy_then_fails_saying_why(database):
+    url = "http://slow.example/"
+    crawlcluster.submit([url], project="slow", database_url=database)
+    engine = get_engine(database)
+    failure = {"id": task_id("slow", url), "url": url, "status": "failed", "code": None, "kind": "timeout",
+               "error": f"timeout while reading {url}", "retry": True}
+    claim_all(engine, "slow", time.time())
+    assert store_pages(engine, "slow", [dict(failure)])["retried"] == 1
+    row = row_of(database, "slow", url)
+    assert row["status"] == "pending" and "(retry 1 of 2 in 2s)" in row["error"]
+    claim_all(engine, "slow", time.time() + 3)
+    assert store_pages(engine, "slow", [dict(failure)]) == {"done": 0, "failed": 1, "retried": 0, "items": 0}
+    row = row_of(database, "slow", url)
+    assert (row["status"], row["error_kind"], row["retries_left"]) == ("failed", "timeout", 1)
+    assert row["error"] == f"timeout while reading {url} (after 2 tries that timed out; timeout_retries=1)"

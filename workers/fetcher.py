@@ -1,7 +1,10 @@
 """The fetch engine: httpx on one asyncio loop per worker process, many fetches in flight.
 
 Each worker process owns one ``httpx.AsyncClient`` (connections reused across tasks) on a
-loop in a background thread; Celery's threads hand batches to it with :meth:`Fetcher.fetch_many`.
+loop in a background thread; Celery's threads hand batches to it with :meth:`Fetcher.fetch_waves`
+(results handed on as they finish) or :meth:`Fetcher.fetch_many` (all at once, in order).
+A fetch waits at most ``read_timeout_seconds`` for a byte and ``fetch_timeout_seconds`` in
+all; a name that does not resolve is a ``dns`` error, apart from other ``connect`` errors.
 Redirects are not followed here: a 3xx comes back as ``redirect_to`` and becomes a row of
 its own, so the target is deduplicated like any link and each hop is recorded. Bodies are
 read as a stream and decompressed by hand with a cap, so neither a huge body nor a
@@ -13,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
+import socket
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urljoin
 
 import httpx
@@ -29,16 +34,21 @@ from workers.loopthread import start_loop_thread
 
 logger = logging.getLogger(__name__)
 
+# once a batch's first result is in, how long the rest may take before what is done so far
+# is handed on: a page that hangs until its timeout holds none of its batch-mates back
+WAVE_LINGER_SECONDS = 0.5
+
 # headers the parse stage and the row need; the rest stay behind
 KEPT_HEADERS = ("content-type", "etag", "last-modified", "location", "content-encoding", "retry-after")
 # failures worth trying again later; any other failure is final
-RETRYABLE_KINDS = frozenset({"timeout", "connect", "network", "protocol"})
+# (dns too: a resolver may fail for a moment; the retry policy bounds how long it is tried)
+RETRYABLE_KINDS = frozenset({"timeout", "connect", "dns", "network", "protocol"})
 RETRYABLE_STATUS = frozenset({408, 429})
 
 
 def is_retryable(kind: str, status_code: int | None) -> bool:
-    """Connection errors, timeouts, 5xx, 408 and 429 are retried; other 4xx and bad
-    content are final."""
+    """Connection and name-resolution errors, timeouts, 5xx, 408 and 429 are retried
+    (as often as the row's retry policy says); other 4xx and bad content are final."""
     if kind in RETRYABLE_KINDS:
         return True
     return kind == "http" and status_code is not None and (status_code >= 500 or status_code in RETRYABLE_STATUS)
@@ -154,12 +164,16 @@ class Fetcher:
         user_agent: str,
         connect_timeout_seconds: float,
         read_timeout_seconds: float,
+        fetch_timeout_seconds: float | None = None,
         max_body_bytes: int,
         concurrency: int,
     ) -> None:
         self.user_agent = user_agent
         self.timeout = httpx.Timeout(read_timeout_seconds, connect=connect_timeout_seconds)
-        self.total_timeout_seconds = connect_timeout_seconds + 4 * read_timeout_seconds
+        # a whole fetch, connecting to the last body byte: a server that sends a byte now and
+        # then never trips the read timeout, and must still end
+        self.total_timeout_seconds = (fetch_timeout_seconds if fetch_timeout_seconds is not None
+                                      else connect_timeout_seconds + 4 * read_timeout_seconds)
         self.max_body_bytes = max_body_bytes
         self.concurrency = concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -174,6 +188,7 @@ class Fetcher:
             user_agent=settings.get("user_agent"),
             connect_timeout_seconds=settings.get("connect_timeout_seconds"),
             read_timeout_seconds=settings.get("read_timeout_seconds"),
+            fetch_timeout_seconds=settings.get("fetch_timeout_seconds"),
             max_body_bytes=settings.get("max_body_bytes"),
             concurrency=settings.get("fetch_concurrency"),
         )
@@ -204,7 +219,46 @@ class Fetcher:
         future = asyncio.run_coroutine_threadsafe(self._fetch_all(entries), loop)
         return future.result()
 
-    async def _fetch_all(self, entries: list[dict[str, Any]]) -> list[FetchResult]:
+    def fetch_waves(self, entries: list[dict[str, Any]],
+                    linger_seconds: float = WAVE_LINGER_SECONDS) -> Iterator[list[FetchResult]]:
+        """Fetch every entry concurrently, like :meth:`fetch_many`, but hand results on in
+        waves as they finish: a wave is whatever finished within ``linger_seconds`` of its
+        first result (the whole batch, when every page answers quickly)."""
+        loop = self._ensure_loop()
+        finished: queue.Queue[FetchResult] = queue.Queue()
+
+        async def run() -> None:
+            await self._open_client()
+
+            async def one(entry: dict[str, Any]) -> None:
+                finished.put(await self.fetch(entry))
+
+            await asyncio.gather(*(one(entry) for entry in entries))
+
+        future = asyncio.run_coroutine_threadsafe(run(), loop)
+        remaining = len(entries)
+        # every fetch ends within its total timeout; the bound only guards against a bug
+        most_seconds = self.total_timeout_seconds + 60
+        while remaining:
+            try:
+                wave = [finished.get(timeout=most_seconds)]
+            except queue.Empty:
+                future.cancel()
+                raise RuntimeError(f"{remaining} fetches gave no result within {most_seconds:g}s") from None
+            deadline = time.monotonic() + linger_seconds
+            while len(wave) < remaining:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    wave.append(finished.get(timeout=left))
+                except queue.Empty:
+                    break
+            remaining -= len(wave)
+            yield wave
+        future.result()
+
+    async def _open_client(self) -> None:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=self.timeout,
@@ -215,6 +269,9 @@ class Fetcher:
                 trust_env=False,
             )
             self._semaphore = asyncio.Semaphore(self.concurrency)
+
+    async def _fetch_all(self, entries: list[dict[str, Any]]) -> list[FetchResult]:
+        await self._open_client()
         return list(await asyncio.gather(*(self.fetch(entry) for entry in entries)))
 
     # -- one fetch ------------------------------------------------------------------
@@ -228,7 +285,8 @@ class Fetcher:
             except FetchError as exc:
                 result.error = exc
             except asyncio.TimeoutError:
-                result.error = FetchError(entry["url"], "timeout", f"{entry['url']} took longer than {self.total_timeout_seconds:.0f}s in total")
+                result.error = FetchError(entry["url"], "timeout", f"{entry['url']} took longer than {self.total_timeout_seconds:g}s in total "
+                                                                  f"(fetch_timeout_seconds)")
             except Exception as exc:  # noqa: BLE001 - no input may crash a worker
                 result.error = _describe_http_error(entry["url"], exc)
         result.elapsed_seconds = time.monotonic() - started
@@ -297,6 +355,13 @@ def _describe_http_error(url: str, exc: Exception) -> FetchError:
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
         return FetchError(url, "invalid_url", f"invalid URL {url}: {exc}")
     if isinstance(exc, httpx.ConnectError):
+        resolving = _cause(exc, socket.gaierror)
+        if resolving is not None:
+            host = httpx.URL(url).host
+            return FetchError(url, "dns", f"cannot resolve {host} ({resolving.strerror or resolving}) for {url}")
+        refused = _cause(exc, ConnectionRefusedError)
+        if refused is not None:
+            return FetchError(url, "connect", f"connection refused by {httpx.URL(url).netloc.decode()} for {url}")
         return FetchError(url, "connect", f"cannot connect to {url}: {exc or type(exc).__name__}")
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.LocalProtocolError)):
         return FetchError(url, "protocol", f"broken HTTP from {url}: {exc or type(exc).__name__}")
@@ -304,6 +369,18 @@ def _describe_http_error(url: str, exc: Exception) -> FetchError:
         return FetchError(url, "network", f"{type(exc).__name__} fetching {url}: {exc}")
     logger.exception("unexpected error fetching %s", url)
     return FetchError(url, "internal", f"unexpected {type(exc).__name__} fetching {url}: {exc}")
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of type ``kind`` among ``exc``'s causes (httpx wraps the socket's)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 20:  # a cycle of causes is possible, if odd
+        if isinstance(current, kind):
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
 
 
 _fetchers: dict[int, Fetcher] = {}

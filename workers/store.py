@@ -16,8 +16,8 @@ from sqlalchemy import delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from crawlcluster import frontier, settings, stats
-from crawlcluster.politeness import ROBOTS_CALLBACK, ROBOTS_ERROR, record_robots
+from crawlcluster import frontier, scheduling, settings, stats
+from crawlcluster.politeness import ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNREACHABLE, record_robots
 from crawlcluster.urls import url_host
 from crawlcluster.schema import DONE, FAILED, results
 
@@ -37,17 +37,26 @@ def _json_safe(item: Any) -> Any:
     return str(item)
 
 
-def _record_robots(conn: Any, pages: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+# failures that say something about one host, not about the crawl: they end by themselves
+# (a bounded number of robots.txt attempts) and never pause the whole project
+HOST_FAILURE_KINDS = frozenset({"robots", "dns"})
+
+
+def _record_robots(conn: Any, project: str, pages: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
     """Write each fetched robots.txt to the hosts table; return the rows' outcomes (a 4xx
-    robots.txt is a success: the host allows everything)."""
+    robots.txt is a success: the host allows everything). A failed one is tried again
+    after the project's retry delays (its retry policy's, or its own retry_delays)."""
+    project_settings = (frontier.project_row(conn, project) or {}).get("settings") or {}
+    delays = scheduling.resolve(None, None, None, project_settings).retry_delays
     outcomes = []
     for page in pages:
         code = page.get("robots_code", page.get("code"))
         state = record_robots(
             conn, url_host(page["url"]), body=page.get("robots"), status_code=code, error=page.get("error"),
-            user_agent=settings.get("user_agent"), ttl_seconds=settings.get("robots_ttl_seconds"),
-            error_block_seconds=settings.get("robots_error_block_seconds"), now=now)
-        if state == ROBOTS_ERROR:
+            kind=page.get("kind"), user_agent=settings.get("user_agent"), ttl_seconds=settings.get("robots_ttl_seconds"),
+            error_attempts=settings.get("robots_error_attempts"), error_delays=delays,
+            unreachable_seconds=settings.get("robots_unreachable_seconds"), now=now)
+        if state in (ROBOTS_ERROR, ROBOTS_UNREACHABLE):
             outcomes.append({**page, "status": FAILED, "retry": False})
         else:
             outcomes.append({"id": page["id"], "url": page["url"], "status": DONE, "code": code,
@@ -73,7 +82,7 @@ def store_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> di
     with engine.begin() as conn:
         robots_pages = [p for p in pages if p.get("cb") == ROBOTS_CALLBACK]
         if robots_pages:
-            pages = [p for p in pages if p.get("cb") != ROBOTS_CALLBACK] + _record_robots(conn, robots_pages, now)
+            pages = [p for p in pages if p.get("cb") != ROBOTS_CALLBACK] + _record_robots(conn, project, robots_pages, now)
         retried = frontier.schedule_retries(conn, pages, now=now)
         outcomes = [
             {"task_id": p["id"], "status": p["status"], "status_code": p.get("code"), "error": p.get("error"),
@@ -92,7 +101,10 @@ def store_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> di
             conn.execute(stmt)
         frontier.record_outcomes(conn, outcomes, now=now)
         stats.record_batch(conn, project, pages, retried, now=now)
-        failures = [p for p in pages if p["status"] == FAILED and p.get("cb") != ROBOTS_CALLBACK]
+        # a streak counts rows that ended failed (a retry is still open), and not a dead
+        # host's: its rows fail together and would pause every other host's work
+        failures = [p for p in pages if p["status"] == FAILED and p.get("cb") != ROBOTS_CALLBACK
+                    and p["id"] not in retried and p.get("kind") not in HOST_FAILURE_KINDS]
         successes = sum(1 for p in pages if p["status"] == DONE and p.get("cb") != ROBOTS_CALLBACK)
         frontier.record_streak(conn, project, successes, len(failures),
                                pause_after=settings.get("auto_pause_failures"),

@@ -1,0 +1,250 @@
+"""Dead hosts end: a name that does not resolve, a refused port and a robots.txt that answers
+500 end their hosts' rows ``failed`` after a bounded number of attempts, and a crawl of the
+rough site (tests/rough_site.py) with default settings ends by itself, embedded and on a
+real cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+import crawlcluster
+from crawlcluster import frontier
+from crawlcluster.db import get_engine
+from crawlcluster.politeness import ROBOTS_CALLBACK
+from crawlcluster.scheduler import Dispatcher
+from crawlcluster.schema import crawl_tasks, hosts
+from tests.outcomes import load_rows
+from tests.rough_site import DEAD_HOST_URL, RoughSite, free_port
+from tests.scripted_site import ScriptedSite, page
+from workers.fetcher import Fetcher
+from workers.store import store_pages
+
+CLI = [sys.executable, "-m", "crawlcluster.cli"]
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def database(request):
+    if request.param == "postgres":
+        return request.getfixturevalue("pg")
+    return request.getfixturevalue("sqlite_url")
+
+
+@pytest.fixture
+def test_app(redis_url):
+    app = Celery("crawlcluster-test")
+    app.config_from_object("celeryconfig")
+    app.conf.broker_url = redis_url
+    return app
+
+
+@pytest.fixture
+def rough():
+    site = RoughSite().serve()
+    yield site
+    site.stop()
+
+
+def take_fetch_messages(app: Celery) -> list[dict]:
+    """The stage messages waiting in the fetch queue, taken off it."""
+    out = []
+    with app.connection() as connection:
+        queue = connection.SimpleQueue("fetch", accept=["msgpack"])
+        try:
+            while True:
+                try:
+                    message = queue.get(block=True, timeout=0.2)
+                except queue.Empty:
+                    return out
+                out.append(message.decode()[0][0])
+                message.ack()
+        finally:
+            queue.close()
+
+
+def fetch_one(url: str):
+    fetcher = Fetcher(user_agent="crawlcluster-test/1", connect_timeout_seconds=2, read_timeout_seconds=2,
+                      max_body_bytes=1 << 20, concurrency=4)
+    try:
+        return fetcher.fetch_many([{"id": "x", "url": url}])[0]
+    finally:
+        fetcher.close()
+
+
+def test_a_name_that_does_not_resolve_is_a_dns_error_and_a_refused_port_a_connect_error(rough):
+    dead = fetch_one(DEAD_HOST_URL)
+    assert dead.error is not None and dead.error.kind == "dns"
+    assert "cannot resolve nosuch-host.invalid" in str(dead.error)
+    refused = fetch_one(rough.refused_url)
+    assert refused.error is not None and refused.error.kind == "connect"
+    assert "connection refused" in str(refused.error)
+
+
+def test_a_page_that_hangs_does_not_hold_back_the_pages_fetched_with_it(rough):
+    fetcher = Fetcher(user_agent="crawlcluster-test/1", connect_timeout_seconds=2, read_timeout_seconds=2,
+                      max_body_bytes=1 << 20, concurrency=8)
+    entries = [{"id": path, "url": rough.url + path} for path in ("/hang", "/page/1", "/stall", "/page/2")]
+    try:
+        waves = [[(r.entry["id"], r.error.kind if r.error else r.status) for r in wave]
+                 for wave in fetcher.fetch_waves(entries)]
+    finally:
+        fetcher.close()
+    assert sorted(waves[0]) == [("/page/1", 200), ("/page/2", 200)]
+    assert sorted(r for wave in waves[1:] for r in wave) == [("/hang", "timeout"), ("/stall", "timeout")]
+
+
+def test_a_host_whose_robots_txt_stays_unreachable_ends_its_rows_after_the_set_attempts(database, test_app):
+    """The scheduler and the store engine for real, with the fetch stage run by hand on each
+    published message: three dead hosts (no name, a refused port, robots.txt 500) end after
+    three robots.txt attempts each; the live host's rows are dispatched; the project is not
+    paused by the dead hosts' failures."""
+    from tasks.fetch import failure_message
+
+    live = ScriptedSite()
+    broken = ScriptedSite()
+    broken.route("/robots.txt", lambda n, _h: (500, {}, b"broken"))
+    live.route("/robots.txt", lambda n, _h: (404, {}, b"none"))
+    live.route("/ok", lambda n, _h: page("OK"))
+    refused_url = f"http://127.0.0.1:{free_port()}"
+    dead_urls = [f"{DEAD_HOST_URL}{i}" for i in range(12)] + [f"{refused_url}/{i}" for i in range(3)] + \
+        [f"{broken.url}/{i}" for i in range(3)]
+    fetcher = Fetcher(user_agent="crawlcluster-test/1", connect_timeout_seconds=2, read_timeout_seconds=2,
+                      max_body_bytes=1 << 20, concurrency=8)
+    try:
+        # short delays between robots.txt attempts, so the test does not wait 2 s and 10 s
+        crawl = crawlcluster.submit([*dead_urls, live.url + "/ok"], project="dead",
+                                    settings={"retry_delays": [0.05]}, database_url=database)
+        dispatcher = Dispatcher(test_app, claim_batch_size=100, max_queued_per_project=1000,
+                                queued_deadline_seconds=60, fetch_batch_size=16, tick_seconds=0.1,
+                                database_url=database)
+        engine = get_engine(database)
+        robots_fetches: Counter[str] = Counter()
+        live_dispatched = False
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            dispatcher.tick()
+            dispatcher.flush()
+            for message in take_fetch_messages(test_app):
+                tasks = [t for t in message["tasks"] if t.get("cb") == ROBOTS_CALLBACK]
+                live_dispatched |= any(t["url"] == live.url + "/ok" for t in message["tasks"])
+                for result in fetcher.fetch_many(tasks):
+                    robots_fetches[result.url] += 1
+                    # every robots.txt here fails (404 too): the fetch stage sends it to store
+                    assert not result.ok
+                    store_pages(engine, "dead", [failure_message(result)])
+            with engine.connect() as conn:
+                counts = frontier.count_by_status(conn, "dead")
+            if counts["pending"] == 0 and live_dispatched:
+                break
+            time.sleep(0.05)
+        dispatcher.close()
+        with engine.connect() as conn:
+            rows = {r.url: r for r in conn.execute(crawl_tasks.select().where(crawl_tasks.c.project == "dead"))}
+            host_rows = {r.host: r for r in conn.execute(hosts.select())}
+            project = frontier.project_row(conn, "dead")
+        for url in dead_urls:
+            row = rows[url]
+            assert (row.status, row.error_kind) == ("failed", "robots"), (url, row.status, row.error)
+            assert row.error.endswith("; nothing on this host was fetched") and "after 3 attempts" in row.error
+        assert "robots.txt of nosuch-host.invalid unreachable after 3 attempts (dns: cannot resolve" in \
+            rows[DEAD_HOST_URL + "0"].error
+        assert "(connect: connection refused" in rows[refused_url + "/0"].error
+        assert "(HTTP 500" in rows[broken.url + "/0"].error
+        assert robots_fetches == {DEAD_HOST_URL + "robots.txt": 3, refused_url + "/robots.txt": 3,
+                                  broken.url + "/robots.txt": 3, live.url + "/robots.txt": 1}
+        assert len(broken.hits("/robots.txt")) == 3 and broken.hits("/0") == []  # nothing else fetched
+        assert host_rows["nosuch-host.invalid"].robots_status == "unreachable"
+        assert live_dispatched and rows[live.url + "/ok"].status == "queued"
+        assert project["status"] == "running" and project["consecutive_failures"] == 0
+        assert crawl.failure_counts()["robots"] == len(dead_urls)
+    finally:
+        fetcher.close()
+        live.stop()
+        broken.stop()
+
+
+def assert_rough_outcomes(rough: RoughSite, tasks: list[dict], items: list[dict]) -> None:
+    """Every row of a crawl of the rough site ended, each the way its page behaves."""
+    by_url = {t["url"]: t for t in tasks}
+    assert Counter(t["status"] for t in tasks if t["status"] not in ("done", "failed")) == Counter(), \
+        [(t["url"], t["status"], t["error"]) for t in tasks if t["status"] not in ("done", "failed")]
+    hits = rough.hit_counts()
+    for path in rough.ordinary_paths():
+        assert by_url[rough.url + path]["status"] in ("done", "failed"), path
+    for path in ("/error/a", "/error/b"):
+        row = by_url[rough.url + path]
+        assert (row["status"], row["error_kind"], row["status_code"]) == ("failed", "http", 500)
+        assert row["error"].startswith("HTTP 500") and hits[path] == 3  # the first try and two retries
+    for path in ("/error/recovers", "/busy"):
+        assert by_url[rough.url + path]["status"] == "done" and hits[path] == 2, path
+    busy = rough.hits("/busy")
+    assert busy[1] - busy[0] >= 1 - 0.25  # its Retry-After: 1 was obeyed
+    # the pages fetched beside /hang were handed on without waiting for its timeout
+    assert rough.hits("/error/recovers")[1] < rough.hits("/hang")[1]
+    for path in ("/hang", "/stall"):
+        row = by_url[rough.url + path]
+        assert (row["status"], row["error_kind"]) == ("failed", "timeout"), (path, row["error"])
+        assert hits[path] == 2  # timeouts are retried once by the quick policy
+    for url, cause in ((DEAD_HOST_URL, "dns: cannot resolve"), (rough.refused_url, "connect: connection refused"),
+                       (rough.elsewhere_url, "HTTP 500")):
+        row = by_url[url]
+        assert (row["status"], row["error_kind"]) == ("failed", "robots"), (url, row["error"])
+        assert f"unreachable after 3 attempts ({cause}" in row["error"]
+    assert rough.hit_counts("other") == Counter({"/robots.txt": 3})  # /elsewhere never fetched
+    assert {i["url"] for i in items} >= {rough.url + p for p in ("/", "/error/recovers", "/busy")}
+
+
+def report_end(rough: RoughSite, ended_at: float, label: str) -> None:
+    """How long after its last successful page the crawl ended (measured, not asserted)."""
+    with rough.lock:
+        served = [t for t, s, p in rough.log if s == "main" and p not in ("/hang", "/stall", "/error/a", "/error/b")]
+        first = min(t for t, s, _ in rough.log)
+        hang = [t for t, s, p in rough.log if p == "/hang"]
+    line = (f"{label}: ended {ended_at - max(served):.1f}s after the last successful page, "
+            f"{ended_at - first:.1f}s after the first request; /hang tried at +{hang[0] - first:.1f}s and "
+            f"+{hang[-1] - first:.1f}s, its first try to the end: {ended_at - hang[0]:.1f}s")
+    print(line)
+    with Path(os.environ.get("ROUGH_SITE_REPORT", os.devnull)).open("a", encoding="utf-8") as report:
+        report.write(line + "\n")
+
+
+def test_the_one_command_crawl_of_the_rough_site_ends_by_itself_with_default_settings(rough, tmp_path):
+    out = tmp_path / "items.jsonl"
+    frontier_db = tmp_path / "frontier.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLCLUSTER_") or k.endswith("KEY_PREFIX")}
+    run = subprocess.run([*CLI, "crawl", *rough.start_urls(), "-o", str(out), "--db", str(frontier_db), "-q",
+                          "--project", "rough"], capture_output=True, text=True, timeout=240, env=env)
+    ended_at = time.monotonic()
+    assert run.returncode == 0, run.stderr[-3000:]
+    tasks, items = load_rows(f"sqlite:///{frontier_db}", "rough")
+    assert_rough_outcomes(rough, tasks, items)
+    written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(written) == len(items)
+    report_end(rough, ended_at, "embedded")
+
+
+def test_the_rough_site_through_a_cluster_finishes_and_its_spider_failures_are_callback_rows(rough, processes, pg):
+    processes.worker("fetch", "fetch")
+    processes.worker("parse-store", "parse,store")
+    processes.beat()
+    crawl = crawlcluster.submit("tests.rough_site:RoughSpider", project="rough",
+                                spider_kwargs={"start_urls": rough.start_urls()})
+    stats = crawl.wait(timeout=240)
+    ended_at = time.monotonic()
+    assert stats["pending"] == stats["queued"] == 0
+    tasks, items = load_rows(pg, "rough")
+    assert_rough_outcomes(rough, tasks, items)
+    raised = [t for t in tasks if t["error_kind"] == "callback"]
+    assert sorted(t["url"] for t in raised) == sorted(
+        rough.url + p for p in rough.ordinary_paths() if p.endswith("7"))
+    assert all("ends in 7" in t["error"] for t in raised)
+    assert crawl.stats()["status"] in ("running", "finished")  # never auto-paused by the failures
+    report_end(rough, ended_at, "cluster")
