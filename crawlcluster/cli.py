@@ -316,11 +316,13 @@ def cancel(project: str) -> None:
 @main.command()
 def initdb() -> None:
     """Create or upgrade the database schema (CRAWLCLUSTER_DATABASE_URL)."""
-    from crawlcluster.db import get_engine, table_names
+    from crawlcluster.db import open_database, table_names
 
     try:
-        engine = get_engine()
-    except Exception as exc:  # noqa: BLE001 - say which database could not be reached
+        engine = open_database()
+    except CrawlClusterError as exc:  # unreachable or missing: the message says what to do
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - say which database could not be initialised
         raise click.ClickException(f"cannot initialise the database: {exc}") from None
     console.print(f"schema up to date in {engine.url.render_as_string(hide_password=True)}: {', '.join(table_names(engine))}")
 
