@@ -84,7 +84,8 @@ def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             shutil.copy2(path, source / name)
     venv = base / "venv"
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, f"python -m venv failed (on Debian: apt-get install python3-venv):\n{made.stderr}"
     # pip's own settings (index, cache) stay; nothing of this test's Python leaks in
     pip_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "CRAWLCLUSTER_"))}
     done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source)],
