@@ -103,7 +103,7 @@ def demo(pages: int, output: str, quiet: bool) -> None:
     """Serve a small bundled site on 127.0.0.1 and crawl it, with no network at all."""
     from crawlcluster.demo import DemoSite
 
-    with DemoSite(pages=pages, traps=True).serve() as server:
+    with DemoSite(pages=pages, traps=True, retry_traps=True).serve() as server:
         console.print(f"demo site at {server.url}/ ({pages} pages plus a few broken links and redirects)")
         _run_embedded([server.url + "/"], output=output, fmt=None, max_pages=None, max_depth=None,
                       project="demo", db=None, quiet=quiet)
