@@ -220,6 +220,14 @@ def test_a_clean_install_runs_the_readme_cluster_and_crawls_a_local_site(venv_pr
         assert "submitted project newcomer" in done.stderr
         tasks, items = load_rows(pg, "newcomer")
         assert_site_crawled(server, tasks, items)
+    # the README's commands to watch and export, from the same venv
+    done = venv_processes.run(["crawlcluster", "status"], timeout=120)
+    assert done.returncode == 0 and "newcomer" in done.stdout + done.stderr, done.stderr
+    done = venv_processes.run(["crawlcluster", "results", "newcomer", "--format", "jsonl", "-o", "newcomer.jsonl", "-q"],
+                              timeout=120)
+    assert done.returncode == 0, done.stderr
+    exported = (venv_processes.work_dir / "newcomer.jsonl").read_text().splitlines()
+    assert len(exported) == len(items)
     for name in ("fetch", "parse", "store", "beat"):
         log = venv_processes.log(name)
         assert "ModuleNotFoundError" not in log and "Traceback" not in log, f"{name}:\n{log[-3000:]}"
