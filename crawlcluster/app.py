@@ -9,12 +9,14 @@ storing is database-bound (a few threads that write whole batches). An explicit 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
 import sys
 from typing import Any, Iterable
 
+import click
 from celery import Celery
 from celery.signals import task_postrun
 from kombu.utils.objects import cached_property
@@ -64,11 +66,27 @@ def role_defaults(queues: list[str]) -> tuple[str, int]:
     return "threads", fetch_threads
 
 
+def check_render_extra(queues: list[str]) -> None:
+    """Refuse to start a worker that would consume ``render`` without pyppeteer.
+
+    Such a worker would take render messages that a worker with a browser could serve and
+    fail every one of them; refusing at start shows the mistake where it was made, and the
+    rows wait in the render queue for a worker that can render them.
+    """
+    if "render" in queues and importlib.util.find_spec("pyppeteer") is None:
+        named = "-Q " + ",".join(q for q in STAGES if q != "render")
+        raise click.ClickException(
+            "this worker would consume the render queue, which needs the render extra: "
+            "pip install 'crawlcluster[render]' (and Chromium), or leave render out "
+            f"of its queues ({named})")
+
+
 class CrawlWorker(Worker):
     """A worker whose pool and concurrency default to what its queues need."""
 
     def setup_defaults(self, concurrency=None, pool=None, pool_cls=None, queues=None, **kwargs):  # type: ignore[override]
         queue_list = _queues_of(queues if queues is not None else kwargs.get("queues"))
+        check_render_extra(queue_list)
         pool_name, default_concurrency = role_defaults(queue_list)
         if not _named_on_command_line(("-P", "--pool")):
             pool, pool_cls = pool_name, None

@@ -105,7 +105,7 @@ def demo(pages: int, output: str, quiet: bool) -> None:
     """Serve a small bundled site on 127.0.0.1 and crawl it, with no network at all."""
     from crawlcluster.demo import DemoSite
 
-    with DemoSite(pages=pages, traps=True).serve() as server:
+    with DemoSite(pages=pages, traps=True, retry_traps=True).serve() as server:
         console.print(f"demo site at {server.url}/ ({pages} pages plus a few broken links and redirects)")
         _run_embedded([server.url + "/"], output=output, fmt=None, max_pages=None, max_depth=None,
                       project="demo", db=None, quiet=quiet)
@@ -408,11 +408,13 @@ def retry(project: str, failed: bool, kind: str | None) -> None:
 @main.command()
 def initdb() -> None:
     """Create or upgrade the database schema (CRAWLCLUSTER_DATABASE_URL)."""
-    from crawlcluster.db import get_engine, table_names
+    from crawlcluster.db import open_database, table_names
 
     try:
-        engine = get_engine()
-    except Exception as exc:  # noqa: BLE001 - say which database could not be reached
+        engine = open_database()
+    except CrawlClusterError as exc:  # unreachable or missing: the message says what to do
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - say which database could not be initialised
         raise click.ClickException(f"cannot initialise the database: {exc}") from None
     console.print(f"schema up to date in {engine.url.render_as_string(hide_password=True)}: {', '.join(table_names(engine))}")
 

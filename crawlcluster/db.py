@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shlex
 import threading
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine.url import URL
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from crawlcluster import settings
+from crawlcluster.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -111,3 +117,62 @@ def init_db(engine: Engine) -> None:
 
 def table_names(engine: Engine) -> list[str]:
     return inspect(engine).get_table_names()
+
+
+def open_database(url: str | None = None) -> Engine:
+    """:func:`get_engine` for a command a person runs (``crawlcluster initdb``): a database
+    that cannot be reached raises :class:`ConfigurationError` with a sentence that says what
+    to do, instead of a driver's traceback. A missing database names the commands that
+    create it, because creating it is the one step the schema migrations cannot do."""
+    url = normalize_database_url(url or settings.get("database_url"))
+    try:
+        return get_engine(url)
+    except OperationalError as exc:
+        raise ConfigurationError(describe_connect_failure(url, exc)) from None
+
+
+def describe_connect_failure(url: str, exc: BaseException) -> str:
+    """One readable message for a failed first connection to ``url``."""
+    parsed = make_url(normalize_database_url(url))
+    shown = parsed.render_as_string(hide_password=True)
+    reason = str(getattr(exc, "orig", None) or exc).strip()
+    # the driver's own words, without SQLAlchemy's "(Background on this error ...)" tail
+    reason = " ".join(line.strip() for line in reason.splitlines() if line.strip() and "sqlalche.me" not in line)
+    if _database_is_missing(parsed, reason):
+        return missing_database_message(parsed)
+    return f"cannot connect to the database {shown} (CRAWLCLUSTER_DATABASE_URL): {reason}"
+
+
+def missing_database_message(url: URL) -> str:
+    """How to create the database ``url`` names, with its own host, port and user."""
+    name = url.database or ""
+    createdb = ["createdb"]
+    if url.host:
+        createdb += ["-h", url.host]
+    if url.port and url.port != 5432:
+        createdb += ["-p", str(url.port)]
+    if url.username:
+        createdb += ["-U", url.username]
+    createdb.append(name)
+    quoted = '"' + name.replace('"', '""') + '"'
+    where = f"{url.host or 'localhost'}:{url.port or 5432}"
+    return (f"the database {name!r} does not exist on the Postgres server at {where} "
+            f"(CRAWLCLUSTER_DATABASE_URL names it). Create it, then run `crawlcluster initdb` again: "
+            f"`{shlex.join(createdb)}`, or in psql: CREATE DATABASE {quoted};")
+
+
+def _database_is_missing(url: URL, reason: str) -> bool:
+    if url.get_backend_name() != "postgresql" or not url.database:
+        return False
+    if re.search(r'database "' + re.escape(url.database) + r'" does not exist', reason):
+        return True
+    # the server's message may be translated (lc_messages): ask its catalogue instead
+    maintenance = create_engine(url.set(database="postgres"), poolclass=NullPool, connect_args={"connect_timeout": 5})
+    try:
+        with maintenance.connect() as conn:
+            found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database})
+            return found.first() is None
+    except SQLAlchemyError:
+        return False
+    finally:
+        maintenance.dispose()

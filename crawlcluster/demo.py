@@ -1,4 +1,11 @@
-"""A deterministic local demo web site with a known link graph, served with hit counting."""
+"""A deterministic local demo web site with a known link graph, served with hit counting.
+
+``traps=True`` adds what a crawler must get right on any site (404s, redirect chains and
+loops, URL spellings, a latin-1 page, off-site links). ``retry_traps=True`` adds what a
+crawl must wait for and end anyway: a page that answers 500 twice before it answers, one
+that always answers 500, and a slow one; `crawlcluster demo` uses both, while the tests
+that count every page use ``retry_traps`` only where they count retries too.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import html
 import logging
 import random
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +30,15 @@ CHARSET_TARGET = "/charset/latin1"
 CHARSET_TITLE = "Café Crème Brûlée à la Française"
 PDF_TARGET = "/files/report.pdf"
 CSV_TARGET = "/files/data.csv"
+FLAKY_TARGET = "/flaky"  # 500 on its first FLAKY_FAILURES requests, then the page
+FLAKY_TITLE = "A page that fails twice, then answers"
+FLAKY_FAILURES = 2
+BROKEN_TARGET = "/broken"  # 500, always
+SLOW_TARGET = "/slow"
+SLOW_TITLE = "A slow page"
+SLOW_SECONDS = 2.0
+# a client that goes away mid-request is its business, not an error of the site
+CLIENT_GONE = (ConnectionError, TimeoutError)
 OFFSITE_URLS = ("http://example.org/x", "https://www.iana.org/", "http://other.invalid/page")
 # (page number, canonical sorted query): each is a distinct page from /page/N
 QUERY_PAGES = ((3, "a=1&b=2"), (12, "lang=en&x=9"), (20, "p=2&q=z"))
@@ -68,11 +85,13 @@ def _document(title: str, body: str, head_extra: str = "") -> str:
 class DemoSite:
     """The link graph and ground truth; rendering is pure, serving is done by SiteServer."""
 
-    def __init__(self, pages: int = 300, *, traps: bool = True, seed: int = 7) -> None:
+    def __init__(self, pages: int = 300, *, traps: bool = True, seed: int = 7, retry_traps: bool = False,
+                 slow_seconds: float = SLOW_SECONDS) -> None:
         if pages < 1:
             raise ValueError("a demo site needs at least one page")
         self.pages = pages
         self.traps = traps
+        self.retry_traps = retry_traps
         self.seed = seed
         rng = random.Random(seed)
         # ~6 extra links per page so the graph is not just a tree
@@ -89,6 +108,16 @@ class DemoSite:
         self.redirect_chain: list[str] = []
         self.redirect_loop: list[str] = []
         self.offsite_urls: set[str] = set()
+        # retry traps: {target: 500s before the page}, targets that always answer 500, {target: delay}
+        self.flaky: dict[str, int] = {}
+        self.server_errors: set[str] = set()
+        self.slow_pages: dict[str, float] = {}
+        if retry_traps:
+            self.flaky = {FLAKY_TARGET: FLAKY_FAILURES}
+            self.html_pages[FLAKY_TARGET] = FLAKY_TITLE
+            self.server_errors = {BROKEN_TARGET}
+            self.slow_pages = {SLOW_TARGET: slow_seconds}
+            self.html_pages[SLOW_TARGET] = SLOW_TITLE
         if traps:
             self.query_pages = {n: q for n, q in QUERY_PAGES if n < pages}
             for n, q in self.query_pages.items():
@@ -105,7 +134,7 @@ class DemoSite:
         """Every target a correct crawler starting at "/" fetches exactly once."""
         return (
             set(self.html_pages) | self.not_found | set(self.redirect_chain)
-            | set(self.redirect_loop) | set(self.non_html)
+            | set(self.redirect_loop) | set(self.non_html) | self.server_errors
         )
 
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> SiteServer:
@@ -114,10 +143,18 @@ class DemoSite:
 
     # -- rendering -------------------------------------------------------------------
 
-    def respond(self, target: str, host: str, port: int) -> Response:
-        """The response for a raw request target (links depend on the serving host/port)."""
+    def respond(self, target: str, host: str, port: int, nth: int = 1) -> Response:
+        """The response for a raw request target (links depend on the serving host/port);
+        ``nth`` counts the requests for it so far, this one included (the flaky page)."""
         parts = urlsplit(target)
         path = parts.path
+        if path in self.flaky and nth <= self.flaky[path]:
+            return self._html(_document("500 Internal Server Error", f"<h1>Try again</h1><p>attempt {nth}</p>"), 500)
+        if path in self.server_errors:
+            return self._html(_document("500 Internal Server Error", "<h1>Always broken</h1>"), 500)
+        if path in (FLAKY_TARGET, SLOW_TARGET) and path in self.html_pages:
+            title = self.html_pages[path]
+            return self._html(_document(title, f"<h1>{html.escape(title)}</h1>\n<p>{_link('/', 'Home')}</p>"), 200)
         if path == "/":
             return self._html(self._home(), 200)
         if path.startswith("/page/") and path[6:].isdigit() and str(int(path[6:])) == path[6:]:
@@ -174,6 +211,8 @@ class DemoSite:
             # relative-to-root and fragment spellings of /page/0, plus every trap
             links += [_link("page/0", "Page 0 (relative)"), _link("/page/0#top", "Page 0 (fragment)")]
             links += [_link(t, t) for t in self.non_html] + self._query_links() + self._trap_links()
+        if self.retry_traps:
+            links += [_link(FLAKY_TARGET, "flaky"), _link(BROKEN_TARGET, "broken"), _link(SLOW_TARGET, "slow")]
         body = "<h1>Demo site</h1>\n<ul>\n" + "\n".join(f"<li>{a}</li>" for a in links) + "\n</ul>"
         return _document(HOME_TITLE, body)
 
@@ -270,8 +309,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, send_body: bool) -> None:
         owner = self.server.owner
-        owner._record(self.path)  # before responding, so a client never sees an uncounted hit
-        resp = owner._response(self.path)
+        nth = owner._record(self.path)  # before responding, so a client never sees an uncounted hit
+        resp = owner._response(self.path, nth)
+        delay = owner.site.slow_pages.get(urlsplit(self.path).path)
+        if delay:
+            owner._stopping.wait(delay)  # stop() cuts it short
         self.send_response(resp.status)
         for name, value in resp.headers:
             self.send_header(name, value)
@@ -291,6 +333,16 @@ class _DemoHTTPServer(ThreadingHTTPServer):
     request_queue_size = 256  # many concurrent clients connecting at once
     owner: SiteServer
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hangs up (reset, broken pipe, timeout) is logged at debug level;
+        anything else is a bug of the site and logged with its traceback, never printed
+        over the demo's progress bar."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, CLIENT_GONE):
+            logger.debug("demo site: client %s went away: %s", client_address, exc)
+        else:
+            logger.error("demo site: error while serving %s", client_address, exc_info=True)
+
 
 class SiteServer:
     """A running DemoSite on a local port, counting every request target it receives."""
@@ -303,6 +355,7 @@ class SiteServer:
         self._cache: dict[str, Response] = {}
         self._conns: set[socket.socket] = set()
         self._stopped = False
+        self._stopping = threading.Event()
         self._httpd = _DemoHTTPServer((host, port), _Handler)  # binds and listens
         self._httpd.owner = self
         self.host = host
@@ -340,6 +393,7 @@ class SiteServer:
                 return
             self._stopped = True
             conns = list(self._conns)
+        self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         for conn in conns:  # wake handler threads blocked on idle keep-alive reads
@@ -350,12 +404,16 @@ class SiteServer:
         self._thread.join(timeout=5)
         logger.info("demo site at %s stopped", self.url)
 
-    def _record(self, target: str) -> None:
+    def _record(self, target: str) -> int:
+        """Count a request for ``target``; return how many it has had, this one included."""
         with self._lock:
             self._hits[target] += 1
             self._log.append((time.monotonic(), target))
+            return self._hits[target]
 
-    def _response(self, target: str) -> Response:
+    def _response(self, target: str, nth: int = 1) -> Response:
+        if urlsplit(target).path in self.site.flaky:
+            return self.site.respond(target, self.host, self.port, nth)  # changes with nth: never cached
         resp = self._cache.get(target)
         if resp is None:
             resp = self.site.respond(target, self.host, self.port)

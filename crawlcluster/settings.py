@@ -164,6 +164,15 @@ OPTIONS: dict[str, Option] = {
         30.0, float, "Time one page may take in the browser, navigation to script, before it ends as a timeout.",
         minimum=0.1),
     "render_launch_timeout_seconds": Option(30.0, float, "Time Chromium may take to start.", minimum=1),
+    # worker logs
+    "callback_error_log_seconds": Option(
+        60.0, float,
+        "A spider callback's exception is logged with its traceback once per this many seconds for each project, "
+        "callback, exception type and line, in each worker process; the rows keep every error.", minimum=1),
+    "callback_error_log_lines": Option(
+        10, int,
+        "More failures of the same kind within that time are logged as one line each, up to this many; "
+        "the rest are counted and their number logged when the time is up.", minimum=0),
     # monitoring
     "flower_auth": Option(
         "", str,

@@ -344,3 +344,119 @@ def test_stop_is_idempotent_and_does_not_wait_for_idle_connections(site: DemoSit
     idle.close()
     with pytest.raises(OSError):
         http.client.HTTPConnection("127.0.0.1", srv.port, timeout=2).request("GET", "/")
+
+
+# -- retry traps and clients that hang up ------------------------------------------------
+
+def test_retry_traps_are_off_by_default_so_exact_counts_stay_exact(site: DemoSite) -> None:
+    assert not site.retry_traps and site.flaky == {} and site.server_errors == set() and site.slow_pages == {}
+    assert not {"/flaky", "/broken", "/slow"} & site.reachable()
+
+
+def test_retry_traps_fail_twice_then_answer_always_fail_and_answer_slowly() -> None:
+    trapped = DemoSite(pages=20, traps=True, retry_traps=True, slow_seconds=0.5)
+    assert {"/flaky", "/broken", "/slow"} <= trapped.reachable()
+    assert trapped.flaky == {"/flaky": 2} and trapped.server_errors == {"/broken"}
+    with trapped.serve() as srv:
+        client = _Client(srv)
+        try:
+            assert [client.get("/flaky")[0] for _ in range(4)] == [500, 500, 200, 200]
+            assert [client.get("/broken")[0] for _ in range(3)] == [500, 500, 500]
+            started = time.monotonic()
+            status, headers, body = client.get("/slow")
+            assert time.monotonic() - started >= 0.5  # the page is slow on purpose, not fast by accident
+            assert status == 200 and _parse(body, headers["Content-Type"]).title == "A slow page"
+            srv.reset_hits()
+            assert client.get("/flaky")[0] == 500  # counted afresh after reset_hits
+        finally:
+            client.close()
+        statuses, titles, _ = _bfs(srv)
+    # the home page links to all three; a crawler that does not retry sees the flaky page fail
+    assert {statuses["/flaky"], statuses["/broken"], statuses["/slow"]} == {500, 200}
+    assert set(statuses) == trapped.reachable()
+
+
+def _hang_up(srv: SiteServer, sent: bytes) -> None:
+    """Send ``sent`` and close with a TCP reset (SO_LINGER 0): a client that went away."""
+    import socket
+    import struct
+
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    if sent:
+        sock.sendall(sent)
+    sock.close()
+
+
+def _wait_until_handlers_finish(srv: SiteServer, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while (srv._conns or not srv.hits()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not srv._conns, "a handler of a reset connection never finished"
+
+
+def test_clients_that_hang_up_mid_request_print_no_traceback(capfd, site: DemoSite) -> None:
+    with site.serve() as srv:
+        for sent in (b"", b"GET /page/1 HTTP/1.1\r\nHost: x\r\n", b"GET /page/2 HTTP/1.1\r\n\r\n"):
+            _hang_up(srv, sent)
+        # slow: the reset reaches the handler while it waits, before it writes
+        trapped = DemoSite(pages=5, traps=True, retry_traps=True, slow_seconds=0.5)
+        with trapped.serve() as slow_srv:
+            _hang_up(slow_srv, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            _wait_until_handlers_finish(slow_srv)  # it writes after the page's delay, into the reset
+        _wait_until_handlers_finish(srv)
+        client = _Client(srv)
+        try:
+            assert client.get("/")[0] == 200  # still serving
+        finally:
+            client.close()
+    out, err = capfd.readouterr()
+    assert "Traceback" not in err and "ConnectionResetError" not in err and "BrokenPipeError" not in err, err
+
+
+def _cli(args: list[str], cwd, **env: str):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    full_env = dict(os.environ, **env)
+    full_env["PYTHONPATH"] = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.run([sys.executable, "-c", "from crawlcluster.cli import main; main()", *args], cwd=cwd,
+                          env=full_env, capture_output=True, text=True, timeout=300)
+
+
+# short retries whatever the default policy: two retries, half a second apart
+QUICK_RETRIES = {"CRAWLCLUSTER_RETRIES": "2", "CRAWLCLUSTER_RETRY_DELAYS": "0.5"}
+
+
+def test_a_crawl_of_the_retry_traps_retries_the_flaky_page_to_success_and_ends_the_broken_one(tmp_path) -> None:
+    from tests.outcomes import load_rows, target_of
+
+    trapped = DemoSite(pages=20, traps=True, retry_traps=True, slow_seconds=1)
+    with trapped.serve() as srv:
+        done = _cli(["crawl", srv.url + "/", "--db", str(tmp_path / "f.db"), "-o", str(tmp_path / "items.jsonl"),
+                     "--project", "retrydemo", "-q"], tmp_path, **QUICK_RETRIES)
+        hits = srv.hits()
+    assert "Traceback" not in done.stderr, done.stderr
+    tasks, items = load_rows(f"sqlite:///{tmp_path / 'f.db'}", "retrydemo")
+    rows = {target_of(row["url"]): row for row in tasks}
+    assert (rows["/flaky"]["status"], rows["/flaky"]["status_code"]) == ("done", 200)
+    assert (rows["/slow"]["status"], rows["/slow"]["status_code"]) == ("done", 200)
+    assert (rows["/broken"]["status"], rows["/broken"]["status_code"]) == ("failed", 500)
+    assert "HTTP 500" in rows["/broken"]["error"]
+    assert (hits["/flaky"], hits["/broken"], hits["/slow"]) == (3, 3, 1)  # two retries each, none for the slow page
+    titles = {target_of(item["url"]): item["item"].get("title") for item in items}
+    assert titles["/flaky"] == "A page that fails twice, then answers" and titles["/slow"] == "A slow page"
+    assert "/broken" not in titles
+
+
+def test_the_demo_command_crawls_the_retry_traps_without_a_traceback(tmp_path) -> None:
+    import json
+
+    done = _cli(["demo", "--pages", "20", "-o", "demo.jsonl", "-q"], tmp_path, **QUICK_RETRIES)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "ConnectionResetError" not in done.stderr, done.stderr
+    urls = {urlsplit(json.loads(line)["url"]).path for line in (tmp_path / "demo.jsonl").read_text().splitlines()}
+    assert {"/flaky", "/slow", "/page/19"} <= urls and "/broken" not in urls

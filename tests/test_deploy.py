@@ -318,6 +318,8 @@ def test_every_command_quoted_in_the_readmes_is_a_real_command() -> None:
     (["celery", "-A", "crawlcluster", "worker", "--queue-typo", "fetch"], "No such option"),
     (["crawlcluster", "export"], "not a crawlcluster command"),
     (["celery", "-A", "crawlcluster", "flower", "--prot=5555"], "Flower has no option"),
+    # Flower's options take their value after "=": a separate value is a stray argument
+    (["celery", "-A", "crawlcluster", "flower", "--port", "5566"], r"Flower has no option \['5566'\]"),
 ])
 def test_the_command_check_rejects_made_up_queues_subcommands_and_options(argv, message) -> None:
     with pytest.raises(BaseException, match=message):

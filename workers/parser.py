@@ -170,6 +170,8 @@ class CallbackOutcome:
     items: list[dict[str, Any]] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
     error: str | None = None
+    # the exception itself, so the parse stage can log its traceback (rate-limited there)
+    exception: BaseException | None = field(default=None, repr=False)
 
 
 def run_callback(spider: Spider, callback_name: str, response: Response) -> CallbackOutcome:
@@ -194,7 +196,7 @@ def run_callback(spider: Spider, callback_name: str, response: Response) -> Call
     except Exception as exc:  # noqa: BLE001 - a spider bug must end in a row state, not a crash
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         outcome = CallbackOutcome(error=f"{type(spider).__name__}.{callback_name} raised {type(exc).__name__}: {exc} "
-                                        f"({frame.filename}:{frame.lineno})")
+                                        f"({frame.filename}:{frame.lineno})", exception=exc)
     return outcome
 
 
