@@ -213,7 +213,14 @@ def _run_embedded(target: Any, *, output: str | None, fmt: str | None, max_pages
             _fail(exc)
     _print_summary(result, output, db)
     if result.interrupted:
-        return _exit_code_for(result.interrupted)
+        code = _exit_code_for(result.interrupted)
+        if not result.worker_finished:
+            # a page still hangs in a worker thread, which the interpreter would wait for
+            # at exit; everything kept is committed and the output file is closed
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(code)
+        return code
     if result.stats["items"] == 0 and result.pages["failed"] > 0:
         return EXIT_NO_ITEMS
     return 0

@@ -42,6 +42,16 @@ class EmbeddedResult:
     failures: list[dict[str, Any]]  # the first few failed rows with their reasons
     interrupted: str | None = None  # "SIGINT" or "SIGTERM" when a signal stopped the crawl
     temporary_database: bool = False  # database_path is a temporary file kept for a resume
+    worker_finished: bool = True  # False: a page still hangs in the worker (leave with os._exit)
+    # held when a page still hangs: nothing more is stored, so the output file holds exactly
+    # the items of the rows that are done; released by release() or the process's end
+    frontier_lock: Any = None
+
+    def release(self) -> None:
+        if self.frontier_lock is not None:
+            self.frontier_lock.rollback()
+            self.frontier_lock.close()
+            self.frontier_lock = None
 
     @property
     def pages_per_second(self) -> float:
@@ -80,16 +90,28 @@ class _EmbeddedWorker:
         if not self.ready.wait(30):
             raise CrawlClusterError("the embedded worker did not start within 30s")
 
-    def stop(self, timeout_seconds: float = 30.0) -> None:
+    def stop(self, timeout_seconds: float = 30.0) -> bool:
+        """Stop consuming and wait up to ``timeout_seconds`` for the tasks in hand; False
+        when a task still runs then (a page hanging on a slow server), which the caller
+        leaves to end with the process."""
         from celery.worker import state
 
         if self.stopped or not self.thread.is_alive():
-            return
-        self.stopped = True  # a worker still finishing a page after the timeout is left to end with the process
+            return not self.thread.is_alive()
+        self.stopped = True
         state.should_terminate = 0
-        self.controller.stop(in_sighandler=False)
-        self.thread.join(timeout_seconds)
-        state.should_terminate = None
+        # the controller's stop waits for the pool's threads: in a thread of its own, so
+        # that the wait is bounded
+        stopper = threading.Thread(target=self.controller.stop, kwargs={"in_sighandler": False},
+                                   name="crawlcluster-embedded-stop", daemon=True)
+        stopper.start()
+        deadline = time.monotonic() + timeout_seconds
+        stopper.join(timeout_seconds)
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+        finished = not stopper.is_alive() and not self.thread.is_alive()
+        if finished:
+            state.should_terminate = None
+        return finished
 
 
 def configure_embedded(database_path: str) -> Any:
@@ -103,6 +125,15 @@ def configure_embedded(database_path: str) -> Any:
         worker_send_task_events=False,
     )
     return app
+
+
+def _hold_write_lock(engine: Any) -> Any:
+    """Take SQLite's write lock and keep it: a page that ends after the crawl stopped can
+    then not be stored behind the output file's back (its row stays queued for a resume)."""
+    connection = engine.raw_connection()
+    connection.driver_connection.isolation_level = None  # BEGIN ourselves
+    connection.driver_connection.execute("BEGIN IMMEDIATE")
+    return connection
 
 
 def release_queued_rows(engine: Any, now: float | None = None) -> int:
@@ -210,6 +241,7 @@ def run_embedded(
     keep_database = temp_dir is None
     interrupted: str | None = None
     leaving_now = False
+    frontier_lock = None
     try:
         engine = get_engine()
         release_queued_rows(engine)
@@ -246,7 +278,8 @@ def run_embedded(
                     if deadline is not None and now > deadline:
                         raise CrawlClusterError(f"embedded crawl of {crawl.project} timed out after {timeout_seconds}s")
                 time.sleep(min(wait, 0.02))
-        worker.stop(timeout_seconds=grace_seconds if interrupted else 30.0)
+        worker_finished = worker.stop(timeout_seconds=grace_seconds if interrupted else 30.0)
+        frontier_lock = None if worker_finished else _hold_write_lock(engine)
         elapsed = time.monotonic() - started
         exported = sync.finish() if sync is not None else 0
         keep_database = keep_database or interrupted is not None
@@ -254,7 +287,8 @@ def run_embedded(
             crawl.project, crawl.stats(), elapsed, database_path if keep_database else None, exported,
             pages=page_counts(engine, crawl.project), failure_counts=Crawl(crawl.project).failure_counts(),
             failures=Crawl(crawl.project).failures(limit=FAILURES_SHOWN), interrupted=interrupted,
-            temporary_database=temp_dir is not None and keep_database)
+            temporary_database=temp_dir is not None and keep_database, worker_finished=worker_finished,
+            frontier_lock=frontier_lock)
     except StopNow:
         leaving_now = True  # a second Ctrl-C: the file is closed as it is, the frontier kept
         keep_database = True
@@ -262,7 +296,7 @@ def run_embedded(
     finally:
         if sync is not None:
             sync.close()
-        if not leaving_now:
+        if not leaving_now and frontier_lock is None:
             if dispatcher is not None:
                 dispatcher.close()
             worker.stop()  # its worker_shutdown signal closes the stages' per-process resources
