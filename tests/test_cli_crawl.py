@@ -201,6 +201,24 @@ def test_ctrl_c_on_a_terminal_keeps_every_done_item_and_a_second_run_resumes_wit
     assert len(final) == len(gated.pages)
 
 
+def test_a_second_ctrl_c_leaves_at_once_and_keeps_a_closed_json_array(gated, tmp_path):
+    out, db = tmp_path / "out.json", tmp_path / "crawl.db"
+    # a grace far longer than the wait below: only the second Ctrl-C can end the run in time
+    term = Terminal([*CLI, "crawl", gated.url + "/p/0", "-o", str(out), "--db", str(db), "--grace", "600"],
+                    _env(), tmp_path)
+    _wait_for(lambda: _interrupted_mid_crawl(gated) and '"url"' in out.read_text(encoding="utf-8"),
+              "items in the file while /slow and a gated page are in flight")
+    term.ctrl_c()
+    _wait_for(lambda: "press Ctrl-C again" in term.text, "the first Ctrl-C to be acknowledged")
+    term.ctrl_c()
+    code = term.wait(timeout=60)
+    assert code == 130, term.text[-3000:]
+    assert "stopped at once by a second SIGINT" in term.text and "Traceback" not in term.text
+    items = json.loads(out.read_text(encoding="utf-8"))  # still a closed JSON array
+    stored = _urls(_done_items(db))
+    assert items and all(url in stored for url in _urls(items))
+
+
 def test_sigterm_stops_gracefully_and_the_json_array_holds_every_done_item(gated, tmp_path):
     out, db = tmp_path / "out.json", tmp_path / "crawl.db"
     proc = subprocess.Popen([*CLI, "crawl", gated.url + "/p/0", "-o", str(out), "--db", str(db), "-q",
