@@ -430,3 +430,35 @@ def test_feed_sync_writes_each_page_once_and_widens_a_csv_header_from_the_databa
         "url,title,price", "u1,one again,", "u2,two,", "u3,three,3"]  # rewritten from the database
     assert sync.finish() == 3
     assert not list(tmp_path.glob(".crawlcluster-*"))
+
+
+def test_without_db_an_interrupted_crawl_keeps_its_temporary_frontier_and_the_printed_command_resumes_it(
+        gated, tmp_path):
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen([*CLI, "crawl", gated.url + "/p/0", "-o", str(out), "-q", "--grace", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path,
+                            start_new_session=True)
+    try:
+        _wait_for(lambda: _interrupted_mid_crawl(gated), "/slow and a gated page to be in flight")
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it to the foreground job
+        _, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    kept = Path(stderr.split("the frontier is kept in ", 1)[1].split(". Resume with:", 1)[0])
+    assert kept.name == "crawl.db" and kept.exists()
+    resume = stderr.rsplit("Resume with:", 1)[1].strip()
+    assert resume.startswith("crawlcluster crawl ") and f"--db {kept}" in resume
+    try:
+        gated.gate.set()
+        second = subprocess.run([*CLI, *resume.split()[1:]], capture_output=True, text=True, timeout=180,
+                                env=_env(), cwd=tmp_path)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert set(_states(kept).values()) == {"done"}
+        assert len(_jsonl(out)) == len(gated.pages)
+    finally:
+        kept.unlink()
+        for extra in kept.parent.iterdir():
+            extra.unlink()
+        kept.parent.rmdir()
