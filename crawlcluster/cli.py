@@ -165,7 +165,8 @@ def _print_summary(result: Any, output: str | None, db: str | None) -> None:
     if shown:
         console.print(f"  {shown}")
     if result.failure_counts:
-        console.print("  failed by kind: " + ", ".join(f"{kind} {count}" for kind, count in result.failure_counts.items()))
+        kinds = ", ".join(f"{kind} {count}" for kind, count in result.failure_counts.items())
+        console.print(f"  failed by kind: {kinds}")
         console.print("  first failures:")
         for row in result.failures:
             reason = _reason(row)
@@ -204,7 +205,8 @@ def _run_embedded(target: Any, *, output: str | None, fmt: str | None, max_pages
                                   stop_reason=lambda: stopper.signal_name,
                                   grace_seconds=grace_seconds)
         except StopNow as exc:
-            console.print(f"stopped at once by a second {exc}; the items stored so far are in {output or 'the database'}"
+            console.print(f"stopped at once by a second {exc}; the items stored so far are in "
+                          f"{output or 'the database'}"
                           + (f" and the frontier in {db}" if db else ""), highlight=False)
             sys.stderr.flush()
             sys.stdout.flush()

@@ -278,7 +278,9 @@ def run_embedded(
                     if deadline is not None and now > deadline:
                         raise CrawlClusterError(f"embedded crawl of {crawl.project} timed out after {timeout_seconds}s")
                 time.sleep(min(wait, 0.02))
-        worker_finished = worker.stop(timeout_seconds=grace_seconds if interrupted else 30.0)
+        # after a stop, what is left of the grace (at least a second to shut down cleanly)
+        stop_timeout = 30.0 if stopping_until is None else max(1.0, stopping_until - time.monotonic())
+        worker_finished = worker.stop(timeout_seconds=stop_timeout)
         frontier_lock = None if worker_finished else _hold_write_lock(engine)
         elapsed = time.monotonic() - started
         exported = sync.finish() if sync is not None else 0

@@ -259,7 +259,8 @@ class FeedSync:
 
     def _has_items(self) -> bool:
         with self.engine.connect() as conn:
-            return conn.execute(select(results.c.task_id).where(results.c.project == self.project).limit(1)).first() is not None
+            stmt = select(results.c.task_id).where(results.c.project == self.project).limit(1)
+            return conn.execute(stmt).first() is not None
 
     def poll(self) -> int:
         """Write the pages stored since the last poll; return how many items were written."""

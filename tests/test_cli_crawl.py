@@ -56,7 +56,8 @@ class GatedSite:
         self.gate = threading.Event()
         self.site = ScriptedSite()
         self.url = self.site.url
-        self.site.route("/p/0", lambda n, h: page("P0", tuple(f"/p/{i}" for i in range(1, FAST_PAGES + 1)) + ("/slow",)))
+        first_links = tuple(f"/p/{i}" for i in range(1, FAST_PAGES + 1)) + ("/slow",)
+        self.site.route("/p/0", lambda n, h: page("P0", first_links))
         for i in range(1, FAST_PAGES + 1):
             self.site.route(f"/p/{i}", lambda n, h, i=i: page(f"P{i}", (f"/g/{i}",)))
             self.site.route(f"/g/{i}", lambda n, h, i=i: (self.gate.wait(GATE_BOUND_SECONDS), page(f"G{i}"))[1])
@@ -386,7 +387,8 @@ def test_render_always_loads_pages_in_chromium_in_the_embedded_crawl(tmp_path):
                                       f"<html><head><title>Empty</title></head><body>{script}</body></html>".encode()))
         out = tmp_path / "items.jsonl"
         run = subprocess.run([*CLI, "crawl", site.url + "/", "-o", str(out), "-q", "--ignore-robots",
-                              "--render", "always"], capture_output=True, text=True, timeout=180, env=_env(), cwd=tmp_path)
+                              "--render", "always"], capture_output=True, text=True, timeout=180, env=_env(),
+                             cwd=tmp_path)
         assert run.returncode == 0, run.stderr[-3000:]
         assert [item["title"] for item in _jsonl(out)] == ["Built by script"]
     finally:
