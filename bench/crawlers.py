@@ -154,7 +154,7 @@ def run_embedded(site: FastSiteProcess, workdir: Path, run: int, timeout_seconds
     result.wall_seconds, result.cpu_seconds = exited.wall_seconds, exited.cpu_seconds
     result.peak_rss_bytes, result.processes = sample.peak_rss_bytes, sample.peak_processes
     output = _log_tail(log_path, 4000)
-    match = re.search(r"(\d+) done, (\d+) failed, (\d+) items", output)
+    match = re.search(r"(\d+) (?:pages )?done, (\d+) failed, (\d+) items", output)
     if match:
         result.items = int(match.group(3))
         if int(match.group(2)):

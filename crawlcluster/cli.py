@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,36 +46,239 @@ def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc))
 
 
-@click.group()
-@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def main(verbose: int) -> None:
-    """crawlcluster: a distributed web crawler on Celery, or one command on one machine."""
-    level = logging.WARNING - 10 * min(verbose, 2)
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("crawlcluster")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        from crawlcluster import __version__
+
+        return __version__
+
+
+def _set_verbosity(ctx: click.Context, _param: click.Parameter, value: int) -> int:
+    """``-v`` before or after the subcommand: the most given anywhere wins."""
+    root = ctx.find_root()
+    total = max(value or 0, root.meta.get("crawlcluster.verbose", 0))
+    root.meta["crawlcluster.verbose"] = total
+    level = logging.WARNING - 10 * min(total, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+    return total
+
+
+def _verbose_option() -> click.Option:
+    return click.Option(["-v", "--verbose"], count=True, expose_value=False, is_eager=True, callback=_set_verbosity,
+                        help="More logging (-v info, -vv debug); before or after the command.")
+
+
+class _Commands(click.Group):
+    """The command group; every command also takes -v/-vv after its name."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not any(isinstance(p, click.Option) and "--verbose" in p.opts for p in cmd.params):
+            cmd.params.append(_verbose_option())
+        super().add_command(cmd, name)
+
+
+@click.group(cls=_Commands)
+@click.version_option(_package_version(), "--version", prog_name="crawlcluster", message="%(prog)s %(version)s")
+@click.option("-v", "--verbose", count=True, expose_value=False, is_eager=True, callback=_set_verbosity,
+              help="More logging (-v info, -vv debug).")
+def main() -> None:
+    """crawlcluster: a distributed web crawler on Celery, or one command on one machine."""
+
+
+EXIT_NO_ITEMS = 1
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+FAILURE_REASON_CHARS = 160
+
+
+class _BadOutput(click.ClickException):
+    """An output file that cannot be written: one line, the usage error's exit code."""
+
+    exit_code = 2
+
+
+class _Stopper:
+    """The first SIGINT or SIGTERM asks the crawl to stop (``event``); a second one leaves
+    at once through :class:`~crawlcluster.embedded.StopNow`."""
+
+    def __init__(self, grace_seconds: float) -> None:
+        self.grace_seconds = grace_seconds
+        self.event = threading.Event()
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Stopper":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        from crawlcluster.embedded import StopNow
+
+        name = signal.Signals(signum).name
+        if self.event.is_set():
+            raise StopNow(name)
+        self.signal_name = name
+        self.event.set()
+        # os.write, not the console: a signal handler may run inside the console's own write
+        os.write(2, (f"\n{name}: stopping; pages in flight get {self.grace_seconds:g}s to finish "
+                     "(press Ctrl-C again to leave at once)\n").encode())
+
+
+def _exit_code_for(signal_name: str | None) -> int:
+    return EXIT_SIGTERM if signal_name == "SIGTERM" else EXIT_SIGINT
+
+
+def _reason(row: dict[str, Any]) -> str:
+    text = " ".join((row.get("error") or "").split())
+    if len(text) > FAILURE_REASON_CHARS:
+        text = text[:FAILURE_REASON_CHARS - 1] + "…"
+    return text or row["kind"]
+
+
+def _resume_command(db_path: str | None) -> str:
+    args = list(sys.argv[1:])
+    if db_path and "--db" not in args and not any(a.startswith("--db=") for a in args):
+        args += ["--db", db_path]
+    return shlex.join(["crawlcluster", *args])
+
+
+def _print_summary(result: Any, output: str | None, db: str | None) -> None:
+    """What the crawl did, what failed and why, where the rest is, how to resume."""
+    pages = result.pages
+    items = result.stats["items"]
+    console.print(
+        f"[bold]{result.project}[/]: {pages['done']} pages done, {pages['failed']} failed, {items} items "
+        f"in {result.elapsed_seconds:.1f}s ({result.pages_per_second:.1f} pages/s)"
+        + (f"; {result.exported} items written to {output}" if output else ""))
+    others = [(result.stats.get("retries", 0), "retries"), (pages["disallowed"], "disallowed by robots.txt"),
+              (pages["cancelled"], "cancelled"), (pages["pending"] + pages["queued"], "not crawled yet")]
+    shown = ", ".join(f"{count} {label}" for count, label in others if count)
+    if shown:
+        console.print(f"  {shown}")
+    if result.failure_counts:
+        kinds = ", ".join(f"{kind} {count}" for kind, count in result.failure_counts.items())
+        console.print(f"  failed by kind: {kinds}")
+        console.print("  first failures:")
+        for row in result.failures:
+            reason = _reason(row)
+            label = "" if reason.startswith(row["kind"]) else f"[{row['kind']}] "
+            console.print(f"    {row['url']}  {label}{reason}", markup=False, highlight=False)
+        if result.database_path:
+            console.print(f"  every failure: CRAWLCLUSTER_DATABASE_URL=sqlite:///{result.database_path} "
+                          f"crawlcluster failures {result.project}", markup=False, highlight=False)
+        else:
+            console.print("  run with --db FILE to keep the frontier and list every failure with "
+                          "`crawlcluster failures`", markup=False, highlight=False)
+    if result.interrupted:
+        where = f"kept in {result.database_path}" if result.temporary_database else f"in {result.database_path}"
+        console.print(f"stopped by {result.interrupted}; the frontier is {where}. Resume with:", highlight=False)
+        console.print(f"  {_resume_command(result.database_path)}", markup=False, highlight=False)
 
 
 def _run_embedded(target: Any, *, output: str | None, fmt: str | None, max_pages: int | None,
                   max_depth: int | None, project: str | None, db: str | None, quiet: bool,
-                  settings: dict[str, Any] | None = None) -> None:
-    from crawlcluster.embedded import run_embedded
+                  settings: dict[str, Any] | None = None, spider_kwargs: dict[str, Any] | None = None,
+                  grace_seconds: float | None = None) -> int:
+    """Run the embedded crawl with graceful Ctrl-C/SIGTERM, print the summary; the exit code."""
+    from crawlcluster.embedded import STOP_GRACE_SECONDS, StopNow, run_embedded
+    from crawlcluster.feeds import open_feed
 
     try:
-        result = run_embedded(target, project=project, output=output, fmt=_format_for(output, fmt),
-                              max_pages=max_pages, max_depth=max_depth, database_path=db, progress=not quiet,
-                              settings=settings)
+        feed = open_feed(output, fmt) if output else None  # checked before anything is fetched
     except CrawlClusterError as exc:
-        _fail(exc)
-    stats = result.stats
-    console.print(
-        f"[bold]{result.project}[/]: {stats['done']} done, {stats['failed']} failed, {stats['items']} items "
-        f"in {result.elapsed_seconds:.1f}s ({result.pages_per_second:.1f} pages/s)"
-        + (f"; {result.exported} items written to {output}" if output else ""))
+        raise _BadOutput(str(exc)) from None
+    grace_seconds = STOP_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    with _Stopper(grace_seconds) as stopper:
+        try:
+            result = run_embedded(target, project=project, feed=feed, max_pages=max_pages, max_depth=max_depth,
+                                  database_path=db, progress=not quiet, settings=settings,
+                                  spider_kwargs=spider_kwargs, stop=stopper.event,
+                                  stop_reason=lambda: stopper.signal_name,
+                                  grace_seconds=grace_seconds)
+        except StopNow as exc:
+            console.print(f"stopped at once by a second {exc}; the items stored so far are in "
+                          f"{output or 'the database'}"
+                          + (f" and the frontier in {db}" if db else ""), highlight=False)
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(_exit_code_for(str(exc)))  # the worker thread may be inside a page: do not wait for it
+        except CrawlClusterError as exc:
+            _fail(exc)
+    _print_summary(result, output, db)
+    if result.interrupted:
+        code = _exit_code_for(result.interrupted)
+        if not result.worker_finished:
+            # a page still hangs in a worker thread, which the interpreter would wait for
+            # at exit; everything kept is committed and the output file is closed
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(code)
+        return code
+    if result.stats["items"] == 0 and result.pages["failed"] > 0:
+        return EXIT_NO_ITEMS
+    return 0
 
 
-@main.command()
+class RetryDelays(click.ParamType):
+    """``SECONDS[,SECONDS...]``: the delay before each retry; the last one repeats."""
+
+    name = "seconds[,seconds...]"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> list[float]:
+        if isinstance(value, list):
+            return value
+        from crawlcluster.settings import seconds_list
+
+        try:
+            return seconds_list(str(value))
+        except ValueError as exc:
+            self.fail(f"{value!r}: {exc}", param, ctx)
+
+
+def _retry_settings(retries: int | None, retry_delay: list[float] | None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if retries is not None:
+        values["retries"] = retries
+    if retry_delay is not None:
+        values["retry_delays"] = retry_delay
+    return values
+
+
+CRAWL_EPILOG = """\b
+Output (-o): .jsonl/.jl/.ndjson (JSON lines), .json (one JSON array), .csv; items
+are appended and flushed as they are stored, so a crash keeps what was stored. With
+--db, a second run resumes the crawl and writes the file afresh with every item.
+
+\b
+Ctrl-C or SIGTERM: stop dispatching, let pages in flight finish (--grace seconds),
+write the items, print how to resume. A second Ctrl-C leaves at once.
+
+\b
+Exit codes:
+  0    the crawl ended (some pages may have failed; see the summary)
+  1    no page produced an item and some failed, or an error
+  2    bad command line (unknown output format, missing output directory, ...)
+  130  stopped by Ctrl-C (SIGINT); 143 stopped by SIGTERM
+"""
+
+
+@main.command(epilog=CRAWL_EPILOG)
 @click.argument("urls", nargs=-1, required=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write items here (.jsonl or .csv).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Output format (default: from the file name, else jsonl).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write items here as they are stored: .jsonl, .json or .csv.")
+@click.option("--format", "fmt", type=click.Choice(("jsonl", "json", "csv")),
+              help="Output format (default: from the file's extension).")
 @click.option("--max-pages", type=click.IntRange(min=1), help="Stop adding URLs after this many.")
 @click.option("--max-depth", type=click.IntRange(min=0), help="Follow links at most this deep.")
 @click.option("--project", help="Project name (default: the first URL's host).")
@@ -80,21 +287,42 @@ def _run_embedded(target: Any, *, output: str | None, fmt: str | None, max_pages
 @click.option("--per-host", type=click.IntRange(min=1), help="Requests in flight per host (default 8).")
 @click.option("--delay", type=click.FloatRange(min=0), help="Seconds between two requests to one host (default 0).")
 @click.option("--ignore-robots", is_flag=True, help="Do not fetch or obey robots.txt.")
+@click.option("--render", type=click.Choice(("never", "auto", "always")),
+              help="Link spider: load pages in headless Chromium always, only when a page looks empty "
+                   "without JavaScript (auto), or never (default).")
+@click.option("--retries", type=click.IntRange(min=0), help="Retries of a failed fetch (5xx, timeout, ...).")
+@click.option("--retry-delay", type=RetryDelays(), help="Seconds before each retry, e.g. 2,10,30 (the last repeats).")
+@click.option("--grace", "grace_seconds", type=click.FloatRange(min=0), show_default=True, default=5.0,
+              help="After Ctrl-C or SIGTERM, seconds that pages in flight may take to finish.")
 def crawl(urls: tuple[str, ...], output, fmt, max_pages, max_depth, project, db, quiet, per_host, delay,
-          ignore_robots) -> None:
+          ignore_robots, render, retries, retry_delay, grace_seconds) -> None:
     """Crawl URLS on this machine alone (no Redis, no Postgres) and write the items.
 
     URLS may instead be one spider import path, pkg.module:SpiderClass."""
     target: Any = urls[0] if len(urls) == 1 and "://" not in urls[0] and ":" in urls[0] else list(urls)
-    settings: dict[str, Any] = {}
+    settings: dict[str, Any] = _retry_settings(retries, retry_delay)
     if per_host is not None:
         settings["per_host_concurrency"] = per_host
     if delay is not None:
         settings["per_host_delay"] = delay
     if ignore_robots:
         settings["obey_robots"] = False
-    _run_embedded(target, output=output, fmt=fmt, max_pages=max_pages, max_depth=max_depth,
-                  project=project, db=db, quiet=quiet, settings=settings)
+    spider_kwargs: dict[str, Any] | None = None
+    if render is not None:
+        if not isinstance(target, list):
+            raise click.UsageError("--render is for the link spider (URLs); a spider sets its own `render`")
+        spider_kwargs = {"render": {"never": False, "auto": "auto", "always": True}[render]}
+        if render != "never":
+            from crawlcluster.embedded import check_render_available
+
+            try:
+                check_render_available()
+            except CrawlClusterError as exc:
+                _fail(exc)
+    code = _run_embedded(target, output=output, fmt=fmt, max_pages=max_pages, max_depth=max_depth,
+                         project=project, db=db, quiet=quiet, settings=settings, spider_kwargs=spider_kwargs,
+                         grace_seconds=grace_seconds)
+    click.get_current_context().exit(code)
 
 
 @main.command()
@@ -107,12 +335,14 @@ def demo(pages: int, output: str, quiet: bool) -> None:
 
     with DemoSite(pages=pages, traps=True, retry_traps=True).serve() as server:
         console.print(f"demo site at {server.url}/ ({pages} pages plus a few broken links and redirects)")
-        _run_embedded([server.url + "/"], output=output, fmt=None, max_pages=None, max_depth=None,
-                      project="demo", db=None, quiet=quiet)
-    with open(output, encoding="utf-8") as items:
-        first = [json.loads(line) for _, line in zip(range(3), items)]
-    for item in first:
-        console.print_json(data=item)
+        code = _run_embedded([server.url + "/"], output=output, fmt=None, max_pages=None, max_depth=None,
+                             project="demo", db=None, quiet=quiet)
+    if code == 0 and output.lower().endswith((".jsonl", ".jl", ".ndjson")):
+        with open(output, encoding="utf-8") as items:
+            first = [json.loads(line) for _, line in zip(range(3), items)]
+        for item in first:
+            console.print_json(data=item)
+    click.get_current_context().exit(code)
 
 
 @main.command("submit")
@@ -123,7 +353,10 @@ def demo(pages: int, output: str, quiet: bool) -> None:
 @click.option("--wait/--no-wait", default=False, help="Wait for the crawl to finish, with a progress bar.")
 @click.option("--replace-spider", is_flag=True,
               help="Let the submitted spider (or the link spider, for URLs) replace the project's own.")
-def submit_cmd(targets: tuple[str, ...], project, max_pages, max_depth, wait, replace_spider) -> None:
+@click.option("--retries", type=click.IntRange(min=0), help="Retries of a failed fetch (5xx, timeout, ...).")
+@click.option("--retry-delay", type=RetryDelays(), help="Seconds before each retry, e.g. 2,10,30 (the last repeats).")
+def submit_cmd(targets: tuple[str, ...], project, max_pages, max_depth, wait, replace_spider, retries,
+               retry_delay) -> None:
     """Submit URLs, or one spider import path (pkg.module:SpiderClass), to the cluster.
 
     URLs added to an existing project are crawled by that project's spider; a URL that
@@ -132,7 +365,8 @@ def submit_cmd(targets: tuple[str, ...], project, max_pages, max_depth, wait, re
 
     target: Any = targets[0] if len(targets) == 1 and "://" not in targets[0] else list(targets)
     try:
-        crawl = submit(target, project, max_pages=max_pages, max_depth=max_depth, replace_spider=replace_spider)
+        crawl = submit(target, project, max_pages=max_pages, max_depth=max_depth, replace_spider=replace_spider,
+                       settings=_retry_settings(retries, retry_delay) or None)
         console.print(f"submitted project [bold]{crawl.project}[/]")
         if wait:
             crawl.wait(progress=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -23,20 +24,43 @@ from crawlcluster.errors import CrawlClusterError
 logger = logging.getLogger(__name__)
 
 WORKER_THREADS = 12
+# After a first Ctrl-C or SIGTERM: how long pages already sent may take to finish
+STOP_GRACE_SECONDS = 5.0
+FEED_POLL_SECONDS = 0.5
+FAILURES_SHOWN = 5
 
 
 @dataclass
 class EmbeddedResult:
     project: str
-    stats: dict[str, Any]
+    stats: dict[str, Any]  # Crawl.stats(): rows per state (robots.txt rows included), items, figures
     elapsed_seconds: float
-    database_path: str | None  # None when a temporary file was used
-    exported: int
+    database_path: str | None  # the frontier file when it is kept (--db, or an interrupted run)
+    exported: int  # items in the output file
+    pages: dict[str, int]  # rows per state without the robots.txt rows: what the user calls pages
+    failure_counts: dict[str, int]  # failed rows per kind (Crawl.failure_counts())
+    failures: list[dict[str, Any]]  # the first few failed rows with their reasons
+    interrupted: str | None = None  # "SIGINT" or "SIGTERM" when a signal stopped the crawl
+    temporary_database: bool = False  # database_path is a temporary file kept for a resume
+    worker_finished: bool = True  # False: a page still hangs in the worker (leave with os._exit)
+    # held when a page still hangs: nothing more is stored, so the output file holds exactly
+    # the items of the rows that are done; released by release() or the process's end
+    frontier_lock: Any = None
+
+    def release(self) -> None:
+        if self.frontier_lock is not None:
+            self.frontier_lock.rollback()
+            self.frontier_lock.close()
+            self.frontier_lock = None
 
     @property
     def pages_per_second(self) -> float:
-        finished = self.stats["done"] + self.stats["failed"]
+        finished = self.pages["done"] + self.pages["failed"]
         return finished / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+
+class StopNow(BaseException):
+    """A second Ctrl-C: leave at once, keeping what is in the output file."""
 
 
 class _EmbeddedWorker:
@@ -46,6 +70,7 @@ class _EmbeddedWorker:
         from celery.worker import WorkController
 
         self.ready = threading.Event()
+        self.stopped = False
         self.controller = WorkController(
             app=app,
             hostname=f"embedded-{os.getpid()}@localhost",
@@ -65,15 +90,28 @@ class _EmbeddedWorker:
         if not self.ready.wait(30):
             raise CrawlClusterError("the embedded worker did not start within 30s")
 
-    def stop(self) -> None:
+    def stop(self, timeout_seconds: float = 30.0) -> bool:
+        """Stop consuming and wait up to ``timeout_seconds`` for the tasks in hand; False
+        when a task still runs then (a page hanging on a slow server), which the caller
+        leaves to end with the process."""
         from celery.worker import state
 
-        if not self.thread.is_alive():
-            return
+        if self.stopped or not self.thread.is_alive():
+            return not self.thread.is_alive()
+        self.stopped = True
         state.should_terminate = 0
-        self.controller.stop(in_sighandler=False)
-        self.thread.join(30)
-        state.should_terminate = None
+        # the controller's stop waits for the pool's threads: in a thread of its own, so
+        # that the wait is bounded
+        stopper = threading.Thread(target=self.controller.stop, kwargs={"in_sighandler": False},
+                                   name="crawlcluster-embedded-stop", daemon=True)
+        stopper.start()
+        deadline = time.monotonic() + timeout_seconds
+        stopper.join(timeout_seconds)
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+        finished = not stopper.is_alive() and not self.thread.is_alive()
+        if finished:
+            state.should_terminate = None
+        return finished
 
 
 def configure_embedded(database_path: str) -> Any:
@@ -89,67 +127,181 @@ def configure_embedded(database_path: str) -> Any:
     return app
 
 
+def _hold_write_lock(engine: Any) -> Any:
+    """Take SQLite's write lock and keep it: a page that ends after the crawl stopped can
+    then not be stored behind the output file's back (its row stays queued for a resume)."""
+    connection = engine.raw_connection()
+    connection.driver_connection.isolation_level = None  # BEGIN ourselves
+    connection.driver_connection.execute("BEGIN IMMEDIATE")
+    return connection
+
+
+def release_queued_rows(engine: Any, now: float | None = None) -> int:
+    """Make rows left ``queued`` by an earlier run of this file pending again; return how many.
+
+    An embedded frontier belongs to one process at a time, so a queued row at start was
+    claimed by a run that stopped (Ctrl-C, kill) before its page was stored: no worker can
+    still hold it, and waiting for its deadline (queued_deadline_seconds) would only stall
+    the resume. Hosts whose robots.txt was being fetched are asked again."""
+    from sqlalchemy import update
+
+    from crawlcluster.politeness import ROBOTS_FETCHING, ROBOTS_UNKNOWN
+    from crawlcluster.schema import PENDING, QUEUED, crawl_tasks, hosts
+
+    now = time.time() if now is None else now
+    with engine.begin() as conn:
+        released = conn.execute(update(crawl_tasks).where(crawl_tasks.c.status == QUEUED).values(
+            status=PENDING, next_run_at=now, queued_at=None, deadline_at=None, updated_at=now)).rowcount
+        conn.execute(update(hosts).where(hosts.c.robots_status == ROBOTS_FETCHING)
+                     .values(robots_status=ROBOTS_UNKNOWN, updated_at=now))
+    if released:
+        logger.info("%d rows left queued by an earlier run are pending again", released)
+    return released
+
+
+def page_counts(engine: Any, project: str) -> dict[str, int]:
+    """Rows of ``project`` per state, robots.txt fetches left out: they are the crawler's
+    own requests, not pages of the crawl."""
+    from sqlalchemy import func, select
+
+    from crawlcluster import frontier
+    from crawlcluster.politeness import ROBOTS_CALLBACK
+    from crawlcluster.schema import crawl_tasks
+
+    with engine.connect() as conn:
+        counts = frontier.count_by_status(conn, project)
+        robots = conn.execute(select(crawl_tasks.c.status, func.count())
+                              .where(crawl_tasks.c.project == project, crawl_tasks.c.callback == ROBOTS_CALLBACK)
+                              .group_by(crawl_tasks.c.status)).all()
+    for status, count in robots:
+        counts[status] -= count
+    return counts
+
+
+def check_render_available() -> None:
+    """Refuse ``render`` before the crawl when this machine cannot start a browser."""
+    import importlib.util
+
+    path = settings.get("chromium_path")
+    if importlib.util.find_spec("pyppeteer") is None:
+        raise CrawlClusterError("rendering needs pyppeteer, which is not installed; "
+                                "`pip install crawlcluster[render]` or crawl with --render never")
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise CrawlClusterError(f"rendering needs Chromium at {path!r} (CRAWLCLUSTER_CHROMIUM_PATH), which is not "
+                                "there; install it (apt-get install chromium) or crawl with --render never")
+
+
 def run_embedded(
     target: str | Iterable[str] | type,
     *,
     project: str | None = None,
     output: str | None = None,
-    fmt: str = "jsonl",
+    fmt: str | None = None,
+    feed: Any = None,
     max_pages: int | None = None,
     max_depth: int | None = None,
     database_path: str | None = None,
     progress: bool = True,
     timeout_seconds: float | None = None,
     settings: dict[str, Any] | None = None,
+    spider_kwargs: dict[str, Any] | None = None,
+    stop: threading.Event | None = None,
+    stop_reason: Any = None,
+    grace_seconds: float = STOP_GRACE_SECONDS,
 ) -> EmbeddedResult:
     """Crawl ``target`` (URLs, a Spider subclass or its import path) on this machine alone
-    and write the items to ``output``. A given ``database_path`` keeps the frontier, so a
-    second run of the same project resumes it; by default a temporary file is used."""
-    from crawlcluster.client import submit
+    and write the items to ``output`` (or to an opened :class:`crawlcluster.feeds.Feed`)
+    while they are stored, so an interrupted or killed crawl keeps every item it stored.
+
+    A given ``database_path`` keeps the frontier, so a second run of the same project
+    resumes it (rows an earlier run left queued are fetched; done pages are not); by
+    default a temporary file is used and removed, unless the crawl is stopped.
+
+    ``stop`` set (the CLI sets it on the first Ctrl-C or SIGTERM) stops dispatching; pages
+    already sent get ``grace_seconds`` to finish; then the items are written and the
+    result says ``interrupted`` (``stop_reason()`` names the signal).
+    """
+    from crawlcluster.client import Crawl, submit
     from crawlcluster.db import dispose_all, get_engine
+    from crawlcluster.feeds import FeedSync, open_feed
     from crawlcluster.progress import CrawlProgress
     from crawlcluster.scheduler import Dispatcher
 
+    if feed is None and output:
+        feed = open_feed(output, fmt)  # before anything is fetched: a bad path fails now
     temp_dir = None
     if database_path is None:
-        temp_dir = tempfile.TemporaryDirectory(prefix="crawlcluster-")
-        database_path = str(Path(temp_dir.name) / "crawl.db")
+        temp_dir = tempfile.mkdtemp(prefix="crawlcluster-")
+        database_path = str(Path(temp_dir) / "crawl.db")
     app = configure_embedded(database_path)
     started = time.monotonic()
     worker = _EmbeddedWorker(app, WORKER_THREADS)
     dispatcher = None
+    sync = None
+    keep_database = temp_dir is None
+    interrupted: str | None = None
+    leaving_now = False
+    frontier_lock = None
     try:
-        get_engine()
-        crawl = submit(target, project, max_pages=max_pages, max_depth=max_depth, settings=settings)
+        engine = get_engine()
+        release_queued_rows(engine)
+        crawl = submit(target, project, max_pages=max_pages, max_depth=max_depth, settings=settings,
+                       spider_kwargs=spider_kwargs)
+        if feed is not None:
+            sync = FeedSync(feed, engine, crawl.project)
+            sync.start()
         worker.start()
         dispatcher = Dispatcher.from_settings(app)
         dispatcher.tick_seconds = min(dispatcher.tick_seconds, 0.05)
         deadline = None if timeout_seconds is None else started + timeout_seconds
         with CrawlProgress(crawl.project, enabled=progress) as bar:
-            last_poll = 0.0
+            last_poll = last_feed = 0.0
+            stopping_until = None
             while True:
-                wait = dispatcher.tick()
+                if stop is not None and stop.is_set() and stopping_until is None:
+                    interrupted = (stop_reason() if stop_reason else None) or "SIGINT"
+                    stopping_until = time.monotonic() + grace_seconds
+                    dispatcher.flush()  # what was claimed is sent; nothing more is claimed
+                wait = dispatcher.tick() if stopping_until is None else 0.05
                 now = time.monotonic()
+                if sync is not None and now - last_feed >= FEED_POLL_SECONDS:
+                    last_feed = now
+                    sync.poll()
                 if now - last_poll >= 0.25:
                     last_poll = now
                     stats = crawl.stats()
                     bar.update(stats)
+                    if stopping_until is not None and (stats["queued"] == 0 or now > stopping_until):
+                        break
                     if crawl.is_idle(stats):
                         break
                     if deadline is not None and now > deadline:
                         raise CrawlClusterError(f"embedded crawl of {crawl.project} timed out after {timeout_seconds}s")
                 time.sleep(min(wait, 0.02))
+        # after a stop, what is left of the grace (at least a second to shut down cleanly)
+        stop_timeout = 30.0 if stopping_until is None else max(1.0, stopping_until - time.monotonic())
+        worker_finished = worker.stop(timeout_seconds=stop_timeout)
+        frontier_lock = None if worker_finished else _hold_write_lock(engine)
         elapsed = time.monotonic() - started
-        exported = 0
-        if output:
-            with open(output, "w", encoding="utf-8", newline="") as out:
-                exported = crawl.export(out, fmt)
-        kept = None if temp_dir is not None else database_path
-        return EmbeddedResult(crawl.project, crawl.stats(), elapsed, kept, exported)
+        exported = sync.finish() if sync is not None else 0
+        keep_database = keep_database or interrupted is not None
+        return EmbeddedResult(
+            crawl.project, crawl.stats(), elapsed, database_path if keep_database else None, exported,
+            pages=page_counts(engine, crawl.project), failure_counts=Crawl(crawl.project).failure_counts(),
+            failures=Crawl(crawl.project).failures(limit=FAILURES_SHOWN), interrupted=interrupted,
+            temporary_database=temp_dir is not None and keep_database, worker_finished=worker_finished,
+            frontier_lock=frontier_lock)
+    except StopNow:
+        leaving_now = True  # a second Ctrl-C: the file is closed as it is, the frontier kept
+        keep_database = True
+        raise
     finally:
-        if dispatcher is not None:
-            dispatcher.close()
-        worker.stop()  # its worker_shutdown signal closes the stages' per-process resources
-        dispose_all()
-        if temp_dir is not None:
-            temp_dir.cleanup()
+        if sync is not None:
+            sync.close()
+        if not leaving_now and frontier_lock is None:
+            if dispatcher is not None:
+                dispatcher.close()
+            worker.stop()  # its worker_shutdown signal closes the stages' per-process resources
+            dispose_all()
+            if temp_dir is not None and not keep_database:
+                shutil.rmtree(temp_dir, ignore_errors=True)

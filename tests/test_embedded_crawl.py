@@ -87,3 +87,27 @@ def test_cli_set_changes_a_running_projects_settings_and_rejects_unknown_ones(pg
     assert (row["rate"], row["burst"], row["settings"]["per_host_delay"]) == (5.0, 10.0, 0.5)
     bad = subprocess.run([*CLI, "set", "tuned", "speed=9"], capture_output=True, text=True, timeout=60, env=env)
     assert bad.returncode == 1 and "unknown project setting 'speed'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_submit_takes_retries_and_retry_delays_into_the_projects_rows(pg, tmp_path: Path):
+    import os
+
+    from sqlalchemy import select
+
+    from crawlcluster.db import get_engine
+    from crawlcluster.frontier import project_row
+    from crawlcluster.schema import crawl_tasks
+
+    env = {**os.environ, "CRAWLCLUSTER_DATABASE_URL": pg}
+    run = subprocess.run([*CLI, "submit", "http://site.invalid/", "--project", "retrying", "--retries", "1",
+                          "--retry-delay", "2,5"], capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode == 0, run.stderr
+    engine = get_engine(pg)
+    with engine.connect() as conn:
+        settings = project_row(conn, "retrying")["settings"]
+        retries_left = conn.execute(select(crawl_tasks.c.retries_left)
+                                    .where(crawl_tasks.c.project == "retrying")).scalar_one()
+    assert (settings["retries"], settings["retry_delays"], retries_left) == (1, [2.0, 5.0], 1)
+    bad = subprocess.run([*CLI, "submit", "http://site.invalid/", "--retry-delay", "soon"], capture_output=True,
+                         text=True, timeout=60, env=env)
+    assert bad.returncode == 2 and "comma-separated" in bad.stderr and "Traceback" not in bad.stderr
