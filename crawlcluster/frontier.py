@@ -448,12 +448,19 @@ def _failure_filter(kind: str | None) -> list[Any]:
     return [crawl_tasks.c.error_kind == text_kind]
 
 
+def _failed_pages(project: str) -> list[Any]:
+    """Failed rows of ``project`` that are pages: a host's robots.txt row is the
+    scheduler's own, and when it fails the host's pages fail with kind ``robots`` naming
+    its cause, so it is not listed or counted a second time."""
+    return [crawl_tasks.c.project == project, crawl_tasks.c.status == FAILED, crawl_tasks.c.callback != ROBOTS_CALLBACK]
+
+
 def failed_rows(conn: Connection, project: str, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    """``project``'s failed rows (oldest failure first), optionally of one kind."""
+    """``project``'s failed pages (oldest failure first), optionally of one kind."""
     stmt = (select(crawl_tasks.c.task_id, crawl_tasks.c.url, crawl_tasks.c.status_code, crawl_tasks.c.error,
                    crawl_tasks.c.error_kind, crawl_tasks.c.callback, crawl_tasks.c.depth, crawl_tasks.c.fetched_at,
                    crawl_tasks.c.updated_at)
-            .where(crawl_tasks.c.project == project, crawl_tasks.c.status == FAILED, *_failure_filter(kind))
+            .where(*_failed_pages(project), *_failure_filter(kind))
             .order_by(crawl_tasks.c.updated_at, crawl_tasks.c.task_id))
     if limit is not None:
         stmt = stmt.limit(limit)
@@ -466,9 +473,9 @@ def failed_rows(conn: Connection, project: str, kind: str | None = None, limit: 
 
 
 def failure_counts(conn: Connection, project: str) -> dict[str, int]:
-    """``project``'s failed rows per :func:`failure_label`, most first."""
+    """``project``'s failed pages per :func:`failure_label`, most first."""
     stmt = (select(crawl_tasks.c.error_kind, crawl_tasks.c.status_code, func.count())
-            .where(crawl_tasks.c.project == project, crawl_tasks.c.status == FAILED)
+            .where(*_failed_pages(project))
             .group_by(crawl_tasks.c.error_kind, crawl_tasks.c.status_code))
     counts: dict[str, int] = {}
     for kind, status_code, count in conn.execute(stmt):

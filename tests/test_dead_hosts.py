@@ -231,6 +231,51 @@ def test_the_one_command_crawl_of_the_rough_site_ends_by_itself_with_default_set
     report_end(rough, ended_at, "embedded")
 
 
+def test_the_one_command_crawl_of_a_spider_that_raises_on_the_rough_site_ends_keeps_every_item_and_says_why(
+        rough, tmp_path):
+    """Issue 13's first crawl, as a user runs it: `crawlcluster crawl pkg.mod:Spider -o
+    items.jsonl` with default settings on a site with 5xx pages, a hanging and a stalling
+    page, a dead name, a refused port, a robots.txt that answers 500 and a callback that
+    raises on some pages. It ends by itself soon after its last successful page (the quick
+    policy's worst case is 30 + 2 + 30 s from a timeout's first try), writes every stored
+    item, prints the failures by kind with reasons, and exits 0 because pages gave items."""
+    (tmp_path / "roughrun.py").write_text(
+        "from tests.rough_site import RoughSpider\n\n\n"
+        "class RoughRun(RoughSpider):\n"
+        f"    start_urls = {rough.start_urls()!r}\n", encoding="utf-8")
+    out = tmp_path / "items.jsonl"
+    frontier_db = tmp_path / "frontier.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLCLUSTER_") or k.endswith("KEY_PREFIX")}
+    root = Path(__file__).resolve().parent.parent
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(root)])
+    run = subprocess.run([*CLI, "crawl", "roughrun:RoughRun", "-o", str(out), "--db", str(frontier_db), "-q",
+                          "--project", "rough"], capture_output=True, text=True, timeout=240, env=env,
+                         cwd=tmp_path)
+    ended_at = time.monotonic()
+    assert run.returncode == 0, run.stderr[-3000:]
+    tasks, items = load_rows(f"sqlite:///{frontier_db}", "rough")
+    assert_rough_outcomes(rough, tasks, items)
+    raised = sorted(t["url"] for t in tasks if t["error_kind"] == "callback")
+    assert raised == sorted(rough.url + p for p in rough.ordinary_paths() if p.endswith("7"))
+    # every item stored is in the file, once
+    written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert sorted(i["url"] for i in written) == sorted(i["url"] for i in items)
+    assert len(written) == len(items) == sum(1 for t in tasks if t["status"] == "done" and t["callback"] == "parse"
+                                             and t["final_url"] is None)
+    # the summary names the failures by kind, with reasons
+    summary = run.stderr
+    assert f"callback {len(raised)}" in summary and "HTTP 500 2" in summary and "timeout 2" in summary, summary
+    assert "robots" in summary and "first failures:" in summary
+    assert "raised ValueError" in summary or "ends in 7" in summary or "HTTP 500" in summary.split("first failures:")[1]
+    assert f"crawlcluster failures rough" in summary
+    with rough.lock:
+        last_success = max(t for t, s, p in rough.log
+                           if s == "main" and p not in ("/hang", "/stall", "/error/a", "/error/b"))
+    # a bound of the retry policy, not of speed: the worst case by design is ~62 s
+    assert ended_at - last_success < 90, ended_at - last_success
+    report_end(rough, ended_at, "embedded spider")
+
+
 def test_the_rough_site_through_a_cluster_finishes_and_its_spider_failures_are_callback_rows(rough, processes, pg):
     processes.worker("fetch", "fetch")
     processes.worker("parse-store", "parse,store")
