@@ -15,7 +15,7 @@ from sqlalchemy import and_, func, literal_column, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from crawlcluster import scheduling, settings
+from crawlcluster import scheduling
 from crawlcluster.politeness import ROBOTS_CALLBACK
 from crawlcluster.schema import (
     CANCELLED,

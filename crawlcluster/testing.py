@@ -41,8 +41,11 @@ class ProcessFailed(CrawlClusterError):
 
 
 class LocalCluster:
-    def __init__(self, env: dict[str, str] | None = None, log_dir: str | Path | None = None) -> None:
-        self.env = dict(os.environ)
+    def __init__(self, env: dict[str, str] | None = None, log_dir: str | Path | None = None, *,
+                 inherit_env: bool = True) -> None:
+        """``env`` is added to this process's environment, or with ``inherit_env=False`` is
+        the whole environment (a clean-install test hands its venv nothing of ours)."""
+        self.env = dict(os.environ) if inherit_env else {}
         self.env["PYTHONUNBUFFERED"] = "1"
         self.env.update(env or {})
         self._temp = None
@@ -60,13 +63,13 @@ class LocalCluster:
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         """Run ``celery -A crawlcluster ARGS`` as process ``name``."""
-        log = open(self.log_dir / f"{name}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "crawlcluster", *args],
-            cwd=self.log_dir, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        log.close()
+        return self.spawn(name, [sys.executable, "-m", "celery", "-A", "crawlcluster", *args])
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Run ``argv`` as process ``name`` in a session of its own, logging to ``name.log``."""
+        with open(self.log_dir / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen(argv, cwd=self.log_dir, env=env or self.env, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
         self.procs[name] = proc
         return proc
 

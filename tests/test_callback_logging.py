@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import re
 
-import pytest
 
 import crawlcluster
 from crawlcluster import Request, Spider

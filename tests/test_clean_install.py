@@ -20,7 +20,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from typing import Iterator
 import pytest
 
 from crawlcluster.demo import DemoSite
-from crawlcluster.testing import _die_with_parent
+from crawlcluster.testing import LocalCluster
 from tests.outcomes import assert_site_crawled, load_rows, target_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,15 +94,14 @@ def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield venv / "bin"
 
 
-class VenvProcesses:
-    """Processes started from the clean venv, each in its own session, logging to a file,
-    stopped by PID (their process group) at the end."""
+class VenvProcesses(LocalCluster):
+    """Processes started from the clean venv with only ``env`` (nothing of this test's
+    environment), each in its own session, logging to a file, stopped by PID."""
 
     def __init__(self, bin_dir: Path, env: dict[str, str], work_dir: Path) -> None:
+        super().__init__(env, log_dir=work_dir, inherit_env=False)
         self.bin_dir = bin_dir
-        self.env = env
         self.work_dir = work_dir
-        self.procs: dict[str, subprocess.Popen] = {}
 
     def argv(self, argv: list[str]) -> list[str]:
         """``argv`` with its program taken from the venv: never this test's own Python."""
@@ -115,25 +113,11 @@ class VenvProcesses:
         return subprocess.run(self.argv(argv), cwd=self.work_dir, env=env or self.env, capture_output=True,
                               text=True, timeout=timeout)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        with open(self.work_dir / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen(self.argv(argv), cwd=self.work_dir, env=env or self.env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
-        self.procs[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.work_dir / f"{name}.log").read_text(errors="replace")
+    def start_venv(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        return self.spawn(name, self.argv(argv), env)
 
     def wait_for_log(self, name: str, needle: str, timeout: float = START_TIMEOUT_SECONDS) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.log(name):
-                return
-            assert self.procs[name].poll() is None, \
-                f"{name} exited with {self.procs[name].returncode}:\n{self.log(name)[-3000:]}"
-            time.sleep(0.2)
-        raise AssertionError(f"{name} did not log {needle!r} within {timeout}s:\n{self.log(name)[-3000:]}")
+        super().wait_for_log(name, needle, timeout)
 
     def wait_for_http(self, name: str, url: str, timeout: float = START_TIMEOUT_SECONDS) -> tuple[int, bytes]:
         deadline = time.monotonic() + timeout
@@ -149,23 +133,6 @@ class VenvProcesses:
                 f"{name} exited with {self.procs[name].returncode}:\n{self.log(name)[-3000:]}"
             time.sleep(0.2)
         raise AssertionError(f"{name} did not answer {url} within {timeout}s:\n{self.log(name)[-3000:]}")
-
-    def stop_all(self, timeout: float = 20) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=10)
 
 
 def newcomer_env(bin_dir: Path, **settings: str) -> dict[str, str]:
@@ -207,8 +174,8 @@ def test_a_clean_install_runs_the_readme_cluster_and_crawls_a_local_site(venv_pr
     assert "schema up to date" in done.stderr
 
     for queue in ("fetch", "parse", "store"):
-        venv_processes.start(queue, roles[queue])
-    venv_processes.start("beat", roles["beat"])
+        venv_processes.start_venv(queue, roles[queue])
+    venv_processes.start_venv("beat", roles["beat"])
     for queue in ("fetch", "parse", "store"):
         venv_processes.wait_for_log(queue, "ready.")
     venv_processes.wait_for_log("beat", "beat: Starting")
@@ -247,13 +214,13 @@ def test_flower_and_the_metrics_exporter_answer_http_from_a_clean_install(venv_p
     argv = [re.sub(r"^--port=\d+$", f"--port={flower_port}", arg) for arg in readme_flower_with_port()]
     assert f"--port={flower_port}" in argv, argv
     # Flower listens on every interface unless told; tests bind 127.0.0.1 only
-    venv_processes.start("flower", argv, env={**venv_processes.env, "FLOWER_ADDRESS": "127.0.0.1"})
+    venv_processes.start_venv("flower", argv, env={**venv_processes.env, "FLOWER_ADDRESS": "127.0.0.1"})
     status, body = venv_processes.wait_for_http("flower", f"http://127.0.0.1:{flower_port}/healthcheck")
     assert (status, body) == (200, b"OK")
     status, body = venv_processes.wait_for_http("flower", f"http://127.0.0.1:{flower_port}/")
     assert status == 200 and b"Flower" in body
 
-    venv_processes.start("metrics", ["crawlcluster", "metrics", "--port", str(metrics_port)])
+    venv_processes.start_venv("metrics", ["crawlcluster", "metrics", "--port", str(metrics_port)])
     status, body = venv_processes.wait_for_http("metrics", f"http://127.0.0.1:{metrics_port}/metrics")
     assert status == 200 and b"crawlcluster_queue_messages" in body, body[:2000]
 

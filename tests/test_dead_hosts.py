@@ -267,7 +267,7 @@ def test_the_one_command_crawl_of_a_spider_that_raises_on_the_rough_site_ends_ke
     assert f"callback {len(raised)}" in summary and "HTTP 500 2" in summary and "timeout 2" in summary, summary
     assert "robots" in summary and "first failures:" in summary
     assert "raised ValueError" in summary or "ends in 7" in summary or "HTTP 500" in summary.split("first failures:")[1]
-    assert f"crawlcluster failures rough" in summary
+    assert "crawlcluster failures rough" in summary
     with rough.lock:
         last_success = max(t for t, s, p in rough.log
                            if s == "main" and p not in ("/hang", "/stall", "/error/a", "/error/b"))

@@ -4,7 +4,6 @@ what the site served, the Prometheus endpoint scraped and parsed, `status --json
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
