@@ -157,6 +157,12 @@ class RobotsCache:
                 self._hosts[name] = (now, info)
         return {h: self._hosts[h][1] for h in names}
 
+    def refresh(self, conn: Connection, names: set[str]) -> dict[str, HostRobots]:
+        """``names`` read from the table now, whatever their age in the cache."""
+        for name in names:
+            self._hosts.pop(name, None)
+        return self.get(conn, names) if names else {}
+
     def mark_fetching(self, host: str, now: float) -> None:
         self._hosts[host] = (time.monotonic(), HostRobots(ROBOTS_FETCHING, None, None, None, None, now))
 

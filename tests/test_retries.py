@@ -252,3 +252,29 @@ def test_a_timeout_is_retried_once_by_the_quick_policy_then_fails_saying_why(dat
     row = row_of(database, "slow", url)
     assert (row["status"], row["error_kind"], row["retries_left"]) == ("failed", "timeout", 1)
     assert row["error"] == f"timeout while reading {url} (after 2 tries that timed out; timeout_retries=1)"
+
+
+def test_timeouts_are_counted_apart_from_other_retries(database):
+    """A page that answered 500 once and then timed out has had one timeout: the quick
+    policy's one timeout retry is still its own, and the error counts only timeouts."""
+    url = "http://flaky-then-slow.example/"
+    crawlcluster.submit([url], project="mixed", settings={"retries": 3}, database_url=database)
+    engine = get_engine(database)
+    server_error = {"id": task_id("mixed", url), "url": url, "status": "failed", "code": 500, "kind": "http",
+                    "error": "HTTP 500 Internal Server Error", "retry": True}
+    timeout = {"id": task_id("mixed", url), "url": url, "status": "failed", "code": None, "kind": "timeout",
+               "error": f"timeout while reading {url}", "retry": True}
+    claim_all(engine, "mixed", time.time())
+    assert store_pages(engine, "mixed", [dict(server_error)])["retried"] == 1
+    claim_all(engine, "mixed", time.time() + 3)
+    assert store_pages(engine, "mixed", [dict(timeout)])["retried"] == 1
+    row = row_of(database, "mixed", url)
+    assert (row["status"], row["timeouts"]) == ("pending", 1) and "(retry 2 of 3 in 10s)" in row["error"]
+    claim_all(engine, "mixed", time.time() + 13)
+    assert store_pages(engine, "mixed", [dict(timeout)])["failed"] == 1
+    row = row_of(database, "mixed", url)
+    assert (row["status"], row["error_kind"], row["retries_left"]) == ("failed", "timeout", 1)
+    assert row["error"] == f"timeout while reading {url} (after 2 tries that timed out; timeout_retries=1)"
+    # fetched fine after a retry of its failure, the row starts counting afresh
+    assert crawlcluster.Crawl("mixed", database_url=database).retry_failed() == 1
+    assert row_of(database, "mixed", url)["timeouts"] == 0
