@@ -140,7 +140,9 @@ OPTIONS: dict[str, Option] = {
         10.0, float, "Lease of the dispatching beat; a standby beat takes over this long after the leader dies.",
         minimum=1),
     "auto_pause_failures": Option(
-        10, int, "Consecutive failures after which a project pauses itself (0: never).", minimum=0),
+        10, int, "Consecutive failures that say the site is in trouble (HTTP 5xx or 429, a timeout, a connection "
+        "that failed or broke; not a 404, a callback error, dns or robots) after which a project pauses itself "
+        "(0: never).", minimum=0),
     "auto_pause_seconds": Option(
         300.0, float, "How long an auto-paused project waits before a trial batch decides whether it resumes.",
         minimum=0.1),

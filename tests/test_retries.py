@@ -278,3 +278,36 @@ def test_timeouts_are_counted_apart_from_other_retries(database):
     # fetched fine after a retry of its failure, the row starts counting afresh
     assert crawlcluster.Crawl("mixed", database_url=database).retry_failed() == 1
     assert row_of(database, "mixed", url)["timeouts"] == 0
+
+
+# -- what counts toward an auto-pause --------------------------------------------------------
+
+def test_only_failures_that_say_the_site_is_in_trouble_count_toward_an_auto_pause(database):
+    """Dead links (404), callbacks that raise, redirect loops, oversized bodies and names that
+    do not resolve end one page or one host: a listing page full of them must not pause
+    the crawl. 5xx, 429, timeouts and failed connections do count."""
+    urls = [f"http://site.example/{i}" for i in range(40)]
+    crawlcluster.submit(urls, project="streak", settings={"retries": 0}, database_url=database)
+    engine = get_engine(database)
+    claim_all(engine, "streak", time.time())
+
+    def failed(url: str, kind: str, code: int | None = None) -> dict:
+        return {"id": task_id("streak", url), "url": url, "status": "failed", "code": code, "kind": kind,
+                "error": f"{kind} {code or ''}"}
+
+    page_faults = [failed(urls[0], "http", 404), failed(urls[1], "http", 410), failed(urls[2], "callback", 200),
+                   failed(urls[3], "redirect"), failed(urls[4], "body_too_large", 200), failed(urls[5], "dns"),
+                   failed(urls[6], "decode", 200)] + [failed(u, "http", 404) for u in urls[7:20]]
+    assert store_pages(engine, "streak", page_faults)["failed"] == 20
+    with engine.connect() as conn:
+        project = frontier.project_row(conn, "streak")
+    assert (project["status"], project["consecutive_failures"]) == ("running", 0)
+
+    troubles = [failed(urls[20], "http", 500), failed(urls[21], "http", 503), failed(urls[22], "http", 429),
+                failed(urls[23], "timeout"), failed(urls[24], "connect"), failed(urls[25], "network")]
+    troubles += [failed(u, "http", 502) for u in urls[26:30]]
+    store_pages(engine, "streak", troubles)
+    with engine.connect() as conn:
+        project = frontier.project_row(conn, "streak")
+    assert (project["status"], project["consecutive_failures"]) == ("paused", 10)
+    assert project["pause_reason"].startswith("10 consecutive failures")
