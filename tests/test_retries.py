@@ -5,7 +5,11 @@ Postgres and SQLite."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -175,9 +179,59 @@ def test_explicit_retries_win_over_a_policy_named_at_the_same_or_a_less_specific
     # a project's explicit delays beside its policy win over that policy's delays
     schedule = scheduling.resolve(Request("http://h/"), None, None, {"retry_policy": "recurring", "retry_delays": [1]})
     assert (schedule.retries, schedule.retry_delays) == (3, [1.0])
-    # a policy named by the spider wins over the project's explicit values (more specific)
+    # the project's retries (this run's --retries) win over the spider's policy; its delays stay
     schedule = scheduling.resolve(Request("http://h/"), None, RecurringSpider(), {"retries": 9})
-    assert schedule.retries == 3
+    assert (schedule.retry_policy, schedule.retries, schedule.retry_delays[0]) == ("recurring", 9, 30.0)
+
+
+def test_the_projects_retry_options_win_over_the_spiders_as_scrapys_command_line_does():
+    class FiveRetries(Spider):
+        retries = 5
+        retry_delays = [7.0]
+
+    # the run's settings over the spider's attributes and its named policy
+    schedule = scheduling.resolve(Request("http://h/"), None, FiveRetries(), {"retries": 0, "retry_delays": [1]})
+    assert (schedule.retries, schedule.retry_delays) == (0, [1.0])
+    schedule = scheduling.resolve(Request("http://h/"), None, RecurringSpider(), {"retry_policy": "quick"})
+    assert (schedule.retry_policy, schedule.retries, schedule.retry_delays) == ("quick", 2, [2.0, 10.0])
+    # ... but not over a request's own value or a callback's @config (Scrapy's max_retry_times)
+    assert scheduling.resolve(Request("http://h/", retries=4), None, FiveRetries(), {"retries": 0}).retries == 4
+    configured = scheduling.config(retries=6)(lambda self, response: None)
+    assert scheduling.resolve(Request("http://h/"), configured, FiveRetries(), {"retries": 0}).retries == 6
+    # other options keep their order: the spider's priority over the project's
+    class Urgent(Spider):
+        priority = 3
+    assert scheduling.resolve(Request("http://h/"), None, Urgent(), {"priority": 1}).priority == 3
+
+
+def test_crawl_retries_and_retry_delay_win_over_a_spider_naming_the_recurring_policy(tmp_path):
+    """`crawlcluster crawl mod:Spider --retries 1 --retry-delay 0.2` on a spider whose
+    retry_policy is recurring: the page answering 500 is tried twice, 0.2 s apart, and the
+    crawl ends, instead of waiting 30 s and an hour for the recurring policy's retries."""
+    site = ScriptedSite()
+    site.route("/robots.txt", lambda n, _h: (404, {}, b"none"))
+    site.route("/", lambda n, _h: (500, {}, b"broken"))
+    (tmp_path / "recurringrun.py").write_text(
+        "from crawlcluster import Spider\n\n\n"
+        "class RecurringRun(Spider):\n"
+        "    retry_policy = 'recurring'\n"
+        f"    start_urls = [{site.url + '/'!r}]\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLCLUSTER_") or k.endswith("KEY_PREFIX")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parent.parent)])
+    db = tmp_path / "frontier.db"
+    try:
+        try:
+            run = subprocess.run([sys.executable, "-m", "crawlcluster.cli", "crawl", "recurringrun:RecurringRun",
+                                  "--retries", "1", "--retry-delay", "0.2", "--db", str(db), "-q", "--project", "rr"],
+                                 capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the crawl waited on the spider's recurring policy: {len(site.hits('/'))} tries so far")
+        assert "Traceback" not in run.stderr, run.stderr[-2000:]
+        assert len(site.hits("/")) == 2 and gaps(site.hits("/"))[0] >= 0.2 - 0.05
+        (failure,) = crawlcluster.Crawl("rr", database_url=f"sqlite:///{db}").failures()
+        assert failure["kind"] == "HTTP 500" and "(retry" not in failure["error"]
+    finally:
+        site.stop()
 
 
 def test_cluster_settings_set_retries_for_every_policy_and_choose_the_default_one(monkeypatch):
