@@ -9,7 +9,9 @@ A robots.txt that answers 5xx or cannot be reached postpones its host for the re
 policy's next delay; after ``robots_error_attempts`` such fetches in a row the host is
 ``unreachable``. Per RFC 9309 (section 2.3.1.4) nothing on such a host is fetched: the
 scheduler ends its pending rows ``failed`` (kind ``robots``) with the reason, so a crawl
-never waits on a dead host for ever.
+never waits on a dead host for ever. Those rows fail before the host's robots.txt is asked
+again (after ``robots_unreachable_seconds``), and re-opening a failed row
+(:func:`crawlcluster.frontier.reopen_failed_rows`) makes its host forget its failures.
 """
 
 from __future__ import annotations

@@ -141,7 +141,8 @@ OPTIONS: dict[str, Option] = {
     "fetch_concurrency": Option(
         128, int, "Fetches in flight in one fetch worker process (all its threads together).", minimum=1),
     "fetch_batch_size": Option(
-        16, int, "URLs per fetch message; each stage passes a batch on as one message.", minimum=1),
+        16, int, "URLs per fetch message. The fetch task hands the batch on in waves as its pages finish: one parse "
+        "and one store message per wave (one wave when every page answers quickly).", minimum=1),
     "body_compress_level": Option(1, int, "zlib level for page bodies inside messages (0 stores raw)."),
     # scheduling
     "claim_batch_size": Option(2000, int, "Most rows the scheduler claims and publishes in one tick.", minimum=1),
