@@ -22,10 +22,10 @@ from crawlcluster.db import get_engine
 from crawlcluster.politeness import ROBOTS_CALLBACK
 from crawlcluster.scheduler import Dispatcher
 from crawlcluster.schema import crawl_tasks, hosts
+from crawlcluster.urls import url_host
 from tests.outcomes import load_rows
 from tests.rough_site import DEAD_HOST_URL, RoughSite, free_port
 from tests.scripted_site import ScriptedSite, page
-from crawlcluster.urls import url_host
 from workers.fetcher import Fetcher
 from workers.store import store_pages
 
@@ -314,7 +314,7 @@ def test_retry_failed_asks_a_dead_hosts_robots_txt_again_and_fetches_its_pages(t
     env = quiet_env(robots_error_attempts="2", retry_delays="0.1")
     try:
         first = subprocess.run([*CLI, "crawl", site.url + "/", "--db", str(db), "-q", "--project", "dead"],
-                               capture_output=True, text=True, timeout=60, env=env)
+                               capture_output=True, text=True, check=False, timeout=60, env=env)
         crawl = crawlcluster.Crawl("dead", database_url=f"sqlite:///{db}")
         (failure,) = crawl.failures()
         assert failure["kind"] == "robots" and "unreachable after 2 attempts (HTTP 500" in failure["error"], \
@@ -322,14 +322,14 @@ def test_retry_failed_asks_a_dead_hosts_robots_txt_again_and_fetches_its_pages(t
         assert len(site.hits("/robots.txt")) == 2 and site.hits("/") == []
 
         healthy["now"] = True
-        retried = subprocess.run([*CLI, "retry", "dead", "--failed"], capture_output=True, text=True, timeout=60,
+        retried = subprocess.run([*CLI, "retry", "dead", "--failed"], capture_output=True, text=True, check=False, timeout=60,
                                  env={**env, "CRAWLCLUSTER_DATABASE_URL": f"sqlite:///{db}"})
         assert "dead: 1 failed URLs pending again" in retried.stderr, retried.stderr
         with get_engine(f"sqlite:///{db}").connect() as conn:
             host = conn.execute(hosts.select().where(hosts.c.host == url_host(site.url + "/"))).one()
         assert (host.robots_status, host.robots_failures) == ("unknown", 0)
         second = subprocess.run([*CLI, "crawl", site.url + "/", "--db", str(db), "-q", "--project", "dead"],
-                                capture_output=True, text=True, timeout=60, env=env)
+                                capture_output=True, text=True, check=False, timeout=60, env=env)
         assert second.returncode == 0, second.stderr[-2000:]
         assert len(site.hits("/robots.txt")) == 3 and len(site.hits("/")) == 1
         assert crawl.failures() == [] and [i["url"] for i in crawl.results()] == [site.url + "/"]
@@ -347,7 +347,7 @@ def test_a_dead_hosts_rows_fail_even_when_it_is_never_held_unreachable(tmp_path)
     try:
         try:
             run = subprocess.run([*CLI, "crawl", site.url + "/", site.url + "/other", "--db", str(db), "-q",
-                                  "--project", "dead"], capture_output=True, text=True, timeout=60, env=env)
+                                  "--project", "dead"], capture_output=True, text=True, check=False, timeout=60, env=env)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the crawl did not end; robots.txt fetched {len(site.hits('/robots.txt'))} times")
         assert "Traceback" not in run.stderr, run.stderr[-2000:]
