@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from crawlcluster import scheduling
-from crawlcluster.politeness import ROBOTS_CALLBACK
+from crawlcluster.politeness import ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNKNOWN, ROBOTS_UNREACHABLE
 from crawlcluster.schema import (
     CANCELLED,
     DISALLOWED,
@@ -29,6 +29,7 @@ from crawlcluster.schema import (
     RUNNING,
     TASK_STATES,
     crawl_tasks,
+    hosts,
     project_timers,
     projects,
     results,
@@ -154,7 +155,8 @@ def _make_due_again(conn: Connection, rows: list[dict[str, Any]]) -> int:
             update(crawl_tasks).where(condition, finished).values(
                 status=PENDING, next_run_at=row["next_run_at"], itag=row.get("itag"), age=row.get("age"),
                 auto_recrawl=row.get("auto_recrawl", False),
-                retries_left=row["retries_left"], priority=row["priority"], error=None, error_kind=None, updated_at=now)
+                retries_left=row["retries_left"], priority=row["priority"], error=None, error_kind=None, timeouts=0,
+                updated_at=now)
         )
         changed += result.rowcount
     return changed
@@ -170,7 +172,12 @@ def reopen_failed_rows(conn: Connection, project: str, kind: str | None = None, 
                        now: float | None = None, chunk_rows: int = 1000) -> int:
     """Failed rows of ``project`` (of one ``kind``, or only ``task_ids``) become pending, due
     now, with fresh retries and no error; return how many. Works through them a chunk at a
-    time, so a project with a million failures is never read into memory at once."""
+    time, so a project with a million failures is never read into memory at once.
+
+    A re-opened row whose host's robots.txt stayed unreachable (or is postponed after an
+    error) would only fail again at once, unfetched: in the same transaction such hosts
+    forget their robots.txt failures, so the scheduler asks for robots.txt again first.
+    """
     now = time.time() if now is None else now
     # a robots.txt row is the scheduler's own: it fetches robots.txt again when it needs it
     conditions = [crawl_tasks.c.project == project, crawl_tasks.c.status == FAILED,
@@ -183,19 +190,33 @@ def reopen_failed_rows(conn: Connection, project: str, kind: str | None = None, 
     for id_chunk in id_chunks:
         where = conditions + ([crawl_tasks.c.task_id.in_(id_chunk)] if id_chunk is not None else [])
         while True:  # each round turns up to chunk_rows failed rows into pending ones, so it ends
-            found = conn.execute(select(crawl_tasks.c.task_id, crawl_tasks.c.fetch).where(*where)
-                                 .order_by(crawl_tasks.c.task_id).limit(chunk_rows)).all()
+            found = conn.execute(select(crawl_tasks.c.task_id, crawl_tasks.c.fetch, crawl_tasks.c.host)
+                                 .where(*where).order_by(crawl_tasks.c.task_id).limit(chunk_rows)).all()
             by_retries: dict[int, list[str]] = {}
-            for tid, options in found:
+            for tid, options, _host in found:
                 by_retries.setdefault(fresh_retries(options), []).append(tid)
             for retries, tids in by_retries.items():
                 reopened += conn.execute(
                     update(crawl_tasks).where(crawl_tasks.c.task_id.in_(tids), crawl_tasks.c.status == FAILED)
                     .values(status=PENDING, next_run_at=now, retries_left=retries, error=None, error_kind=None,
-                            queued_at=None, deadline_at=None, updated_at=now)).rowcount
+                            timeouts=0, queued_at=None, deadline_at=None, updated_at=now)).rowcount
+            forget_robots_failures(conn, sorted({host for _tid, _options, host in found}), now)
             if len(found) < chunk_rows:
                 break
     return reopened
+
+
+def forget_robots_failures(conn: Connection, host_names: Sequence[str], now: float) -> int:
+    """Hosts (of ``host_names``) whose robots.txt is unreachable or postponed after an error
+    start again from ``unknown`` with no failures counted: their robots.txt is fetched
+    before any of their rows. Returns how many hosts changed."""
+    if not host_names:
+        return 0
+    return conn.execute(
+        update(hosts).where(hosts.c.host.in_(list(host_names)),
+                            hosts.c.robots_status.in_((ROBOTS_UNREACHABLE, ROBOTS_ERROR)))
+        .values(robots_status=ROBOTS_UNKNOWN, robots_failures=0, robots_error=None, blocked_until=None,
+                robots_expires_at=None, updated_at=now)).rowcount
 
 
 # the error text of rows `cancel` (Crawl.cancel) turned from pending into cancelled; resume
@@ -521,19 +542,21 @@ def schedule_retries(conn: Connection, failures: list[dict[str, Any]], now: floa
     if not wanted:
         return set()
     rows = conn.execute(
-        select(crawl_tasks.c.task_id, crawl_tasks.c.retries_left, crawl_tasks.c.fetch)
+        select(crawl_tasks.c.task_id, crawl_tasks.c.retries_left, crawl_tasks.c.timeouts, crawl_tasks.c.fetch)
         .where(crawl_tasks.c.task_id.in_(list(wanted)), crawl_tasks.c.status == QUEUED,
                crawl_tasks.c.retries_left > 0)
         .with_for_update()
     ).all()
     retried = set()
-    for task, retries_left, options in rows:
+    for task, retries_left, timeouts, options in rows:
         failure = wanted[task]
         rules = scheduling.RetryRules.of_row(options)
         total = rules.retries
-        attempt = max(0, total - retries_left)
-        if failure.get("kind") == "timeout" and attempt >= rules.timeout_retries:
-            failure["error"] = f"{failure['error']} (after {attempt + 1} tries that timed out; " \
+        attempt = max(0, total - retries_left)  # retries so far, of any kind: picks the delay
+        timed_out = failure.get("kind") == "timeout"
+        if timed_out and timeouts >= rules.timeout_retries:
+            # timeouts are counted on their own: a 500 before them is no timeout
+            failure["error"] = f"{failure['error']} (after {timeouts + 1} tries that timed out; " \
                                f"timeout_retries={rules.timeout_retries})"
             continue
         delay = scheduling.retry_delay(rules.retry_delays, attempt)
@@ -546,6 +569,7 @@ def schedule_retries(conn: Connection, failures: list[dict[str, Any]], now: floa
         conn.execute(
             update(crawl_tasks).where(crawl_tasks.c.task_id == task).values(
                 status=PENDING, retries_left=retries_left - 1, next_run_at=now + delay,
+                timeouts=timeouts + 1 if timed_out else timeouts,
                 status_code=failure.get("code"), error_kind=failure.get("kind"),
                 error=f"{failure['error']} (retry {attempt + 1} of {total} in {delay:g}s{note})",
                 queued_at=None, deadline_at=None, fetched_at=now, updated_at=now)
@@ -578,6 +602,8 @@ def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: f
         values = dict(status=status, status_code=status_code, error=error, final_url=final_url,
                       error_kind=(error_kind or "other") if status == FAILED else None,
                       fetched_at=now, deadline_at=None, updated_at=now)
+        if status == DONE:
+            values["timeouts"] = 0
         if status == DONE and status_code != 304:
             values.update(etag=etag, last_modified=last_modified)
         result = conn.execute(

@@ -9,7 +9,9 @@ A robots.txt that answers 5xx or cannot be reached postpones its host for the re
 policy's next delay; after ``robots_error_attempts`` such fetches in a row the host is
 ``unreachable``. Per RFC 9309 (section 2.3.1.4) nothing on such a host is fetched: the
 scheduler ends its pending rows ``failed`` (kind ``robots``) with the reason, so a crawl
-never waits on a dead host for ever.
+never waits on a dead host for ever. Those rows fail before the host's robots.txt is asked
+again (after ``robots_unreachable_seconds``), and re-opening a failed row
+(:func:`crawlcluster.frontier.reopen_failed_rows`) makes its host forget its failures.
 """
 
 from __future__ import annotations
@@ -156,6 +158,12 @@ class RobotsCache:
                                       row.blocked_until, row.updated_at, row.robots_failures or 0, row.robots_error)
                 self._hosts[name] = (now, info)
         return {h: self._hosts[h][1] for h in names}
+
+    def refresh(self, conn: Connection, names: set[str]) -> dict[str, HostRobots]:
+        """``names`` read from the table now, whatever their age in the cache."""
+        for name in names:
+            self._hosts.pop(name, None)
+        return self.get(conn, names) if names else {}
 
     def mark_fetching(self, host: str, now: float) -> None:
         self._hosts[host] = (time.monotonic(), HostRobots(ROBOTS_FETCHING, None, None, None, None, now))

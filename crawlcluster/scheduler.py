@@ -280,6 +280,10 @@ class Dispatcher:
                     self._send("crawlcluster.finished", {"project": name})
                 return 0, False, self._next_slot_wait(now)
             robots = self.robots.get(conn, {c["host"] for c in candidates}) if obey else {}
+            # an unreachable host's rows are about to fail: read it afresh, since a user's
+            # retry of its failed rows may have reset it a moment ago
+            robots.update(self.robots.refresh(conn, {h for h, info in robots.items()
+                                                     if info.status == ROBOTS_UNREACHABLE}))
             claim = Claim(name, conn, transaction, [], [], now)
             disallowed: list[str] = []
             unreachable: dict[str, list[str]] = {}  # per host whose robots.txt stayed unreachable
@@ -290,14 +294,20 @@ class Dispatcher:
                 host = candidate["host"]
                 if obey:
                     info = robots[host]
+                    if info.status == ROBOTS_UNREACHABLE:
+                        # its rows fail before anything else, even once its time is up (with
+                        # robots_unreachable_seconds small, asking again first would postpone
+                        # them for ever); after that time robots.txt is asked again, for later rows
+                        unreachable.setdefault(host, []).append(candidate["task_id"])
+                        if host not in robots_asked and info.needs_fetch(now, self.queued_deadline_seconds):
+                            robots_asked.add(host)
+                            claim.queued_rows.append(self._robots_row(conn, name, candidate, now))
+                        continue
                     if host in robots_asked:
                         continue
                     if info.needs_fetch(now, self.queued_deadline_seconds):
                         robots_asked.add(host)
                         claim.queued_rows.append(self._robots_row(conn, name, candidate, now))
-                        continue
-                    if info.status == ROBOTS_UNREACHABLE:
-                        unreachable.setdefault(host, []).append(candidate["task_id"])
                         continue
                     if info.status in (ROBOTS_FETCHING, ROBOTS_ERROR, ROBOTS_UNKNOWN):
                         continue

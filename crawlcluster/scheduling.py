@@ -6,56 +6,28 @@ time), which win over the cluster's defaults (``CRAWLCLUSTER_RETRIES``,
 ``CRAWLCLUSTER_RETRY_DELAYS``, ``CRAWLCLUSTER_RETRY_POLICY``). ``@every(minutes=...)``
 marks a spider method that beat runs on a schedule.
 
-Retries come in named policies (:data:`RETRY_POLICIES`): ``quick``, the default, lets a
-one-shot crawl end within about a minute of its last page; ``recurring`` keeps the long
-back-off a crawl that runs for days wants. A place that names a policy sets ``retries``
-and ``retry_delays`` at that place; an explicit ``retries`` or ``retry_delays`` at the
-same place wins over its policy.
+Retries come in named policies (:data:`RETRY_POLICIES`, declared in
+:mod:`crawlcluster.settings`): ``quick``, the default, lets a one-shot crawl end within
+about a minute of its last page; ``recurring`` keeps the long back-off a crawl that runs
+for days wants. A place that names a policy sets ``retries`` and ``retry_delays`` at that
+place; an explicit ``retries`` or ``retry_delays`` at the same place wins over its policy.
+
+For the retry options (``retry_policy``, ``retries``, ``retry_delays``) the project's
+settings rank above the spider: they are what the person running the crawl said for this
+run (``crawl``/``submit --retries/--retry-delay``, ``crawlcluster set``,
+``Crawl.configure``, ``submit(settings=...)``), as Scrapy's command-line ``-s RETRY_TIMES``
+wins over a spider's ``custom_settings``. A request's own values and a callback's
+``@config`` still win over them, as a request's ``max_retry_times`` does in Scrapy.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how soon a retryable failure is tried again.
-
-    ``timeout_retries`` bounds the retries of a fetch that timed out (a server that did
-    not answer within the read timeout twice rarely answers the third time, and each try
-    costs a whole timeout); ``retry_after_max_seconds`` caps a server's ``Retry-After``.
-    """
-
-    name: str
-    retries: int
-    retry_delays: tuple[float, ...]
-    retry_after_max_seconds: float
-    timeout_retries: int
-
-    def __str__(self) -> str:
-        delays = ", ".join(f"{d:g}s" for d in self.retry_delays)
-        return f"{self.name} ({self.retries} retries after {delays})"
-
-
-RETRY_POLICIES: dict[str, RetryPolicy] = {
-    # One-shot crawls: a 5xx or a reset gets a quick second try (2 s, for a blip) and a
-    # third after the server had 10 s to recover; a page answering 500 ends 12 s after its
-    # first try. A Retry-After of up to a minute is obeyed. A timeout is tried once more:
-    # with the default timeouts (20 s read, 30 s a fetch in all) a page that never answers
-    # ends failed within 30 + 2 + 30 s of its first try.
-    "quick": RetryPolicy("quick", retries=2, retry_delays=(2.0, 10.0), retry_after_max_seconds=60.0,
-                         timeout_retries=1),
-    # Crawls that run for days (auto_recrawl, @every): the back-off crawlcluster always
-    # had, so an outage of a few hours costs no page.
-    "recurring": RetryPolicy("recurring", retries=3, retry_delays=(30.0, 3600.0, 21600.0, 43200.0, 86400.0),
-                             retry_after_max_seconds=86400.0, timeout_retries=3),
-}
-assert tuple(RETRY_POLICIES) == settings.RETRY_POLICY_NAMES
+from crawlcluster.settings import RETRY_POLICIES, RetryPolicy
 
 
 def retry_policy(name: str | None = None) -> RetryPolicy:
@@ -159,13 +131,14 @@ def every(*, hours: float = 0, minutes: float = 0, seconds: float = 0) -> Callab
 class Schedule:
     """The effective scheduling options of one request."""
 
-    priority: int = 0
-    retries: int = 2
-    retry_delays: list[float] = field(default_factory=list)
-    retry_policy: str = "quick"
-    age: int | None = None
-    itag: str | None = None
-    auto_recrawl: bool = False
+    # no defaults: resolve() sets every field from the places and the cluster's policy
+    priority: int
+    retries: int
+    retry_delays: list[float]
+    retry_policy: str
+    age: int | None
+    itag: str | None
+    auto_recrawl: bool
 
     def row_values(self) -> dict[str, Any]:
         """Columns of crawl_tasks, plus what travels in the row's fetch options when it
@@ -183,7 +156,8 @@ class Schedule:
 
 
 def resolve(request: Any, callback: Callable | None, spider: Any, project_settings: dict[str, Any] | None) -> Schedule:
-    """Each option from the most specific place that sets it.
+    """Each option from the most specific place that sets it (for the retry options the
+    project's settings come before the spider: see the module's docstring).
 
     A place that names a ``retry_policy`` sets ``retries`` and ``retry_delays`` there (its
     own explicit values win over its policy). Where no place sets them: the cluster's
@@ -207,13 +181,15 @@ def resolve(request: Any, callback: Callable | None, spider: Any, project_settin
                 continue
             values[key] = source
             break
-    named = next((place("retry_policy") for place in places if place("retry_policy") is not None), None)
+    # the retry options: the project's settings (this run's command line) above the spider
+    retry_places = [places[0], places[1], places[3], places[2]]
+    named = next((place("retry_policy") for place in retry_places if place("retry_policy") is not None), None)
     recrawls = bool(values["auto_recrawl"] and values["age"] is not None and values["age"] >= 0)
     row_policy = retry_policy(named if named is not None else ("recurring" if recrawls else None))
     cluster = {"retries": settings.get("retries"), "retry_delays": settings.get("retry_delays")}
     for key in ("retries", "retry_delays"):
         value = None
-        for place in places:
+        for place in retry_places:
             value = place(key)
             if value is None and place("retry_policy") is not None:
                 value = getattr(retry_policy(place("retry_policy")), key)

@@ -255,3 +255,9 @@ crawl_stats = Table(
     *[Column(name, BigInteger, nullable=False, server_default=text("0")) for name in LATENCY_COLUMNS],
 )
 Index("ix_crawl_stats_minute", crawl_stats.c.project, crawl_stats.c.minute)
+
+# -- timeouts counted apart from other retries (migration 0010) ----------------------------
+
+# fetches of the row that timed out since it was last fetched fine (or re-opened): the
+# retry policy's timeout_retries bounds these alone, whatever other failures came before
+crawl_tasks.append_column(Column("timeouts", Integer, nullable=False, server_default=text("0")))

@@ -17,7 +17,7 @@ from crawlcluster.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OPTIONS", "Option", "get", "configure", "reset", "as_dict"]
+__all__ = ["OPTIONS", "Option", "RETRY_POLICIES", "RetryPolicy", "get", "configure", "reset", "as_dict"]
 
 
 def _bool(value: str) -> bool:
@@ -40,16 +40,63 @@ def seconds_list(value: str) -> list[float]:
     return delays
 
 
-# the named retry policies (their values live in crawlcluster.scheduling.RETRY_POLICIES)
-RETRY_POLICY_NAMES = ("quick", "recurring")
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how soon a retryable failure is tried again.
+
+    ``timeout_retries`` bounds the retries of a fetch that timed out (a server that did
+    not answer within the read timeout twice rarely answers the third time, and each try
+    costs a whole timeout); ``retry_after_max_seconds`` caps a server's ``Retry-After``.
+    """
+
+    name: str
+    retries: int
+    retry_delays: tuple[float, ...]
+    retry_after_max_seconds: float
+    timeout_retries: int
+
+    def __str__(self) -> str:
+        delays = ", ".join(_seconds_text(d) for d in self.retry_delays)
+        return f"{self.name} ({self.retries} retries after {delays})"
+
+
+def _seconds_text(seconds: float) -> str:
+    """``30 s``, ``1 h``, ``1 day``: a policy's delays as its help text shows them."""
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
+# The named retry policies; crawlcluster.scheduling applies them, and the help texts of the
+# retry settings below are written from them.
+RETRY_POLICIES: dict[str, RetryPolicy] = {
+    # One-shot crawls: a 5xx or a reset gets a quick second try (2 s, for a blip) and a
+    # third after the server had 10 s to recover; a page answering 500 ends 12 s after its
+    # first try. A Retry-After of up to a minute is obeyed. A timeout is tried once more:
+    # with the default timeouts (20 s read, 30 s a fetch in all) a page that never answers
+    # ends failed within 30 + 2 + 30 s of its first try.
+    "quick": RetryPolicy("quick", retries=2, retry_delays=(2.0, 10.0), retry_after_max_seconds=60.0,
+                         timeout_retries=1),
+    # Crawls that run for days (auto_recrawl, @every): the back-off crawlcluster always
+    # had, so an outage of a few hours costs no page.
+    "recurring": RetryPolicy("recurring", retries=3, retry_delays=(30.0, 3600.0, 21600.0, 43200.0, 86400.0),
+                             retry_after_max_seconds=86400.0, timeout_retries=3),
+}
+DEFAULT_RETRY_POLICY = "quick"
 
 
 def policy_name(value: str) -> str:
-    """A retry policy's name, checked against :data:`RETRY_POLICY_NAMES`."""
+    """A retry policy's name, checked against :data:`RETRY_POLICIES`."""
     name = value.strip().lower()
-    if name not in RETRY_POLICY_NAMES:
-        raise ValueError(f"expected a retry policy: {' or '.join(RETRY_POLICY_NAMES)}")
+    if name not in RETRY_POLICIES:
+        raise ValueError(f"expected a retry policy: {' or '.join(RETRY_POLICIES)}")
     return name
+
+
+def _per_policy(attribute: str, text: Callable[[Any], str] = str) -> str:
+    """``60 s quick, 1 day recurring``: one attribute of every policy, for a help text."""
+    return ", ".join(f"{text(getattr(policy, attribute))} {name}" for name, policy in RETRY_POLICIES.items())
 
 
 @dataclass(frozen=True)
@@ -94,7 +141,8 @@ OPTIONS: dict[str, Option] = {
     "fetch_concurrency": Option(
         128, int, "Fetches in flight in one fetch worker process (all its threads together).", minimum=1),
     "fetch_batch_size": Option(
-        16, int, "URLs per fetch message; each stage passes a batch on as one message.", minimum=1),
+        16, int, "URLs per fetch message. The fetch task hands the batch on in waves as its pages finish: one parse "
+        "and one store message per wave (one wave when every page answers quickly).", minimum=1),
     "body_compress_level": Option(1, int, "zlib level for page bodies inside messages (0 stores raw)."),
     # scheduling
     "claim_batch_size": Option(2000, int, "Most rows the scheduler claims and publishes in one tick.", minimum=1),
@@ -105,10 +153,10 @@ OPTIONS: dict[str, Option] = {
         600.0, float,
         "A row queued longer than this lost its message (worker killed, broker restarted) and is sent again.", minimum=1),
     "retry_policy": Option(
-        "quick", policy_name,
-        "Retry policy of rows that name none: quick (2 retries at 2 s and 10 s, so a one-shot crawl ends within "
-        "about a minute of its last page) or recurring (30 s, 1 h, 6 h, 12 h, 24 h; auto_recrawl rows get it "
-        "unless they name a policy)."),
+        DEFAULT_RETRY_POLICY, policy_name,
+        "Retry policy of rows that name none: " + " or ".join(str(p) for p in RETRY_POLICIES.values())
+        + "; quick lets a one-shot crawl end within about a minute of its last page, auto_recrawl rows get "
+        "recurring unless they name a policy."),
     "retries": Option(
         None, int, "Retries of a URL after a retryable failure (connection, timeout, 5xx, 408, 429); unset: the "
         "retry policy's.", minimum=0),
@@ -117,11 +165,11 @@ OPTIONS: dict[str, Option] = {
         "Seconds before each retry, comma-separated; the last repeats (a 429/503 Retry-After wins up to "
         "retry_after_max_seconds); unset: the retry policy's."),
     "retry_after_max_seconds": Option(
-        None, float, "Longest Retry-After honoured; a longer one waits this long (unset: the policy's, 60 s quick, "
-        "1 day recurring).", minimum=0),
+        None, float, "Longest Retry-After honoured; a longer one waits this long (unset: the policy's, "
+        + _per_policy("retry_after_max_seconds", _seconds_text) + ").", minimum=0),
     "timeout_retries": Option(
-        None, int, "Retries of a URL whose fetch timed out, at most (unset: the policy's, 1 quick, 3 recurring).",
-        minimum=0),
+        None, int, "Retries of a URL whose fetch timed out, counted apart from its other retries, at most (unset: "
+        "the policy's, " + _per_policy("timeout_retries") + ").", minimum=0),
     "per_host_concurrency": Option(
         8, int, "Requests to one host in flight at once across the whole cluster (per project: per_host_concurrency).",
         minimum=1),
@@ -131,16 +179,20 @@ OPTIONS: dict[str, Option] = {
     "obey_robots": Option(True, _bool, "Fetch each host's robots.txt first and skip what it disallows (per project: obey_robots)."),
     "robots_ttl_seconds": Option(86400.0, float, "How long a fetched robots.txt is trusted.", minimum=1),
     "robots_error_attempts": Option(
-        3, int, "Fetches of a host's robots.txt that answer 5xx or cannot connect before the host's rows end failed "
-        "(kind robots); between two, the retry policy's delays.", minimum=1),
+        3, int, "Fetches of a host's robots.txt in a row that fail (HTTP 5xx, a timeout, a connection refused or "
+        "broken, a name that does not resolve) before the host's rows end failed (kind robots); between two, the "
+        "retry policy's delays.", minimum=1),
     "robots_unreachable_seconds": Option(
         600.0, float, "How long a host whose robots.txt stayed unreachable keeps failing its new rows at once, "
-        "before its robots.txt is tried again.", minimum=0),
+        "before its robots.txt is asked again (its rows waiting then still fail; later ones wait for the answer). "
+        "`crawlcluster retry --failed` asks again at once.", minimum=0),
     "leader_lease_seconds": Option(
         10.0, float, "Lease of the dispatching beat; a standby beat takes over this long after the leader dies.",
         minimum=1),
     "auto_pause_failures": Option(
-        10, int, "Consecutive failures after which a project pauses itself (0: never).", minimum=0),
+        10, int, "Consecutive failures that say the site is in trouble (HTTP 5xx or 429, a timeout, a connection "
+        "that failed or broke; not a 404, a callback error, dns or robots) after which a project pauses itself "
+        "(0: never).", minimum=0),
     "auto_pause_seconds": Option(
         300.0, float, "How long an auto-paused project waits before a trial batch decides whether it resumes.",
         minimum=0.1),

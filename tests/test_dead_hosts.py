@@ -22,6 +22,7 @@ from crawlcluster.db import get_engine
 from crawlcluster.politeness import ROBOTS_CALLBACK
 from crawlcluster.scheduler import Dispatcher
 from crawlcluster.schema import crawl_tasks, hosts
+from crawlcluster.urls import url_host
 from tests.outcomes import load_rows
 from tests.rough_site import DEAD_HOST_URL, RoughSite, free_port
 from tests.scripted_site import ScriptedSite, page
@@ -293,3 +294,67 @@ def test_the_rough_site_through_a_cluster_finishes_and_its_spider_failures_are_c
     assert all("ends in 7" in t["error"] for t in raised)
     assert crawl.stats()["status"] in ("running", "finished")  # never auto-paused by the failures
     report_end(rough, ended_at, "cluster")
+
+
+def quiet_env(**values: str) -> dict[str, str]:
+    """The environment of a one-command crawl: default settings but ``values``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLCLUSTER_") or k.endswith("KEY_PREFIX")}
+    return {**env, **{f"CRAWLCLUSTER_{k.upper()}": v for k, v in values.items()}}
+
+
+def test_retry_failed_asks_a_dead_hosts_robots_txt_again_and_fetches_its_pages(tmp_path):
+    """A host whose robots.txt stayed unreachable is reset when its failed rows are re-opened:
+    `crawlcluster retry --failed` fetches robots.txt again, then the page, instead of failing
+    the rows again unfetched for robots_unreachable_seconds."""
+    site = ScriptedSite()
+    healthy = {"now": False}
+    site.route("/robots.txt", lambda n, _h: (404, {}, b"none") if healthy["now"] else (500, {}, b"broken"))
+    site.route("/", lambda n, _h: page("Home"))
+    db = tmp_path / "frontier.db"
+    env = quiet_env(robots_error_attempts="2", retry_delays="0.1")
+    try:
+        first = subprocess.run([*CLI, "crawl", site.url + "/", "--db", str(db), "-q", "--project", "dead"],
+                               capture_output=True, text=True, check=False, timeout=60, env=env)
+        crawl = crawlcluster.Crawl("dead", database_url=f"sqlite:///{db}")
+        (failure,) = crawl.failures()
+        assert failure["kind"] == "robots" and "unreachable after 2 attempts (HTTP 500" in failure["error"], \
+            first.stderr[-2000:]
+        assert len(site.hits("/robots.txt")) == 2 and site.hits("/") == []
+
+        healthy["now"] = True
+        retried = subprocess.run([*CLI, "retry", "dead", "--failed"], capture_output=True, text=True, check=False, timeout=60,
+                                 env={**env, "CRAWLCLUSTER_DATABASE_URL": f"sqlite:///{db}"})
+        assert "dead: 1 failed URLs pending again" in retried.stderr, retried.stderr
+        with get_engine(f"sqlite:///{db}").connect() as conn:
+            host = conn.execute(hosts.select().where(hosts.c.host == url_host(site.url + "/"))).one()
+        assert (host.robots_status, host.robots_failures) == ("unknown", 0)
+        second = subprocess.run([*CLI, "crawl", site.url + "/", "--db", str(db), "-q", "--project", "dead"],
+                                capture_output=True, text=True, check=False, timeout=60, env=env)
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert len(site.hits("/robots.txt")) == 3 and len(site.hits("/")) == 1
+        assert crawl.failures() == [] and [i["url"] for i in crawl.results()] == [site.url + "/"]
+    finally:
+        site.stop()
+
+
+def test_a_dead_hosts_rows_fail_even_when_it_is_never_held_unreachable(tmp_path):
+    """CRAWLCLUSTER_ROBOTS_UNREACHABLE_SECONDS=0: the host's rows fail before its robots.txt
+    is asked again, so the crawl ends instead of re-fetching robots.txt on every tick."""
+    site = ScriptedSite()
+    site.route("/robots.txt", lambda n, _h: (500, {}, b"broken"))
+    db = tmp_path / "frontier.db"
+    env = quiet_env(robots_error_attempts="2", retry_delays="0.1", robots_unreachable_seconds="0")
+    try:
+        try:
+            run = subprocess.run([*CLI, "crawl", site.url + "/", site.url + "/other", "--db", str(db), "-q",
+                                  "--project", "dead"], capture_output=True, text=True, check=False, timeout=60, env=env)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the crawl did not end; robots.txt fetched {len(site.hits('/robots.txt'))} times")
+        assert "Traceback" not in run.stderr, run.stderr[-2000:]
+        crawl = crawlcluster.Crawl("dead", database_url=f"sqlite:///{db}")
+        assert sorted((r["url"], r["kind"]) for r in crawl.failures()) == [
+            (site.url + "/", "robots"), (site.url + "/other", "robots")]
+        assert site.hits("/") == site.hits("/other") == []
+        assert len(site.hits("/robots.txt")) <= 3  # two attempts, at most one more asked as the rows failed
+    finally:
+        site.stop()

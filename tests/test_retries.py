@@ -5,7 +5,11 @@ Postgres and SQLite."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -175,9 +179,60 @@ def test_explicit_retries_win_over_a_policy_named_at_the_same_or_a_less_specific
     # a project's explicit delays beside its policy win over that policy's delays
     schedule = scheduling.resolve(Request("http://h/"), None, None, {"retry_policy": "recurring", "retry_delays": [1]})
     assert (schedule.retries, schedule.retry_delays) == (3, [1.0])
-    # a policy named by the spider wins over the project's explicit values (more specific)
+    # the project's retries (this run's --retries) win over the spider's policy; its delays stay
     schedule = scheduling.resolve(Request("http://h/"), None, RecurringSpider(), {"retries": 9})
-    assert schedule.retries == 3
+    assert (schedule.retry_policy, schedule.retries, schedule.retry_delays[0]) == ("recurring", 9, 30.0)
+
+
+def test_the_projects_retry_options_win_over_the_spiders_as_scrapys_command_line_does():
+    class FiveRetries(Spider):
+        retries = 5
+        retry_delays = (7.0,)
+
+    # the run's settings over the spider's attributes and its named policy
+    schedule = scheduling.resolve(Request("http://h/"), None, FiveRetries(), {"retries": 0, "retry_delays": [1]})
+    assert (schedule.retries, schedule.retry_delays) == (0, [1.0])
+    schedule = scheduling.resolve(Request("http://h/"), None, RecurringSpider(), {"retry_policy": "quick"})
+    assert (schedule.retry_policy, schedule.retries, schedule.retry_delays) == ("quick", 2, [2.0, 10.0])
+    # ... but not over a request's own value or a callback's @config (Scrapy's max_retry_times)
+    assert scheduling.resolve(Request("http://h/", retries=4), None, FiveRetries(), {"retries": 0}).retries == 4
+    configured = scheduling.config(retries=6)(lambda self, response: None)
+    assert scheduling.resolve(Request("http://h/"), configured, FiveRetries(), {"retries": 0}).retries == 6
+    # other options keep their order: the spider's priority over the project's
+    class Urgent(Spider):
+        priority = 3
+    assert scheduling.resolve(Request("http://h/"), None, Urgent(), {"priority": 1}).priority == 3
+
+
+def test_crawl_retries_and_retry_delay_win_over_a_spider_naming_the_recurring_policy(tmp_path):
+    """`crawlcluster crawl mod:Spider --retries 1 --retry-delay 0.2` on a spider whose
+    retry_policy is recurring: the page answering 500 is tried twice, 0.2 s apart, and the
+    crawl ends, instead of waiting 30 s and an hour for the recurring policy's retries."""
+    site = ScriptedSite()
+    site.route("/robots.txt", lambda n, _h: (404, {}, b"none"))
+    site.route("/", lambda n, _h: (500, {}, b"broken"))
+    (tmp_path / "recurringrun.py").write_text(
+        "from crawlcluster import Spider\n\n\n"
+        "class RecurringRun(Spider):\n"
+        "    retry_policy = 'recurring'\n"
+        f"    start_urls = [{site.url + '/'!r}]\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLCLUSTER_") or k.endswith("KEY_PREFIX")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parent.parent)])
+    db = tmp_path / "frontier.db"
+    try:
+        try:
+            run = subprocess.run([sys.executable, "-m", "crawlcluster.cli", "crawl", "recurringrun:RecurringRun",
+                                  "--retries", "1", "--retry-delay", "0.2", "--db", str(db), "-q", "--project", "rr"],
+                                 capture_output=True, text=True, check=False, timeout=60, env=env,
+                                 cwd=tmp_path)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the crawl waited on the spider's recurring policy: {len(site.hits('/'))} tries so far")
+        assert "Traceback" not in run.stderr, run.stderr[-2000:]
+        assert len(site.hits("/")) == 2 and gaps(site.hits("/"))[0] >= 0.2 - 0.05
+        (failure,) = crawlcluster.Crawl("rr", database_url=f"sqlite:///{db}").failures()
+        assert failure["kind"] == "HTTP 500" and "(retry" not in failure["error"]
+    finally:
+        site.stop()
 
 
 def test_cluster_settings_set_retries_for_every_policy_and_choose_the_default_one(monkeypatch):
@@ -252,3 +307,62 @@ def test_a_timeout_is_retried_once_by_the_quick_policy_then_fails_saying_why(dat
     row = row_of(database, "slow", url)
     assert (row["status"], row["error_kind"], row["retries_left"]) == ("failed", "timeout", 1)
     assert row["error"] == f"timeout while reading {url} (after 2 tries that timed out; timeout_retries=1)"
+
+
+def test_timeouts_are_counted_apart_from_other_retries(database):
+    """A page that answered 500 once and then timed out has had one timeout: the quick
+    policy's one timeout retry is still its own, and the error counts only timeouts."""
+    url = "http://flaky-then-slow.example/"
+    crawlcluster.submit([url], project="mixed", settings={"retries": 3}, database_url=database)
+    engine = get_engine(database)
+    server_error = {"id": task_id("mixed", url), "url": url, "status": "failed", "code": 500, "kind": "http",
+                    "error": "HTTP 500 Internal Server Error", "retry": True}
+    timeout = {"id": task_id("mixed", url), "url": url, "status": "failed", "code": None, "kind": "timeout",
+               "error": f"timeout while reading {url}", "retry": True}
+    claim_all(engine, "mixed", time.time())
+    assert store_pages(engine, "mixed", [dict(server_error)])["retried"] == 1
+    claim_all(engine, "mixed", time.time() + 3)
+    assert store_pages(engine, "mixed", [dict(timeout)])["retried"] == 1
+    row = row_of(database, "mixed", url)
+    assert (row["status"], row["timeouts"]) == ("pending", 1) and "(retry 2 of 3 in 10s)" in row["error"]
+    claim_all(engine, "mixed", time.time() + 13)
+    assert store_pages(engine, "mixed", [dict(timeout)])["failed"] == 1
+    row = row_of(database, "mixed", url)
+    assert (row["status"], row["error_kind"], row["retries_left"]) == ("failed", "timeout", 1)
+    assert row["error"] == f"timeout while reading {url} (after 2 tries that timed out; timeout_retries=1)"
+    # fetched fine after a retry of its failure, the row starts counting afresh
+    assert crawlcluster.Crawl("mixed", database_url=database).retry_failed() == 1
+    assert row_of(database, "mixed", url)["timeouts"] == 0
+
+
+# -- what counts toward an auto-pause --------------------------------------------------------
+
+def test_only_failures_that_say_the_site_is_in_trouble_count_toward_an_auto_pause(database):
+    """Dead links (404), callbacks that raise, redirect loops, oversized bodies and names that
+    do not resolve end one page or one host: a listing page full of them must not pause
+    the crawl. 5xx, 429, timeouts and failed connections do count."""
+    urls = [f"http://site.example/{i}" for i in range(40)]
+    crawlcluster.submit(urls, project="streak", settings={"retries": 0}, database_url=database)
+    engine = get_engine(database)
+    claim_all(engine, "streak", time.time())
+
+    def failed(url: str, kind: str, code: int | None = None) -> dict:
+        return {"id": task_id("streak", url), "url": url, "status": "failed", "code": code, "kind": kind,
+                "error": f"{kind} {code or ''}"}
+
+    page_faults = [failed(urls[0], "http", 404), failed(urls[1], "http", 410), failed(urls[2], "callback", 200),
+                   failed(urls[3], "redirect"), failed(urls[4], "body_too_large", 200), failed(urls[5], "dns"),
+                   failed(urls[6], "decode", 200)] + [failed(u, "http", 404) for u in urls[7:20]]
+    assert store_pages(engine, "streak", page_faults)["failed"] == 20
+    with engine.connect() as conn:
+        project = frontier.project_row(conn, "streak")
+    assert (project["status"], project["consecutive_failures"]) == ("running", 0)
+
+    troubles = [failed(urls[20], "http", 500), failed(urls[21], "http", 503), failed(urls[22], "http", 429),
+                failed(urls[23], "timeout"), failed(urls[24], "connect"), failed(urls[25], "network")]
+    troubles += [failed(u, "http", 502) for u in urls[26:30]]
+    store_pages(engine, "streak", troubles)
+    with engine.connect() as conn:
+        project = frontier.project_row(conn, "streak")
+    assert (project["status"], project["consecutive_failures"]) == ("paused", 10)
+    assert project["pause_reason"].startswith("10 consecutive failures")

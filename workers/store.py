@@ -37,9 +37,21 @@ def _json_safe(item: Any) -> Any:
     return str(item)
 
 
-# failures that say something about one host, not about the crawl: they end by themselves
-# (a bounded number of robots.txt attempts) and never pause the whole project
-HOST_FAILURE_KINDS = frozenset({"robots", "dns"})
+# what the fetch stage calls a failure to reach or hear from the server
+SITE_TROUBLE_KINDS = frozenset({"timeout", "connect", "network"})
+
+
+def is_site_trouble(page: dict[str, Any]) -> bool:
+    """Whether a failed page says its site is in trouble (5xx, 429, a timeout, a connection
+    that failed or broke): only these count toward a project's auto-pause. A 404, a callback
+    that raised, a redirect loop or a body too large say something about one page; a name
+    that does not resolve or an unreachable robots.txt about one host, whose rows end by
+    themselves; none of them is helped by pausing the whole crawl."""
+    kind = page.get("kind")
+    if kind in SITE_TROUBLE_KINDS:
+        return True
+    code = page.get("code")
+    return kind == "http" and code is not None and (code >= 500 or code == 429)
 
 
 def _record_robots(conn: Any, project: str, pages: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
@@ -101,10 +113,10 @@ def store_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> di
             conn.execute(stmt)
         frontier.record_outcomes(conn, outcomes, now=now)
         stats.record_batch(conn, project, pages, retried, now=now)
-        # a streak counts rows that ended failed (a retry is still open), and not a dead
-        # host's: its rows fail together and would pause every other host's work
+        # a streak counts rows that ended failed (a retry is still open) because their site
+        # is in trouble; robots.txt rows are the scheduler's own
         failures = [p for p in pages if p["status"] == FAILED and p.get("cb") != ROBOTS_CALLBACK
-                    and p["id"] not in retried and p.get("kind") not in HOST_FAILURE_KINDS]
+                    and p["id"] not in retried and is_site_trouble(p)]
         successes = sum(1 for p in pages if p["status"] == DONE and p.get("cb") != ROBOTS_CALLBACK)
         frontier.record_streak(conn, project, successes, len(failures),
                                pause_after=settings.get("auto_pause_failures"),
