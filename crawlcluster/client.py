@@ -193,7 +193,11 @@ class Crawl:
 
     def stats(self, figures: bool = True, waiting: bool = True) -> dict[str, Any]:
         """Rows per state, items stored and the project's status
-        (``{"pending", "queued", "done", "failed", "cancelled", "disallowed", "items", "status"}``),
+        (``{"pending", "queued", "done", "failed", "cancelled", "disallowed", "items", "status"}``);
+        the rows count the scheduler's robots.txt fetches (one per host) too, which is what
+        :meth:`is_idle` goes by. ``pages`` has the same states for the crawl's pages alone
+        (what ``status``, the progress bar and the summary show) and ``robots`` for the
+        robots.txt rows alone.
         ``next_due_at`` (when the earliest pending row is due, unix time) and, with
         ``waiting``, ``waiting``: short sentences on what holds the crawl back (``3 retries
         due in 0:00:42``, ``scheduler not seen for 60 s``, ``paused: ...``, ``host X
@@ -206,11 +210,14 @@ class Crawl:
         now = time.time()
         with self.engine.connect() as conn:
             row = self._project(conn)
-            counts: dict[str, Any] = frontier.count_by_status(conn, self.project)
+            split = frontier.page_counts(conn, self.project)
+            counts: dict[str, Any] = dict(split["rows"])
+            counts["pages"] = split["pages"]
+            counts["robots"] = split["robots"]
             counts["items"] = conn.execute(
                 select(func.count()).select_from(results).where(results.c.project == self.project)
             ).scalar_one()
-            due = stats.pending_figures(conn, self.project, now) if counts["pending"] else {}
+            due = stats.pending_figures(conn, self.project, now, counts["pending"]) if counts["pending"] else {}
             counts["next_due_at"] = due.get("next_due_at")
             if figures:
                 open_rows = counts["pending"] + counts["queued"]
@@ -272,7 +279,8 @@ class Crawl:
 
     def wait(self, timeout: float | None = None, progress: bool = False, poll_seconds: float = 0.5) -> dict[str, Any]:
         """Block until nothing is pending or queued (or the project is cancelled or paused by
-        the user, with nothing queued); return the final :meth:`stats`. With ``progress`` a bar on
+        the user, with nothing queued); return the final :meth:`stats` (its ``pages`` count the
+        crawl's pages, robots.txt rows apart). With ``progress`` a bar on
         the terminal shows pages done out of pages known, and what the crawl waits for when
         nothing is in flight. Raises :class:`CrawlTimeout`, whose message says what is left
         and why."""
@@ -289,9 +297,10 @@ class Crawl:
                     return self.stats()
                 if deadline is not None and time.monotonic() > deadline:
                     why = stats["waiting"] or ["is `celery -A crawlcluster beat` running, and a worker per queue?"]
+                    pages = stats["pages"]
                     raise CrawlTimeout(
-                        f"project {self.project!r} still has {stats['pending']} pending and {stats['queued']} queued "
-                        f"rows after {timeout}s: " + "; ".join(why))
+                        f"project {self.project!r} still has {pages['pending']} pending and {pages['queued']} queued "
+                        f"pages after {timeout}s: " + "; ".join(why))
                 time.sleep(poll_seconds)
 
     def results(self, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
