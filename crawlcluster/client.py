@@ -10,11 +10,10 @@ from any machine that reaches the cluster's Postgres:
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from sqlalchemy import func, select, update
 
@@ -297,10 +296,9 @@ class Crawl:
                     return self.stats()
                 if deadline is not None and time.monotonic() > deadline:
                     why = stats["waiting"] or ["is `celery -A crawlcluster beat` running, and a worker per queue?"]
-                    pages = stats["pages"]
                     raise CrawlTimeout(
-                        f"project {self.project!r} still has {pages['pending']} pending and {pages['queued']} queued "
-                        f"pages after {timeout}s: " + "; ".join(why))
+                        f"project {self.project!r} still has {stats['pending']} pending and {stats['queued']} queued "
+                        f"rows after {timeout}s: " + "; ".join(why))
                 time.sleep(poll_seconds)
 
     def results(self, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
@@ -315,30 +313,15 @@ class Crawl:
             for (item,) in stream:
                 yield item
 
-    def export(self, out: IO[str], fmt: str = "jsonl") -> int:
-        """Write every item to ``out`` as JSON lines or CSV; return how many were written.
+    def export(self, out: IO[str], fmt: str = "jsonl", progress: Callable[[int], None] | None = None) -> int:
+        """Write every item to the open stream ``out`` as ``jsonl`` (JSON lines), ``json``
+        (one JSON array) or ``csv``; return how many were written. The formats are those of
+        ``crawl -o`` (:mod:`crawlcluster.feeds`). CSV columns are the union of the items'
+        keys, in first-seen order (found in a first streaming pass, so memory stays
+        constant); nested values are written as JSON. ``progress(n)`` hears of each chunk."""
+        from crawlcluster.feeds import stream_feed, write_all
 
-        CSV columns are the union of the items' keys, in first-seen order (found in a first
-        streaming pass, so memory stays constant); nested values are written as JSON."""
-        count = 0
-        if fmt == "jsonl":
-            for item in self.results():
-                out.write(json.dumps(item, ensure_ascii=False) + "\n")
-                count += 1
-            return count
-        if fmt != "csv":
-            raise ConfigurationError(f"unknown export format {fmt!r}; use jsonl or csv")
-        columns: dict[str, None] = {}
-        for item in self.results():
-            for key in item:
-                columns.setdefault(key, None)
-        writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for item in self.results():
-            writer.writerow({k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v)
-                             for k, v in item.items()})
-            count += 1
-        return count
+        return write_all(stream_feed(out, fmt), self.results, progress)
 
     def screenshots(self) -> Iterator[dict[str, Any]]:
         """Every stored screenshot (render option ``screenshot=True``), one at a time:

@@ -60,7 +60,12 @@ class EmbeddedResult:
 
 
 class StopNow(BaseException):
-    """A second Ctrl-C: leave at once, keeping what is in the output file."""
+    """A second Ctrl-C: leave at once, keeping what is in the output file.
+
+    ``database_path`` is set by :func:`run_embedded` on the way out: the frontier file it
+    keeps (a temporary one too), so that the caller can say where it is and how to resume."""
+
+    database_path: str | None = None
 
 
 class _EmbeddedWorker:
@@ -159,38 +164,6 @@ def release_queued_rows(engine: Any, now: float | None = None) -> int:
     return released
 
 
-def page_counts(engine: Any, project: str) -> dict[str, int]:
-    """Rows of ``project`` per state, robots.txt fetches left out: they are the crawler's
-    own requests, not pages of the crawl."""
-    from sqlalchemy import func, select
-
-    from crawlcluster import frontier
-    from crawlcluster.politeness import ROBOTS_CALLBACK
-    from crawlcluster.schema import crawl_tasks
-
-    with engine.connect() as conn:
-        counts = frontier.count_by_status(conn, project)
-        robots = conn.execute(select(crawl_tasks.c.status, func.count())
-                              .where(crawl_tasks.c.project == project, crawl_tasks.c.callback == ROBOTS_CALLBACK)
-                              .group_by(crawl_tasks.c.status)).all()
-    for status, count in robots:
-        counts[status] -= count
-    return counts
-
-
-def check_render_available() -> None:
-    """Refuse ``render`` before the crawl when this machine cannot start a browser."""
-    import importlib.util
-
-    path = settings.get("chromium_path")
-    if importlib.util.find_spec("pyppeteer") is None:
-        raise CrawlClusterError("rendering needs pyppeteer, which is not installed; "
-                                "`pip install crawlcluster[render]` or crawl with --render never")
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        raise CrawlClusterError(f"rendering needs Chromium at {path!r} (CRAWLCLUSTER_CHROMIUM_PATH), which is not "
-                                "there; install it (apt-get install chromium) or crawl with --render never")
-
-
 def run_embedded(
     target: str | Iterable[str] | type,
     *,
@@ -285,15 +258,17 @@ def run_embedded(
         elapsed = time.monotonic() - started
         exported = sync.finish() if sync is not None else 0
         keep_database = keep_database or interrupted is not None
+        final = crawl.stats()
         return EmbeddedResult(
-            crawl.project, crawl.stats(), elapsed, database_path if keep_database else None, exported,
-            pages=page_counts(engine, crawl.project), failure_counts=Crawl(crawl.project).failure_counts(),
+            crawl.project, final, elapsed, database_path if keep_database else None, exported,
+            pages=final["pages"], failure_counts=Crawl(crawl.project).failure_counts(),
             failures=Crawl(crawl.project).failures(limit=FAILURES_SHOWN), interrupted=interrupted,
             temporary_database=temp_dir is not None and keep_database, worker_finished=worker_finished,
             frontier_lock=frontier_lock)
-    except StopNow:
+    except StopNow as exc:
         leaving_now = True  # a second Ctrl-C: the file is closed as it is, the frontier kept
         keep_database = True
+        exc.database_path = database_path
         raise
     finally:
         if sync is not None:

@@ -1,4 +1,6 @@
-"""Item feeds: the ``-o FILE`` of ``crawlcluster crawl``, written while the crawl runs.
+"""Item feeds: the one place output formats live. ``crawlcluster crawl -o FILE`` (written
+while the crawl runs), ``crawlcluster results -o FILE`` and ``Crawl.export`` all write
+through the feed classes here.
 
 A feed is opened (so checked) before the first fetch, then :class:`FeedSync` copies the
 items the store stage has committed into it every half second, a page's items at once,
@@ -23,7 +25,7 @@ import stat
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -33,7 +35,7 @@ from crawlcluster.schema import results
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FEED_FORMATS", "FeedError", "feed_format", "open_feed", "Feed", "FeedSync"]
+__all__ = ["FEED_FORMATS", "FeedError", "feed_format", "open_feed", "stream_feed", "write_all", "Feed", "FeedSync"]
 
 FEED_FORMATS: dict[str, tuple[str, ...]] = {
     "jsonl": (".jsonl", ".jl", ".ndjson"),
@@ -46,6 +48,8 @@ FEED_FORMATS: dict[str, tuple[str, ...]] = {
 POLL_OVERLAP_SECONDS = 15.0
 # Items of this many pages are read per query when new pages are found.
 READ_CHUNK_PAGES = 500
+# An export writes (and flushes) this many items at a time.
+WRITE_CHUNK_ITEMS = 1000
 
 
 class FeedError(ConfigurationError):
@@ -73,15 +77,18 @@ def _cell(value: Any) -> Any:
 
 
 class Feed:
-    """One output file; ``write(items)`` appends and flushes, ``close()`` ends it well."""
+    """One output file (or an open stream, such as stdout, for ``stream``); ``write(items)``
+    appends and flushes, ``close()`` ends it well (a stream is ended, not closed)."""
 
     format = "jsonl"
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, path: str | None = None, *, stream: IO[str] | None = None) -> None:
+        self.path = path or getattr(stream, "name", "<stream>")
         self.count = 0
-        self._out: IO[str] | None = None
-        self._open("w")
+        self._out: IO[str] | None = stream
+        self._owns_out = stream is None
+        if stream is None:
+            self._open("w")
 
     def _open(self, mode: str) -> None:
         try:
@@ -125,7 +132,11 @@ class Feed:
     def close(self) -> None:
         if self._out is not None and not self._out.closed:
             self._end()
-            self._out.close()
+            if self._owns_out:
+                self._out.close()
+            else:
+                self._out.flush()
+                self._out = None
 
     def _end(self) -> None:
         pass
@@ -141,8 +152,8 @@ class JsonArrayFeed(Feed):
 
     format = "json"
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
+    def __init__(self, path: str | None = None, *, stream: IO[str] | None = None) -> None:
+        super().__init__(path, stream=stream)
         self._begin()
 
     def _begin(self) -> None:
@@ -169,14 +180,22 @@ class CsvFeed(Feed):
 
     format = "csv"
 
-    def __init__(self, path: str) -> None:
-        directory = Path(path).parent
-        if not os.access(directory if str(directory) else ".", os.W_OK):
-            # the rewrite writes a temporary file beside the output
-            raise FeedError(f"cannot write {path!r}: its directory {str(directory.resolve())!r} is not writable")
-        super().__init__(path)
+    def __init__(self, path: str | None = None, *, stream: IO[str] | None = None) -> None:
+        if stream is None and path is not None:
+            directory = Path(path).parent
+            if not os.access(directory if str(directory) else ".", os.W_OK):
+                # the rewrite writes a temporary file beside the output
+                raise FeedError(f"cannot write {path!r}: its directory {str(directory.resolve())!r} is not writable")
+        super().__init__(path, stream=stream)
         self.columns: list[str] = []
         self._writer: Any = None
+
+    def set_columns(self, columns: Iterable[str]) -> None:
+        """Write the header now, with every column known beforehand (an export makes a
+        first pass over the items for them), so that nothing is ever rewritten."""
+        self.columns = list(columns)
+        self._writer = csv.DictWriter(self.out, fieldnames=self.columns, extrasaction="ignore")
+        self._writer.writeheader()
 
     def wants_rewrite(self, items: list[dict[str, Any]]) -> bool:
         if self._writer is None:
@@ -227,6 +246,36 @@ def open_feed(path: str, fmt: str | None = None) -> Feed:
     """Open ``path`` for writing in its format, before any fetch: a wrong extension, a
     missing directory or a read-only one is a :class:`FeedError` with a sentence."""
     return FEED_CLASSES[feed_format(path, fmt)](path)
+
+
+def stream_feed(out: IO[str], fmt: str = "jsonl") -> Feed:
+    """A feed on an open stream (stdout, a file the caller opened) in ``fmt``."""
+    return FEED_CLASSES[feed_format("", fmt)](stream=out)
+
+
+def write_all(feed: Feed, items: Callable[[], Iterable[dict[str, Any]]],
+              progress: Callable[[int], None] | None = None) -> int:
+    """Write every item that ``items()`` yields into ``feed`` and end it; return how many.
+    ``items`` is called twice for a CSV feed (the header needs every key first), so it
+    streams rather than holds the items; ``progress(n)`` hears of each chunk written.
+    The one writer behind ``crawlcluster results``, ``Crawl.export`` and nothing else: the
+    crawl's live file goes through :class:`FeedSync`, with the same feed classes."""
+    if isinstance(feed, CsvFeed):
+        feed.set_columns(dict.fromkeys(key for item in items() for key in item))
+    chunk: list[dict[str, Any]] = []
+    for item in items():
+        chunk.append(item)
+        if len(chunk) >= WRITE_CHUNK_ITEMS:
+            feed.write(chunk)
+            if progress:
+                progress(len(chunk))
+            chunk = []
+    if chunk:
+        feed.write(chunk)
+        if progress:
+            progress(len(chunk))
+    feed.close()
+    return feed.count
 
 
 class FeedSync:
