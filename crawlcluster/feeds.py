@@ -3,7 +3,8 @@ while the crawl runs), ``crawlcluster results -o FILE`` and ``Crawl.export`` all
 through the feed classes here.
 
 A feed is opened (so checked) before the first fetch, then :class:`FeedSync` copies the
-items the store stage has committed into it every half second, a page's items at once,
+items the store stage has committed into it every half second (the rows inserted since
+its last poll, by SQLite rowid), a page's items at once,
 each page once, and flushes. A crash or a ``kill -9`` therefore leaves every item that
 was in the file's last flush; the database still holds them all (``crawlcluster
 results``). Formats come from the file's extension:
@@ -23,11 +24,10 @@ import logging
 import os
 import stat
 import tempfile
-import time
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
-from sqlalchemy import select
+from sqlalchemy import func, literal_column, select
 from sqlalchemy.engine import Engine
 
 from crawlcluster.errors import ConfigurationError
@@ -42,10 +42,13 @@ FEED_FORMATS: dict[str, tuple[str, ...]] = {
     "json": (".json",),
     "csv": (".csv",),
 }
-# A store transaction takes its timestamp before it commits: a poll looks back this far
-# past its previous start so that a page committed late is still seen. Anything a poll
-# misses is found by the full pass at the end of the crawl.
-POLL_OVERLAP_SECONDS = 15.0
+# SQLite's implicit row id of the results table (an ordinary rowid table): it only grows
+# while the crawl inserts, so "rowid above the last one seen" is what a poll reads
+ROWID = literal_column("results.rowid")
+# a store transaction deletes a page's earlier items before it inserts; when they were the
+# newest rows SQLite hands their rowids out again, so a poll looks this many rowids back
+# (rows re-read are dropped by the pages already written)
+ROWID_LOOKBACK = 5000
 # Items of this many pages are read per query when new pages are found.
 READ_CHUNK_PAGES = 500
 # An export writes (and flushes) this many items at a time.
@@ -292,7 +295,7 @@ class FeedSync:
         self.engine = engine
         self.project = project
         self.written: set[str] = set()  # task ids whose items are in the file
-        self._since = 0.0
+        self._last_rowid = 0
         self.closed = False
 
     @property
@@ -302,7 +305,7 @@ class FeedSync:
     def start(self) -> None:
         """Write every item the project already has (a resumed crawl): the file then holds
         the crawl's items once each, however many runs it took."""
-        self._since = time.time()
+        self._last_rowid = self._max_rowid()
         if self._has_items():
             self._rewrite()
 
@@ -311,14 +314,25 @@ class FeedSync:
             stmt = select(results.c.task_id).where(results.c.project == self.project).limit(1)
             return conn.execute(stmt).first() is not None
 
-    def poll(self) -> int:
-        """Write the pages stored since the last poll; return how many items were written."""
-        started = time.time()
-        stmt = (select(results.c.task_id).distinct()
-                .where(results.c.project == self.project, results.c.updated_at >= self._since - POLL_OVERLAP_SECONDS))
+    def _max_rowid(self) -> int:
         with self.engine.connect() as conn:
-            fresh = [task_id for (task_id,) in conn.execute(stmt) if task_id not in self.written]
-        self._since = started
+            return conn.execute(select(func.max(ROWID)).select_from(results)).scalar() or 0
+
+    def poll(self) -> int:
+        """Write the pages stored since the last poll; return how many items were written.
+
+        New items are found by SQLite's rowid, which grows with every insert: a poll reads
+        only the rows inserted since the previous one (through the primary key), however
+        many items the file holds, and a transaction that committed late is still seen,
+        because its rows' rowids are above the last one seen whenever it commits."""
+        stmt = (select(ROWID, results.c.task_id, results.c.project)
+                .select_from(results).where(ROWID > self._last_rowid - ROWID_LOOKBACK).order_by(ROWID))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        if rows:
+            self._last_rowid = max(self._last_rowid, rows[-1][0])
+        fresh = list(dict.fromkeys(task_id for _rowid, task_id, project in rows
+                                   if project == self.project and task_id not in self.written))
         return self._write_pages(fresh)
 
     def finish(self) -> int:
