@@ -48,10 +48,14 @@ class EmbeddedResult:
     frontier_lock: Any = None
 
     def release(self) -> None:
+        """Give SQLite's write lock back; the pooled connection gets back the isolation
+        level it had, so that the next user of the pool (a later crawl in this process)
+        gets an ordinary connection."""
         if self.frontier_lock is not None:
-            self.frontier_lock.rollback()
-            self.frontier_lock.close()
-            self.frontier_lock = None
+            lock, self.frontier_lock = self.frontier_lock, None
+            lock.rollback()
+            lock.driver_connection.isolation_level = lock.info.pop("crawlcluster.isolation_level", "")
+            lock.close()
 
     @property
     def pages_per_second(self) -> float:
@@ -91,6 +95,13 @@ class _EmbeddedWorker:
         self.thread = threading.Thread(target=self.controller.start, name="crawlcluster-embedded-worker", daemon=True)
 
     def start(self) -> None:
+        from celery.worker import state
+
+        # Celery keeps "stop now" in module state; a worker of an earlier crawl in this
+        # process that was left with a hung page (stop() returned False) leaves it set,
+        # and this worker would stop at its first loop
+        state.should_terminate = None
+        state.should_stop = None
         self.thread.start()
         if not self.ready.wait(30):
             raise CrawlClusterError("the embedded worker did not start within 30s")
@@ -136,6 +147,7 @@ def _hold_write_lock(engine: Any) -> Any:
     """Take SQLite's write lock and keep it: a page that ends after the crawl stopped can
     then not be stored behind the output file's back (its row stays queued for a resume)."""
     connection = engine.raw_connection()
+    connection.info["crawlcluster.isolation_level"] = connection.driver_connection.isolation_level  # for release()
     connection.driver_connection.isolation_level = None  # BEGIN ourselves
     connection.driver_connection.execute("BEGIN IMMEDIATE")
     return connection
