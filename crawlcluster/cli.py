@@ -373,7 +373,8 @@ def cancel(project: str) -> None:
 
     _steer(project, "cancel")
     cancelled = Crawl(project).stats(figures=False, waiting=False)["cancelled"]
-    console.print(f"{project}: cancelled; {cancelled:,} URLs cancelled, `crawlcluster resume {project}` fetches them")
+    console.print(f"{project}: cancelled; {cancelled:,} URLs cancelled, `crawlcluster resume {project}` fetches "
+                  "those this cancel stopped (not those a request's cancel=True cancelled)")
 
 
 @main.command()
