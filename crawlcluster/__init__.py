@@ -5,7 +5,7 @@ application as ``crawlcluster.app``.
 """
 
 from crawlcluster.app import app
-from crawlcluster.client import Crawl, CrawlTimeout, list_projects, render_stats, submit
+from crawlcluster.client import Crawl, CrawlTimeout, list_projects, render_stats, scheduler_health, submit
 from crawlcluster.errors import (
     BodyTooLarge,
     ConfigurationError,
@@ -27,6 +27,7 @@ __all__ = [
     "Crawl",
     "CrawlTimeout",
     "list_projects",
+    "scheduler_health",
     "render_stats",
     "RenderOptions",
     "Spider",

@@ -66,6 +66,22 @@ def role_defaults(queues: list[str]) -> tuple[str, int]:
     return "threads", fetch_threads
 
 
+def render_unavailable(*, browser: bool = False) -> str | None:
+    """Why this machine cannot render, as a sentence, or None when it can: pyppeteer (the
+    render extra) is missing, or with ``browser`` also Chromium at chromium_path. The one
+    check behind a render worker's start and ``crawl --render``."""
+    if importlib.util.find_spec("pyppeteer") is None:
+        return "rendering needs pyppeteer, the render extra: pip install 'crawlcluster[render]' (and Chromium)"
+    if browser:
+        from crawlcluster import settings
+
+        path = settings.get("chromium_path")
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            return (f"rendering needs Chromium at {path!r} (CRAWLCLUSTER_CHROMIUM_PATH), which is not there; "
+                    "install it (apt-get install chromium)")
+    return None
+
+
 def check_render_extra(queues: list[str]) -> None:
     """Refuse to start a worker that would consume ``render`` without pyppeteer.
 
@@ -73,12 +89,11 @@ def check_render_extra(queues: list[str]) -> None:
     fail every one of them; refusing at start shows the mistake where it was made, and the
     rows wait in the render queue for a worker that can render them.
     """
-    if "render" in queues and importlib.util.find_spec("pyppeteer") is None:
+    missing = render_unavailable() if "render" in queues else None
+    if missing:
         named = "-Q " + ",".join(q for q in STAGES if q != "render")
         raise click.ClickException(
-            "this worker would consume the render queue, which needs the render extra: "
-            "pip install 'crawlcluster[render]' (and Chromium), or leave render out "
-            f"of its queues ({named})")
+            f"this worker would consume the render queue: {missing}; or leave render out of its queues ({named})")
 
 
 class CrawlWorker(Worker):

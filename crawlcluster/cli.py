@@ -4,7 +4,7 @@
     crawlcluster demo                          the same, on a bundled local site
     crawlcluster submit URL|pkg.mod:Spider     against a cluster (CRAWLCLUSTER_DATABASE_URL)
     crawlcluster status [PROJECT]
-    crawlcluster results PROJECT --format jsonl|csv [-o FILE]
+    crawlcluster results PROJECT [-o FILE.jsonl|.json|.csv]
     crawlcluster pause|resume|cancel PROJECT
     crawlcluster failures PROJECT [--kind KIND]   failed URLs and why
     crawlcluster retry PROJECT --failed           fetch the failed URLs again
@@ -15,32 +15,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shlex
-import signal
 import sys
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from crawlcluster.embedded import STOP_GRACE_SECONDS
 from crawlcluster.errors import CrawlClusterError
+from crawlcluster.feeds import FEED_FORMATS
+from crawlcluster.oneshot import CRAWL_EPILOG, run_oneshot
 
 console = Console(stderr=True, soft_wrap=True)
-FORMATS = ("jsonl", "csv")
-
-
-def _format_for(output: str | None, fmt: str | None) -> str:
-    if fmt:
-        return fmt
-    if output and Path(output).suffix.lower() == ".csv":
-        return "csv"
-    return "jsonl"
-
 
 def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc))
@@ -90,146 +78,6 @@ def main() -> None:
     """crawlcluster: a distributed web crawler on Celery, or one command on one machine."""
 
 
-EXIT_NO_ITEMS = 1
-EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
-FAILURE_REASON_CHARS = 160
-
-
-class _BadOutput(click.ClickException):
-    """An output file that cannot be written: one line, the usage error's exit code."""
-
-    exit_code = 2
-
-
-class _Stopper:
-    """The first SIGINT or SIGTERM asks the crawl to stop (``event``); a second one leaves
-    at once through :class:`~crawlcluster.embedded.StopNow`."""
-
-    def __init__(self, grace_seconds: float) -> None:
-        self.grace_seconds = grace_seconds
-        self.event = threading.Event()
-        self.signal_name: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "_Stopper":
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        from crawlcluster.embedded import StopNow
-
-        name = signal.Signals(signum).name
-        if self.event.is_set():
-            raise StopNow(name)
-        self.signal_name = name
-        self.event.set()
-        # os.write, not the console: a signal handler may run inside the console's own write
-        os.write(2, (f"\n{name}: stopping; pages in flight get {self.grace_seconds:g}s to finish "
-                     "(press Ctrl-C again to leave at once)\n").encode())
-
-
-def _exit_code_for(signal_name: str | None) -> int:
-    return EXIT_SIGTERM if signal_name == "SIGTERM" else EXIT_SIGINT
-
-
-def _reason(row: dict[str, Any]) -> str:
-    text = " ".join((row.get("error") or "").split())
-    if len(text) > FAILURE_REASON_CHARS:
-        text = text[:FAILURE_REASON_CHARS - 1] + "…"
-    return text or row["kind"]
-
-
-def _resume_command(db_path: str | None) -> str:
-    args = list(sys.argv[1:])
-    if db_path and "--db" not in args and not any(a.startswith("--db=") for a in args):
-        args += ["--db", db_path]
-    return shlex.join(["crawlcluster", *args])
-
-
-def _print_summary(result: Any, output: str | None, db: str | None) -> None:
-    """What the crawl did, what failed and why, where the rest is, how to resume."""
-    pages = result.pages
-    items = result.stats["items"]
-    console.print(
-        f"[bold]{result.project}[/]: {pages['done']} pages done, {pages['failed']} failed, {items} items "
-        f"in {result.elapsed_seconds:.1f}s ({result.pages_per_second:.1f} pages/s)"
-        + (f"; {result.exported} items written to {output}" if output else ""))
-    others = [(result.stats.get("retries", 0), "retries"), (pages["disallowed"], "disallowed by robots.txt"),
-              (pages["cancelled"], "cancelled"), (pages["pending"] + pages["queued"], "not crawled yet")]
-    shown = ", ".join(f"{count} {label}" for count, label in others if count)
-    if shown:
-        console.print(f"  {shown}")
-    if result.failure_counts:
-        kinds = ", ".join(f"{kind} {count}" for kind, count in result.failure_counts.items())
-        console.print(f"  failed by kind: {kinds}")
-        console.print("  first failures:")
-        for row in result.failures:
-            reason = _reason(row)
-            label = "" if reason.startswith(row["kind"]) else f"[{row['kind']}] "
-            console.print(f"    {row['url']}  {label}{reason}", markup=False, highlight=False)
-        if result.database_path:
-            console.print(f"  every failure: CRAWLCLUSTER_DATABASE_URL=sqlite:///{result.database_path} "
-                          f"crawlcluster failures {result.project}", markup=False, highlight=False)
-        else:
-            console.print("  run with --db FILE to keep the frontier and list every failure with "
-                          "`crawlcluster failures`", markup=False, highlight=False)
-    if result.interrupted:
-        where = f"kept in {result.database_path}" if result.temporary_database else f"in {result.database_path}"
-        console.print(f"stopped by {result.interrupted}; the frontier is {where}. Resume with:", highlight=False)
-        console.print(f"  {_resume_command(result.database_path)}", markup=False, highlight=False)
-
-
-def _run_embedded(target: Any, *, output: str | None, fmt: str | None, max_pages: int | None,
-                  max_depth: int | None, project: str | None, db: str | None, quiet: bool,
-                  settings: dict[str, Any] | None = None, spider_kwargs: dict[str, Any] | None = None,
-                  grace_seconds: float | None = None) -> int:
-    """Run the embedded crawl with graceful Ctrl-C/SIGTERM, print the summary; the exit code."""
-    from crawlcluster.embedded import STOP_GRACE_SECONDS, StopNow, run_embedded
-    from crawlcluster.feeds import open_feed
-
-    try:
-        feed = open_feed(output, fmt) if output else None  # checked before anything is fetched
-    except CrawlClusterError as exc:
-        raise _BadOutput(str(exc)) from None
-    grace_seconds = STOP_GRACE_SECONDS if grace_seconds is None else grace_seconds
-    with _Stopper(grace_seconds) as stopper:
-        try:
-            result = run_embedded(target, project=project, feed=feed, max_pages=max_pages, max_depth=max_depth,
-                                  database_path=db, progress=not quiet, settings=settings,
-                                  spider_kwargs=spider_kwargs, stop=stopper.event,
-                                  stop_reason=lambda: stopper.signal_name,
-                                  grace_seconds=grace_seconds)
-        except StopNow as exc:
-            console.print(f"stopped at once by a second {exc}; the items stored so far are in "
-                          f"{output or 'the database'}"
-                          + (f" and the frontier in {db}" if db else ""), highlight=False)
-            sys.stderr.flush()
-            sys.stdout.flush()
-            os._exit(_exit_code_for(str(exc)))  # the worker thread may be inside a page: do not wait for it
-        except CrawlClusterError as exc:
-            _fail(exc)
-    _print_summary(result, output, db)
-    if result.interrupted:
-        code = _exit_code_for(result.interrupted)
-        if not result.worker_finished:
-            # a page still hangs in a worker thread, which the interpreter would wait for
-            # at exit; everything kept is committed and the output file is closed
-            sys.stderr.flush()
-            sys.stdout.flush()
-            os._exit(code)
-        return code
-    if result.stats["items"] == 0 and result.pages["failed"] > 0:
-        return EXIT_NO_ITEMS
-    return 0
-
-
 class RetryDelays(click.ParamType):
     """``SECONDS[,SECONDS...]``: the delay before each retry; the last one repeats."""
 
@@ -255,22 +103,6 @@ def _retry_settings(retries: int | None, retry_delay: list[float] | None) -> dic
     return values
 
 
-CRAWL_EPILOG = """\b
-Output (-o): .jsonl/.jl/.ndjson (JSON lines), .json (one JSON array), .csv; items
-are appended and flushed as they are stored, so a crash keeps what was stored. With
---db, a second run resumes the crawl and writes the file afresh with every item.
-
-\b
-Ctrl-C or SIGTERM: stop dispatching, let pages in flight finish (--grace seconds),
-write the items, print how to resume. A second Ctrl-C leaves at once.
-
-\b
-Exit codes:
-  0    the crawl ended (some pages may have failed; see the summary)
-  1    no page produced an item and some failed, or an error
-  2    bad command line (unknown output format, missing output directory, ...)
-  130  stopped by Ctrl-C (SIGINT); 143 stopped by SIGTERM
-"""
 
 
 @main.command(epilog=CRAWL_EPILOG)
@@ -292,7 +124,7 @@ Exit codes:
                    "without JavaScript (auto), or never (default).")
 @click.option("--retries", type=click.IntRange(min=0), help="Retries of a failed fetch (5xx, timeout, ...).")
 @click.option("--retry-delay", type=RetryDelays(), help="Seconds before each retry, e.g. 2,10,30 (the last repeats).")
-@click.option("--grace", "grace_seconds", type=click.FloatRange(min=0), show_default=True, default=5.0,
+@click.option("--grace", "grace_seconds", type=click.FloatRange(min=0), show_default=True, default=STOP_GRACE_SECONDS,
               help="After Ctrl-C or SIGTERM, seconds that pages in flight may take to finish.")
 def crawl(urls: tuple[str, ...], output, fmt, max_pages, max_depth, project, db, quiet, per_host, delay,
           ignore_robots, render, retries, retry_delay, grace_seconds) -> None:
@@ -313,13 +145,12 @@ def crawl(urls: tuple[str, ...], output, fmt, max_pages, max_depth, project, db,
             raise click.UsageError("--render is for the link spider (URLs); a spider sets its own `render`")
         spider_kwargs = {"render": {"never": False, "auto": "auto", "always": True}[render]}
         if render != "never":
-            from crawlcluster.embedded import check_render_available
+            from crawlcluster.app import render_unavailable
 
-            try:
-                check_render_available()
-            except CrawlClusterError as exc:
-                _fail(exc)
-    code = _run_embedded(target, output=output, fmt=fmt, max_pages=max_pages, max_depth=max_depth,
+            missing = render_unavailable(browser=True)
+            if missing:
+                raise click.ClickException(f"{missing}, or crawl with --render never")
+    code = run_oneshot(target, output=output, fmt=fmt, max_pages=max_pages, max_depth=max_depth,
                          project=project, db=db, quiet=quiet, settings=settings, spider_kwargs=spider_kwargs,
                          grace_seconds=grace_seconds)
     click.get_current_context().exit(code)
@@ -335,7 +166,7 @@ def demo(pages: int, output: str, quiet: bool) -> None:
 
     with DemoSite(pages=pages, traps=True, retry_traps=True).serve() as server:
         console.print(f"demo site at {server.url}/ ({pages} pages plus a few broken links and redirects)")
-        code = _run_embedded([server.url + "/"], output=output, fmt=None, max_pages=None, max_depth=None,
+        code = run_oneshot([server.url + "/"], output=output, fmt=None, max_pages=None, max_depth=None,
                              project="demo", db=None, quiet=quiet)
     if code == 0 and output.lower().endswith((".jsonl", ".jl", ".ndjson")):
         with open(output, encoding="utf-8") as items:
@@ -416,73 +247,44 @@ def status(project: str | None, watch: bool, interval: float, as_json: bool) -> 
         pass
 
 
-class _CountingWriter:
-    """A text stream that counts the items written through it, for the export progress bar.
-
-    ``Crawl.export`` writes each item with one ``write`` call (a JSON line, or a CSV row
-    through csv.writer), so counting calls counts items; ``skip`` leaves out a CSV header.
-    """
-
-    def __init__(self, out: Any, on_items: Any, *, skip: int = 0, every: int = 1000) -> None:
-        self._out = out
-        self._on_items = on_items
-        self._skip = skip
-        self._every = every
-        self._pending = 0
-
-    def write(self, text: str) -> int:
-        written = self._out.write(text)
-        if self._skip:
-            self._skip -= 1
-        else:
-            self._pending += 1
-            if self._pending >= self._every:
-                self.report()
-        return written
-
-    def report(self) -> None:
-        if self._pending:
-            self._on_items(self._pending)
-            self._pending = 0
-
-    def flush(self) -> None:
-        self._out.flush()
-
-
-def _export_with_progress(crawl: Any, out: Any, fmt: str, total: int, enabled: bool) -> int:
+def _export_with_progress(crawl: Any, output: str | None, fmt: str, total: int, enabled: bool) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from crawlcluster.feeds import open_feed, write_all
+
+    feed = open_feed(output, fmt) if output else None  # a sentence for a bad path, before any read
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=not enabled, transient=False) as progress:
         task = progress.add_task(f"{crawl.project} -> {fmt}", total=total)
-        writer = _CountingWriter(out, lambda n: progress.advance(task, n), skip=1 if fmt == "csv" else 0)
-        count = crawl.export(writer, fmt)
-        writer.report()
+        advance = lambda n: progress.advance(task, n)  # noqa: E731
+        count = write_all(feed, crawl.results, advance) if feed else crawl.export(sys.stdout, fmt, advance)
         progress.update(task, completed=count, total=max(total, count))
     return count
 
 
 @main.command()
 @click.argument("project")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), help="jsonl (default) or csv.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="File to write (default: stdout).")
+@click.option("--format", "fmt", type=click.Choice(tuple(FEED_FORMATS)),
+              help="jsonl, json (one array) or csv (default: from -o's extension; jsonl on stdout).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def results(project: str, fmt: str | None, output: str | None, quiet: bool) -> None:
     """Export PROJECT's items, streamed from the database with a server-side cursor
-    (memory stays flat however many items there are), with a progress bar on stderr."""
+    (memory stays flat however many items there are), with a progress bar on stderr.
+    The formats are those of `crawl -o`: .jsonl, .json (a JSON array) or .csv."""
     from crawlcluster.client import Crawl
+    from crawlcluster.feeds import feed_format
 
-    fmt = _format_for(output, fmt)
     try:
+        fmt = feed_format(output, fmt) if output else (fmt or "jsonl")
         crawl = Crawl(project)
-        total = crawl.stats()["items"]  # also a clear error for an unknown project
+        total = crawl.stats(figures=False, waiting=False)["items"]  # also a clear error for an unknown project
         if output:
-            with open(output, "w", encoding="utf-8", newline="") as out:
-                count = _export_with_progress(crawl, out, fmt, total, enabled=not quiet)
+            count = _export_with_progress(crawl, output, fmt, total, enabled=not quiet)
             console.print(f"{count} items written to {output}")
         else:
-            _export_with_progress(crawl, sys.stdout, fmt, total, enabled=not quiet and console.is_terminal)
+            _export_with_progress(crawl, None, fmt, total, enabled=not quiet and console.is_terminal)
     except CrawlClusterError as exc:
         _fail(exc)
 
@@ -571,7 +373,8 @@ def cancel(project: str) -> None:
 
     _steer(project, "cancel")
     cancelled = Crawl(project).stats(figures=False, waiting=False)["cancelled"]
-    console.print(f"{project}: cancelled; {cancelled:,} URLs cancelled, `crawlcluster resume {project}` fetches them")
+    console.print(f"{project}: cancelled; {cancelled:,} URLs cancelled, `crawlcluster resume {project}` fetches "
+                  "those this cancel stopped (not those a request's cancel=True cancelled)")
 
 
 @main.command()

@@ -10,11 +10,10 @@ from any machine that reaches the cluster's Postgres:
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from sqlalchemy import func, select, update
 
@@ -193,7 +192,11 @@ class Crawl:
 
     def stats(self, figures: bool = True, waiting: bool = True) -> dict[str, Any]:
         """Rows per state, items stored and the project's status
-        (``{"pending", "queued", "done", "failed", "cancelled", "disallowed", "items", "status"}``),
+        (``{"pending", "queued", "done", "failed", "cancelled", "disallowed", "items", "status"}``);
+        the rows count the scheduler's robots.txt fetches (one per host) too, which is what
+        :meth:`is_idle` goes by. ``pages`` has the same states for the crawl's pages alone
+        (what ``status``, the progress bar and the summary show) and ``robots`` for the
+        robots.txt rows alone.
         ``next_due_at`` (when the earliest pending row is due, unix time) and, with
         ``waiting``, ``waiting``: short sentences on what holds the crawl back (``3 retries
         due in 0:00:42``, ``scheduler not seen for 60 s``, ``paused: ...``, ``host X
@@ -206,11 +209,14 @@ class Crawl:
         now = time.time()
         with self.engine.connect() as conn:
             row = self._project(conn)
-            counts: dict[str, Any] = frontier.count_by_status(conn, self.project)
+            split = frontier.page_counts(conn, self.project)
+            counts: dict[str, Any] = dict(split["rows"])
+            counts["pages"] = split["pages"]
+            counts["robots"] = split["robots"]
             counts["items"] = conn.execute(
                 select(func.count()).select_from(results).where(results.c.project == self.project)
             ).scalar_one()
-            due = stats.pending_figures(conn, self.project, now) if counts["pending"] else {}
+            due = stats.pending_figures(conn, self.project, now, counts["pending"]) if counts["pending"] else {}
             counts["next_due_at"] = due.get("next_due_at")
             if figures:
                 open_rows = counts["pending"] + counts["queued"]
@@ -272,7 +278,8 @@ class Crawl:
 
     def wait(self, timeout: float | None = None, progress: bool = False, poll_seconds: float = 0.5) -> dict[str, Any]:
         """Block until nothing is pending or queued (or the project is cancelled or paused by
-        the user, with nothing queued); return the final :meth:`stats`. With ``progress`` a bar on
+        the user, with nothing queued); return the final :meth:`stats` (its ``pages`` count the
+        crawl's pages, robots.txt rows apart). With ``progress`` a bar on
         the terminal shows pages done out of pages known, and what the crawl waits for when
         nothing is in flight. Raises :class:`CrawlTimeout`, whose message says what is left
         and why."""
@@ -306,30 +313,15 @@ class Crawl:
             for (item,) in stream:
                 yield item
 
-    def export(self, out: IO[str], fmt: str = "jsonl") -> int:
-        """Write every item to ``out`` as JSON lines or CSV; return how many were written.
+    def export(self, out: IO[str], fmt: str = "jsonl", progress: Callable[[int], None] | None = None) -> int:
+        """Write every item to the open stream ``out`` as ``jsonl`` (JSON lines), ``json``
+        (one JSON array) or ``csv``; return how many were written. The formats are those of
+        ``crawl -o`` (:mod:`crawlcluster.feeds`). CSV columns are the union of the items'
+        keys, in first-seen order (found in a first streaming pass, so memory stays
+        constant); nested values are written as JSON. ``progress(n)`` hears of each chunk."""
+        from crawlcluster.feeds import stream_feed, write_all
 
-        CSV columns are the union of the items' keys, in first-seen order (found in a first
-        streaming pass, so memory stays constant); nested values are written as JSON."""
-        count = 0
-        if fmt == "jsonl":
-            for item in self.results():
-                out.write(json.dumps(item, ensure_ascii=False) + "\n")
-                count += 1
-            return count
-        if fmt != "csv":
-            raise ConfigurationError(f"unknown export format {fmt!r}; use jsonl or csv")
-        columns: dict[str, None] = {}
-        for item in self.results():
-            for key in item:
-                columns.setdefault(key, None)
-        writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for item in self.results():
-            writer.writerow({k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v)
-                             for k, v in item.items()})
-            count += 1
-        return count
+        return write_all(stream_feed(out, fmt), self.results, progress)
 
     def screenshots(self) -> Iterator[dict[str, Any]]:
         """Every stored screenshot (render option ``screenshot=True``), one at a time:

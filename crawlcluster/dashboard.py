@@ -9,6 +9,8 @@ from rich import box
 from rich.console import Group
 from rich.table import Table
 
+from crawlcluster.stats import duration
+
 
 def _size(value: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -16,15 +18,6 @@ def _size(value: float) -> str:
             return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
         value /= 1024
     return str(value)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _count(value: int) -> str:
@@ -62,11 +55,12 @@ def shown_eta(stats: dict[str, Any]) -> str:
     """``-`` for a paused, cancelled or finished project and when nothing is open."""
     if stats["status"] in ("paused", "cancelled", "finished") or not stats.get("pending", 0) + stats.get("queued", 0):
         return "-"
-    return _duration(stats.get("eta_seconds"))
+    return duration(stats.get("eta_seconds"))
 
 
-# (header, stats key) of the overview's count columns; short headers so that the whole
-# table fits 80 columns (bytes, fetch time and retries are in `status PROJECT`)
+# (header, stats key) of the overview's count columns, pages only (robots.txt rows are in
+# `status PROJECT`); short headers so that the whole table fits 80 columns (bytes, fetch
+# time and retries are in `status PROJECT` too)
 COUNT_COLUMNS = (("pend", "pending"), ("queue", "queued"), ("done", "done"), ("fail", "failed"),
                  ("canc", "cancelled"), ("robots", "disallowed"), ("items", "items"))
 
@@ -86,7 +80,8 @@ def projects_table(rows: list[tuple[str, dict[str, Any]]]) -> Table:
     notes: list[str] = []
     scheduler_note = None
     for name, stats in rows:
-        table.add_row(name, shown_status(stats), *(_count(int(stats.get(k, 0))) for _h, k in COUNT_COLUMNS),
+        pages = stats.get("pages") or stats
+        table.add_row(name, shown_status(stats), *(_count(int(pages.get(k, stats.get(k, 0)))) for _h, k in COUNT_COLUMNS),
                       _pace(stats.get("pages_per_second", 0)), shown_eta(stats))
         scheduler = stats.get("scheduler") or {}
         if scheduler:
@@ -118,14 +113,18 @@ def project_detail(name: str, stats: dict[str, Any], hosts: list[dict[str, Any]]
                      f"{host['retries']:,}", _size(host["bytes"]), f"{host['fetch_seconds']:.1f}",
                      f"{host['browser_seconds']:.1f}")
     eta = shown_eta(stats)
+    pages = stats.get("pages") or stats
     summary = (f"{shown_status(stats)}: {stats.get('pages_per_second', 0):.1f} pages/s now "
                f"({stats.get('pages_per_second_5m', 0):.1f} over 5 min), "
                f"ETA {'done' if eta == '-' and stats['status'] == 'finished' else eta}, "
-               f"{stats.get('pending', 0):,} pending, {stats.get('queued', 0):,} queued, "
-               f"{stats.get('done', 0):,} done, "
-               f"{stats.get('failed', 0):,} failed, {stats.get('cancelled', 0):,} cancelled, "
+               f"{pages.get('pending', 0):,} pending, {pages.get('queued', 0):,} queued, "
+               f"{pages.get('done', 0):,} done, "
+               f"{pages.get('failed', 0):,} failed, {pages.get('cancelled', 0):,} cancelled pages, "
                f"{_size(stats.get('bytes', 0))} downloaded in {stats.get('fetch_seconds', 0):.1f} fetch-seconds"
                + (f", {stats.get('browser_seconds', 0):.1f} browser-seconds" if stats.get("browser_seconds") else ""))
+    robots = {state: count for state, count in (stats.get("robots") or {}).items() if count}
+    if robots:
+        summary += "\nrobots.txt: " + ", ".join(f"{count:,} {state}" for state, count in robots.items()) + " (one per host)"
     scheduler = stats.get("scheduler") or {}
     if scheduler.get("message"):
         summary += f"\n{scheduler['message']}"

@@ -48,10 +48,14 @@ class EmbeddedResult:
     frontier_lock: Any = None
 
     def release(self) -> None:
+        """Give SQLite's write lock back; the pooled connection gets back the isolation
+        level it had, so that the next user of the pool (a later crawl in this process)
+        gets an ordinary connection."""
         if self.frontier_lock is not None:
-            self.frontier_lock.rollback()
-            self.frontier_lock.close()
-            self.frontier_lock = None
+            lock, self.frontier_lock = self.frontier_lock, None
+            lock.rollback()
+            lock.driver_connection.isolation_level = lock.info.pop("crawlcluster.isolation_level", "")
+            lock.close()
 
     @property
     def pages_per_second(self) -> float:
@@ -60,7 +64,12 @@ class EmbeddedResult:
 
 
 class StopNow(BaseException):
-    """A second Ctrl-C: leave at once, keeping what is in the output file."""
+    """A second Ctrl-C: leave at once, keeping what is in the output file.
+
+    ``database_path`` is set by :func:`run_embedded` on the way out: the frontier file it
+    keeps (a temporary one too), so that the caller can say where it is and how to resume."""
+
+    database_path: str | None = None
 
 
 class _EmbeddedWorker:
@@ -86,6 +95,13 @@ class _EmbeddedWorker:
         self.thread = threading.Thread(target=self.controller.start, name="crawlcluster-embedded-worker", daemon=True)
 
     def start(self) -> None:
+        from celery.worker import state
+
+        # Celery keeps "stop now" in module state; a worker of an earlier crawl in this
+        # process that was left with a hung page (stop() returned False) leaves it set,
+        # and this worker would stop at its first loop
+        state.should_terminate = None
+        state.should_stop = None
         self.thread.start()
         if not self.ready.wait(30):
             raise CrawlClusterError("the embedded worker did not start within 30s")
@@ -131,6 +147,7 @@ def _hold_write_lock(engine: Any) -> Any:
     """Take SQLite's write lock and keep it: a page that ends after the crawl stopped can
     then not be stored behind the output file's back (its row stays queued for a resume)."""
     connection = engine.raw_connection()
+    connection.info["crawlcluster.isolation_level"] = connection.driver_connection.isolation_level  # for release()
     connection.driver_connection.isolation_level = None  # BEGIN ourselves
     connection.driver_connection.execute("BEGIN IMMEDIATE")
     return connection
@@ -157,38 +174,6 @@ def release_queued_rows(engine: Any, now: float | None = None) -> int:
     if released:
         logger.info("%d rows left queued by an earlier run are pending again", released)
     return released
-
-
-def page_counts(engine: Any, project: str) -> dict[str, int]:
-    """Rows of ``project`` per state, robots.txt fetches left out: they are the crawler's
-    own requests, not pages of the crawl."""
-    from sqlalchemy import func, select
-
-    from crawlcluster import frontier
-    from crawlcluster.politeness import ROBOTS_CALLBACK
-    from crawlcluster.schema import crawl_tasks
-
-    with engine.connect() as conn:
-        counts = frontier.count_by_status(conn, project)
-        robots = conn.execute(select(crawl_tasks.c.status, func.count())
-                              .where(crawl_tasks.c.project == project, crawl_tasks.c.callback == ROBOTS_CALLBACK)
-                              .group_by(crawl_tasks.c.status)).all()
-    for status, count in robots:
-        counts[status] -= count
-    return counts
-
-
-def check_render_available() -> None:
-    """Refuse ``render`` before the crawl when this machine cannot start a browser."""
-    import importlib.util
-
-    path = settings.get("chromium_path")
-    if importlib.util.find_spec("pyppeteer") is None:
-        raise CrawlClusterError("rendering needs pyppeteer, which is not installed; "
-                                "`pip install crawlcluster[render]` or crawl with --render never")
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        raise CrawlClusterError(f"rendering needs Chromium at {path!r} (CRAWLCLUSTER_CHROMIUM_PATH), which is not "
-                                "there; install it (apt-get install chromium) or crawl with --render never")
 
 
 def run_embedded(
@@ -285,15 +270,17 @@ def run_embedded(
         elapsed = time.monotonic() - started
         exported = sync.finish() if sync is not None else 0
         keep_database = keep_database or interrupted is not None
+        final = crawl.stats()
         return EmbeddedResult(
-            crawl.project, crawl.stats(), elapsed, database_path if keep_database else None, exported,
-            pages=page_counts(engine, crawl.project), failure_counts=Crawl(crawl.project).failure_counts(),
+            crawl.project, final, elapsed, database_path if keep_database else None, exported,
+            pages=final["pages"], failure_counts=Crawl(crawl.project).failure_counts(),
             failures=Crawl(crawl.project).failures(limit=FAILURES_SHOWN), interrupted=interrupted,
             temporary_database=temp_dir is not None and keep_database, worker_finished=worker_finished,
             frontier_lock=frontier_lock)
-    except StopNow:
+    except StopNow as exc:
         leaving_now = True  # a second Ctrl-C: the file is closed as it is, the frontier kept
         keep_database = True
+        exc.database_path = database_path
         raise
     finally:
         if sync is not None:

@@ -1,7 +1,10 @@
-"""Item feeds: the ``-o FILE`` of ``crawlcluster crawl``, written while the crawl runs.
+"""Item feeds: the one place output formats live. ``crawlcluster crawl -o FILE`` (written
+while the crawl runs), ``crawlcluster results -o FILE`` and ``Crawl.export`` all write
+through the feed classes here.
 
 A feed is opened (so checked) before the first fetch, then :class:`FeedSync` copies the
-items the store stage has committed into it every half second, a page's items at once,
+items the store stage has committed into it every half second (the rows inserted since
+its last poll, by SQLite rowid), a page's items at once,
 each page once, and flushes. A crash or a ``kill -9`` therefore leaves every item that
 was in the file's last flush; the database still holds them all (``crawlcluster
 results``). Formats come from the file's extension:
@@ -21,11 +24,10 @@ import logging
 import os
 import stat
 import tempfile
-import time
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
-from sqlalchemy import select
+from sqlalchemy import func, literal_column, select
 from sqlalchemy.engine import Engine
 
 from crawlcluster.errors import ConfigurationError
@@ -33,19 +35,24 @@ from crawlcluster.schema import results
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FEED_FORMATS", "FeedError", "feed_format", "open_feed", "Feed", "FeedSync"]
+__all__ = ["FEED_FORMATS", "FeedError", "feed_format", "open_feed", "stream_feed", "write_all", "Feed", "FeedSync"]
 
 FEED_FORMATS: dict[str, tuple[str, ...]] = {
     "jsonl": (".jsonl", ".jl", ".ndjson"),
     "json": (".json",),
     "csv": (".csv",),
 }
-# A store transaction takes its timestamp before it commits: a poll looks back this far
-# past its previous start so that a page committed late is still seen. Anything a poll
-# misses is found by the full pass at the end of the crawl.
-POLL_OVERLAP_SECONDS = 15.0
+# SQLite's implicit row id of the results table (an ordinary rowid table): it only grows
+# while the crawl inserts, so "rowid above the last one seen" is what a poll reads
+ROWID = literal_column("results.rowid")
+# a store transaction deletes a page's earlier items before it inserts; when they were the
+# newest rows SQLite hands their rowids out again, so a poll looks this many rowids back
+# (rows re-read are dropped by the pages already written)
+ROWID_LOOKBACK = 5000
 # Items of this many pages are read per query when new pages are found.
 READ_CHUNK_PAGES = 500
+# An export writes (and flushes) this many items at a time.
+WRITE_CHUNK_ITEMS = 1000
 
 
 class FeedError(ConfigurationError):
@@ -73,15 +80,18 @@ def _cell(value: Any) -> Any:
 
 
 class Feed:
-    """One output file; ``write(items)`` appends and flushes, ``close()`` ends it well."""
+    """One output file (or an open stream, such as stdout, for ``stream``); ``write(items)``
+    appends and flushes, ``close()`` ends it well (a stream is ended, not closed)."""
 
     format = "jsonl"
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, path: str | None = None, *, stream: IO[str] | None = None) -> None:
+        self.path = path or getattr(stream, "name", "<stream>")
         self.count = 0
-        self._out: IO[str] | None = None
-        self._open("w")
+        self._out: IO[str] | None = stream
+        self._owns_out = stream is None
+        if stream is None:
+            self._open("w")
 
     def _open(self, mode: str) -> None:
         try:
@@ -125,7 +135,11 @@ class Feed:
     def close(self) -> None:
         if self._out is not None and not self._out.closed:
             self._end()
-            self._out.close()
+            if self._owns_out:
+                self._out.close()
+            else:
+                self._out.flush()
+                self._out = None
 
     def _end(self) -> None:
         pass
@@ -141,8 +155,8 @@ class JsonArrayFeed(Feed):
 
     format = "json"
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
+    def __init__(self, path: str | None = None, *, stream: IO[str] | None = None) -> None:
+        super().__init__(path, stream=stream)
         self._begin()
 
     def _begin(self) -> None:
@@ -169,14 +183,22 @@ class CsvFeed(Feed):
 
     format = "csv"
 
-    def __init__(self, path: str) -> None:
-        directory = Path(path).parent
-        if not os.access(directory if str(directory) else ".", os.W_OK):
-            # the rewrite writes a temporary file beside the output
-            raise FeedError(f"cannot write {path!r}: its directory {str(directory.resolve())!r} is not writable")
-        super().__init__(path)
+    def __init__(self, path: str | None = None, *, stream: IO[str] | None = None) -> None:
+        if stream is None and path is not None:
+            directory = Path(path).parent
+            if not os.access(directory if str(directory) else ".", os.W_OK):
+                # the rewrite writes a temporary file beside the output
+                raise FeedError(f"cannot write {path!r}: its directory {str(directory.resolve())!r} is not writable")
+        super().__init__(path, stream=stream)
         self.columns: list[str] = []
         self._writer: Any = None
+
+    def set_columns(self, columns: Iterable[str]) -> None:
+        """Write the header now, with every column known beforehand (an export makes a
+        first pass over the items for them), so that nothing is ever rewritten."""
+        self.columns = list(columns)
+        self._writer = csv.DictWriter(self.out, fieldnames=self.columns, extrasaction="ignore")
+        self._writer.writeheader()
 
     def wants_rewrite(self, items: list[dict[str, Any]]) -> bool:
         if self._writer is None:
@@ -229,6 +251,36 @@ def open_feed(path: str, fmt: str | None = None) -> Feed:
     return FEED_CLASSES[feed_format(path, fmt)](path)
 
 
+def stream_feed(out: IO[str], fmt: str = "jsonl") -> Feed:
+    """A feed on an open stream (stdout, a file the caller opened) in ``fmt``."""
+    return FEED_CLASSES[feed_format("", fmt)](stream=out)
+
+
+def write_all(feed: Feed, items: Callable[[], Iterable[dict[str, Any]]],
+              progress: Callable[[int], None] | None = None) -> int:
+    """Write every item that ``items()`` yields into ``feed`` and end it; return how many.
+    ``items`` is called twice for a CSV feed (the header needs every key first), so it
+    streams rather than holds the items; ``progress(n)`` hears of each chunk written.
+    The one writer behind ``crawlcluster results``, ``Crawl.export`` and nothing else: the
+    crawl's live file goes through :class:`FeedSync`, with the same feed classes."""
+    if isinstance(feed, CsvFeed):
+        feed.set_columns(dict.fromkeys(key for item in items() for key in item))
+    chunk: list[dict[str, Any]] = []
+    for item in items():
+        chunk.append(item)
+        if len(chunk) >= WRITE_CHUNK_ITEMS:
+            feed.write(chunk)
+            if progress:
+                progress(len(chunk))
+            chunk = []
+    if chunk:
+        feed.write(chunk)
+        if progress:
+            progress(len(chunk))
+    feed.close()
+    return feed.count
+
+
 class FeedSync:
     """Copies a project's stored items into a :class:`Feed`, each page's items once.
 
@@ -243,7 +295,7 @@ class FeedSync:
         self.engine = engine
         self.project = project
         self.written: set[str] = set()  # task ids whose items are in the file
-        self._since = 0.0
+        self._last_rowid = 0
         self.closed = False
 
     @property
@@ -253,7 +305,7 @@ class FeedSync:
     def start(self) -> None:
         """Write every item the project already has (a resumed crawl): the file then holds
         the crawl's items once each, however many runs it took."""
-        self._since = time.time()
+        self._last_rowid = self._max_rowid()
         if self._has_items():
             self._rewrite()
 
@@ -262,14 +314,25 @@ class FeedSync:
             stmt = select(results.c.task_id).where(results.c.project == self.project).limit(1)
             return conn.execute(stmt).first() is not None
 
-    def poll(self) -> int:
-        """Write the pages stored since the last poll; return how many items were written."""
-        started = time.time()
-        stmt = (select(results.c.task_id).distinct()
-                .where(results.c.project == self.project, results.c.updated_at >= self._since - POLL_OVERLAP_SECONDS))
+    def _max_rowid(self) -> int:
         with self.engine.connect() as conn:
-            fresh = [task_id for (task_id,) in conn.execute(stmt) if task_id not in self.written]
-        self._since = started
+            return conn.execute(select(func.max(ROWID)).select_from(results)).scalar() or 0
+
+    def poll(self) -> int:
+        """Write the pages stored since the last poll; return how many items were written.
+
+        New items are found by SQLite's rowid, which grows with every insert: a poll reads
+        only the rows inserted since the previous one (through the primary key), however
+        many items the file holds, and a transaction that committed late is still seen,
+        because its rows' rowids are above the last one seen whenever it commits."""
+        stmt = (select(ROWID, results.c.task_id, results.c.project)
+                .select_from(results).where(ROWID > self._last_rowid - ROWID_LOOKBACK).order_by(ROWID))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        if rows:
+            self._last_rowid = max(self._last_rowid, rows[-1][0])
+        fresh = list(dict.fromkeys(task_id for _rowid, task_id, project in rows
+                                   if project == self.project and task_id not in self.written))
         return self._write_pages(fresh)
 
     def finish(self) -> int:

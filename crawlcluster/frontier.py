@@ -181,7 +181,7 @@ def reopen_failed_rows(conn: Connection, project: str, kind: str | None = None, 
     now = time.time() if now is None else now
     # a robots.txt row is the scheduler's own: it fetches robots.txt again when it needs it
     conditions = [crawl_tasks.c.project == project, crawl_tasks.c.status == FAILED,
-                  crawl_tasks.c.callback != ROBOTS_CALLBACK, *_failure_filter(kind)]
+                  is_page(), *_failure_filter(kind)]
     id_chunks: list[Sequence[str] | None] = [None]
     if task_ids is not None:
         ids = list(task_ids)
@@ -438,6 +438,41 @@ def count_by_status(conn: Connection, project: str) -> dict[str, int]:
     return counts
 
 
+# Written out like NOT_QUEUED, so that SQLite matches the partial index's condition:
+# ix_crawl_tasks_robots (migration 0010) holds only the robots.txt rows, one per host.
+IS_ROBOTS = crawl_tasks.c.callback == literal_column(f"'{ROBOTS_CALLBACK}'")
+
+
+def is_page() -> Any:
+    """The condition that keeps a project's pages and leaves out its robots.txt rows.
+
+    A robots.txt row is the scheduler's own request, one per host: it is not a page of the
+    crawl. When it fails, the host's pages fail with kind ``robots`` naming its cause, so
+    it is neither listed, counted nor re-opened as a page."""
+    return crawl_tasks.c.callback != ROBOTS_CALLBACK
+
+
+def robots_counts(conn: Connection, project: str) -> dict[str, int]:
+    """``project``'s robots.txt rows per state (every state present), read through
+    ix_crawl_tasks_robots: as many entries as the project has hosts, not pages."""
+    counts = dict.fromkeys(TASK_STATES, 0)
+    stmt = (select(crawl_tasks.c.status, func.count()).where(crawl_tasks.c.project == project, IS_ROBOTS)
+            .group_by(crawl_tasks.c.status))
+    for status, count in conn.execute(stmt):
+        counts[status] = count
+    return counts
+
+
+def page_counts(conn: Connection, project: str, rows: dict[str, int] | None = None) -> dict[str, Any]:
+    """``{"rows": ..., "pages": ..., "robots": ...}``, each a count per state: every row
+    (what the scheduler and ``is_idle`` go by), the pages (what a user calls the crawl's
+    pages: status, the progress bar, the summary) and the robots.txt rows. ``rows`` is
+    :func:`count_by_status` when the caller has it already."""
+    rows = count_by_status(conn, project) if rows is None else rows
+    robots = robots_counts(conn, project)
+    return {"rows": rows, "pages": {state: rows[state] - robots[state] for state in TASK_STATES}, "robots": robots}
+
+
 def has_open_tasks(conn: Connection, project: str) -> bool:
     """Whether any row of ``project`` is still pending or queued."""
     for status in (PENDING, QUEUED):
@@ -470,10 +505,8 @@ def _failure_filter(kind: str | None) -> list[Any]:
 
 
 def _failed_pages(project: str) -> list[Any]:
-    """Failed rows of ``project`` that are pages: a host's robots.txt row is the
-    scheduler's own, and when it fails the host's pages fail with kind ``robots`` naming
-    its cause, so it is not listed or counted a second time."""
-    return [crawl_tasks.c.project == project, crawl_tasks.c.status == FAILED, crawl_tasks.c.callback != ROBOTS_CALLBACK]
+    """Failed rows of ``project`` that are pages (:func:`is_page`)."""
+    return [crawl_tasks.c.project == project, crawl_tasks.c.status == FAILED, is_page()]
 
 
 def failed_rows(conn: Connection, project: str, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from crawlcluster.schema import scheduler_lease
+from crawlcluster.stats import duration
 
 logger = logging.getLogger(__name__)
 
@@ -118,15 +119,6 @@ class LeaderLease:
         self.token = None
 
 
-def _age_text(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 2 * 3600:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h"
-
-
 @dataclass(frozen=True)
 class SchedulerHealth:
     """What the lease row says about the dispatching scheduler (beat, or an embedded crawl)."""
@@ -143,7 +135,7 @@ class SchedulerHealth:
             return None
         if self.holder is None or self.seconds_since_seen is None:
             return "no scheduler has ever run (start `celery -A crawlcluster beat`)"
-        return f"scheduler not seen for {_age_text(self.seconds_since_seen)}"
+        return f"scheduler not seen for {duration(self.seconds_since_seen)}"
 
     def as_dict(self) -> dict[str, Any]:
         return {"holder": self.holder, "last_seen_at": self.last_seen_at,

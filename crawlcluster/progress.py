@@ -43,19 +43,22 @@ class CrawlProgress:
     def update(self, stats: dict[str, Any]) -> None:
         if self._progress is None:
             return
-        finished = stats["done"] + stats["failed"]
-        known = finished + stats["pending"] + stats["queued"]
+        pages = stats.get("pages") or stats
+        finished = pages["done"] + pages["failed"]
+        known = finished + pages["pending"] + pages["queued"]
         self._progress.update(self._task, completed=finished, total=max(known, 1), detail=self.detail(stats))
 
     def detail(self, stats: dict[str, Any]) -> str:
-        """The text beside the bar: pace and counts while pages are in flight; what the
-        crawl waits for when none are (a silent scheduler is named either way)."""
-        finished = stats["done"] + stats["failed"]
+        """The text beside the bar: pace and counts of pages (robots.txt rows left out)
+        while pages are in flight; what the crawl waits for when none are (a silent
+        scheduler is named either way)."""
+        pages = stats.get("pages") or stats
+        finished = pages["done"] + pages["failed"]
         elapsed = max(time.monotonic() - self.started, 1e-6)
         waiting = list(stats.get("waiting") or [])
-        pace = f"{finished / elapsed:6.1f} pages/s  failed {stats['failed']}  queued {stats['queued']}"
+        pace = f"{finished / elapsed:6.1f} pages/s  failed {pages['failed']}  queued {pages['queued']}"
         if waiting and not stats["queued"]:
-            return f"failed {stats['failed']}  waiting: " + "; ".join(waiting)
+            return f"failed {pages['failed']}  waiting: " + "; ".join(waiting)
         # queued rows that do not move: no scheduler, or no render worker to take them
         scheduler = (stats.get("scheduler") or {}).get("message")
         stuck = [w for w in waiting if w == scheduler or "render queue" in w]

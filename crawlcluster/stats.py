@@ -43,6 +43,11 @@ RENDER_SILENCE_SECONDS = 15.0
 RENDER_SAMPLE_ROWS = 500
 # postponed hosts named, at most, in the waiting sentences
 NAMED_HOSTS = 3
+# rows not due yet read, at most, to count retries waiting (more are shown as "1,000+")
+PENDING_SAMPLE_ROWS = 1000
+# due rows read, at most, to find the hosts the scheduler holds back: it skips their rows,
+# so they stay at the front of the due order
+POSTPONED_SAMPLE_ROWS = 1000
 COUNTERS = ("fetched", "done", "failed", "retried", "bytes", "fetch_seconds", "browser_seconds")
 
 
@@ -142,23 +147,45 @@ def clock(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
-def pending_figures(conn: Connection, project: str, now: float) -> dict[str, Any]:
-    """When ``project``'s pending rows are due, in one pass over them: ``next_due_at`` and
-    ``last_due_at`` (earliest and latest next_run_at), ``due_now``, and of the rows not due
-    yet the retries (a failure's back-off: they carry its error) and the others (exetime,
-    re-crawl age), each with its earliest due time."""
-    later = crawl_tasks.c.next_run_at > now
-    retry = crawl_tasks.c.error.is_not(None)
-    row = conn.execute(select(
-        func.min(crawl_tasks.c.next_run_at), func.max(crawl_tasks.c.next_run_at),
-        func.count().filter(crawl_tasks.c.next_run_at <= now),
-        func.count().filter(later, retry), func.min(crawl_tasks.c.next_run_at).filter(later, retry),
-        func.count().filter(later, crawl_tasks.c.error.is_(None)),
-        func.min(crawl_tasks.c.next_run_at).filter(later, crawl_tasks.c.error.is_(None)),
-    ).where(crawl_tasks.c.project == project, crawl_tasks.c.status == PENDING)).one()
-    return {"next_due_at": row[0], "last_due_at": row[1], "due_now": int(row[2] or 0),
-            "retries_waiting": int(row[3] or 0), "next_retry_at": row[4],
-            "later_waiting": int(row[5] or 0), "next_later_at": row[6]}
+def duration(seconds: float | None) -> str:
+    """A duration in a few characters, as ``status`` shows an ETA or an age: ``42 s``,
+    ``12 min``, ``3 h``; ``?`` when unknown. The one formatter besides :func:`clock`."""
+    if seconds is None:
+        return "?"
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def pending_figures(conn: Connection, project: str, now: float, pending: int | None = None) -> dict[str, Any]:
+    """When ``project``'s pending rows are due, read from the two ends of
+    ix_crawl_tasks_pending_due (never by aggregating every pending row): ``next_due_at`` and
+    ``last_due_at`` (earliest and latest next_run_at), and of the first PENDING_SAMPLE_ROWS
+    rows not due yet the retries (a failure's back-off: they carry its error) and the others
+    (exetime, re-crawl age), each with its earliest due time; ``later_capped`` when there
+    were more (the counts are then lower bounds). ``due_now`` is ``pending`` (the caller's
+    count) less the rows not due yet."""
+    of_project = (crawl_tasks.c.project == project, crawl_tasks.c.status == PENDING)
+    first = conn.execute(select(crawl_tasks.c.next_run_at).where(*of_project)
+                         .order_by(crawl_tasks.c.next_run_at).limit(1)).scalar()
+    last = conn.execute(select(crawl_tasks.c.next_run_at).where(*of_project)
+                        .order_by(crawl_tasks.c.next_run_at.desc()).limit(1)).scalar()
+    later = conn.execute(select(crawl_tasks.c.next_run_at, crawl_tasks.c.error.is_not(None))
+                         .where(*of_project, crawl_tasks.c.next_run_at > now)
+                         .order_by(crawl_tasks.c.next_run_at).limit(PENDING_SAMPLE_ROWS)).all()
+    retries = [due for due, is_retry in later if is_retry]
+    others = [due for due, is_retry in later if not is_retry]
+    capped = len(later) >= PENDING_SAMPLE_ROWS
+    if pending is None:
+        due_now = 1 if first is not None and first <= now else 0
+    else:
+        due_now = max(0, pending - len(later)) if not capped else int(first is not None and first <= now)
+    return {"next_due_at": first, "last_due_at": last, "due_now": due_now,
+            "retries_waiting": len(retries), "next_retry_at": min(retries, default=None),
+            "later_waiting": len(others), "next_later_at": min(others, default=None), "later_capped": capped}
 
 
 def eta_seconds(status: str, open_rows: int, queued: int, pace_eta: float | None, due: dict[str, Any],
@@ -181,13 +208,21 @@ def _plural(count: int, one: str, many: str) -> str:
 
 
 def _postponed_hosts(conn: Connection, project: str, now: float) -> list[str]:
-    """Hosts with pending rows of ``project`` that the scheduler holds back (robots.txt)."""
-    pending_here = (select(crawl_tasks.c.task_id)
-                    .where(crawl_tasks.c.project == project, crawl_tasks.c.status == PENDING,
-                           crawl_tasks.c.host == hosts.c.host).exists())
+    """Hosts that the scheduler holds back (robots.txt) among those of ``project``'s first
+    POSTPONED_SAMPLE_ROWS due rows: the claim skips a postponed host's rows, so they stay at
+    the front of the due order (ix_crawl_tasks_due), and the shared hosts table is read by
+    primary key only for those hosts."""
+    due_hosts = (select(crawl_tasks.c.host)
+                 .where(crawl_tasks.c.project == project, crawl_tasks.c.status == PENDING,
+                        crawl_tasks.c.next_run_at <= now)
+                 .order_by(crawl_tasks.c.priority.desc(), crawl_tasks.c.next_run_at)
+                 .limit(POSTPONED_SAMPLE_ROWS))
+    sample = sorted(set(conn.execute(due_hosts).scalars()))
+    if not sample:
+        return []
     rows = conn.execute(select(hosts.c.host, hosts.c.robots_status, hosts.c.blocked_until)
-                        .where(hosts.c.blocked_until > now, pending_here)
-                        .order_by(hosts.c.blocked_until).limit(NAMED_HOSTS + 1)).all()
+                        .where(hosts.c.host.in_(sample), hosts.c.blocked_until > now)
+                        .order_by(hosts.c.blocked_until, hosts.c.host).limit(NAMED_HOSTS + 1)).all()
     sentences = []
     for host, robots_status, blocked_until in rows[:NAMED_HOSTS]:
         why = "robots.txt unreachable" if robots_status == "error" else f"robots.txt {robots_status}"
@@ -237,16 +272,18 @@ def waiting_reasons(conn: Connection, project: dict[str, Any], counts: dict[str,
         reasons.append(reason if reason.startswith("paused") else f"paused: {reason}")
     elif status == CANCELLED and counts.get("cancelled"):
         reasons.append(f"cancelled: {_plural(counts['cancelled'], 'row', 'rows')} cancelled "
-                       f"(`crawlcluster resume {name}` fetches them)")
+                       f"(`crawlcluster resume {name}` fetches those cancelled by the user)")
     if not counts["pending"] and not counts["queued"]:
         return reasons
     if status == RUNNING and scheduler_message:
         reasons.append(scheduler_message)
+    more = "+" if due.get("later_capped") else ""
     if due.get("retries_waiting"):
-        reasons.append(f"{_plural(due['retries_waiting'], 'retry', 'retries')} due in "
-                       f"{clock(due['next_retry_at'] - now)}")
+        reasons.append(f"{due['retries_waiting']:,}{more} {'retry' if due['retries_waiting'] == 1 else 'retries'} "
+                       f"due in {clock(due['next_retry_at'] - now)}")
     if due.get("later_waiting"):
-        reasons.append(f"{_plural(due['later_waiting'], 'row', 'rows')} due in {clock(due['next_later_at'] - now)}")
+        reasons.append(f"{due['later_waiting']:,}{more} {'row' if due['later_waiting'] == 1 else 'rows'} due in "
+                       f"{clock(due['next_later_at'] - now)}")
     if counts["pending"]:
         reasons.extend(_postponed_hosts(conn, name, now))
     if counts["queued"]:

@@ -202,10 +202,11 @@ def test_ctrl_c_on_a_terminal_keeps_every_done_item_and_a_second_run_resumes_wit
     assert len(final) == len(gated.pages)
 
 
-def test_a_second_ctrl_c_leaves_at_once_and_keeps_a_closed_json_array(gated, tmp_path):
-    out, db = tmp_path / "out.json", tmp_path / "crawl.db"
-    # a grace far longer than the wait below: only the second Ctrl-C can end the run in time
-    term = Terminal([*CLI, "crawl", gated.url + "/p/0", "-o", str(out), "--db", str(db), "--grace", "600"],
+def test_a_second_ctrl_c_leaves_at_once_keeps_a_closed_json_array_and_names_the_kept_frontier(gated, tmp_path):
+    out = tmp_path / "out.json"
+    # a grace far longer than the wait below: only the second Ctrl-C can end the run in time;
+    # no --db: the temporary frontier is kept, and its path must be printed
+    term = Terminal([*CLI, "crawl", gated.url + "/p/0", "-o", str(out), "--grace", "600"],
                     _env(), tmp_path)
     _wait_for(lambda: _interrupted_mid_crawl(gated) and '"url"' in out.read_text(encoding="utf-8"),
               "items in the file while /slow and a gated page are in flight")
@@ -215,9 +216,18 @@ def test_a_second_ctrl_c_leaves_at_once_and_keeps_a_closed_json_array(gated, tmp
     code = term.wait(timeout=60)
     assert code == 130, term.text[-3000:]
     assert "stopped at once by a second SIGINT" in term.text and "Traceback" not in term.text
-    items = json.loads(out.read_text(encoding="utf-8"))  # still a closed JSON array
-    stored = _urls(_done_items(db))
-    assert items and all(url in stored for url in _urls(items))
+    text = " ".join(term.text.split())
+    db = Path(text.split(" and the frontier in ", 1)[1].split(" Resume with:", 1)[0])
+    try:
+        assert db.name == "crawl.db" and db.exists()
+        assert f"--db {db}" in text.split("Resume with:", 1)[1]
+        items = json.loads(out.read_text(encoding="utf-8"))  # still a closed JSON array
+        stored = _urls(_done_items(db))
+        assert items and all(url in stored for url in _urls(items))
+    finally:
+        for kept in db.parent.iterdir():
+            kept.unlink()
+        db.parent.rmdir()
 
 
 def test_sigterm_stops_gracefully_and_the_json_array_holds_every_done_item(gated, tmp_path):

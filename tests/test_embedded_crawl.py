@@ -111,3 +111,46 @@ def test_cli_submit_takes_retries_and_retry_delays_into_the_projects_rows(pg, tm
     bad = subprocess.run([*CLI, "submit", "http://site.invalid/", "--retry-delay", "soon"], capture_output=True,
                          text=True, timeout=60, env=env)
     assert bad.returncode == 2 and "comma-separated" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_after_a_page_hung_past_the_stop_a_later_crawl_in_the_same_process_runs(tmp_path):
+    """The Python API after a stop that left a page hanging: once the result is released,
+    the pooled SQLite connection is an ordinary one and a second embedded crawl runs to
+    its end (Celery's stop flag from the first worker does not stop the second)."""
+    import threading
+    import time
+
+    from crawlcluster.db import dispose_all, get_engine
+    from crawlcluster.embedded import run_embedded
+    from tests.scripted_site import ScriptedSite, page
+
+    release_hang = threading.Event()
+    site = ScriptedSite()
+    site.route("/", lambda n, h: page("Home", ("/hang",)))
+    site.route("/hang", lambda n, h: (release_hang.wait(60), page("Hang"))[1])
+    site.route("/other", lambda n, h: page("Other", ("/other/2",)))
+    site.route("/other/2", lambda n, h: page("Other 2"))
+    stop = threading.Event()
+    try:
+        def stop_once_hanging() -> None:
+            for _ in range(1200):  # bounded: 60 s
+                if site.hits("/hang"):
+                    break
+                time.sleep(0.05)
+            stop.set()
+
+        threading.Thread(target=stop_once_hanging, daemon=True).start()
+        first = run_embedded([site.url + "/"], project="hung", database_path=str(tmp_path / "hung.db"),
+                             progress=False, stop=stop, grace_seconds=0.5, settings={"obey_robots": False})
+        assert first.interrupted and not first.worker_finished
+        first.release()
+        with get_engine().connect() as conn:  # the pooled connection, back in ordinary mode
+            assert conn.connection.driver_connection.isolation_level is not None
+        second = run_embedded([site.url + "/other"], project="later", database_path=str(tmp_path / "later.db"),
+                              output=str(tmp_path / "later.jsonl"), progress=False, timeout_seconds=60,
+                              settings={"obey_robots": False})
+        assert second.interrupted is None and second.pages["done"] == 2 and second.exported == 2
+    finally:
+        release_hang.set()
+        site.stop()
+        dispose_all()

@@ -159,3 +159,55 @@ def test_export_progress_bar_counts_items_to_the_total(pg: str, tmp_path: Path) 
     assert "2500/2500" in result.output  # the bar's completed/total, on stderr
     assert "2500 items written" in result.output
     assert len(out.read_text().splitlines()) == 2501
+
+
+def test_feed_sync_polls_new_rows_by_rowid_even_when_their_transaction_was_stamped_long_ago(sqlite_url, tmp_path):
+    """A store transaction that waited on SQLite's write lock stamps updated_at before it
+    commits; its items must still reach the file at the next poll, not only at finish()."""
+    import time as clock
+
+    from crawlcluster.db import get_engine
+    from crawlcluster.feeds import FeedSync, open_feed
+    from crawlcluster.schema import results
+
+    engine = get_engine(sqlite_url)
+
+    def store(task_id: str, url: str, stamped: float) -> None:
+        with engine.begin() as conn:
+            conn.execute(results.insert(), [{"task_id": task_id, "item_index": 0, "project": "p", "url": url,
+                                             "item": {"url": url}, "created_at": stamped, "updated_at": stamped}])
+
+    out = tmp_path / "items.jsonl"
+    sync = FeedSync(open_feed(str(out)), engine, "p")
+    sync.start()
+    store("a", "u1", clock.time())
+    assert sync.poll() == 1
+    store("b", "u2", clock.time() - 60)  # committed now, stamped a minute ago
+    store("c", "u3", clock.time() - 3600)
+    assert sync.poll() == 2
+    assert [json.loads(line)["url"] for line in out.read_text(encoding="utf-8").splitlines()] == ["u1", "u2", "u3"]
+    assert sync.finish() == 3
+
+
+def test_results_and_export_take_the_formats_of_crawl_o_json_array_included(pg: str, tmp_path: Path) -> None:
+    _insert_results(pg, 3, project="three")
+    db.dispose_all()
+    from click.testing import CliRunner
+
+    from crawlcluster.cli import main
+    from crawlcluster.client import Crawl
+
+    env = {"CRAWLCLUSTER_DATABASE_URL": pg}
+    out = tmp_path / "items.json"
+    done = CliRunner().invoke(main, ["results", "three", "-o", str(out), "-q"], env=env)
+    assert done.exit_code == 0, done.output
+    items = json.loads(out.read_text(encoding="utf-8"))  # one JSON array, not JSON lines
+    assert sorted(item["n"] for item in items) == [0, 1, 2]
+    refused = CliRunner().invoke(main, ["results", "three", "-o", str(tmp_path / "items.txt"), "-q"], env=env)
+    assert refused.exit_code == 1 and "cannot tell the output format" in refused.output
+    assert not (tmp_path / "items.txt").exists()
+    stdout = CliRunner().invoke(main, ["results", "three", "--format", "json", "-q"], env=env)
+    assert stdout.exit_code == 0 and len(json.loads(stdout.stdout)) == 3
+    buffer = io.StringIO()
+    assert Crawl("three", database_url=pg).export(buffer, "json") == 3
+    assert [item["n"] for item in json.loads(buffer.getvalue())] == sorted(item["n"] for item in items)

@@ -93,3 +93,50 @@ def test_grafana_dashboard_queries_only_metrics_the_exporter_serves():
             for name in re.findall(r"crawlcluster_[a-z_]+", target["expr"]):
                 used.add(re.sub(r"_(total|bucket|count|sum)$", "", name))
     assert used and used <= served, used - served
+
+
+def test_pages_leave_robots_rows_out_while_rows_count_them(sqlite_url):
+    """One robots.txt row per host is the scheduler's own: stats()["pages"], `status` and
+    the progress bar count pages only, stats()["robots"] has the robots rows, and the row
+    counts (what is_idle goes by) still hold both."""
+    from click.testing import CliRunner
+    from sqlalchemy import insert
+
+    from crawlcluster.cli import main
+    from crawlcluster.client import Crawl
+    from crawlcluster.db import get_engine
+    from crawlcluster.progress import CrawlProgress
+    from crawlcluster.schema import crawl_tasks, projects
+
+    now = time.time()
+    rows = [("http://a.test/robots.txt", "__robots__", "done"), ("http://b.test/robots.txt", "__robots__", "failed"),
+            ("http://c.test/robots.txt", "__robots__", "pending"),
+            ("http://a.test/", "parse", "done"), ("http://a.test/x", "parse", "done"),
+            ("http://b.test/", "parse", "failed")]
+    with get_engine(sqlite_url).begin() as conn:
+        conn.execute(insert(projects).values(name="split", spider="crawlcluster.spider:LinkSpider", status="running",
+                                             settings={}, tasks_created=len(rows), created_at=now, updated_at=now))
+        conn.execute(insert(crawl_tasks), [
+            {"task_id": f"{n:032x}", "project": "split", "url": url, "host": url.split("/")[2], "status": status,
+             "callback": callback, "next_run_at": now, "created_at": now, "updated_at": now,
+             "error": "robots.txt unreachable" if status == "failed" else None, "error_kind": None}
+            for n, (url, callback, status) in enumerate(rows)])
+    stats = Crawl("split", database_url=sqlite_url).stats()
+    assert (stats["done"], stats["failed"], stats["pending"]) == (3, 2, 1)  # rows
+    assert (stats["pages"]["done"], stats["pages"]["failed"], stats["pages"]["pending"]) == (2, 1, 0)
+    assert (stats["robots"]["done"], stats["robots"]["failed"], stats["robots"]["pending"]) == (1, 1, 1)
+    assert not Crawl("split", database_url=sqlite_url).is_idle(stats)  # a robots.txt fetch is still pending
+    assert sum(Crawl("split", database_url=sqlite_url).failure_counts().values()) == stats["pages"]["failed"]
+    bar = CrawlProgress("split", enabled=True)
+    with bar:
+        bar.update(stats)
+        task = bar._progress.tasks[0]
+        assert (task.completed, task.total) == (3, 3)  # pages done+failed out of pages known
+    env = {"CRAWLCLUSTER_DATABASE_URL": sqlite_url, "COLUMNS": "80"}
+    overview = CliRunner().invoke(main, ["status"], env=env)
+    assert overview.exit_code == 0, overview.output
+    line = next(text for text in overview.output.splitlines() if text.startswith("split"))
+    assert line.split()[2:6] == ["0", "0", "2", "1"]  # pend queue done fail: pages
+    detail = CliRunner().invoke(main, ["status", "split"], env=env)
+    text = " ".join(detail.output.split())
+    assert "2 done, 1 failed" in text and "robots.txt: 1 pending, 1 done, 1 failed" in text
