@@ -439,7 +439,7 @@ def count_by_status(conn: Connection, project: str) -> dict[str, int]:
 
 
 # Written out like NOT_QUEUED, so that SQLite matches the partial index's condition:
-# ix_crawl_tasks_robots (migration 0010) holds only the robots.txt rows, one per host.
+# ix_crawl_tasks_robots (migration 0011) holds only the robots.txt rows, one per host.
 IS_ROBOTS = crawl_tasks.c.callback == literal_column(f"'{ROBOTS_CALLBACK}'")
 
 

@@ -119,7 +119,7 @@ Index(
     sqlite_where=crawl_tasks.c.status != QUEUED,
 )
 # a project's robots.txt rows (one per host) per state, so that page counts leave them
-# out without reading the pages (migration 0010); the condition is written out as text,
+# out without reading the pages (migration 0011); the condition is written out as text,
 # which is how SQLite matches a query to a partial index
 Index(
     "ix_crawl_tasks_robots",
@@ -130,7 +130,7 @@ Index(
 )
 # pending rows of a project by due time: the earliest and latest due time and the rows not
 # due yet (retries waiting) are read from its ends, never by aggregating every pending row
-# (migration 0010)
+# (migration 0011)
 Index(
     "ix_crawl_tasks_pending_due",
     crawl_tasks.c.project,

@@ -6,15 +6,15 @@ orders a project's pending rows by due time: the earliest and latest due time an
 not due yet are read from its ends instead of aggregating every pending row. A claim moves
 rows out of ``pending``, so it adds no entry to either index.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-02
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
