@@ -63,7 +63,8 @@ class ClaimReader:
         candidates = frontier.due_candidates(conn, name, room + min(room, spare), skip, now=now)
         claim.found = bool(candidates)
         if candidates:
-            examined = self._choose(claim, candidates, project["settings"] or {}, room, obey_robots, in_flight)
+            options = project["settings"] or {}
+            examined = self._choose(claim, candidates, options, room, obey_robots, in_flight)
             # every candidate is locked until the commit: read about twice as many spare ones
             # as were passed over this time (the next read skips locked rows, and pays for them)
             passed_over = examined - len(claim.chosen)
@@ -74,7 +75,8 @@ class ClaimReader:
                 obey_robots: bool, in_flight: dict[str, int]) -> int:
         """Choose candidates into ``claim`` until it holds ``room`` rows; the number examined."""
         now = claim.now
-        check = self.robots.check(claim.conn, claim.project, candidates, now) if obey_robots else NoRobotsCheck()
+        check = (self.robots.check(claim.conn, claim.project, candidates, now) if obey_robots
+                 else NoRobotsCheck())
         host_slots: dict[str, Slot] = {}  # resolved once per host in this claim
         examined = 0
         for examined, candidate in enumerate(candidates, 1):

@@ -58,9 +58,12 @@ class Dispatcher:
         self.robots = RobotsGate(RobotsCache(settings.get("user_agent")), queued_deadline_seconds)
         self.claims = ClaimReader(self.slots, self.robots)
         self.counts = InFlightCounts()
-        self.pipeline = CommitPipeline(app, self.lease, Router(database_url), fetch_batch_size=fetch_batch_size,
-                                       queued_deadline_seconds=queued_deadline_seconds, database_url=database_url)
-        self.housekeeping = Housekeeping(self.lease, partial(send_quietly, app), claim_batch_size=claim_batch_size,
+        self.pipeline = CommitPipeline(app, self.lease, Router(database_url),
+                                       fetch_batch_size=fetch_batch_size,
+                                       queued_deadline_seconds=queued_deadline_seconds,
+                                       database_url=database_url)
+        self.housekeeping = Housekeeping(self.lease, partial(send_quietly, app),
+                                         claim_batch_size=claim_batch_size,
                                          queued_deadline_seconds=queued_deadline_seconds)
         self.published_total = 0
 
@@ -92,7 +95,8 @@ class Dispatcher:
         claimed so far is committed and on the broker."""
         now = time.time()
         self.pipeline.raise_failures()  # a claim that failed (LeaseLost) fails this tick
-        with get_engine(self.database_url).connect() as conn:  # the tick's bookkeeping; each claim has its own
+        # a connection for the tick's bookkeeping; each claim has its own
+        with get_engine(self.database_url).connect() as conn:
             if self.lease.renew_due(now):
                 # the leader's claims renew the lease in their own transactions (fence);
                 # this is for a standby, and for a leader with nothing to claim
@@ -157,7 +161,8 @@ class Dispatcher:
     def _finish_if_done(self, claim: Claim, project: dict[str, Any]) -> None:
         """Mark ``project`` finished when it has nothing pending or queued; commit the claim."""
         name, conn = project["name"], claim.conn
-        finished = not frontier.has_open_tasks(conn, name) and frontier.mark_finished(conn, name, project["updated_at"])
+        finished = (not frontier.has_open_tasks(conn, name)
+                    and frontier.mark_finished(conn, name, project["updated_at"]))
         self.lease.fence_or_raise(conn)
         claim.transaction.commit()
         conn.close()

@@ -29,7 +29,8 @@ class Slot:
     next_allowed_at: float = 0.0
 
     def __str__(self) -> str:
-        return f"<Slot {self.host} in_flight={self.in_flight}/{self.max_in_flight} delay={self.delay_seconds}s>"
+        return (f"<Slot {self.host} in_flight={self.in_flight}/{self.max_in_flight} "
+                f"delay={self.delay_seconds}s>")
 
     def can_take(self, now: float) -> bool:
         if self.delay_seconds > 0:
@@ -73,11 +74,13 @@ class HostSlots:
         """Forget what this dispatcher sent: the next recount says what is in flight."""
         self._slots.clear()
 
-    def slot(self, host: str, options: dict[str, Any], crawl_delay: float | None, in_flight: dict[str, int]) -> Slot:
+    def slot(self, host: str, options: dict[str, Any], crawl_delay: float | None,
+             in_flight: dict[str, int]) -> Slot:
         """The host's slot with the limits ``options`` (a project's settings) give it now; a
         new slot starts from ``in_flight`` (rows in flight per host, as last counted)."""
         overrides = (options.get("hosts") or {}).get(host, {})
-        max_in_flight = int(overrides.get("per_host_concurrency", options.get("per_host_concurrency", self.concurrency)))
+        concurrency = options.get("per_host_concurrency", self.concurrency)
+        max_in_flight = int(overrides.get("per_host_concurrency", concurrency))
         delay = float(overrides.get("per_host_delay", options.get("per_host_delay", self.delay_seconds)))
         if crawl_delay:
             delay = max(delay, float(crawl_delay))
@@ -101,7 +104,8 @@ class HostSlots:
         only full (its slots free as pages are parsed, at any moment); ``idle_seconds``
         when no host waits."""
         waits = [slot.next_allowed_at - now for slot in self._slots.values() if slot.next_allowed_at > now]
-        if any(slot.delay_seconds == 0 and slot.in_flight >= slot.max_in_flight for slot in self._slots.values()):
+        slots = self._slots.values()
+        if any(slot.delay_seconds == 0 and slot.in_flight >= slot.max_in_flight for slot in slots):
             waits.append(FULL_HOST_POLL_SECONDS)
         return max(0.01, min(waits)) if waits else idle_seconds
 

@@ -38,12 +38,14 @@ class RobotsGate:
         """Hosts whose robots.txt is being fetched or failed recently: not worth reading rows of."""
         return self.cache.waiting_hosts(conn, now, self.fetching_timeout)
 
-    def check(self, conn: Connection, project: str, candidates: list[dict[str, Any]], now: float) -> RobotsCheck:
+    def check(self, conn: Connection, project: str, candidates: list[dict[str, Any]],
+              now: float) -> RobotsCheck:
         """A check of one claim's ``candidates``, in the claim's transaction ``conn``."""
         infos = self.cache.get(conn, {c["host"] for c in candidates})
         # an unreachable host's rows are about to fail: read it afresh, since a user's
         # retry of its failed rows may have reset it a moment ago
-        infos.update(self.cache.refresh(conn, {h for h, info in infos.items() if info.status == ROBOTS_UNREACHABLE}))
+        unreachable = {h for h, info in infos.items() if info.status == ROBOTS_UNREACHABLE}
+        infos.update(self.cache.refresh(conn, unreachable))
         return RobotsCheck(self, conn, project, infos, now)
 
 
@@ -90,10 +92,12 @@ class RobotsCheck:
     def finish(self) -> None:
         """End the rows robots.txt turned away for good, in the claim's transaction."""
         user_agent = self.gate.cache.user_agent
-        frontier.mark_disallowed(self.conn, self.disallowed, f"disallowed by robots.txt for User-agent {user_agent!r}")
+        reason = f"disallowed by robots.txt for User-agent {user_agent!r}"
+        frontier.mark_disallowed(self.conn, self.disallowed, reason)
         for host, ids in self.unreachable.items():
             # RFC 9309: an unreachable robots.txt means nothing on the host is fetched
-            frontier.mark_failed(self.conn, ids, "robots", self.infos[host].unreachable_reason(host), now=self.now)
+            reason = self.infos[host].unreachable_reason(host)
+            frontier.mark_failed(self.conn, ids, "robots", reason, now=self.now)
 
     def _ask(self, candidate: dict[str, Any]) -> None:
         """Queue a fetch of the candidate host's robots.txt and hold the host until it is in."""
@@ -102,7 +106,8 @@ class RobotsCheck:
         scheme = candidate["url"].split("://", 1)[0]
         url = f"{scheme}://{host}/robots.txt"
         request = Request(url, callback=ROBOTS_CALLBACK, retries=0, priority=10**6)
-        row = frontier.task_row(self.project, url, request, spider=None, project_settings=None, depth=0, now=now)
+        row = frontier.task_row(self.project, url, request, spider=None, project_settings=None, depth=0,
+                                now=now)
         upsert_host(self.conn, host, now, robots_status=ROBOTS_FETCHING)
         self.gate.cache.mark_fetching(host, now)
         self.queued_rows.append(frontier.queue_row_now(self.conn, row, self.gate.fetching_timeout, now=now))
