@@ -13,7 +13,13 @@ from crawlcluster.dispatch.housekeeping import (
     QUEUED_RECOUNT_MAX_SECONDS,
     InFlightCounts,
 )
-from crawlcluster.dispatch.limits import FULL_HOST_POLL_SECONDS, HostSlots, ProjectAdmission, Slot, TokenBucket
+from crawlcluster.dispatch.limits import (
+    FULL_HOST_POLL_SECONDS,
+    HostSlots,
+    ProjectAdmission,
+    Slot,
+    TokenBucket,
+)
 from crawlcluster.dispatch.robots import ROBOTS_CALLBACK, ROBOTS_FETCHING, ROBOTS_OK, RobotsCache, upsert_host
 from crawlcluster.dispatch.robots_gate import NoRobotsCheck, RobotsGate
 from crawlcluster.dispatch.routing import FETCH_TASK, RENDER_TASK, Router
@@ -48,7 +54,8 @@ def test_a_slot_with_a_delay_takes_one_at_a_time_and_waits_from_when_it_was_seen
 def test_host_slots_take_project_and_per_host_settings_and_robots_crawl_delay():
     slots = HostSlots(concurrency=4, delay_seconds=0.0)
     assert slots.slot("a.test", {}, None, {}).max_in_flight == 4
-    options = {"per_host_concurrency": 2, "hosts": {"b.test": {"per_host_concurrency": 7, "per_host_delay": 0.5}}}
+    b_test = {"per_host_concurrency": 7, "per_host_delay": 0.5}
+    options = {"per_host_concurrency": 2, "hosts": {"b.test": b_test}}
     assert slots.slot("a.test", options, None, {}).max_in_flight == 2  # the same slot, limits of now
     b = slots.slot("b.test", options, None, {"b.test": 3})
     assert (b.max_in_flight, b.delay_seconds, b.in_flight) == (7, 0.5, 3)  # starts from the count
@@ -79,7 +86,8 @@ def test_a_token_bucket_refills_at_its_rate_up_to_its_burst():
     bucket.consume(3)
     assert bucket.seconds_until(1) == 0.5
     unlimited = TokenBucket(None, None)
-    assert not unlimited.limited and unlimited.available() == float("inf") and unlimited.seconds_until(5) == 0.0
+    assert not unlimited.limited
+    assert unlimited.available() == float("inf") and unlimited.seconds_until(5) == 0.0
 
 
 def test_admission_applies_the_queue_limit_the_trial_and_the_bucket():
@@ -131,13 +139,15 @@ def test_the_robots_gate_asks_for_robots_txt_once_per_host_and_applies_its_rules
     now = time.time()
     engine = get_engine(pg)
     with engine.begin() as conn:
-        conn.execute(projects.insert().values(name="p", spider="crawlcluster.spider:LinkSpider", status="running",
-                                              settings={}, tasks_created=0, created_at=now, updated_at=now))
-        upsert_host(conn, "known.test", now, robots_status=ROBOTS_OK, robots_body="User-agent: *\nDisallow: /private\n",
-                    crawl_delay=2.0, robots_expires_at=now + 3600)
+        conn.execute(projects.insert().values(name="p", spider="crawlcluster.spider:LinkSpider",
+                                              status="running", settings={}, tasks_created=0, created_at=now,
+                                              updated_at=now))
+        upsert_host(conn, "known.test", now, robots_status=ROBOTS_OK,
+                    robots_body="User-agent: *\nDisallow: /private\n", crawl_delay=2.0,
+                    robots_expires_at=now + 3600)
     candidates = [{"host": host, "url": f"http://{host}{path}", "task_id": f"{host}{path}"}
-                  for host, path in [("known.test", "/open"), ("known.test", "/private/x"), ("new.test", "/a"),
-                                     ("new.test", "/b")]]
+                  for host, path in [("known.test", "/open"), ("known.test", "/private/x"),
+                                     ("new.test", "/a"), ("new.test", "/b")]]
     gate = RobotsGate(RobotsCache("crawlcluster-test"), fetching_timeout=60)
     with engine.begin() as conn:
         check = gate.check(conn, "p", candidates, now)
