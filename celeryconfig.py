@@ -45,6 +45,6 @@ worker_send_task_events = True
 task_repr_maxlevels = 4
 task_send_sent_event = False
 
-beat_scheduler = "crawlcluster.scheduler:CrawlScheduler"
+beat_scheduler = "crawlcluster.dispatch.beat:CrawlScheduler"
 beat_max_loop_interval = 5
 timezone = "UTC"

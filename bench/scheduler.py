@@ -32,7 +32,7 @@ from sqlalchemy import text, update
 from bench.site300 import DATABASE_URL, REDIS_URL, ensure_bench_database
 from crawlcluster import frontier
 from crawlcluster.db import dispose_all, get_engine
-from crawlcluster.scheduler import Dispatcher
+from crawlcluster.dispatch.dispatcher import Dispatcher
 from crawlcluster.schema import DONE, crawl_tasks
 
 HOSTS = 1000

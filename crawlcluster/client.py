@@ -17,8 +17,9 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 from sqlalchemy import func, select, update
 
-from crawlcluster import frontier, lease, scheduling, stats
+from crawlcluster import frontier, scheduling, stats
 from crawlcluster.db import get_engine
+from crawlcluster.dispatch import lease
 from crawlcluster.errors import ConfigurationError, CrawlClusterError, InvalidURL, ProjectNotFound
 from crawlcluster.schema import CANCELLED, PAUSED, RUNNING, projects, render_hosts, render_workers, results, screenshots
 from crawlcluster.spider import LinkSpider, Request, Spider, load_spider_class, spider_path

@@ -162,7 +162,7 @@ def release_queued_rows(engine: Any, now: float | None = None) -> int:
     the resume. Hosts whose robots.txt was being fetched are asked again."""
     from sqlalchemy import update
 
-    from crawlcluster.politeness import ROBOTS_FETCHING, ROBOTS_UNKNOWN
+    from crawlcluster.dispatch.robots import ROBOTS_FETCHING, ROBOTS_UNKNOWN
     from crawlcluster.schema import PENDING, QUEUED, crawl_tasks, hosts
 
     now = time.time() if now is None else now
@@ -210,7 +210,7 @@ def run_embedded(
     from crawlcluster.db import dispose_all, get_engine
     from crawlcluster.feeds import FeedSync, open_feed
     from crawlcluster.progress import CrawlProgress
-    from crawlcluster.scheduler import Dispatcher
+    from crawlcluster.dispatch.dispatcher import Dispatcher
 
     if feed is None and output:
         feed = open_feed(output, fmt)  # before anything is fetched: a bad path fails now

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from crawlcluster import scheduling
-from crawlcluster.politeness import ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNKNOWN, ROBOTS_UNREACHABLE
+from crawlcluster.dispatch.robots import ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNKNOWN, ROBOTS_UNREACHABLE
 from crawlcluster.schema import (
     CANCELLED,
     DISALLOWED,

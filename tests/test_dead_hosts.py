@@ -19,8 +19,8 @@ from celery import Celery
 import crawlcluster
 from crawlcluster import frontier
 from crawlcluster.db import get_engine
-from crawlcluster.politeness import ROBOTS_CALLBACK
-from crawlcluster.scheduler import Dispatcher
+from crawlcluster.dispatch.dispatcher import Dispatcher
+from crawlcluster.dispatch.robots import ROBOTS_CALLBACK
 from crawlcluster.schema import crawl_tasks, hosts
 from crawlcluster.urls import url_host
 from tests.outcomes import load_rows

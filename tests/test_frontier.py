@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 import crawlcluster
 from crawlcluster import frontier
 from crawlcluster.db import get_engine
-from crawlcluster.scheduler import Dispatcher
+from crawlcluster.dispatch.dispatcher import Dispatcher
 from crawlcluster.schema import crawl_tasks, projects
 from crawlcluster.urls import task_id, url_host
 from workers.store import store_pages
@@ -322,10 +322,10 @@ def test_batch_publisher_sends_what_send_task_sends_in_one_pipeline(test_app):
 def test_a_host_limit_holds_between_recounts_of_the_queued_rows(pg, test_app, monkeypatch):
     """Once many rows are queued the scheduler recounts them less often; between recounts
     it adds up its own sends, so a host never gets more than its limit."""
-    import crawlcluster.scheduler as scheduler_module
+    import crawlcluster.dispatch.housekeeping as recount_policy
 
-    monkeypatch.setattr(scheduler_module, "QUEUED_RECOUNT_MAX_SECONDS", 3600.0)
-    monkeypatch.setattr(scheduler_module, "QUEUED_ROWS_PER_SECOND", 1)  # any queued row: no recount
+    monkeypatch.setattr(recount_policy, "QUEUED_RECOUNT_MAX_SECONDS", 3600.0)
+    monkeypatch.setattr(recount_policy, "QUEUED_ROWS_PER_SECOND", 1)  # any queued row: no recount
     engine = get_engine(pg)
     with engine.begin() as conn:
         make_project(conn, "p")
@@ -346,7 +346,7 @@ def test_a_host_limit_holds_between_recounts_of_the_queued_rows(pg, test_app, mo
     dispatcher.tick()
     with engine.connect() as conn:
         assert frontier.count_by_status(conn, "p")["queued"] == 0  # still counted as in flight
-    monkeypatch.setattr(scheduler_module, "QUEUED_RECOUNT_MAX_SECONDS", 0.0)
+    monkeypatch.setattr(recount_policy, "QUEUED_RECOUNT_MAX_SECONDS", 0.0)
     dispatcher.tick()
     dispatcher.flush()
     with engine.connect() as conn:
@@ -356,9 +356,9 @@ def test_a_host_limit_holds_between_recounts_of_the_queued_rows(pg, test_app, mo
 def test_queued_rows_are_recounted_only_once_a_limit_holds_rows_back(pg, test_app, monkeypatch):
     """A recount can only lower what the scheduler believes is in flight: while no host is
     full and no project is at its in-queue limit, ticks do not read the queued rows again."""
-    import crawlcluster.scheduler as scheduler_module
+    import crawlcluster.dispatch.housekeeping as recount_policy
 
-    monkeypatch.setattr(scheduler_module, "QUEUED_RECOUNT_MAX_SECONDS", 0.0)  # as often as needed
+    monkeypatch.setattr(recount_policy, "QUEUED_RECOUNT_MAX_SECONDS", 0.0)  # as often as needed
     counts = []
     queued_counts = frontier.queued_counts
     monkeypatch.setattr(frontier, "queued_counts", lambda conn: counts.append(1) or queued_counts(conn))
@@ -400,7 +400,7 @@ def test_claims_committed_by_the_thread_never_overlap_and_each_row_is_sent_once(
         frontier.insert_tasks(conn, "p", [make_row("p", f"http://h{i % 7}.test/{i}") for i in range(95)])
     _raw_fetch_messages(test_app)  # what earlier tests left
     dispatcher = dispatcher_for(test_app, pg, claim_batch_size=10, fetch_batch_size=3)
-    assert dispatcher._pipelined
+    assert dispatcher.pipeline.threaded
 
     def pending() -> int:
         with engine.connect() as conn:
@@ -423,7 +423,7 @@ def test_claims_committed_by_the_thread_never_overlap_and_each_row_is_sent_once(
 def test_a_claim_is_fenced_at_its_commit_and_rolled_back_when_the_lease_moved(pg, test_app):
     """The lease is checked in the claim's transaction just before it commits: once another
     scheduler holds it, the claim rolls back, its rows stay pending and nothing is sent."""
-    from crawlcluster.scheduler import LeaseLost
+    from crawlcluster.dispatch.lease import LeaseLost
     from crawlcluster.schema import scheduler_lease
 
     engine = get_engine(pg)
@@ -439,7 +439,7 @@ def test_a_claim_is_fenced_at_its_commit_and_rolled_back_when_the_lease_moved(pg
     with engine.begin() as conn:
         conn.execute(update(scheduler_lease).values(holder="standby", token=scheduler_lease.c.token + 1,
                                                     expires_at=time.time() + 3600))
-    dispatcher._last_housekeeping = time.time()  # no housekeeping (it would notice first)
+    dispatcher.housekeeping.last_run_at = time.time()  # no housekeeping (it would notice first)
     with pytest.raises(LeaseLost):
         dispatcher.tick()
         dispatcher.flush()
@@ -462,16 +462,16 @@ def test_a_host_limit_holds_while_a_claim_waits_for_its_commit(pg, test_app, mon
     dispatcher = dispatcher_for(test_app, pg, claim_batch_size=3, fetch_batch_size=1)
     dispatcher.per_host_concurrency = 3
     gate = threading.Event()
-    commit = dispatcher._commit
+    commit = dispatcher.pipeline.commit
 
     def held_commit(claim):
         assert gate.wait(30)
         return commit(claim)
 
-    monkeypatch.setattr(dispatcher, "_commit", held_commit)
+    monkeypatch.setattr(dispatcher.pipeline, "commit", held_commit)
     dispatcher.tick()  # claims 3, held before its commit
     dispatcher.slots.clear()  # forget what this scheduler sent: only the recount may say it
-    dispatcher._counted_at, dispatcher._held_back = 0.0, True  # recount on the next tick
+    dispatcher.counts.recount_next_tick()
     dispatcher.tick()
     gate.set()
     dispatcher.flush()

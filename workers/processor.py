@@ -20,9 +20,9 @@ from typing import Any, Callable
 from sqlalchemy.engine import Engine
 
 from crawlcluster import frontier, settings
+from crawlcluster.dispatch.robots import ROBOTS_CALLBACK
 from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
 from crawlcluster.messages import decompress_body
-from crawlcluster.politeness import ROBOTS_CALLBACK
 from crawlcluster.schema import DONE, FAILED
 from crawlcluster.spider import Request, Spider, load_spider_class
 from crawlcluster.urls import normalize_url

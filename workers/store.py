@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from crawlcluster import frontier, scheduling, settings, stats
-from crawlcluster.politeness import ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNREACHABLE, record_robots
+from crawlcluster.dispatch.robots import ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNREACHABLE, record_robots
 from crawlcluster.urls import url_host
 from crawlcluster.schema import DONE, FAILED, results
 

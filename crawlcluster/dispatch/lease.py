@@ -27,6 +27,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from crawlcluster.errors import CrawlClusterError
 from crawlcluster.schema import scheduler_lease
 from crawlcluster.stats import duration
 
@@ -45,6 +46,10 @@ SILENT_MIN_SECONDS = 10.0
 def renew_interval(ttl_seconds: float) -> float:
     """Seconds between two renewals of a lease of ``ttl_seconds`` by a ticking leader."""
     return max(0.0, min(ttl_seconds / 4, HEARTBEAT_SECONDS))
+
+
+class LeaseLost(CrawlClusterError):
+    """This scheduler is no longer the leader; its claim was rolled back."""
 
 
 class LeaderLease:
@@ -108,6 +113,12 @@ class LeaderLease:
             self.renewed_at = now
             return True
         return False
+
+    def fence_or_raise(self, conn: Connection) -> None:
+        """:meth:`fence`, raising :class:`LeaseLost` when another scheduler leads, so the
+        caller's transaction rolls back instead of committing a deposed leader's work."""
+        if not self.fence(conn):
+            raise LeaseLost(f"the scheduler lease moved away from {self.holder}")
 
     def release(self, conn: Connection) -> None:
         """Give the lease up at a clean shutdown so a standby takes over at once."""

@@ -1,9 +1,10 @@
-"""Per-host and per-project limits the scheduler applies: host slots, token buckets, robots.txt.
+"""Each host's robots.txt as the cluster knows it: the ``hosts`` table's robots state, read and written.
 
-A :class:`HostSlot` says how many requests a host may have in flight across the whole
-cluster and how long to wait between two of them; a :class:`TokenBucket` bounds a
-project's dispatch rate; :class:`RobotsCache` holds each host's robots.txt (shared by every
-project, stored in the ``hosts`` table) and answers whether a URL may be fetched.
+:class:`RobotsCache` holds each host's robots.txt for the dispatcher (shared by every
+project, stored in the ``hosts`` table) and answers whether a URL may be fetched;
+:func:`record_robots` stores what a fetch of robots.txt gave (the store stage calls it).
+How the dispatcher acts on it, row by row, is :mod:`crawlcluster.dispatch.robots_gate`.
+This module reads nothing of the frontier, so the frontier queries may import its states.
 
 A robots.txt that answers 5xx or cannot be reached postpones its host for the retry
 policy's next delay; after ``robots_error_attempts`` such fetches in a row the host is
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from protego import Protego
@@ -35,78 +36,6 @@ ROBOTS_CALLBACK = "__robots__"
 ROBOTS_UNKNOWN, ROBOTS_FETCHING, ROBOTS_OK, ROBOTS_MISSING, ROBOTS_ERROR = "unknown", "fetching", "ok", "missing", "error"
 # robots.txt failed robots_error_attempts times in a row: the host's rows fail
 ROBOTS_UNREACHABLE = "unreachable"
-
-
-@dataclass
-class HostSlot:
-    """One host's politeness state in the scheduler."""
-
-    host: str
-    max_in_flight: int
-    delay_seconds: float = 0.0
-    in_flight: int = 0
-    next_allowed_at: float = 0.0
-
-    def __str__(self) -> str:
-        return f"<HostSlot {self.host} in_flight={self.in_flight}/{self.max_in_flight} delay={self.delay_seconds}s>"
-
-    def can_take(self, now: float) -> bool:
-        if self.delay_seconds > 0:
-            # with a delay, one request at a time: when it left the broker is unknown, so
-            # the delay counts from when the scheduler saw it finish
-            return self.in_flight == 0 and now >= self.next_allowed_at
-        return self.in_flight < self.max_in_flight
-
-    def take(self, now: float) -> None:
-        self.in_flight += 1
-        if self.delay_seconds > 0:
-            self.next_allowed_at = now + self.delay_seconds
-
-    def observe(self, in_flight: int, now: float) -> None:
-        """The host's rows in flight as the table says at this tick."""
-        if self.delay_seconds > 0 and self.in_flight > 0 and in_flight == 0:
-            self.next_allowed_at = max(self.next_allowed_at, now + self.delay_seconds)
-        self.in_flight = in_flight
-
-
-@dataclass
-class TokenBucket:
-    """``rate`` tokens per second up to ``burst``; a rate of 0 or None means no limit."""
-
-    rate: float | None
-    burst: float | None
-    tokens: float = 0.0
-    updated_at: float = field(default_factory=time.monotonic)
-
-    def configure(self, rate: float | None, burst: float | None) -> None:
-        if (rate, burst) != (self.rate, self.burst):
-            self.rate, self.burst = rate, burst
-            self.tokens = min(self.tokens, self.capacity)
-
-    @property
-    def limited(self) -> bool:
-        return bool(self.rate)
-
-    @property
-    def capacity(self) -> float:
-        return float(self.burst) if self.burst else max(1.0, float(self.rate or 1.0))
-
-    def available(self, now: float | None = None) -> float:
-        if not self.limited:
-            return float("inf")
-        now = time.monotonic() if now is None else now
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated_at) * float(self.rate))
-        self.updated_at = now
-        return self.tokens
-
-    def consume(self, count: int) -> None:
-        if self.limited:
-            self.tokens -= count
-
-    def seconds_until(self, count: float = 1.0) -> float:
-        if not self.limited or self.tokens >= count:
-            return 0.0
-        return (count - self.tokens) / float(self.rate)
 
 
 @dataclass

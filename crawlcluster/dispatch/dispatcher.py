@@ -1,0 +1,180 @@
+"""The dispatcher: each tick claims due rows from crawl_tasks and hands them on to be sent.
+
+One tick claims a bounded batch per running project (highest priority first) within the
+project's admission limits, the host slots and robots.txt; the claim's rows are marked
+queued with a deadline *before* they are published (fetch queue, render rows to the render
+queue); every so often housekeeping re-sends rows whose deadline passed (their message was
+lost); a project with nothing pending or queued is marked finished. The parts it is handed
+live beside it in :mod:`crawlcluster.dispatch`, and none of them knows the dispatcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from typing import Any
+
+from celery import Celery
+
+from crawlcluster import frontier, settings
+from crawlcluster.db import get_engine
+from crawlcluster.dispatch.claim import Claim, ClaimReader
+from crawlcluster.dispatch.housekeeping import Housekeeping, InFlightCounts
+from crawlcluster.dispatch.lease import LeaderLease
+from crawlcluster.dispatch.limits import HostSlots, ProjectAdmission
+from crawlcluster.dispatch.pipeline import CommitPipeline, send_quietly
+from crawlcluster.dispatch.robots import RobotsCache
+from crawlcluster.dispatch.robots_gate import RobotsGate
+from crawlcluster.dispatch.routing import Router
+
+logger = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    """Moves due rows from the task table to the broker, one bounded tick at a time."""
+
+    def __init__(
+        self,
+        app: Celery,
+        *,
+        claim_batch_size: int,
+        max_queued_per_project: int,
+        queued_deadline_seconds: float,
+        fetch_batch_size: int,
+        tick_seconds: float,
+        database_url: str | None = None,
+    ) -> None:
+        self.app = app
+        self.claim_batch_size = claim_batch_size
+        self.fetch_batch_size = fetch_batch_size
+        self.tick_seconds = tick_seconds
+        self.database_url = database_url
+        self.obey_robots = settings.get("obey_robots")
+        self.lease = LeaderLease(settings.get("leader_lease_seconds"))
+        self.slots = HostSlots(settings.get("per_host_concurrency"), settings.get("per_host_delay_seconds"))
+        self.admission = ProjectAdmission(max_queued_per_project, settings.get("auto_pause_failures"),
+                                          settings.get("auto_pause_trial_size"))
+        self.robots = RobotsGate(RobotsCache(settings.get("user_agent")), queued_deadline_seconds)
+        self.claims = ClaimReader(self.slots, self.robots)
+        self.counts = InFlightCounts()
+        self.pipeline = CommitPipeline(app, self.lease, Router(database_url),
+                                       fetch_batch_size=fetch_batch_size,
+                                       queued_deadline_seconds=queued_deadline_seconds,
+                                       database_url=database_url)
+        self.housekeeping = Housekeeping(self.lease, partial(send_quietly, app),
+                                         claim_batch_size=claim_batch_size,
+                                         queued_deadline_seconds=queued_deadline_seconds)
+        self.published_total = 0
+
+    @classmethod
+    def from_settings(cls, app: Celery) -> Dispatcher:
+        return cls(
+            app,
+            claim_batch_size=settings.get("claim_batch_size"),
+            max_queued_per_project=settings.get("max_queued_per_project"),
+            queued_deadline_seconds=settings.get("queued_deadline_seconds"),
+            fetch_batch_size=settings.get("fetch_batch_size"),
+            tick_seconds=settings.get("tick_seconds"),
+        )
+
+    @property
+    def per_host_concurrency(self) -> int:
+        """Requests in flight per host, cluster-wide, unless a project's settings say otherwise."""
+        return self.slots.concurrency
+
+    @per_host_concurrency.setter
+    def per_host_concurrency(self, value: int) -> None:
+        self.slots.concurrency = value
+
+    def tick(self) -> float:
+        """Claim one bounded batch and hand it over to be committed and sent; return the seconds
+        until the next tick is worth running (0 when a full batch was claimed and more is
+        probably due). On PostgreSQL another thread marks the rows queued and commits, so
+        the next tick reads while this one writes; :meth:`flush` waits until everything
+        claimed so far is committed and on the broker."""
+        now = time.time()
+        self.pipeline.raise_failures()  # a claim that failed (LeaseLost) fails this tick
+        # a connection for the tick's bookkeeping; each claim has its own
+        with get_engine(self.database_url).connect() as conn:
+            if self.lease.renew_due(now):
+                # the leader's claims renew the lease in their own transactions (fence);
+                # this is for a standby, and for a leader with nothing to claim
+                with conn.begin():
+                    if not self.lease.acquire_or_renew(conn, now):
+                        return min(1.0, self.lease.ttl_seconds / 4)  # a standby: poll for the lease
+            housekeeping = self.housekeeping.due(now)
+            if housekeeping:
+                self.housekeeping.run(conn, now)
+            with conn.begin():
+                running = frontier.running_projects(conn)
+                if self.counts.due(now):
+                    self.counts.recount(conn, now, self.pipeline.uncommitted())
+                    self.slots.observe(self.counts.in_flight, now)
+            share = max(self.fetch_batch_size, self.claim_batch_size // max(1, len(running)))
+            published, saturated, waits = 0, False, [self.tick_seconds]
+            try:
+                for project in running:
+                    claimed, full, wait = self._claim_for(project, share, now)
+                    if claimed:
+                        published += claimed
+                        self.counts.add_claimed(project["name"], claimed)
+                    saturated = saturated or full
+                    waits.append(wait)
+                if housekeeping:
+                    published += self.housekeeping.resend_stale(conn, self.pipeline.publish)
+            finally:
+                self.pipeline.send_outbox()  # what was claimed before a failure is sent all the same
+        self.published_total += published
+        if saturated:
+            return 0.0
+        return max(0.01, min(waits + ([0.05] if published else [])))
+
+    def _claim_for(self, project: dict[str, Any], share: int, now: float) -> tuple[int, bool, float]:
+        """Claim what ``project`` may send now; returns (rows claimed, whether the batch was
+        full, seconds until a limit lets more through). The claim's transaction locks the
+        chosen rows here; the pipeline marks them queued and commits them."""
+        name = project["name"]
+        room = self.admission.room(project, share, self.counts.queued.get(name, 0))
+        if room.held_back:
+            self.counts.hold_back()
+        if room.rows <= 0:
+            return 0, False, self.tick_seconds if room.wait is None else room.wait
+        conn = get_engine(self.database_url).connect()  # the claim's own: the committing thread may finish it
+        try:
+            obey = (project["settings"] or {}).get("obey_robots", self.obey_robots)
+            claim = self.claims.read(conn, conn.begin(), project, room.rows, obey, self.counts.in_flight, now)
+            if claim.held_back:
+                self.counts.hold_back()
+            if not claim.found:
+                self._finish_if_done(claim, project)
+        except BaseException:
+            conn.close()  # rolls the claim back
+            raise
+        next_wait = self.slots.next_wait(now, self.tick_seconds)
+        if not claim.found:
+            return 0, False, next_wait
+        self.admission.consume(name, len(claim.chosen))
+        self.pipeline.hand_over(claim)
+        return claim.size, len(claim.chosen) >= room.rows, min(self.tick_seconds, next_wait)
+
+    def _finish_if_done(self, claim: Claim, project: dict[str, Any]) -> None:
+        """Mark ``project`` finished when it has nothing pending or queued; commit the claim."""
+        name, conn = project["name"], claim.conn
+        finished = (not frontier.has_open_tasks(conn, name)
+                    and frontier.mark_finished(conn, name, project["updated_at"]))
+        self.lease.fence_or_raise(conn)
+        claim.transaction.commit()
+        conn.close()
+        if finished:
+            logger.info("project %s finished", name)
+            send_quietly(self.app, "crawlcluster.finished", {"project": name})
+
+    def flush(self) -> None:
+        """Wait until everything claimed so far is committed and its messages sent (or
+        failed and logged); raises the first failure of a commit (LeaseLost, a database
+        error), after waiting for the rest."""
+        self.pipeline.flush()
+
+    def close(self) -> None:
+        self.pipeline.close()
