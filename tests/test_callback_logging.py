@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 import re
 
-
 import crawlcluster
 from crawlcluster import Request, Spider
+from crawlcluster.http import Response
 from tests.outcomes import load_rows
-from workers.parser import Response, run_callback
+from workers.parser import run_callback
 from workers.processor import CallbackErrorLog
 
 PAGES = 40

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from crawlcluster import ConfigurationError, Request, RenderOptions, Spider
+from crawlcluster import ConfigurationError, RenderOptions, Request, Spider
+from crawlcluster.http import Response
 from tests.jssite import JsSite, wait_until
-from workers.parser import Response
-from workers.proctree import descendants, pids_with_environ
 from workers.chromium import BROWSER_OWNER_ENV
+from workers.proctree import descendants, pids_with_environ
 from workers.renderer import Renderer
 
 MARKER = f"{BROWSER_OWNER_ENV}={os.getpid()}".encode()

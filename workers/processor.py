@@ -21,12 +21,13 @@ from sqlalchemy.engine import Engine
 
 from crawlcluster import frontier, settings
 from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
+from crawlcluster.http import Request, Response
 from crawlcluster.messages import decompress_body
 from crawlcluster.politeness import ROBOTS_CALLBACK
 from crawlcluster.schema import DONE, FAILED
-from crawlcluster.spider import Request, Spider, load_spider_class
+from crawlcluster.spider import Spider, load_spider_class
 from crawlcluster.urls import normalize_url
-from workers.parser import Response, filter_requests, run_callback
+from workers.parser import filter_requests, run_callback
 
 logger = logging.getLogger(__name__)
 
