@@ -4,7 +4,7 @@
 
 One render worker process's engine (``workers.renderer.Renderer``, the object a
 ``-Q render`` worker process holds) renders simple local pages whose content JavaScript
-writes (``tests/jssite.py``, served from a child process so it does not share this
+writes (``crawlcluster/devtools/js_site.py``, served from a child process so it does not share this
 process's GIL), in batches of 16 as the render task receives them. Pages/s is measured
 after the browser is up; recycling stays on (every 100 pages, the default), so its cost is
 in the figure. Memory is the browser's process tree after 100, 500 and 1,000 pages: PSS
@@ -27,7 +27,7 @@ MIB = 1024 * 1024
 
 
 def _serve(pages: int, conn: Any) -> None:
-    from tests.jssite import JsSite
+    from crawlcluster.devtools.js_site import JsSite
 
     site = JsSite(pages=pages)
     conn.send(site.url)

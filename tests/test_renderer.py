@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from crawlcluster import ConfigurationError, RenderOptions, Request, Spider
+from crawlcluster.devtools.js_site import JsSite, wait_until
 from crawlcluster.http import Response
-from tests.jssite import JsSite, wait_until
 from workers.chromium import BROWSER_OWNER_ENV
 from workers.proctree import descendants, pids_with_environ
 from workers.renderer import Renderer

@@ -1,0 +1,6 @@
+"""Development tools, kept apart from the cluster's own code: the demo site behind
+``crawlcluster demo`` (``demo_site``), the harness that runs a local cluster of real
+worker and beat processes for tests and benchmarks (``local_cluster``), and the
+JavaScript-built test site the render tests and ``python -m bench render`` crawl
+(``js_site``). Nothing in the cluster imports them.
+"""
