@@ -2,7 +2,7 @@
 
     python -m bench render [--pages 120] [--memory-pages 1000] [--no-baseline]
 
-One render worker process's engine (``workers.renderer.Renderer``, the object a
+One render worker process's engine (``workers.browser.renderer.Renderer``, the object a
 ``-Q render`` worker process holds) renders simple local pages whose content JavaScript
 writes (``crawlcluster/devtools/js_site.py``, served from a child process so it does not share this
 process's GIL), in batches of 16 as the render task receives them. Pages/s is measured
@@ -37,7 +37,7 @@ def _serve(pages: int, conn: Any) -> None:
 
 def _renderer(pages_in_flight: int, recycle_pages: int) -> Any:
     from crawlcluster import settings
-    from workers.renderer import Renderer
+    from workers.browser.renderer import Renderer
 
     return Renderer(chromium_path=settings.get("chromium_path"), pages_in_flight=pages_in_flight,
                     recycle_pages=recycle_pages, max_pss_bytes=settings.get("render_max_pss_bytes"),
