@@ -18,7 +18,7 @@ from crawlcluster.http import Response
 from crawlcluster.messages import decompress_body
 from crawlcluster.rendering import remember_render_host
 from crawlcluster.urls import url_host
-from workers.processor import project_context
+from workers.parser import project_context
 
 logger = logging.getLogger(__name__)
 
