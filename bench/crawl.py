@@ -90,7 +90,7 @@ def _service_versions(database_url: str) -> tuple[str, str]:
 
 def _run_cluster_set(key: str, workers_per_stage: int, site: FastSiteProcess, database_url: str, runs: int,
                      timeout_seconds: float, console: Console) -> list[RunResult]:
-    from crawlcluster.testing import LocalCluster
+    from crawlcluster.devtools.local_cluster import LocalCluster
 
     redis.Redis.from_url(REDIS_URL).flushdb()  # the benchmark owns this db
     fresh_database(database_url)

@@ -2,9 +2,9 @@
 
     python -m bench render [--pages 120] [--memory-pages 1000] [--no-baseline]
 
-One render worker process's engine (``workers.renderer.Renderer``, the object a
+One render worker process's engine (``workers.browser.renderer.Renderer``, the object a
 ``-Q render`` worker process holds) renders simple local pages whose content JavaScript
-writes (``tests/jssite.py``, served from a child process so it does not share this
+writes (``crawlcluster/devtools/js_site.py``, served from a child process so it does not share this
 process's GIL), in batches of 16 as the render task receives them. Pages/s is measured
 after the browser is up; recycling stays on (every 100 pages, the default), so its cost is
 in the figure. Memory is the browser's process tree after 100, 500 and 1,000 pages: PSS
@@ -27,7 +27,7 @@ MIB = 1024 * 1024
 
 
 def _serve(pages: int, conn: Any) -> None:
-    from tests.jssite import JsSite
+    from crawlcluster.devtools.js_site import JsSite
 
     site = JsSite(pages=pages)
     conn.send(site.url)
@@ -37,7 +37,7 @@ def _serve(pages: int, conn: Any) -> None:
 
 def _renderer(pages_in_flight: int, recycle_pages: int) -> Any:
     from crawlcluster import settings
-    from workers.renderer import Renderer
+    from workers.browser.renderer import Renderer
 
     return Renderer(chromium_path=settings.get("chromium_path"), pages_in_flight=pages_in_flight,
                     recycle_pages=recycle_pages, max_pss_bytes=settings.get("render_max_pss_bytes"),

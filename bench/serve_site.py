@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from crawlcluster.demo import DemoSite
+from crawlcluster.devtools.demo_site import DemoSite
 
 
 def main() -> None:

@@ -103,7 +103,7 @@ def _median_spread(values: list[float]) -> str:
 
 
 def main(runs: int = 3, pages: int = 300) -> None:
-    from crawlcluster.testing import LocalCluster
+    from crawlcluster.devtools.local_cluster import LocalCluster
 
     console = Console()
     site = SiteProcess(pages)

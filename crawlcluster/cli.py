@@ -162,7 +162,7 @@ def crawl(urls: tuple[str, ...], output, fmt, max_pages, max_depth, project, db,
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def demo(pages: int, output: str, quiet: bool) -> None:
     """Serve a small bundled site on 127.0.0.1 and crawl it, with no network at all."""
-    from crawlcluster.demo import DemoSite
+    from crawlcluster.devtools.demo_site import DemoSite
 
     with DemoSite(pages=pages, traps=True, retry_traps=True).serve() as server:
         console.print(f"demo site at {server.url}/ ({pages} pages plus a few broken links and redirects)")

@@ -1,5 +1,5 @@
 """Render options and the per-host memory behind ``render="auto"``: the control plane's side of
-the browser tier (the browser itself lives in ``workers/renderer.py``).
+the browser tier (the browser itself lives in ``workers/browser/renderer.py``).
 
 A request asks for a browser with ``render=True`` (always) or ``render="auto"`` (fetch with
 httpx first; the spider's ``needs_render(response)`` decides). Its :class:`RenderOptions`

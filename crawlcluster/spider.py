@@ -1,99 +1,28 @@
-"""The spider API: ``Spider`` subclasses, the ``Request`` they yield, and the built-in link spider.
+"""The spider API: ``Spider`` subclasses, how workers find them, and the built-in link spider.
 
 A spider is plain Python deployed beside the workers and found by import path
 (``mypackage.spiders:NewsSpider``), so any parse worker on any node can load it. Its
-callbacks receive a ``workers.parser.Response`` and yield dicts (items) and
-:class:`Request` objects (new URLs, deduplicated by task id across the whole cluster).
+callbacks receive a :class:`~crawlcluster.http.Response` and yield dicts (items) and
+:class:`~crawlcluster.http.Request` objects (new URLs, deduplicated by task id across the
+whole cluster). Importing this module builds no Celery app, so a spider module stays light.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
 from crawlcluster.errors import ConfigurationError
+from crawlcluster.http import Request, Response
 from crawlcluster.rendering import RenderOptions, render_mode
 from crawlcluster.urls import DEFAULT_PORTS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Spider", "Request", "LinkSpider", "load_spider_class", "spider_path"]
-
-
-@dataclass
-class Request:
-    """A URL to crawl, and how.
-
-    ``callback`` is the name of a spider method (or the method itself); ``data`` is JSON
-    that reaches the callback as ``response.data``. ``priority`` is higher-first. The
-    fetch options (method, headers, cookies, body, timeout) are stored with the row, so
-    keep them small: they travel with every dispatch of the URL.
-
-    ``render`` picks who loads the page: False fetches it with httpx (cheap: thousands of
-    pages per second per node), True renders it in headless Chromium on a render worker
-    (a browser page each: a few pages per second per process, for pages whose content
-    JavaScript builds), and ``"auto"`` fetches first and renders only when the spider's
-    :meth:`Spider.needs_render` says the page needs it. ``render_options`` (a
-    :class:`~crawlcluster.rendering.RenderOptions` or its dict) says how to render. Left
-    unset (None), both take the spider's ``render`` and ``render_options``.
-    """
-
-    url: str
-    callback: str | Callable | None = None
-    method: str = "GET"
-    headers: dict[str, str] | None = None
-    cookies: dict[str, str] | None = None
-    body: str | None = None
-    timeout: float | None = None
-    priority: int = 0
-    data: Any = None
-    render: bool | str | None = None
-    render_options: RenderOptions | dict[str, Any] | None = None
-    # scheduling (see crawlcluster.scheduling): None takes the callback's @config, the
-    # spider's attribute, the project's setting, then the cluster default
-    retries: int | None = None
-    retry_delays: list[float] | None = None
-    retry_policy: str | None = None  # "quick" or "recurring" (crawlcluster.scheduling.RETRY_POLICIES)
-    age: int | None = None
-    itag: str | None = None
-    auto_recrawl: bool | None = None
-    force_update: bool = False
-    exetime: float | None = None
-    cancel: bool = False
-
-    def __post_init__(self) -> None:
-        if self.render is not None:
-            self.render = render_mode(self.render, self.url)
-        self.render_options = RenderOptions.coerce(self.render_options)
-
-    def callback_name(self, default: str = "parse") -> str:
-        if self.callback is None:
-            return default
-        if isinstance(self.callback, str):
-            return self.callback
-        name = getattr(self.callback, "__name__", None)
-        if not name:
-            raise ConfigurationError(f"callback {self.callback!r} of {self.url} must be a spider method or its name")
-        return name
-
-    def fetch_options(self) -> dict[str, Any] | None:
-        """The non-default fetch options, or None for a plain GET (most rows)."""
-        options: dict[str, Any] = {}
-        if self.method.upper() != "GET":
-            options["method"] = self.method.upper()
-        for key in ("headers", "cookies", "body", "timeout"):
-            value = getattr(self, key)
-            if value:
-                options[key] = value
-        if self.render:
-            options["render"] = self.render
-            render_options = self.render_options.to_dict() if self.render_options is not None else {}
-            if render_options:
-                options["render_options"] = render_options
-        return options or None
+# Request and Response live in crawlcluster.http; Request stays importable from here
+__all__ = ["Spider", "Request", "Response", "LinkSpider", "load_spider_class", "spider_path"]
 
 
 class Spider:
@@ -132,7 +61,7 @@ class Spider:
         for url in self.start_urls:
             yield Request(url)
 
-    def parse(self, response: Any) -> Iterable[Any]:
+    def parse(self, response: Response) -> Iterable[Any]:
         raise NotImplementedError(f"{type(self).__name__}.parse callback is not defined")
 
     def on_finished(self, stats: dict[str, int]) -> None:
@@ -148,7 +77,7 @@ class Spider:
             request.render_options = RenderOptions.coerce(self.render_options)
         return request
 
-    def needs_render(self, response: Any) -> bool:
+    def needs_render(self, response: Response) -> bool:
         """Whether a page fetched without a browser needs one; asked only for
         ``render="auto"`` requests, before any callback sees the page. True sends the same
         URL to the render queue and remembers its host, so the host's later pages are
@@ -188,7 +117,7 @@ class Spider:
                 return True
         return False
 
-    def callback(self, name: str) -> Callable[[Any], Iterable[Any]]:
+    def callback(self, name: str) -> Callable[[Response], Iterable[Any]]:
         method = getattr(self, name, None)
         if not callable(method):
             raise ConfigurationError(f"spider {type(self).__name__} has no callback named {name!r}")
@@ -202,7 +131,7 @@ class LinkSpider(Spider):
 
     name = "links"
 
-    def parse(self, response: Any) -> Iterator[Any]:
+    def parse(self, response: Response) -> Iterator[Any]:
         if not response.is_html:
             yield {
                 "url": response.url,

@@ -1,4 +1,4 @@
-"""parse: run spider callbacks on a batch of pages with workers.processor, then hand the
+"""parse: run spider callbacks on a batch of pages with workers.parser, then hand the
 outcomes and items to store. Pages of ``render="auto"`` rows that turn out to need a
 browser go to render instead (workers.autorender), their rows still queued."""
 
@@ -10,7 +10,7 @@ from crawlcluster.app import app
 from crawlcluster.messages import send as send_message
 from crawlcluster.db import get_engine
 from workers.autorender import split_for_render
-from workers.processor import process_pages
+from workers.parser import process_pages
 
 
 @app.task(name="crawlcluster.parse", acks_late=True, ignore_result=True)

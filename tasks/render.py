@@ -1,4 +1,4 @@
-"""render: render a batch of URLs in this worker's browser with workers.renderer, send the
+"""render: render a batch of URLs in this worker's browser with workers.browser.renderer, send the
 pages to parse (the same shape as fetched pages) and failures to store, and record the
 browser's counters. The browser starts on the first render task, so workers that never
 get one (fetch, parse, store) never start Chromium, and it is closed when the worker
@@ -17,9 +17,9 @@ from crawlcluster.db import get_engine
 from crawlcluster.messages import send as send_message
 from crawlcluster.messages import compress_body
 from crawlcluster.schema import FAILED
+from workers.browser.renderer import RenderResult, close_renderer, get_renderer
 from workers.fetcher import is_retryable
 from workers.render_store import record_render_worker, save_screenshots
-from workers.renderer import RenderResult, close_renderer, get_renderer
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import redis  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from crawlcluster import db, schema, settings  # noqa: E402
-from crawlcluster.testing import LocalCluster  # noqa: E402
+from crawlcluster.devtools.local_cluster import LocalCluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("CRAWLCLUSTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -106,7 +106,7 @@ def sqlite_url(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def site_server():
     """The 300-page demo site with every trap, served on 127.0.0.1 for the whole session."""
-    from crawlcluster.demo import DemoSite
+    from crawlcluster.devtools.demo_site import DemoSite
 
     server = DemoSite(pages=300, traps=True).serve()
     yield server

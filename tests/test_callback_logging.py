@@ -7,12 +7,11 @@ from __future__ import annotations
 import logging
 import re
 
-
 import crawlcluster
 from crawlcluster import Request, Spider
+from crawlcluster.http import Response
 from tests.outcomes import load_rows
-from workers.parser import Response, run_callback
-from workers.processor import CallbackErrorLog
+from workers.parser import CallbackErrorLog, run_callback
 
 PAGES = 40
 OTHER_PAGES = 6
@@ -50,7 +49,7 @@ def test_the_log_holds_one_traceback_per_kind_and_window_a_few_lines_then_a_coun
     now = [1000.0]
     log = CallbackErrorLog(window_seconds=60, lines_per_window=2, clock=lambda: now[0])
     spider = RaisingSpider()
-    caplog.set_level(logging.WARNING, logger="workers.processor")
+    caplog.set_level(logging.WARNING, logger="workers.parser")
     for n in range(6):
         outcome = _failure(spider, "parse_page", n)
         log.report("p", f"http://127.0.0.1/page/{n}", "RaisingSpider.parse_page", outcome.error, outcome.exception)

@@ -31,8 +31,8 @@ from typing import Iterator
 
 import pytest
 
-from crawlcluster.demo import DemoSite
-from crawlcluster.testing import LocalCluster
+from crawlcluster.devtools.demo_site import DemoSite
+from crawlcluster.devtools.local_cluster import LocalCluster
 from tests.outcomes import assert_site_crawled, load_rows, target_of
 
 ROOT = Path(__file__).resolve().parent.parent

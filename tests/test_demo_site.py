@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import pytest
 
-from crawlcluster.demo import DemoSite, SiteServer
+from crawlcluster.devtools.demo_site import DemoSite, SiteServer
 
 
 @pytest.fixture(scope="module")

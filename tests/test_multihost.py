@@ -26,8 +26,8 @@ import pytest
 
 import crawlcluster
 from crawlcluster import db
-from crawlcluster.demo import DemoSite
-from crawlcluster.testing import LocalCluster
+from crawlcluster.devtools.demo_site import DemoSite
+from crawlcluster.devtools.local_cluster import LocalCluster
 from tests.netns import VirtualNetwork
 from tests.outcomes import assert_site_crawled, load_rows
 

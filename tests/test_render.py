@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 import pytest
 
 import crawlcluster
-from tests.jssite import JsSite, wait_until
+from crawlcluster.devtools.js_site import JsSite, wait_until
 from tests.outcomes import load_rows
-from workers.proctree import _parent_of, descendants, pids_with_environ
-from workers.chromium import BROWSER_OWNER_ENV
+from workers.browser.chromium import BROWSER_OWNER_ENV
+from workers.browser.proctree import _parent_of, descendants, pids_with_environ
 
 WORKER_ARGS = ("-l", "info", "--without-mingle", "--without-gossip")
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from crawlcluster import ConfigurationError, Request, RenderOptions, Spider
-from tests.jssite import JsSite, wait_until
-from workers.parser import Response
-from workers.proctree import descendants, pids_with_environ
-from workers.chromium import BROWSER_OWNER_ENV
-from workers.renderer import Renderer
+from crawlcluster import ConfigurationError, RenderOptions, Request, Spider
+from crawlcluster.devtools.js_site import JsSite, wait_until
+from crawlcluster.http import Response
+from workers.browser.chromium import BROWSER_OWNER_ENV
+from workers.browser.proctree import descendants, pids_with_environ
+from workers.browser.renderer import Renderer
 
 MARKER = f"{BROWSER_OWNER_ENV}={os.getpid()}".encode()
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import zlib
 from typing import Any, Iterator
 
 import pytest
 
 from crawlcluster.errors import ConfigurationError
+from crawlcluster.http import Response
 from crawlcluster.messages import compress_body, decompress_body, fetch_messages
 from crawlcluster.spider import LinkSpider, Request, Spider, load_spider_class, spider_path
-from workers.parser import Response
 
 
 class ExampleSpider(Spider):
@@ -249,3 +251,42 @@ def test_compress_level_zero_stores_raw() -> None:
 
 def test_decompress_body_of_missing_body_is_empty_bytes() -> None:
     assert decompress_body({}) == b""
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_importing_the_spider_api_imports_no_celery() -> None:
+    for module in ("crawlcluster.spider", "crawlcluster.http", "crawlcluster"):
+        result = _run_python(f"import {module}, sys; assert 'celery' not in sys.modules, sorted(sys.modules)")
+        assert result.returncode == 0, f"import {module} imported celery: {result.stderr[-500:]}"
+
+
+def test_request_and_response_are_the_public_api() -> None:
+    import crawlcluster
+    import crawlcluster.spider
+
+    assert {"Request", "Response", "Spider"} <= set(crawlcluster.__all__)
+    assert crawlcluster.Request is Request is crawlcluster.spider.Request
+    assert crawlcluster.Response is Response
+
+
+def test_celery_finds_the_app_however_the_package_was_first_imported() -> None:
+    # a task module imports the submodule crawlcluster.app before anyone asks for the
+    # package's attribute; celery -A crawlcluster must still find the Celery app
+    code = (
+        "import sys\n"
+        "from crawlcluster.app import render_unavailable\n"
+        "import tasks.fetch\n"
+        "import crawlcluster\n"
+        "from celery.app.utils import find_app\n"
+        "from crawlcluster.app import CrawlCelery\n"
+        "from crawlcluster import app\n"
+        "assert isinstance(app, CrawlCelery), app\n"
+        "assert find_app('crawlcluster') is app is crawlcluster.celery\n"
+        "assert 'crawlcluster.fetch' in app.tasks\n"
+        "print('ok')\n"
+    )
+    result = _run_python(code)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-800:]

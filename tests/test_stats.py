@@ -13,7 +13,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 import crawlcluster
-from crawlcluster.demo import DemoSite
+from crawlcluster.devtools.demo_site import DemoSite
 
 CLI = [sys.executable, "-m", "crawlcluster.cli"]
 

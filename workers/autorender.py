@@ -14,11 +14,11 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from crawlcluster.errors import ConfigurationError, ProjectNotFound
+from crawlcluster.http import Response
 from crawlcluster.messages import decompress_body
 from crawlcluster.rendering import remember_render_host
 from crawlcluster.urls import url_host
-from workers.parser import Response
-from workers.processor import project_context
+from workers.parser import project_context
 
 logger = logging.getLogger(__name__)
 

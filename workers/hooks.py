@@ -19,7 +19,7 @@ from crawlcluster.schema import DONE, FAILED, FINISHED, PENDING, RUNNING, crawl_
 from crawlcluster.scheduling import EVERY_ATTR
 from crawlcluster.spider import Request
 from crawlcluster.urls import normalize_url
-from workers.processor import project_context
+from workers.parser import project_context
 
 logger = logging.getLogger(__name__)
 

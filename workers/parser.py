@@ -1,166 +1,41 @@
-"""The parse engine: a forgiving selectolax ``Response`` and the runner of spider callbacks.
+"""The parse stage's engine: run spider callbacks on a batch of pages, add their new URLs to
+the frontier in one statement, and return each page's outcome and items for the store stage.
 
-``Response.text`` is decoded once, trying the BOM, the Content-Type header and the
-body's ``<meta>`` charset before guessing. The HTML tree is built only when a callback
-asks for it, and never for a non-HTML body. :func:`run_callback` turns whatever a
-callback yields into items and normalised, deduplicated, filtered new requests.
+``tasks/parse.py`` calls :func:`process_pages`, as ``tasks/fetch.py`` calls
+``workers/fetcher.py``. Each page reaches its callback as a
+:class:`~crawlcluster.http.Response`; :func:`run_callback` sorts what the callback yields
+into items and requests, and :func:`filter_requests` keeps the normalised, on-site ones
+within the depth limit. Spiders are loaded by import path once per process and project
+(refreshed every few seconds, so a project's settings can change while it runs). Redirects
+arrive here as pages with a ``redirect`` target: the target becomes a row of its own,
+carrying the chain so far, which is how loops and over-long chains are caught.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import traceback
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any, Iterable
-from urllib.parse import urljoin
+from typing import Any, Callable, Iterable
 
-from selectolax.lexbor import LexborHTMLParser, LexborNode
-from w3lib.encoding import html_to_unicode
+from sqlalchemy.engine import Engine
 
-from crawlcluster.errors import InvalidURL, NotHTML
-from crawlcluster.spider import Request, Spider
+from crawlcluster import frontier, settings
+from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
+from crawlcluster.http import Request, Response
+from crawlcluster.messages import decompress_body
+from crawlcluster.dispatch.robots import ROBOTS_CALLBACK
+from crawlcluster.schema import DONE, FAILED
+from crawlcluster.spider import Spider, load_spider_class
 from crawlcluster.urls import normalize_url
 
 logger = logging.getLogger(__name__)
 
-HTML_TYPES = ("text/html", "application/xhtml+xml")
-SKIPPED_SCHEMES = ("mailto:", "javascript:", "tel:", "data:", "ftp:", "file:", "about:", "sms:")
-
-
-def _detect_encoding(body: bytes) -> str | None:
-    try:
-        from charset_normalizer import from_bytes
-    except ImportError:  # pragma: no cover - a declared dependency
-        return None
-    best = from_bytes(body[:65536]).best()
-    return best.encoding if best is not None else None
-
-
-class Response:
-    """A fetched page as a callback sees it.
-
-    ``url`` is the page's URL, ``status`` its HTTP status, ``body`` the raw bytes, ``text``
-    the decoded text, ``data`` what the request passed along, ``depth`` its link depth.
-    HTML helpers (``css``, ``css_first``, ``title``, ``links``) raise :class:`NotHTML`
-    on other content types, naming the URL.
-
-    A page rendered in a browser (``rendered`` is True) has the HTML as the browser left
-    it, ``url`` is where the browser ended (after client-side redirects; the row keeps
-    the requested URL), and ``js_result`` is what the request's ``js_script`` returned.
-    """
-
-    def __init__(self, url: str, status: int, headers: dict[str, str], body: bytes, *, data: Any = None,
-                 depth: int = 0, js_result: Any = None, rendered: bool = False) -> None:
-        self.url = url
-        self.status = status
-        self.headers = headers
-        self.body = body
-        self.data = data
-        self.depth = depth
-        self.js_result = js_result
-        self.rendered = rendered
-
-    def __repr__(self) -> str:
-        return f"<Response {self.status} {self.url}>"
-
-    @property
-    def content_type(self) -> str:
-        return self.headers.get("content-type", "").split(";")[0].strip().lower()
-
-    @property
-    def is_html(self) -> bool:
-        ctype = self.content_type
-        if ctype in HTML_TYPES:
-            return True
-        if ctype:
-            return False
-        # no Content-Type: look at the first bytes as browsers do
-        head = self.body[:512].lstrip().lower()
-        return head.startswith((b"<!doctype html", b"<html"))
-
-    @cached_property
-    def _decoded(self) -> tuple[str, str]:
-        encoding, text = html_to_unicode(
-            self.headers.get("content-type"), self.body, default_encoding="utf-8", auto_detect_fun=_detect_encoding
-        )
-        return encoding, text
-
-    @property
-    def encoding(self) -> str:
-        return self._decoded[0]
-
-    @property
-    def text(self) -> str:
-        return self._decoded[1]
-
-    @cached_property
-    def tree(self) -> LexborHTMLParser:
-        if not self.is_html:
-            raise NotHTML(self.url, self.content_type)
-        return LexborHTMLParser(self.text)
-
-    @cached_property
-    def base_url(self) -> str:
-        base = self.tree.css_first("base[href]")
-        href = base.attributes.get("href") if base is not None else None
-        return urljoin(self.url, href.strip()) if href else self.url
-
-    def css(self, selector: str) -> list[LexborNode]:
-        return self.tree.css(selector)
-
-    def css_first(self, selector: str, default: Any = None) -> LexborNode | Any:
-        return self.tree.css_first(selector, default=default)
-
-    def visible_text(self) -> str:
-        """The body's text without scripts, styles, ``<noscript>`` and templates,
-        whitespace collapsed: what a reader sees before any script runs."""
-        tree = LexborHTMLParser(self.text)  # a copy: stripping must not change self.tree
-        tree.strip_tags(["script", "style", "noscript", "template"])
-        body = tree.body
-        return " ".join((body.text(separator=" ") if body is not None else "").split())
-
-    @property
-    def title(self) -> str | None:
-        node = self.tree.css_first("title")
-        return node.text(strip=True) if node is not None else None
-
-    def urljoin(self, url: str) -> str:
-        """``url`` made absolute against the page (its ``<base href>`` for HTML)."""
-        return urljoin(self.base_url if self.is_html else self.url, url)
-
-    def links(self) -> list[str]:
-        """Absolute, normalised http(s) URLs of the page's ``<a href>`` links, each once, in
-        page order; anchors without href, fragments-only and non-web schemes are skipped."""
-        seen: dict[str, None] = {}
-        base = self.base_url
-        for node in self.tree.css("a[href]"):
-            href = (node.attributes.get("href") or "").strip()
-            if not href or href.startswith("#") or href.lower().startswith(SKIPPED_SCHEMES):
-                continue
-            try:
-                seen.setdefault(normalize_url(href, base), None)
-            except InvalidURL:
-                continue
-        return list(seen)
-
-    def follow(self, url: str | LexborNode, callback: Any = None, **kwargs: Any) -> Request:
-        """A request for ``url`` (a string or an ``<a>`` node) relative to this page."""
-        if isinstance(url, LexborNode):
-            href = url.attributes.get("href")
-            if not href:
-                raise InvalidURL(str(url.html)[:80], "the node has no href")
-            url = href
-        return Request(self.urljoin(url), callback=callback, **kwargs)
-
-    def follow_all(self, css: str = "a[href]", callback: Any = None, **kwargs: Any) -> list[Request]:
-        """Requests for every ``href`` matched by ``css``; anchors without href are skipped."""
-        requests = []
-        for node in self.css(css):
-            href = (node.attributes.get("href") or "").strip()
-            if href and not href.startswith("#") and not href.lower().startswith(SKIPPED_SCHEMES):
-                requests.append(Request(self.urljoin(href), callback=callback, **kwargs))
-        return requests
+PROJECT_CACHE_SECONDS = 5.0
+COST_KEYS = ("wire_bytes", "fetch_seconds", "browser_seconds")
 
 
 @dataclass
@@ -218,3 +93,240 @@ def filter_requests(spider: Spider, requests: Iterable[Request], depth: int, max
             continue
         kept.append((url, request))
     return kept, dropped
+
+
+@dataclass
+class ProjectContext:
+    name: str
+    spider: Spider
+    max_depth: int | None
+    max_pages: int | None
+    loaded_at: float
+    settings: dict[str, Any] | None = None
+    created_at: float = 0.0  # a deleted and re-created project is another generation
+
+
+_contexts: dict[str, ProjectContext] = {}
+_contexts_lock = threading.Lock()
+
+
+def project_context(engine: Engine, project: str) -> ProjectContext:
+    """The spider instance and limits of ``project``, cached for a few seconds."""
+    context = _contexts.get(project)
+    if context is not None and time.monotonic() - context.loaded_at < PROJECT_CACHE_SECONDS:
+        return context
+    with engine.connect() as conn:
+        row = frontier.project_row(conn, project)
+    if row is None:
+        raise ProjectNotFound(project)
+    spider_cls = load_spider_class(row["spider"])
+    spider = spider_cls(**(row["settings"] or {}).get("spider_kwargs", {}))
+    context = ProjectContext(project, spider, row["max_depth"], row["max_pages"], time.monotonic(),
+                             settings=row["settings"] or {}, created_at=row["created_at"])
+    with _contexts_lock:
+        _contexts[project] = context
+    return context
+
+
+@dataclass
+class _FailureWindow:
+    started: float
+    lines: int = 0
+    unlogged: int = 0
+
+
+class CallbackErrorLog:
+    """Logs spider callback exceptions at WARNING without flooding the worker's log.
+
+    The row of every failed page keeps its error; the log is for the person watching the
+    worker. For each (project, callback, exception type, file and line) a process logs the
+    full traceback once per ``window_seconds``, then up to ``lines_per_window`` one-line
+    warnings, then only counts; the count is logged with the next failure of that kind
+    after the window ends (which logs its traceback again). A callback that raises on
+    100,000 pages thus costs a few lines a minute. Kinds are bounded too: the least
+    recently seen is forgotten beyond ``max_kinds``.
+    """
+
+    def __init__(self, window_seconds: float | None = None, lines_per_window: int | None = None,
+                 clock: Callable[[], float] = time.monotonic, max_kinds: int = 1000) -> None:
+        self.window_seconds = window_seconds if window_seconds is not None else settings.get("callback_error_log_seconds")
+        self.lines_per_window = (lines_per_window if lines_per_window is not None
+                                 else settings.get("callback_error_log_lines"))
+        self.clock = clock
+        self.max_kinds = max_kinds
+        self._windows: OrderedDict[tuple[Any, ...], _FailureWindow] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def report(self, project: str, url: str, callback: str, error: str, exc: BaseException | None) -> None:
+        """Log one callback failure of ``project`` on ``url`` (``error`` is the row's text)."""
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc is not None and exc.__traceback__ else None
+        key = (project, callback, type(exc).__name__ if exc else error,
+               frame.filename if frame else "", frame.lineno if frame else 0)
+        now = self.clock()
+        with self._lock:
+            window = self._windows.get(key)
+            if window is None or now - window.started >= self.window_seconds:
+                unlogged = window.unlogged if window else 0
+                self._windows[key] = _FailureWindow(now)
+                self._windows.move_to_end(key)
+                while len(self._windows) > self.max_kinds:
+                    self._windows.popitem(last=False)
+                mode = "traceback"
+            elif window.lines < self.lines_per_window:
+                window.lines += 1
+                mode = "line"
+            else:
+                window.unlogged += 1
+                return
+        if mode == "line":
+            logger.warning("callback failed: project %s, url %s, callback %s: %s (traceback logged above; "
+                           "at most once per %gs)", project, url, callback, error, self.window_seconds)
+            return
+        if unlogged:
+            logger.warning("project %s, callback %s: %d more failures like the one below were not logged in the "
+                           "last %gs (their rows hold the errors)", project, callback, unlogged, self.window_seconds)
+        logger.warning("callback failed: project %s, url %s, callback %s: %s", project, url, callback, error,
+                       exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None)
+
+
+_callback_errors: CallbackErrorLog | None = None
+
+
+def callback_error_log() -> CallbackErrorLog:
+    """This process's :class:`CallbackErrorLog`, created with the current settings."""
+    global _callback_errors
+    if _callback_errors is None:
+        _callback_errors = CallbackErrorLog()
+    return _callback_errors
+
+
+def _redirect_outcome(context: ProjectContext, page: dict[str, Any], now: float,
+                      new_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    outcome = {"id": page["id"], "url": page["url"], "code": page.get("code")}
+    options = dict(page.get("fetch") or {})
+    chain = list(options.get("redirects") or ()) + [page["url"]]
+    try:
+        target = normalize_url(page["redirect"])
+    except InvalidURL as exc:
+        return {**outcome, "status": FAILED, "kind": "redirect", "error": f"redirect to an invalid URL: {exc}"}
+    outcome["final_url"] = target
+    if target in chain:
+        loop = " -> ".join(chain + [target])
+        return {**outcome, "status": FAILED, "kind": "redirect", "error": f"redirect loop: {loop}"}
+    if len(chain) > settings.get("max_redirects"):
+        return {**outcome, "status": FAILED, "kind": "redirect",
+                "error": f"too many redirects ({len(chain)}, max_redirects={settings.get('max_redirects')}) from {chain[0]}"}
+    if not context.spider.allows(target):
+        return {**outcome, "status": DONE}  # an off-site target is recorded, not followed
+    options["redirects"] = chain
+    if page.get("code") in (301, 302, 303) and options.get("method", "GET") != "GET":
+        options.pop("method", None)
+        options.pop("body", None)
+    request = Request(target, callback=page.get("cb") or "parse", data=page.get("data"))
+    new_rows.append(frontier.task_row(context.name, target, request, spider=context.spider,
+                                      project_settings=context.settings, depth=page.get("depth", 0), now=now,
+                                      fetch_options=options))
+    return {**outcome, "status": DONE}
+
+
+def _page_outcome(context: ProjectContext, page: dict[str, Any], now: float,
+                  new_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    depth = page.get("depth", 0)
+    # a rendered page: response.url is where the browser ended; the row keeps its own URL
+    response = Response(page.get("final_url") or page["url"], page["code"], page.get("headers") or {},
+                        decompress_body(page), data=page.get("data"), depth=depth,
+                        js_result=page.get("js_result"), rendered=bool(page.get("rendered")))
+    callback = page.get("cb") or "parse"
+    result = run_callback(context.spider, callback, response)
+    outcome = {"id": page["id"], "url": page["url"], "code": page["code"]}
+    if page.get("final_url"):
+        outcome["final_url"] = page["final_url"]
+    if result.error is not None:
+        callback_error_log().report(context.name, page["url"], f"{type(context.spider).__name__}.{callback}",
+                                    result.error, result.exception)
+        return {**outcome, "status": FAILED, "kind": "callback", "error": result.error}
+    kept, _dropped = filter_requests(context.spider, result.requests, depth, context.max_depth)
+    for url, request in kept:
+        new_rows.append(frontier.task_row(context.name, url, request, spider=context.spider,
+                                          project_settings=context.settings, depth=depth + 1, now=now))
+    headers = page.get("headers") or {}
+    if headers.get("etag"):
+        outcome["etag"] = headers["etag"]
+    if headers.get("last-modified"):
+        outcome["lm"] = headers["last-modified"]
+    return {**outcome, "status": DONE, "items": result.items}
+
+
+def _robots_outcome(page: dict[str, Any]) -> dict[str, Any]:
+    """A fetched robots.txt goes to the store stage as text; no spider sees it."""
+    outcome = {"id": page["id"], "url": page["url"], "code": page.get("code"), "status": DONE, "cb": ROBOTS_CALLBACK}
+    if "redirect" in page:
+        # a redirected robots.txt is treated as absent (everything allowed)
+        return {**outcome, "robots_code": 404, "final_url": page["redirect"]}
+    response = Response(page["url"], page["code"], page.get("headers") or {}, decompress_body(page))
+    return {**outcome, "robots_code": page["code"], "robots": response.text}
+
+
+def process_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Run callbacks on ``pages``; insert their new rows in one round trip; return the
+    outcomes for the store stage and how many new rows were added."""
+    now = time.time()
+    try:
+        context = project_context(engine, project)
+    except (ConfigurationError, ProjectNotFound) as exc:
+        return [{"id": p["id"], "url": p["url"], "code": p.get("code"), "status": FAILED, "kind": "spider",
+                 "error": str(exc)} for p in pages], 0
+    new_rows: list[dict[str, Any]] = []
+    outcomes = []
+    for page in pages:
+        if page.get("cb") == ROBOTS_CALLBACK:
+            outcome = _robots_outcome(page)
+        elif "redirect" in page:
+            outcome = _redirect_outcome(context, page, now, new_rows)
+        else:
+            outcome = _page_outcome(context, page, now, new_rows)
+        for key in COST_KEYS:  # what the page cost travels on to the store stage's statistics
+            if key in page:
+                outcome[key] = page[key]
+        outcomes.append(outcome)
+    added = 0
+    generation = (project, context.created_at)
+    new_rows = [row for row in new_rows if not _known.seen(generation, row)]
+    with engine.begin() as conn:
+        if new_rows:
+            added = frontier.insert_tasks(conn, project, new_rows, max_pages=context.max_pages)
+        frontier.mark_fetched(conn, [p["id"] for p in pages], now=now)
+    if new_rows and context.max_pages is None:  # beyond a budget a row may not have been inserted
+        _known.remember(generation, new_rows)
+    return outcomes, added
+
+
+class KnownTasks:
+    """Task ids this process already sent to the frontier, so the links every page repeats
+    do not go to the database again. Only plain rows are skipped: a row with an itag, an
+    age, force_update or cancel must reach the database, which decides what it means. The
+    database stays the judge; this only saves it work (and forgets the oldest ids first)."""
+
+    def __init__(self, max_ids: int = 200_000) -> None:
+        self.max_ids = max_ids
+        self._ids: OrderedDict[tuple[Any, str], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _plain(row: dict[str, Any]) -> bool:
+        return (row.get("itag") is None and row.get("age") is None and not row.get("_force")
+                and not row.get("_cancel"))
+
+    def seen(self, generation: Any, row: dict[str, Any]) -> bool:
+        return self._plain(row) and (generation, row["task_id"]) in self._ids
+
+    def remember(self, generation: Any, rows: list[dict[str, Any]]) -> None:
+        with self._lock:
+            for row in rows:
+                if self._plain(row):
+                    self._ids[(generation, row["task_id"])] = None
+            while len(self._ids) > self.max_ids:
+                self._ids.popitem(last=False)
+
+
+_known = KnownTasks()

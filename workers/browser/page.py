@@ -1,5 +1,5 @@
 """One page in the browser, step by step: open, navigate, wait, run the script, screenshot,
-read the HTML, close. Used by ``workers/renderer.py``, which owns the browser.
+read the HTML, close. Used by ``renderer.py``, which owns the browser.
 
 Every step shares one deadline (the page timeout), and every way a page can go wrong
 (timeout, navigation error, HTTP error status, a script that throws) becomes the result's
@@ -18,6 +18,7 @@ from pyppeteer.errors import ElementHandleError, PageError, TimeoutError as Pypp
 
 from crawlcluster.errors import FetchError
 from crawlcluster.rendering import WAIT_UNTIL, RenderOptions
+from workers.browser.result import BrowserLost, RenderResult
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +47,8 @@ async def _block_resources(page: Any, load_images: bool) -> None:
 
 
 async def render_page(browser: Any, entry: dict[str, Any], options: RenderOptions, timeout: float,
-                      user_agent: str, result: Any) -> None:
-    """Render ``entry`` in a new page of ``browser`` into ``result`` (a RenderResult)."""
-    from workers.renderer import BrowserLost
-
+                      user_agent: str, result: RenderResult) -> None:
+    """Render ``entry`` in a new page of ``browser`` into ``result``."""
     url = entry["url"]
     deadline = time.monotonic() + timeout
 

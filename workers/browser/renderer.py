@@ -3,12 +3,12 @@ asyncio loop thread, a bounded number of pages in flight, and a browser that nev
 
 pyspider's PhantomJS tier grew until it was restarted by hand; this one recycles its
 browser after ``recycle_pages`` pages or when the browser's process tree passes
-``max_pss_bytes`` (PSS, see ``workers/proctree.py``), kills and replaces a browser that
+``max_pss_bytes`` (PSS, see ``proctree.py``), kills and replaces a browser that
 crashed or stopped answering (and renders the page it lost once more, on the fresh
 browser), and on :meth:`Renderer.close` leaves no Chromium process behind. Chromium is
-started by ``workers/chromium.py``, not by pyppeteer, so that it runs in its own process
-group and dies with the worker even when the worker is killed; the steps of one page are
-in ``workers/render_page.py``. Nothing is downloaded: ``chromium_path`` must exist.
+started by ``chromium.py``, not by pyppeteer, so that it runs in its own process group and
+dies with the worker even when the worker is killed; the steps of one page are in
+``page.py``. Nothing is downloaded: ``chromium_path`` must exist.
 """
 
 from __future__ import annotations
@@ -22,15 +22,16 @@ import subprocess
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError, FetchError
 from crawlcluster.rendering import RenderOptions
-from workers.chromium import devtools_endpoint, start_chromium
+from workers.browser.chromium import devtools_endpoint, start_chromium
+from workers.browser.proctree import TreeMemory, descendants, kill_tree, tree_memory
+from workers.browser.result import BrowserLost, RenderResult
 from workers.loopthread import start_loop_thread
-from workers.proctree import TreeMemory, descendants, kill_tree, tree_memory
 
 logger = logging.getLogger(__name__)
 
@@ -38,34 +39,6 @@ logger = logging.getLogger(__name__)
 HUNG_GRACE_SECONDS = 10.0
 CLOSE_TIMEOUT_SECONDS = 5.0
 MEMORY_CHECK_SECONDS = 1.0
-
-
-class BrowserLost(Exception):
-    """The browser under a page crashed (``kind="crash"``) or hung (``kind="hung"``)."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
-
-
-@dataclass
-class RenderResult:
-    """What rendering one entry gave: the page as the browser left it, or an ``error``."""
-
-    entry: dict[str, Any]
-    status: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    final_url: str | None = None
-    js_result: Any = None
-    screenshot: bytes | None = None
-    error: FetchError | None = None
-    attempts: int = 0
-    elapsed_seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 @dataclass
@@ -196,7 +169,7 @@ class Renderer:
         return list(await asyncio.gather(*(self._render_one(entry) for entry in entries)))
 
     async def _render_one(self, entry: dict[str, Any]) -> RenderResult:
-        from workers.render_page import render_page  # the page steps; pyppeteer only on render workers
+        from workers.browser.page import render_page  # the page steps; pyppeteer only on render workers
 
         url = entry["url"]
         result = RenderResult(entry)

@@ -1,0 +1,237 @@
+"""The public HTTP API: the ``Request`` a spider yields and the ``Response`` its callbacks receive.
+
+Both cross every stage: a ``Request`` becomes a frontier row (its fetch options stored
+with it), and a fetched or rendered page reaches the spider's callback as a ``Response``.
+``Response`` is forgiving, as Scrapy's text response is: ``text`` is decoded once, trying
+the BOM, the Content-Type header and the body's ``<meta>`` charset before guessing; the
+HTML tree is built only when a callback asks for it, and never for a non-HTML body.
+Nothing here imports Celery or touches the database, so a spider module stays light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Callable
+from urllib.parse import urljoin
+
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+from w3lib.encoding import html_to_unicode
+
+from crawlcluster.errors import ConfigurationError, InvalidURL, NotHTML
+from crawlcluster.rendering import RenderOptions, render_mode
+from crawlcluster.urls import normalize_url
+
+__all__ = ["Request", "Response"]
+
+
+@dataclass
+class Request:
+    """A URL to crawl, and how.
+
+    ``callback`` is the name of a spider method (or the method itself); ``data`` is JSON
+    that reaches the callback as ``response.data``. ``priority`` is higher-first. The
+    fetch options (method, headers, cookies, body, timeout) are stored with the row, so
+    keep them small: they travel with every dispatch of the URL.
+
+    ``render`` picks who loads the page: False fetches it with httpx (cheap: thousands of
+    pages per second per node), True renders it in headless Chromium on a render worker
+    (a browser page each: a few pages per second per process, for pages whose content
+    JavaScript builds), and ``"auto"`` fetches first and renders only when the spider's
+    :meth:`Spider.needs_render` says the page needs it. ``render_options`` (a
+    :class:`~crawlcluster.rendering.RenderOptions` or its dict) says how to render. Left
+    unset (None), both take the spider's ``render`` and ``render_options``.
+    """
+
+    url: str
+    callback: str | Callable | None = None
+    method: str = "GET"
+    headers: dict[str, str] | None = None
+    cookies: dict[str, str] | None = None
+    body: str | None = None
+    timeout: float | None = None
+    priority: int = 0
+    data: Any = None
+    render: bool | str | None = None
+    render_options: RenderOptions | dict[str, Any] | None = None
+    # scheduling (see crawlcluster.scheduling): None takes the callback's @config, the
+    # spider's attribute, the project's setting, then the cluster default
+    retries: int | None = None
+    retry_delays: list[float] | None = None
+    retry_policy: str | None = None  # "quick" or "recurring" (crawlcluster.scheduling.RETRY_POLICIES)
+    age: int | None = None
+    itag: str | None = None
+    auto_recrawl: bool | None = None
+    force_update: bool = False
+    exetime: float | None = None
+    cancel: bool = False
+
+    def __post_init__(self) -> None:
+        if self.render is not None:
+            self.render = render_mode(self.render, self.url)
+        self.render_options = RenderOptions.coerce(self.render_options)
+
+    def callback_name(self, default: str = "parse") -> str:
+        if self.callback is None:
+            return default
+        if isinstance(self.callback, str):
+            return self.callback
+        name = getattr(self.callback, "__name__", None)
+        if not name:
+            raise ConfigurationError(f"callback {self.callback!r} of {self.url} must be a spider method or its name")
+        return name
+
+    def fetch_options(self) -> dict[str, Any] | None:
+        """The non-default fetch options, or None for a plain GET (most rows)."""
+        options: dict[str, Any] = {}
+        if self.method.upper() != "GET":
+            options["method"] = self.method.upper()
+        for key in ("headers", "cookies", "body", "timeout"):
+            value = getattr(self, key)
+            if value:
+                options[key] = value
+        if self.render:
+            options["render"] = self.render
+            render_options = self.render_options.to_dict() if self.render_options is not None else {}
+            if render_options:
+                options["render_options"] = render_options
+        return options or None
+
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+SKIPPED_SCHEMES = ("mailto:", "javascript:", "tel:", "data:", "ftp:", "file:", "about:", "sms:")
+
+
+def _detect_encoding(body: bytes) -> str | None:
+    try:
+        from charset_normalizer import from_bytes
+    except ImportError:  # pragma: no cover - a declared dependency
+        return None
+    best = from_bytes(body[:65536]).best()
+    return best.encoding if best is not None else None
+
+
+class Response:
+    """A fetched page as a callback sees it.
+
+    ``url`` is the page's URL, ``status`` its HTTP status, ``body`` the raw bytes, ``text``
+    the decoded text, ``data`` what the request passed along, ``depth`` its link depth.
+    HTML helpers (``css``, ``css_first``, ``title``, ``links``) raise :class:`NotHTML`
+    on other content types, naming the URL.
+
+    A page rendered in a browser (``rendered`` is True) has the HTML as the browser left
+    it, ``url`` is where the browser ended (after client-side redirects; the row keeps
+    the requested URL), and ``js_result`` is what the request's ``js_script`` returned.
+    """
+
+    def __init__(self, url: str, status: int, headers: dict[str, str], body: bytes, *, data: Any = None,
+                 depth: int = 0, js_result: Any = None, rendered: bool = False) -> None:
+        self.url = url
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.data = data
+        self.depth = depth
+        self.js_result = js_result
+        self.rendered = rendered
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.url}>"
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    @property
+    def is_html(self) -> bool:
+        ctype = self.content_type
+        if ctype in HTML_TYPES:
+            return True
+        if ctype:
+            return False
+        # no Content-Type: look at the first bytes as browsers do
+        head = self.body[:512].lstrip().lower()
+        return head.startswith((b"<!doctype html", b"<html"))
+
+    @cached_property
+    def _decoded(self) -> tuple[str, str]:
+        encoding, text = html_to_unicode(
+            self.headers.get("content-type"), self.body, default_encoding="utf-8", auto_detect_fun=_detect_encoding
+        )
+        return encoding, text
+
+    @property
+    def encoding(self) -> str:
+        return self._decoded[0]
+
+    @property
+    def text(self) -> str:
+        return self._decoded[1]
+
+    @cached_property
+    def tree(self) -> LexborHTMLParser:
+        if not self.is_html:
+            raise NotHTML(self.url, self.content_type)
+        return LexborHTMLParser(self.text)
+
+    @cached_property
+    def base_url(self) -> str:
+        base = self.tree.css_first("base[href]")
+        href = base.attributes.get("href") if base is not None else None
+        return urljoin(self.url, href.strip()) if href else self.url
+
+    def css(self, selector: str) -> list[LexborNode]:
+        return self.tree.css(selector)
+
+    def css_first(self, selector: str, default: Any = None) -> LexborNode | Any:
+        return self.tree.css_first(selector, default=default)
+
+    def visible_text(self) -> str:
+        """The body's text without scripts, styles, ``<noscript>`` and templates,
+        whitespace collapsed: what a reader sees before any script runs."""
+        tree = LexborHTMLParser(self.text)  # a copy: stripping must not change self.tree
+        tree.strip_tags(["script", "style", "noscript", "template"])
+        body = tree.body
+        return " ".join((body.text(separator=" ") if body is not None else "").split())
+
+    @property
+    def title(self) -> str | None:
+        node = self.tree.css_first("title")
+        return node.text(strip=True) if node is not None else None
+
+    def urljoin(self, url: str) -> str:
+        """``url`` made absolute against the page (its ``<base href>`` for HTML)."""
+        return urljoin(self.base_url if self.is_html else self.url, url)
+
+    def links(self) -> list[str]:
+        """Absolute, normalised http(s) URLs of the page's ``<a href>`` links, each once, in
+        page order; anchors without href, fragments-only and non-web schemes are skipped."""
+        seen: dict[str, None] = {}
+        base = self.base_url
+        for node in self.tree.css("a[href]"):
+            href = (node.attributes.get("href") or "").strip()
+            if not href or href.startswith("#") or href.lower().startswith(SKIPPED_SCHEMES):
+                continue
+            try:
+                seen.setdefault(normalize_url(href, base), None)
+            except InvalidURL:
+                continue
+        return list(seen)
+
+    def follow(self, url: str | LexborNode, callback: Any = None, **kwargs: Any) -> Request:
+        """A request for ``url`` (a string or an ``<a>`` node) relative to this page."""
+        if isinstance(url, LexborNode):
+            href = url.attributes.get("href")
+            if not href:
+                raise InvalidURL(str(url.html)[:80], "the node has no href")
+            url = href
+        return Request(self.urljoin(url), callback=callback, **kwargs)
+
+    def follow_all(self, css: str = "a[href]", callback: Any = None, **kwargs: Any) -> list[Request]:
+        """Requests for every ``href`` matched by ``css``; anchors without href are skipped."""
+        requests = []
+        for node in self.css(css):
+            href = (node.attributes.get("href") or "").strip()
+            if href and not href.startswith("#") and not href.lower().startswith(SKIPPED_SCHEMES):
+                requests.append(Request(self.urljoin(href), callback=callback, **kwargs))
+        return requests
