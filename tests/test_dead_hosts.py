@@ -102,6 +102,40 @@ def test_a_page_that_hangs_does_not_hold_back_the_pages_fetched_with_it(rough):
     assert sorted(r for wave in waves[1:] for r in wave) == [("/hang", "timeout"), ("/stall", "timeout")]
 
 
+def test_closing_the_fetcher_under_a_hanging_page_answers_the_thread_waiting_for_it(rough):
+    """A worker that stops while a page hangs closes its fetcher: the task thread waiting on
+    that page's batch gets an error at once instead of blocking (and the process's exit
+    with it) until the page's timeout or for ever."""
+    import threading
+
+    fetcher = Fetcher(user_agent="crawlcluster-test/1", connect_timeout_seconds=2, read_timeout_seconds=60,
+                      max_body_bytes=1 << 20, concurrency=4)
+    outcome: dict[str, object] = {}
+
+    def wait_for_waves() -> None:
+        try:
+            outcome["waves"] = [[(r.entry["id"], r.error.kind if r.error else r.status) for r in wave] for wave in
+                                fetcher.fetch_waves([{"id": "/page/1", "url": rough.url + "/page/1"},
+                                                     {"id": "/hang", "url": rough.url + "/hang"}])]
+        except BaseException as exc:  # noqa: BLE001 - what the waiting thread got is the point
+            outcome["error"] = exc
+        outcome["ended_at"] = time.monotonic()
+
+    waiter = threading.Thread(target=wait_for_waves, daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + 30
+    while not rough.hits("/hang") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rough.hits("/hang"), "the hanging page was never requested"
+    closed_at = time.monotonic()
+    fetcher.close()
+    waiter.join(timeout=20)
+    assert not waiter.is_alive(), "the thread waiting on the hanging page was left blocked"
+    # either an error, or the hanging page's own failure: never a page that answered
+    assert "error" in outcome or ("/hang", 200) not in [r for wave in outcome["waves"] for r in wave], outcome
+    assert float(outcome["ended_at"]) - closed_at < 15  # a bound of the close, far below the 60 s read timeout
+
+
 def test_a_host_whose_robots_txt_stays_unreachable_ends_its_rows_after_the_set_attempts(database, test_app):
     """The scheduler and the store engine for real, with the fetch stage run by hand on each
     published message: three dead hosts (no name, a refused port, robots.txt 500) end after

@@ -70,6 +70,18 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when - (time.time() if now is None else now))
 
 
+# put on a fetch run's result queue when the run itself ends (normally or not)
+_RUN_ENDED = object()
+
+
+async def _cancel_other_tasks() -> None:
+    """Cancel every task on this loop but the caller, and wait until they have ended."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 @dataclass
 class FetchResult:
     """What one fetch gave: a response (``status``, ``body``), a redirect, or an ``error``."""
@@ -205,6 +217,9 @@ class Fetcher:
         loop = self._loop
         if loop is None:
             return
+        # fetches still in flight (a worker stopping under a hanging page) are cancelled
+        # first, so the threads waiting on them get an answer instead of waiting for ever
+        asyncio.run_coroutine_threadsafe(_cancel_other_tasks(), loop).result(timeout=10)
         if self._client is not None:
             asyncio.run_coroutine_threadsafe(self._client.aclose(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
@@ -225,7 +240,7 @@ class Fetcher:
         waves as they finish: a wave is whatever finished within ``linger_seconds`` of its
         first result (the whole batch, when every page answers quickly)."""
         loop = self._ensure_loop()
-        finished: queue.Queue[FetchResult] = queue.Queue()
+        finished: queue.Queue[Any] = queue.Queue()
 
         async def run() -> None:
             await self._open_client()
@@ -236,27 +251,38 @@ class Fetcher:
             await asyncio.gather(*(one(entry) for entry in entries))
 
         future = asyncio.run_coroutine_threadsafe(run(), loop)
+        # the run's end is put on the queue too: a run cancelled by close() (or broken by a
+        # bug) ends the wait at once instead of leaving this thread blocked
+        future.add_done_callback(lambda _done: finished.put(_RUN_ENDED))
         remaining = len(entries)
         # every fetch ends within its total timeout; the bound only guards against a bug
         most_seconds = self.total_timeout_seconds + 60
         while remaining:
             try:
-                wave = [finished.get(timeout=most_seconds)]
+                first = finished.get(timeout=most_seconds)
             except queue.Empty:
                 future.cancel()
                 raise RuntimeError(f"{remaining} fetches gave no result within {most_seconds:g}s") from None
+            if first is _RUN_ENDED:
+                future.result(timeout=0)  # raises what broke the run (CancelledError after close())
+                raise RuntimeError(f"the fetch run ended with {remaining} fetches giving no result")
+            wave = [first]
             deadline = time.monotonic() + linger_seconds
             while len(wave) < remaining:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 try:
-                    wave.append(finished.get(timeout=left))
+                    item = finished.get(timeout=left)
                 except queue.Empty:
                     break
+                if item is _RUN_ENDED:
+                    finished.put(item)  # seen again by the next wait, once this wave is handed on
+                    break
+                wave.append(item)
             remaining -= len(wave)
             yield wave
-        future.result()
+        future.result(timeout=10)
 
     async def _open_client(self) -> None:
         if self._client is None:
