@@ -12,11 +12,11 @@ import time
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import and_, func, literal_column, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from crawlcluster import scheduling
 from crawlcluster.dispatch.robots import ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNKNOWN, ROBOTS_UNREACHABLE
+from crawlcluster.db import upsert
 from crawlcluster.schema import (
     CANCELLED,
     DISALLOWED,
@@ -86,10 +86,6 @@ def task_row(project: str, url: str, request: Any, *, spider: Any, project_setti
     return row
 
 
-def _insert(conn: Connection, table):
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
 def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]], max_pages: int | None = None,
                  reopen_failed: bool = False) -> int:
     """Insert the rows whose task id is new, in one statement; return how many were new.
@@ -122,7 +118,7 @@ def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]],
         candidates = candidates[:remaining]
         if not candidates:
             return 0
-    stmt = _insert(conn, crawl_tasks).values(candidates).on_conflict_do_nothing(index_elements=["task_id"])
+    stmt = upsert(conn, crawl_tasks, candidates, key=["task_id"])
     new_ids = set(conn.execute(stmt.returning(crawl_tasks.c.task_id)).scalars())
     inserted = len(new_ids)
     if recrawl:
@@ -380,11 +376,10 @@ def queue_row_now(conn: Connection, row: dict[str, Any], deadline_seconds: float
     now = time.time() if now is None else now
     values = {k: v for k, v in row.items() if not k.startswith("_")}
     values.update(status=QUEUED, queued_at=now, deadline_at=now + deadline_seconds, dispatch_count=1)
-    stmt = _insert(conn, crawl_tasks).values(values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["task_id"],
-        set_={"status": QUEUED, "queued_at": now, "deadline_at": now + deadline_seconds, "error": None, "error_kind": None,
-              "dispatch_count": crawl_tasks.c.dispatch_count + 1, "updated_at": now},
+    stmt = upsert(
+        conn, crawl_tasks, values, key=["task_id"],
+        update={"status": QUEUED, "queued_at": now, "deadline_at": now + deadline_seconds, "error": None,
+                "error_kind": None, "dispatch_count": crawl_tasks.c.dispatch_count + 1, "updated_at": now},
     ).returning(*DISPATCH_COLUMNS)
     return dict(conn.execute(stmt).one()._mapping)
 
@@ -733,10 +728,10 @@ def claim_due_timers(conn: Connection, now: float | None = None) -> list[tuple[s
 def set_timer(conn: Connection, project: str, name: str, interval_seconds: float, now: float | None = None) -> None:
     """Create or change a timer; its first run is one interval from now."""
     now = time.time() if now is None else now
-    insert = _insert(conn, project_timers).values(project=project, name=name, interval_seconds=interval_seconds,
-                                                  last_run_at=now, created_at=now)
-    conn.execute(insert.on_conflict_do_update(index_elements=["project", "name"],
-                                              set_={"interval_seconds": interval_seconds}))
+    values = {"project": project, "name": name, "interval_seconds": interval_seconds, "last_run_at": now,
+              "created_at": now}
+    conn.execute(upsert(conn, project_timers, values, key=["project", "name"],
+                        update={"interval_seconds": interval_seconds}))
 
 
 def project_row(conn: Connection, project: str) -> dict[str, Any] | None:
