@@ -19,7 +19,8 @@ from crawlcluster.schema import metadata, project_timers
 def _differences(url: str) -> list[Any]:
     engine = db.get_engine(url)  # migrates to head on first use
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+        opts = {"compare_type": True, "compare_server_default": True}
+        context = MigrationContext.configure(conn, opts=opts)
         return [diff for diff in compare_metadata(context, metadata) if not _is_alembic_version(diff)]
 
 
@@ -45,17 +46,19 @@ def _timers(url: str) -> dict[str, tuple[float, float | None]]:
 
 def _upsert_in_each_form(url: str) -> None:
     def row(name: str, interval: float, last: float) -> dict[str, Any]:
-        return {"project": "p", "name": name, "interval_seconds": interval, "last_run_at": last, "created_at": 1.0}
+        return {"project": "p", "name": name, "interval_seconds": interval, "last_run_at": last,
+                "created_at": 1.0}
 
     key = ["project", "name"]
     with db.get_engine(url).begin() as conn:
         conn.execute(db.upsert(conn, project_timers, [row("a", 10, 1), row("b", 20, 1)], key=key))
         # DO NOTHING: a known key keeps its row, a new one goes in
-        inserted = conn.execute(db.upsert(conn, project_timers, [row("a", 99, 99), row("c", 30, 1)], key=key)
-                                .returning(project_timers.c.name)).scalars().all()
+        stmt = db.upsert(conn, project_timers, [row("a", 99, 99), row("c", 30, 1)], key=key)
+        inserted = conn.execute(stmt.returning(project_timers.c.name)).scalars().all()
         assert inserted == ["c"]
         # DO UPDATE with a mapping
-        conn.execute(db.upsert(conn, project_timers, row("b", 21, 5), key=key, update={"interval_seconds": 21}))
+        conn.execute(db.upsert(conn, project_timers, row("b", 21, 5), key=key,
+                               update={"interval_seconds": 21}))
         # DO UPDATE from the rejected row, and only where the condition holds
         conn.execute(db.upsert(conn, project_timers, [row("a", 11, 7), row("c", 31, 7)], key=key,
                                update=lambda excluded: {"last_run_at": excluded.last_run_at},

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from crawlcluster import frontier, scheduling, settings, stats
 from crawlcluster.dispatch.robots import ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNREACHABLE, record_robots
+from crawlcluster.database import projects as lifecycle
 from crawlcluster.db import upsert
 from crawlcluster.urls import url_host
 from crawlcluster.schema import DONE, FAILED, results
@@ -114,10 +115,10 @@ def store_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> di
         failures = [p for p in pages if p["status"] == FAILED and p.get("cb") != ROBOTS_CALLBACK
                     and p["id"] not in retried and is_site_trouble(p)]
         successes = sum(1 for p in pages if p["status"] == DONE and p.get("cb") != ROBOTS_CALLBACK)
-        frontier.record_streak(conn, project, successes, len(failures),
-                               pause_after=settings.get("auto_pause_failures"),
-                               pause_seconds=settings.get("auto_pause_seconds"),
-                               last_error=failures[-1].get("error") if failures else None, now=now)
+        lifecycle.record_streak(conn, project, successes, len(failures),
+                                pause_after=settings.get("auto_pause_failures"),
+                                pause_seconds=settings.get("auto_pause_seconds"),
+                                last_error=failures[-1].get("error") if failures else None, now=now)
     return {
         "done": len(done_ids),
         "failed": sum(1 for p in pages if p["status"] == FAILED and p["id"] not in retried),
