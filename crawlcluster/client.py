@@ -18,10 +18,12 @@ from typing import IO, Any, Callable, Iterable, Iterator
 from sqlalchemy import func, select, update
 
 from crawlcluster import frontier, scheduling, stats
+from crawlcluster.database import projects as lifecycle
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch import lease
 from crawlcluster.errors import ConfigurationError, CrawlClusterError, InvalidURL, ProjectNotFound
-from crawlcluster.schema import CANCELLED, PAUSED, RUNNING, projects, render_hosts, render_workers, results, screenshots
+from crawlcluster.schema import (CANCELLED, PAUSED, projects, render_hosts, render_workers, results,
+                                 screenshots)
 from crawlcluster.spider import LinkSpider, Request, Spider, load_spider_class, spider_path
 from crawlcluster.urls import normalize_url, url_host
 
@@ -130,15 +132,15 @@ def submit(
     columns = {k: checked.pop(k) for k in scheduling.PROJECT_COLUMNS if k in checked}
     project_settings = {**((existing or {}).get("settings") or {}), **checked, "spider_kwargs": kwargs}
     rows = _seed_rows(project, requests, spider, project_settings, now)
-    values = {"spider": spider_path(spider_cls), "status": RUNNING, "settings": project_settings,
-              "max_pages": max_pages, "max_depth": max_depth, "updated_at": now, "finished_at": None, **columns}
+    values = {"spider": spider_path(spider_cls), "settings": project_settings, "max_pages": max_pages,
+              "max_depth": max_depth, **columns}
     # project and seeds in one transaction: the scheduler never sees a running project
     # with no rows and calls it finished
     with engine.begin() as conn:
         if existing is None:
-            conn.execute(projects.insert().values(name=project, created_at=now, tasks_created=0, **values))
+            lifecycle.create(conn, project, values, now)
         else:
-            conn.execute(update(projects).where(projects.c.name == project).values(**values))
+            lifecycle.resubmit(conn, project, values, now)
         added = frontier.insert_tasks(conn, project, rows, max_pages=max_pages, reopen_failed=True)
         for method_name in dir(spider_cls):
             interval = getattr(getattr(spider_cls, method_name, None), scheduling.EVERY_ATTR, None)
@@ -264,14 +266,9 @@ class Crawl:
             self._project(conn)
             reopened = frontier.reopen_failed_rows(conn, self.project, kind=kind, now=now)
             if reopened:
-                self._run_again(conn, now)
+                lifecycle.run_again(conn, self.project, now)
         logger.info("%s: %d failed rows due again", self.project, reopened)
         return reopened
-
-    def _run_again(self, conn: Any, now: float) -> None:
-        conn.execute(update(projects).where(projects.c.name == self.project).values(
-            status=RUNNING, finished_at=None, updated_at=now, consecutive_failures=0, paused_until=None,
-            pause_reason=None, delete_at=None))
 
     def is_idle(self, stats: dict[str, Any] | None = None) -> bool:
         stats = stats or self.stats(figures=False, waiting=False)
@@ -354,19 +351,6 @@ class Crawl:
         with self.engine.connect() as conn:
             return sorted(conn.execute(select(render_hosts.c.host).where(render_hosts.c.project == self.project)).scalars())
 
-    def _set_status(self, status: str, *, only_from: tuple[str, ...] | None = None) -> None:
-        with self.engine.begin() as conn:
-            self._project(conn)
-            stmt = update(projects).where(projects.c.name == self.project)
-            if only_from:
-                stmt = stmt.where(projects.c.status.in_(only_from))
-            extra: dict[str, Any] = {}
-            if status == PAUSED:  # (running again goes through _run_again, which also re-opens rows)
-                extra = {"paused_until": None, "pause_reason": "paused by the user"}
-            conn.execute(stmt.values(status=status, updated_at=time.time(), **extra))
-            if status == CANCELLED:
-                frontier.cancel_pending(conn, self.project)
-
     def configure(self, **values: Any) -> dict[str, Any]:
         """Change project settings while the crawl runs (the scheduler and workers pick
         them up within seconds): rate, burst, queue_limit, per_host_concurrency,
@@ -389,8 +373,11 @@ class Crawl:
         self.configure(rate=rate, **({"burst": burst} if burst is not None else {}))
 
     def pause(self) -> None:
-        """Stop dispatching this project's rows; rows already queued still finish."""
-        self._set_status(PAUSED, only_from=(RUNNING,))
+        """Stop dispatching this project's rows; rows already queued still finish. A project
+        that is not running (paused, finished, cancelled) stays as it is."""
+        with self.engine.begin() as conn:
+            self._project(conn)
+            lifecycle.pause(conn, self.project)
 
     def resume(self) -> int:
         """Dispatch again after :meth:`pause`, an auto-pause or :meth:`cancel` (a finished
@@ -401,7 +388,7 @@ class Crawl:
         with self.engine.begin() as conn:
             self._project(conn)
             reopened = frontier.reopen_cancelled(conn, self.project, now=now)
-            self._run_again(conn, now)
+            lifecycle.run_again(conn, self.project, now)
         return reopened
 
     def schedule(self, every_seconds: float) -> None:
@@ -423,9 +410,12 @@ class Crawl:
         when = time.time() + delay
         self.cancel()
         with self.engine.begin() as conn:
-            conn.execute(update(projects).where(projects.c.name == self.project).values(delete_at=when))
+            lifecycle.schedule_deletion(conn, self.project, when)
         return when
 
     def cancel(self) -> None:
         """Stop the crawl for good: pending rows become ``cancelled``."""
-        self._set_status(CANCELLED)
+        with self.engine.begin() as conn:
+            self._project(conn)
+            lifecycle.cancel(conn, self.project)
+            frontier.cancel_pending(conn, self.project)

@@ -12,10 +12,13 @@ import os
 import re
 import shlex
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, Union
 
-from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import Table, create_engine, event, inspect, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -113,6 +116,28 @@ def init_db(engine: Engine) -> None:
             return
         logger.info("migrating %s from %s to %s", engine.url.render_as_string(hide_password=True), current, head)
         command.upgrade(config, "head")
+
+
+Values = Union[Mapping[str, Any], Sequence[Mapping[str, Any]]]
+Changes = Union[Mapping[str, Any], Callable[[Any], Mapping[str, Any]]]
+
+
+def upsert(conn: Connection | Engine, table: Table, values: Values, *, key: Sequence[str],
+           update: Changes | None = None, where: Any = None) -> Any:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE SET update [WHERE where]`` for ``table``,
+    or ``DO NOTHING`` when ``update`` is None, in the dialect of ``conn`` (Postgres and SQLite
+    spell it the same, but SQLAlchemy builds it from each dialect's own ``insert``).
+
+    ``update`` is a mapping of column to new value, or a function that receives the
+    statement's ``excluded`` row (the values that did not go in) and returns that mapping,
+    for upserts that add to or copy from the rejected row. The statement is returned
+    unexecuted so that the caller can add ``.returning(...)``."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(table).values(values if isinstance(values, Mapping) else list(values))
+    if update is None:
+        return stmt.on_conflict_do_nothing(index_elements=list(key))
+    changes = update(stmt.excluded) if callable(update) else update
+    return stmt.on_conflict_do_update(index_elements=list(key), set_=dict(changes), where=where)
 
 
 def table_names(engine: Engine) -> list[str]:

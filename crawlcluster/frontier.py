@@ -12,11 +12,12 @@ import time
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import and_, func, literal_column, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from crawlcluster import scheduling
 from crawlcluster.dispatch.robots import ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNKNOWN, ROBOTS_UNREACHABLE
+from crawlcluster.database import projects as lifecycle
+from crawlcluster.db import upsert
 from crawlcluster.schema import (
     CANCELLED,
     DISALLOWED,
@@ -25,7 +26,6 @@ from crawlcluster.schema import (
     FINISHED,
     PENDING,
     QUEUED,
-    PAUSED,
     RUNNING,
     TASK_STATES,
     crawl_tasks,
@@ -86,10 +86,6 @@ def task_row(project: str, url: str, request: Any, *, spider: Any, project_setti
     return row
 
 
-def _insert(conn: Connection, table):
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
 def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]], max_pages: int | None = None,
                  reopen_failed: bool = False) -> int:
     """Insert the rows whose task id is new, in one statement; return how many were new.
@@ -122,7 +118,7 @@ def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]],
         candidates = candidates[:remaining]
         if not candidates:
             return 0
-    stmt = _insert(conn, crawl_tasks).values(candidates).on_conflict_do_nothing(index_elements=["task_id"])
+    stmt = upsert(conn, crawl_tasks, candidates, key=["task_id"])
     new_ids = set(conn.execute(stmt.returning(crawl_tasks.c.task_id)).scalars())
     inserted = len(new_ids)
     if recrawl:
@@ -380,11 +376,10 @@ def queue_row_now(conn: Connection, row: dict[str, Any], deadline_seconds: float
     now = time.time() if now is None else now
     values = {k: v for k, v in row.items() if not k.startswith("_")}
     values.update(status=QUEUED, queued_at=now, deadline_at=now + deadline_seconds, dispatch_count=1)
-    stmt = _insert(conn, crawl_tasks).values(values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["task_id"],
-        set_={"status": QUEUED, "queued_at": now, "deadline_at": now + deadline_seconds, "error": None, "error_kind": None,
-              "dispatch_count": crawl_tasks.c.dispatch_count + 1, "updated_at": now},
+    stmt = upsert(
+        conn, crawl_tasks, values, key=["task_id"],
+        update={"status": QUEUED, "queued_at": now, "deadline_at": now + deadline_seconds, "error": None,
+                "error_kind": None, "dispatch_count": crawl_tasks.c.dispatch_count + 1, "updated_at": now},
     ).returning(*DISPATCH_COLUMNS)
     return dict(conn.execute(stmt).one()._mapping)
 
@@ -543,18 +538,6 @@ def running_projects(conn: Connection) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-def mark_finished(conn: Connection, project: str, seen_updated_at: float | None = None, now: float | None = None) -> bool:
-    """Mark a running project finished; False if it was no longer running, or if it changed
-    since the caller read it at ``seen_updated_at`` (a submit or resume that raced with
-    the caller's "nothing open" check must not be marked finished)."""
-    now = time.time() if now is None else now
-    stmt = update(projects).where(projects.c.name == project, projects.c.status == RUNNING)
-    if seen_updated_at is not None:
-        stmt = stmt.where(projects.c.updated_at == seen_updated_at)
-    result = conn.execute(stmt.values(status=FINISHED, finished_at=now, updated_at=now))
-    return result.rowcount == 1
-
-
 def cancel_pending(conn: Connection, project: str, now: float | None = None) -> int:
     """Turn every pending row of ``project`` into cancelled; return how many."""
     now = time.time() if now is None else now
@@ -655,52 +638,12 @@ def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: f
     return changed
 
 
-def record_streak(conn: Connection, project: str, successes: int, failures: int, *, pause_after: int,
-                  pause_seconds: float, last_error: str | None, now: float | None = None) -> bool:
-    """Track a project's run of consecutive failures; pause it for ``pause_seconds`` when the
-    run reaches ``pause_after`` (0 disables). Returns True when this call paused it."""
-    now = time.time() if now is None else now
-    if successes:
-        conn.execute(update(projects).where(projects.c.name == project, projects.c.consecutive_failures != 0)
-                     .values(consecutive_failures=0))
-        return False
-    if not failures:
-        return False
-    streak = conn.execute(
-        update(projects).where(projects.c.name == project)
-        .values(consecutive_failures=projects.c.consecutive_failures + failures)
-        .returning(projects.c.consecutive_failures)
-    ).scalar()
-    if not pause_after or streak is None or streak < pause_after:
-        return False
-    result = conn.execute(
-        update(projects).where(projects.c.name == project, projects.c.status == RUNNING)
-        .values(status=PAUSED, paused_until=now + pause_seconds, updated_at=now,
-                pause_reason=f"{streak} consecutive failures (last: {last_error}); trying again at "
-                             f"{time.strftime('%H:%M:%S', time.gmtime(now + pause_seconds))} UTC")
-    )
-    if result.rowcount:
-        logger.warning("project %s paused after %d consecutive failures", project, streak)
-    return result.rowcount == 1
-
-
-def resume_auto_paused(conn: Connection, now: float | None = None) -> list[str]:
-    """Auto-paused projects whose pause is over go back to running, on trial (their failure
-    run is kept until a success clears it)."""
-    now = time.time() if now is None else now
-    stmt = (update(projects).where(projects.c.status == PAUSED, projects.c.paused_until <= now)
-            .values(status=RUNNING, paused_until=None, updated_at=now).returning(projects.c.name))
-    return list(conn.execute(stmt).scalars())
-
-
 def delete_due_projects(conn: Connection, batch_rows: int, now: float | None = None) -> list[str]:
     """Remove rows and results of stopped projects past their delete_at, a bounded batch per
     call; a project whose rows are all gone is removed too. Returns the projects removed."""
     now = time.time() if now is None else now
     removed = []
-    names = conn.execute(select(projects.c.name).where(projects.c.delete_at <= now,
-                                                       projects.c.status != RUNNING)).scalars().all()
-    for name in names:
+    for name in lifecycle.due_for_deletion(conn, now):
         # results, then each half of the rows through its index (queued rows of a stopped
         # project are rows whose messages were lost)
         steps = [(results, (results.c.project == name,))] + [(crawl_tasks, half) for half in _project_rows(name)]
@@ -708,7 +651,7 @@ def delete_due_projects(conn: Connection, batch_rows: int, now: float | None = N
             chunk = select(table.c.task_id).where(*conditions).limit(batch_rows).scalar_subquery()
             conn.execute(table.delete().where(table.c.task_id.in_(chunk)))
         if not any(conn.execute(select(table.c.task_id).where(*conditions).limit(1)).first() for table, conditions in steps):
-            conn.execute(projects.delete().where(projects.c.name == name))
+            lifecycle.remove(conn, name)
             removed.append(name)
     return removed
 
@@ -733,10 +676,10 @@ def claim_due_timers(conn: Connection, now: float | None = None) -> list[tuple[s
 def set_timer(conn: Connection, project: str, name: str, interval_seconds: float, now: float | None = None) -> None:
     """Create or change a timer; its first run is one interval from now."""
     now = time.time() if now is None else now
-    insert = _insert(conn, project_timers).values(project=project, name=name, interval_seconds=interval_seconds,
-                                                  last_run_at=now, created_at=now)
-    conn.execute(insert.on_conflict_do_update(index_elements=["project", "name"],
-                                              set_={"interval_seconds": interval_seconds}))
+    values = {"project": project, "name": name, "interval_seconds": interval_seconds, "last_run_at": now,
+              "created_at": now}
+    conn.execute(upsert(conn, project_timers, values, key=["project", "name"],
+                        update={"interval_seconds": interval_seconds}))
 
 
 def project_row(conn: Connection, project: str) -> dict[str, Any] | None:

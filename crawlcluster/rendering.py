@@ -17,9 +17,9 @@ import time
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from crawlcluster.db import upsert
 from crawlcluster.errors import ConfigurationError
 from crawlcluster.schema import render_hosts
 
@@ -148,16 +148,12 @@ def render_mode(value: Any, where: str) -> bool | str:
 
 # -- render="auto": the hosts that need a browser ----------------------------------------
 
-def _insert(conn: Connection):
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(render_hosts)
-
-
 def remember_render_host(conn: Connection, project: str, host: str, url: str, reason: str,
                          now: float | None = None) -> bool:
     """Remember that ``host`` needs a browser in ``project``; True when it was new."""
     now = time.time() if now is None else now
-    stmt = _insert(conn).values(project=project, host=host, first_url=url, reason=reason, created_at=now)
-    inserted = conn.execute(stmt.on_conflict_do_nothing(index_elements=["project", "host"])
+    values = {"project": project, "host": host, "first_url": url, "reason": reason, "created_at": now}
+    inserted = conn.execute(upsert(conn, render_hosts, values, key=["project", "host"])
                             .returning(render_hosts.c.host)).first()
     if inserted is not None:
         logger.info("project %s: %s needs a browser (%s, first seen at %s)", project, host, reason, url)

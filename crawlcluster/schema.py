@@ -3,7 +3,9 @@ screenshots and render_workers.
 
 Times are unix seconds (double precision) so that Postgres and SQLite compare them the
 same way and the scheduler's "due now" query is a plain index range. The Alembic
-migrations in ``crawlcluster/migrations`` create exactly these tables.
+migrations in ``crawlcluster/migrations`` create exactly these tables (tests/test_schema.py
+compares a freshly migrated database with them); each table is declared whole here, in
+reading order, while the migrations keep the history of how its columns arrived.
 """
 
 from __future__ import annotations
@@ -42,14 +44,23 @@ projects = Table(
     "projects",
     metadata,
     Column("name", String(200), primary_key=True),
-    Column("spider", String(500), nullable=False),
+    Column("spider", String(500), nullable=False),  # import path of the spider class
+    # running, paused, finished or cancelled; every write goes through crawlcluster.projects
     Column("status", String(16), nullable=False, server_default=RUNNING),
+    # why a paused project is paused ("paused by the user", or the failure streak that
+    # auto-paused it) (migration 0004)
+    Column("pause_reason", Text),
+    Column("paused_until", Double),  # auto-paused until then, then a trial batch (0004)
+    # fetches in a row that failed; the auto-pause counts these (migration 0004)
+    Column("consecutive_failures", Integer, nullable=False, server_default=text("0")),
+    Column("delete_at", Double),  # a cancelled project's rows and results go then (0004)
     Column("settings", JSONType, nullable=False, server_default=text("'{}'")),
     Column("max_pages", BigInteger),
     Column("max_depth", Integer),
-    Column("rate", Double),
+    Column("rate", Double),  # token bucket: dispatches per second and burst size
     Column("burst", Double),
-    Column("queue_limit", Integer),
+    Column("queue_limit", Integer),  # most rows of the project queued at once
+    # rows ever inserted, the budget max_pages bounds
     Column("tasks_created", BigInteger, nullable=False, server_default=text("0")),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
@@ -59,23 +70,33 @@ projects = Table(
 crawl_tasks = Table(
     "crawl_tasks",
     metadata,
+    # a stable hash of project and normalised URL (plus method and body when they differ)
     Column("task_id", String(32), primary_key=True),
     Column("project", String(200), nullable=False),
     Column("url", Text, nullable=False),
     Column("host", String(300), nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # one of TASK_STATES
     Column("priority", Integer, nullable=False, server_default=text("0")),
     Column("depth", Integer, nullable=False, server_default=text("0")),
+    # the spider method that parses the page; "__robots__" marks a host's robots.txt row
     Column("callback", String(200), nullable=False, server_default="parse"),
     # method, headers, cookies, body, timeout, proxy, render options, redirect chain;
     # NULL for a plain GET, which is most rows
     Column("fetch", JSONType),
-    Column("data", JSONType),
+    Column("data", JSONType),  # what the spider passed on to the callback
+    # schedule: re-crawl age in seconds, the itag that forces a re-crawl when it changes,
+    # and with auto_recrawl=True a done row becomes due again every `age` seconds
     Column("age", Integer),
     Column("itag", String(200)),
+    Column("auto_recrawl", Boolean, nullable=False, server_default=false()),
     Column("retries_left", Integer, nullable=False, server_default=text("0")),
-    Column("next_run_at", Double, nullable=False),
+    # fetches of the row that timed out since it was last fetched fine (or re-opened): the
+    # retry policy's timeout_retries bounds these alone, whatever other failures came
+    # before (migration 0010)
+    Column("timeouts", Integer, nullable=False, server_default=text("0")),
+    Column("next_run_at", Double, nullable=False),  # due time of a pending row
     Column("queued_at", Double),
+    # a queued row still queued after this lost its message and is sent again
     Column("deadline_at", Double),
     Column("dispatch_count", Integer, nullable=False, server_default=text("0")),
     Column("status_code", Integer),
@@ -83,8 +104,8 @@ crawl_tasks = Table(
     # what kind of failure ended (or is retrying) the row: http, timeout, dns, connect,
     # robots, redirect, callback, ... (migration 0008); NULL for rows that did not fail
     Column("error_kind", String(32)),
-    Column("final_url", Text),
-    Column("etag", String(500)),
+    Column("final_url", Text),  # where redirects ended
+    Column("etag", String(500)),  # for conditional re-crawls
     Column("last_modified", String(100)),
     Column("fetched_at", Double),
     Column("created_at", Double, nullable=False),
@@ -205,30 +226,24 @@ hosts = Table(
     "hosts",
     metadata,
     Column("host", String(300), primary_key=True),
+    # unknown, fetching, ok, missing, error (retrying) or unreachable: what robots.txt gave
     Column("robots_status", String(16), nullable=False, server_default="unknown"),
     Column("robots_body", Text),
     Column("crawl_delay", Double),
     Column("robots_fetched_at", Double),
     Column("robots_expires_at", Double),
+    # failed robots.txt fetches in a row and the last one's reason (migration 0009): after
+    # CRAWLCLUSTER_ROBOTS_ERROR_ATTEMPTS the host is unreachable and its rows fail
+    Column("robots_failures", Integer, nullable=False, server_default="0"),
+    Column("robots_error", Text),
     Column("blocked_until", Double),
     Column("updated_at", Double, nullable=False),
 )
-# failed robots.txt fetches in a row and the last one's reason (migration 0009): after
-# CRAWLCLUSTER_ROBOTS_ERROR_ATTEMPTS the host is unreachable and its rows fail
-hosts.append_column(Column("robots_failures", Integer, nullable=False, server_default="0"))
-hosts.append_column(Column("robots_error", Text))
-# auto_recrawl=True: a done row becomes due again every `age` seconds
-crawl_tasks.append_column(Column("auto_recrawl", Boolean, nullable=False, server_default=false()))
 
 # (migration 0006 dropped ix_crawl_tasks_queued_host: the per-host count of queued rows
 # reads them through ix_crawl_tasks_stale, and each index over queued rows slows claims)
 
 # -- scheduler state (migration 0004) -----------------------------------------------------
-
-projects.append_column(Column("consecutive_failures", Integer, nullable=False, server_default=text("0")))
-projects.append_column(Column("paused_until", Double))  # auto-paused until then, then a trial batch
-projects.append_column(Column("pause_reason", Text))
-projects.append_column(Column("delete_at", Double))  # a cancelled project's rows and results go then
 
 # the single dispatching beat holds this lease; token is the fencing token
 scheduler_lease = Table(
@@ -275,9 +290,3 @@ crawl_stats = Table(
     *[Column(name, BigInteger, nullable=False, server_default=text("0")) for name in LATENCY_COLUMNS],
 )
 Index("ix_crawl_stats_minute", crawl_stats.c.project, crawl_stats.c.minute)
-
-# -- timeouts counted apart from other retries (migration 0010) ----------------------------
-
-# fetches of the row that timed out since it was last fetched fine (or re-opened): the
-# retry policy's timeout_retries bounds these alone, whatever other failures came before
-crawl_tasks.append_column(Column("timeouts", Integer, nullable=False, server_default=text("0")))

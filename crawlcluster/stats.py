@@ -14,9 +14,9 @@ import time
 from typing import Any, Iterable
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from crawlcluster.db import upsert
 from crawlcluster.schema import (
     CANCELLED,
     DONE,
@@ -77,10 +77,9 @@ def record_batch(conn: Connection, project: str, pages: Iterable[dict[str, Any]]
             row["failed"] += 1
     if not rows:
         return
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(crawl_stats)
-    stmt = insert.values(list(rows.values()))
-    added = {name: getattr(crawl_stats.c, name) + getattr(stmt.excluded, name) for name in (*COUNTERS, *LATENCY_COLUMNS)}
-    conn.execute(stmt.on_conflict_do_update(index_elements=["project", "host", "minute"], set_=added))
+    conn.execute(upsert(conn, crawl_stats, list(rows.values()), key=["project", "host", "minute"],
+                        update=lambda excluded: {name: getattr(crawl_stats.c, name) + getattr(excluded, name)
+                                                 for name in (*COUNTERS, *LATENCY_COLUMNS)}))
 
 
 def _sums(conn: Connection, project: str, since: float | None = None, by_host: bool = False) -> Any:

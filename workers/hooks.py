@@ -14,8 +14,9 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from crawlcluster import frontier
+from crawlcluster.database import projects as lifecycle
 from crawlcluster.errors import InvalidURL
-from crawlcluster.schema import DONE, FAILED, FINISHED, PENDING, RUNNING, crawl_tasks, project_timers, projects
+from crawlcluster.schema import DONE, FAILED, PENDING, crawl_tasks, project_timers
 from crawlcluster.scheduling import EVERY_ATTR
 from crawlcluster.spider import Request
 from crawlcluster.urls import normalize_url
@@ -81,7 +82,6 @@ def run_timer(engine: Engine, project: str, timer: str) -> int:
                 crawl_tasks.c.status.in_((DONE, FAILED)), crawl_tasks.c.fetched_at <= now - interval * 0.9,
             ).values(status=PENDING, next_run_at=now, error=None, error_kind=None, updated_at=now))
         if frontier.has_open_tasks(conn, project):
-            conn.execute(update(projects).where(projects.c.name == project, projects.c.status == FINISHED)
-                         .values(status=RUNNING, finished_at=None, updated_at=now))
+            lifecycle.reopen_finished(conn, project, now)
     logger.info("timer %s of %s: %d requests, %d new", timer, project, len(rows), added)
     return len(rows)

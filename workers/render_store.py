@@ -13,16 +13,12 @@ import time
 from typing import Any, Iterable
 
 from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from crawlcluster.db import upsert
 from crawlcluster.schema import render_workers, screenshots
 
 logger = logging.getLogger(__name__)
-
-
-def _insert(engine: Engine, table):
-    return (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 def save_screenshots(engine: Engine, project: str, shots: Iterable[tuple[str, str, bytes]]) -> int:
@@ -43,7 +39,7 @@ def record_render_worker(engine: Engine, hostname: str, stats: dict[str, Any], s
     values = {key: stats[key] for key in ("browser_pid", "browsers_launched", "pages_rendered", "render_failures",
                                           "recycles", "crashes", "hung_kills", "browser_pss_bytes", "browser_rss_bytes")}
     values["updated_at"] = now
-    stmt = _insert(engine, render_workers).values(
-        worker=f"{hostname}:{os.getpid()}", hostname=hostname, pid=os.getpid(), started_at=started_at, **values)
+    row = {"worker": f"{hostname}:{os.getpid()}", "hostname": hostname, "pid": os.getpid(), "started_at": started_at,
+           **values}
     with engine.begin() as conn:
-        conn.execute(stmt.on_conflict_do_update(index_elements=["worker"], set_=values))
+        conn.execute(upsert(conn, render_workers, row, key=["worker"], update=values))

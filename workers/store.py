@@ -13,11 +13,12 @@ import time
 from typing import Any
 
 from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from crawlcluster import frontier, scheduling, settings, stats
 from crawlcluster.dispatch.robots import ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNREACHABLE, record_robots
+from crawlcluster.database import projects as lifecycle
+from crawlcluster.db import upsert
 from crawlcluster.urls import url_host
 from crawlcluster.schema import DONE, FAILED, results
 
@@ -104,13 +105,9 @@ def store_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> di
         if done_ids:
             conn.execute(delete(results).where(results.c.task_id.in_(done_ids)))
         if item_rows:
-            insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(results)
-            stmt = insert.values(item_rows)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["task_id", "item_index"],
-                set_={"item": stmt.excluded.item, "url": stmt.excluded.url, "updated_at": stmt.excluded.updated_at},
-            )
-            conn.execute(stmt)
+            conn.execute(upsert(conn, results, item_rows, key=["task_id", "item_index"],
+                                update=lambda excluded: {"item": excluded.item, "url": excluded.url,
+                                                         "updated_at": excluded.updated_at}))
         frontier.record_outcomes(conn, outcomes, now=now)
         stats.record_batch(conn, project, pages, retried, now=now)
         # a streak counts rows that ended failed (a retry is still open) because their site
@@ -118,10 +115,10 @@ def store_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> di
         failures = [p for p in pages if p["status"] == FAILED and p.get("cb") != ROBOTS_CALLBACK
                     and p["id"] not in retried and is_site_trouble(p)]
         successes = sum(1 for p in pages if p["status"] == DONE and p.get("cb") != ROBOTS_CALLBACK)
-        frontier.record_streak(conn, project, successes, len(failures),
-                               pause_after=settings.get("auto_pause_failures"),
-                               pause_seconds=settings.get("auto_pause_seconds"),
-                               last_error=failures[-1].get("error") if failures else None, now=now)
+        lifecycle.record_streak(conn, project, successes, len(failures),
+                                pause_after=settings.get("auto_pause_failures"),
+                                pause_seconds=settings.get("auto_pause_seconds"),
+                                last_error=failures[-1].get("error") if failures else None, now=now)
     return {
         "done": len(done_ids),
         "failed": sum(1 for p in pages if p["status"] == FAILED and p["id"] not in retried),

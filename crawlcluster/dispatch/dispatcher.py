@@ -18,6 +18,7 @@ from typing import Any
 from celery import Celery
 
 from crawlcluster import frontier, settings
+from crawlcluster.database import projects as lifecycle
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.claim import Claim, ClaimReader
 from crawlcluster.dispatch.housekeeping import Housekeeping, InFlightCounts
@@ -162,7 +163,7 @@ class Dispatcher:
         """Mark ``project`` finished when it has nothing pending or queued; commit the claim."""
         name, conn = project["name"], claim.conn
         finished = (not frontier.has_open_tasks(conn, name)
-                    and frontier.mark_finished(conn, name, project["updated_at"]))
+                    and lifecycle.finish(conn, name, project["updated_at"]))
         self.lease.fence_or_raise(conn)
         claim.transaction.commit()
         conn.close()

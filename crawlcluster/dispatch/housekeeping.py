@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 from sqlalchemy.engine import Connection
 
 from crawlcluster import frontier
+from crawlcluster.database import projects as lifecycle
 from crawlcluster.dispatch.claim import Claim
 from crawlcluster.dispatch.lease import LeaderLease
 
@@ -102,7 +103,7 @@ class Housekeeping:
         """Auto-paused projects back on trial, due @every timers, due deletions."""
         with conn.begin():
             self.lease.fence_or_raise(conn)
-            for name in frontier.resume_auto_paused(conn, now):
+            for name in lifecycle.resume_auto_paused(conn, now):
                 logger.warning("project %s resumes on trial after its auto-pause", name)
             timers = frontier.claim_due_timers(conn, now)
             if now - self._last_cleanup >= CLEANUP_SECONDS:

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from crawlcluster.db import upsert
 from crawlcluster.errors import CrawlClusterError
 from crawlcluster.schema import scheduler_lease
 from crawlcluster.stats import duration
@@ -80,13 +80,12 @@ class LeaderLease:
         if self.token is not None:
             logger.warning("lost the scheduler lease (token %s); standing by", self.token)
             self.token = None
-        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(scheduler_lease)
-        stmt = insert.values(name=self.name, holder=self.holder, token=1, expires_at=now + self.ttl_seconds,
-                             updated_at=now)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["name"],
-            set_={"holder": self.holder, "token": scheduler_lease.c.token + 1,
-                  "expires_at": now + self.ttl_seconds, "updated_at": now},
+        values = {"name": self.name, "holder": self.holder, "token": 1, "expires_at": now + self.ttl_seconds,
+                  "updated_at": now}
+        stmt = upsert(
+            conn, scheduler_lease, values, key=["name"],
+            update={"holder": self.holder, "token": scheduler_lease.c.token + 1,
+                    "expires_at": now + self.ttl_seconds, "updated_at": now},
             where=scheduler_lease.c.expires_at < now,
         ).returning(scheduler_lease.c.token)
         token = conn.execute(stmt).scalar()

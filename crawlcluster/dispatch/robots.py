@@ -24,9 +24,9 @@ from typing import Any
 
 from protego import Protego
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from crawlcluster.db import upsert
 from crawlcluster.schema import hosts
 
 logger = logging.getLogger(__name__)
@@ -115,9 +115,8 @@ class RobotsCache:
 
 
 def upsert_host(conn: Connection, host: str, now: float, **values: Any) -> None:
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(hosts)
-    stmt = insert.values(host=host, updated_at=now, **values)
-    conn.execute(stmt.on_conflict_do_update(index_elements=["host"], set_={"updated_at": now, **values}))
+    conn.execute(upsert(conn, hosts, {"host": host, "updated_at": now, **values}, key=["host"],
+                        update={"updated_at": now, **values}))
 
 
 def record_robots(conn: Connection, host: str, *, body: str | None, status_code: int | None, error: str | None,

@@ -1,0 +1,74 @@
+"""The schema the Alembic migrations build is the schema ``crawlcluster/schema.py`` declares:
+Alembic's autogenerate comparison of a freshly migrated Postgres and SQLite database against
+the declared metadata finds no difference (tables, columns, types, nullability, server
+defaults, indexes). A migration that forgets a change, or a declaration that forgets a
+migration, fails here. Also the one upsert helper every INSERT ... ON CONFLICT goes through."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select
+
+from crawlcluster import db
+from crawlcluster.schema import metadata, project_timers
+
+
+def _differences(url: str) -> list[Any]:
+    engine = db.get_engine(url)  # migrates to head on first use
+    with engine.connect() as conn:
+        opts = {"compare_type": True, "compare_server_default": True}
+        context = MigrationContext.configure(conn, opts=opts)
+        return [diff for diff in compare_metadata(context, metadata) if not _is_alembic_version(diff)]
+
+
+def _is_alembic_version(diff: Any) -> bool:
+    # Alembic's own bookkeeping table is not part of crawlcluster's schema
+    return isinstance(diff, tuple) and diff[0] == "remove_table" and diff[1].name == "alembic_version"
+
+
+def test_migrated_postgres_equals_the_declared_schema(pg: str) -> None:
+    assert _differences(pg) == []
+
+
+def test_migrated_sqlite_equals_the_declared_schema(sqlite_url: str) -> None:
+    assert _differences(sqlite_url) == []
+
+
+def _timers(url: str) -> dict[str, tuple[float, float | None]]:
+    with db.get_engine(url).connect() as conn:
+        rows = conn.execute(select(project_timers.c.name, project_timers.c.interval_seconds,
+                                   project_timers.c.last_run_at))
+        return {name: (interval, last) for name, interval, last in rows}
+
+
+def _upsert_in_each_form(url: str) -> None:
+    def row(name: str, interval: float, last: float) -> dict[str, Any]:
+        return {"project": "p", "name": name, "interval_seconds": interval, "last_run_at": last,
+                "created_at": 1.0}
+
+    key = ["project", "name"]
+    with db.get_engine(url).begin() as conn:
+        conn.execute(db.upsert(conn, project_timers, [row("a", 10, 1), row("b", 20, 1)], key=key))
+        # DO NOTHING: a known key keeps its row, a new one goes in
+        stmt = db.upsert(conn, project_timers, [row("a", 99, 99), row("c", 30, 1)], key=key)
+        inserted = conn.execute(stmt.returning(project_timers.c.name)).scalars().all()
+        assert inserted == ["c"]
+        # DO UPDATE with a mapping
+        conn.execute(db.upsert(conn, project_timers, row("b", 21, 5), key=key,
+                               update={"interval_seconds": 21}))
+        # DO UPDATE from the rejected row, and only where the condition holds
+        conn.execute(db.upsert(conn, project_timers, [row("a", 11, 7), row("c", 31, 7)], key=key,
+                               update=lambda excluded: {"last_run_at": excluded.last_run_at},
+                               where=project_timers.c.interval_seconds < 20))
+    assert _timers(url) == {"a": (10, 7), "b": (21, 1), "c": (30, 1)}
+
+
+def test_upsert_inserts_skips_updates_and_copies_from_the_rejected_row_on_postgres(pg: str) -> None:
+    _upsert_in_each_form(pg)
+
+
+def test_upsert_inserts_skips_updates_and_copies_from_the_rejected_row_on_sqlite(sqlite_url: str) -> None:
+    _upsert_in_each_form(sqlite_url)
