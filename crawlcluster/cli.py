@@ -539,7 +539,7 @@ def schedule(project: str, every: float) -> None:
 @click.argument("project")
 @click.option("--after", type=Duration(), help="Keep the data this long first (default: a day).")
 def delete(project: str, after: float | None) -> None:
-    """Cancel PROJECT and remove its rows and results after a delay (`resume` undoes it)."""
+    """Cancel PROJECT and remove its rows and results after a delay (`resume` or a new submit undoes it)."""
     from crawlcluster.client import Crawl
 
     try:

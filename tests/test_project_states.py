@@ -177,8 +177,16 @@ def test_a_submit_runs_a_known_project_again_with_its_new_columns(conn: Connecti
     assert (after["status"], after["finished_at"], after["updated_at"]) == (RUNNING, None, T0 + 9)
     assert after["max_pages"] == 7
     # a submit changes the state and the columns it names, nothing else
-    kept = ("pause_reason", "paused_until", "consecutive_failures", "delete_at", "created_at", "spider")
+    kept = ("pause_reason", "paused_until", "consecutive_failures", "created_at", "spider")
     assert {k: after[k] for k in kept} == {k: before[k] for k in kept}
+
+
+def test_a_submit_drops_a_planned_deletion(conn: Connection) -> None:
+    in_state(conn, CANCELLED)
+    assert lifecycle.schedule_deletion(conn, "p", T0 + 100)
+    assert lifecycle.resubmit(conn, "p", {}, now=T0 + 50)
+    assert row(conn)["delete_at"] is None
+    assert lifecycle.due_for_deletion(conn, now=T0 + 10**6) == []
 
 
 def test_a_deleted_project_goes_once_its_time_has_passed_and_nothing_moves_it_again(
@@ -201,7 +209,9 @@ def test_a_deleted_project_goes_once_its_time_has_passed_and_nothing_moves_it_ag
 def test_a_running_project_is_not_deleted_even_past_its_time(conn: Connection) -> None:
     in_state(conn, CANCELLED)
     lifecycle.schedule_deletion(conn, "p", T0 + 100)
-    lifecycle.resubmit(conn, "p", {}, now=T0 + 50)  # a submit keeps the planned deletion, but runs
+    # running again by a path that keeps delete_at (none of the module's does today)
+    conn.execute(projects.update().where(projects.c.name == "p").values(status=RUNNING))
+    assert row(conn)["delete_at"] == T0 + 100
     assert lifecycle.due_for_deletion(conn, now=T0 + 10**6) == []
 
 

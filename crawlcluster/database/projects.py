@@ -72,9 +72,12 @@ def create(conn: Connection, name: str, columns: Mapping[str, Any], now: float |
 
 def resubmit(conn: Connection, name: str, columns: Mapping[str, Any], now: float | None = None) -> bool:
     """A submit to a known project, in whatever state: it runs again with ``columns``
-    changed. Its pause fields, failure run and any planned deletion stay as they were."""
+    changed. Its pause fields and failure run stay as they were; a planned deletion is
+    dropped (new work means the project is wanted: left in place, housekeeping would remove
+    the new crawl's results with the old ones once it finished)."""
     now = _now(now)
-    result = conn.execute(_named(name).values(**columns, status=RUNNING, finished_at=None, updated_at=now))
+    result = conn.execute(_named(name).values(**columns, status=RUNNING, finished_at=None, delete_at=None,
+                                              updated_at=now))
     return result.rowcount == 1
 
 
