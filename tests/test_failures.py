@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,17 @@ def flaky_site(site: ScriptedSite, healthy: dict[str, bool]) -> None:
     site.route("/ok", lambda n, _h: page("Fine"))
 
 
+def finished_stats(crawl: crawlcluster.Crawl, timeout: float = 15) -> dict:
+    """``crawl.wait()`` returns once nothing is pending or queued; the scheduler marks the
+    project finished on its next tick: wait for that too (bounded)."""
+    stats = crawl.wait(timeout=60)
+    deadline = time.monotonic() + timeout
+    while stats["status"] != "finished" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        stats = crawl.stats()
+    return stats
+
+
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=120)
 
@@ -50,7 +62,7 @@ def test_failures_are_listed_by_kind_and_retry_failed_refetches_them_on_a_cluste
     healthy = {"now": False}
     flaky_site(scripted, healthy)
     crawl = crawlcluster.submit([scripted.url + "/"], project="flaky", settings={"retries": 0})
-    stats = crawl.wait(timeout=60)
+    stats = finished_stats(crawl)
     assert stats["failed"] == 2 and stats["status"] == "finished"
     assert crawl.failure_counts() == {"HTTP 404": 1, "HTTP 500": 1}
     (five,) = crawl.failures(kind="5xx")
@@ -69,7 +81,7 @@ def test_failures_are_listed_by_kind_and_retry_failed_refetches_them_on_a_cluste
     retried = cli(cluster.env, "retry", "flaky", "--failed", "--kind", "5xx")
     assert retried.returncode == 0, retried.stderr
     assert "flaky: 1 failed URLs of kind '5xx' pending again" in retried.stderr
-    stats = crawl.wait(timeout=60)
+    stats = finished_stats(crawl)
     assert stats["failed"] == 1 and stats["status"] == "finished"
     assert len(scripted.hits("/flaky")) == 2 and len(scripted.hits("/gone")) == 1
     assert len(scripted.hits("/ok")) == 1 and len(scripted.hits("/")) == 1
