@@ -30,7 +30,7 @@ import httpx
 
 from crawlcluster import settings
 from crawlcluster.errors import BodyTooLarge, FetchError
-from workers.loopthread import start_loop_thread
+from workers.loopthread import cancel_other_tasks, start_loop_thread
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +72,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 # put on a fetch run's result queue when the run itself ends (normally or not)
 _RUN_ENDED = object()
-
-
-async def _cancel_other_tasks() -> None:
-    """Cancel every task on this loop but the caller, and wait until they have ended."""
-    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @dataclass
@@ -219,7 +211,7 @@ class Fetcher:
             return
         # fetches still in flight (a worker stopping under a hanging page) are cancelled
         # first, so the threads waiting on them get an answer instead of waiting for ever
-        asyncio.run_coroutine_threadsafe(_cancel_other_tasks(), loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(cancel_other_tasks(), loop).result(timeout=10)
         if self._client is not None:
             asyncio.run_coroutine_threadsafe(self._client.aclose(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)

@@ -25,3 +25,13 @@ def start_loop_thread(name: str, exception_handler: Callable[..., Any] | None = 
     thread.start()
     ready.wait()
     return loop, thread
+
+
+async def cancel_other_tasks() -> None:
+    """Cancel every task on the running loop but the caller's, and wait until they have
+    ended: what an engine does before its loop stops, so that no task (a fetch under a
+    hanging page, a timer pyppeteer left behind) is left pending and nobody waits on it."""
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)

@@ -31,7 +31,7 @@ from crawlcluster.rendering import RenderOptions
 from workers.browser.chromium import devtools_endpoint, start_chromium
 from workers.browser.proctree import TreeMemory, descendants, kill_tree, tree_memory
 from workers.browser.result import BrowserLost, RenderResult
-from workers.loopthread import start_loop_thread
+from workers.loopthread import cancel_other_tasks, start_loop_thread
 
 logger = logging.getLogger(__name__)
 
@@ -356,10 +356,7 @@ class Renderer:
         for handle in list(self._all):
             await self._shutdown(handle)
         # pyppeteer leaves timers behind; end them before the loop stops
-        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
+        await cancel_other_tasks()
 
 
 _renderers: dict[int, Renderer] = {}
