@@ -29,9 +29,18 @@ from rich.table import Table
 from sqlalchemy import create_engine, text
 
 from bench import report
-from bench.crawlers import (FETCH_CONCURRENCY, PER_HOST_PER_FETCH_PROCESS, SCRAPY_SETTINGS, RunResult,
-                            crawlcluster_env, run_cluster, run_embedded, run_scrapy, run_scrapy_redis,
-                            scrapy_redis_settings)
+from bench.crawlers import (
+    FETCH_CONCURRENCY,
+    PER_HOST_PER_FETCH_PROCESS,
+    SCRAPY_SETTINGS,
+    RunResult,
+    crawlcluster_env,
+    run_cluster,
+    run_embedded,
+    run_scrapy,
+    run_scrapy_redis,
+    scrapy_redis_settings,
+)
 from bench.fastsite import FastSiteProcess
 
 logger = logging.getLogger(__name__)

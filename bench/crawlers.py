@@ -294,9 +294,10 @@ def _wait_idle(crawl: Any, timeout_seconds: float, poll_seconds: float = 0.1) ->
 def run_cluster(cluster: Any, label: str, site: FastSiteProcess, run: int, database_url: str, redis_url: str,
                 timeout_seconds: float) -> RunResult:
     """Submit the site to a running LocalCluster and wait until no row is pending or queued."""
+    from sqlalchemy.engine import make_url
+
     import crawlcluster
     from crawlcluster.client import CrawlTimeout
-    from sqlalchemy.engine import make_url
 
     result = RunResult(label)
     clear_tables(database_url)

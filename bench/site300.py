@@ -27,7 +27,6 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-
 from bench.site import SiteProcess
 
 REDIS_URL = os.environ.get("CRAWLCLUSTER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")

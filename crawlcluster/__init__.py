@@ -20,7 +20,6 @@ from crawlcluster.errors import (
     FetchError,
     InvalidURL,
     NotHTML,
-    NotYetAvailable,
     ProjectNotFound,
 )
 from crawlcluster.http import Request, Response
@@ -55,7 +54,6 @@ __all__ = [
     "FetchError",
     "BodyTooLarge",
     "NotHTML",
-    "NotYetAvailable",
 ]
 
 

@@ -18,9 +18,9 @@ from typing import Any, Iterable
 
 import click
 from celery import Celery
+from celery.apps.worker import Worker
 from celery.signals import task_postrun
 from kombu.utils.objects import cached_property
-from celery.apps.worker import Worker
 
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError

@@ -248,7 +248,14 @@ def status(project: str | None, watch: bool, interval: float, as_json: bool) -> 
 
 
 def _export_with_progress(crawl: Any, output: str | None, fmt: str, total: int, enabled: bool) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from crawlcluster.feeds import open_feed, write_all
 

@@ -22,8 +22,15 @@ from crawlcluster.database import projects as lifecycle
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch import lease
 from crawlcluster.errors import ConfigurationError, CrawlClusterError, InvalidURL, ProjectNotFound
-from crawlcluster.schema import (CANCELLED, PAUSED, projects, render_hosts, render_workers, results,
-                                 screenshots)
+from crawlcluster.schema import (
+    CANCELLED,
+    PAUSED,
+    projects,
+    render_hosts,
+    render_workers,
+    results,
+    screenshots,
+)
 from crawlcluster.spider import LinkSpider, Request, Spider, load_spider_class, spider_path
 from crawlcluster.urls import normalize_url, url_host
 

@@ -208,9 +208,9 @@ def run_embedded(
     """
     from crawlcluster.client import Crawl, submit
     from crawlcluster.db import dispose_all, get_engine
+    from crawlcluster.dispatch.dispatcher import Dispatcher
     from crawlcluster.feeds import FeedSync, open_feed
     from crawlcluster.progress import CrawlProgress
-    from crawlcluster.dispatch.dispatcher import Dispatcher
 
     if feed is None and output:
         feed = open_feed(output, fmt)  # before anything is fetched: a bad path fails now

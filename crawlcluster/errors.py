@@ -7,7 +7,6 @@
      +-- FetchError              a fetch that produced no usable response; ``kind`` says why
      |    +-- BodyTooLarge       body (after decompression) above max_body_bytes
      +-- NotHTML                 an HTML helper called on a non-HTML response
-     +-- NotYetAvailable         a stage this release does not provide yet
 
 Workers turn every one of them into a row's status and error text; none crashes a worker.
 """
@@ -65,6 +64,3 @@ class NotHTML(CrawlClusterError):
         self.url = url
         self.content_type = content_type
 
-
-class NotYetAvailable(CrawlClusterError):
-    """A feature that a later release provides."""

@@ -15,9 +15,9 @@ from sqlalchemy import and_, func, literal_column, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from crawlcluster import scheduling
-from crawlcluster.dispatch.robots import ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNKNOWN, ROBOTS_UNREACHABLE
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.db import upsert
+from crawlcluster.dispatch.robots import ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNKNOWN, ROBOTS_UNREACHABLE
 from crawlcluster.schema import (
     CANCELLED,
     DISALLOWED,
@@ -687,9 +687,3 @@ def project_row(conn: Connection, project: str) -> dict[str, Any] | None:
     return dict(row._mapping) if row else None
 
 
-def fetched_rows(conn: Connection, project: str) -> Iterable[dict[str, Any]]:
-    """Every row of a project that ended done or failed (tests and reports)."""
-    stmt = select(crawl_tasks).where(
-        and_(crawl_tasks.c.project == project, NOT_QUEUED, crawl_tasks.c.status.in_((DONE, FAILED)))
-    )
-    return (dict(r._mapping) for r in conn.execute(stmt))

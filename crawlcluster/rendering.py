@@ -25,7 +25,7 @@ from crawlcluster.schema import render_hosts
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RenderOptions", "DEFAULT_RENDER_OPTIONS", "RENDER_MODES", "WAIT_UNTIL", "render_mode",
+__all__ = ["RenderOptions", "RENDER_MODES", "WAIT_UNTIL", "render_mode",
            "remember_render_host", "RenderHostMemory"]
 
 RENDER_MODES = (False, True, "auto")
@@ -134,7 +134,6 @@ class RenderOptions:
 
 _DEFAULTS: dict[str, Any] = {"wait_until": "load", "wait_for": None, "js_script": None, "viewport": DEFAULT_VIEWPORT,
                              "load_images": False, "timeout_seconds": None, "screenshot": False}
-DEFAULT_RENDER_OPTIONS = RenderOptions()
 
 
 def render_mode(value: Any, where: str) -> bool | str:

@@ -38,7 +38,6 @@ DISALLOWED = "disallowed"  # robots.txt forbids it; never fetched
 TASK_STATES = (PENDING, QUEUED, DONE, FAILED, CANCELLED, DISALLOWED)
 # Project states.
 RUNNING, PAUSED, FINISHED = "running", "paused", "finished"
-PROJECT_STATES = (RUNNING, PAUSED, FINISHED, CANCELLED)
 
 projects = Table(
     "projects",

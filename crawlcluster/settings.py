@@ -17,7 +17,7 @@ from crawlcluster.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OPTIONS", "Option", "RETRY_POLICIES", "RetryPolicy", "get", "configure", "reset", "as_dict"]
+__all__ = ["OPTIONS", "Option", "RETRY_POLICIES", "RetryPolicy", "get", "configure", "reset"]
 
 
 def _bool(value: str) -> bool:
@@ -268,5 +268,3 @@ def reset() -> None:
     _overrides.clear()
 
 
-def as_dict() -> dict[str, Any]:
-    return {name: get(name) for name in OPTIONS}

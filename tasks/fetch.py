@@ -8,8 +8,8 @@ from typing import Any
 from celery import signals
 
 from crawlcluster.app import app
-from crawlcluster.messages import send as send_message
 from crawlcluster.messages import compress_body
+from crawlcluster.messages import send as send_message
 from crawlcluster.schema import DONE, FAILED
 from workers.fetcher import FetchResult, close_fetcher, get_fetcher, is_retryable
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from crawlcluster.app import app
-from crawlcluster.messages import send as send_message
 from crawlcluster.db import get_engine
+from crawlcluster.messages import send as send_message
 from workers.autorender import split_for_render
 from workers.parser import process_pages
 

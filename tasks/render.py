@@ -14,8 +14,8 @@ from celery import signals
 
 from crawlcluster.app import app
 from crawlcluster.db import get_engine
-from crawlcluster.messages import send as send_message
 from crawlcluster.messages import compress_body
+from crawlcluster.messages import send as send_message
 from crawlcluster.schema import FAILED
 from workers.browser.renderer import RenderResult, close_renderer, get_renderer
 from workers.fetcher import is_retryable

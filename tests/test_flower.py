@@ -5,8 +5,8 @@ arguments, and CRAWLCLUSTER_FLOWER_AUTH puts it behind basic auth."""
 from __future__ import annotations
 
 import base64
-import os
 import json
+import os
 import socket
 import time
 import urllib.error

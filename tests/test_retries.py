@@ -15,13 +15,13 @@ import pytest
 
 import crawlcluster
 from crawlcluster import frontier, scheduling
-from crawlcluster.errors import ConfigurationError
 from crawlcluster.db import get_engine
+from crawlcluster.errors import ConfigurationError
 from crawlcluster.spider import Request, Spider
 from crawlcluster.urls import task_id
 from tests.outcomes import load_rows
-from workers.store import store_pages
 from tests.scripted_site import ScriptedSite, page
+from workers.store import store_pages
 
 TOLERANCE_SECONDS = 0.25
 

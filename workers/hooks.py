@@ -16,8 +16,8 @@ from sqlalchemy.engine import Engine
 from crawlcluster import frontier
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.errors import InvalidURL
-from crawlcluster.schema import DONE, FAILED, PENDING, crawl_tasks, project_timers
 from crawlcluster.scheduling import EVERY_ATTR
+from crawlcluster.schema import DONE, FAILED, PENDING, crawl_tasks, project_timers
 from crawlcluster.spider import Request
 from crawlcluster.urls import normalize_url
 from workers.parser import project_context

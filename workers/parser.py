@@ -24,10 +24,10 @@ from typing import Any, Callable, Iterable
 from sqlalchemy.engine import Engine
 
 from crawlcluster import frontier, settings
+from crawlcluster.dispatch.robots import ROBOTS_CALLBACK
 from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
 from crawlcluster.http import Request, Response
 from crawlcluster.messages import decompress_body
-from crawlcluster.dispatch.robots import ROBOTS_CALLBACK
 from crawlcluster.schema import DONE, FAILED
 from crawlcluster.spider import Spider, load_spider_class
 from crawlcluster.urls import normalize_url

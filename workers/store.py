@@ -16,11 +16,11 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 
 from crawlcluster import frontier, scheduling, settings, stats
-from crawlcluster.dispatch.robots import ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNREACHABLE, record_robots
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.db import upsert
-from crawlcluster.urls import url_host
+from crawlcluster.dispatch.robots import ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNREACHABLE, record_robots
 from crawlcluster.schema import DONE, FAILED, results
+from crawlcluster.urls import url_host
 
 logger = logging.getLogger(__name__)
 

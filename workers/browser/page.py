@@ -14,7 +14,8 @@ import logging
 import time
 from typing import Any
 
-from pyppeteer.errors import ElementHandleError, PageError, TimeoutError as PyppeteerTimeout
+from pyppeteer.errors import ElementHandleError, PageError
+from pyppeteer.errors import TimeoutError as PyppeteerTimeout
 
 from crawlcluster.errors import FetchError
 from crawlcluster.rendering import WAIT_UNTIL, RenderOptions
