@@ -132,3 +132,15 @@ def processes(pg: str, redis_url: str, tmp_path: Path) -> Iterator[LocalCluster]
     cluster = LocalCluster(env, log_dir=tmp_path)
     yield cluster
     cluster.stop_all()
+
+
+@pytest.fixture
+def test_app(redis_url: str):
+    """A Celery app on the test Redis with the cluster's configuration, for tests that read
+    the queues themselves (tests/queues.py)."""
+    from celery import Celery
+
+    app = Celery("crawlcluster-test")
+    app.config_from_object("celeryconfig")
+    app.conf.broker_url = redis_url
+    return app

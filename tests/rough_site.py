@@ -24,7 +24,6 @@ ends in ``7``, for tests of callback failures.
 from __future__ import annotations
 
 import http.server
-import socket
 import threading
 import time
 from collections import Counter
@@ -32,19 +31,13 @@ from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 from crawlcluster import Request, Spider
+from tests.queues import free_port
 
 DEAD_HOST_URL = "http://nosuch-host.invalid/"
 SECTIONS = 10
 # how long /hang and /stall hold their connection at most (the server's stop ends it sooner)
 HOLD_SECONDS = 300.0
 STALL_BODY_BYTES = 5000
-
-
-def free_port() -> int:
-    """A port nothing listens on: bound, then closed, so a connection to it is refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _html(title: str, links: list[str]) -> bytes:

@@ -20,7 +20,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ import pytest
 from crawlcluster.devtools.demo_site import DemoSite
 from crawlcluster.devtools.local_cluster import LocalCluster
 from tests.outcomes import assert_site_crawled, load_rows, target_of
+from tests.queues import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -43,12 +43,6 @@ PACKAGE_FILES = ("pyproject.toml", "README.md", "celeryconfig.py", "crawlcluster
 PIP_TIMEOUT_SECONDS = 900
 START_TIMEOUT_SECONDS = 90
 CRAWL_TIMEOUT_SECONDS = 300
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def readme_role_commands() -> dict[str, list[str]]:

@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from celery import Celery
 
 import crawlcluster
 from crawlcluster import frontier
@@ -24,7 +23,8 @@ from crawlcluster.dispatch.robots import ROBOTS_CALLBACK
 from crawlcluster.schema import crawl_tasks, hosts
 from crawlcluster.urls import url_host
 from tests.outcomes import load_rows
-from tests.rough_site import DEAD_HOST_URL, RoughSite, free_port
+from tests.queues import fetch_messages, free_port
+from tests.rough_site import DEAD_HOST_URL, RoughSite
 from tests.scripted_site import ScriptedSite, page
 from workers.fetcher import Fetcher
 from workers.store import store_pages
@@ -40,35 +40,10 @@ def database(request):
 
 
 @pytest.fixture
-def test_app(redis_url):
-    app = Celery("crawlcluster-test")
-    app.config_from_object("celeryconfig")
-    app.conf.broker_url = redis_url
-    return app
-
-
-@pytest.fixture
 def rough():
     site = RoughSite().serve()
     yield site
     site.stop()
-
-
-def take_fetch_messages(app: Celery) -> list[dict]:
-    """The stage messages waiting in the fetch queue, taken off it."""
-    out = []
-    with app.connection() as connection:
-        queue = connection.SimpleQueue("fetch", accept=["msgpack"])
-        try:
-            while True:
-                try:
-                    message = queue.get(block=True, timeout=0.2)
-                except queue.Empty:
-                    return out
-                out.append(message.decode()[0][0])
-                message.ack()
-        finally:
-            queue.close()
 
 
 def fetch_one(url: str):
@@ -167,7 +142,7 @@ def test_a_host_whose_robots_txt_stays_unreachable_ends_its_rows_after_the_set_a
         while time.monotonic() < deadline:
             dispatcher.tick()
             dispatcher.flush()
-            for message in take_fetch_messages(test_app):
+            for message in fetch_messages(test_app, timeout=0.2):
                 tasks = [t for t in message["tasks"] if t.get("cb") == ROBOTS_CALLBACK]
                 live_dispatched |= any(t["url"] == live.url + "/ok" for t in message["tasks"])
                 for result in fetcher.fetch_many(tasks):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -18,15 +17,10 @@ import pytest
 import crawlcluster
 from crawlcluster.messages import describe_message
 from tests.outcomes import assert_site_crawled, load_rows
+from tests.queues import free_port
 
 AUTH = ("crawl", "s3cret:with-colon")
 STAGE_TASKS = {"crawlcluster.fetch", "crawlcluster.parse", "crawlcluster.store"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get(url: str, auth: tuple[str, str] | None = AUTH, timeout: float = 10) -> tuple[int, Any]:

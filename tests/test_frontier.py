@@ -15,6 +15,7 @@ from crawlcluster.db import get_engine
 from crawlcluster.dispatch.dispatcher import Dispatcher
 from crawlcluster.schema import crawl_tasks, projects
 from crawlcluster.urls import task_id, url_host
+from tests.queues import fetch_messages, raw_fetch_messages
 from workers.store import store_pages
 
 
@@ -144,36 +145,6 @@ def test_max_pages_budget_holds_with_parse_workers_inserting_side_by_side(databa
         assert frontier.project_row(conn, "p")["tasks_created"] == 25
 
 
-def _raw_fetch_messages(app: Celery) -> list:
-    """The fetch queue's messages, undecoded (headers and properties included)."""
-    out = []
-    with app.connection() as connection:
-        queue = connection.SimpleQueue("fetch", accept=["msgpack"])
-        try:
-            while True:
-                try:
-                    message = queue.get(block=True, timeout=0.5)
-                except queue.Empty:
-                    return out
-                out.append(message)
-                message.ack()
-        finally:
-            queue.close()
-
-
-def _fetch_messages(app: Celery) -> list[dict]:
-    """The stage messages waiting in the fetch queue (taken off it)."""
-    return [message.decode()[0][0] for message in _raw_fetch_messages(app)]
-
-
-@pytest.fixture
-def test_app(redis_url):
-    app = Celery("crawlcluster-test")
-    app.config_from_object("celeryconfig")
-    app.conf.broker_url = redis_url
-    return app
-
-
 def dispatcher_for(app: Celery, database_url: str, **overrides) -> Dispatcher:
     options = dict(claim_batch_size=100, max_queued_per_project=1000, queued_deadline_seconds=60,
                    fetch_batch_size=4, tick_seconds=0.5, database_url=database_url)
@@ -195,7 +166,7 @@ def test_tick_publishes_running_projects_in_batches_and_leaves_paused_ones(pg, t
     dispatcher = dispatcher_for(test_app, pg)
     dispatcher.tick()
     dispatcher.flush()
-    messages = _fetch_messages(test_app)
+    messages = fetch_messages(test_app)
     assert [len(m["tasks"]) for m in messages] == [4, 4, 2]
     assert {m["project"] for m in messages} == {"run"}
     assert sorted(t["url"] for m in messages for t in m["tasks"]) == sorted(f"http://h/{i}" for i in range(10))
@@ -216,7 +187,7 @@ def test_tick_keeps_at_most_the_queue_limit_queued_and_drops_nothing(pg, test_ap
     with engine.connect() as conn:
         counts = frontier.count_by_status(conn, "p")
     assert (counts["queued"], counts["pending"]) == (10, 15)
-    assert sum(len(m["tasks"]) for m in _fetch_messages(test_app)) == 10
+    assert sum(len(m["tasks"]) for m in fetch_messages(test_app)) == 10
 
 
 def test_tick_marks_a_project_finished_once_nothing_is_pending_or_queued(pg, test_app):
@@ -303,10 +274,10 @@ def test_batch_publisher_sends_what_send_task_sends_in_one_pipeline(test_app):
     from crawlcluster.messages import BatchPublisher, send
 
     payload = {"project": "p", "tasks": [{"id": "a", "url": "http://h/a"}, {"id": "b", "url": "http://h/b"}]}
-    _raw_fetch_messages(test_app)  # what earlier tests left
+    raw_fetch_messages(test_app)  # what earlier tests left
     send(test_app, "crawlcluster.fetch", payload)
     assert BatchPublisher(test_app).publish([("crawlcluster.fetch", payload)] * 3) == 3
-    reference, *batched = _raw_fetch_messages(test_app)
+    reference, *batched = raw_fetch_messages(test_app)
     assert len(batched) == 3
     assert len({m.headers["id"] for m in [reference, *batched]}) == 4  # a task id of its own each
     for message in batched:
@@ -398,7 +369,7 @@ def test_claims_committed_by_the_thread_never_overlap_and_each_row_is_sent_once(
     with engine.begin() as conn:
         make_project(conn, "p")
         frontier.insert_tasks(conn, "p", [make_row("p", f"http://h{i % 7}.test/{i}") for i in range(95)])
-    _raw_fetch_messages(test_app)  # what earlier tests left
+    raw_fetch_messages(test_app)  # what earlier tests left
     dispatcher = dispatcher_for(test_app, pg, claim_batch_size=10, fetch_batch_size=3)
     assert dispatcher.pipeline.threaded
 
@@ -413,7 +384,7 @@ def test_claims_committed_by_the_thread_never_overlap_and_each_row_is_sent_once(
         if pending() == 0:
             break
     dispatcher.flush()
-    sent = [task["id"] for message in _raw_fetch_messages(test_app) for task in message.decode()[0][0]["tasks"]]
+    sent = [task["id"] for message in raw_fetch_messages(test_app) for task in message.decode()[0][0]["tasks"]]
     assert len(sent) == len(set(sent)) == 95
     with engine.connect() as conn:
         assert frontier.count_by_status(conn, "p")["queued"] == 95
@@ -430,11 +401,11 @@ def test_a_claim_is_fenced_at_its_commit_and_rolled_back_when_the_lease_moved(pg
     with engine.begin() as conn:
         make_project(conn, "p")
         frontier.insert_tasks(conn, "p", [make_row("p", f"http://h.test/{i}") for i in range(30)])
-    _raw_fetch_messages(test_app)
+    raw_fetch_messages(test_app)
     dispatcher = dispatcher_for(test_app, pg, claim_batch_size=10)
     dispatcher.tick()
     dispatcher.flush()
-    assert len(_raw_fetch_messages(test_app)) == 3  # the leader's first claim: 10 rows, 4 per message
+    assert len(raw_fetch_messages(test_app)) == 3  # the leader's first claim: 10 rows, 4 per message
     # another scheduler takes the lease over (as after this one stalled past its expiry)
     with engine.begin() as conn:
         conn.execute(update(scheduler_lease).values(holder="standby", token=scheduler_lease.c.token + 1,
@@ -446,7 +417,7 @@ def test_a_claim_is_fenced_at_its_commit_and_rolled_back_when_the_lease_moved(pg
     with engine.connect() as conn:
         counts = frontier.count_by_status(conn, "p")
     assert (counts["queued"], counts["pending"]) == (10, 20)
-    assert _raw_fetch_messages(test_app) == []
+    assert raw_fetch_messages(test_app) == []
 
 
 def test_a_host_limit_holds_while_a_claim_waits_for_its_commit(pg, test_app, monkeypatch):

@@ -4,7 +4,6 @@ what the site served, the Prometheus endpoint scraped and parsed, `status --json
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -14,14 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import crawlcluster
 from crawlcluster.devtools.demo_site import DemoSite
+from tests.queues import free_port
 
 CLI = [sys.executable, "-m", "crawlcluster.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_stats_metrics_and_status_match_a_crawl_of_known_size(processes, pg):
