@@ -2,7 +2,8 @@
 SIGTERM, the summary of what was crawled and what failed, how to resume, the exit code.
 
 :func:`crawlcluster.embedded.run_embedded` does the crawl; this module is what a terminal
-user sees around it, kept out of cli.py so that the command table stays readable.
+user sees around it, kept out of the CLI (``crawlcluster/cli/``) so that the command table stays
+readable.
 """
 
 from __future__ import annotations
