@@ -27,6 +27,6 @@ from crawlcluster.cli.services import initdb, metrics, render_stats_cmd
 
 __all__ = ["main"]
 
-for _command in (crawl, demo, submit_cmd, status, results, screenshots, render_stats_cmd, pause, resume, cancel,
-                 failures, retry, initdb, metrics, set_cmd, schedule, delete):
+for _command in (crawl, demo, submit_cmd, status, results, screenshots, render_stats_cmd, pause, resume,
+                 cancel, failures, retry, initdb, metrics, set_cmd, schedule, delete):
     main.add_command(_command)

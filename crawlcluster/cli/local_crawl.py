@@ -23,17 +23,21 @@ from crawlcluster.oneshot import CRAWL_EPILOG, run_oneshot
 @click.option("--max-pages", type=click.IntRange(min=1), help="Stop adding URLs after this many.")
 @click.option("--max-depth", type=click.IntRange(min=0), help="Follow links at most this deep.")
 @click.option("--project", help="Project name (default: the first URL's host).")
-@click.option("--db", type=click.Path(dir_okay=False), help="Keep the frontier in this SQLite file (resumable).")
+@click.option("--db", type=click.Path(dir_okay=False),
+              help="Keep the frontier in this SQLite file (resumable).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--per-host", type=click.IntRange(min=1), help="Requests in flight per host (default 8).")
-@click.option("--delay", type=click.FloatRange(min=0), help="Seconds between two requests to one host (default 0).")
+@click.option("--delay", type=click.FloatRange(min=0),
+              help="Seconds between two requests to one host (default 0).")
 @click.option("--ignore-robots", is_flag=True, help="Do not fetch or obey robots.txt.")
 @click.option("--render", type=click.Choice(("never", "auto", "always")),
               help="Link spider: load pages in headless Chromium always, only when a page looks empty "
                    "without JavaScript (auto), or never (default).")
 @click.option("--retries", type=click.IntRange(min=0), help="Retries of a failed fetch (5xx, timeout, ...).")
-@click.option("--retry-delay", type=RetryDelays(), help="Seconds before each retry, e.g. 2,10,30 (the last repeats).")
-@click.option("--grace", "grace_seconds", type=click.FloatRange(min=0), show_default=True, default=STOP_GRACE_SECONDS,
+@click.option("--retry-delay", type=RetryDelays(),
+              help="Seconds before each retry, e.g. 2,10,30 (the last repeats).")
+@click.option("--grace", "grace_seconds", type=click.FloatRange(min=0), show_default=True,
+              default=STOP_GRACE_SECONDS,
               help="After Ctrl-C or SIGTERM, seconds that pages in flight may take to finish.")
 def crawl(urls: tuple[str, ...], output, fmt, max_pages, max_depth, project, db, quiet, per_host, delay,
           ignore_robots, render, retries, retry_delay, grace_seconds) -> None:
@@ -66,8 +70,10 @@ def crawl(urls: tuple[str, ...], output, fmt, max_pages, max_depth, project, db,
 
 
 @click.command()
-@click.option("--pages", default=60, show_default=True, type=click.IntRange(min=1), help="Pages in the demo site.")
-@click.option("-o", "--output", default="demo-items.jsonl", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--pages", default=60, show_default=True, type=click.IntRange(min=1),
+              help="Pages in the demo site.")
+@click.option("-o", "--output", default="demo-items.jsonl", show_default=True,
+              type=click.Path(dir_okay=False))
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def demo(pages: int, output: str, quiet: bool) -> None:
     """Serve a small bundled site on 127.0.0.1 and crawl it, with no network at all."""

@@ -56,7 +56,8 @@ def results(project: str, fmt: str | None, output: str | None, quiet: bool) -> N
     try:
         fmt = feed_format(output, fmt) if output else (fmt or "jsonl")
         crawl = Crawl(project)
-        total = crawl.stats(figures=False, waiting=False)["items"]  # also a clear error for an unknown project
+        # also a clear error for an unknown project
+        total = crawl.stats(figures=False, waiting=False)["items"]
         if output:
             count = _export_with_progress(crawl, output, fmt, total, enabled=not quiet)
             console.print(f"{count} items written to {output}")
@@ -89,7 +90,8 @@ def screenshots(project: str, output: str) -> None:
 @click.argument("project")
 @click.option("--kind", help="Only this kind: an error kind (timeout, connect, callback...), an HTTP status "
                              "(404) or a class of them (5xx).")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="Show at most this many.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+              help="Show at most this many.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per failed URL, for scripts.")
 def failures(project: str, kind: str | None, limit: int, as_json: bool) -> None:
     """List PROJECT's failed URLs with their reasons, counts by kind first."""

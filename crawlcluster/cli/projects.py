@@ -24,7 +24,8 @@ from crawlcluster.errors import CrawlClusterError
 @click.option("--replace-spider", is_flag=True,
               help="Let the submitted spider (or the link spider, for URLs) replace the project's own.")
 @click.option("--retries", type=click.IntRange(min=0), help="Retries of a failed fetch (5xx, timeout, ...).")
-@click.option("--retry-delay", type=RetryDelays(), help="Seconds before each retry, e.g. 2,10,30 (the last repeats).")
+@click.option("--retry-delay", type=RetryDelays(),
+              help="Seconds before each retry, e.g. 2,10,30 (the last repeats).")
 def submit_cmd(targets: tuple[str, ...], project, max_pages, max_depth, wait, replace_spider, retries,
                retry_delay) -> None:
     """Submit URLs, or one spider import path (pkg.module:SpiderClass), to the cluster.
@@ -35,8 +36,8 @@ def submit_cmd(targets: tuple[str, ...], project, max_pages, max_depth, wait, re
 
     target: Any = targets[0] if len(targets) == 1 and "://" not in targets[0] else list(targets)
     try:
-        crawl = submit(target, project, max_pages=max_pages, max_depth=max_depth, replace_spider=replace_spider,
-                       settings=retry_settings(retries, retry_delay) or None)
+        crawl = submit(target, project, max_pages=max_pages, max_depth=max_depth,
+                       replace_spider=replace_spider, settings=retry_settings(retries, retry_delay) or None)
         console.print(f"submitted project [bold]{crawl.project}[/]")
         if wait:
             crawl.wait(progress=True)

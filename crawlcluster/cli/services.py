@@ -27,7 +27,8 @@ def render_stats_cmd() -> None:
         table.add_row(row["worker"], str(row["browser_pid"] or "-"), str(row["pages_rendered"]),
                       str(row["render_failures"]), str(row["browsers_launched"]), str(row["recycles"]),
                       str(row["crashes"]), str(row["hung_kills"]),
-                      f"{(row['browser_pss_bytes'] or 0) / 2**20:.0f}", f"{(row['browser_rss_bytes'] or 0) / 2**20:.0f}")
+                      f"{(row['browser_pss_bytes'] or 0) / 2**20:.0f}",
+                      f"{(row['browser_rss_bytes'] or 0) / 2**20:.0f}")
     console.print(table)
 
 
@@ -43,12 +44,14 @@ def initdb() -> None:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - say which database could not be initialised
         raise click.ClickException(f"cannot initialise the database: {exc}") from None
-    console.print(f"schema up to date in {engine.url.render_as_string(hide_password=True)}: {', '.join(table_names(engine))}")
+    console.print(f"schema up to date in {engine.url.render_as_string(hide_password=True)}: "
+                  f"{', '.join(table_names(engine))}")
 
 
 @click.command()
 @click.option("--port", default=9808, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--address", default="127.0.0.1", show_default=True, help="0.0.0.0 to let Prometheus scrape from elsewhere.")
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="0.0.0.0 to let Prometheus scrape from elsewhere.")
 def metrics(port: int, address: str) -> None:
     """Serve Prometheus metrics of the whole cluster (queues, rows, pages, bytes, latency)."""
     from crawlcluster.metrics import serve
