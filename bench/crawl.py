@@ -132,7 +132,8 @@ def _say(console: Console, result: RunResult, run: int) -> None:
         console.log(f"    CPU seconds by process tree: {spent}; Redis+PG {result.service_cpu_seconds:.1f}")
 
 
-def run_all(pages: int, runs: int, only: list[str], timeout_seconds: float, console: Console) -> dict[str, list[RunResult]]:
+def run_all(pages: int, runs: int, only: list[str], timeout_seconds: float,
+            console: Console) -> dict[str, list[RunResult]]:
     results: dict[str, list[RunResult]] = {}
     site = FastSiteProcess(pages)
     console.log(f"benchmark site with {pages} pages at {site.url}")
@@ -143,8 +144,10 @@ def run_all(pages: int, runs: int, only: list[str], timeout_seconds: float, cons
             one_process: dict[str, Callable[[int], RunResult]] = {
                 "scrapy": lambda run: run_scrapy(site, workdir, run, timeout_seconds),
                 "embedded": lambda run: run_embedded(site, workdir, run, timeout_seconds),
-                "redis1": lambda run: run_scrapy_redis(site, workdir, run, 1, SCRAPY_REDIS_URL, timeout_seconds),
-                "redis2": lambda run: run_scrapy_redis(site, workdir, run, 2, SCRAPY_REDIS_URL, timeout_seconds),
+                "redis1": lambda run: run_scrapy_redis(site, workdir, run, 1, SCRAPY_REDIS_URL,
+                                                       timeout_seconds),
+                "redis2": lambda run: run_scrapy_redis(site, workdir, run, 2, SCRAPY_REDIS_URL,
+                                                       timeout_seconds),
             }
             for key in CRAWLERS:
                 if key not in only:
@@ -158,8 +161,8 @@ def run_all(pages: int, runs: int, only: list[str], timeout_seconds: float, cons
                         results[key].append(result)
                 else:
                     database_url = database_url or fresh_database(DATABASE_URL)
-                    results[key] = _run_cluster_set(key, 1 if key == "cluster1" else 2, site, database_url, runs,
-                                                    timeout_seconds, console)
+                    results[key] = _run_cluster_set(key, 1 if key == "cluster1" else 2, site, database_url,
+                                                    runs, timeout_seconds, console)
     finally:
         site.stop()
     return results
@@ -227,9 +230,11 @@ def footnotes(pages: int, runs: int) -> list[str]:
         "of the crawl (every row done / last item made). pages/s = pages / wall s; × Scrapy compares medians.",
         f"Same limits everywhere: {FETCH_CONCURRENCY} requests in flight per process (per fetch process for "
         "crawlcluster), no delay, robots.txt obeyed (one robots.txt request per crawl, or per process for "
-        f"scrapy-redis; not counted as a page). crawlcluster: CRAWLCLUSTER_FETCH_CONCURRENCY={FETCH_CONCURRENCY}, "
+        "scrapy-redis; not counted as a page). crawlcluster: "
+        f"CRAWLCLUSTER_FETCH_CONCURRENCY={FETCH_CONCURRENCY}, "
         f"CRAWLCLUSTER_PER_HOST_CONCURRENCY={PER_HOST_PER_FETCH_PROCESS} × fetch processes (crawlcluster's per-host limit "
-        "is cluster-wide; N Scrapy processes allow N × 64 against one host), CRAWLCLUSTER_PER_HOST_DELAY_SECONDS=0, "
+        "is cluster-wide; N Scrapy processes allow N × 64 against one host), "
+        "CRAWLCLUSTER_PER_HOST_DELAY_SECONDS=0, "
         "obey_robots at its default (true), other settings at their defaults; worker pools are the per-queue "
         "defaults (fetch: threads; parse: prefork, one child per CPU; store: threads). procs: processes in the "
         "crawler's tree at the peak.",

@@ -171,7 +171,8 @@ def run_scrapy(site: FastSiteProcess, workdir: Path, run: int, timeout_seconds: 
     site.reset()
     log_path, stats_path = workdir / f"scrapy-{run}.log", workdir / f"scrapy-{run}.json"
     args = _scrapy_args("site_spider.py", SCRAPY_SETTINGS, "-a", f"start_url={site.url}/",
-                        "-a", f"stats_path={stats_path}", "-O", f"{workdir / f'scrapy-{run}.jsonl'}:jsonlines")
+                        "-a", f"stats_path={stats_path}", "-O",
+                        f"{workdir / f'scrapy-{run}.jsonl'}:jsonlines")
     with open(log_path, "wb") as log:
         started = time.monotonic()
         proc = subprocess.Popen(args, cwd=workdir, env=_env(), stdout=log, stderr=subprocess.STDOUT,
@@ -207,7 +208,8 @@ def run_scrapy_redis(site: FastSiteProcess, workdir: Path, run: int, processes: 
     started = time.monotonic()
     for i in range(processes):
         log_path, stats_path = workdir / f"redis{processes}-{run}-{i}.log", workdir / f"redis{processes}-{run}-{i}.json"
-        args = _scrapy_args("redis_spider.py", settings, "-a", "host=127.0.0.1", "-a", f"stats_path={stats_path}",
+        args = _scrapy_args("redis_spider.py", settings, "-a", "host=127.0.0.1", "-a",
+                            f"stats_path={stats_path}",
                             "-O", f"{workdir / f'redis{processes}-{run}-{i}.jsonl'}:jsonlines")
         with open(log_path, "wb") as log:
             procs.append(subprocess.Popen(args, cwd=workdir, env=_env(), stdout=log, stderr=subprocess.STDOUT,

@@ -113,7 +113,8 @@ class FastSite:
         target_bytes = rng.randint(10_000, 46_000)
         title = f"{self._titles[n]} — article {n}"
         links = self.links(n)
-        nav = "".join(f"<li>{self._a(s, name.title())}</li>" for s, name in enumerate(SECTIONS, 1) if s < self.pages)
+        nav = "".join(f"<li>{self._a(s, name.title())}</li>"
+                      for s, name in enumerate(SECTIONS, 1) if s < self.pages)
         crumbs = self._a(0, "Home")
         if n > 0:
             crumbs += " &rsaquo; " + self._a((n - 1) // TREE_BRANCHING)
@@ -124,12 +125,14 @@ class FastSite:
             f'<meta name="description" content="{html.escape(self._paragraphs[n % 600][:150])}">\n'
             f'<link rel="canonical" href="{self.path(n)}">\n'
             "<style>body{font-family:Georgia,serif;margin:0 auto;max-width:46em;line-height:1.5;color:#222}"
-            "header,footer{border-bottom:1px solid #ddd;padding:.5em 0}nav ul{list-style:none;display:flex;gap:1em}"
+            "header,footer{border-bottom:1px solid #ddd;padding:.5em 0}"
+            "nav ul{list-style:none;display:flex;gap:1em}"
             "article h2{margin-top:1.5em}aside{font-size:.9em;background:#f6f6f6;padding:.5em 1em}"
             ".meta{color:#666;font-size:.85em}</style>\n"
             '<script type="application/ld+json">'
             + json.dumps({"@context": "https://schema.org", "@type": "Article", "headline": title,
-                          "datePublished": f"2024-{1 + n % 12:02d}-{1 + n % 28:02d}", "wordCount": target_bytes // 6})
+                          "datePublished": f"2024-{1 + n % 12:02d}-{1 + n % 28:02d}",
+                          "wordCount": target_bytes // 6})
             + "</script>\n</head>\n"
         )
         top = (
@@ -264,7 +267,8 @@ class FastSiteServer:
         self.site = site
         self.hits = HitCounter(site)
         self.responses: dict[str, tuple[bytes, bytes]] = {
-            path: _response("200 OK", "text/html; charset=utf-8", site.render(n)) for n, path in enumerate(site.paths)
+            path: _response("200 OK", "text/html; charset=utf-8",
+                            site.render(n)) for n, path in enumerate(site.paths)
         }
         self.responses[ROBOTS_PATH] = _response("200 OK", "text/plain", ROBOTS_TXT)
         self.not_found = _response("404 Not Found", "text/html; charset=utf-8",
@@ -327,7 +331,8 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=5000)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--forever", action="store_true", help="ignore stdin; stop on SIGTERM or Ctrl-C")
-    parser.add_argument("--describe", action="store_true", help="print page size and link statistics and exit")
+    parser.add_argument("--describe", action="store_true",
+                        help="print page size and link statistics and exit")
     args = parser.parse_args()
     # quiet under the harness (its stderr is the terminal); chatty when run by hand
     logging.basicConfig(level=logging.INFO if args.forever else logging.WARNING,
@@ -338,7 +343,8 @@ def main() -> None:
         sizes = sorted(server.page_sizes())
         links = [len(server.site.links(n)) for n in range(args.pages)]
         print(json.dumps({"pages": args.pages, "bytes_min": sizes[0], "bytes_median": sizes[len(sizes) // 2],
-                          "bytes_max": sizes[-1], "bytes_total": sum(sizes), "links_mean": sum(links) / len(links),
+                          "bytes_max": sizes[-1], "bytes_total": sum(sizes),
+                          "links_mean": sum(links) / len(links),
                           "render_seconds": round(time.monotonic() - started, 2)}))
         return
     logger.info("%d pages rendered in %.1fs", args.pages, time.monotonic() - started)

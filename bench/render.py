@@ -55,7 +55,8 @@ def measure_speed(url: str, site_pages: int, in_flight: int, pages: int) -> dict
         started = time.perf_counter()
         done = failed = 0
         while done + failed < pages:
-            results = renderer.render_many(_entries(url, site_pages, done + failed, min(BATCH, pages - done - failed)))
+            results = renderer.render_many(_entries(url, site_pages, done + failed,
+                                                    min(BATCH, pages - done - failed)))
             done += sum(r.ok for r in results)
             failed += sum(not r.ok for r in results)
         elapsed = time.perf_counter() - started
@@ -65,7 +66,8 @@ def measure_speed(url: str, site_pages: int, in_flight: int, pages: int) -> dict
         renderer.close()
 
 
-def measure_memory(url: str, site_pages: int, recycle_pages: int, checkpoints: list[int]) -> list[dict[str, Any]]:
+def measure_memory(url: str, site_pages: int, recycle_pages: int,
+                   checkpoints: list[int]) -> list[dict[str, Any]]:
     renderer = _renderer(4, recycle_pages)
     rows = []
     try:
@@ -111,9 +113,10 @@ def main(pages: int = 120, memory_pages: int = 1000, baseline: bool = True) -> N
     memory = Table("pages rendered", "browser tree PSS (MiB)", "summed RSS (MiB)", "processes", "recycles",
                    *(["one browser: PSS (MiB)", "one browser: summed RSS (MiB)"] if one_browser else []))
     for i, row in enumerate(recycled):
-        extra = [f"{one_browser[i]['pss'] / MIB:.0f}", f"{one_browser[i]['rss'] / MIB:.0f}"] if one_browser else []
-        memory.add_row(str(row["pages"]), f"{row['pss'] / MIB:.0f}", f"{row['rss'] / MIB:.0f}", str(row["processes"]),
-                       str(row["recycles"]), *extra)
+        extra = [f"{one_browser[i]['pss'] / MIB:.0f}",
+                 f"{one_browser[i]['rss'] / MIB:.0f}"] if one_browser else []
+        memory.add_row(str(row["pages"]), f"{row['pss'] / MIB:.0f}", f"{row['rss'] / MIB:.0f}",
+                       str(row["processes"]), str(row["recycles"]), *extra)
     console.print("[bold]Browser memory, 4 pages in flight, recycling every 100 pages[/bold]")
     console.print(memory)
     first, last = recycled[0]["pss"], recycled[-1]["pss"]

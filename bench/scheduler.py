@@ -96,7 +96,8 @@ def claim_plan(engine: Any) -> list[str]:
 def run_size(app: Celery, engine: Any, database_url: str, rows: int, seconds: float) -> dict[str, Any]:
     fill_seconds = fill(engine, rows)
     redis.Redis.from_url(REDIS_URL).flushdb()
-    dispatcher = Dispatcher(app, claim_batch_size=CLAIM_BATCH, max_queued_per_project=10**9, queued_deadline_seconds=3600,
+    dispatcher = Dispatcher(app, claim_batch_size=CLAIM_BATCH, max_queued_per_project=10**9,
+                            queued_deadline_seconds=3600,
                             fetch_batch_size=FETCH_BATCH, tick_seconds=0.01, database_url=database_url)
     dispatcher.obey_robots = False
     dispatcher.per_host_concurrency = 10**9
@@ -132,7 +133,8 @@ def run_size(app: Celery, engine: Any, database_url: str, rows: int, seconds: fl
         # untimed: the workers' part. The rows sent are marked done, so the queued set stays
         # the size a running cluster keeps, and the broker's lists are emptied.
         with engine.begin() as conn:
-            conn.execute(update(crawl_tasks).where(crawl_tasks.c.project == "bench", crawl_tasks.c.status == "queued")
+            conn.execute(update(crawl_tasks).where(crawl_tasks.c.project == "bench",
+                                                   crawl_tasks.c.status == "queued")
                          .values(status=DONE))
         redis.Redis.from_url(REDIS_URL).flushdb()
     dispatcher.close()
@@ -167,7 +169,8 @@ def main(sizes: list[int], seconds: float) -> None:
     console.print(table)
     if len(results) > 1:
         first, last = results[0], results[-1]
-        console.print(f"largest/smallest: tick median x{last['tick_median_ms'] / first['tick_median_ms']:.2f}, "
+        console.print("largest/smallest: tick median "
+                      f"x{last['tick_median_ms'] / first['tick_median_ms']:.2f}, "
                       f"RSS x{last['rss_mib'] / first['rss_mib']:.2f}")
     console.print(f"claim query plan at {sizes[-1]:,} rows (after the run):")
     for line in claim_plan(engine):

@@ -30,7 +30,8 @@ from rich.table import Table
 from bench.site import SiteProcess
 
 REDIS_URL = os.environ.get("CRAWLCLUSTER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-DATABASE_URL = os.environ.get("CRAWLCLUSTER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/crawlcluster_bench")
+DATABASE_URL = os.environ.get("CRAWLCLUSTER_BENCH_DATABASE_URL",
+                              "postgresql://postgres@127.0.0.1:5432/crawlcluster_bench")
 
 
 def ensure_bench_database(url: str) -> str:
@@ -85,7 +86,8 @@ def measure_message_sizes(site_url: str, workdir: Path) -> dict[str, float]:
 
     before_task_publish.connect(record, weak=False)
     try:
-        result = crawl_embedded([site_url + "/"], project="sizes", database_path=str(workdir / "sizes.db"), progress=False)
+        result = crawl_embedded([site_url + "/"], project="sizes", database_path=str(workdir / "sizes.db"),
+                                progress=False)
     finally:
         before_task_publish.disconnect(record)
     pages = result.stats["done"] + result.stats["failed"]

@@ -53,7 +53,8 @@ def shown_status(stats: dict[str, Any]) -> str:
 
 def shown_eta(stats: dict[str, Any]) -> str:
     """``-`` for a paused, cancelled or finished project and when nothing is open."""
-    if stats["status"] in ("paused", "cancelled", "finished") or not stats.get("pending", 0) + stats.get("queued", 0):
+    if (stats["status"] in ("paused", "cancelled", "finished")
+            or not stats.get("pending", 0) + stats.get("queued", 0)):
         return "-"
     return duration(stats.get("eta_seconds"))
 
@@ -68,8 +69,8 @@ COUNT_COLUMNS = (("pend", "pending"), ("queue", "queued"), ("done", "done"), ("f
 def projects_table(rows: list[tuple[str, dict[str, Any]]]) -> Table:
     """One line per project: rows per state, items, pace and ETA, within 80 columns; below
     it, the scheduler's liveness and what each waiting project waits for."""
-    table = Table(title="crawlcluster projects", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
-                  collapse_padding=True,
+    table = Table(title="crawlcluster projects", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  padding=(0, 1), collapse_padding=True,
                   title_justify="left")
     table.add_column("project", overflow="fold", min_width=7)
     table.add_column("status", no_wrap=True)
@@ -81,7 +82,8 @@ def projects_table(rows: list[tuple[str, dict[str, Any]]]) -> Table:
     scheduler_note = None
     for name, stats in rows:
         pages = stats.get("pages") or stats
-        table.add_row(name, shown_status(stats), *(_count(int(pages.get(k, stats.get(k, 0)))) for _h, k in COUNT_COLUMNS),
+        table.add_row(name, shown_status(stats),
+                      *(_count(int(pages.get(k, stats.get(k, 0)))) for _h, k in COUNT_COLUMNS),
                       _pace(stats.get("pages_per_second", 0)), shown_eta(stats))
         scheduler = stats.get("scheduler") or {}
         if scheduler:
@@ -96,13 +98,15 @@ def projects_table(rows: list[tuple[str, dict[str, Any]]]) -> Table:
     return table
 
 
-def project_detail(name: str, stats: dict[str, Any], hosts: list[dict[str, Any]], top_hosts: int = 10) -> Group:
+def project_detail(name: str, stats: dict[str, Any], hosts: list[dict[str, Any]],
+                   top_hosts: int = 10) -> Group:
     """Windows of outcomes, pace and cost of one project, and its busiest hosts."""
     windows = Table(title=f"{name}: outcomes", show_edge=False)
     windows.add_column("window")
     for column in ("done", "failed", "retried"):
         windows.add_column(column, justify="right")
-    for label, key in (("last 5 minutes", "5m"), ("last hour", "1h"), ("last day", "1d"), ("all time", "all")):
+    for label, key in (("last 5 minutes", "5m"), ("last hour", "1h"), ("last day", "1d"),
+                       ("all time", "all")):
         counts = stats.get("windows", {}).get(key, {})
         windows.add_row(label, *(f"{counts.get(c, 0):,}" for c in ("done", "failed", "retried")))
     cost = Table(title=f"{name}: cost by host", show_edge=False)

@@ -156,7 +156,8 @@ class Response:
     @cached_property
     def _decoded(self) -> tuple[str, str]:
         encoding, text = html_to_unicode(
-            self.headers.get("content-type"), self.body, default_encoding="utf-8", auto_detect_fun=_detect_encoding
+            self.headers.get("content-type"), self.body, default_encoding="utf-8",
+            auto_detect_fun=_detect_encoding
         )
         return encoding, text
 

@@ -2,7 +2,8 @@
 SIGTERM, the summary of what was crawled and what failed, how to resume, the exit code.
 
 :func:`crawlcluster.embedded.run_embedded` does the crawl; this module is what a terminal
-user sees around it, kept out of cli.py so that the command table stays readable.
+user sees around it, kept out of the CLI (``crawlcluster/cli/``) so that the command table stays
+readable.
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ def print_summary(result: Any, output: str | None, db: str | None) -> None:
                           "`crawlcluster failures`", markup=False, highlight=False)
     if result.interrupted:
         where = f"kept in {result.database_path}" if result.temporary_database else f"in {result.database_path}"
-        console.print(f"stopped by {result.interrupted}; the frontier is {where}. Resume with:", highlight=False)
+        console.print(f"stopped by {result.interrupted}; the frontier is {where}. Resume with:",
+                      highlight=False)
         console.print(f"  {_resume_command(result.database_path)}", markup=False, highlight=False)
 
 
@@ -150,9 +152,9 @@ def run_oneshot(target: Any, *, output: str | None, fmt: str | None, max_pages: 
     grace_seconds = STOP_GRACE_SECONDS if grace_seconds is None else grace_seconds
     with _Stopper(grace_seconds) as stopper:
         try:
-            result = run_embedded(target, project=project, feed=feed, max_pages=max_pages, max_depth=max_depth,
-                                  database_path=db, progress=not quiet, settings=settings,
-                                  spider_kwargs=spider_kwargs, stop=stopper.event,
+            result = run_embedded(target, project=project, feed=feed, max_pages=max_pages,
+                                  max_depth=max_depth, database_path=db, progress=not quiet,
+                                  settings=settings, spider_kwargs=spider_kwargs, stop=stopper.event,
                                   stop_reason=lambda: stopper.signal_name,
                                   grace_seconds=grace_seconds)
         except StopNow as exc:

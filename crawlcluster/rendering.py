@@ -55,7 +55,8 @@ class RenderOptions:
     value and travel as :meth:`to_dict` (the non-default values only).
     """
 
-    __slots__ = ("wait_until", "wait_for", "js_script", "viewport", "load_images", "timeout_seconds", "screenshot")
+    __slots__ = ("wait_until", "wait_for", "js_script", "viewport", "load_images", "timeout_seconds",
+                 "screenshot")
 
     def __init__(
         self,
@@ -70,12 +71,14 @@ class RenderOptions:
     ) -> None:
         if wait_until not in WAIT_UNTIL:
             raise ConfigurationError(f"render option wait_until={wait_until!r} must be one of {', '.join(WAIT_UNTIL)}")
-        if isinstance(wait_for, bool) or (wait_for is not None and not isinstance(wait_for, (str, int, float))):
+        if isinstance(wait_for, bool) or (wait_for is not None
+                                          and not isinstance(wait_for, (str, int, float))):
             raise ConfigurationError(f"render option wait_for={wait_for!r} must be a CSS selector or milliseconds")
         if isinstance(wait_for, (int, float)) and wait_for < 0:
             raise ConfigurationError(f"render option wait_for={wait_for!r} must not be negative")
         if isinstance(viewport, dict):
-            viewport = (viewport.get("width", DEFAULT_VIEWPORT[0]), viewport.get("height", DEFAULT_VIEWPORT[1]))
+            viewport = (viewport.get("width", DEFAULT_VIEWPORT[0]),
+                        viewport.get("height", DEFAULT_VIEWPORT[1]))
         if viewport is not None:
             if len(viewport) != 2 or not all(isinstance(v, int) and v > 0 for v in viewport):
                 raise ConfigurationError(f"render option viewport={viewport!r} must be (width, height) in pixels")
@@ -105,7 +108,8 @@ class RenderOptions:
         values = dict(values or {})
         unknown = set(values) - set(cls.__slots__)
         if unknown:
-            raise ConfigurationError(f"unknown render options {sorted(unknown)}; known: {', '.join(cls.__slots__)}")
+            raise ConfigurationError(f"unknown render options {sorted(unknown)}; known: "
+                                     f"{', '.join(cls.__slots__)}")
         return cls(**values)
 
     @classmethod

@@ -74,7 +74,8 @@ class VirtualNetwork:
             _ip("-n", ns, "link", "set", "lo", "up")
             # eth0 in the host, its peer (named after the host) on the bridge
             port = f"to-{host}"[:15]
-            _ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns", self.bridge_ns)
+            _ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns",
+                self.bridge_ns)
             _ip("-n", self.bridge_ns, "link", "set", "dev", port, "master", "br0", "up")
             _ip("-n", ns, "addr", "add", f"{address}/{self.netmask_bits}", "dev", "eth0")
             _ip("-n", ns, "link", "set", "eth0", "up")
@@ -84,7 +85,8 @@ class VirtualNetwork:
         kwargs.setdefault("start_new_session", True)
         return subprocess.Popen(["ip", "netns", "exec", self.ns(host), *argv], **kwargs)
 
-    def run(self, host: str, argv: list[str], timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess:
+    def run(self, host: str, argv: list[str], timeout: float = 60,
+            **kwargs: Any) -> subprocess.CompletedProcess:
         return subprocess.run(["ip", "netns", "exec", self.ns(host), *argv], capture_output=True, text=True,
                               timeout=timeout, **kwargs)
 

@@ -70,7 +70,8 @@ def assert_site_crawled(server: Any, tasks: list[dict[str, Any]], items: list[di
         assert target_of(row["final_url"]) == next_hop
     loop_rows = [by_target[t] for t in site.redirect_loop]
     failed_loop = [r for r in loop_rows if r["status"] == "failed"]
-    assert failed_loop and "redirect loop" in failed_loop[0]["error"], [(r["url"], r["error"]) for r in loop_rows]
+    assert failed_loop and "redirect loop" in failed_loop[0]["error"], [(r["url"],
+                                                                         r["error"]) for r in loop_rows]
 
     # one stored item per page (HTML or not), none per failure or redirect
     item_targets = Counter(target_of(item["url"]) for item in items)

@@ -204,7 +204,8 @@ class RoughSite:
     def _send(handler: http.server.BaseHTTPRequestHandler, status: int, body: bytes,
               headers: dict[str, str] | None = None) -> None:
         handler.send_response(status)
-        handler.send_header("Content-Type", "text/html; charset=utf-8" if body.startswith(b"<html") else "text/plain")
+        handler.send_header("Content-Type",
+                            "text/html; charset=utf-8" if body.startswith(b"<html") else "text/plain")
         for key, value in (headers or {}).items():
             handler.send_header(key, value)
         handler.send_header("Content-Length", str(len(body)))

@@ -45,7 +45,8 @@ class ScriptedSite:
                     if site.delay_seconds:
                         time.sleep(site.delay_seconds)
                     handler = site.routes.get(self.path.split("?")[0])
-                    status, answer_headers, body = handler(count, headers) if handler else (404, {}, b"missing")
+                    status, answer_headers, body = handler(count, headers) if handler else (404, {},
+                                                                                            b"missing")
                     self.send_response(status)
                     for key, value in answer_headers.items():
                         self.send_header(key, value)
@@ -65,7 +66,8 @@ class ScriptedSite:
 
         self.server = Server(("127.0.0.1", 0), RequestHandler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
+                                       daemon=True)
         self.thread.start()
 
     def route(self, path: str, handler: Handler) -> None:

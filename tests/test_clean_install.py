@@ -50,7 +50,8 @@ def readme_role_commands() -> dict[str, list[str]]:
     text = README.read_text()
     assert "The roles and their command lines" in text, "README lost its table of role command lines"
     table = text.split("The roles and their command lines", 1)[1].split("\n\n", 2)[1]
-    rows = re.findall(r"^\| (\w+)[^|\n]*\|[^|\n]*\| `(celery -A crawlcluster [^`]+)` \|$", table, re.MULTILINE)
+    rows = re.findall(r"^\| (\w+)[^|\n]*\|[^|\n]*\| `(celery -A crawlcluster [^`]+)` \|$", table,
+                      re.MULTILINE)
     commands = {role: shlex.split(line) for role, line in rows}
     assert set(commands) == {"beat", "flower", "fetch", "parse", "store", "render"}, commands
     return commands
@@ -77,7 +78,8 @@ def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             shutil.copy2(path, source / name)
     venv = base / "venv"
     started = time.monotonic()
-    made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, timeout=120)
+    made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True,
+                          timeout=120)
     assert made.returncode == 0, f"python -m venv failed (on Debian: apt-get install python3-venv):\n{made.stderr}"
     # pip's own settings (index, cache) stay; nothing of this test's Python leaks in
     pip_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "CRAWLCLUSTER_"))}
@@ -103,7 +105,8 @@ class VenvProcesses(LocalCluster):
         assert program.exists(), f"the clean venv has no {argv[0]} script"
         return [str(program), *argv[1:]]
 
-    def run(self, argv: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def run(self, argv: list[str], timeout: float,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(self.argv(argv), cwd=self.work_dir, env=env or self.env, capture_output=True,
                               text=True, timeout=timeout)
 
@@ -175,7 +178,8 @@ def test_a_clean_install_runs_the_readme_cluster_and_crawls_a_local_site(venv_pr
     venv_processes.wait_for_log("beat", "beat: Starting")
 
     with DemoSite(pages=30, traps=True).serve() as server:
-        done = venv_processes.run(["crawlcluster", "submit", server.url + "/", "--project", "newcomer", "--wait"],
+        done = venv_processes.run(["crawlcluster", "submit", server.url + "/", "--project", "newcomer",
+                                   "--wait"],
                                   timeout=CRAWL_TIMEOUT_SECONDS)
         assert done.returncode == 0, f"{done.stderr[-3000:]}\nbeat:\n{venv_processes.log('beat')[-2000:]}"
         assert "submitted project newcomer" in done.stderr
@@ -184,7 +188,8 @@ def test_a_clean_install_runs_the_readme_cluster_and_crawls_a_local_site(venv_pr
     # the README's commands to watch and export, from the same venv
     done = venv_processes.run(["crawlcluster", "status"], timeout=120)
     assert done.returncode == 0 and "newcomer" in done.stdout + done.stderr, done.stderr
-    done = venv_processes.run(["crawlcluster", "results", "newcomer", "--format", "jsonl", "-o", "newcomer.jsonl", "-q"],
+    done = venv_processes.run(["crawlcluster", "results", "newcomer", "--format", "jsonl", "-o",
+                               "newcomer.jsonl", "-q"],
                               timeout=120)
     assert done.returncode == 0, done.stderr
     exported = (venv_processes.work_dir / "newcomer.jsonl").read_text().splitlines()
@@ -223,7 +228,8 @@ def test_the_embedded_crawl_runs_from_a_clean_install_with_nothing_configured(cl
                                                                              tmp_path: Path) -> None:
     output = tmp_path / "items.jsonl"
     with DemoSite(pages=20, traps=True).serve() as server:
-        done = subprocess.run([str(clean_venv / "crawlcluster"), "crawl", server.url + "/", "-o", str(output), "-q"],
+        done = subprocess.run([str(clean_venv / "crawlcluster"), "crawl", server.url + "/", "-o", str(output),
+                               "-q"],
                               cwd=tmp_path, env=newcomer_env(clean_venv), capture_output=True, text=True,
                               timeout=CRAWL_TIMEOUT_SECONDS)
         assert done.returncode == 0, done.stderr[-3000:]

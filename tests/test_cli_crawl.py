@@ -60,7 +60,8 @@ class GatedSite:
         self.site.route("/p/0", lambda n, h: page("P0", first_links))
         for i in range(1, FAST_PAGES + 1):
             self.site.route(f"/p/{i}", lambda n, h, i=i: page(f"P{i}", (f"/g/{i}",)))
-            self.site.route(f"/g/{i}", lambda n, h, i=i: (self.gate.wait(GATE_BOUND_SECONDS), page(f"G{i}"))[1])
+            self.site.route(f"/g/{i}",
+                            lambda n, h, i=i: (self.gate.wait(GATE_BOUND_SECONDS), page(f"G{i}"))[1])
         self.site.route("/slow", lambda n, h: (time.sleep(SLOW_SECONDS), page("Slow", ("/after",)))[1])
         self.site.route("/after", lambda n, h: (self.gate.wait(GATE_BOUND_SECONDS), page("After"))[1])
         self.pages = {"/p/0", *(f"/p/{i}" for i in range(1, FAST_PAGES + 1)), "/slow", "/after",
@@ -141,7 +142,8 @@ def _done_items(db: Path) -> list[dict[str, Any]]:
     """Items of the rows that are done in the --db file."""
     engine = create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
-        rows = conn.execute(select(results.c.item).join(crawl_tasks, crawl_tasks.c.task_id == results.c.task_id)
+        rows = conn.execute(select(results.c.item).join(crawl_tasks,
+                                                        crawl_tasks.c.task_id == results.c.task_id)
                             .where(crawl_tasks.c.status == "done")).all()
     engine.dispose()
     return [item for (item,) in rows]
@@ -169,7 +171,8 @@ def _interrupted_mid_crawl(gated: GatedSite) -> bool:
     return hits.get("/slow", 0) > 0 and any(hits.get(f"/g/{i}", 0) for i in range(1, FAST_PAGES + 1))
 
 
-def test_ctrl_c_on_a_terminal_keeps_every_done_item_and_a_second_run_resumes_without_refetching(gated, tmp_path):
+def test_ctrl_c_on_a_terminal_keeps_every_done_item_and_a_second_run_resumes_without_refetching(gated,
+                                                                                                tmp_path):
     out, db = tmp_path / "out.jsonl", tmp_path / "crawl.db"
     args = [*CLI, "crawl", gated.url + "/p/0", "-o", str(out), "--db", str(db), "--project", "gated"]
     term = Terminal(args, _env(), tmp_path)
@@ -183,7 +186,8 @@ def test_ctrl_c_on_a_terminal_keeps_every_done_item_and_a_second_run_resumes_wit
     states = _states(db)
     assert states["/slow"] == "done"  # in flight at Ctrl-C, finished within the grace
     assert states["/after"] == "pending"  # found after Ctrl-C: never sent
-    assert {states[f"/g/{i}"] for i in range(1, FAST_PAGES + 1) if f"/g/{i}" in states} <= {"queued", "pending"}
+    assert {states[f"/g/{i}"] for i in range(1, FAST_PAGES + 1) if f"/g/{i}" in states} <= {"queued",
+                                                                                            "pending"}
     done_items = _done_items(db)
     written = _jsonl(out)
     assert len(done_items) == sum(1 for s in states.values() if s == "done") == FAST_PAGES + 2
@@ -191,10 +195,12 @@ def test_ctrl_c_on_a_terminal_keeps_every_done_item_and_a_second_run_resumes_wit
     done_paths = {path for path, state in states.items() if state == "done"}
 
     gated.gate.set()
-    second = subprocess.run(args + ["-q"], capture_output=True, text=True, timeout=180, env=_env(), cwd=tmp_path)
+    second = subprocess.run(args + ["-q"], capture_output=True, text=True, timeout=180, env=_env(),
+                            cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     hits = gated.hits()
-    assert {path: hits[path] for path in done_paths} == dict.fromkeys(done_paths, 1)  # no done page fetched again
+    # no done page fetched again
+    assert {path: hits[path] for path in done_paths} == dict.fromkeys(done_paths, 1)
     assert set(_states(db).values()) == {"done"}
     assert set(_states(db)) == gated.pages
     final = _jsonl(out)
@@ -202,7 +208,8 @@ def test_ctrl_c_on_a_terminal_keeps_every_done_item_and_a_second_run_resumes_wit
     assert len(final) == len(gated.pages)
 
 
-def test_a_second_ctrl_c_leaves_at_once_keeps_a_closed_json_array_and_names_the_kept_frontier(gated, tmp_path):
+def test_a_second_ctrl_c_leaves_at_once_keeps_a_closed_json_array_and_names_the_kept_frontier(gated,
+                                                                                              tmp_path):
     out = tmp_path / "out.json"
     # a grace far longer than the wait below: only the second Ctrl-C can end the run in time;
     # no --db: the temporary frontier is kept, and its path must be printed
@@ -284,8 +291,8 @@ def test_json_output_is_one_valid_array_of_every_item(tmp_path):
         for i in range(6):
             site.route(f"/a/{i}", lambda n, h, i=i: page(f"A{i}"))
         out = tmp_path / "items.json"
-        run = subprocess.run([*CLI, "crawl", site.url + "/", "-o", str(out), "-q"], capture_output=True, text=True,
-                             timeout=120, env=_env(), cwd=tmp_path)
+        run = subprocess.run([*CLI, "crawl", site.url + "/", "-o", str(out), "-q"], capture_output=True,
+                             text=True, timeout=120, env=_env(), cwd=tmp_path)
         assert run.returncode == 0, run.stderr[-3000:]
         items = json.loads(out.read_text(encoding="utf-8"))
         assert sorted(item["title"] for item in items) == sorted(["Home", *(f"A{i}" for i in range(6))])
@@ -407,8 +414,8 @@ def test_render_always_loads_pages_in_chromium_in_the_embedded_crawl(tmp_path):
 
 def test_render_without_a_browser_is_refused_with_a_sentence(tmp_path):
     env = {**_env(), "CRAWLCLUSTER_CHROMIUM_PATH": str(tmp_path / "no-chromium")}
-    run = subprocess.run([*CLI, "crawl", "http://127.0.0.1:9/", "--render", "always", "-q"], capture_output=True,
-                         text=True, timeout=60, env=env, cwd=tmp_path)
+    run = subprocess.run([*CLI, "crawl", "http://127.0.0.1:9/", "--render", "always", "-q"],
+                         capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
     assert run.returncode == 1
     assert "rendering needs Chromium at" in run.stderr and "Traceback" not in run.stderr
 
@@ -424,7 +431,8 @@ def test_feed_sync_writes_each_page_once_and_widens_a_csv_header_from_the_databa
         now = time.time()
         with engine.begin() as conn:
             conn.execute(results.delete().where(results.c.task_id == task_id))
-            conn.execute(results.insert(), [{"task_id": task_id, "item_index": i, "project": "p", "url": item["url"],
+            conn.execute(results.insert(),
+                         [{"task_id": task_id, "item_index": i, "project": "p", "url": item["url"],
                                              "item": item, "created_at": now, "updated_at": now}
                                             for i, item in enumerate(items)])
 
@@ -434,7 +442,8 @@ def test_feed_sync_writes_each_page_once_and_widens_a_csv_header_from_the_databa
     store("a", {"url": "u1", "title": "one"}, {"url": "u2", "title": "two"})
     assert sync.poll() == 2
     assert out.read_text(encoding="utf-8").splitlines() == ["url,title", "u1,one", "u2,two"]
-    store("a", {"url": "u1", "title": "one again"}, {"url": "u2", "title": "two"})  # the same page stored twice
+    # the same page stored twice
+    store("a", {"url": "u1", "title": "one again"}, {"url": "u2", "title": "two"})
     assert sync.poll() == 0
     store("b", {"url": "u3", "title": "three", "price": 3})
     sync.poll()
@@ -448,8 +457,8 @@ def test_without_db_an_interrupted_crawl_keeps_its_temporary_frontier_and_the_pr
         gated, tmp_path):
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen([*CLI, "crawl", gated.url + "/p/0", "-o", str(out), "-q", "--grace", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path,
-                            start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            cwd=tmp_path, start_new_session=True)
     try:
         _wait_for(lambda: _interrupted_mid_crawl(gated), "/slow and a gated page to be in flight")
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it to the foreground job

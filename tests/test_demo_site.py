@@ -13,7 +13,8 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import pytest
 
-from crawlcluster.devtools.demo_site import DemoSite, SiteServer
+from crawlcluster.devtools.demo_site import DemoSite
+from crawlcluster.devtools.site_server import SiteServer
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,8 @@ def _normalise(href: str, page_url: str, netloc: str) -> str | None:
     return (parts.path or "/") + (f"?{query}" if query else "")
 
 
-def _bfs(srv: SiteServer, depths: dict[str, int] | None = None) -> tuple[dict[str, int], dict[str, str], set[str]]:
+def _bfs(srv: SiteServer, depths: dict[str, int] | None = None
+         ) -> tuple[dict[str, int], dict[str, str], set[str]]:
     """Crawl from "/" with the reference normaliser; returns statuses, titles, off-site links
     (and fills ``depths`` with each target's link depth when given)."""
     netloc = f"127.0.0.1:{srv.port}"
@@ -219,7 +221,8 @@ def test_hits_count_every_request_target_exactly(client: _Client, server: SiteSe
         {"/page/1": 2, "/page/2": 1, "/missing/1": 1, "/page/3?b=2&a=1": 1, "/page/9": 1}
     )
     log = server.hit_log()
-    assert [t for _, t in log] == ["/page/1", "/page/2", "/page/1", "/missing/1", "/page/3?b=2&a=1", "/page/9"]
+    assert [t for _, t in log] == ["/page/1", "/page/2", "/page/1", "/missing/1", "/page/3?b=2&a=1",
+                                   "/page/9"]
     assert all(a <= b for (a, _), (b, _) in zip(log, log[1:]))
     server.reset_hits()
     assert server.hits() == collections.Counter() and server.hit_log() == []
@@ -240,7 +243,8 @@ def test_reachable_covers_pages_and_redirect_targets(site: DemoSite) -> None:
     assert len(site.html_pages) > 300
 
 
-def test_bfs_with_reference_normaliser_finds_exactly_the_ground_truth(server: SiteServer, site: DemoSite) -> None:
+def test_bfs_with_reference_normaliser_finds_exactly_the_ground_truth(server: SiteServer,
+                                                                      site: DemoSite) -> None:
     statuses, titles, offsite = _bfs(server)
     assert set(statuses) == site.reachable()
     assert titles == site.html_pages
@@ -267,7 +271,8 @@ def test_links_contain_duplicates_and_variants(client: _Client, server: SiteServ
     for variant in (b'href="/page/3?b=2&amp;a=1"', b'href="/page/3?a=1&amp;b=2#x"', b'href="mailto:', b"<a>"):
         assert variant in root
     bodies = b"".join(client.get(f"/page/{n}")[2] for n in range(14))
-    for form in (b'href="./', b'href="../page/', b"#section-", f'href="HTTP://127.0.0.1:{server.port}/'.encode()):
+    for form in (b'href="./', b'href="../page/', b"#section-",
+                 f'href="HTTP://127.0.0.1:{server.port}/'.encode()):
         assert form in bodies
 
 
@@ -436,7 +441,8 @@ def test_a_crawl_of_the_retry_traps_retries_the_flaky_page_to_success_and_ends_t
 
     trapped = DemoSite(pages=20, traps=True, retry_traps=True, slow_seconds=1)
     with trapped.serve() as srv:
-        done = _cli(["crawl", srv.url + "/", "--db", str(tmp_path / "f.db"), "-o", str(tmp_path / "items.jsonl"),
+        done = _cli(["crawl", srv.url + "/", "--db", str(tmp_path / "f.db"), "-o",
+                     str(tmp_path / "items.jsonl"),
                      "--project", "retrydemo", "-q"], tmp_path, **QUICK_RETRIES)
         hits = srv.hits()
     assert "Traceback" not in done.stderr, done.stderr
@@ -446,7 +452,8 @@ def test_a_crawl_of_the_retry_traps_retries_the_flaky_page_to_success_and_ends_t
     assert (rows["/slow"]["status"], rows["/slow"]["status_code"]) == ("done", 200)
     assert (rows["/broken"]["status"], rows["/broken"]["status_code"]) == ("failed", 500)
     assert "HTTP 500" in rows["/broken"]["error"]
-    assert (hits["/flaky"], hits["/broken"], hits["/slow"]) == (3, 3, 1)  # two retries each, none for the slow page
+    # two retries each, none for the slow page
+    assert (hits["/flaky"], hits["/broken"], hits["/slow"]) == (3, 3, 1)
     titles = {target_of(item["url"]): item["item"].get("title") for item in items}
     assert titles["/flaky"] == "A page that fails twice, then answers" and titles["/slow"] == "A slow page"
     assert "/broken" not in titles

@@ -292,7 +292,8 @@ def test_kubernetes_manifests_validate_and_scale_fetch_and_render_on_their_queue
     assert service["selector"].items() <= flower_labels.items()
 
     scaled = kinds["ScaledObject"]
-    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()} == {"crawlcluster-fetch", "crawlcluster-render"}
+    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()} == {"crawlcluster-fetch",
+                                                                              "crawlcluster-render"}
     for obj in scaled.values():
         target = obj["spec"]["scaleTargetRef"]["name"]
         assert target in deployments

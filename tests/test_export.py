@@ -45,7 +45,8 @@ def _insert_results(database_url: str, rows: int, project: str = PROJECT, chunk:
                 buf.write(f"{project[:8]}{n:024x}\t0\t{project}\t{url}\t{item.replace(chr(92), chr(92) * 2)}\t{now}\t{now}\n")
             buf.seek(0)
             cur.copy_expert(
-                "COPY results (task_id, item_index, project, url, item, created_at, updated_at) FROM STDIN", buf)
+                "COPY results (task_id, item_index, project, url, item, created_at, updated_at) FROM STDIN",
+                buf)
         raw.commit()
     finally:
         raw.close()
@@ -64,7 +65,8 @@ def _hwm_bytes(pid: int) -> int:
     return 0
 
 
-def _run_export(database_url: str, *args: str, project: str = PROJECT) -> tuple[subprocess.CompletedProcess, int, float]:
+def _run_export(database_url: str, *args: str,
+                project: str = PROJECT) -> tuple[subprocess.CompletedProcess, int, float]:
     """Run the CLI export as a child process; return it, its peak RSS in bytes and its wall time.
 
     The peak is the child's own VmHWM, polled while it runs (it only grows, so the last
@@ -161,7 +163,8 @@ def test_export_progress_bar_counts_items_to_the_total(pg: str, tmp_path: Path) 
     assert len(out.read_text().splitlines()) == 2501
 
 
-def test_feed_sync_polls_new_rows_by_rowid_even_when_their_transaction_was_stamped_long_ago(sqlite_url, tmp_path):
+def test_feed_sync_polls_new_rows_by_rowid_even_when_their_transaction_was_stamped_long_ago(sqlite_url,
+                                                                                            tmp_path):
     """A store transaction that waited on SQLite's write lock stamps updated_at before it
     commits; its items must still reach the file at the next poll, not only at finish()."""
     import time as clock
@@ -175,7 +178,8 @@ def test_feed_sync_polls_new_rows_by_rowid_even_when_their_transaction_was_stamp
     def store(task_id: str, url: str, stamped: float) -> None:
         with engine.begin() as conn:
             conn.execute(results.insert(), [{"task_id": task_id, "item_index": 0, "project": "p", "url": url,
-                                             "item": {"url": url}, "created_at": stamped, "updated_at": stamped}])
+                                             "item": {"url": url}, "created_at": stamped,
+                                             "updated_at": stamped}])
 
     out = tmp_path / "items.jsonl"
     sync = FeedSync(open_feed(str(out)), engine, "p")
@@ -185,7 +189,8 @@ def test_feed_sync_polls_new_rows_by_rowid_even_when_their_transaction_was_stamp
     store("b", "u2", clock.time() - 60)  # committed now, stamped a minute ago
     store("c", "u3", clock.time() - 3600)
     assert sync.poll() == 2
-    assert [json.loads(line)["url"] for line in out.read_text(encoding="utf-8").splitlines()] == ["u1", "u2", "u3"]
+    assert [json.loads(line)["url"] for line in out.read_text(encoding="utf-8").splitlines()] == ["u1", "u2",
+                                                                                                  "u3"]
     assert sync.finish() == 3
 
 

@@ -267,7 +267,8 @@ class SiteSpider(Spider):
     allowed_domains = ["example.com", "127.0.0.1:8000"]
 
 
-def kept_urls(spider: Spider, urls: list[str], depth: int = 0, max_depth: int | None = None) -> tuple[list[str], int]:
+def kept_urls(spider: Spider, urls: list[str], depth: int = 0,
+              max_depth: int | None = None) -> tuple[list[str], int]:
     kept, dropped = filter_requests(spider, [Request(u) for u in urls], depth, max_depth)
     return [url for url, _ in kept], dropped
 
@@ -294,7 +295,8 @@ def test_filter_drops_invalid_urls() -> None:
 
 
 def test_filter_without_allowed_domains_keeps_every_valid_url() -> None:
-    assert kept_urls(Spider(), ["http://a.org/", "https://b.net/x"]) == (["http://a.org/", "https://b.net/x"], 0)
+    assert kept_urls(Spider(), ["http://a.org/", "https://b.net/x"]) == (["http://a.org/", "https://b.net/x"],
+                                                                         0)
 
 
 def test_filter_drops_everything_beyond_max_depth() -> None:

@@ -93,7 +93,8 @@ def test_fetch_options_carry_method_headers_cookies_body_timeout() -> None:
     ({"timeout": 2.5}, {"timeout": 2.5}),
     ({"method": "HEAD"}, {"method": "HEAD"}),
 ])
-def test_fetch_options_carry_only_non_default_options(kwargs: dict[str, Any], expected: dict[str, Any]) -> None:
+def test_fetch_options_carry_only_non_default_options(kwargs: dict[str, Any],
+                                                      expected: dict[str, Any]) -> None:
     assert Request("http://e.com/", **kwargs).fetch_options() == expected
 
 
@@ -181,7 +182,8 @@ def test_link_spider_item_without_description_or_canonical_has_none() -> None:
 
 
 def test_link_spider_on_non_html_yields_one_item_and_no_requests() -> None:
-    response = Response("http://example.com/f.pdf", 200, {"content-type": "application/pdf"}, b"%PDF-1.7 data")
+    response = Response("http://example.com/f.pdf", 200, {"content-type": "application/pdf"},
+                        b"%PDF-1.7 data")
     produced = list(LinkSpider().parse(response))
     assert produced == [{"url": "http://example.com/f.pdf", "status": 200,
                          "content_type": "application/pdf", "bytes": 13}]
@@ -254,7 +256,8 @@ def test_decompress_body_of_missing_body_is_empty_bytes() -> None:
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          check=False)
 
 
 def test_importing_the_spider_api_imports_no_celery() -> None:

@@ -9,17 +9,12 @@ that count every page use ``retry_traps`` only where they count retries too.
 
 from __future__ import annotations
 
-import collections
 import html
 import logging
 import random
-import socket
-import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import NamedTuple
 from urllib.parse import parse_qsl, urlsplit
+
+from crawlcluster.devtools.site_server import Response, SiteServer
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +32,6 @@ BROKEN_TARGET = "/broken"  # 500, always
 SLOW_TARGET = "/slow"
 SLOW_TITLE = "A slow page"
 SLOW_SECONDS = 2.0
-# a client that goes away mid-request is its business, not an error of the site
-CLIENT_GONE = (ConnectionError, TimeoutError)
 OFFSITE_URLS = ("http://example.org/x", "https://www.iana.org/", "http://other.invalid/page")
 # (page number, canonical sorted query): each is a distinct page from /page/N
 QUERY_PAGES = ((3, "a=1&b=2"), (12, "lang=en&x=9"), (20, "p=2&q=z"))
@@ -58,11 +51,6 @@ _WORDS = (
 ).split()
 _HTML_UTF8 = "text/html; charset=utf-8"
 
-
-class Response(NamedTuple):
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
 
 
 def canonical_query(query: str) -> str:
@@ -149,12 +137,14 @@ class DemoSite:
         parts = urlsplit(target)
         path = parts.path
         if path in self.flaky and nth <= self.flaky[path]:
-            return self._html(_document("500 Internal Server Error", f"<h1>Try again</h1><p>attempt {nth}</p>"), 500)
+            return self._html(_document("500 Internal Server Error",
+                                        f"<h1>Try again</h1><p>attempt {nth}</p>"), 500)
         if path in self.server_errors:
             return self._html(_document("500 Internal Server Error", "<h1>Always broken</h1>"), 500)
         if path in (FLAKY_TARGET, SLOW_TARGET) and path in self.html_pages:
             title = self.html_pages[path]
-            return self._html(_document(title, f"<h1>{html.escape(title)}</h1>\n<p>{_link('/', 'Home')}</p>"), 200)
+            return self._html(_document(title, f"<h1>{html.escape(title)}</h1>\n<p>{_link('/', 'Home')}</p>"),
+                              200)
         if path == "/":
             return self._html(self._home(), 200)
         if path.startswith("/page/") and path[6:].isdigit() and str(int(path[6:])) == path[6:]:
@@ -175,7 +165,8 @@ class DemoSite:
                 return self._redirect(302, self.redirect_loop[(i + 1) % len(self.redirect_loop)])
             if path == CHAIN_END:
                 body = _link("/", "Home") + "\n" + _link("/page/0", "Page 0")
-                return self._html(_document(CHAIN_END_TITLE, f"<h1>{CHAIN_END_TITLE}</h1>\n<p>{body}</p>"), 200)
+                return self._html(_document(CHAIN_END_TITLE, f"<h1>{CHAIN_END_TITLE}</h1>\n<p>{body}</p>"),
+                                  200)
             if path == CHARSET_TARGET:
                 return Response(200, (("Content-Type", "text/html"),), self._charset_page())
         return self._html(_document("404 Not Found", "<h1>Not Found</h1>"), 404)
@@ -191,7 +182,8 @@ class DemoSite:
 
     def _trap_links(self) -> list[str]:
         links = [_link(t, t) for t in sorted(self.not_found)]
-        links += [_link(self.redirect_chain[0], "redirect chain"), _link(self.redirect_loop[0], "redirect loop")]
+        links += [_link(self.redirect_chain[0], "redirect chain"),
+                  _link(self.redirect_loop[0], "redirect loop")]
         links += [_link(CHARSET_TARGET, "latin-1 page")]
         links += [_link(u, "elsewhere") for u in OFFSITE_URLS]
         return links + list(IGNORED_LINKS)
@@ -212,7 +204,8 @@ class DemoSite:
             links += [_link("page/0", "Page 0 (relative)"), _link("/page/0#top", "Page 0 (fragment)")]
             links += [_link(t, t) for t in self.non_html] + self._query_links() + self._trap_links()
         if self.retry_traps:
-            links += [_link(FLAKY_TARGET, "flaky"), _link(BROKEN_TARGET, "broken"), _link(SLOW_TARGET, "slow")]
+            links += [_link(FLAKY_TARGET, "flaky"), _link(BROKEN_TARGET, "broken"),
+                      _link(SLOW_TARGET, "slow")]
         body = "<h1>Demo site</h1>\n<ul>\n" + "\n".join(f"<li>{a}</li>" for a in links) + "\n</ul>"
         return _document(HOME_TITLE, body)
 
@@ -252,7 +245,8 @@ class DemoSite:
             if n % 10 == 3:
                 extra.append(_link(f"/missing/{(n // 10) % 3 + 1}", "missing"))
             if n % 30 == 11:
-                extra += [_link("/redirect/1", "moved"), _link("/loop/a", "loop"), _link(CHARSET_TARGET, "café")]
+                extra += [_link("/redirect/1", "moved"), _link("/loop/a", "loop"),
+                          _link(CHARSET_TARGET, "café")]
             if n % 25 == 0:
                 extra.append(_link(OFFSITE_URLS[(n // 25) % len(OFFSITE_URLS)], "elsewhere"))
             if n % 5 == 0:
@@ -282,148 +276,3 @@ class DemoSite:
             f'<p>{_link("/", "Accueil")}</p>\n</body>\n</html>\n'
         )
         return doc.encode("iso-8859-1")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "crawlcluster-demo/1.0"
-    disable_nagle_algorithm = True  # headers and body are separate writes; avoid 40 ms stalls
-    timeout = 30  # idle keep-alive connections eventually free their thread
-    server: _DemoHTTPServer
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.owner._track(self.connection, True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.owner._track(self.connection, False)
-
-    def do_GET(self) -> None:
-        self._serve(send_body=True)
-
-    def do_HEAD(self) -> None:
-        self._serve(send_body=False)
-
-    def _serve(self, send_body: bool) -> None:
-        owner = self.server.owner
-        nth = owner._record(self.path)  # before responding, so a client never sees an uncounted hit
-        resp = owner._response(self.path, nth)
-        delay = owner.site.slow_pages.get(urlsplit(self.path).path)
-        if delay:
-            owner._stopping.wait(delay)  # stop() cuts it short
-        self.send_response(resp.status)
-        for name, value in resp.headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(resp.body)))
-        self.end_headers()
-        if send_body:
-            self.wfile.write(resp.body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        logger.debug("%s - " + format, self.address_string(), *args)
-
-
-class _DemoHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    block_on_close = False  # stop() must not wait on idle keep-alive connections
-    request_queue_size = 256  # many concurrent clients connecting at once
-    owner: SiteServer
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        """A client that hangs up (reset, broken pipe, timeout) is logged at debug level;
-        anything else is a bug of the site and logged with its traceback, never printed
-        over the demo's progress bar."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, CLIENT_GONE):
-            logger.debug("demo site: client %s went away: %s", client_address, exc)
-        else:
-            logger.error("demo site: error while serving %s", client_address, exc_info=True)
-
-
-class SiteServer:
-    """A running DemoSite on a local port, counting every request target it receives."""
-
-    def __init__(self, site: DemoSite, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.site = site
-        self._lock = threading.Lock()
-        self._hits: collections.Counter[str] = collections.Counter()
-        self._log: list[tuple[float, str]] = []
-        self._cache: dict[str, Response] = {}
-        self._conns: set[socket.socket] = set()
-        self._stopped = False
-        self._stopping = threading.Event()
-        self._httpd = _DemoHTTPServer((host, port), _Handler)  # binds and listens
-        self._httpd.owner = self
-        self.host = host
-        self.port: int = self._httpd.server_address[1]
-        self.url: str = f"http://{host}:{self.port}"
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-            name=f"demo-site-{self.port}", daemon=True,
-        )
-        self._thread.start()
-        logger.info("demo site (%d pages, traps=%s) serving at %s", site.pages, site.traps, self.url)
-
-    def __enter__(self) -> SiteServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def hits(self) -> collections.Counter[str]:
-        with self._lock:
-            return collections.Counter(self._hits)
-
-    def hit_log(self) -> list[tuple[float, str]]:
-        with self._lock:
-            return list(self._log)
-
-    def reset_hits(self) -> None:
-        with self._lock:
-            self._hits.clear()
-            self._log.clear()
-
-    def stop(self) -> None:
-        with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-            conns = list(self._conns)
-        self._stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        for conn in conns:  # wake handler threads blocked on idle keep-alive reads
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self._thread.join(timeout=5)
-        logger.info("demo site at %s stopped", self.url)
-
-    def _record(self, target: str) -> int:
-        """Count a request for ``target``; return how many it has had, this one included."""
-        with self._lock:
-            self._hits[target] += 1
-            self._log.append((time.monotonic(), target))
-            return self._hits[target]
-
-    def _response(self, target: str, nth: int = 1) -> Response:
-        if urlsplit(target).path in self.site.flaky:
-            return self.site.respond(target, self.host, self.port, nth)  # changes with nth: never cached
-        resp = self._cache.get(target)
-        if resp is None:
-            resp = self.site.respond(target, self.host, self.port)
-            if len(self._cache) < 20_000:  # arbitrary query strings must not grow it forever
-                self._cache[target] = resp
-        return resp
-
-    def _track(self, conn: socket.socket, alive: bool) -> None:
-        with self._lock:
-            if alive:
-                self._conns.add(conn)
-            else:
-                self._conns.discard(conn)

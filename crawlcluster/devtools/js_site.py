@@ -52,7 +52,8 @@ class JsSite:
         self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        daemon=True)
         self._thread.start()
 
     # -- what tests read ---------------------------------------------------------------
@@ -101,7 +102,8 @@ class JsSite:
             return self._page("index", "Index", [f"/page/{c}" for c in (1, 2) if c <= self.pages])
         if path.startswith("/page/") and path[6:].isdigit() and 1 <= int(path[6:]) <= self.pages:
             index = int(path[6:])
-            return self._page(f"page {index}", f"Page {index}", [f"/page/{c}" for c in self._children(index)] + ["/"])
+            return self._page(f"page {index}", f"Page {index}",
+                              [f"/page/{c}" for c in self._children(index)] + ["/"])
         if path == "/delayed":
             return ("<html><head><title>delayed</title></head><body><div id='app'></div><script>"
                     "setTimeout(function () { document.getElementById('app').innerHTML ="

@@ -69,7 +69,8 @@ class LocalCluster:
         """Run ``argv`` as process ``name`` in a session of its own, logging to ``name.log``."""
         with open(self.log_dir / f"{name}.log", "wb") as log:
             proc = subprocess.Popen(argv, cwd=self.log_dir, env=env or self.env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=_die_with_parent)
         self.procs[name] = proc
         return proc
 

@@ -39,7 +39,8 @@ async def _block_resources(page: Any, load_images: bool) -> None:
 
     async def fail(event: dict[str, Any]) -> None:
         try:
-            await client.send("Fetch.failRequest", {"requestId": event["requestId"], "errorReason": "BlockedByClient"})
+            await client.send("Fetch.failRequest",
+                              {"requestId": event["requestId"], "errorReason": "BlockedByClient"})
         except Exception:  # noqa: BLE001 - the page closed first
             pass
 
@@ -74,7 +75,8 @@ async def render_page(browser: Any, entry: dict[str, Any], options: RenderOption
                 if r.request.resourceType == "document" and r.request.frame is page.mainFrame else None)
 
         try:
-            response = await page.goto(url, waitUntil=WAIT_UNTIL[options.wait_until], timeout=remaining() * 1000)
+            response = await page.goto(url, waitUntil=WAIT_UNTIL[options.wait_until],
+                                       timeout=remaining() * 1000)
         except PyppeteerTimeout:
             result.error = FetchError(url, "timeout", f"render timeout: {url} did not reach "
                                       f"'{options.wait_until}' within {timeout:g}s")
@@ -94,7 +96,8 @@ async def render_page(browser: Any, entry: dict[str, Any], options: RenderOption
             try:
                 await page.waitForSelector(options.wait_for, timeout=remaining() * 1000)
             except PyppeteerTimeout:
-                result.error = FetchError(url, "timeout", f"render timeout: {options.wait_for!r} did not appear "
+                result.error = FetchError(url, "timeout",
+                                          f"render timeout: {options.wait_for!r} did not appear "
                                           f"on {url} within {timeout:g}s")
                 return
         elif options.wait_for is not None:
@@ -127,6 +130,7 @@ async def render_page(browser: Any, entry: dict[str, Any], options: RenderOption
         try:
             await asyncio.wait_for(page.close(), PAGE_CLOSE_TIMEOUT_SECONDS)
         except asyncio.TimeoutError:
-            raise BrowserLost("hung", f"a page of {url} did not close within {PAGE_CLOSE_TIMEOUT_SECONDS:g}s") from None
+            raise BrowserLost("hung",
+                              f"a page of {url} did not close within {PAGE_CLOSE_TIMEOUT_SECONDS:g}s") from None
         except Exception:  # noqa: BLE001 - a dead browser is found by the renderer
             pass

@@ -1,0 +1,114 @@
+"""The ``crawlcluster`` command group and what its commands share: the stderr console, -v
+anywhere on the line, the version option, the parameter types for retry delays and
+durations, and turning a :class:`CrawlClusterError` into a one-line error."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def fail(exc: Exception) -> NoReturn:
+    """End the command with ``exc``'s sentence, not a traceback (the errors say what to do)."""
+    raise click.ClickException(str(exc))
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("crawlcluster")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        from crawlcluster import __version__
+
+        return __version__
+
+
+def _set_verbosity(ctx: click.Context, _param: click.Parameter, value: int) -> int:
+    """``-v`` before or after the subcommand: the most given anywhere wins."""
+    root = ctx.find_root()
+    total = max(value or 0, root.meta.get("crawlcluster.verbose", 0))
+    root.meta["crawlcluster.verbose"] = total
+    level = logging.WARNING - 10 * min(total, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+    return total
+
+
+def _verbose_option() -> click.Option:
+    return click.Option(["-v", "--verbose"], count=True, expose_value=False, is_eager=True,
+                        callback=_set_verbosity,
+                        help="More logging (-v info, -vv debug); before or after the command.")
+
+
+class _Commands(click.Group):
+    """The command group; every command also takes -v/-vv after its name."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not any(isinstance(p, click.Option) and "--verbose" in p.opts for p in cmd.params):
+            cmd.params.append(_verbose_option())
+        super().add_command(cmd, name)
+
+
+@click.group(cls=_Commands)
+@click.version_option(_package_version(), "--version", prog_name="crawlcluster",
+                      message="%(prog)s %(version)s")
+@click.option("-v", "--verbose", count=True, expose_value=False, is_eager=True, callback=_set_verbosity,
+              help="More logging (-v info, -vv debug).")
+def main() -> None:
+    """crawlcluster: a distributed web crawler on Celery, or one command on one machine."""
+
+
+class RetryDelays(click.ParamType):
+    """``SECONDS[,SECONDS...]``: the delay before each retry; the last one repeats."""
+
+    name = "seconds[,seconds...]"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> list[float]:
+        if isinstance(value, list):
+            return value
+        from crawlcluster.settings import seconds_list
+
+        try:
+            return seconds_list(str(value))
+        except ValueError as exc:
+            self.fail(f"{value!r}: {exc}", param, ctx)
+
+
+def retry_settings(retries: int | None, retry_delay: list[float] | None) -> dict[str, Any]:
+    """The project settings ``--retries`` and ``--retry-delay`` give (none when not given)."""
+    values: dict[str, Any] = {}
+    if retries is not None:
+        values["retries"] = retries
+    if retry_delay is not None:
+        values["retry_delays"] = retry_delay
+    return values
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(click.ParamType):
+    """``90``, ``45s``, ``30m``, ``1h`` or ``2d``, as seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        unit = DURATION_UNITS.get(text[-1:], None)
+        number = text[:-1] if unit else text
+        try:
+            seconds = float(number) * (unit or 1)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration; use seconds or a number with s, m, h or d (e.g. 1h)",
+                      param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r} must be longer than zero", param, ctx)
+        return seconds

@@ -1,0 +1,92 @@
+"""The commands that crawl on this machine alone: ``crawl`` (URLs or a spider, no Redis, no
+Postgres) and ``demo`` (the same, on the bundled demo site); the run itself, its Ctrl-C and
+its exit codes are :mod:`crawlcluster.oneshot`'s."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from crawlcluster.cli.group import RetryDelays, console, retry_settings
+from crawlcluster.embedded import STOP_GRACE_SECONDS
+from crawlcluster.oneshot import CRAWL_EPILOG, run_oneshot
+
+
+@click.command(epilog=CRAWL_EPILOG)
+@click.argument("urls", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write items here as they are stored: .jsonl, .json or .csv.")
+@click.option("--format", "fmt", type=click.Choice(("jsonl", "json", "csv")),
+              help="Output format (default: from the file's extension).")
+@click.option("--max-pages", type=click.IntRange(min=1), help="Stop adding URLs after this many.")
+@click.option("--max-depth", type=click.IntRange(min=0), help="Follow links at most this deep.")
+@click.option("--project", help="Project name (default: the first URL's host).")
+@click.option("--db", type=click.Path(dir_okay=False),
+              help="Keep the frontier in this SQLite file (resumable).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--per-host", type=click.IntRange(min=1), help="Requests in flight per host (default 8).")
+@click.option("--delay", type=click.FloatRange(min=0),
+              help="Seconds between two requests to one host (default 0).")
+@click.option("--ignore-robots", is_flag=True, help="Do not fetch or obey robots.txt.")
+@click.option("--render", type=click.Choice(("never", "auto", "always")),
+              help="Link spider: load pages in headless Chromium always, only when a page looks empty "
+                   "without JavaScript (auto), or never (default).")
+@click.option("--retries", type=click.IntRange(min=0), help="Retries of a failed fetch (5xx, timeout, ...).")
+@click.option("--retry-delay", type=RetryDelays(),
+              help="Seconds before each retry, e.g. 2,10,30 (the last repeats).")
+@click.option("--grace", "grace_seconds", type=click.FloatRange(min=0), show_default=True,
+              default=STOP_GRACE_SECONDS,
+              help="After Ctrl-C or SIGTERM, seconds that pages in flight may take to finish.")
+def crawl(urls: tuple[str, ...], output, fmt, max_pages, max_depth, project, db, quiet, per_host, delay,
+          ignore_robots, render, retries, retry_delay, grace_seconds) -> None:
+    """Crawl URLS on this machine alone (no Redis, no Postgres) and write the items.
+
+    URLS may instead be one spider import path, pkg.module:SpiderClass."""
+    target: Any = urls[0] if len(urls) == 1 and "://" not in urls[0] and ":" in urls[0] else list(urls)
+    settings: dict[str, Any] = retry_settings(retries, retry_delay)
+    if per_host is not None:
+        settings["per_host_concurrency"] = per_host
+    if delay is not None:
+        settings["per_host_delay"] = delay
+    if ignore_robots:
+        settings["obey_robots"] = False
+    spider_kwargs: dict[str, Any] | None = None
+    if render is not None:
+        if not isinstance(target, list):
+            raise click.UsageError("--render is for the link spider (URLs); a spider sets its own `render`")
+        spider_kwargs = {"render": {"never": False, "auto": "auto", "always": True}[render]}
+        if render != "never":
+            from crawlcluster.app import render_unavailable
+
+            missing = render_unavailable(browser=True)
+            if missing:
+                raise click.ClickException(f"{missing}, or crawl with --render never")
+    code = run_oneshot(target, output=output, fmt=fmt, max_pages=max_pages, max_depth=max_depth,
+                         project=project, db=db, quiet=quiet, settings=settings, spider_kwargs=spider_kwargs,
+                         grace_seconds=grace_seconds)
+    click.get_current_context().exit(code)
+
+
+@click.command()
+@click.option("--pages", default=60, show_default=True, type=click.IntRange(min=1),
+              help="Pages in the demo site.")
+@click.option("-o", "--output", default="demo-items.jsonl", show_default=True,
+              type=click.Path(dir_okay=False))
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def demo(pages: int, output: str, quiet: bool) -> None:
+    """Serve a small bundled site on 127.0.0.1 and crawl it, with no network at all."""
+    from crawlcluster.devtools.demo_site import DemoSite
+
+    with DemoSite(pages=pages, traps=True, retry_traps=True).serve() as server:
+        console.print(f"demo site at {server.url}/ ({pages} pages plus a few broken links and redirects)")
+        code = run_oneshot([server.url + "/"], output=output, fmt=None, max_pages=None, max_depth=None,
+                             project="demo", db=None, quiet=quiet)
+    if code == 0 and output.lower().endswith((".jsonl", ".jl", ".ndjson")):
+        with open(output, encoding="utf-8") as items:
+            first = [json.loads(line) for _, line in zip(range(3), items)]
+        for item in first:
+            console.print_json(data=item)
+    click.get_current_context().exit(code)
+

@@ -1,0 +1,78 @@
+"""Item feeds: the one place output formats live. ``crawlcluster crawl -o FILE`` (written
+while the crawl runs), ``crawlcluster results -o FILE`` and ``Crawl.export`` all write
+through the feed classes here.
+
+A feed is opened (so checked) before the first fetch, then :class:`FeedSync` copies the
+items the store stage has committed into it every half second (the rows inserted since
+its last poll, by SQLite rowid), a page's items at once,
+each page once, and flushes. A crash or a ``kill -9`` therefore leaves every item that
+was in the file's last flush; the database still holds them all (``crawlcluster
+results``). Formats come from the file's extension:
+
+    .jsonl .jl .ndjson   one JSON object per line
+    .json                a JSON array: ``[`` at once, ``]`` when the crawl ends or stops
+    .csv                 a header from the items' keys; when an item brings a new key the
+                         file is rewritten from the database with the wider header (to a
+                         temporary file beside it, then renamed over it)
+
+The formats live in ``base`` (the :class:`Feed` every format is), ``json_feeds``,
+``csv_feed``; the live copy of a crawl in ``sync``; choosing a format and exporting are here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import IO, Any, Callable, Iterable
+
+from crawlcluster.feeds.base import FEED_FORMATS, Feed, FeedError, feed_format
+from crawlcluster.feeds.csv_feed import CsvFeed
+from crawlcluster.feeds.json_feeds import JsonArrayFeed, JsonLinesFeed
+from crawlcluster.feeds.sync import FeedSync
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FEED_FORMATS", "FeedError", "feed_format", "open_feed", "stream_feed", "write_all", "Feed",
+           "FeedSync"]
+
+# An export writes (and flushes) this many items at a time.
+WRITE_CHUNK_ITEMS = 1000
+
+FEED_CLASSES: dict[str, type[Feed]] = {"jsonl": JsonLinesFeed, "json": JsonArrayFeed, "csv": CsvFeed}
+
+
+def open_feed(path: str, fmt: str | None = None) -> Feed:
+    """Open ``path`` for writing in its format, before any fetch: a wrong extension, a
+    missing directory or a read-only one is a :class:`FeedError` with a sentence."""
+    return FEED_CLASSES[feed_format(path, fmt)](path)
+
+
+def stream_feed(out: IO[str], fmt: str = "jsonl") -> Feed:
+    """A feed on an open stream (stdout, a file the caller opened) in ``fmt``."""
+    return FEED_CLASSES[feed_format("", fmt)](stream=out)
+
+
+def write_all(feed: Feed, items: Callable[[], Iterable[dict[str, Any]]],
+              progress: Callable[[int], None] | None = None) -> int:
+    """Write every item that ``items()`` yields into ``feed`` and end it; return how many.
+    ``items`` is called twice for a CSV feed (the header needs every key first), so it
+    streams rather than holds the items; ``progress(n)`` hears of each chunk written.
+    The one writer behind ``crawlcluster results``, ``Crawl.export`` and nothing else: the
+    crawl's live file goes through :class:`FeedSync`, with the same feed classes."""
+    if isinstance(feed, CsvFeed):
+        feed.set_columns(dict.fromkeys(key for item in items() for key in item))
+    chunk: list[dict[str, Any]] = []
+    for item in items():
+        chunk.append(item)
+        if len(chunk) >= WRITE_CHUNK_ITEMS:
+            feed.write(chunk)
+            if progress:
+                progress(len(chunk))
+            chunk = []
+    if chunk:
+        feed.write(chunk)
+        if progress:
+            progress(len(chunk))
+    feed.close()
+    return feed.count
+
+
