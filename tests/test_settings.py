@@ -105,3 +105,27 @@ def test_load_takes_an_environment_and_overrides_of_its_own():
     assert dataclasses.replace(loaded, tick_seconds=0.5).tick_seconds == 0.5
     with pytest.raises(dataclasses.FrozenInstanceError):
         loaded.user_agent = "other"  # type: ignore[misc]
+
+
+def test_components_take_the_settings_they_are_handed_and_plain_values_in_init(test_app):
+    from crawlcluster.app import role_defaults
+    from crawlcluster.dispatch.dispatcher import Dispatcher
+    from crawlcluster.metrics import ClusterCollector
+    from workers.browser.renderer import Renderer
+    from workers.fetcher import Fetcher
+
+    own = dataclasses.replace(Settings(), user_agent="handed/1", fetch_concurrency=40, fetch_batch_size=4,
+                              store_concurrency=3, per_host_concurrency=2, obey_robots=False,
+                              render_pages_in_flight=2, chromium_path="/nowhere/chromium",
+                              broker_key_prefix="p:", tick_seconds=0.25)
+    fetcher = Fetcher.from_settings(own)
+    assert (fetcher.user_agent, fetcher.concurrency) == ("handed/1", 40)
+    renderer = Renderer.from_settings(own)  # the browser starts on first use only
+    assert (renderer.chromium_path, renderer.pages_in_flight, renderer.user_agent) == \
+        ("/nowhere/chromium", 2, "handed/1")
+    dispatcher = Dispatcher.from_settings(test_app, own)
+    assert (dispatcher.per_host_concurrency, dispatcher.obey_robots, dispatcher.tick_seconds) == (2, False, 0.25)
+    dispatcher.close()
+    assert ClusterCollector.from_settings(own).key_prefix == "p:"
+    assert role_defaults(["fetch"], own) == ("threads", 12)  # 40 fetches / 4 a batch, +2
+    assert role_defaults(["store"], own) == ("threads", 3)
