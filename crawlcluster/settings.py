@@ -154,18 +154,19 @@ class Settings:
         "Time allowed between two reads of a response (a server that accepts and never answers).",
         minimum=0.01)
     fetch_timeout_seconds: float = _option(
-        30.0, float, "Time one fetch may take in all, connecting to the last body byte (a server that dribbles "
-        "bytes for ever).", minimum=0.01)
+        30.0, float, "Time one fetch may take in all, connecting to the last body byte (a server that "
+        "dribbles bytes for ever).", minimum=0.01)
     max_body_bytes: int = _option(
         10 * 1024 * 1024, int,
         "Largest response body kept, counted after decompression while streaming; larger ends as failed.",
         minimum=1)
-    max_redirects: int = _option(10, int, "Redirect hops followed from one URL before the row fails.", minimum=1)
+    max_redirects: int = _option(
+        10, int, "Redirect hops followed from one URL before the row fails.", minimum=1)
     fetch_concurrency: int = _option(
         128, int, "Fetches in flight in one fetch worker process (all its threads together).", minimum=1)
     fetch_batch_size: int = _option(
-        16, int, "URLs per fetch message. The fetch task hands the batch on in waves as its pages finish: one "
-        "parse and one store message per wave (one wave when every page answers quickly).", minimum=1)
+        16, int, "URLs per fetch message. The fetch task hands the batch on in waves as its pages finish: "
+        "one parse and one store message per wave (one wave when every page answers quickly).", minimum=1)
     body_compress_level: int = _option(1, int, "zlib level for page bodies inside messages (0 stores raw).")
     # scheduling
     claim_batch_size: int = _option(
@@ -174,16 +175,16 @@ class Settings:
         5000, int, "Most rows of one project queued at once; the rest wait as pending in the table, nothing "
         "is dropped.", minimum=1)
     queued_deadline_seconds: float = _option(
-        600.0, float, "A row queued longer than this lost its message (worker killed, broker restarted) and is "
-        "sent again.", minimum=1)
+        600.0, float, "A row queued longer than this lost its message (worker killed, broker restarted) and "
+        "is sent again.", minimum=1)
     retry_policy: str = _option(
         DEFAULT_RETRY_POLICY, policy_name,
         "Retry policy of rows that name none: " + " or ".join(str(p) for p in RETRY_POLICIES.values())
         + "; quick lets a one-shot crawl end within about a minute of its last page, auto_recrawl rows get "
         "recurring unless they name a policy.")
     retries: int | None = _option(
-        None, int, "Retries of a URL after a retryable failure (connection, timeout, 5xx, 408, 429); unset: the "
-        "retry policy's.", minimum=0)
+        None, int, "Retries of a URL after a retryable failure (connection, timeout, 5xx, 408, 429); unset: "
+        "the retry policy's.", minimum=0)
     retry_delays: list[float] | None = _option(
         None, seconds_list,
         "Seconds before each retry, comma-separated; the last repeats (a 429/503 Retry-After wins up to "
@@ -203,18 +204,19 @@ class Settings:
     obey_robots: bool = _option(
         True, _bool,
         "Fetch each host's robots.txt first and skip what it disallows (per project: obey_robots).")
-    robots_ttl_seconds: float = _option(86400.0, float, "How long a fetched robots.txt is trusted.", minimum=1)
+    robots_ttl_seconds: float = _option(
+        86400.0, float, "How long a fetched robots.txt is trusted.", minimum=1)
     robots_error_attempts: int = _option(
-        3, int, "Fetches of a host's robots.txt in a row that fail (HTTP 5xx, a timeout, a connection refused "
-        "or broken, a name that does not resolve) before the host's rows end failed (kind robots); between "
-        "two, the retry policy's delays.", minimum=1)
+        3, int, "Fetches of a host's robots.txt in a row that fail (HTTP 5xx, a timeout, a connection "
+        "refused or broken, a name that does not resolve) before the host's rows end failed (kind robots); "
+        "between two, the retry policy's delays.", minimum=1)
     robots_unreachable_seconds: float = _option(
-        600.0, float, "How long a host whose robots.txt stayed unreachable keeps failing its new rows at once, "
-        "before its robots.txt is asked again (its rows waiting then still fail; later ones wait for the "
-        "answer). `crawlcluster retry --failed` asks again at once.", minimum=0)
+        600.0, float, "How long a host whose robots.txt stayed unreachable keeps failing its new rows at "
+        "once, before its robots.txt is asked again (its rows waiting then still fail; later ones wait for "
+        "the answer). `crawlcluster retry --failed` asks again at once.", minimum=0)
     leader_lease_seconds: float = _option(
-        10.0, float,
-        "Lease of the dispatching beat; a standby beat takes over this long after the leader dies.", minimum=1)
+        10.0, float, "Lease of the dispatching beat; a standby beat takes over this long after the leader "
+        "dies.", minimum=1)
     auto_pause_failures: int = _option(
         10, int, "Consecutive failures that say the site is in trouble (HTTP 5xx or 429, a timeout, a "
         "connection that failed or broke; not a 404, a callback error, dns or robots) after which a project "
@@ -311,6 +313,10 @@ def _checked(name: str, option: Option, value: Any) -> Any:
     return value
 
 
+def _unknown(name: str) -> ConfigurationError:
+    return ConfigurationError(f"unknown crawlcluster setting {name!r}; known: {', '.join(sorted(OPTIONS))}")
+
+
 def current() -> Settings:
     """This process's settings, built on first use and kept until :func:`configure` or
     :func:`reset` changes what they are built from."""
@@ -328,7 +334,7 @@ def get(name: str) -> Any:
     """The current value of setting ``name``, for ``celeryconfig.py``, which maps our names
     onto Celery's; code takes a :class:`Settings` (attribute access, checked by mypy)."""
     if name not in OPTIONS:
-        raise ConfigurationError(f"unknown crawlcluster setting {name!r}; known: {', '.join(sorted(OPTIONS))}")
+        raise _unknown(name)
     return getattr(current(), name)
 
 
@@ -338,7 +344,7 @@ def configure(**values: Any) -> None:
     global _current
     for name in values:
         if name not in OPTIONS:
-            raise ConfigurationError(f"unknown crawlcluster setting {name!r}; known: {', '.join(sorted(OPTIONS))}")
+            raise _unknown(name)
     with _current_lock:
         _overrides.update(values)
         _current = None

@@ -150,7 +150,8 @@ def dispatcher_for(app: Celery, database_url: str, **overrides) -> Dispatcher:
     options = dict(claim_batch_size=100, max_queued_per_project=1000, queued_deadline_seconds=60,
                    fetch_batch_size=4, tick_seconds=0.5)
     options.update(overrides)
-    dispatcher = Dispatcher.from_settings(app, replace(settings.current(), **options), database_url=database_url)
+    own = replace(settings.current(), **options)
+    dispatcher = Dispatcher.from_settings(app, own, database_url=database_url)
     # these tests are about claiming and publishing: no robots.txt round, no per-host cap
     dispatcher.obey_robots = False
     dispatcher.per_host_concurrency = 10_000

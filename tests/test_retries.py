@@ -255,7 +255,8 @@ def test_the_cluster_retry_settings_can_be_handed_in_and_rows_carry_only_what_di
     assert (schedule.retry_policy, schedule.retries, schedule.retry_delays) == ("recurring", 1, [4.0])
     assert schedule.row_values()["_fetch_extra"] == {}
     quick = scheduling.resolve(Request("http://h/"), None, None, {"retry_policy": "quick"}, cluster)
-    assert quick.row_values()["_fetch_extra"] == {"retries": 2, "retry_delays": [2.0, 10.0], "retry_policy": "quick"}
+    assert quick.row_values()["_fetch_extra"] == {"retries": 2, "retry_delays": [2.0, 10.0],
+                                                  "retry_policy": "quick"}
     rules = scheduling.RetryRules.of_row(None, cluster)
     assert (rules.policy.name, rules.retries, rules.retry_delays) == ("recurring", 1, [4.0])
     assert (rules.retry_after_max_seconds, rules.timeout_retries) == (5.0, 3)
