@@ -39,9 +39,10 @@ def _renderer(pages_in_flight: int, recycle_pages: int) -> Any:
     from crawlcluster import settings
     from workers.browser.renderer import Renderer
 
-    return Renderer(chromium_path=settings.get("chromium_path"), pages_in_flight=pages_in_flight,
-                    recycle_pages=recycle_pages, max_pss_bytes=settings.get("render_max_pss_bytes"),
-                    page_timeout_seconds=30, launch_timeout_seconds=30, user_agent=settings.get("user_agent"))
+    own = settings.current()
+    return Renderer(chromium_path=own.chromium_path, pages_in_flight=pages_in_flight,
+                    recycle_pages=recycle_pages, max_pss_bytes=own.render_max_pss_bytes,
+                    page_timeout_seconds=30, launch_timeout_seconds=30, user_agent=own.user_agent)
 
 
 def _entries(url: str, pages: int, start: int, count: int) -> list[dict[str, Any]]:

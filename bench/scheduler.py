@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -30,7 +31,7 @@ from rich.table import Table
 from sqlalchemy import text, update
 
 from bench.site300 import DATABASE_URL, REDIS_URL, ensure_bench_database
-from crawlcluster import frontier
+from crawlcluster import frontier, settings
 from crawlcluster.db import dispose_all, get_engine
 from crawlcluster.dispatch.dispatcher import Dispatcher
 from crawlcluster.schema import DONE, crawl_tasks
@@ -96,11 +97,11 @@ def claim_plan(engine: Any) -> list[str]:
 def run_size(app: Celery, engine: Any, database_url: str, rows: int, seconds: float) -> dict[str, Any]:
     fill_seconds = fill(engine, rows)
     redis.Redis.from_url(REDIS_URL).flushdb()
-    dispatcher = Dispatcher(app, claim_batch_size=CLAIM_BATCH, max_queued_per_project=10**9,
-                            queued_deadline_seconds=3600,
-                            fetch_batch_size=FETCH_BATCH, tick_seconds=0.01, database_url=database_url)
-    dispatcher.obey_robots = False
-    dispatcher.per_host_concurrency = 10**9
+    # no robots.txt round and no per-host cap: the claim and publish path alone
+    own = replace(settings.current(), claim_batch_size=CLAIM_BATCH, max_queued_per_project=10**9,
+                  queued_deadline_seconds=3600, fetch_batch_size=FETCH_BATCH, tick_seconds=0.01,
+                  obey_robots=False, per_host_concurrency=10**9)
+    dispatcher = Dispatcher.from_settings(app, own, database_url=database_url)
     tick_times: list[float] = []
     dispatched = 0
     timed = 0.0

@@ -24,6 +24,7 @@ from kombu.utils.objects import cached_property
 
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError
+from crawlcluster.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +50,15 @@ def _named_on_command_line(flags: Iterable[str]) -> bool:
     return False
 
 
-def role_defaults(queues: list[str]) -> tuple[str, int]:
-    """The pool and concurrency a worker serving ``queues`` gets by default."""
+def role_defaults(queues: list[str], s: Settings) -> tuple[str, int]:
+    """The pool and concurrency a worker serving ``queues`` gets by default under ``s``."""
     queue_set = set(queues)
     cpus = os.cpu_count() or 1
-    fetch_threads = max(2, math.ceil(settings.get("fetch_concurrency") / settings.get("fetch_batch_size")) + 2)
+    fetch_threads = max(2, math.ceil(s.fetch_concurrency / s.fetch_batch_size) + 2)
     if queue_set <= {"parse"}:
-        return "prefork", settings.get("parse_concurrency") or cpus
+        return "prefork", s.parse_concurrency or cpus
     if queue_set <= {"store"}:
-        return "threads", settings.get("store_concurrency")
+        return "threads", s.store_concurrency
     if queue_set <= {"render"}:
         # one browser per process; pages in flight are the renderer's own setting
         return "prefork", 1
@@ -66,19 +67,16 @@ def role_defaults(queues: list[str]) -> tuple[str, int]:
     return "threads", fetch_threads
 
 
-def render_unavailable(*, browser: bool = False) -> str | None:
+def render_unavailable(*, chromium_path: str | None = None) -> str | None:
     """Why this machine cannot render, as a sentence, or None when it can: pyppeteer (the
-    render extra) is missing, or with ``browser`` also Chromium at chromium_path. The one
-    check behind a render worker's start and ``crawl --render``."""
+    render extra) is missing, or, when ``chromium_path`` is given, Chromium is not there.
+    The one check behind a render worker's start and ``crawl --render``."""
     if importlib.util.find_spec("pyppeteer") is None:
         return "rendering needs pyppeteer, the render extra: pip install 'crawlcluster[render]' (and Chromium)"
-    if browser:
-        from crawlcluster import settings
-
-        path = settings.get("chromium_path")
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            return (f"rendering needs Chromium at {path!r} (CRAWLCLUSTER_CHROMIUM_PATH), which is not there; "
-                    "install it (apt-get install chromium)")
+    path = chromium_path
+    if path is not None and not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        return (f"rendering needs Chromium at {path!r} (CRAWLCLUSTER_CHROMIUM_PATH), which is not there; "
+                "install it (apt-get install chromium)")
     return None
 
 
@@ -102,7 +100,7 @@ class CrawlWorker(Worker):
     def setup_defaults(self, concurrency=None, pool=None, pool_cls=None, queues=None, **kwargs):  # type: ignore[override]
         queue_list = _queues_of(queues if queues is not None else kwargs.get("queues"))
         check_render_extra(queue_list)
-        pool_name, default_concurrency = role_defaults(queue_list)
+        pool_name, default_concurrency = role_defaults(queue_list, settings.current())
         if not _named_on_command_line(("-P", "--pool")):
             pool, pool_cls = pool_name, None
         if not concurrency and not _named_on_command_line(("-c", "--concurrency")):
@@ -119,15 +117,15 @@ class CrawlCelery(Celery):
         return self.subclass_with_self("crawlcluster.app:CrawlWorker")
 
 
-def export_flower_auth() -> None:
-    """Hand ``CRAWLCLUSTER_FLOWER_AUTH`` to Flower as ``FLOWER_BASIC_AUTH``.
+def export_flower_auth(auth: str) -> None:
+    """Hand ``auth`` (the flower_auth setting, ``CRAWLCLUSTER_FLOWER_AUTH``) to Flower as
+    ``FLOWER_BASIC_AUTH``.
 
     Flower reads its options from ``FLOWER_*`` variables *after* ``-A crawlcluster`` has
     imported this module, so exporting the variable here is what lets the plain
     ``celery -A crawlcluster flower`` ask for a password, with no flowerconfig.py to
     ship. An explicit ``FLOWER_BASIC_AUTH`` (or ``--basic-auth``) still wins.
     """
-    auth = settings.get("flower_auth")
     if not auth or os.environ.get("FLOWER_BASIC_AUTH"):
         return
     for credential in auth.split(","):
@@ -147,7 +145,7 @@ def _count_finished_task(sender: Any = None, state: str | None = None, **_kw: An
 
 
 def create_app() -> CrawlCelery:
-    export_flower_auth()
+    export_flower_auth(settings.current().flower_auth)
     app = CrawlCelery("crawlcluster", include=TASK_MODULES)
     app.config_from_object("celeryconfig")
     task_postrun.connect(_count_finished_task, weak=False)

@@ -413,7 +413,7 @@ class Crawl:
         :meth:`resume`. Returns when (unix time) the data goes."""
         from crawlcluster import settings as cluster_settings
 
-        delay = cluster_settings.get("delete_after_seconds") if after_seconds is None else after_seconds
+        delay = cluster_settings.current().delete_after_seconds if after_seconds is None else after_seconds
         when = time.time() + delay
         self.cancel()
         with self.engine.begin() as conn:

@@ -63,7 +63,7 @@ def make_engine(url: str) -> Engine:
 def get_engine(url: str | None = None, *, ensure_schema: bool = True) -> Engine:
     """This process's engine for ``url`` (default: the database_url setting), with the
     schema brought up to date on first use."""
-    url = normalize_database_url(url or settings.get("database_url"))
+    url = normalize_database_url(url or settings.current().database_url)
     key = (os.getpid(), url)
     engine = _engines.get(key)
     if engine is None:
@@ -149,7 +149,7 @@ def open_database(url: str | None = None) -> Engine:
     that cannot be reached raises :class:`ConfigurationError` with a sentence that says what
     to do, instead of a driver's traceback. A missing database names the commands that
     create it, because creating it is the one step the schema migrations cannot do."""
-    url = normalize_database_url(url or settings.get("database_url"))
+    url = normalize_database_url(url or settings.current().database_url)
     try:
         return get_engine(url)
     except OperationalError as exc:

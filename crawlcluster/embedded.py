@@ -14,11 +14,11 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from crawlcluster import settings
+from crawlcluster import settings as cluster_settings
 from crawlcluster.errors import CrawlClusterError
 
 logger = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def configure_embedded(database_path: str) -> Any:
     """Point settings and the Celery app at an SQLite file and the in-memory transport."""
     from crawlcluster.app import app
 
-    settings.configure(database_url=f"sqlite:///{database_path}", broker_url="memory://localhost/")
+    cluster_settings.configure(database_url=f"sqlite:///{database_path}", broker_url="memory://localhost/")
     app.conf.update(
         broker_url="memory://localhost/",
         broker_transport_options={"polling_interval": 0.005},
@@ -236,8 +236,8 @@ def run_embedded(
             sync = FeedSync(feed, engine, crawl.project)
             sync.start()
         worker.start()
-        dispatcher = Dispatcher.from_settings(app)
-        dispatcher.tick_seconds = min(dispatcher.tick_seconds, 0.05)
+        own = cluster_settings.current()
+        dispatcher = Dispatcher.from_settings(app, replace(own, tick_seconds=min(own.tick_seconds, 0.05)))
         deadline = None if timeout_seconds is None else started + timeout_seconds
         with CrawlProgress(crawl.project, enabled=progress) as bar:
             last_poll = last_feed = 0.0

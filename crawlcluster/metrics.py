@@ -17,6 +17,7 @@ from typing import Any, Iterator
 from sqlalchemy import func, select
 
 from crawlcluster import settings
+from crawlcluster.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +27,9 @@ _redis_client: Any = None
 _redis_lock = threading.Lock()
 
 
-def _redis() -> Any:
-    """A Redis client on the broker, or None for the in-memory embedded transport."""
+def _redis(url: str) -> Any:
+    """A Redis client on the broker at ``url``, or None for the in-memory embedded transport."""
     global _redis_client
-    url = settings.get("broker_url")
     if not url.startswith(("redis://", "rediss://", "unix://")):
         return None
     with _redis_lock:
@@ -44,11 +44,13 @@ def count_task(task_name: str, state: str) -> None:
     """Add one finished task of a stage to the cluster-wide counters (best effort)."""
     if not task_name.startswith("crawlcluster."):
         return
-    client = _redis()
+    own = settings.current()
+    client = _redis(own.broker_url)
     if client is None:
         return
     try:
-        client.hincrby(settings.get("broker_key_prefix") + TASKS_KEY, f"{task_name.split('.', 1)[1]}:{state.lower()}", 1)
+        field = f"{task_name.split('.', 1)[1]}:{state.lower()}"
+        client.hincrby(own.broker_key_prefix + TASKS_KEY, field, 1)
     except Exception:  # noqa: BLE001 - metrics must never fail a task
         logger.debug("could not count task %s", task_name, exc_info=True)
 
@@ -56,8 +58,14 @@ def count_task(task_name: str, state: str) -> None:
 class ClusterCollector:
     """Computes every metric at scrape time from Redis and Postgres."""
 
-    def __init__(self, database_url: str | None = None) -> None:
+    def __init__(self, database_url: str | None = None, *, broker_url: str, key_prefix: str) -> None:
         self.database_url = database_url
+        self.broker_url = broker_url
+        self.key_prefix = key_prefix
+
+    @classmethod
+    def from_settings(cls, s: Settings, database_url: str | None = None) -> ClusterCollector:
+        return cls(database_url, broker_url=s.broker_url, key_prefix=s.broker_key_prefix)
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -67,8 +75,8 @@ class ClusterCollector:
         from crawlcluster.schema import crawl_stats, crawl_tasks
 
         started = time.monotonic()
-        prefix = settings.get("broker_key_prefix")
-        client = _redis()
+        prefix = self.key_prefix
+        client = _redis(self.broker_url)
         queues = GaugeMetricFamily("crawlcluster_queue_messages", "Messages waiting in each stage's queue", labels=["queue"])
         tasks = CounterMetricFamily("crawlcluster_tasks", "Tasks finished per stage and outcome", labels=["stage", "outcome"])
         if client is not None:
@@ -126,7 +134,7 @@ def serve(port: int, address: str = "127.0.0.1", database_url: str | None = None
     from prometheus_client import start_http_server
     from prometheus_client.core import REGISTRY
 
-    REGISTRY.register(ClusterCollector(database_url))
+    REGISTRY.register(ClusterCollector.from_settings(settings.current(), database_url))
     server, _thread = start_http_server(port, addr=address)
     logger.info("metrics on http://%s:%d/metrics", address, port)
     return server

@@ -22,34 +22,56 @@ wins over a spider's ``custom_settings``. A request's own values and a callback'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError
-from crawlcluster.settings import RETRY_POLICIES, RetryPolicy
+from crawlcluster.settings import DEFAULT_RETRY_POLICY, RETRY_POLICIES, RetryPolicy, Settings, seconds_list
 
 
-def retry_policy(name: str | None = None) -> RetryPolicy:
-    """The policy ``name`` (a ConfigurationError naming the known ones if there is none),
-    or the cluster's (``CRAWLCLUSTER_RETRY_POLICY``) when ``name`` is None."""
-    name = settings.get("retry_policy") if name is None else str(name).strip().lower()
-    policy = RETRY_POLICIES.get(name)
+def retry_policy(name: str) -> RetryPolicy:
+    """The policy ``name``; a ConfigurationError naming the known ones if there is none."""
+    key = str(name).strip().lower()
+    policy = RETRY_POLICIES.get(key)
     if policy is None:
-        raise ConfigurationError(f"unknown retry policy {name!r}; known: {', '.join(RETRY_POLICIES)}")
+        raise ConfigurationError(f"unknown retry policy {key!r}; known: {', '.join(RETRY_POLICIES)}")
     return policy
 
 
-def cluster_retries() -> int:
-    """Retries of a row that sets none: CRAWLCLUSTER_RETRIES, else the cluster policy's."""
-    value = settings.get("retries")
-    return retry_policy().retries if value is None else int(value)
+@dataclass(frozen=True)
+class ClusterRetries:
+    """The cluster's retry settings, what a row that sets none of its own gets:
+    CRAWLCLUSTER_RETRY_POLICY, and CRAWLCLUSTER_RETRIES, _RETRY_DELAYS,
+    _RETRY_AFTER_MAX_SECONDS and _TIMEOUT_RETRIES over that policy's values (None: the
+    policy's)."""
+
+    policy: str = DEFAULT_RETRY_POLICY
+    retries: int | None = None
+    retry_delays: tuple[float, ...] | None = None
+    retry_after_max_seconds: float | None = None
+    timeout_retries: int | None = None
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> ClusterRetries:
+        return cls(policy=s.retry_policy, retries=s.retries,
+                   retry_delays=None if s.retry_delays is None else tuple(s.retry_delays),
+                   retry_after_max_seconds=s.retry_after_max_seconds, timeout_retries=s.timeout_retries)
+
+    def default_retries(self) -> int:
+        """Retries of a row that sets none: CRAWLCLUSTER_RETRIES, else the cluster policy's."""
+        return retry_policy(self.policy).retries if self.retries is None else int(self.retries)
+
+    def default_retry_delays(self) -> list[float]:
+        """Back-off of a row that sets none: CRAWLCLUSTER_RETRY_DELAYS, else the cluster policy's."""
+        delays = retry_policy(self.policy).retry_delays if self.retry_delays is None else self.retry_delays
+        return [float(d) for d in delays]
 
 
-def cluster_retry_delays() -> list[float]:
-    """Back-off of a row that sets none: CRAWLCLUSTER_RETRY_DELAYS, else the cluster policy's."""
-    value = settings.get("retry_delays")
-    return [float(d) for d in (retry_policy().retry_delays if value is None else value)]
+def _this_process() -> ClusterRetries:
+    # the callers that pass no ClusterRetries (the frontier's queries, the store engine) get
+    # this process's settings, read once (settings.current())
+    return ClusterRetries.from_settings(settings.current())
 
 
 @dataclass(frozen=True)
@@ -63,18 +85,18 @@ class RetryRules:
     timeout_retries: int
 
     @classmethod
-    def of_row(cls, options: dict[str, Any] | None) -> "RetryRules":
+    def of_row(cls, options: dict[str, Any] | None, cluster: ClusterRetries | None = None) -> "RetryRules":
         """The row's own values (set when they differ from the cluster's), else the cluster's;
         the Retry-After cap and timeout retries follow the row's policy unless the cluster
         sets them."""
         options = options or {}
-        policy = retry_policy(options.get("retry_policy"))
-        cap = settings.get("retry_after_max_seconds")
-        timeout_retries = settings.get("timeout_retries")
+        cluster = cluster or _this_process()
+        policy = retry_policy(options.get("retry_policy") or cluster.policy)
+        cap, timeout_retries = cluster.retry_after_max_seconds, cluster.timeout_retries
         return cls(
             policy=policy,
-            retries=int(options.get("retries", cluster_retries())),
-            retry_delays=[float(d) for d in (options.get("retry_delays") or cluster_retry_delays())],
+            retries=int(options.get("retries", cluster.default_retries())),
+            retry_delays=[float(d) for d in (options.get("retry_delays") or cluster.default_retry_delays())],
             retry_after_max_seconds=policy.retry_after_max_seconds if cap is None else float(cap),
             timeout_retries=policy.timeout_retries if timeout_retries is None else int(timeout_retries),
         )
@@ -139,23 +161,26 @@ class Schedule:
     age: int | None
     itag: str | None
     auto_recrawl: bool
+    # the cluster's defaults resolve() applied; a row carries only what differs from them
+    cluster: ClusterRetries = field(repr=False, compare=False)
 
     def row_values(self) -> dict[str, Any]:
         """Columns of crawl_tasks, plus what travels in the row's fetch options when it
         differs from the cluster default (so most rows carry nothing extra)."""
         extra: dict[str, Any] = {}
-        if self.retries != cluster_retries():
+        if self.retries != self.cluster.default_retries():
             extra["retries"] = self.retries
-        if self.retry_delays != cluster_retry_delays():
+        if self.retry_delays != self.cluster.default_retry_delays():
             extra["retry_delays"] = self.retry_delays
-        if self.retry_policy != settings.get("retry_policy"):
+        if self.retry_policy != self.cluster.policy:
             extra["retry_policy"] = self.retry_policy
         return {"priority": self.priority, "retries_left": self.retries, "age": self.age, "itag": self.itag,
                 "auto_recrawl": bool(self.auto_recrawl and self.age is not None and self.age >= 0),
                 "_fetch_extra": extra}
 
 
-def resolve(request: Any, callback: Callable | None, spider: Any, project_settings: dict[str, Any] | None) -> Schedule:
+def resolve(request: Any, callback: Callable | None, spider: Any, project_settings: dict[str, Any] | None,
+            cluster: ClusterRetries | None = None) -> Schedule:
     """Each option from the most specific place that sets it (for the retry options the
     project's settings come before the spider: see the module's docstring).
 
@@ -163,8 +188,9 @@ def resolve(request: Any, callback: Callable | None, spider: Any, project_settin
     own explicit values win over its policy). Where no place sets them: the cluster's
     CRAWLCLUSTER_RETRIES / CRAWLCLUSTER_RETRY_DELAYS, else the row's policy, which is
     ``recurring`` for an auto_recrawl row and the cluster's CRAWLCLUSTER_RETRY_POLICY for
-    the rest.
+    the rest. ``cluster`` None: this process's settings.
     """
+    cluster = cluster or _this_process()
     callback_config = getattr(callback, CONFIG_ATTR, {}) if callback is not None else {}
     project_settings = project_settings or {}
     places = [
@@ -185,23 +211,23 @@ def resolve(request: Any, callback: Callable | None, spider: Any, project_settin
     retry_places = [places[0], places[1], places[3], places[2]]
     named = next((place("retry_policy") for place in retry_places if place("retry_policy") is not None), None)
     recrawls = bool(values["auto_recrawl"] and values["age"] is not None and values["age"] >= 0)
-    row_policy = retry_policy(named if named is not None else ("recurring" if recrawls else None))
-    cluster = {"retries": settings.get("retries"), "retry_delays": settings.get("retry_delays")}
+    row_policy = retry_policy(named if named is not None else ("recurring" if recrawls else cluster.policy))
+    cluster_values = {"retries": cluster.retries, "retry_delays": cluster.retry_delays}
     for key in ("retries", "retry_delays"):
         value = None
         for place in retry_places:
-            value = place(key)
-            if value is None and place("retry_policy") is not None:
-                value = getattr(retry_policy(place("retry_policy")), key)
+            value, named_here = place(key), place("retry_policy")
+            if value is None and named_here is not None:
+                value = getattr(retry_policy(named_here), key)
             if value is not None:
                 break
         if value is None:
-            value = cluster[key] if cluster[key] is not None else getattr(row_policy, key)
+            value = cluster_values[key] if cluster_values[key] is not None else getattr(row_policy, key)
         values[key] = value
     values["retries"] = int(values["retries"])
     values["retry_delays"] = [float(d) for d in values["retry_delays"]]
     values["retry_policy"] = row_policy.name
-    return Schedule(**values)
+    return Schedule(**values, cluster=cluster)
 
 
 def check_project_settings(values: dict[str, Any]) -> dict[str, Any]:
@@ -210,7 +236,7 @@ def check_project_settings(values: dict[str, Any]) -> dict[str, Any]:
     for name, value in values.items():
         if name == "retry_delays":
             try:
-                delays = value if isinstance(value, list) else settings.seconds_list(str(value))
+                delays = value if isinstance(value, list) else seconds_list(str(value))
             except ValueError as exc:
                 raise ConfigurationError(f"project setting retry_delays={value!r}: {exc}") from None
             checked[name] = [float(d) for d in delays]

@@ -1,23 +1,31 @@
 """Every crawlcluster setting, declared once: name, type, default and environment variable.
 
-``celeryconfig.py``, the workers, the scheduler and the README's settings table all
-read from :data:`OPTIONS`. A setting is read from ``CRAWLCLUSTER_<NAME>`` in the
-environment; :func:`configure` overrides it in-process (the embedded crawl uses that
-to switch to an in-memory broker and an SQLite file).
+:class:`Settings` is that declaration: one typed attribute per setting, whose field
+carries its parser, help text and lower bound. A process reads its settings once, with
+:func:`current` (environment ``CRAWLCLUSTER_<NAME>``, then :func:`configure`'s in-process
+overrides, each value parsed and checked when the object is built), and hands the object
+to its components' ``from_settings()``; a component's ``__init__`` takes plain values, so
+it tests alone and nothing below it reads a setting by name. :data:`OPTIONS` (the same
+table by name) feeds the README's settings table and ``celeryconfig.py``; the embedded
+crawl uses :func:`configure` to switch to an in-memory broker and an SQLite file.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
-from typing import Any, Callable
+import threading
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping, TypeVar, cast
 
 from crawlcluster.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OPTIONS", "Option", "RETRY_POLICIES", "RetryPolicy", "get", "configure", "reset"]
+__all__ = ["OPTIONS", "Option", "RETRY_POLICIES", "RetryPolicy", "Settings", "configure", "current", "get",
+           "reset"]
+
+T = TypeVar("T")
 
 
 def _bool(value: str) -> bool:
@@ -98,7 +106,6 @@ def _per_policy(attribute: str, text: Callable[[Any], str] = str) -> str:
     """``60 s quick, 1 day recurring``: one attribute of every policy, for a help text."""
     return ", ".join(f"{text(getattr(policy, attribute))} {name}" for name, policy in RETRY_POLICIES.items())
 
-
 @dataclass(frozen=True)
 class Option:
     """One setting: its default, how to parse it from the environment, and why it exists."""
@@ -112,126 +119,177 @@ class Option:
         return "CRAWLCLUSTER_" + name.upper()
 
 
-OPTIONS: dict[str, Option] = {
+def _option(default: T, parse: Callable[[str], Any], doc: str, minimum: float | None = None) -> T:
+    """A :class:`Settings` field: typed as its default for mypy, with its :class:`Option`
+    in the field's metadata for :data:`OPTIONS`."""
+    return cast(T, field(default=default, metadata={"option": Option(default, parse, doc, minimum)}))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """This process's settings, read once (:func:`current`) and handed to components.
+
+    Frozen, so a component cannot change what another one sees; a test or a tool that wants
+    other values builds its own with ``dataclasses.replace(settings.current(), ...)`` or
+    :meth:`load` over an environment of its own.
+    """
+
     # where the cluster lives
-    "broker_url": Option(
+    broker_url: str = _option(
         "redis://127.0.0.1:6379/0", str,
-        "Celery broker. The message transport only: Postgres holds the truth."),
-    "broker_key_prefix": Option(
+        "Celery broker. The message transport only: Postgres holds the truth.")
+    broker_key_prefix: str = _option(
         "", str,
-        "Prefix of every Redis key the cluster uses, so several clusters (or test runs) can share one Redis."),
-    "database_url": Option(
+        "Prefix of every Redis key the cluster uses, so several clusters (or test runs) can share one Redis.")
+    database_url: str = _option(
         "postgresql+psycopg2://postgres@127.0.0.1:5432/crawlcluster", str,
-        "The task table, projects and results (SQLAlchemy URL; sqlite:///file.db works for one machine)."),
+        "The task table, projects and results (SQLAlchemy URL; sqlite:///file.db works for one machine).")
     # fetching
-    "user_agent": Option(
+    user_agent: str = _option(
         "crawlcluster/0.1 (+https://github.com/crawlcluster/crawlcluster)", str,
-        "User-Agent header of every fetch unless a request sets its own."),
-    "connect_timeout_seconds": Option(10.0, float, "Time allowed to open a connection.", minimum=0.01),
-    "read_timeout_seconds": Option(
-        20.0, float, "Time allowed between two reads of a response (a server that accepts and never answers).",
-        minimum=0.01),
-    "fetch_timeout_seconds": Option(
-        30.0, float, "Time one fetch may take in all, connecting to the last body byte (a server that dribbles "
-        "bytes for ever).", minimum=0.01),
-    "max_body_bytes": Option(
+        "User-Agent header of every fetch unless a request sets its own.")
+    connect_timeout_seconds: float = _option(10.0, float, "Time allowed to open a connection.", minimum=0.01)
+    read_timeout_seconds: float = _option(
+        20.0, float,
+        "Time allowed between two reads of a response (a server that accepts and never answers).",
+        minimum=0.01)
+    fetch_timeout_seconds: float = _option(
+        30.0, float, "Time one fetch may take in all, connecting to the last body byte (a server that "
+        "dribbles bytes for ever).", minimum=0.01)
+    max_body_bytes: int = _option(
         10 * 1024 * 1024, int,
-        "Largest response body kept, counted after decompression while streaming; larger ends as failed.", minimum=1),
-    "max_redirects": Option(10, int, "Redirect hops followed from one URL before the row fails.", minimum=1),
-    "fetch_concurrency": Option(
-        128, int, "Fetches in flight in one fetch worker process (all its threads together).", minimum=1),
-    "fetch_batch_size": Option(
-        16, int, "URLs per fetch message. The fetch task hands the batch on in waves as its pages finish: one parse "
-        "and one store message per wave (one wave when every page answers quickly).", minimum=1),
-    "body_compress_level": Option(1, int, "zlib level for page bodies inside messages (0 stores raw)."),
+        "Largest response body kept, counted after decompression while streaming; larger ends as failed.",
+        minimum=1)
+    max_redirects: int = _option(
+        10, int, "Redirect hops followed from one URL before the row fails.", minimum=1)
+    fetch_concurrency: int = _option(
+        128, int, "Fetches in flight in one fetch worker process (all its threads together).", minimum=1)
+    fetch_batch_size: int = _option(
+        16, int, "URLs per fetch message. The fetch task hands the batch on in waves as its pages finish: "
+        "one parse and one store message per wave (one wave when every page answers quickly).", minimum=1)
+    body_compress_level: int = _option(1, int, "zlib level for page bodies inside messages (0 stores raw).")
     # scheduling
-    "claim_batch_size": Option(2000, int, "Most rows the scheduler claims and publishes in one tick.", minimum=1),
-    "max_queued_per_project": Option(
-        5000, int,
-        "Most rows of one project queued at once; the rest wait as pending in the table, nothing is dropped.", minimum=1),
-    "queued_deadline_seconds": Option(
-        600.0, float,
-        "A row queued longer than this lost its message (worker killed, broker restarted) and is sent again.", minimum=1),
-    "retry_policy": Option(
+    claim_batch_size: int = _option(
+        2000, int, "Most rows the scheduler claims and publishes in one tick.", minimum=1)
+    max_queued_per_project: int = _option(
+        5000, int, "Most rows of one project queued at once; the rest wait as pending in the table, nothing "
+        "is dropped.", minimum=1)
+    queued_deadline_seconds: float = _option(
+        600.0, float, "A row queued longer than this lost its message (worker killed, broker restarted) and "
+        "is sent again.", minimum=1)
+    retry_policy: str = _option(
         DEFAULT_RETRY_POLICY, policy_name,
         "Retry policy of rows that name none: " + " or ".join(str(p) for p in RETRY_POLICIES.values())
         + "; quick lets a one-shot crawl end within about a minute of its last page, auto_recrawl rows get "
-        "recurring unless they name a policy."),
-    "retries": Option(
-        None, int, "Retries of a URL after a retryable failure (connection, timeout, 5xx, 408, 429); unset: the "
-        "retry policy's.", minimum=0),
-    "retry_delays": Option(
+        "recurring unless they name a policy.")
+    retries: int | None = _option(
+        None, int, "Retries of a URL after a retryable failure (connection, timeout, 5xx, 408, 429); unset: "
+        "the retry policy's.", minimum=0)
+    retry_delays: list[float] | None = _option(
         None, seconds_list,
         "Seconds before each retry, comma-separated; the last repeats (a 429/503 Retry-After wins up to "
-        "retry_after_max_seconds); unset: the retry policy's."),
-    "retry_after_max_seconds": Option(
+        "retry_after_max_seconds); unset: the retry policy's.")
+    retry_after_max_seconds: float | None = _option(
         None, float, "Longest Retry-After honoured; a longer one waits this long (unset: the policy's, "
-        + _per_policy("retry_after_max_seconds", _seconds_text) + ").", minimum=0),
-    "timeout_retries": Option(
-        None, int, "Retries of a URL whose fetch timed out, counted apart from its other retries, at most (unset: "
-        "the policy's, " + _per_policy("timeout_retries") + ").", minimum=0),
-    "per_host_concurrency": Option(
-        8, int, "Requests to one host in flight at once across the whole cluster (per project: per_host_concurrency).",
-        minimum=1),
-    "per_host_delay_seconds": Option(
+        + _per_policy("retry_after_max_seconds", _seconds_text) + ").", minimum=0)
+    timeout_retries: int | None = _option(
+        None, int, "Retries of a URL whose fetch timed out, counted apart from its other retries, at most "
+        "(unset: the policy's, " + _per_policy("timeout_retries") + ").", minimum=0)
+    per_host_concurrency: int = _option(
+        8, int, "Requests to one host in flight at once across the whole cluster (per project: "
+        "per_host_concurrency).", minimum=1)
+    per_host_delay_seconds: float = _option(
         0.0, float, "Least time between two requests to one host (per project: per_host_delay); robots.txt "
-        "Crawl-delay raises it.", minimum=0),
-    "obey_robots": Option(True, _bool, "Fetch each host's robots.txt first and skip what it disallows (per project: obey_robots)."),
-    "robots_ttl_seconds": Option(86400.0, float, "How long a fetched robots.txt is trusted.", minimum=1),
-    "robots_error_attempts": Option(
-        3, int, "Fetches of a host's robots.txt in a row that fail (HTTP 5xx, a timeout, a connection refused or "
-        "broken, a name that does not resolve) before the host's rows end failed (kind robots); between two, the "
-        "retry policy's delays.", minimum=1),
-    "robots_unreachable_seconds": Option(
-        600.0, float, "How long a host whose robots.txt stayed unreachable keeps failing its new rows at once, "
-        "before its robots.txt is asked again (its rows waiting then still fail; later ones wait for the answer). "
-        "`crawlcluster retry --failed` asks again at once.", minimum=0),
-    "leader_lease_seconds": Option(
-        10.0, float, "Lease of the dispatching beat; a standby beat takes over this long after the leader dies.",
-        minimum=1),
-    "auto_pause_failures": Option(
-        10, int, "Consecutive failures that say the site is in trouble (HTTP 5xx or 429, a timeout, a connection "
-        "that failed or broke; not a 404, a callback error, dns or robots) after which a project pauses itself "
-        "(0: never).", minimum=0),
-    "auto_pause_seconds": Option(
-        300.0, float, "How long an auto-paused project waits before a trial batch decides whether it resumes.",
-        minimum=0.1),
-    "auto_pause_trial_size": Option(2, int, "Rows in flight while an auto-paused project is on trial.", minimum=1),
-    "delete_after_seconds": Option(
-        86400.0, float, "How long a project marked for deletion keeps its rows and results.", minimum=0),
-    "tick_seconds": Option(1.0, float, "Longest pause of the scheduler between ticks when idle.", minimum=0.01),
+        "Crawl-delay raises it.", minimum=0)
+    obey_robots: bool = _option(
+        True, _bool,
+        "Fetch each host's robots.txt first and skip what it disallows (per project: obey_robots).")
+    robots_ttl_seconds: float = _option(
+        86400.0, float, "How long a fetched robots.txt is trusted.", minimum=1)
+    robots_error_attempts: int = _option(
+        3, int, "Fetches of a host's robots.txt in a row that fail (HTTP 5xx, a timeout, a connection "
+        "refused or broken, a name that does not resolve) before the host's rows end failed (kind robots); "
+        "between two, the retry policy's delays.", minimum=1)
+    robots_unreachable_seconds: float = _option(
+        600.0, float, "How long a host whose robots.txt stayed unreachable keeps failing its new rows at "
+        "once, before its robots.txt is asked again (its rows waiting then still fail; later ones wait for "
+        "the answer). `crawlcluster retry --failed` asks again at once.", minimum=0)
+    leader_lease_seconds: float = _option(
+        10.0, float, "Lease of the dispatching beat; a standby beat takes over this long after the leader "
+        "dies.", minimum=1)
+    auto_pause_failures: int = _option(
+        10, int, "Consecutive failures that say the site is in trouble (HTTP 5xx or 429, a timeout, a "
+        "connection that failed or broke; not a 404, a callback error, dns or robots) after which a project "
+        "pauses itself (0: never).", minimum=0)
+    auto_pause_seconds: float = _option(
+        300.0, float,
+        "How long an auto-paused project waits before a trial batch decides whether it resumes.", minimum=0.1)
+    auto_pause_trial_size: int = _option(
+        2, int, "Rows in flight while an auto-paused project is on trial.", minimum=1)
+    delete_after_seconds: float = _option(
+        86400.0, float, "How long a project marked for deletion keeps its rows and results.", minimum=0)
+    tick_seconds: float = _option(
+        1.0, float, "Longest pause of the scheduler between ticks when idle.", minimum=0.01)
     # worker pools by role, used when the command line does not name -P/-c
-    "parse_concurrency": Option(0, int, "Parse worker processes (0: one per CPU)."),
-    "store_concurrency": Option(4, int, "Store worker threads.", minimum=1),
+    parse_concurrency: int = _option(0, int, "Parse worker processes (0: one per CPU).")
+    store_concurrency: int = _option(4, int, "Store worker threads.", minimum=1)
     # the browser tier (render workers only; other workers never start a browser)
-    "chromium_path": Option("/usr/bin/chromium", str, "The Chromium executable render workers start (never downloaded)."),
-    "render_pages_in_flight": Option(4, int, "Pages one render worker process renders at once in its browser.", minimum=1),
-    "render_recycle_pages": Option(
-        100, int, "A render worker's browser is closed and started afresh after this many pages (0: never).", minimum=0),
-    "render_max_pss_bytes": Option(
-        1024 ** 3, int,
-        "A browser whose process tree uses more memory than this (PSS, summed over the tree) is recycled (0: no limit).",
-        minimum=0),
-    "render_page_timeout_seconds": Option(
-        30.0, float, "Time one page may take in the browser, navigation to script, before it ends as a timeout.",
-        minimum=0.1),
-    "render_launch_timeout_seconds": Option(30.0, float, "Time Chromium may take to start.", minimum=1),
+    chromium_path: str = _option(
+        "/usr/bin/chromium", str, "The Chromium executable render workers start (never downloaded).")
+    render_pages_in_flight: int = _option(
+        4, int, "Pages one render worker process renders at once in its browser.", minimum=1)
+    render_recycle_pages: int = _option(
+        100, int, "A render worker's browser is closed and started afresh after this many pages (0: never).",
+        minimum=0)
+    render_max_pss_bytes: int = _option(
+        1024 ** 3, int, "A browser whose process tree uses more memory than this (PSS, summed over the tree) "
+        "is recycled (0: no limit).", minimum=0)
+    render_page_timeout_seconds: float = _option(
+        30.0, float,
+        "Time one page may take in the browser, navigation to script, before it ends as a timeout.",
+        minimum=0.1)
+    render_launch_timeout_seconds: float = _option(30.0, float, "Time Chromium may take to start.", minimum=1)
     # worker logs
-    "callback_error_log_seconds": Option(
+    callback_error_log_seconds: float = _option(
         60.0, float,
-        "A spider callback's exception is logged with its traceback once per this many seconds for each project, "
-        "callback, exception type and line, in each worker process; the rows keep every error.", minimum=1),
-    "callback_error_log_lines": Option(
+        "A spider callback's exception is logged with its traceback once per this many seconds for each "
+        "project, callback, exception type and line, in each worker process; the rows keep every error.",
+        minimum=1)
+    callback_error_log_lines: int = _option(
         10, int,
         "More failures of the same kind within that time are logged as one line each, up to this many; "
-        "the rest are counted and their number logged when the time is up.", minimum=0),
+        "the rest are counted and their number logged when the time is up.", minimum=0)
     # monitoring
-    "flower_auth": Option(
-        "", str,
-        "Basic auth for `celery -A crawlcluster flower`, user:password (several: comma-separated); empty: open."),
-}
+    flower_auth: str = _option(
+        "", str, "Basic auth for `celery -A crawlcluster flower`, user:password (several: comma-separated); "
+        "empty: open.")
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None,
+             overrides: Mapping[str, Any] | None = None) -> Settings:
+        """Settings from ``environ`` (default: this process's environment) under ``overrides``
+        (default: :func:`configure`'s). Every value is parsed and checked here, so a bad one
+        is a :class:`ConfigurationError` naming its variable when the process starts, not
+        when some code path first reads it."""
+        environ = os.environ if environ is None else environ
+        overrides = _overrides if overrides is None else overrides
+        values: dict[str, Any] = {}
+        for name, option in OPTIONS.items():
+            if name in overrides:
+                values[name] = _checked(name, option, overrides[name])
+                continue
+            raw = environ.get(option.env_name(name))
+            if raw is not None and raw != "":
+                values[name] = _parse(name, option, raw)
+        return cls(**values)
+
+
+# The same table by name: the README's settings table and celeryconfig.py read it.
+OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in fields(Settings)}
 
 _overrides: dict[str, Any] = {}
+_current: Settings | None = None
+_current_lock = threading.Lock()
 
 
 def _parse(name: str, option: Option, raw: str) -> Any:
@@ -240,31 +298,61 @@ def _parse(name: str, option: Option, raw: str) -> Any:
     except ValueError as exc:
         raise ConfigurationError(f"{option.env_name(name)}={raw!r} is invalid: {exc}") from None
     if option.minimum is not None and value < option.minimum:
-        raise ConfigurationError(f"{option.env_name(name)}={raw!r} is invalid: it must be at least {option.minimum}")
+        raise ConfigurationError(
+            f"{option.env_name(name)}={raw!r} is invalid: it must be at least {option.minimum}")
     return value
 
 
+def _checked(name: str, option: Option, value: Any) -> Any:
+    """An in-process override: text is parsed as the environment's would be; other values
+    are taken as given, within the setting's lower bound."""
+    if isinstance(value, str):
+        return _parse(name, option, value)
+    if option.minimum is not None and value is not None and value < option.minimum:
+        raise ConfigurationError(f"setting {name}={value!r} is invalid: it must be at least {option.minimum}")
+    return value
+
+
+def _unknown(name: str) -> ConfigurationError:
+    return ConfigurationError(f"unknown crawlcluster setting {name!r}; known: {', '.join(sorted(OPTIONS))}")
+
+
+def current() -> Settings:
+    """This process's settings, built on first use and kept until :func:`configure` or
+    :func:`reset` changes what they are built from."""
+    global _current
+    settings = _current
+    if settings is None:
+        with _current_lock:
+            if _current is None:
+                _current = Settings.load()
+            settings = _current
+    return settings
+
+
 def get(name: str) -> Any:
-    """The current value of setting ``name``: override, then environment, then default."""
-    option = OPTIONS[name]
-    if name in _overrides:
-        return _overrides[name]
-    raw = os.environ.get(option.env_name(name))
-    if raw is None or raw == "":
-        return option.default
-    return _parse(name, option, raw)
+    """The current value of setting ``name``, for ``celeryconfig.py``, which maps our names
+    onto Celery's; code takes a :class:`Settings` (attribute access, checked by mypy)."""
+    if name not in OPTIONS:
+        raise _unknown(name)
+    return getattr(current(), name)
 
 
 def configure(**values: Any) -> None:
-    """Override settings in this process (tests and the embedded crawl)."""
-    for name, value in values.items():
+    """Override settings in this process (tests and the embedded crawl); :func:`current`
+    reads them afresh."""
+    global _current
+    for name in values:
         if name not in OPTIONS:
-            raise ConfigurationError(f"unknown crawlcluster setting {name!r}; known: {', '.join(sorted(OPTIONS))}")
-        _overrides[name] = value
+            raise _unknown(name)
+    with _current_lock:
+        _overrides.update(values)
+        _current = None
 
 
 def reset() -> None:
-    """Forget every in-process override."""
-    _overrides.clear()
-
-
+    """Forget every in-process override, and read the environment afresh on next use."""
+    global _current
+    with _current_lock:
+        _overrides.clear()
+        _current = None

@@ -31,6 +31,15 @@ START_SERVICES = "bash deploy/local/services.sh"
 KEY_PREFIX = os.environ["CRAWLCLUSTER_BROKER_KEY_PREFIX"]
 
 
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    """Each test reads the settings from the environment it sets (the process caches them:
+    settings.current()), and leaves no in-process override behind for the next one."""
+    settings.reset()
+    yield
+    settings.reset()
+
+
 def _flush_prefixed(client: redis.Redis) -> None:
     keys = list(client.scan_iter(match=KEY_PREFIX + "*", count=1000))
     if keys:

@@ -11,12 +11,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import crawlcluster
-from crawlcluster import frontier
+from crawlcluster import frontier, settings
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.dispatcher import Dispatcher
 from crawlcluster.dispatch.robots import ROBOTS_CALLBACK
@@ -132,9 +133,10 @@ def test_a_host_whose_robots_txt_stays_unreachable_ends_its_rows_after_the_set_a
         # short delays between robots.txt attempts, so the test does not wait 2 s and 10 s
         crawl = crawlcluster.submit([*dead_urls, live.url + "/ok"], project="dead",
                                     settings={"retry_delays": [0.05]}, database_url=database)
-        dispatcher = Dispatcher(test_app, claim_batch_size=100, max_queued_per_project=1000,
-                                queued_deadline_seconds=60, fetch_batch_size=16, tick_seconds=0.1,
-                                database_url=database)
+        dispatcher = Dispatcher.from_settings(
+            test_app, replace(settings.current(), claim_batch_size=100, max_queued_per_project=1000,
+                              queued_deadline_seconds=60, fetch_batch_size=16, tick_seconds=0.1),
+            database_url=database)
         engine = get_engine(database)
         robots_fetches: Counter[str] = Counter()
         live_dispatched = False

@@ -126,17 +126,19 @@ def test_flower_auth_setting_becomes_flowers_basic_auth_unless_flower_is_told_ot
     monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
     monkeypatch.setenv("CRAWLCLUSTER_FLOWER_AUTH", "admin:pw1,ops:pw:2")
     settings.reset()
-    export_flower_auth()
+    export_flower_auth(settings.current().flower_auth)
     assert os.environ["FLOWER_BASIC_AUTH"] == "admin:pw1,ops:pw:2"
 
     monkeypatch.setenv("FLOWER_BASIC_AUTH", "explicit:wins")
     monkeypatch.setenv("CRAWLCLUSTER_FLOWER_AUTH", "admin:other")
-    export_flower_auth()
+    settings.reset()
+    export_flower_auth(settings.current().flower_auth)
     assert os.environ["FLOWER_BASIC_AUTH"] == "explicit:wins"
 
     monkeypatch.delenv("FLOWER_BASIC_AUTH")
     for bad in ("admin", "admin:", ":pw", "admin:pw,"):
         monkeypatch.setenv("CRAWLCLUSTER_FLOWER_AUTH", bad)
+        settings.reset()
         with pytest.raises(ConfigurationError, match="CRAWLCLUSTER_FLOWER_AUTH must be user:password"):
-            export_flower_auth()
+            export_flower_auth(settings.current().flower_auth)
         assert "FLOWER_BASIC_AUTH" not in os.environ

@@ -4,13 +4,14 @@ dispatcher's tick against real Redis, and idempotent storing, on Postgres (and S
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 from celery import Celery
 from sqlalchemy import func, select, update
 
 import crawlcluster
-from crawlcluster import frontier
+from crawlcluster import frontier, settings
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.dispatcher import Dispatcher
 from crawlcluster.schema import crawl_tasks, projects
@@ -147,9 +148,10 @@ def test_max_pages_budget_holds_with_parse_workers_inserting_side_by_side(databa
 
 def dispatcher_for(app: Celery, database_url: str, **overrides) -> Dispatcher:
     options = dict(claim_batch_size=100, max_queued_per_project=1000, queued_deadline_seconds=60,
-                   fetch_batch_size=4, tick_seconds=0.5, database_url=database_url)
+                   fetch_batch_size=4, tick_seconds=0.5)
     options.update(overrides)
-    dispatcher = Dispatcher(app, **options)
+    own = replace(settings.current(), **options)
+    dispatcher = Dispatcher.from_settings(app, own, database_url=database_url)
     # these tests are about claiming and publishing: no robots.txt round, no per-host cap
     dispatcher.obey_robots = False
     dispatcher.per_host_concurrency = 10_000

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import crawlcluster
-from crawlcluster import frontier, scheduling
+from crawlcluster import frontier, scheduling, settings
 from crawlcluster.db import get_engine
 from crawlcluster.errors import ConfigurationError
 from crawlcluster.spider import Request, Spider
@@ -237,13 +237,32 @@ def test_crawl_retries_and_retry_delay_win_over_a_spider_naming_the_recurring_po
 
 def test_cluster_settings_set_retries_for_every_policy_and_choose_the_default_one(monkeypatch):
     monkeypatch.setenv("CRAWLCLUSTER_RETRY_POLICY", "recurring")
+    settings.reset()  # the process reads its settings once
     assert scheduling.resolve(Request("http://h/"), None, None, None).retries == 3
     monkeypatch.setenv("CRAWLCLUSTER_RETRIES", "1")
     monkeypatch.setenv("CRAWLCLUSTER_RETRY_DELAYS", "4")
+    settings.reset()
     schedule = scheduling.resolve(Request("http://h/"), None, None, {"retry_policy": "quick"})
     assert (schedule.retry_policy, schedule.retries, schedule.retry_delays) == ("quick", 2, [2.0, 10.0])
     schedule = scheduling.resolve(Request("http://h/"), None, None, None)
     assert (schedule.retry_policy, schedule.retries, schedule.retry_delays) == ("recurring", 1, [4.0])
+
+
+def test_the_cluster_retry_settings_can_be_handed_in_and_rows_carry_only_what_differs():
+    cluster = scheduling.ClusterRetries(policy="recurring", retries=1, retry_delays=(4.0,),
+                                        retry_after_max_seconds=5.0)
+    schedule = scheduling.resolve(Request("http://h/"), None, None, None, cluster)
+    assert (schedule.retry_policy, schedule.retries, schedule.retry_delays) == ("recurring", 1, [4.0])
+    assert schedule.row_values()["_fetch_extra"] == {}
+    quick = scheduling.resolve(Request("http://h/"), None, None, {"retry_policy": "quick"}, cluster)
+    assert quick.row_values()["_fetch_extra"] == {"retries": 2, "retry_delays": [2.0, 10.0],
+                                                  "retry_policy": "quick"}
+    rules = scheduling.RetryRules.of_row(None, cluster)
+    assert (rules.policy.name, rules.retries, rules.retry_delays) == ("recurring", 1, [4.0])
+    assert (rules.retry_after_max_seconds, rules.timeout_retries) == (5.0, 3)
+    loaded = settings.Settings.load({"CRAWLCLUSTER_RETRY_DELAYS": "1,2", "CRAWLCLUSTER_TIMEOUT_RETRIES": "0"})
+    assert scheduling.ClusterRetries.from_settings(loaded) == scheduling.ClusterRetries(
+        policy="quick", retry_delays=(1.0, 2.0), timeout_retries=0)
 
 
 def test_auto_recrawl_rows_get_the_recurring_policy_unless_they_name_one():

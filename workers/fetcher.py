@@ -30,6 +30,7 @@ import httpx
 
 from crawlcluster import settings
 from crawlcluster.errors import BodyTooLarge, FetchError
+from crawlcluster.settings import Settings
 from workers.loopthread import cancel_other_tasks, start_loop_thread
 
 logger = logging.getLogger(__name__)
@@ -187,14 +188,14 @@ class Fetcher:
         self._start_lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls) -> "Fetcher":
+    def from_settings(cls, s: Settings) -> "Fetcher":
         return cls(
-            user_agent=settings.get("user_agent"),
-            connect_timeout_seconds=settings.get("connect_timeout_seconds"),
-            read_timeout_seconds=settings.get("read_timeout_seconds"),
-            fetch_timeout_seconds=settings.get("fetch_timeout_seconds"),
-            max_body_bytes=settings.get("max_body_bytes"),
-            concurrency=settings.get("fetch_concurrency"),
+            user_agent=s.user_agent,
+            connect_timeout_seconds=s.connect_timeout_seconds,
+            read_timeout_seconds=s.read_timeout_seconds,
+            fetch_timeout_seconds=s.fetch_timeout_seconds,
+            max_body_bytes=s.max_body_bytes,
+            concurrency=s.fetch_concurrency,
         )
 
     # -- the loop thread ------------------------------------------------------------
@@ -413,7 +414,7 @@ def get_fetcher() -> Fetcher:
         with _fetchers_lock:
             fetcher = _fetchers.get(pid)
             if fetcher is None:
-                fetcher = _fetchers[pid] = Fetcher.from_settings()
+                fetcher = _fetchers[pid] = Fetcher.from_settings(settings.current())
     return fetcher
 
 

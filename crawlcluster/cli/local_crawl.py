@@ -59,8 +59,9 @@ def crawl(urls: tuple[str, ...], output, fmt, max_pages, max_depth, project, db,
         spider_kwargs = {"render": {"never": False, "auto": "auto", "always": True}[render]}
         if render != "never":
             from crawlcluster.app import render_unavailable
+            from crawlcluster.settings import current
 
-            missing = render_unavailable(browser=True)
+            missing = render_unavailable(chromium_path=current().chromium_path)
             if missing:
                 raise click.ClickException(f"{missing}, or crawl with --render never")
     code = run_oneshot(target, output=output, fmt=fmt, max_pages=max_pages, max_depth=max_depth,

@@ -11,6 +11,7 @@ from typing import Any
 
 from celery.beat import Scheduler
 
+from crawlcluster import settings
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.dispatcher import Dispatcher
 from crawlcluster.dispatch.lease import LeaseLost
@@ -23,7 +24,7 @@ class CrawlScheduler(Scheduler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.dispatcher = Dispatcher.from_settings(self.app)
+        self.dispatcher = Dispatcher.from_settings(self.app, settings.current())
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         beat_wait = super().tick(*args, **kwargs)

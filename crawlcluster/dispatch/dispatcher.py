@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import Celery
 
-from crawlcluster import frontier, settings
+from crawlcluster import frontier
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.claim import Claim, ClaimReader
@@ -28,6 +28,7 @@ from crawlcluster.dispatch.pipeline import CommitPipeline, send_quietly
 from crawlcluster.dispatch.robots import RobotsCache
 from crawlcluster.dispatch.robots_gate import RobotsGate
 from crawlcluster.dispatch.routing import Router
+from crawlcluster.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,13 @@ class Dispatcher:
         queued_deadline_seconds: float,
         fetch_batch_size: int,
         tick_seconds: float,
+        obey_robots: bool,
+        leader_lease_seconds: float,
+        per_host_concurrency: int,
+        per_host_delay_seconds: float,
+        auto_pause_failures: int,
+        auto_pause_trial_size: int,
+        user_agent: str,
         database_url: str | None = None,
     ) -> None:
         self.app = app
@@ -51,12 +59,11 @@ class Dispatcher:
         self.fetch_batch_size = fetch_batch_size
         self.tick_seconds = tick_seconds
         self.database_url = database_url
-        self.obey_robots = settings.get("obey_robots")
-        self.lease = LeaderLease(settings.get("leader_lease_seconds"))
-        self.slots = HostSlots(settings.get("per_host_concurrency"), settings.get("per_host_delay_seconds"))
-        self.admission = ProjectAdmission(max_queued_per_project, settings.get("auto_pause_failures"),
-                                          settings.get("auto_pause_trial_size"))
-        self.robots = RobotsGate(RobotsCache(settings.get("user_agent")), queued_deadline_seconds)
+        self.obey_robots = obey_robots
+        self.lease = LeaderLease(leader_lease_seconds)
+        self.slots = HostSlots(per_host_concurrency, per_host_delay_seconds)
+        self.admission = ProjectAdmission(max_queued_per_project, auto_pause_failures, auto_pause_trial_size)
+        self.robots = RobotsGate(RobotsCache(user_agent), queued_deadline_seconds)
         self.claims = ClaimReader(self.slots, self.robots)
         self.counts = InFlightCounts()
         self.pipeline = CommitPipeline(app, self.lease, Router(database_url),
@@ -69,14 +76,25 @@ class Dispatcher:
         self.published_total = 0
 
     @classmethod
-    def from_settings(cls, app: Celery) -> Dispatcher:
+    def from_settings(cls, app: Celery, s: Settings, *, database_url: str | None = None) -> Dispatcher:
+        """The dispatcher ``s`` describes (beat and the embedded crawl pass the process's
+        settings, a test its own ``dataclasses.replace()`` of them); ``database_url``
+        None means the engine registry's default, the database_url setting."""
         return cls(
             app,
-            claim_batch_size=settings.get("claim_batch_size"),
-            max_queued_per_project=settings.get("max_queued_per_project"),
-            queued_deadline_seconds=settings.get("queued_deadline_seconds"),
-            fetch_batch_size=settings.get("fetch_batch_size"),
-            tick_seconds=settings.get("tick_seconds"),
+            claim_batch_size=s.claim_batch_size,
+            max_queued_per_project=s.max_queued_per_project,
+            queued_deadline_seconds=s.queued_deadline_seconds,
+            fetch_batch_size=s.fetch_batch_size,
+            tick_seconds=s.tick_seconds,
+            obey_robots=s.obey_robots,
+            leader_lease_seconds=s.leader_lease_seconds,
+            per_host_concurrency=s.per_host_concurrency,
+            per_host_delay_seconds=s.per_host_delay_seconds,
+            auto_pause_failures=s.auto_pause_failures,
+            auto_pause_trial_size=s.auto_pause_trial_size,
+            user_agent=s.user_agent,
+            database_url=database_url,
         )
 
     @property

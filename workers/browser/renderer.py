@@ -28,6 +28,7 @@ from typing import Any
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError, FetchError
 from crawlcluster.rendering import RenderOptions
+from crawlcluster.settings import Settings
 from workers.browser.chromium import devtools_endpoint, start_chromium
 from workers.browser.proctree import TreeMemory, descendants, kill_tree, tree_memory
 from workers.browser.result import BrowserLost, RenderResult
@@ -105,15 +106,15 @@ class Renderer:
         self._launch_lock: asyncio.Lock | None = None
 
     @classmethod
-    def from_settings(cls) -> "Renderer":
+    def from_settings(cls, s: Settings) -> "Renderer":
         return cls(
-            chromium_path=settings.get("chromium_path"),
-            pages_in_flight=settings.get("render_pages_in_flight"),
-            recycle_pages=settings.get("render_recycle_pages"),
-            max_pss_bytes=settings.get("render_max_pss_bytes"),
-            page_timeout_seconds=settings.get("render_page_timeout_seconds"),
-            launch_timeout_seconds=settings.get("render_launch_timeout_seconds"),
-            user_agent=settings.get("user_agent"),
+            chromium_path=s.chromium_path,
+            pages_in_flight=s.render_pages_in_flight,
+            recycle_pages=s.render_recycle_pages,
+            max_pss_bytes=s.render_max_pss_bytes,
+            page_timeout_seconds=s.render_page_timeout_seconds,
+            launch_timeout_seconds=s.render_launch_timeout_seconds,
+            user_agent=s.user_agent,
         )
 
     # -- what callers see ----------------------------------------------------------------
@@ -371,7 +372,7 @@ def get_renderer() -> Renderer:
         with _renderers_lock:
             renderer = _renderers.get(pid)
             if renderer is None:
-                renderer = _renderers[pid] = Renderer.from_settings()
+                renderer = _renderers[pid] = Renderer.from_settings(settings.current())
                 # the embedded crawl and scripts exit without Celery's shutdown signals
                 atexit.register(close_renderer)
     return renderer
