@@ -23,7 +23,7 @@ from crawlcluster.database.results import item_count, stream_items
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch import lease
 from crawlcluster.errors import ConfigurationError, CrawlClusterError, InvalidURL, ProjectNotFound
-from crawlcluster.request_rows import task_row
+from crawlcluster.request_rows import seed_rows
 from crawlcluster.schema import CANCELLED, PAUSED
 from crawlcluster.spider import LinkSpider, Request, Spider, load_spider_class, spider_path
 from crawlcluster.urls import normalize_url, url_host
@@ -37,12 +37,6 @@ LINK_SPIDER_PATH = spider_path(LinkSpider)
 
 class CrawlTimeout(CrawlClusterError):
     """``Crawl.wait`` ran out of time with work still pending or queued."""
-
-
-def _seed_rows(project: str, requests: Iterable[Request], spider: Spider, project_settings: dict[str, Any],
-               now: float) -> list[dict[str, Any]]:
-    return [task_row(project, normalize_url(r.url), r, spider=spider, project_settings=project_settings,
-                     depth=0, now=now) for r in requests]
 
 
 def _project_spider(existing: dict[str, Any]) -> tuple[type[Spider], dict[str, Any]]:
@@ -132,7 +126,7 @@ def submit(
     checked = scheduling.check_project_settings(settings or {})
     columns = {k: checked.pop(k) for k in scheduling.PROJECT_COLUMNS if k in checked}
     project_settings = {**((existing or {}).get("settings") or {}), **checked, "spider_kwargs": kwargs}
-    rows = _seed_rows(project, requests, spider, project_settings, now)
+    rows = seed_rows(project, requests, spider, project_settings, now)
     values = {"spider": spider_path(spider_cls), "settings": project_settings, "max_pages": max_pages,
               "max_depth": max_depth, **columns}
     # project and seeds in one transaction: the scheduler never sees a running project
@@ -319,8 +313,7 @@ class Crawl:
         """Every stored screenshot (render option ``screenshot=True``), one at a time:
         ``{"task_id", "url", "png"}`` with the PNG's bytes."""
         with self.engine.connect() as conn:
-            for row in render.stream_screenshots(conn, self.project):
-                yield {"task_id": row.task_id, "url": row.url, "png": bytes(row.png)}
+            yield from render.stream_screenshots(conn, self.project)
 
     def export_screenshots(self, directory: str) -> int:
         """Write each screenshot to ``directory/<task id>.png`` and an ``index.jsonl`` of

@@ -7,11 +7,11 @@ rows and imports neither ``Request`` nor ``Spider``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from crawlcluster import scheduling
 from crawlcluster.schema import PENDING
-from crawlcluster.urls import task_id, url_host
+from crawlcluster.urls import normalize_url, task_id, url_host
 
 
 def task_row(project: str, url: str, request: Any, *, spider: Any, project_settings: dict[str, Any] | None,
@@ -44,3 +44,10 @@ def task_row(project: str, url: str, request: Any, *, spider: Any, project_setti
         row["_cancel"] = True
     return row
 
+
+
+def seed_rows(project: str, requests: Iterable[Any], spider: Any, project_settings: dict[str, Any] | None,
+              now: float) -> list[dict[str, Any]]:
+    """The rows of a submit's start requests (depth 0), their URLs normalised."""
+    return [task_row(project, normalize_url(r.url), r, spider=spider, project_settings=project_settings,
+                     depth=0, now=now) for r in requests]

@@ -21,11 +21,13 @@ def replace_screenshots(conn: Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(screenshots.insert().values(rows))
 
 
-def stream_screenshots(conn: Connection, project: str) -> Iterator[Any]:
-    """``project``'s screenshots (task_id, url, png) by task id, 50 rows read at a time."""
+def stream_screenshots(conn: Connection, project: str) -> Iterator[dict[str, Any]]:
+    """``project``'s screenshots by task id, ``{"task_id", "url", "png"}`` with the PNG's
+    bytes, read 50 rows at a time (a PNG is large)."""
     stmt = (select(screenshots.c.task_id, screenshots.c.url, screenshots.c.png)
             .where(screenshots.c.project == project).order_by(screenshots.c.task_id))
-    yield from conn.execution_options(stream_results=True, yield_per=50).execute(stmt)
+    for row in conn.execution_options(stream_results=True, yield_per=50).execute(stmt):
+        yield {"task_id": row.task_id, "url": row.url, "png": bytes(row.png)}
 
 
 def record_render_worker(conn: Connection, row: dict[str, Any], counters: dict[str, Any]) -> None:
