@@ -31,7 +31,8 @@ from rich.table import Table
 from sqlalchemy import text, update
 
 from bench.site300 import DATABASE_URL, REDIS_URL, ensure_bench_database
-from crawlcluster import frontier, settings
+from crawlcluster import settings
+from crawlcluster.database import tasks
 from crawlcluster.db import dispose_all, get_engine
 from crawlcluster.dispatch.dispatcher import Dispatcher
 from crawlcluster.schema import DONE, crawl_tasks
@@ -177,4 +178,4 @@ def main(sizes: list[int], seconds: float) -> None:
     for line in claim_plan(engine):
         console.print("  " + line)
     with engine.begin() as conn:
-        frontier.cancel_pending(conn, "bench")
+        tasks.cancel_pending(conn, "bench")

@@ -15,22 +15,16 @@ import logging
 import time
 from typing import IO, Any, Callable, Iterable, Iterator
 
-from sqlalchemy import func, select, update
-
-from crawlcluster import frontier, scheduling, stats
+from crawlcluster import scheduling, stats
+from crawlcluster.database import failures, render, tasks, timers
 from crawlcluster.database import projects as lifecycle
+from crawlcluster.database.counts import page_counts
+from crawlcluster.database.results import item_count, stream_items
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch import lease
 from crawlcluster.errors import ConfigurationError, CrawlClusterError, InvalidURL, ProjectNotFound
-from crawlcluster.schema import (
-    CANCELLED,
-    PAUSED,
-    projects,
-    render_hosts,
-    render_workers,
-    results,
-    screenshots,
-)
+from crawlcluster.request_rows import seed_rows
+from crawlcluster.schema import CANCELLED, PAUSED
 from crawlcluster.spider import LinkSpider, Request, Spider, load_spider_class, spider_path
 from crawlcluster.urls import normalize_url, url_host
 
@@ -43,12 +37,6 @@ LINK_SPIDER_PATH = spider_path(LinkSpider)
 
 class CrawlTimeout(CrawlClusterError):
     """``Crawl.wait`` ran out of time with work still pending or queued."""
-
-
-def _seed_rows(project: str, requests: Iterable[Request], spider: Spider, project_settings: dict[str, Any],
-               now: float) -> list[dict[str, Any]]:
-    return [frontier.task_row(project, normalize_url(r.url), r, spider=spider, project_settings=project_settings,
-                              depth=0, now=now) for r in requests]
 
 
 def _project_spider(existing: dict[str, Any]) -> tuple[type[Spider], dict[str, Any]]:
@@ -104,7 +92,7 @@ def submit(
         project = project or url_host(urls[0]).replace(":", "_")
     assert project is not None
     with engine.connect() as conn:
-        existing = frontier.project_row(conn, project)
+        existing = lifecycle.project_row(conn, project)
     if isinstance(target, type):
         spider_cls = target
         if existing and existing["spider"] != spider_path(spider_cls) and not replace_spider:
@@ -138,7 +126,7 @@ def submit(
     checked = scheduling.check_project_settings(settings or {})
     columns = {k: checked.pop(k) for k in scheduling.PROJECT_COLUMNS if k in checked}
     project_settings = {**((existing or {}).get("settings") or {}), **checked, "spider_kwargs": kwargs}
-    rows = _seed_rows(project, requests, spider, project_settings, now)
+    rows = seed_rows(project, requests, spider, project_settings, now)
     values = {"spider": spider_path(spider_cls), "settings": project_settings, "max_pages": max_pages,
               "max_depth": max_depth, **columns}
     # project and seeds in one transaction: the scheduler never sees a running project
@@ -148,18 +136,19 @@ def submit(
             lifecycle.create(conn, project, values, now)
         else:
             lifecycle.resubmit(conn, project, values, now)
-        added = frontier.insert_tasks(conn, project, rows, max_pages=max_pages, reopen_failed=True)
+        added = tasks.insert_tasks(conn, project, rows, max_pages=max_pages,
+                                   reopen_failed=scheduling.RetryRules.of_row)
         for method_name in dir(spider_cls):
             interval = getattr(getattr(spider_cls, method_name, None), scheduling.EVERY_ATTR, None)
             if interval:
-                frontier.set_timer(conn, project, method_name, interval, now=now)
+                timers.set_timer(conn, project, method_name, interval, now=now)
     logger.info("submitted %s: %d start URLs, %d new", project, len(rows), added)
     return Crawl(project, database_url=database_url)
 
 
 def list_projects(database_url: str | None = None) -> list[dict[str, Any]]:
     with get_engine(database_url).connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(select(projects).order_by(projects.c.name))]
+        return lifecycle.all_projects(conn)
 
 
 def render_stats(database_url: str | None = None) -> list[dict[str, Any]]:
@@ -168,7 +157,7 @@ def render_stats(database_url: str | None = None) -> list[dict[str, Any]]:
     render_max_pss_bytes), ``crashes`` and ``hung_kills`` (browsers killed and replaced),
     and the current browser tree's PSS and summed RSS in bytes."""
     with get_engine(database_url).connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(select(render_workers).order_by(render_workers.c.worker))]
+        return render.render_worker_rows(conn)
 
 
 def scheduler_health(database_url: str | None = None) -> dict[str, Any]:
@@ -195,7 +184,7 @@ class Crawl:
         return get_engine(self.database_url)
 
     def _project(self, conn) -> dict[str, Any]:
-        row = frontier.project_row(conn, self.project)
+        row = lifecycle.project_row(conn, self.project)
         if row is None:
             raise ProjectNotFound(self.project)
         return row
@@ -219,13 +208,11 @@ class Crawl:
         now = time.time()
         with self.engine.connect() as conn:
             row = self._project(conn)
-            split = frontier.page_counts(conn, self.project)
+            split = page_counts(conn, self.project)
             counts: dict[str, Any] = dict(split["rows"])
             counts["pages"] = split["pages"]
             counts["robots"] = split["robots"]
-            counts["items"] = conn.execute(
-                select(func.count()).select_from(results).where(results.c.project == self.project)
-            ).scalar_one()
+            counts["items"] = item_count(conn, self.project)
             due = stats.pending_figures(conn, self.project, now, counts["pending"]) if counts["pending"] else {}
             counts["next_due_at"] = due.get("next_due_at")
             if figures:
@@ -256,13 +243,13 @@ class Crawl:
         (``404``) or a class of them (``5xx``)."""
         with self.engine.connect() as conn:
             self._project(conn)
-            return frontier.failed_rows(conn, self.project, kind=kind, limit=limit)
+            return failures.failed_rows(conn, self.project, kind=kind, limit=limit)
 
     def failure_counts(self) -> dict[str, int]:
         """Failed rows per kind (``{"HTTP 500": 3, "dns": 1, "callback": 20}``), most first."""
         with self.engine.connect() as conn:
             self._project(conn)
-            return frontier.failure_counts(conn, self.project)
+            return failures.failure_counts(conn, self.project)
 
     def retry_failed(self, kind: str | None = None) -> int:
         """Fetch the failed rows again (only those of ``kind``, as :meth:`failures` takes
@@ -271,7 +258,8 @@ class Crawl:
         now = time.time()
         with self.engine.begin() as conn:
             self._project(conn)
-            reopened = frontier.reopen_failed_rows(conn, self.project, kind=kind, now=now)
+            reopened = tasks.reopen_failed_rows(conn, self.project, scheduling.RetryRules.of_row, kind=kind,
+                                                 now=now)
             if reopened:
                 lifecycle.run_again(conn, self.project, now)
         logger.info("%s: %d failed rows due again", self.project, reopened)
@@ -308,15 +296,8 @@ class Crawl:
 
     def results(self, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
         """Every stored item, streamed with a server-side cursor (constant memory)."""
-        stmt = (
-            select(results.c.item)
-            .where(results.c.project == self.project)
-            .order_by(results.c.task_id, results.c.item_index)
-        )
         with self.engine.connect() as conn:
-            stream = conn.execution_options(stream_results=True, yield_per=batch_size).execute(stmt)
-            for (item,) in stream:
-                yield item
+            yield from stream_items(conn, self.project, batch_size)
 
     def export(self, out: IO[str], fmt: str = "jsonl", progress: Callable[[int], None] | None = None) -> int:
         """Write every item to the open stream ``out`` as ``jsonl`` (JSON lines), ``json``
@@ -331,11 +312,8 @@ class Crawl:
     def screenshots(self) -> Iterator[dict[str, Any]]:
         """Every stored screenshot (render option ``screenshot=True``), one at a time:
         ``{"task_id", "url", "png"}`` with the PNG's bytes."""
-        stmt = (select(screenshots.c.task_id, screenshots.c.url, screenshots.c.png)
-                .where(screenshots.c.project == self.project).order_by(screenshots.c.task_id))
         with self.engine.connect() as conn:
-            for row in conn.execution_options(stream_results=True, yield_per=50).execute(stmt):
-                yield {"task_id": row.task_id, "url": row.url, "png": bytes(row.png)}
+            yield from render.stream_screenshots(conn, self.project)
 
     def export_screenshots(self, directory: str) -> int:
         """Write each screenshot to ``directory/<task id>.png`` and an ``index.jsonl`` of
@@ -356,7 +334,7 @@ class Crawl:
     def render_hosts(self) -> list[str]:
         """Hosts that ``render="auto"`` found to need a browser in this project."""
         with self.engine.connect() as conn:
-            return sorted(conn.execute(select(render_hosts.c.host).where(render_hosts.c.project == self.project)).scalars())
+            return sorted(render.remembered_render_hosts(conn, self.project))
 
     def configure(self, **values: Any) -> dict[str, Any]:
         """Change project settings while the crawl runs (the scheduler and workers pick
@@ -370,8 +348,7 @@ class Crawl:
         with self.engine.begin() as conn:
             row = self._project(conn)
             merged = {**(row["settings"] or {}), **checked}
-            conn.execute(update(projects).where(projects.c.name == self.project)
-                         .values(settings=merged, updated_at=time.time(), **columns))
+            lifecycle.configure(conn, self.project, merged, columns)
         return {**merged, **{k: columns.get(k, row[k]) for k in scheduling.PROJECT_COLUMNS}}
 
     def set_rate(self, rate: float, burst: float | None = None) -> None:
@@ -394,7 +371,7 @@ class Crawl:
         now = time.time()
         with self.engine.begin() as conn:
             self._project(conn)
-            reopened = frontier.reopen_cancelled(conn, self.project, now=now)
+            reopened = tasks.reopen_cancelled(conn, self.project, now=now)
             lifecycle.run_again(conn, self.project, now)
         return reopened
 
@@ -405,7 +382,7 @@ class Crawl:
             raise ConfigurationError(f"schedule interval of {self.project} must be positive, got {every_seconds}")
         with self.engine.begin() as conn:
             self._project(conn)
-            frontier.set_timer(conn, self.project, "__reseed__", every_seconds)
+            timers.set_timer(conn, self.project, "__reseed__", every_seconds)
 
     def delete(self, after_seconds: float | None = None) -> float:
         """Cancel the crawl and remove its rows and results after ``after_seconds`` (default
@@ -425,4 +402,4 @@ class Crawl:
         with self.engine.begin() as conn:
             self._project(conn)
             lifecycle.cancel(conn, self.project)
-            frontier.cancel_pending(conn, self.project)
+            tasks.cancel_pending(conn, self.project)

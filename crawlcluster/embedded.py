@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from crawlcluster import settings as cluster_settings
+from crawlcluster.database.write_lock import hold_write_lock, release_write_lock
 from crawlcluster.errors import CrawlClusterError
 
 logger = logging.getLogger(__name__)
@@ -53,9 +54,7 @@ class EmbeddedResult:
         gets an ordinary connection."""
         if self.frontier_lock is not None:
             lock, self.frontier_lock = self.frontier_lock, None
-            lock.rollback()
-            lock.driver_connection.isolation_level = lock.info.pop("crawlcluster.isolation_level", "")
-            lock.close()
+            release_write_lock(lock)
 
     @property
     def pages_per_second(self) -> float:
@@ -143,16 +142,6 @@ def configure_embedded(database_path: str) -> Any:
     return app
 
 
-def _hold_write_lock(engine: Any) -> Any:
-    """Take SQLite's write lock and keep it: a page that ends after the crawl stopped can
-    then not be stored behind the output file's back (its row stays queued for a resume)."""
-    connection = engine.raw_connection()
-    connection.info["crawlcluster.isolation_level"] = connection.driver_connection.isolation_level  # for release()
-    connection.driver_connection.isolation_level = None  # BEGIN ourselves
-    connection.driver_connection.execute("BEGIN IMMEDIATE")
-    return connection
-
-
 def release_queued_rows(engine: Any, now: float | None = None) -> int:
     """Make rows left ``queued`` by an earlier run of this file pending again; return how many.
 
@@ -160,17 +149,12 @@ def release_queued_rows(engine: Any, now: float | None = None) -> int:
     claimed by a run that stopped (Ctrl-C, kill) before its page was stored: no worker can
     still hold it, and waiting for its deadline (queued_deadline_seconds) would only stall
     the resume. Hosts whose robots.txt was being fetched are asked again."""
-    from sqlalchemy import update
-
-    from crawlcluster.dispatch.robots import ROBOTS_FETCHING, ROBOTS_UNKNOWN
-    from crawlcluster.schema import PENDING, QUEUED, crawl_tasks, hosts
+    from crawlcluster.database import hosts, tasks
 
     now = time.time() if now is None else now
     with engine.begin() as conn:
-        released = conn.execute(update(crawl_tasks).where(crawl_tasks.c.status == QUEUED).values(
-            status=PENDING, next_run_at=now, queued_at=None, deadline_at=None, updated_at=now)).rowcount
-        conn.execute(update(hosts).where(hosts.c.robots_status == ROBOTS_FETCHING)
-                     .values(robots_status=ROBOTS_UNKNOWN, updated_at=now))
+        released = tasks.release_queued(conn, now)
+        hosts.release_fetching(conn, now)
     if released:
         logger.info("%d rows left queued by an earlier run are pending again", released)
     return released
@@ -266,7 +250,7 @@ def run_embedded(
         # after a stop, what is left of the grace (at least a second to shut down cleanly)
         stop_timeout = 30.0 if stopping_until is None else max(1.0, stopping_until - time.monotonic())
         worker_finished = worker.stop(timeout_seconds=stop_timeout)
-        frontier_lock = None if worker_finished else _hold_write_lock(engine)
+        frontier_lock = None if worker_finished else hold_write_lock(engine)
         elapsed = time.monotonic() - started
         exported = sync.finish() if sync is not None else 0
         keep_database = keep_database or interrupted is not None

@@ -14,8 +14,6 @@ import threading
 import time
 from typing import Any, Iterator
 
-from sqlalchemy import func, select
-
 from crawlcluster import settings
 from crawlcluster.settings import Settings
 
@@ -70,9 +68,9 @@ class ClusterCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-        from crawlcluster import stats
+        from crawlcluster.database import stats
+        from crawlcluster.database.counts import rows_by_project_and_state
         from crawlcluster.db import get_engine
-        from crawlcluster.schema import crawl_stats, crawl_tasks
 
         started = time.monotonic()
         prefix = self.key_prefix
@@ -96,21 +94,18 @@ class ClusterCollector:
         browser_seconds = CounterMetricFamily("crawlcluster_browser_seconds", "Seconds of browser rendering", labels=["project"])
         latency = HistogramMetricFamily("crawlcluster_fetch_latency_seconds", "Fetch latency", labels=["project"])
         with engine.connect() as conn:
-            for project, status, count in conn.execute(
-                    select(crawl_tasks.c.project, crawl_tasks.c.status, func.count())
-                    .group_by(crawl_tasks.c.project, crawl_tasks.c.status)):
+            for project, status, count in rows_by_project_and_state(conn):
                 rows.add_metric([project, status], count)
-            sums = conn.execute(select(
-                crawl_stats.c.project, func.sum(crawl_stats.c.done), func.sum(crawl_stats.c.failed),
-                func.sum(crawl_stats.c.retried), func.sum(crawl_stats.c.bytes), func.sum(crawl_stats.c.fetch_seconds),
-                func.sum(crawl_stats.c.browser_seconds)).group_by(crawl_stats.c.project)).all()
+            totals = stats.project_totals(conn)
             histogram = stats.latency_histogram(conn)
-        for project, done, failed, retried, nbytes, fetch_s, browser_s in sums:
+        fetch_seconds_of: dict[str, float] = {}
+        for project, done, failed, retried, nbytes, fetch_s, browser_s in totals:
             for outcome, value in (("done", done), ("failed", failed), ("retried", retried)):
-                pages.add_metric([project, outcome], int(value or 0))
-            downloaded.add_metric([project], int(nbytes or 0))
-            fetch_seconds.add_metric([project], float(fetch_s or 0))
-            browser_seconds.add_metric([project], float(browser_s or 0))
+                pages.add_metric([project, outcome], value)
+            downloaded.add_metric([project], nbytes)
+            fetch_seconds.add_metric([project], fetch_s)
+            browser_seconds.add_metric([project], browser_s)
+            fetch_seconds_of[project] = fetch_s
         by_project: dict[str, list[tuple[float, int]]] = {}
         for project, bound, count in histogram:
             by_project.setdefault(project, []).append((bound, count))
@@ -119,10 +114,8 @@ class ClusterCollector:
             for bound, count in buckets:
                 total += count
                 cumulative.append(("+Inf" if bound == float("inf") else str(bound), total))
-            with engine.connect() as conn:
-                seconds = conn.execute(select(func.sum(crawl_stats.c.fetch_seconds))
-                                       .where(crawl_stats.c.project == project)).scalar() or 0.0
-            latency.add_metric([project], cumulative, sum_value=float(seconds))
+            # the histogram's sum: the project's fetch seconds, read with the totals above
+            latency.add_metric([project], cumulative, sum_value=fetch_seconds_of.get(project, 0.0))
         yield from (rows, pages, downloaded, fetch_seconds, browser_seconds, latency)
         scrape = GaugeMetricFamily("crawlcluster_scrape_seconds", "Time this scrape took")
         scrape.add_metric([], time.monotonic() - started)

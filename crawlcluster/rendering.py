@@ -16,12 +16,10 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from crawlcluster.db import upsert
+from crawlcluster.database.render import add_render_host, remembered_render_hosts
 from crawlcluster.errors import ConfigurationError
-from crawlcluster.schema import render_hosts
 
 logger = logging.getLogger(__name__)
 
@@ -156,15 +154,10 @@ def remember_render_host(conn: Connection, project: str, host: str, url: str, re
     """Remember that ``host`` needs a browser in ``project``; True when it was new."""
     now = time.time() if now is None else now
     values = {"project": project, "host": host, "first_url": url, "reason": reason, "created_at": now}
-    inserted = conn.execute(upsert(conn, render_hosts, values, key=["project", "host"])
-                            .returning(render_hosts.c.host)).first()
-    if inserted is not None:
+    inserted = add_render_host(conn, values)
+    if inserted:
         logger.info("project %s: %s needs a browser (%s, first seen at %s)", project, host, reason, url)
-    return inserted is not None
-
-
-def remembered_render_hosts(conn: Connection, project: str) -> set[str]:
-    return set(conn.execute(select(render_hosts.c.host).where(render_hosts.c.project == project)).scalars())
+    return inserted
 
 
 class RenderHostMemory:

@@ -101,6 +101,10 @@ class RetryRules:
             timeout_retries=policy.timeout_retries if timeout_retries is None else int(timeout_retries),
         )
 
+    def delay(self, attempt: int) -> float:
+        """Seconds before retry number ``attempt`` (0-based) of this row."""
+        return retry_delay(self.retry_delays, attempt)
+
 
 # what @config and Request may set, and what the project's settings may default
 SCHEDULE_KEYS = ("priority", "retries", "retry_delays", "retry_policy", "age", "itag", "auto_recrawl")

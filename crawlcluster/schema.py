@@ -36,6 +36,9 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 PENDING, QUEUED, DONE, FAILED, CANCELLED = "pending", "queued", "done", "failed", "cancelled"
 DISALLOWED = "disallowed"  # robots.txt forbids it; never fetched
 TASK_STATES = (PENDING, QUEUED, DONE, FAILED, CANCELLED, DISALLOWED)
+# crawl_tasks.callback of a host's robots.txt row: the scheduler's own request, not a page
+# (the partial index ix_crawl_tasks_robots names it as text)
+ROBOTS_CALLBACK = "__robots__"
 # Project states.
 RUNNING, PAUSED, FINISHED = "running", "paused", "finished"
 
@@ -218,6 +221,11 @@ render_workers = Table(
 )
 
 # -- per-host politeness (migration 0003) -------------------------------------------------
+
+# States of hosts.robots_status. After robots_error_attempts failed fetches (error) in a
+# row a host is unreachable: its rows fail.
+ROBOTS_UNKNOWN, ROBOTS_FETCHING, ROBOTS_OK, ROBOTS_MISSING, ROBOTS_ERROR = "unknown", "fetching", "ok", "missing", "error"
+ROBOTS_UNREACHABLE = "unreachable"
 
 # robots.txt per host, fetched once and shared by every project; Crawl-delay raises the
 # host's delay, a 5xx or unreachable robots.txt blocks the host until blocked_until

@@ -4,36 +4,21 @@
 Counts live in Postgres (``crawl_stats``, one row per project, host and minute), not in
 Flower's memory, so they survive restarts. Every page message carries its own cost
 (``wire_bytes``, ``fetch_seconds``, ``browser_seconds``); the store stage adds a batch's
-costs in one upsert.
+costs in one upsert (:func:`crawlcluster.database.stats.record_batch`). The queries are
+:mod:`crawlcluster.database.stats`'s; this module turns their answers into figures and
+sentences.
 """
 
 from __future__ import annotations
 
-import bisect
 import time
-from typing import Any, Iterable
+from typing import Any
 
-from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 
-from crawlcluster.db import upsert
-from crawlcluster.schema import (
-    CANCELLED,
-    DONE,
-    FAILED,
-    LATENCY_BOUNDS,
-    LATENCY_COLUMNS,
-    PAUSED,
-    PENDING,
-    QUEUED,
-    RUNNING,
-    crawl_stats,
-    crawl_tasks,
-    hosts,
-    render_hosts,
-    render_workers,
-)
-from crawlcluster.urls import url_host
+from crawlcluster.database import hosts, render
+from crawlcluster.database import stats as stat_rows
+from crawlcluster.schema import CANCELLED, PAUSED, RUNNING
 
 WINDOWS = {"5m": 300, "1h": 3600, "1d": 86400}
 # rows queued for the browser tier this long, with no render worker reporting since, are
@@ -48,48 +33,6 @@ PENDING_SAMPLE_ROWS = 1000
 # due rows read, at most, to find the hosts the scheduler holds back: it skips their rows,
 # so they stay at the front of the due order
 POSTPONED_SAMPLE_ROWS = 1000
-COUNTERS = ("fetched", "done", "failed", "retried", "bytes", "fetch_seconds", "browser_seconds")
-
-
-def record_batch(conn: Connection, project: str, pages: Iterable[dict[str, Any]], retried: set[str],
-                 now: float | None = None) -> None:
-    """Add one store batch's outcomes and costs, per host, to the current minute."""
-    now = time.time() if now is None else now
-    minute = float(int(now // 60) * 60)
-    rows: dict[str, dict[str, Any]] = {}
-    for page in pages:
-        host = url_host(page["url"])
-        row = rows.setdefault(host, {"project": project, "host": host, "minute": minute,
-                                     **dict.fromkeys(COUNTERS, 0), **dict.fromkeys(LATENCY_COLUMNS, 0)})
-        seconds = page.get("fetch_seconds")
-        if seconds is not None or page.get("wire_bytes") is not None:
-            row["fetched"] += 1
-        if seconds is not None:
-            row["fetch_seconds"] += seconds
-            row[LATENCY_COLUMNS[bisect.bisect_left(LATENCY_BOUNDS, seconds)]] += 1
-        row["bytes"] += page.get("wire_bytes") or 0
-        row["browser_seconds"] += page.get("browser_seconds") or 0.0
-        if page["id"] in retried:
-            row["retried"] += 1
-        elif page["status"] == DONE:
-            row["done"] += 1
-        elif page["status"] == FAILED:
-            row["failed"] += 1
-    if not rows:
-        return
-    conn.execute(upsert(conn, crawl_stats, list(rows.values()), key=["project", "host", "minute"],
-                        update=lambda excluded: {name: getattr(crawl_stats.c, name) + getattr(excluded, name)
-                                                 for name in (*COUNTERS, *LATENCY_COLUMNS)}))
-
-
-def _sums(conn: Connection, project: str, since: float | None = None, by_host: bool = False) -> Any:
-    columns = [func.coalesce(func.sum(getattr(crawl_stats.c, name)), 0).label(name) for name in COUNTERS]
-    stmt = select(*columns).where(crawl_stats.c.project == project)
-    if since is not None:
-        stmt = stmt.where(crawl_stats.c.minute >= since)
-    if by_host:
-        return conn.execute(stmt.add_columns(crawl_stats.c.host).group_by(crawl_stats.c.host)).all()
-    return conn.execute(stmt).one()
 
 
 def project_figures(conn: Connection, project: str, open_rows: int, now: float | None = None) -> dict[str, Any]:
@@ -100,13 +43,12 @@ def project_figures(conn: Connection, project: str, open_rows: int, now: float |
     now = time.time() if now is None else now
     windows = {}
     for name, seconds in WINDOWS.items():
-        row = _sums(conn, project, since=now - seconds)
+        row = stat_rows.sums(conn, project, since=now - seconds)
         windows[name] = {"done": int(row.done), "failed": int(row.failed), "retried": int(row.retried)}
-    total = _sums(conn, project)
+    total = stat_rows.sums(conn, project)
     windows["all"] = {"done": int(total.done), "failed": int(total.failed), "retried": int(total.retried)}
-    recent = _sums(conn, project, since=now - 60)
-    first_minute = conn.execute(select(func.min(crawl_stats.c.minute)).where(
-        crawl_stats.c.project == project, crawl_stats.c.minute >= now - 300)).scalar()
+    recent = stat_rows.sums(conn, project, since=now - 60)
+    first_minute = stat_rows.first_minute(conn, project, now - 300)
     span = max(1.0, now - first_minute) if first_minute is not None else 300.0
     five = windows["5m"]
     pace = (five["done"] + five["failed"]) / min(float(span), 300.0)
@@ -125,18 +67,11 @@ def project_figures(conn: Connection, project: str, open_rows: int, now: float |
 
 def host_figures(conn: Connection, project: str) -> list[dict[str, Any]]:
     """All-time cost per host of a project, most bytes first."""
-    rows = _sums(conn, project, by_host=True)
+    rows = stat_rows.sums(conn, project, by_host=True)
     figures = [{"host": r.host, "fetches": int(r.fetched), "done": int(r.done), "failed": int(r.failed),
                 "retries": int(r.retried), "bytes": int(r.bytes), "fetch_seconds": round(float(r.fetch_seconds), 3),
                 "browser_seconds": round(float(r.browser_seconds), 3)} for r in rows]
     return sorted(figures, key=lambda f: -f["bytes"])
-
-
-def latency_histogram(conn: Connection) -> list[tuple[str, float, int]]:
-    """(project, upper bound, count) over all time, for the Prometheus histogram."""
-    columns = [func.coalesce(func.sum(getattr(crawl_stats.c, name)), 0) for name in LATENCY_COLUMNS]
-    rows = conn.execute(select(crawl_stats.c.project, *columns).group_by(crawl_stats.c.project)).all()
-    return [(row[0], bound, int(count)) for row in rows for bound, count in zip(LATENCY_BOUNDS, row[1:])]
 
 
 def clock(seconds: float) -> str:
@@ -167,14 +102,7 @@ def pending_figures(conn: Connection, project: str, now: float, pending: int | N
     (exetime, re-crawl age), each with its earliest due time; ``later_capped`` when there
     were more (the counts are then lower bounds). ``due_now`` is ``pending`` (the caller's
     count) less the rows not due yet."""
-    of_project = (crawl_tasks.c.project == project, crawl_tasks.c.status == PENDING)
-    first = conn.execute(select(crawl_tasks.c.next_run_at).where(*of_project)
-                         .order_by(crawl_tasks.c.next_run_at).limit(1)).scalar()
-    last = conn.execute(select(crawl_tasks.c.next_run_at).where(*of_project)
-                        .order_by(crawl_tasks.c.next_run_at.desc()).limit(1)).scalar()
-    later = conn.execute(select(crawl_tasks.c.next_run_at, crawl_tasks.c.error.is_not(None))
-                         .where(*of_project, crawl_tasks.c.next_run_at > now)
-                         .order_by(crawl_tasks.c.next_run_at).limit(PENDING_SAMPLE_ROWS)).all()
+    first, last, later = stat_rows.pending_due_times(conn, project, now, PENDING_SAMPLE_ROWS)
     retries = [due for due, is_retry in later if is_retry]
     others = [due for due, is_retry in later if not is_retry]
     capped = len(later) >= PENDING_SAMPLE_ROWS
@@ -211,17 +139,10 @@ def _postponed_hosts(conn: Connection, project: str, now: float) -> list[str]:
     POSTPONED_SAMPLE_ROWS due rows: the claim skips a postponed host's rows, so they stay at
     the front of the due order (ix_crawl_tasks_due), and the shared hosts table is read by
     primary key only for those hosts."""
-    due_hosts = (select(crawl_tasks.c.host)
-                 .where(crawl_tasks.c.project == project, crawl_tasks.c.status == PENDING,
-                        crawl_tasks.c.next_run_at <= now)
-                 .order_by(crawl_tasks.c.priority.desc(), crawl_tasks.c.next_run_at)
-                 .limit(POSTPONED_SAMPLE_ROWS))
-    sample = sorted(set(conn.execute(due_hosts).scalars()))
+    sample = stat_rows.due_hosts(conn, project, now, POSTPONED_SAMPLE_ROWS)
     if not sample:
         return []
-    rows = conn.execute(select(hosts.c.host, hosts.c.robots_status, hosts.c.blocked_until)
-                        .where(hosts.c.host.in_(sample), hosts.c.blocked_until > now)
-                        .order_by(hosts.c.blocked_until, hosts.c.host).limit(NAMED_HOSTS + 1)).all()
+    rows = hosts.postponed_hosts(conn, sample, now, NAMED_HOSTS + 1)
     sentences = []
     for host, robots_status, blocked_until in rows[:NAMED_HOSTS]:
         why = "robots.txt unreachable" if robots_status == "error" else f"robots.txt {robots_status}"
@@ -235,21 +156,17 @@ def _render_wait(conn: Connection, project: str, now: float) -> str | None:
     """A sentence when rows sent to the render queue wait and no render worker has reported
     since the oldest of them was sent; None otherwise. Reads at most RENDER_SAMPLE_ROWS
     queued rows (a project has at most its queue limit of them)."""
-    not_fetched = or_(crawl_tasks.c.fetched_at.is_(None), crawl_tasks.c.fetched_at < crawl_tasks.c.queued_at)
-    rows = conn.execute(select(crawl_tasks.c.fetch, crawl_tasks.c.host, crawl_tasks.c.queued_at)
-                        .where(crawl_tasks.c.project == project, crawl_tasks.c.status == QUEUED, not_fetched,
-                               crawl_tasks.c.queued_at <= now - RENDER_SILENCE_SECONDS)
-                        .limit(RENDER_SAMPLE_ROWS)).all()
+    rows = stat_rows.queued_unfetched(conn, project, now - RENDER_SILENCE_SECONDS, RENDER_SAMPLE_ROWS)
     modes = [((fetch or {}).get("render"), host, queued_at) for fetch, host, queued_at in rows]
     if not any(mode for mode, _, _ in modes):
         return None
     auto_hosts: set[str] = set()
     if any(mode == "auto" for mode, _, _ in modes):
-        auto_hosts = set(conn.execute(select(render_hosts.c.host).where(render_hosts.c.project == project)).scalars())
+        auto_hosts = render.remembered_render_hosts(conn, project)
     waiting = [queued_at for mode, host, queued_at in modes if mode is True or (mode == "auto" and host in auto_hosts)]
     if not waiting:
         return None
-    last_report = conn.execute(select(func.max(render_workers.c.updated_at))).scalar()
+    last_report = render.last_render_report(conn)
     count = f"{len(waiting):,}{'+' if len(rows) >= RENDER_SAMPLE_ROWS else ''}"
     rows_text = f"{count} {'row waits' if count == '1' else 'rows wait'} for the render queue"
     if last_report is None:

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 import crawlcluster
-from crawlcluster import frontier, settings
+from crawlcluster import settings
+from crawlcluster.database import projects as lifecycle
+from crawlcluster.database.counts import count_by_status
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.dispatcher import Dispatcher
-from crawlcluster.dispatch.robots import ROBOTS_CALLBACK
-from crawlcluster.schema import crawl_tasks, hosts
+from crawlcluster.schema import ROBOTS_CALLBACK, crawl_tasks, hosts
 from crawlcluster.urls import url_host
 from tests.outcomes import load_rows
 from tests.queues import fetch_messages, free_port
@@ -153,7 +154,7 @@ def test_a_host_whose_robots_txt_stays_unreachable_ends_its_rows_after_the_set_a
                     assert not result.ok
                     store_pages(engine, "dead", [failure_message(result)])
             with engine.connect() as conn:
-                counts = frontier.count_by_status(conn, "dead")
+                counts = count_by_status(conn, "dead")
             if counts["pending"] == 0 and live_dispatched:
                 break
             time.sleep(0.05)
@@ -161,7 +162,7 @@ def test_a_host_whose_robots_txt_stays_unreachable_ends_its_rows_after_the_set_a
         with engine.connect() as conn:
             rows = {r.url: r for r in conn.execute(crawl_tasks.select().where(crawl_tasks.c.project == "dead"))}
             host_rows = {r.host: r for r in conn.execute(hosts.select())}
-            project = frontier.project_row(conn, "dead")
+            project = lifecycle.project_row(conn, "dead")
         for url in dead_urls:
             row = rows[url]
             assert (row.status, row.error_kind) == ("failed", "robots"), (url, row.status, row.error)

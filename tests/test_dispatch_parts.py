@@ -7,6 +7,7 @@ import time
 
 from sqlalchemy import select
 
+from crawlcluster.database.hosts import upsert_host
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.housekeeping import (
     QUEUED_RECOUNT_IDLE_SECONDS,
@@ -20,10 +21,10 @@ from crawlcluster.dispatch.limits import (
     Slot,
     TokenBucket,
 )
-from crawlcluster.dispatch.robots import ROBOTS_CALLBACK, ROBOTS_FETCHING, ROBOTS_OK, RobotsCache, upsert_host
+from crawlcluster.dispatch.robots import RobotsCache
 from crawlcluster.dispatch.robots_gate import NoRobotsCheck, RobotsGate
 from crawlcluster.dispatch.routing import FETCH_TASK, RENDER_TASK, Router
-from crawlcluster.schema import crawl_tasks, hosts, projects
+from crawlcluster.schema import ROBOTS_CALLBACK, ROBOTS_FETCHING, ROBOTS_OK, crawl_tasks, hosts, projects
 
 
 def project_row(name: str = "p", *, rate=None, burst=None, queue_limit=None, consecutive_failures=0) -> dict:

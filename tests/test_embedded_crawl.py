@@ -81,7 +81,7 @@ def test_cli_set_changes_a_running_projects_settings_and_rejects_unknown_ones(pg
                          capture_output=True, text=True, timeout=60, env=env)
     assert run.returncode == 0, run.stderr
     with crawl.engine.connect() as conn:
-        from crawlcluster.frontier import project_row
+        from crawlcluster.database.projects import project_row
 
         row = project_row(conn, "tuned")
     assert (row["rate"], row["burst"], row["settings"]["per_host_delay"]) == (5.0, 10.0, 0.5)
@@ -94,8 +94,8 @@ def test_cli_submit_takes_retries_and_retry_delays_into_the_projects_rows(pg, tm
 
     from sqlalchemy import select
 
+    from crawlcluster.database.projects import project_row
     from crawlcluster.db import get_engine
-    from crawlcluster.frontier import project_row
     from crawlcluster.schema import crawl_tasks
 
     env = {**os.environ, "CRAWLCLUSTER_DATABASE_URL": pg}

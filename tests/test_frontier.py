@@ -11,7 +11,10 @@ from celery import Celery
 from sqlalchemy import func, select, update
 
 import crawlcluster
-from crawlcluster import frontier, settings
+from crawlcluster import settings
+from crawlcluster.database import claims, tasks
+from crawlcluster.database import projects as lifecycle
+from crawlcluster.database.counts import count_by_status, has_open_tasks
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.dispatcher import Dispatcher
 from crawlcluster.schema import crawl_tasks, projects
@@ -45,7 +48,7 @@ def test_claim_takes_highest_priority_first_then_oldest_due_and_skips_future_row
     now = time.time()
     with engine.begin() as conn:
         make_project(conn, "p")
-        frontier.insert_tasks(conn, "p", [
+        tasks.insert_tasks(conn, "p", [
             make_row("p", "http://h/low-old", priority=0, due=now - 100),
             make_row("p", "http://h/high-new", priority=5, due=now - 1),
             make_row("p", "http://h/high-old", priority=5, due=now - 50),
@@ -53,8 +56,8 @@ def test_claim_takes_highest_priority_first_then_oldest_due_and_skips_future_row
             make_row("p", "http://h/future", priority=9, due=now + 3600),
         ])
     with engine.begin() as conn:
-        first = frontier.claim_due_tasks(conn, "p", 3, deadline_seconds=60)
-        second = frontier.claim_due_tasks(conn, "p", 10, deadline_seconds=60)
+        first = claims.claim_due_tasks(conn, "p", 3, deadline_seconds=60)
+        second = claims.claim_due_tasks(conn, "p", 10, deadline_seconds=60)
     assert [r["url"] for r in first] == ["http://h/high-old", "http://h/high-new", "http://h/mid"]
     assert [r["url"] for r in second] == ["http://h/low-old"]
     with engine.connect() as conn:
@@ -69,13 +72,13 @@ def test_two_schedulers_claiming_at_once_never_get_the_same_row(pg):
     engine = get_engine(pg)
     with engine.begin() as conn:
         make_project(conn, "p")
-        frontier.insert_tasks(conn, "p", [make_row("p", f"http://h/{i}") for i in range(50)])
+        tasks.insert_tasks(conn, "p", [make_row("p", f"http://h/{i}") for i in range(50)])
     first_conn = engine.connect()
     first_tx = first_conn.begin()
     try:
-        first = frontier.claim_due_tasks(first_conn, "p", 30, deadline_seconds=60)
+        first = claims.claim_due_tasks(first_conn, "p", 30, deadline_seconds=60)
         with engine.begin() as second_conn:  # runs while the first transaction holds its row locks
-            second = frontier.claim_due_tasks(second_conn, "p", 30, deadline_seconds=60)
+            second = claims.claim_due_tasks(second_conn, "p", 30, deadline_seconds=60)
         first_tx.commit()
     finally:
         first_conn.close()
@@ -87,13 +90,13 @@ def test_rows_queued_past_their_deadline_are_handed_out_again(database):
     engine = get_engine(database)
     with engine.begin() as conn:
         make_project(conn, "p")
-        frontier.insert_tasks(conn, "p", [make_row("p", f"http://h/{i}") for i in range(4)])
-        claimed = frontier.claim_due_tasks(conn, "p", 4, deadline_seconds=60)
+        tasks.insert_tasks(conn, "p", [make_row("p", f"http://h/{i}") for i in range(4)])
+        claimed = claims.claim_due_tasks(conn, "p", 4, deadline_seconds=60)
         conn.execute(update(crawl_tasks).where(crawl_tasks.c.url.in_(["http://h/0", "http://h/1"]))
                      .values(deadline_at=time.time() - 1))
     with engine.begin() as conn:
-        stale = frontier.reclaim_stale_tasks(conn, 100, deadline_seconds=60)
-        again = frontier.reclaim_stale_tasks(conn, 100, deadline_seconds=60)
+        stale = claims.reclaim_stale_tasks(conn, 100, deadline_seconds=60)
+        again = claims.reclaim_stale_tasks(conn, 100, deadline_seconds=60)
     assert len(claimed) == 4
     assert sorted(r["url"] for r in stale) == ["http://h/0", "http://h/1"]
     assert all(r["dispatch_count"] == 2 for r in stale)
@@ -105,14 +108,14 @@ def test_max_pages_budget_is_never_exceeded_and_duplicates_do_not_spend_it(datab
     with engine.begin() as conn:
         make_project(conn, "p", max_pages=10)
     with engine.begin() as conn:
-        assert frontier.insert_tasks(conn, "p", [make_row("p", f"http://h/{i}") for i in range(6)], max_pages=10) == 6
+        assert tasks.insert_tasks(conn, "p", [make_row("p", f"http://h/{i}") for i in range(6)], max_pages=10) == 6
     with engine.begin() as conn:
         batch = [make_row("p", f"http://h/{i}") for i in range(3, 12)]  # 3 known, 6 new
-        assert frontier.insert_tasks(conn, "p", batch, max_pages=10) == 4
+        assert tasks.insert_tasks(conn, "p", batch, max_pages=10) == 4
     with engine.begin() as conn:
-        assert frontier.insert_tasks(conn, "p", [make_row("p", "http://h/99")], max_pages=10) == 0
-        assert frontier.count_by_status(conn, "p")["pending"] == 10
-        assert frontier.project_row(conn, "p")["tasks_created"] == 10
+        assert tasks.insert_tasks(conn, "p", [make_row("p", "http://h/99")], max_pages=10) == 0
+        assert count_by_status(conn, "p")["pending"] == 10
+        assert lifecycle.project_row(conn, "p")["tasks_created"] == 10
 
 
 def test_max_pages_budget_holds_with_parse_workers_inserting_side_by_side(database):
@@ -131,7 +134,7 @@ def test_max_pages_budget_holds_with_parse_workers_inserting_side_by_side(databa
             start.wait(10)
             for batch in range(10):
                 with engine.begin() as conn:
-                    frontier.insert_tasks(conn, "p", [make_row("p", f"http://h/{n}/{batch}")], max_pages=25)
+                    tasks.insert_tasks(conn, "p", [make_row("p", f"http://h/{n}/{batch}")], max_pages=25)
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
@@ -142,8 +145,8 @@ def test_max_pages_budget_holds_with_parse_workers_inserting_side_by_side(databa
         thread.join(60)
     assert errors == []
     with engine.connect() as conn:
-        assert frontier.count_by_status(conn, "p")["pending"] == 25
-        assert frontier.project_row(conn, "p")["tasks_created"] == 25
+        assert count_by_status(conn, "p")["pending"] == 25
+        assert lifecycle.project_row(conn, "p")["tasks_created"] == 25
 
 
 def dispatcher_for(app: Celery, database_url: str, **overrides) -> Dispatcher:
@@ -163,8 +166,8 @@ def test_tick_publishes_running_projects_in_batches_and_leaves_paused_ones(pg, t
     with engine.begin() as conn:
         make_project(conn, "run")
         make_project(conn, "held", status="paused")
-        frontier.insert_tasks(conn, "run", [make_row("run", f"http://h/{i}") for i in range(10)])
-        frontier.insert_tasks(conn, "held", [make_row("held", f"http://h/{i}") for i in range(5)])
+        tasks.insert_tasks(conn, "run", [make_row("run", f"http://h/{i}") for i in range(10)])
+        tasks.insert_tasks(conn, "held", [make_row("held", f"http://h/{i}") for i in range(5)])
     dispatcher = dispatcher_for(test_app, pg)
     dispatcher.tick()
     dispatcher.flush()
@@ -173,21 +176,21 @@ def test_tick_publishes_running_projects_in_batches_and_leaves_paused_ones(pg, t
     assert {m["project"] for m in messages} == {"run"}
     assert sorted(t["url"] for m in messages for t in m["tasks"]) == sorted(f"http://h/{i}" for i in range(10))
     with engine.connect() as conn:
-        assert frontier.count_by_status(conn, "held")["pending"] == 5
-        assert frontier.count_by_status(conn, "run")["queued"] == 10
+        assert count_by_status(conn, "held")["pending"] == 5
+        assert count_by_status(conn, "run")["queued"] == 10
 
 
 def test_tick_keeps_at_most_the_queue_limit_queued_and_drops_nothing(pg, test_app):
     engine = get_engine(pg)
     with engine.begin() as conn:
         make_project(conn, "p")
-        frontier.insert_tasks(conn, "p", [make_row("p", f"http://h/{i}") for i in range(25)])
+        tasks.insert_tasks(conn, "p", [make_row("p", f"http://h/{i}") for i in range(25)])
     dispatcher = dispatcher_for(test_app, pg, max_queued_per_project=10)
     dispatcher.tick()
     dispatcher.tick()
     dispatcher.flush()
     with engine.connect() as conn:
-        counts = frontier.count_by_status(conn, "p")
+        counts = count_by_status(conn, "p")
     assert (counts["queued"], counts["pending"]) == (10, 15)
     assert sum(len(m["tasks"]) for m in fetch_messages(test_app)) == 10
 
@@ -196,17 +199,17 @@ def test_tick_marks_a_project_finished_once_nothing_is_pending_or_queued(pg, tes
     engine = get_engine(pg)
     with engine.begin() as conn:
         make_project(conn, "p")
-        frontier.insert_tasks(conn, "p", [make_row("p", "http://h/only")])
+        tasks.insert_tasks(conn, "p", [make_row("p", "http://h/only")])
     dispatcher = dispatcher_for(test_app, pg)
     dispatcher.tick()
     dispatcher.flush()  # the claim is committed
     with engine.connect() as conn:
-        assert frontier.project_row(conn, "p")["status"] == "running"  # queued, not done
+        assert lifecycle.project_row(conn, "p")["status"] == "running"  # queued, not done
     store_pages(engine, "p", [{"id": task_id("p", "http://h/only"), "url": "http://h/only", "status": "done",
                                "code": 200, "items": [{"a": 1}]}])
     dispatcher.tick()
     with engine.connect() as conn:
-        row = frontier.project_row(conn, "p")
+        row = lifecycle.project_row(conn, "p")
     assert row["status"] == "finished" and row["finished_at"] is not None
 
 
@@ -220,22 +223,22 @@ def test_counts_by_state_and_deletion_see_rows_in_every_state(database):
         make_project(conn, "gone", status="cancelled", delete_at=time.time() - 1)
         make_project(conn, "kept")
         for project in ("gone", "kept"):
-            frontier.insert_tasks(conn, project, [make_row(project, f"http://h/{state}/{i}", status=state)
+            tasks.insert_tasks(conn, project, [make_row(project, f"http://h/{state}/{i}", status=state)
                                                   for state in TASK_STATES for i in range(3)])
     with engine.connect() as conn:
-        assert frontier.count_by_status(conn, "kept") == dict.fromkeys(TASK_STATES, 3)
-        assert frontier.has_open_tasks(conn, "kept")
+        assert count_by_status(conn, "kept") == dict.fromkeys(TASK_STATES, 3)
+        assert has_open_tasks(conn, "kept")
     removed, calls = [], 0
     while not removed and calls < 20:  # 18 rows, at most 4 per call and step
         calls += 1
         with engine.begin() as conn:
-            removed = frontier.delete_due_projects(conn, batch_rows=4)
+            removed = lifecycle.delete_due_projects(conn, batch_rows=4)
     assert removed == ["gone"] and calls > 1
     with engine.connect() as conn:
-        assert frontier.count_by_status(conn, "gone") == dict.fromkeys(TASK_STATES, 0)
-        assert not frontier.has_open_tasks(conn, "gone")
-        assert frontier.project_row(conn, "gone") is None
-        assert frontier.count_by_status(conn, "kept") == dict.fromkeys(TASK_STATES, 3)
+        assert count_by_status(conn, "gone") == dict.fromkeys(TASK_STATES, 0)
+        assert not has_open_tasks(conn, "gone")
+        assert lifecycle.project_row(conn, "gone") is None
+        assert count_by_status(conn, "kept") == dict.fromkeys(TASK_STATES, 3)
 
 
 def test_storing_a_page_twice_leaves_its_items_once_and_replaces_them(database):
@@ -244,8 +247,8 @@ def test_storing_a_page_twice_leaves_its_items_once_and_replaces_them(database):
     tid = task_id("p", url)
     with engine.begin() as conn:
         make_project(conn, "p")
-        frontier.insert_tasks(conn, "p", [make_row("p", url)])
-        frontier.claim_due_tasks(conn, "p", 1, deadline_seconds=60)
+        tasks.insert_tasks(conn, "p", [make_row("p", url)])
+        claims.claim_due_tasks(conn, "p", 1, deadline_seconds=60)
     page = {"id": tid, "url": url, "status": "done", "code": 200, "items": [{"n": 1}, {"n": 2}, {"n": 3}]}
     store_pages(engine, "p", [page])
     store_pages(engine, "p", [page])
@@ -302,7 +305,7 @@ def test_a_host_limit_holds_between_recounts_of_the_queued_rows(pg, test_app, mo
     engine = get_engine(pg)
     with engine.begin() as conn:
         make_project(conn, "p")
-        frontier.insert_tasks(conn, "p", [make_row("p", f"http://one.test/{i}") for i in range(20)]
+        tasks.insert_tasks(conn, "p", [make_row("p", f"http://one.test/{i}") for i in range(20)]
                               + [make_row("p", f"http://two.test/{i}") for i in range(20)])
     dispatcher = dispatcher_for(test_app, pg)
     dispatcher.per_host_concurrency = 3
@@ -318,12 +321,12 @@ def test_a_host_limit_holds_between_recounts_of_the_queued_rows(pg, test_app, mo
         conn.execute(update(crawl_tasks).where(crawl_tasks.c.status == "queued").values(status="done"))
     dispatcher.tick()
     with engine.connect() as conn:
-        assert frontier.count_by_status(conn, "p")["queued"] == 0  # still counted as in flight
+        assert count_by_status(conn, "p")["queued"] == 0  # still counted as in flight
     monkeypatch.setattr(recount_policy, "QUEUED_RECOUNT_MAX_SECONDS", 0.0)
     dispatcher.tick()
     dispatcher.flush()
     with engine.connect() as conn:
-        assert frontier.count_by_status(conn, "p")["queued"] == 6
+        assert count_by_status(conn, "p")["queued"] == 6
 
 
 def test_queued_rows_are_recounted_only_once_a_limit_holds_rows_back(pg, test_app, monkeypatch):
@@ -333,12 +336,12 @@ def test_queued_rows_are_recounted_only_once_a_limit_holds_rows_back(pg, test_ap
 
     monkeypatch.setattr(recount_policy, "QUEUED_RECOUNT_MAX_SECONDS", 0.0)  # as often as needed
     counts = []
-    queued_counts = frontier.queued_counts
-    monkeypatch.setattr(frontier, "queued_counts", lambda conn: counts.append(1) or queued_counts(conn))
+    queued_counts = claims.queued_counts
+    monkeypatch.setattr(claims, "queued_counts", lambda conn: counts.append(1) or queued_counts(conn))
     engine = get_engine(pg)
     with engine.begin() as conn:
         make_project(conn, "p")
-        frontier.insert_tasks(conn, "p", [make_row("p", f"http://one.test/{i}") for i in range(30)])
+        tasks.insert_tasks(conn, "p", [make_row("p", f"http://one.test/{i}") for i in range(30)])
     dispatcher = dispatcher_for(test_app, pg, claim_batch_size=4, fetch_batch_size=1)
     for _ in range(3):
         dispatcher.tick()
@@ -352,7 +355,7 @@ def test_queued_rows_are_recounted_only_once_a_limit_holds_rows_back(pg, test_ap
     dispatcher.flush()
     assert len(counts) == 2
     with engine.connect() as conn:
-        assert frontier.count_by_status(conn, "p")["queued"] == 13
+        assert count_by_status(conn, "p")["queued"] == 13
     # the pages are fetched; the next recount frees the host
     with engine.begin() as conn:
         conn.execute(update(crawl_tasks).where(crawl_tasks.c.status == "queued").values(status="done"))
@@ -360,7 +363,7 @@ def test_queued_rows_are_recounted_only_once_a_limit_holds_rows_back(pg, test_ap
         dispatcher.tick()
     dispatcher.flush()
     with engine.connect() as conn:
-        assert frontier.count_by_status(conn, "p")["queued"] == 4 + 4
+        assert count_by_status(conn, "p")["queued"] == 4 + 4
 
 
 def test_claims_committed_by_the_thread_never_overlap_and_each_row_is_sent_once(pg, test_app):
@@ -370,14 +373,14 @@ def test_claims_committed_by_the_thread_never_overlap_and_each_row_is_sent_once(
     engine = get_engine(pg)
     with engine.begin() as conn:
         make_project(conn, "p")
-        frontier.insert_tasks(conn, "p", [make_row("p", f"http://h{i % 7}.test/{i}") for i in range(95)])
+        tasks.insert_tasks(conn, "p", [make_row("p", f"http://h{i % 7}.test/{i}") for i in range(95)])
     raw_fetch_messages(test_app)  # what earlier tests left
     dispatcher = dispatcher_for(test_app, pg, claim_batch_size=10, fetch_batch_size=3)
     assert dispatcher.pipeline.threaded
 
     def pending() -> int:
         with engine.connect() as conn:
-            return frontier.count_by_status(conn, "p")["pending"]
+            return count_by_status(conn, "p")["pending"]
 
     # ten claims take every row; a tick may find only rows still locked by claims in hand
     # (the last rows of the frontier, read as spare candidates), so tick until none is left
@@ -389,7 +392,7 @@ def test_claims_committed_by_the_thread_never_overlap_and_each_row_is_sent_once(
     sent = [task["id"] for message in raw_fetch_messages(test_app) for task in message.decode()[0][0]["tasks"]]
     assert len(sent) == len(set(sent)) == 95
     with engine.connect() as conn:
-        assert frontier.count_by_status(conn, "p")["queued"] == 95
+        assert count_by_status(conn, "p")["queued"] == 95
         assert conn.execute(select(func.max(crawl_tasks.c.dispatch_count))).scalar() == 1
 
 
@@ -402,7 +405,7 @@ def test_a_claim_is_fenced_at_its_commit_and_rolled_back_when_the_lease_moved(pg
     engine = get_engine(pg)
     with engine.begin() as conn:
         make_project(conn, "p")
-        frontier.insert_tasks(conn, "p", [make_row("p", f"http://h.test/{i}") for i in range(30)])
+        tasks.insert_tasks(conn, "p", [make_row("p", f"http://h.test/{i}") for i in range(30)])
     raw_fetch_messages(test_app)
     dispatcher = dispatcher_for(test_app, pg, claim_batch_size=10)
     dispatcher.tick()
@@ -417,7 +420,7 @@ def test_a_claim_is_fenced_at_its_commit_and_rolled_back_when_the_lease_moved(pg
         dispatcher.tick()
         dispatcher.flush()
     with engine.connect() as conn:
-        counts = frontier.count_by_status(conn, "p")
+        counts = count_by_status(conn, "p")
     assert (counts["queued"], counts["pending"]) == (10, 20)
     assert raw_fetch_messages(test_app) == []
 
@@ -430,7 +433,7 @@ def test_a_host_limit_holds_while_a_claim_waits_for_its_commit(pg, test_app, mon
     engine = get_engine(pg)
     with engine.begin() as conn:
         make_project(conn, "p")
-        frontier.insert_tasks(conn, "p", [make_row("p", f"http://one.test/{i}") for i in range(20)])
+        tasks.insert_tasks(conn, "p", [make_row("p", f"http://one.test/{i}") for i in range(20)])
     # a claim locks at most twice its batch: the second tick still finds rows to take
     dispatcher = dispatcher_for(test_app, pg, claim_batch_size=3, fetch_batch_size=1)
     dispatcher.per_host_concurrency = 3
@@ -449,4 +452,4 @@ def test_a_host_limit_holds_while_a_claim_waits_for_its_commit(pg, test_app, mon
     gate.set()
     dispatcher.flush()
     with engine.connect() as conn:
-        assert frontier.count_by_status(conn, "p")["queued"] == 3
+        assert count_by_status(conn, "p")["queued"] == 3

@@ -76,3 +76,80 @@ def test_bench_imports_nothing_from_tests() -> None:
     for path in (ROOT / "bench").rglob("*.py"):
         offending = sorted(name for name in _imported_names(path) if name == "tests" or name.startswith("tests."))
         assert not offending, f"{path.relative_to(ROOT)} imports {offending}; shared helpers belong in crawlcluster/devtools/"
+
+
+# what the database layer may not reach, even through another module: the spider API
+# (Request, Spider, the scheduling options a request resolves) and the parts above it
+DATABASE_LAYER_MUST_NOT_REACH = ("crawlcluster.http", "crawlcluster.spider", "crawlcluster.scheduling",
+                                 "crawlcluster.request_rows", "crawlcluster.dispatch", "workers", "tasks")
+
+
+def _reached_from(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for target in graph[todo.pop()]:
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def test_the_database_layer_imports_neither_request_nor_spider() -> None:
+    graph = _import_graph()
+    layer = sorted(name for name in graph if name.startswith("crawlcluster.database."))
+    assert "crawlcluster.database.tasks" in layer and "crawlcluster.database.projects" in layer
+    for module in layer:
+        reached = _reached_from(graph, module)
+        offending = sorted(name for name in reached
+                           if any(name == bad or name.startswith(bad + ".") for bad in DATABASE_LAYER_MUST_NOT_REACH))
+        assert not offending, f"{module} imports {offending} (directly or through another module)"
+
+
+# where SQL may be written: the database layer, the engines and the upsert helper, the
+# tables, the migrations
+SQL_HOMES = ("crawlcluster/database/", "crawlcluster/db.py", "crawlcluster/schema.py", "crawlcluster/migrations/")
+# sqlalchemy's types and errors may be named anywhere (a function that takes a Connection,
+# a command that catches OperationalError); nothing else of sqlalchemy
+SQLALCHEMY_ALLOWED = ("sqlalchemy.engine", "sqlalchemy.exc")
+# statements are run only by the database layer
+EXECUTING = ("execute", "exec_driver_sql", "execution_options")
+# E moves the export feed's reads (FeedSync) in its own step; until then its file is the
+# one place outside the database layer that still writes SELECTs
+def _sql_outside_the_database_layer(path: Path) -> list[str]:
+    """What in ``path`` builds or runs SQL: sqlalchemy imports beyond its types and errors,
+    and calls of ``.execute(`` and its kin, each with its line."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] == "sqlalchemy" and node.module not in SQLALCHEMY_ALLOWED:
+                found.append(f"line {node.lineno}: from {node.module} import ...")
+        elif isinstance(node, ast.Import):
+            found.extend(f"line {node.lineno}: import {alias.name}" for alias in node.names
+                         if alias.name.split(".")[0] == "sqlalchemy" and alias.name not in SQLALCHEMY_ALLOWED)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in EXECUTING:
+            found.append(f"line {node.lineno}: .{node.func.attr}(")
+    return found
+
+
+def test_sql_is_written_only_in_the_database_layer() -> None:
+    checked = 0
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            relative = path.relative_to(ROOT).as_posix()
+            if relative.startswith(SQL_HOMES):
+                continue
+            checked += 1
+            found = _sql_outside_the_database_layer(path)
+            assert not found, f"{relative} writes SQL outside crawlcluster/database/: {found}"
+    assert checked > 30
+
+
+def test_the_sql_finder_finds_statements_and_leaves_types_alone(tmp_path: Path) -> None:
+    source = tmp_path / "module.py"
+    source.write_text("from sqlalchemy import select\nfrom sqlalchemy.engine import Connection\n"
+                      "from sqlalchemy.exc import OperationalError\nimport sqlalchemy\n\n"
+                      "def f(conn):\n    conn.driver_connection.execute('BEGIN')\n")
+    assert _sql_outside_the_database_layer(source) == [
+        "line 1: from sqlalchemy import ...", "line 4: import sqlalchemy", "line 7: .execute("]

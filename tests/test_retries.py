@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 import crawlcluster
-from crawlcluster import frontier, scheduling, settings
+from crawlcluster import scheduling, settings
+from crawlcluster.database import claims
+from crawlcluster.database import projects as lifecycle
 from crawlcluster.db import get_engine
 from crawlcluster.errors import ConfigurationError
 from crawlcluster.spider import Request, Spider
@@ -293,7 +295,7 @@ def database(request):
 
 def claim_all(engine, project: str, now: float) -> None:
     with engine.begin() as conn:
-        frontier.claim_due_tasks(conn, project, 100, 60, now=now)
+        claims.claim_due_tasks(conn, project, 100, 60, now=now)
 
 
 def test_a_retry_after_beyond_its_cap_waits_the_cap_and_says_so(database):
@@ -374,7 +376,7 @@ def test_only_failures_that_say_the_site_is_in_trouble_count_toward_an_auto_paus
                    failed(urls[6], "decode", 200)] + [failed(u, "http", 404) for u in urls[7:20]]
     assert store_pages(engine, "streak", page_faults)["failed"] == 20
     with engine.connect() as conn:
-        project = frontier.project_row(conn, "streak")
+        project = lifecycle.project_row(conn, "streak")
     assert (project["status"], project["consecutive_failures"]) == ("running", 0)
 
     troubles = [failed(urls[20], "http", 500), failed(urls[21], "http", 503), failed(urls[22], "http", 429),
@@ -382,6 +384,6 @@ def test_only_failures_that_say_the_site_is_in_trouble_count_toward_an_auto_paus
     troubles += [failed(u, "http", 502) for u in urls[26:30]]
     store_pages(engine, "streak", troubles)
     with engine.connect() as conn:
-        project = frontier.project_row(conn, "streak")
+        project = lifecycle.project_row(conn, "streak")
     assert (project["status"], project["consecutive_failures"]) == ("paused", 10)
     assert project["pause_reason"].startswith("10 consecutive failures")

@@ -10,14 +10,14 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from crawlcluster import frontier
 from crawlcluster.database import projects as lifecycle
+from crawlcluster.database import tasks, timers
+from crawlcluster.database.counts import count_by_status, has_open_tasks
 from crawlcluster.errors import InvalidURL
+from crawlcluster.request_rows import task_row
 from crawlcluster.scheduling import EVERY_ATTR
-from crawlcluster.schema import DONE, FAILED, PENDING, crawl_tasks, project_timers
 from crawlcluster.spider import Request
 from crawlcluster.urls import normalize_url
 from workers.parser import project_context
@@ -31,7 +31,7 @@ def run_on_finished(engine: Engine, project: str) -> bool:
     """Call the spider's ``on_finished(stats)`` once the scheduler marked the project finished."""
     context = project_context(engine, project)
     with engine.connect() as conn:
-        stats: dict[str, Any] = frontier.count_by_status(conn, project)
+        stats: dict[str, Any] = count_by_status(conn, project)
     try:
         context.spider.on_finished(stats)
     except Exception:  # noqa: BLE001 - a hook's bug is logged, never a crash
@@ -47,8 +47,7 @@ def run_timer(engine: Engine, project: str, timer: str) -> int:
     context = project_context(engine, project)
     spider = context.spider
     with engine.connect() as conn:
-        interval = conn.execute(select(project_timers.c.interval_seconds).where(
-            project_timers.c.project == project, project_timers.c.name == timer)).scalar()
+        interval = timers.timer_interval(conn, project, timer)
     if timer == RESEED_TIMER:
         produced = spider.start()
     else:
@@ -71,17 +70,14 @@ def run_timer(engine: Engine, project: str, timer: str) -> int:
         except InvalidURL as exc:
             logger.warning("timer %s of %s yielded %s", timer, project, exc)
             continue
-        rows.append(frontier.task_row(project, url, spider.with_defaults(request), spider=spider,
-                                      project_settings=context.settings, depth=0, now=now))
+        rows.append(task_row(project, url, spider.with_defaults(request), spider=spider,
+                             project_settings=context.settings, depth=0, now=now))
     with engine.begin() as conn:
-        added = frontier.insert_tasks(conn, project, rows, max_pages=context.max_pages)
+        added = tasks.insert_tasks(conn, project, rows, max_pages=context.max_pages)
         if timer == RESEED_TIMER and interval:
             # the start rows of a URL-only submission live only in the table: open them again
-            conn.execute(update(crawl_tasks).where(
-                crawl_tasks.c.project == project, crawl_tasks.c.depth == 0, frontier.NOT_QUEUED,
-                crawl_tasks.c.status.in_((DONE, FAILED)), crawl_tasks.c.fetched_at <= now - interval * 0.9,
-            ).values(status=PENDING, next_run_at=now, error=None, error_kind=None, updated_at=now))
-        if frontier.has_open_tasks(conn, project):
+            tasks.reopen_start_rows(conn, project, interval, now)
+        if has_open_tasks(conn, project):
             lifecycle.reopen_finished(conn, project, now)
     logger.info("timer %s of %s: %d requests, %d new", timer, project, len(rows), added)
     return len(rows)

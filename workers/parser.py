@@ -23,12 +23,14 @@ from typing import Any, Callable, Iterable
 
 from sqlalchemy.engine import Engine
 
-from crawlcluster import frontier, settings
-from crawlcluster.dispatch.robots import ROBOTS_CALLBACK
+from crawlcluster import settings
+from crawlcluster.database import claims, tasks
+from crawlcluster.database import projects as lifecycle
 from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
 from crawlcluster.http import Request, Response
 from crawlcluster.messages import decompress_body
-from crawlcluster.schema import DONE, FAILED
+from crawlcluster.request_rows import task_row
+from crawlcluster.schema import DONE, FAILED, ROBOTS_CALLBACK
 from crawlcluster.spider import Spider, load_spider_class
 from crawlcluster.urls import normalize_url
 
@@ -116,7 +118,7 @@ def project_context(engine: Engine, project: str) -> ProjectContext:
     if context is not None and time.monotonic() - context.loaded_at < PROJECT_CACHE_SECONDS:
         return context
     with engine.connect() as conn:
-        row = frontier.project_row(conn, project)
+        row = lifecycle.project_row(conn, project)
     if row is None:
         raise ProjectNotFound(project)
     spider_cls = load_spider_class(row["spider"])
@@ -223,9 +225,9 @@ def _redirect_outcome(context: ProjectContext, page: dict[str, Any], now: float,
         options.pop("method", None)
         options.pop("body", None)
     request = Request(target, callback=page.get("cb") or "parse", data=page.get("data"))
-    new_rows.append(frontier.task_row(context.name, target, request, spider=context.spider,
-                                      project_settings=context.settings, depth=page.get("depth", 0), now=now,
-                                      fetch_options=options))
+    new_rows.append(task_row(context.name, target, request, spider=context.spider,
+                             project_settings=context.settings, depth=page.get("depth", 0), now=now,
+                             fetch_options=options))
     return {**outcome, "status": DONE}
 
 
@@ -247,8 +249,8 @@ def _page_outcome(context: ProjectContext, page: dict[str, Any], now: float,
         return {**outcome, "status": FAILED, "kind": "callback", "error": result.error}
     kept, _dropped = filter_requests(context.spider, result.requests, depth, context.max_depth)
     for url, request in kept:
-        new_rows.append(frontier.task_row(context.name, url, request, spider=context.spider,
-                                          project_settings=context.settings, depth=depth + 1, now=now))
+        new_rows.append(task_row(context.name, url, request, spider=context.spider,
+                                 project_settings=context.settings, depth=depth + 1, now=now))
     headers = page.get("headers") or {}
     if headers.get("etag"):
         outcome["etag"] = headers["etag"]
@@ -294,8 +296,8 @@ def process_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> 
     new_rows = [row for row in new_rows if not _known.seen(generation, row)]
     with engine.begin() as conn:
         if new_rows:
-            added = frontier.insert_tasks(conn, project, new_rows, max_pages=context.max_pages)
-        frontier.mark_fetched(conn, [p["id"] for p in pages], now=now)
+            added = tasks.insert_tasks(conn, project, new_rows, max_pages=context.max_pages)
+        claims.mark_fetched(conn, [p["id"] for p in pages], now=now)
     if new_rows and context.max_pages is None:  # beyond a budget a row may not have been inserted
         _known.remember(generation, new_rows)
     return outcomes, added

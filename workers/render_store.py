@@ -12,11 +12,9 @@ import os
 import time
 from typing import Any, Iterable
 
-from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 
-from crawlcluster.db import upsert
-from crawlcluster.schema import render_workers, screenshots
+from crawlcluster.database import render
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +26,7 @@ def save_screenshots(engine: Engine, project: str, shots: Iterable[tuple[str, st
     if not rows:
         return 0
     with engine.begin() as conn:
-        conn.execute(delete(screenshots).where(screenshots.c.task_id.in_([r["task_id"] for r in rows])))
-        conn.execute(screenshots.insert().values(rows))
+        render.replace_screenshots(conn, rows)
     return len(rows)
 
 
@@ -42,4 +39,4 @@ def record_render_worker(engine: Engine, hostname: str, stats: dict[str, Any], s
     row = {"worker": f"{hostname}:{os.getpid()}", "hostname": hostname, "pid": os.getpid(), "started_at": started_at,
            **values}
     with engine.begin() as conn:
-        conn.execute(upsert(conn, render_workers, row, key=["worker"], update=values))
+        render.record_render_worker(conn, row, values)

@@ -12,14 +12,15 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 
-from crawlcluster import frontier, scheduling, settings, stats
+from crawlcluster import scheduling, settings
 from crawlcluster.database import projects as lifecycle
-from crawlcluster.db import upsert
-from crawlcluster.dispatch.robots import ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNREACHABLE, record_robots
-from crawlcluster.schema import DONE, FAILED, results
+from crawlcluster.database import stats
+from crawlcluster.database.outcomes import record_outcomes, schedule_retries
+from crawlcluster.database.results import replace_items
+from crawlcluster.dispatch.robots import record_robots
+from crawlcluster.schema import DONE, FAILED, ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNREACHABLE
 from crawlcluster.urls import url_host
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def _record_robots(conn: Any, project: str, pages: list[dict[str, Any]], now: fl
     """Write each fetched robots.txt to the hosts table; return the rows' outcomes (a 4xx
     robots.txt is a success: the host allows everything). A failed one is tried again
     after the project's retry delays (its retry policy's, or its own retry_delays)."""
-    project_settings = (frontier.project_row(conn, project) or {}).get("settings") or {}
+    project_settings = (lifecycle.project_row(conn, project) or {}).get("settings") or {}
     delays = scheduling.resolve(None, None, None, project_settings).retry_delays
     outcomes = []
     for page in pages:
@@ -96,19 +97,14 @@ def store_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> di
         robots_pages = [p for p in pages if p.get("cb") == ROBOTS_CALLBACK]
         if robots_pages:
             pages = [p for p in pages if p.get("cb") != ROBOTS_CALLBACK] + _record_robots(conn, project, robots_pages, now)
-        retried = frontier.schedule_retries(conn, pages, now=now)
+        retried = schedule_retries(conn, pages, scheduling.RetryRules.of_row, now=now)
         outcomes = [
             {"task_id": p["id"], "status": p["status"], "status_code": p.get("code"), "error": p.get("error"),
              "error_kind": p.get("kind"), "final_url": p.get("final_url"), "etag": p.get("etag"), "last_modified": p.get("lm")}
             for p in pages if p["id"] not in retried
         ]
-        if done_ids:
-            conn.execute(delete(results).where(results.c.task_id.in_(done_ids)))
-        if item_rows:
-            conn.execute(upsert(conn, results, item_rows, key=["task_id", "item_index"],
-                                update=lambda excluded: {"item": excluded.item, "url": excluded.url,
-                                                         "updated_at": excluded.updated_at}))
-        frontier.record_outcomes(conn, outcomes, now=now)
+        replace_items(conn, done_ids, item_rows)
+        record_outcomes(conn, outcomes, now=now)
         stats.record_batch(conn, project, pages, retried, now=now)
         # a streak counts rows that ended failed (a retry is still open) because their site
         # is in trouble; robots.txt rows are the scheduler's own

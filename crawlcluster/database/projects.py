@@ -34,8 +34,9 @@ a timer reopening a project that is not finished, deleting a running one, and an
 a project that was deleted.
 
 What happens to a project's *rows* on these transitions (cancel turns pending rows
-cancelled, resume re-opens them) is the frontier's part; callers pair the two in one
-transaction. This module imports neither ``Request`` nor ``Spider``.
+cancelled, resume re-opens them) is :mod:`crawlcluster.database.tasks`'s part; callers pair
+the two in one transaction. A deletion's last steps (:func:`delete_due_projects`) remove the
+rows and results, then the project. Reading a project's row is here too.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from crawlcluster.schema import CANCELLED, FINISHED, PAUSED, RUNNING, projects
+from crawlcluster.database.counts import project_rows
+from crawlcluster.schema import CANCELLED, FINISHED, PAUSED, RUNNING, crawl_tasks, projects, results
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,31 @@ USER_PAUSE_REASON = "paused by the user"
 
 def _now(now: float | None) -> float:
     return time.time() if now is None else now
+
+
+def project_row(conn: Connection, name: str) -> dict[str, Any] | None:
+    """The project's row as a dict, None when there is no such project."""
+    row = conn.execute(select(projects).where(projects.c.name == name)).first()
+    return dict(row._mapping) if row else None
+
+
+def all_projects(conn: Connection) -> list[dict[str, Any]]:
+    """Every project's row, by name."""
+    return [dict(r._mapping) for r in conn.execute(select(projects).order_by(projects.c.name))]
+
+
+def running_projects(conn: Connection) -> list[dict[str, Any]]:
+    """The rows of the running projects, by name: those the dispatcher claims for."""
+    rows = conn.execute(select(projects).where(projects.c.status == RUNNING).order_by(projects.c.name))
+    return [dict(r._mapping) for r in rows]
+
+
+def configure(conn: Connection, name: str, settings: Mapping[str, Any], columns: Mapping[str, Any],
+              now: float | None = None) -> bool:
+    """Replace the project's ``settings`` and change its limit ``columns`` (rate, burst,
+    queue_limit), whatever its state; False when the project is gone."""
+    now = _now(now)
+    return conn.execute(_named(name).values(settings=dict(settings), updated_at=now, **columns)).rowcount == 1
 
 
 def _named(name: str) -> Any:
@@ -179,3 +206,21 @@ def due_for_deletion(conn: Connection, now: float | None = None) -> list[str]:
 def remove(conn: Connection, name: str) -> None:
     """The last step of a deletion, once the project's rows and results are gone."""
     conn.execute(projects.delete().where(projects.c.name == name))
+
+
+def delete_due_projects(conn: Connection, batch_rows: int, now: float | None = None) -> list[str]:
+    """Remove rows and results of stopped projects past their delete_at, a bounded batch per
+    call; a project whose rows are all gone is removed too. Returns the projects removed."""
+    now = time.time() if now is None else now
+    removed = []
+    for name in due_for_deletion(conn, now):
+        # results, then each half of the rows through its index (queued rows of a stopped
+        # project are rows whose messages were lost)
+        steps = [(results, (results.c.project == name,))] + [(crawl_tasks, half) for half in project_rows(name)]
+        for table, conditions in steps:
+            chunk = select(table.c.task_id).where(*conditions).limit(batch_rows).scalar_subquery()
+            conn.execute(table.delete().where(table.c.task_id.in_(chunk)))
+        if not any(conn.execute(select(table.c.task_id).where(*conditions).limit(1)).first() for table, conditions in steps):
+            remove(conn, name)
+            removed.append(name)
+    return removed

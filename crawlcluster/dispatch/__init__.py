@@ -9,6 +9,6 @@ limits), :mod:`~crawlcluster.dispatch.robots` and :mod:`~crawlcluster.dispatch.r
 (robots.txt: the hosts' state, and its rules applied to a claim),
 :mod:`~crawlcluster.dispatch.claim` (due rows chosen in an open transaction),
 :mod:`~crawlcluster.dispatch.pipeline` (the commit thread and the publish thread) and
-:mod:`~crawlcluster.dispatch.routing` (fetch or render). This package module imports
-nothing, so the frontier queries may import the robots states without a circle.
+:mod:`~crawlcluster.dispatch.routing` (fetch or render). The rows they read and
+write go through :mod:`crawlcluster.database`.
 """

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from crawlcluster import frontier
+from crawlcluster.database import claims
 from crawlcluster.dispatch.limits import HostSlots, Slot
 from crawlcluster.dispatch.robots_gate import NoRobotsCheck, RobotsGate
 
@@ -60,7 +60,7 @@ class ClaimReader:
             skip |= self.robots.waiting_hosts(conn, now)
         # a few more than the room, for the ones a host limit or robots.txt passes over
         spare = self._spare.get(name, MAX_SPARE_CANDIDATES)
-        candidates = frontier.due_candidates(conn, name, room + min(room, spare), skip, now=now)
+        candidates = claims.due_candidates(conn, name, room + min(room, spare), skip, now=now)
         claim.found = bool(candidates)
         if candidates:
             options = project["settings"] or {}

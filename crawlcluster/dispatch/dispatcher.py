@@ -17,8 +17,8 @@ from typing import Any
 
 from celery import Celery
 
-from crawlcluster import frontier
 from crawlcluster.database import projects as lifecycle
+from crawlcluster.database.counts import has_open_tasks
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.claim import Claim, ClaimReader
 from crawlcluster.dispatch.housekeeping import Housekeeping, InFlightCounts
@@ -126,7 +126,7 @@ class Dispatcher:
             if housekeeping:
                 self.housekeeping.run(conn, now)
             with conn.begin():
-                running = frontier.running_projects(conn)
+                running = lifecycle.running_projects(conn)
                 if self.counts.due(now):
                     self.counts.recount(conn, now, self.pipeline.uncommitted())
                     self.slots.observe(self.counts.in_flight, now)
@@ -180,7 +180,7 @@ class Dispatcher:
     def _finish_if_done(self, claim: Claim, project: dict[str, Any]) -> None:
         """Mark ``project`` finished when it has nothing pending or queued; commit the claim."""
         name, conn = project["name"], claim.conn
-        finished = (not frontier.has_open_tasks(conn, name)
+        finished = (not has_open_tasks(conn, name)
                     and lifecycle.finish(conn, name, project["updated_at"]))
         self.lease.fence_or_raise(conn)
         claim.transaction.commit()

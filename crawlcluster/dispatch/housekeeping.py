@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 from sqlalchemy.engine import Connection
 
-from crawlcluster import frontier
+from crawlcluster.database import claims, timers
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.dispatch.claim import Claim
 from crawlcluster.dispatch.lease import LeaderLease
@@ -66,7 +66,7 @@ class InFlightCounts:
         """Count from the table; ``uncommitted`` claims may commit before or after the count's
         snapshot: added on top, they are counted once or twice, never missed."""
         uncommitted = list(uncommitted)
-        self.in_flight, self.queued = frontier.queued_counts(conn)
+        self.in_flight, self.queued = claims.queued_counts(conn)
         for claim in uncommitted:
             for row in claim.chosen:
                 self.in_flight[row["host"]] = self.in_flight.get(row["host"], 0) + 1
@@ -105,12 +105,12 @@ class Housekeeping:
             self.lease.fence_or_raise(conn)
             for name in lifecycle.resume_auto_paused(conn, now):
                 logger.warning("project %s resumes on trial after its auto-pause", name)
-            timers = frontier.claim_due_timers(conn, now)
+            due_timers = timers.claim_due_timers(conn, now)
             if now - self._last_cleanup >= CLEANUP_SECONDS:
                 self._last_cleanup = now
-                for name in frontier.delete_due_projects(conn, 10_000, now):
+                for name in lifecycle.delete_due_projects(conn, 10_000, now):
                     logger.warning("project %s deleted", name)
-        for project, timer in timers:  # reserved before sending: a failed send waits a whole interval
+        for project, timer in due_timers:  # reserved before sending: a failed send waits a whole interval
             self.send("crawlcluster.periodic", {"project": project, "timer": timer})
 
     def resend_stale(self, conn: Connection, publish: Callable[[str, list[dict[str, Any]]], None]) -> int:
@@ -118,7 +118,7 @@ class Housekeeping:
         per project; the number of rows."""
         with conn.begin():
             self.lease.fence_or_raise(conn)
-            rows = frontier.reclaim_stale_tasks(conn, self.claim_batch_size, self.queued_deadline_seconds)
+            rows = claims.reclaim_stale_tasks(conn, self.claim_batch_size, self.queued_deadline_seconds)
         by_project: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_project.setdefault(row["project"], []).append(row)

@@ -1,6 +1,7 @@
 """The beat leader lease: of several `celery -A crawlcluster beat` processes, one dispatches.
 
-The lease is a row in Postgres (``scheduler_lease``) with a holder, an expiry and a fencing
+The lease is a row in Postgres (``scheduler_lease``, read and written by
+:mod:`crawlcluster.database.lease`) with a holder, an expiry and a fencing
 token that grows at every change of leader. The leader renews it every tick; a standby
 takes it over once it has expired. Every claim transaction of the leader first re-checks
 and extends the lease *in the same transaction* (:meth:`LeaderLease.fence`), holding the
@@ -23,12 +24,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from crawlcluster.db import upsert
+from crawlcluster.database import lease as lease_rows
 from crawlcluster.errors import CrawlClusterError
-from crawlcluster.schema import scheduler_lease
 from crawlcluster.stats import duration
 
 logger = logging.getLogger(__name__)
@@ -80,17 +79,9 @@ class LeaderLease:
         if self.token is not None:
             logger.warning("lost the scheduler lease (token %s); standing by", self.token)
             self.token = None
-        values = {"name": self.name, "holder": self.holder, "token": 1, "expires_at": now + self.ttl_seconds,
-                  "updated_at": now}
-        stmt = upsert(
-            conn, scheduler_lease, values, key=["name"],
-            update={"holder": self.holder, "token": scheduler_lease.c.token + 1,
-                    "expires_at": now + self.ttl_seconds, "updated_at": now},
-            where=scheduler_lease.c.expires_at < now,
-        ).returning(scheduler_lease.c.token)
-        token = conn.execute(stmt).scalar()
+        token = lease_rows.take(conn, self.name, self.holder, now + self.ttl_seconds, now)
         if token is not None:
-            self.token = int(token)
+            self.token = token
             self.renewed_at = now
             logger.info("took the scheduler lease as %s (fencing token %s)", self.holder, self.token)
             return True
@@ -102,13 +93,7 @@ class LeaderLease:
         if self.token is None:
             return False
         now = time.time() if now is None else now
-        result = conn.execute(
-            update(scheduler_lease)
-            .where(scheduler_lease.c.name == self.name, scheduler_lease.c.holder == self.holder,
-                   scheduler_lease.c.token == self.token)
-            .values(expires_at=now + self.ttl_seconds, updated_at=now)
-        )
-        if result.rowcount == 1:
+        if lease_rows.extend(conn, self.name, self.holder, self.token, now + self.ttl_seconds, now):
             self.renewed_at = now
             return True
         return False
@@ -123,9 +108,7 @@ class LeaderLease:
         """Give the lease up at a clean shutdown so a standby takes over at once."""
         if self.token is None:
             return
-        conn.execute(update(scheduler_lease).where(
-            scheduler_lease.c.name == self.name, scheduler_lease.c.holder == self.holder,
-            scheduler_lease.c.token == self.token).values(expires_at=0.0))
+        lease_rows.give_up(conn, self.name, self.holder, self.token)
         self.token = None
 
 
@@ -157,8 +140,7 @@ def scheduler_health(conn: Connection, name: str = "beat", now: float | None = N
     leader is alive while its lease has not expired and it wrote the row within
     SILENT_AFTER_HEARTBEATS of its heartbeats."""
     now = time.time() if now is None else now
-    row = conn.execute(select(scheduler_lease.c.holder, scheduler_lease.c.expires_at, scheduler_lease.c.updated_at)
-                       .where(scheduler_lease.c.name == name)).first()
+    row = lease_rows.lease_row(conn, name)
     if row is None:
         return SchedulerHealth(None, None, None, False)
     age = max(0.0, now - row.updated_at)

@@ -16,7 +16,7 @@ from typing import Any
 
 from celery import Celery
 
-from crawlcluster import frontier
+from crawlcluster.database import claims
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.claim import Claim
 from crawlcluster.dispatch.lease import LeaderLease
@@ -100,7 +100,7 @@ class CommitPipeline:
     def commit(self, claim: Claim) -> list[dict[str, Any]]:
         """Mark the claim's rows queued, check the lease and commit; the rows to send."""
         try:
-            rows = frontier.mark_queued(claim.conn, claim.chosen, self.queued_deadline_seconds, now=claim.now)
+            rows = claims.mark_queued(claim.conn, claim.chosen, self.queued_deadline_seconds, now=claim.now)
             self.lease.fence_or_raise(claim.conn)  # last: the lease row stays locked only until the commit
             claim.transaction.commit()
             claim.committed = True

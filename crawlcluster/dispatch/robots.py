@@ -4,7 +4,8 @@
 project, stored in the ``hosts`` table) and answers whether a URL may be fetched;
 :func:`record_robots` stores what a fetch of robots.txt gave (the store stage calls it).
 How the dispatcher acts on it, row by row, is :mod:`crawlcluster.dispatch.robots_gate`.
-This module reads nothing of the frontier, so the frontier queries may import its states.
+The hosts table's states are declared with it (:mod:`crawlcluster.schema`) and its
+statements are :mod:`crawlcluster.database.hosts`.
 
 A robots.txt that answers 5xx or cannot be reached postpones its host for the retry
 policy's next delay; after ``robots_error_attempts`` such fetches in a row the host is
@@ -12,7 +13,7 @@ policy's next delay; after ``robots_error_attempts`` such fetches in a row the h
 scheduler ends its pending rows ``failed`` (kind ``robots``) with the reason, so a crawl
 never waits on a dead host for ever. Those rows fail before the host's robots.txt is asked
 again (after ``robots_unreachable_seconds``), and re-opening a failed row
-(:func:`crawlcluster.frontier.reopen_failed_rows`) makes its host forget its failures.
+(:func:`crawlcluster.database.tasks.reopen_failed_rows`) makes its host forget its failures.
 """
 
 from __future__ import annotations
@@ -20,22 +21,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from protego import Protego
-from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from crawlcluster.db import upsert
-from crawlcluster.schema import hosts
+from crawlcluster.database.hosts import host_rows, robots_failures, upsert_host
+from crawlcluster.schema import (
+    ROBOTS_ERROR,
+    ROBOTS_FETCHING,
+    ROBOTS_MISSING,
+    ROBOTS_OK,
+    ROBOTS_UNKNOWN,
+    ROBOTS_UNREACHABLE,
+)
 
 logger = logging.getLogger(__name__)
-
-ROBOTS_CALLBACK = "__robots__"
-# robots.txt states in the hosts table
-ROBOTS_UNKNOWN, ROBOTS_FETCHING, ROBOTS_OK, ROBOTS_MISSING, ROBOTS_ERROR = "unknown", "fetching", "ok", "missing", "error"
-# robots.txt failed robots_error_attempts times in a row: the host's rows fail
-ROBOTS_UNREACHABLE = "unreachable"
 
 
 @dataclass
@@ -76,7 +76,7 @@ class RobotsCache:
         now = time.monotonic()
         stale = [h for h in names if h not in self._hosts or now - self._hosts[h][0] > self.refresh_seconds]
         if stale:
-            found = {row.host: row for row in conn.execute(select(hosts).where(hosts.c.host.in_(stale)))}
+            found = host_rows(conn, stale)
             for name in stale:
                 row = found.get(name)
                 if row is None:
@@ -114,11 +114,6 @@ class RobotsCache:
         return info.parser is None or info.parser.can_fetch(url, self.user_agent)
 
 
-def upsert_host(conn: Connection, host: str, now: float, **values: Any) -> None:
-    conn.execute(upsert(conn, hosts, {"host": host, "updated_at": now, **values}, key=["host"],
-                        update={"updated_at": now, **values}))
-
-
 def record_robots(conn: Connection, host: str, *, body: str | None, status_code: int | None, error: str | None,
                   user_agent: str, ttl_seconds: float, error_attempts: int, error_delays: list[float],
                   unreachable_seconds: float, kind: str | None = None, now: float | None = None) -> str:
@@ -138,8 +133,7 @@ def record_robots(conn: Connection, host: str, *, body: str | None, status_code:
                     robots_fetched_at=now, robots_expires_at=now + ttl_seconds, blocked_until=None,
                     robots_failures=0, robots_error=None)
         return ROBOTS_MISSING
-    previous = conn.execute(select(hosts.c.robots_failures).where(hosts.c.host == host)).scalar()
-    failures = (previous or 0) + 1
+    failures = robots_failures(conn, host) + 1
     reason = error or (f"HTTP {status_code}" if status_code is not None else "no answer")
     if kind and kind != "http":
         reason = f"{kind}: {reason}"

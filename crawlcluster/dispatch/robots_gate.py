@@ -12,16 +12,16 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from crawlcluster import frontier
-from crawlcluster.dispatch.robots import (
+from crawlcluster.database import claims
+from crawlcluster.database.hosts import upsert_host
+from crawlcluster.dispatch.robots import HostRobots, RobotsCache
+from crawlcluster.request_rows import task_row
+from crawlcluster.schema import (
     ROBOTS_CALLBACK,
     ROBOTS_ERROR,
     ROBOTS_FETCHING,
     ROBOTS_UNKNOWN,
     ROBOTS_UNREACHABLE,
-    HostRobots,
-    RobotsCache,
-    upsert_host,
 )
 from crawlcluster.spider import Request
 
@@ -93,11 +93,11 @@ class RobotsCheck:
         """End the rows robots.txt turned away for good, in the claim's transaction."""
         user_agent = self.gate.cache.user_agent
         reason = f"disallowed by robots.txt for User-agent {user_agent!r}"
-        frontier.mark_disallowed(self.conn, self.disallowed, reason)
+        claims.mark_disallowed(self.conn, self.disallowed, reason)
         for host, ids in self.unreachable.items():
             # RFC 9309: an unreachable robots.txt means nothing on the host is fetched
             reason = self.infos[host].unreachable_reason(host)
-            frontier.mark_failed(self.conn, ids, "robots", reason, now=self.now)
+            claims.mark_failed(self.conn, ids, "robots", reason, now=self.now)
 
     def _ask(self, candidate: dict[str, Any]) -> None:
         """Queue a fetch of the candidate host's robots.txt and hold the host until it is in."""
@@ -106,11 +106,10 @@ class RobotsCheck:
         scheme = candidate["url"].split("://", 1)[0]
         url = f"{scheme}://{host}/robots.txt"
         request = Request(url, callback=ROBOTS_CALLBACK, retries=0, priority=10**6)
-        row = frontier.task_row(self.project, url, request, spider=None, project_settings=None, depth=0,
-                                now=now)
+        row = task_row(self.project, url, request, spider=None, project_settings=None, depth=0, now=now)
         upsert_host(self.conn, host, now, robots_status=ROBOTS_FETCHING)
         self.gate.cache.mark_fetching(host, now)
-        self.queued_rows.append(frontier.queue_row_now(self.conn, row, self.gate.fetching_timeout, now=now))
+        self.queued_rows.append(claims.queue_row_now(self.conn, row, self.gate.fetching_timeout, now=now))
 
 
 class NoRobotsCheck:

@@ -6,17 +6,12 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from sqlalchemy import Integer, func, literal_column, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.sql.elements import ColumnClause
 
+from crawlcluster.database import results
 from crawlcluster.feeds.base import Feed
 from crawlcluster.feeds.csv_feed import CsvFeed
-from crawlcluster.schema import results
 
-# SQLite's implicit row id of the results table (an ordinary rowid table): it only grows
-# while the crawl inserts, so "rowid above the last one seen" is what a poll reads
-ROWID: ColumnClause[int] = literal_column("results.rowid", Integer)
 # a store transaction deletes a page's earlier items before it inserts; when they were the
 # newest rows SQLite hands their rowids out again, so a poll looks this many rowids back
 # (rows re-read are dropped by the pages already written)
@@ -55,12 +50,11 @@ class FeedSync:
 
     def _has_items(self) -> bool:
         with self.engine.connect() as conn:
-            stmt = select(results.c.task_id).where(results.c.project == self.project).limit(1)
-            return conn.execute(stmt).first() is not None
+            return results.has_items(conn, self.project)
 
     def _max_rowid(self) -> int:
         with self.engine.connect() as conn:
-            return conn.execute(select(func.max(ROWID)).select_from(results)).scalar() or 0
+            return results.max_rowid(conn)
 
     def poll(self) -> int:
         """Write the pages stored since the last poll; return how many items were written.
@@ -69,10 +63,8 @@ class FeedSync:
         only the rows inserted since the previous one (through the primary key), however
         many items the file holds, and a transaction that committed late is still seen,
         because its rows' rowids are above the last one seen whenever it commits."""
-        stmt = (select(ROWID, results.c.task_id, results.c.project)
-                .select_from(results).where(ROWID > self._last_rowid - ROWID_LOOKBACK).order_by(ROWID))
         with self.engine.connect() as conn:
-            rows = conn.execute(stmt).all()
+            rows = results.rows_after(conn, self._last_rowid - ROWID_LOOKBACK)
         if rows:
             self._last_rowid = max(self._last_rowid, rows[-1][0])
         fresh = list(dict.fromkeys(task_id for _rowid, task_id, project in rows
@@ -83,9 +75,9 @@ class FeedSync:
         """A full pass over the project's items, then close the feed; return the total written."""
         if self.closed:
             return self.feed.count
-        stmt = select(results.c.task_id).distinct().where(results.c.project == self.project)
         with self.engine.connect() as conn:
-            missing = [task_id for (task_id,) in conn.execute(stmt) if task_id not in self.written]
+            missing = [task_id for task_id in results.distinct_pages(conn, self.project)
+                       if task_id not in self.written]
         self._write_pages(missing)
         self.close()
         return self.feed.count
@@ -99,10 +91,8 @@ class FeedSync:
     def _pages(self, task_ids: list[str]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         for start in range(0, len(task_ids), READ_CHUNK_PAGES):
             chunk = sorted(task_ids[start:start + READ_CHUNK_PAGES])
-            stmt = (select(results.c.task_id, results.c.item)
-                    .where(results.c.task_id.in_(chunk)).order_by(results.c.task_id, results.c.item_index))
             with self.engine.connect() as conn:
-                rows = conn.execute(stmt).all()
+                rows = results.items_of_pages(conn, chunk)
             page: list[dict[str, Any]] = []
             current = None
             for task_id, item in rows:
@@ -139,18 +129,16 @@ class FeedSync:
 
     def _rewrite(self) -> None:
         """Write the file afresh from every item the project has stored now."""
-        stmt = (select(results.c.task_id, results.c.item).where(results.c.project == self.project)
-                .order_by(results.c.task_id, results.c.item_index))
         columns: dict[str, None] = {}
         with self.engine.connect() as conn:
-            for _task_id, item in conn.execution_options(stream_results=True, yield_per=1000).execute(stmt):
+            for _task_id, item in results.stream_page_items(conn, self.project):
                 columns.update(dict.fromkeys(item))
         self.feed.restart(columns)
         self.written.clear()
         known = set(columns)
         with self.engine.connect() as conn:
             pages: dict[str, list[dict[str, Any]]] = {}
-            for task_id, item in conn.execution_options(stream_results=True, yield_per=1000).execute(stmt):
+            for task_id, item in results.stream_page_items(conn, self.project):
                 pages.setdefault(task_id, []).append(item)
                 if len(pages) > READ_CHUNK_PAGES:
                     self._write_known(pages, known)

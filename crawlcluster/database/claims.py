@@ -1,0 +1,196 @@
+"""Claims: due rows locked and marked queued for the dispatcher, lost ones found again, and
+the counts of rows in flight that per-host and in-queue limits go by.
+
+Every function takes an open connection inside the caller's transaction and touches a
+bounded number of rows; none loads the frontier into memory. On Postgres the claims use
+``FOR UPDATE SKIP LOCKED`` so two schedulers can never claim one row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterable
+
+from sqlalchemy import func, literal_column, or_, select, text, update
+from sqlalchemy.engine import Connection
+
+from crawlcluster.db import upsert
+from crawlcluster.schema import (
+    DISALLOWED,
+    FAILED,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    crawl_tasks,
+    projects,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# Columns a worker needs to fetch and parse a row; the scheduler sends only these.
+DISPATCH_COLUMNS = (
+    crawl_tasks.c.task_id,
+    crawl_tasks.c.project,
+    crawl_tasks.c.url,
+    crawl_tasks.c.priority,
+    crawl_tasks.c.depth,
+    crawl_tasks.c.callback,
+    crawl_tasks.c.fetch,
+    crawl_tasks.c.data,
+    crawl_tasks.c.dispatch_count,
+    crawl_tasks.c.host,
+    crawl_tasks.c.etag,
+    crawl_tasks.c.last_modified,
+)
+
+
+def claim_due_tasks(conn: Connection, project: str, limit: int, deadline_seconds: float, now: float | None = None) -> list[dict[str, Any]]:
+    """Claim up to ``limit`` due pending rows of ``project``, highest priority first, then
+    oldest due, with no per-host limits; mark them queued with a deadline and return them."""
+    return mark_queued(conn, due_candidates(conn, project, limit, now=now), deadline_seconds, now=now)
+
+
+def due_candidates(conn: Connection, project: str, limit: int, skip_hosts: Iterable[str] = (),
+                   now: float | None = None) -> list[dict[str, Any]]:
+    """Lock (without claiming) up to ``limit`` due pending rows of ``project`` on hosts not in
+    ``skip_hosts``, highest priority first then oldest due, with every column a worker
+    needs; the caller picks which to queue in the same transaction with :func:`mark_queued`."""
+    if limit <= 0:
+        return []
+    now = time.time() if now is None else now
+    columns: list[Any] = list(DISPATCH_COLUMNS)
+    if conn.dialect.name == "postgresql":
+        # the row's physical address: valid until this transaction ends, since the row is locked
+        columns.append(literal_column("ctid::text").label("_ctid"))
+    stmt = (
+        select(*columns)
+        .where(crawl_tasks.c.project == project, crawl_tasks.c.status == PENDING, crawl_tasks.c.next_run_at <= now)
+        .order_by(crawl_tasks.c.priority.desc(), crawl_tasks.c.next_run_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    skip = list(skip_hosts)
+    if skip:
+        stmt = stmt.where(crawl_tasks.c.host.not_in(skip))
+    return _dicts(conn.execute(stmt))
+
+
+def mark_queued(conn: Connection, rows: list[dict[str, Any]], deadline_seconds: float,
+                now: float | None = None) -> list[dict[str, Any]]:
+    """Mark rows from :func:`due_candidates` (still locked by the caller's transaction)
+    queued with a deadline; return them, in the order given, as they are to be sent."""
+    if not rows:
+        return []
+    now = time.time() if now is None else now
+    if conn.dialect.name == "postgresql":
+        # by the addresses the locking read returned: a TID scan, no index lookups. For a
+        # few thousand TIDs in a small table the planner would rather scan the whole table.
+        # (For the rest of this transaction only: the claim ends with this statement.)
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        which: Any = text("ctid = ANY(CAST(:tids AS tid[]))").bindparams(tids=[r["_ctid"] for r in rows])
+    else:
+        which = crawl_tasks.c.task_id.in_([r["task_id"] for r in rows])
+    conn.execute(
+        update(crawl_tasks)
+        .where(which)
+        .values(status=QUEUED, queued_at=now, deadline_at=now + deadline_seconds,
+                dispatch_count=crawl_tasks.c.dispatch_count + 1, updated_at=now)
+    )
+    for row in rows:  # the caller's own dicts, from due_candidates
+        row.pop("_ctid", None)
+        row["dispatch_count"] += 1
+    return rows
+
+
+def _dicts(result: Any) -> list[dict[str, Any]]:
+    """Result rows as plain dicts (the column names are looked up once, not per row)."""
+    keys = list(result.keys())
+    return [dict(zip(keys, row)) for row in result.fetchall()]
+
+
+def queue_row_now(conn: Connection, row: dict[str, Any], deadline_seconds: float, now: float | None = None) -> dict[str, Any]:
+    """Insert (or re-open) ``row`` directly as queued and return it for publishing: the
+    scheduler's own fetches (robots.txt) skip the pending stage."""
+    now = time.time() if now is None else now
+    values = {k: v for k, v in row.items() if not k.startswith("_")}
+    values.update(status=QUEUED, queued_at=now, deadline_at=now + deadline_seconds, dispatch_count=1)
+    stmt = upsert(
+        conn, crawl_tasks, values, key=["task_id"],
+        update={"status": QUEUED, "queued_at": now, "deadline_at": now + deadline_seconds, "error": None,
+                "error_kind": None, "dispatch_count": crawl_tasks.c.dispatch_count + 1, "updated_at": now},
+    ).returning(*DISPATCH_COLUMNS)
+    return dict(conn.execute(stmt).one()._mapping)
+
+
+def reclaim_stale_tasks(conn: Connection, limit: int, deadline_seconds: float, now: float | None = None) -> list[dict[str, Any]]:
+    """Rows queued past their deadline lost their message: give them a new deadline and
+    return them to be sent again (of running projects only)."""
+    now = time.time() if now is None else now
+    running = select(projects.c.name).where(projects.c.status == RUNNING)
+    stale = (
+        select(crawl_tasks.c.task_id)
+        .where(crawl_tasks.c.status == QUEUED, crawl_tasks.c.deadline_at < now, crawl_tasks.c.project.in_(running))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    stmt = (
+        update(crawl_tasks)
+        .where(crawl_tasks.c.task_id.in_(stale))
+        .values(
+            queued_at=now,
+            deadline_at=now + deadline_seconds,
+            dispatch_count=crawl_tasks.c.dispatch_count + 1,
+            updated_at=now,
+        )
+        .returning(*DISPATCH_COLUMNS)
+    )
+    return _dicts(conn.execute(stmt))
+
+
+def queued_counts(conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
+    """One pass over the queued rows of every project: (requests in flight per host, rows
+    queued per project). In flight is what per-host limits count: a queued row stops
+    counting once its page has been fetched and parsed (see :func:`mark_fetched`), not
+    only when the store stage finishes it. Queued is what the in-queue limit counts."""
+    not_fetched = or_(crawl_tasks.c.fetched_at.is_(None), crawl_tasks.c.fetched_at < crawl_tasks.c.queued_at)
+    stmt = (select(crawl_tasks.c.project, crawl_tasks.c.host, func.count(), func.count().filter(not_fetched))
+            .where(crawl_tasks.c.status == QUEUED).group_by(crawl_tasks.c.project, crawl_tasks.c.host))
+    by_host: dict[str, int] = {}
+    by_project: dict[str, int] = {}
+    for project, host, queued, in_flight in conn.execute(stmt):
+        by_project[project] = by_project.get(project, 0) + queued
+        if in_flight:
+            by_host[host] = by_host.get(host, 0) + in_flight
+    return by_host, by_project
+
+
+def mark_fetched(conn: Connection, ids: list[str], now: float | None = None) -> None:
+    """The parse stage has these pages: their hosts' slots are free for the next requests."""
+    if ids:
+        now = time.time() if now is None else now
+        conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(sorted(ids)), crawl_tasks.c.status == QUEUED)
+                     .values(fetched_at=now))
+
+
+def mark_disallowed(conn: Connection, ids: list[str], reason: str, now: float | None = None) -> int:
+    """Rows robots.txt forbids: never fetched, ended with a readable reason."""
+    if not ids:
+        return 0
+    now = time.time() if now is None else now
+    result = conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids), crawl_tasks.c.status == PENDING)
+                          .values(status=DISALLOWED, error=reason, updated_at=now))
+    return result.rowcount
+
+
+def mark_failed(conn: Connection, ids: list[str], kind: str, reason: str, now: float | None = None) -> int:
+    """Pending rows the scheduler ends without fetching them (their host's robots.txt
+    stayed unreachable), failed with ``kind`` and a readable reason."""
+    if not ids:
+        return 0
+    now = time.time() if now is None else now
+    result = conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids), crawl_tasks.c.status == PENDING)
+                          .values(status=FAILED, error=reason, error_kind=kind, updated_at=now))
+    return result.rowcount

@@ -1,0 +1,95 @@
+"""Counts of a project's rows per state, its pages apart from its robots.txt rows, read
+through bounded index ranges (``Crawl.stats()``, ``is_idle``, the scheduler's "finished?").
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import func, literal_column, select
+from sqlalchemy.engine import Connection
+
+from crawlcluster.schema import (
+    PENDING,
+    QUEUED,
+    ROBOTS_CALLBACK,
+    TASK_STATES,
+    crawl_tasks,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# Written out, not bound: the partial index ix_crawl_tasks_project_state (every state but
+# queued) serves a query only when the query states its condition, and SQLite matches
+# that condition as text, never through a parameter.
+NOT_QUEUED = crawl_tasks.c.status != literal_column(f"'{QUEUED}'")
+
+
+def project_rows(project: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """Conditions for the two halves of a project's rows, each found through its own index:
+    every state but queued (ix_crawl_tasks_project_state), then queued (ix_crawl_tasks_stale)."""
+    of_project = crawl_tasks.c.project == project
+    return (of_project, NOT_QUEUED), (of_project, crawl_tasks.c.status == QUEUED)
+
+
+def count_by_status(conn: Connection, project: str) -> dict[str, int]:
+    """Rows of ``project`` per state; every state is present, zero when empty."""
+    counts = dict.fromkeys(TASK_STATES, 0)
+    for conditions in project_rows(project):
+        stmt = select(crawl_tasks.c.status, func.count()).where(*conditions).group_by(crawl_tasks.c.status)
+        for status, count in conn.execute(stmt):
+            counts[status] = count
+    return counts
+
+
+# Written out like NOT_QUEUED, so that SQLite matches the partial index's condition:
+# ix_crawl_tasks_robots (migration 0011) holds only the robots.txt rows, one per host.
+IS_ROBOTS = crawl_tasks.c.callback == literal_column(f"'{ROBOTS_CALLBACK}'")
+
+
+def is_page() -> Any:
+    """The condition that keeps a project's pages and leaves out its robots.txt rows.
+
+    A robots.txt row is the scheduler's own request, one per host: it is not a page of the
+    crawl. When it fails, the host's pages fail with kind ``robots`` naming its cause, so
+    it is neither listed, counted nor re-opened as a page."""
+    return crawl_tasks.c.callback != ROBOTS_CALLBACK
+
+
+def robots_counts(conn: Connection, project: str) -> dict[str, int]:
+    """``project``'s robots.txt rows per state (every state present), read through
+    ix_crawl_tasks_robots: as many entries as the project has hosts, not pages."""
+    counts = dict.fromkeys(TASK_STATES, 0)
+    stmt = (select(crawl_tasks.c.status, func.count()).where(crawl_tasks.c.project == project, IS_ROBOTS)
+            .group_by(crawl_tasks.c.status))
+    for status, count in conn.execute(stmt):
+        counts[status] = count
+    return counts
+
+
+def page_counts(conn: Connection, project: str, rows: dict[str, int] | None = None) -> dict[str, Any]:
+    """``{"rows": ..., "pages": ..., "robots": ...}``, each a count per state: every row
+    (what the scheduler and ``is_idle`` go by), the pages (what a user calls the crawl's
+    pages: status, the progress bar, the summary) and the robots.txt rows. ``rows`` is
+    :func:`count_by_status` when the caller has it already."""
+    rows = count_by_status(conn, project) if rows is None else rows
+    robots = robots_counts(conn, project)
+    return {"rows": rows, "pages": {state: rows[state] - robots[state] for state in TASK_STATES}, "robots": robots}
+
+
+def has_open_tasks(conn: Connection, project: str) -> bool:
+    """Whether any row of ``project`` is still pending or queued."""
+    for status in (PENDING, QUEUED):
+        stmt = select(crawl_tasks.c.task_id).where(crawl_tasks.c.project == project, crawl_tasks.c.status == status)
+        if conn.execute(stmt.limit(1)).first() is not None:
+            return True
+    return False
+
+
+def rows_by_project_and_state(conn: Connection) -> list[tuple[str, str, int]]:
+    """(project, state, rows) over the whole table, for the Prometheus exporter."""
+    stmt = (select(crawl_tasks.c.project, crawl_tasks.c.status, func.count())
+            .group_by(crawl_tasks.c.project, crawl_tasks.c.status))
+    return [(project, status, count) for project, status, count in conn.execute(stmt)]

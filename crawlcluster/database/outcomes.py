@@ -1,0 +1,136 @@
+"""Outcomes: the end state the store stage writes for fetched rows, and retries put back
+as pending with their back-off.
+
+The retry policy (how many retries, which delays, the Retry-After cap) is
+:mod:`crawlcluster.scheduling`'s: the caller hands in ``retry_rules``, a row's fetch
+options to its rules, so this layer imports nothing of the spider API.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Iterable, Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from crawlcluster.schema import (
+    DONE,
+    FAILED,
+    PENDING,
+    QUEUED,
+    crawl_tasks,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class RetryRules(Protocol):
+    """What this layer reads of one row's retry rules (:class:`crawlcluster.scheduling.RetryRules`)."""
+
+    @property
+    def retries(self) -> int: ...
+
+    @property
+    def timeout_retries(self) -> int: ...
+
+    @property
+    def retry_after_max_seconds(self) -> float: ...
+
+    def delay(self, attempt: int) -> float: ...
+
+
+# a row's fetch options to its retry rules: crawlcluster.scheduling.RetryRules.of_row
+RetryRulesOf = Callable[[dict[str, Any] | None], RetryRules]
+
+
+def schedule_retries(conn: Connection, failures: list[dict[str, Any]], retry_rules: RetryRulesOf,
+                     now: float | None = None) -> set[str]:
+    """Put retryable failures back as pending with their back-off (or the server's
+    Retry-After, up to the policy's cap), by the rules ``retry_rules`` gives each row's fetch
+    options; return the ids retried. Rows out of retries, and
+    timeouts out of their policy's timeout retries, are left to record_outcomes."""
+    now = time.time() if now is None else now
+    wanted = {f["id"]: f for f in failures if f.get("retry")}
+    if not wanted:
+        return set()
+    rows = conn.execute(
+        select(crawl_tasks.c.task_id, crawl_tasks.c.retries_left, crawl_tasks.c.timeouts, crawl_tasks.c.fetch)
+        .where(crawl_tasks.c.task_id.in_(list(wanted)), crawl_tasks.c.status == QUEUED,
+               crawl_tasks.c.retries_left > 0)
+        .with_for_update()
+    ).all()
+    retried = set()
+    for task, retries_left, timeouts, options in rows:
+        failure = wanted[task]
+        rules = retry_rules(options)
+        total = rules.retries
+        attempt = max(0, total - retries_left)  # retries so far, of any kind: picks the delay
+        timed_out = failure.get("kind") == "timeout"
+        if timed_out and timeouts >= rules.timeout_retries:
+            # timeouts are counted on their own: a 500 before them is no timeout
+            failure["error"] = f"{failure['error']} (after {timeouts + 1} tries that timed out; " \
+                               f"timeout_retries={rules.timeout_retries})"
+            continue
+        delay = rules.delay(attempt)
+        note = ""
+        asked = failure.get("retry_after")
+        if asked is not None:
+            delay = min(float(asked), rules.retry_after_max_seconds)
+            if asked > rules.retry_after_max_seconds:
+                note = f"; Retry-After {asked:g}s capped by retry_after_max_seconds"
+        conn.execute(
+            update(crawl_tasks).where(crawl_tasks.c.task_id == task).values(
+                status=PENDING, retries_left=retries_left - 1, next_run_at=now + delay,
+                timeouts=timeouts + 1 if timed_out else timeouts,
+                status_code=failure.get("code"), error_kind=failure.get("kind"),
+                error=f"{failure['error']} (retry {attempt + 1} of {total} in {delay:g}s{note})",
+                queued_at=None, deadline_at=None, fetched_at=now, updated_at=now)
+        )
+        retried.add(task)
+    return retried
+
+
+def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: float | None = None) -> int:
+    """Write the end state of fetched rows. Rows with identical outcomes are updated in
+    one statement, so a batch of successful pages costs one round trip. Done rows marked
+    auto_recrawl become pending again, due ``age`` seconds from now."""
+    now = time.time() if now is None else now
+    groups: dict[tuple, list[str]] = {}
+    for outcome in outcomes:
+        key = (
+            outcome["status"],
+            outcome.get("status_code"),
+            outcome.get("error"),
+            outcome.get("error_kind"),
+            outcome.get("final_url"),
+            outcome.get("etag"),
+            outcome.get("last_modified"),
+        )
+        groups.setdefault(key, []).append(outcome["task_id"])
+    changed = 0
+    done_ids: list[str] = []
+    for (status, status_code, error, error_kind, final_url, etag, last_modified), ids in groups.items():
+        assert status in (DONE, FAILED), status
+        values = dict(status=status, status_code=status_code, error=error, final_url=final_url,
+                      error_kind=(error_kind or "other") if status == FAILED else None,
+                      fetched_at=now, deadline_at=None, updated_at=now)
+        if status == DONE:
+            values["timeouts"] = 0
+        if status == DONE and status_code != 304:
+            values.update(etag=etag, last_modified=last_modified)
+        result = conn.execute(
+            update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids), crawl_tasks.c.status == QUEUED).values(**values)
+        )
+        changed += result.rowcount
+        if status == DONE:
+            done_ids.extend(ids)
+    if done_ids:
+        conn.execute(
+            update(crawl_tasks)
+            .where(crawl_tasks.c.task_id.in_(done_ids), crawl_tasks.c.auto_recrawl.is_(True),
+                   crawl_tasks.c.status == DONE)
+            .values(status=PENDING, next_run_at=now + crawl_tasks.c.age, updated_at=now)
+        )
+    return changed
