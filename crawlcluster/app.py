@@ -97,7 +97,7 @@ def check_render_extra(queues: list[str]) -> None:
 class CrawlWorker(Worker):
     """A worker whose pool and concurrency default to what its queues need."""
 
-    def setup_defaults(self, concurrency=None, pool=None, pool_cls=None, queues=None, **kwargs):  # type: ignore[override]
+    def setup_defaults(self, concurrency=None, pool=None, pool_cls=None, queues=None, **kwargs):
         queue_list = _queues_of(queues if queues is not None else kwargs.get("queues"))
         check_render_extra(queue_list)
         pool_name, default_concurrency = role_defaults(queue_list, settings.current())

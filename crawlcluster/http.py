@@ -92,7 +92,8 @@ class Request:
                 options[key] = value
         if self.render:
             options["render"] = self.render
-            render_options = self.render_options.to_dict() if self.render_options is not None else {}
+            coerced = RenderOptions.coerce(self.render_options)  # also a dict assigned after construction
+            render_options = coerced.to_dict() if coerced is not None else {}
             if render_options:
                 options["render_options"] = render_options
         return options or None

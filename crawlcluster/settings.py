@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping, TypeVar, cast
+from typing import Any, Callable, Mapping, TypeVar
 
 from crawlcluster.errors import ConfigurationError
 
@@ -122,7 +122,7 @@ class Option:
 def _option(default: T, parse: Callable[[str], Any], doc: str, minimum: float | None = None) -> T:
     """A :class:`Settings` field: typed as its default for mypy, with its :class:`Option`
     in the field's metadata for :data:`OPTIONS`."""
-    return cast(T, field(default=default, metadata={"option": Option(default, parse, doc, minimum)}))
+    return field(default=default, metadata={"option": Option(default, parse, doc, minimum)})
 
 
 @dataclass(frozen=True)

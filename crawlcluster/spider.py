@@ -143,12 +143,13 @@ class LinkSpider(Spider):
         links = response.links()
         description = response.css_first('meta[name="description"]')
         canonical = response.css_first('link[rel="canonical"]')
+        canonical_href = canonical.attributes.get("href") if canonical is not None else None
         yield {
             "url": response.url,
             "status": response.status,
             "title": response.title,
             "description": description.attributes.get("content") if description is not None else None,
-            "canonical": response.urljoin(canonical.attributes["href"]) if canonical is not None and canonical.attributes.get("href") else None,
+            "canonical": response.urljoin(canonical_href) if canonical_href else None,
             "out_links": len(links),
         }
         for url in links:

@@ -156,6 +156,8 @@ def test_the_venv_imports_crawlcluster_from_its_own_site_packages(clean_venv: Pa
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().startswith(str(clean_venv.parent / "lib")), done.stdout
+    # the installed package tells users' type checkers that its API is typed (PEP 561)
+    assert (Path(done.stdout.strip()).parent / "py.typed").is_file(), "py.typed is missing from the wheel"
     # nothing a test or a browser needs came with the plain install
     for absent in ("pytest", "pyppeteer"):
         probe = subprocess.run([str(clean_venv / "python"), "-c", f"import {absent}"], cwd=tmp_path, env=env,

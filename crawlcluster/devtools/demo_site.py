@@ -164,8 +164,8 @@ class DemoSite:
                 i = self.redirect_loop.index(path)
                 return self._redirect(302, self.redirect_loop[(i + 1) % len(self.redirect_loop)])
             if path == CHAIN_END:
-                body = _link("/", "Home") + "\n" + _link("/page/0", "Page 0")
-                return self._html(_document(CHAIN_END_TITLE, f"<h1>{CHAIN_END_TITLE}</h1>\n<p>{body}</p>"),
+                links = _link("/", "Home") + "\n" + _link("/page/0", "Page 0")
+                return self._html(_document(CHAIN_END_TITLE, f"<h1>{CHAIN_END_TITLE}</h1>\n<p>{links}</p>"),
                                   200)
             if path == CHARSET_TARGET:
                 return Response(200, (("Content-Type", "text/html"),), self._charset_page())

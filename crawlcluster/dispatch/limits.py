@@ -136,7 +136,7 @@ class TokenBucket:
         if not self.limited:
             return float("inf")
         now = time.monotonic() if now is None else now
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated_at) * float(self.rate))
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated_at) * float(self.rate or 0.0))
         self.updated_at = now
         return self.tokens
 
@@ -147,7 +147,7 @@ class TokenBucket:
     def seconds_until(self, count: float = 1.0) -> float:
         if not self.limited or self.tokens >= count:
             return 0.0
-        return (count - self.tokens) / float(self.rate)
+        return (count - self.tokens) / float(self.rate or 1.0)  # limited: rate is set
 
 
 @dataclass(frozen=True)

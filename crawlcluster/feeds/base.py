@@ -45,7 +45,7 @@ class Feed:
     format = "jsonl"
 
     def __init__(self, path: str | None = None, *, stream: IO[str] | None = None) -> None:
-        self.path = path or getattr(stream, "name", "<stream>")
+        self.path: str = path or str(getattr(stream, "name", "<stream>"))
         self.count = 0
         self._out: IO[str] | None = stream
         self._owns_out = stream is None

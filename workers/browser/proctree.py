@@ -61,7 +61,7 @@ def descendants(pid: int) -> list[int]:
         return []
     tree, frontier = [pid], [pid]
     while frontier:
-        next_frontier = []
+        next_frontier: list[int] = []
         for parent in frontier:
             next_frontier.extend(children.get(parent, ()))
         tree.extend(next_frontier)
