@@ -11,6 +11,7 @@ from crawlcluster.app import app
 from crawlcluster.messages import compress_body
 from crawlcluster.messages import send as send_message
 from crawlcluster.schema import DONE, FAILED
+from crawlcluster.stages import FETCH, PARSE, STORE
 from workers.fetcher import FetchResult, close_fetcher, get_fetcher, is_retryable
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def failure_message(result: FetchResult) -> dict[str, Any]:
     return message
 
 
-@app.task(name="crawlcluster.fetch", acks_late=True, ignore_result=True)
+@app.task(name=FETCH.task, acks_late=True, ignore_result=True)
 def fetch(message: dict[str, Any]) -> dict[str, int]:
     """Fetch the batch and hand results on as they finish (in waves), so a page that hangs
     until its timeout does not hold back the pages fetched with it, nor their retries."""
@@ -64,9 +65,9 @@ def fetch(message: dict[str, Any]) -> dict[str, int]:
                      for r in results if r.ok and r.status == 304]
         with app.producer_or_acquire() as producer:
             if pages:
-                send_message(app, "crawlcluster.parse", {"project": project, "pages": pages}, producer=producer)
+                send_message(app, PARSE.task, {"project": project, "pages": pages}, producer=producer)
             if failures:
-                send_message(app, "crawlcluster.store", {"project": project, "pages": failures}, producer=producer)
+                send_message(app, STORE.task, {"project": project, "pages": failures}, producer=producer)
         fetched += len(pages)
         not_fetched += len(failures)
     return {"fetched": fetched, "not_fetched": not_fetched}

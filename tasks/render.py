@@ -17,6 +17,7 @@ from crawlcluster.db import get_engine
 from crawlcluster.messages import compress_body
 from crawlcluster.messages import send as send_message
 from crawlcluster.schema import FAILED
+from crawlcluster.stages import PARSE, RENDER, STORE
 from workers.browser.renderer import RenderResult, close_renderer, get_renderer
 from workers.fetcher import is_retryable
 from workers.render_store import record_render_worker, save_screenshots
@@ -63,7 +64,7 @@ def failure_message(result: RenderResult) -> dict[str, Any]:
     return message
 
 
-@app.task(name="crawlcluster.render", bind=True, acks_late=True, ignore_result=True)
+@app.task(name=RENDER.task, bind=True, acks_late=True, ignore_result=True)
 def render(self: Any, message: dict[str, Any]) -> dict[str, int]:
     project = message["project"]
     renderer = get_renderer()
@@ -75,9 +76,9 @@ def render(self: Any, message: dict[str, Any]) -> dict[str, int]:
     save_screenshots(engine, project, shots)  # before parse can mark the row done
     with app.producer_or_acquire() as producer:
         if pages:
-            send_message(app, "crawlcluster.parse", {"project": project, "pages": pages}, producer=producer)
+            send_message(app, PARSE.task, {"project": project, "pages": pages}, producer=producer)
         if failures:
-            send_message(app, "crawlcluster.store", {"project": project, "pages": failures}, producer=producer)
+            send_message(app, STORE.task, {"project": project, "pages": failures}, producer=producer)
     try:
         record_render_worker(engine, self.request.hostname or "render", renderer.stats(), _started_at)
     except Exception:  # noqa: BLE001 - counters must never fail a batch that was rendered
