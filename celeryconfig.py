@@ -1,8 +1,8 @@
 """Celery settings for crawlcluster, read from the environment through crawlcluster.settings.
 
 One queue per stage (fetch, render, parse, store), each task routed to its own queue, both
-derived from crawlcluster.stages; late acknowledgement so a killed worker's messages are delivered again, msgpack so page
-bodies travel as bytes, and the frontier scheduler as beat's scheduler class.
+derived from crawlcluster.stages; late acknowledgement so a killed worker's messages are
+delivered again, msgpack so page bodies travel as bytes, and the frontier scheduler as beat's scheduler class.
 """
 
 from kombu import Queue

@@ -18,6 +18,7 @@ from crawlcluster import scheduling
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.db import upsert
 from crawlcluster.dispatch.robots import ROBOTS_CALLBACK, ROBOTS_ERROR, ROBOTS_UNKNOWN, ROBOTS_UNREACHABLE
+from crawlcluster.messages import Outcome
 from crawlcluster.schema import (
     CANCELLED,
     DISALLOWED,
@@ -549,7 +550,7 @@ def cancel_pending(conn: Connection, project: str, now: float | None = None) -> 
     return result.rowcount
 
 
-def schedule_retries(conn: Connection, failures: list[dict[str, Any]], now: float | None = None) -> set[str]:
+def schedule_retries(conn: Connection, failures: list[Outcome], now: float | None = None) -> set[str]:
     """Put retryable failures back as pending with their back-off (or the server's
     Retry-After, up to the policy's cap); return the ids retried. Rows out of retries, and
     timeouts out of their policy's timeout retries, are left to record_outcomes."""

@@ -17,6 +17,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 
 from crawlcluster.db import upsert
+from crawlcluster.messages import Outcome
 from crawlcluster.schema import (
     CANCELLED,
     DONE,
@@ -51,7 +52,7 @@ POSTPONED_SAMPLE_ROWS = 1000
 COUNTERS = ("fetched", "done", "failed", "retried", "bytes", "fetch_seconds", "browser_seconds")
 
 
-def record_batch(conn: Connection, project: str, pages: Iterable[dict[str, Any]], retried: set[str],
+def record_batch(conn: Connection, project: str, pages: Iterable[Outcome], retried: set[str],
                  now: float | None = None) -> None:
     """Add one store batch's outcomes and costs, per host, to the current minute."""
     now = time.time() if now is None else now

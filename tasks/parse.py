@@ -4,10 +4,9 @@ browser go to render instead (workers.autorender), their rows still queued."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from crawlcluster.app import app
 from crawlcluster.db import get_engine
+from crawlcluster.messages import ParseMessage
 from crawlcluster.messages import send as send_message
 from crawlcluster.stages import PARSE, RENDER, STORE
 from workers.autorender import split_for_render
@@ -15,7 +14,7 @@ from workers.parser import process_pages
 
 
 @app.task(name=PARSE.task, acks_late=True, ignore_result=True)
-def parse(message: dict[str, Any]) -> dict[str, int]:
+def parse(message: ParseMessage) -> dict[str, int]:
     project = message["project"]
     engine = get_engine()
     to_render, pages = split_for_render(engine, project, message["pages"])
