@@ -16,7 +16,7 @@ from crawlcluster.messages import (
     not_modified_message,
     page_message,
 )
-from crawlcluster.messages import send as send_message
+from crawlcluster.publish import send as send_message
 from crawlcluster.stages import FETCH, PARSE, STORE
 from workers.fetch_errors import is_retryable
 from workers.fetcher import FetchResult, close_fetcher, get_fetcher

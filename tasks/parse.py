@@ -7,7 +7,7 @@ from __future__ import annotations
 from crawlcluster.app import app
 from crawlcluster.db import get_engine
 from crawlcluster.messages import ParseMessage
-from crawlcluster.messages import send as send_message
+from crawlcluster.publish import send as send_message
 from crawlcluster.stages import PARSE, RENDER, STORE
 from workers.autorender import split_for_render
 from workers.parser import process_pages

@@ -15,7 +15,7 @@ from celery import signals
 from crawlcluster.app import app
 from crawlcluster.db import get_engine
 from crawlcluster.messages import FetchMessage, Outcome, Page, failure_message, page_message
-from crawlcluster.messages import send as send_message
+from crawlcluster.publish import send as send_message
 from crawlcluster.stages import PARSE, RENDER, STORE
 from workers.browser.renderer import RenderResult, close_renderer, get_renderer
 from workers.fetch_errors import is_retryable
