@@ -4,7 +4,8 @@ Each worker process owns one ``httpx.AsyncClient`` (connections reused across ta
 loop in a background thread; Celery's threads hand batches to it with :meth:`Fetcher.fetch_waves`
 (results handed on as they finish) or :meth:`Fetcher.fetch_many` (all at once, in order).
 A fetch waits at most ``read_timeout_seconds`` for a byte and ``fetch_timeout_seconds`` in
-all; a name that does not resolve is a ``dns`` error, apart from other ``connect`` errors.
+all; a name that does not resolve is a ``dns`` error, apart from other ``connect`` errors
+(how a failure is named, and whether it is worth a retry: :mod:`workers.fetch_errors`).
 Redirects are not followed here: a 3xx comes back as ``redirect_to`` and becomes a row of
 its own, so the target is deduplicated like any link and each hop is recorded. Bodies are
 read as a stream and decompressed by hand with a cap, so neither a huge body nor a
