@@ -1,13 +1,13 @@
 """Celery settings for crawlcluster, read from the environment through crawlcluster.settings.
 
-One queue per stage (fetch, render, parse, store), each task routed to its own queue,
-late acknowledgement so a killed worker's messages are delivered again, msgpack so page
-bodies travel as bytes, and the frontier scheduler as beat's scheduler class.
+One queue per stage (fetch, render, parse, store), each task routed to its own queue, both
+derived from crawlcluster.stages; late acknowledgement so a killed worker's messages are
+delivered again, msgpack so page bodies travel as bytes, and the frontier scheduler as beat's scheduler class.
 """
 
 from kombu import Queue
 
-from crawlcluster import settings
+from crawlcluster import settings, stages
 
 broker_url = settings.get("broker_url")
 broker_connection_retry_on_startup = True
@@ -17,17 +17,10 @@ broker_transport_options = {"visibility_timeout": 3600}
 if settings.get("broker_key_prefix"):
     broker_transport_options["global_keyprefix"] = settings.get("broker_key_prefix")
 
-task_queues = [Queue(name) for name in ("fetch", "render", "parse", "store")]
-task_default_queue = "fetch"
-task_routes = {
-    "crawlcluster.fetch": {"queue": "fetch"},
-    "crawlcluster.render": {"queue": "render"},
-    "crawlcluster.parse": {"queue": "parse"},
-    "crawlcluster.store": {"queue": "store"},
-    # spider hooks run where the spiders are installed
-    "crawlcluster.finished": {"queue": "parse"},
-    "crawlcluster.periodic": {"queue": "parse"},
-}
+# one queue per stage; each task to its stage's queue, the spider hooks to parse's
+task_queues = [Queue(name) for name in stages.QUEUES]
+task_default_queue = stages.FETCH.queue
+task_routes = stages.task_routes()
 
 task_serializer = "msgpack"
 accept_content = ["msgpack", "json"]

@@ -25,16 +25,16 @@ from kombu.utils.objects import cached_property
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError
 from crawlcluster.settings import Settings
+from crawlcluster.stages import PARSE, QUEUES, RENDER, STORE
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("fetch", "render", "parse", "store")
 TASK_MODULES = ["tasks.fetch", "tasks.render", "tasks.parse", "tasks.store", "tasks.hooks"]
 
 
 def _queues_of(value: Any) -> list[str]:
     if not value:
-        return list(STAGES)
+        return list(QUEUES)
     if isinstance(value, str):
         return [q.strip() for q in value.split(",") if q.strip()]
     return [str(q) for q in value]
@@ -55,11 +55,11 @@ def role_defaults(queues: list[str], s: Settings) -> tuple[str, int]:
     queue_set = set(queues)
     cpus = os.cpu_count() or 1
     fetch_threads = max(2, math.ceil(s.fetch_concurrency / s.fetch_batch_size) + 2)
-    if queue_set <= {"parse"}:
+    if queue_set <= {PARSE.queue}:
         return "prefork", s.parse_concurrency or cpus
-    if queue_set <= {"store"}:
+    if queue_set <= {STORE.queue}:
         return "threads", s.store_concurrency
-    if queue_set <= {"render"}:
+    if queue_set <= {RENDER.queue}:
         # one browser per process; pages in flight are the renderer's own setting
         return "prefork", 1
     # fetch alone, or several stages in one worker: threads keep fetches in flight and
@@ -87,9 +87,9 @@ def check_render_extra(queues: list[str]) -> None:
     fail every one of them; refusing at start shows the mistake where it was made, and the
     rows wait in the render queue for a worker that can render them.
     """
-    missing = render_unavailable() if "render" in queues else None
+    missing = render_unavailable() if RENDER.queue in queues else None
     if missing:
-        named = "-Q " + ",".join(q for q in STAGES if q != "render")
+        named = "-Q " + ",".join(q for q in QUEUES if q != RENDER.queue)
         raise click.ClickException(
             f"this worker would consume the render queue: {missing}; or leave render out of its queues ({named})")
 

@@ -21,6 +21,7 @@ from typing import Any, Iterable
 from crawlcluster import settings as cluster_settings
 from crawlcluster.database.write_lock import hold_write_lock, release_write_lock
 from crawlcluster.errors import CrawlClusterError
+from crawlcluster.stages import QUEUES
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class _EmbeddedWorker:
             hostname=f"embedded-{os.getpid()}@localhost",
             pool="threads",
             concurrency=concurrency,
-            queues=["fetch", "render", "parse", "store"],
+            queues=list(QUEUES),
             ready_callback=lambda _consumer: self.ready.set(),
             without_heartbeat=True,
             without_mingle=True,

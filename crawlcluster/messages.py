@@ -1,33 +1,144 @@
-"""What travels between stages: small dicts (msgpack on the wire), page bodies zlib-compressed.
+"""The contract between the stages: what each message holds, declared here and nowhere else.
 
-A message carries what the next stage needs and no more. Each message is a batch, so a
-stage pays the broker's per-message cost once per batch, not once per URL:
+Every message is a batch (a stage pays the broker's per-message cost once per batch, not
+once per URL), a small dict serialised with msgpack:
 
-    fetch  {"project", "tasks": [{"id", "url", "depth"?, "cb"?, "fetch"?, "data"?}]}
-    parse  {"project", "pages": [{"id", "url", "status", "ctype", "body"(zlib), ...}]}
-    store  {"project", "pages": [{"id", "url", "status", "code"?, "error"?, "items"?}]}
+    scheduler      -> fetch, render  FetchMessage  {"project", "tasks": [FetchEntry, ...]}
+    parse          -> render         FetchMessage  (render="auto" pages that need a browser)
+    fetch, render  -> parse          ParseMessage  {"project", "pages": [Page, ...]}
+    fetch, render  -> store          StoreMessage  {"project", "pages": [Outcome, ...]}
+    parse          -> store          StoreMessage  (one outcome per page, with its items)
+    beat           -> finished       HookMessage   {"project"}
+    beat           -> periodic       HookMessage   {"project", "timer"}
 
-Keys with default values are left out. URLs stay plain text so Flower shows them.
+Which task and queue each arrow is lives in :mod:`crawlcluster.stages`; how a message is
+published, in :mod:`crawlcluster.publish`. What an entry holds travels on: a page carries
+its entry's depth, callback, data and fetch options (so parse can follow a redirect, or send
+the page back to render as an entry), and an outcome carries what its page cost (bytes,
+fetch and browser seconds) to the store stage's statistics. A failed fetch or render, and a
+304, skip parse: they are outcomes at once.
+
+Keys with default values are left out (the callback ``parse``, depth 0, no data), URLs stay
+plain text so Flower shows them, and bodies travel as bytes (msgpack), zlib-compressed. The
+three keys on every entry or page that stay short on the wire are :data:`CALLBACK`,
+:data:`LAST_MODIFIED` and :data:`COMPRESSED`; other modules use these names and the helpers
+below (:func:`entry_callback`, :func:`decompress_body`, the builders), never the keys.
 """
 
 from __future__ import annotations
 
 import zlib
-from typing import Any, Iterable
-
-from kombu.utils.uuid import uuid
+from typing import Any, Final, Iterable, Required, TypedDict
 
 from crawlcluster import settings
+from crawlcluster.errors import FetchError
+from crawlcluster.schema import DONE, FAILED
+
+# -- the short wire keys ----------------------------------------------------------------
+# short because they ride on every entry and page of every batch (a fetch entry is ~87 bytes)
+CALLBACK: Final = "cb"  # the spider method that parses the page; left out for DEFAULT_CALLBACK
+LAST_MODIFIED: Final = "lm"  # the page's Last-Modified as last stored, sent back as If-Modified-Since
+COMPRESSED: Final = "z"  # true when "body" is zlib-compressed
+
+DEFAULT_CALLBACK = "parse"
+# the keys of an entry that its page carries on to parse, and back into an entry for render
+CARRIED_KEYS = ("depth", CALLBACK, "data", "fetch")
 
 
-def task_entry(row: dict[str, Any]) -> dict[str, Any]:
+class FetchEntry(TypedDict, total=False):
+    """One URL to fetch or render: a claimed crawl_tasks row, as the scheduler sends it."""
+
+    id: Required[str]  # the row's task id
+    url: Required[str]
+    depth: int  # links followed from a start URL; left out at 0
+    cb: str  # CALLBACK
+    fetch: dict[str, Any]  # fetch options: method, headers, cookies, body, timeout, render...
+    data: Any  # what the spider passed to the callback (Request.data)
+    etag: str  # the ETag as last stored: a re-fetch sends If-None-Match
+    lm: str  # LAST_MODIFIED
+
+
+class FetchMessage(TypedDict):
+    """The fetch (or render) stage's message: a batch of entries of one project."""
+
+    project: str
+    tasks: list[FetchEntry]
+
+
+class Page(TypedDict, total=False):
+    """A fetched or rendered page (or a redirect) as the parse stage gets it."""
+
+    id: Required[str]
+    url: Required[str]  # the row's URL
+    code: Required[int]  # the HTTP status
+    depth: int  # the entry's CARRIED_KEYS
+    cb: str
+    data: Any
+    fetch: dict[str, Any]
+    redirect: str  # a 3xx: the target (absolute); such a page has no body
+    headers: dict[str, str]  # the few the parse stage and the row need (content-type, etag, ...)
+    body: bytes
+    z: bool  # COMPRESSED
+    wire_bytes: int  # bytes as they came over the network (what the page cost: carry_cost)
+    fetch_seconds: float
+    browser_seconds: float
+    rendered: bool  # rendered by the browser tier
+    final_url: str  # rendered: where the browser ended, when not the row's URL
+    js_result: Any  # rendered: what the render options' script returned
+    screenshot: int  # rendered: the screenshot's size (the PNG is stored by the render task)
+
+
+class Outcome(TypedDict, total=False):
+    """What the store stage writes for one row: a failure from fetch or render, a 304, a
+    parsed page with its items, or a fetched robots.txt."""
+
+    id: Required[str]
+    url: Required[str]
+    status: Required[str]  # DONE or FAILED
+    code: int | None  # the HTTP status, when there was one
+    error: str  # a failure's readable text
+    kind: str  # a failure's kind: timeout, connect, dns, http, callback, redirect, robots...
+    retry: bool  # a failure worth another try (as often as the row's retry policy says)
+    retry_after: float  # seconds the server asked for (Retry-After)
+    cb: str  # CALLBACK, kept so a failure says which callback it was for
+    not_modified: bool  # a 304: the row is fresh again and keeps its items
+    final_url: str  # a redirect's target, or where the browser ended
+    etag: str  # validators to store for the next re-fetch
+    lm: str  # LAST_MODIFIED
+    items: list[dict[str, Any]]  # what the callback yielded
+    robots: str  # a robots.txt page: its text (workers/robots.py)
+    robots_code: int  # a robots.txt page: the status its rules follow (404 for a redirect)
+    wire_bytes: int  # what its page cost (carry_cost)
+    fetch_seconds: float
+    browser_seconds: float
+
+
+class ParseMessage(TypedDict):
+    project: str
+    pages: list[Page]
+
+
+class StoreMessage(TypedDict):
+    project: str
+    pages: list[Outcome]
+
+
+class HookMessage(TypedDict, total=False):
+    """A spider hook beat asks for: on_finished (the project only) or a timer."""
+
+    project: Required[str]
+    timer: str  # the @every method to run
+
+
+# -- the scheduler's side -----------------------------------------------------------------
+def task_entry(row: dict[str, Any]) -> FetchEntry:
     """One claimed crawl_tasks row as a fetch message entry."""
     get = row.get
-    entry: dict[str, Any] = {"id": row["task_id"], "url": row["url"]}
+    entry: FetchEntry = {"id": row["task_id"], "url": row["url"]}
     if depth := get("depth"):
         entry["depth"] = depth
-    if (callback := get("callback")) and callback != "parse":
-        entry["cb"] = callback
+    if (callback := get("callback")) and callback != DEFAULT_CALLBACK:
+        entry[CALLBACK] = callback
     if fetch := get("fetch"):
         entry["fetch"] = fetch
     if (data := get("data")) is not None:
@@ -36,124 +147,120 @@ def task_entry(row: dict[str, Any]) -> dict[str, Any]:
     if etag := get("etag"):
         entry["etag"] = etag
     if last_modified := get("last_modified"):
-        entry["lm"] = last_modified
+        entry[LAST_MODIFIED] = last_modified
     return entry
 
 
-def fetch_messages(project: str, rows: Iterable[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+def fetch_messages(project: str, rows: Iterable[dict[str, Any]], batch_size: int) -> list[FetchMessage]:
     """Split claimed rows into fetch messages of at most ``batch_size`` URLs."""
     entries = [task_entry(row) for row in rows]
     size = max(1, batch_size)
     return [{"project": project, "tasks": entries[i:i + size]} for i in range(0, len(entries), size)]
 
 
+def entry_callback(message: FetchEntry | Page | Outcome) -> str:
+    """The spider method an entry, a page or an outcome is for."""
+    return message.get(CALLBACK) or DEFAULT_CALLBACK
+
+
+def entry_last_modified(entry: FetchEntry) -> str | None:
+    """The Last-Modified stored with an entry's row, for If-Modified-Since."""
+    return entry.get(LAST_MODIFIED)
+
+
+# -- the fetch and render stages' side ----------------------------------------------------
+def page_message(entry: FetchEntry, status: int | None, headers: dict[str, str], body: bytes, *,
+                 seconds: float, wire_bytes: int, redirect_to: str | None = None, rendered: bool = False,
+                 final_url: str | None = None, js_result: Any = None, screenshot_bytes: int = 0) -> Page:
+    """A fetched page, a redirect or (``rendered``) a rendered page, as parse needs it.
+
+    ``seconds`` is what the page cost: fetch seconds, or browser seconds when rendered.
+    A redirect carries its target and no body. A rendered page also says where the browser
+    ended (``final_url``, after client-side redirects), its script's ``js_result`` and its
+    screenshot's size (the render task stores the PNG itself)."""
+    assert status is not None, f"a page of {entry['url']} without a status"  # only failures lack one
+    page: Page = {"id": entry["id"], "url": entry["url"], "code": status}
+    if rendered:
+        page["rendered"] = True
+    _carry(entry, page)
+    if rendered:
+        page["browser_seconds"] = round(seconds, 4)  # the crawl's browser cost
+    else:
+        page["fetch_seconds"] = round(seconds, 4)
+    if redirect_to is not None:
+        page["redirect"] = redirect_to
+        return page
+    page["headers"] = {k: v for k, v in headers.items() if k != "location"}
+    page["body"], page[COMPRESSED] = compress_body(body)
+    page["wire_bytes"] = wire_bytes
+    if final_url and final_url != entry["url"]:
+        page["final_url"] = final_url
+    if js_result is not None:
+        page["js_result"] = js_result
+    if screenshot_bytes:
+        page["screenshot"] = screenshot_bytes
+    return page
+
+
+def failure_message(entry: FetchEntry, error: FetchError, *, seconds: float, retry: bool,
+                    rendered: bool = False) -> Outcome:
+    """A failed fetch or render as the store stage records it; ``retry`` marks one worth
+    another try (with the server's Retry-After, if it gave one)."""
+    outcome: Outcome = {"id": entry["id"], "url": entry["url"], "status": FAILED, "code": error.status_code,
+                        "error": str(error), "kind": error.kind}
+    if rendered:
+        outcome["browser_seconds"] = round(seconds, 4)
+    else:
+        outcome["fetch_seconds"] = round(seconds, 4)
+    if retry:
+        outcome["retry"] = True
+        if error.retry_after_seconds is not None:
+            outcome["retry_after"] = error.retry_after_seconds
+    if callback := entry.get(CALLBACK):
+        outcome[CALLBACK] = callback
+    return outcome
+
+
+def not_modified_message(entry: FetchEntry, seconds: float) -> Outcome:
+    """A 304: the row is fresh again and keeps its items; nothing to parse."""
+    return {"id": entry["id"], "url": entry["url"], "status": DONE, "code": 304, "not_modified": True,
+            "fetch_seconds": round(seconds, 4)}
+
+
 def compress_body(body: bytes, level: int | None = None) -> tuple[bytes, bool]:
     """The body as sent in a message, and whether it is compressed."""
-    level = settings.get("body_compress_level") if level is None else level
+    level = settings.current().body_compress_level if level is None else level
     if level <= 0 or len(body) < 256:
         return body, False
     return zlib.compress(body, level), True
 
 
-def decompress_body(page: dict[str, Any]) -> bytes:
+# -- the parse and store stages' side -----------------------------------------------------
+def decompress_body(page: Page) -> bytes:
+    """A page's body as the server (or the browser) gave it."""
     body = page.get("body") or b""
-    return zlib.decompress(body) if page.get("z") else body
+    return zlib.decompress(body) if page.get(COMPRESSED) else body
 
 
-def describe_message(message: dict[str, Any], max_chars: int = 1000) -> str:
-    """A short readable summary of a stage message, for ``send_task(..., argsrepr=...)``.
-
-    Flower shows a task's ``argsrepr``. Without one Celery writes a repr of the whole
-    message cut at 1024 characters, so a parse message shows one URL and then compressed
-    body bytes. This names the project and every URL of the batch that fits:
-    ``"example: 16 URLs: https://example.com/a, https://example.com/b, ... (+3 more)"``.
-    """
-    if "tasks" not in message and "pages" not in message:  # a hook message: its few fields
-        fields = ", ".join(f"{key}={value!r}" for key, value in message.items() if key != "project")
-        return f"{message.get('project', '?')}: {fields}"[:max_chars]
-    entries = message.get("tasks") if "tasks" in message else message.get("pages")
-    entries = entries if isinstance(entries, list) else []
-    urls = [str(e.get("url", "?")) for e in entries if isinstance(e, dict)]
-    head = f"{message.get('project', '?')}: {len(urls)} URL{'' if len(urls) == 1 else 's'}"
-    text = head + (": " if urls else "")
-    whole = text + ", ".join(urls)
-    if len(whole) + len(f" (+{len(urls)} more)") <= max_chars:  # fits, with room for any tail below
-        return whole
-    for shown, url in enumerate(urls):
-        rest = len(urls) - shown
-        tail = f" (+{rest} more)"
-        piece = ("" if shown == 0 else ", ") + url
-        if len(text) + len(piece) + (len(tail) if rest > 1 else 0) > max_chars:
-            return text + ("" if shown == 0 else ",") + tail
-        text += piece
-    return text
+def page_entry(page: Page) -> FetchEntry:
+    """A fetched page as an entry again, to send it to render (same row, same task id)."""
+    entry: FetchEntry = {"id": page["id"], "url": page["url"]}
+    _carry(page, entry)
+    return entry
 
 
-def send(app: Any, task_name: str, message: dict[str, Any], producer: Any = None) -> None:
-    """Publish one stage message with a readable ``argsrepr`` (what Flower shows)."""
-    app.send_task(task_name, args=[message], argsrepr=describe_message(message), producer=producer)
+def carry_cost(page: Page, outcome: Outcome) -> Outcome:
+    """``outcome`` with what ``page`` cost, for the store stage's statistics."""
+    if "wire_bytes" in page:
+        outcome["wire_bytes"] = page["wire_bytes"]
+    if "fetch_seconds" in page:
+        outcome["fetch_seconds"] = page["fetch_seconds"]
+    if "browser_seconds" in page:
+        outcome["browser_seconds"] = page["browser_seconds"]
+    return outcome
 
 
-class BatchPublisher:
-    """Publishes many stage messages with one broker round trip.
-
-    ``app.send_task`` pays a broker round trip and a few hundred microseconds of Python for
-    every message; at thousands of URLs per second the scheduler spends its ticks there.
-    For each task name this asks Celery's own protocol-2 builder
-    (``app.amqp.create_task_message``) once for a message, and then gives every message
-    those headers and properties with its own id, root id, correlation id and ``argsrepr``:
-    what a worker and Flower get from ``send_task``. It routes each task name once and
-    publishes inside kombu's ``Producer.batch()``, which on Redis buffers the LPUSHes and
-    sends them in one pipeline. Transports without batch support (the embedded memory
-    transport) publish one by one. Celery's before/after_task_publish signals are not sent
-    for these messages.
-    """
-
-    def __init__(self, app: Any, batch_size: int = 500) -> None:
-        self.app = app
-        self.batch_size = batch_size
-        self._routes: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {}
-
-    def route(self, task_name: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-        """(queue, message embed, publish options) of ``task_name``, resolved as send_task
-        does; the options hold the exchange, routing key and the template's headers."""
-        route = self._routes.get(task_name)
-        if route is None:
-            options = self.app.amqp.router.route({}, task_name, None, None)
-            queue = options["queue"]
-            if queue.exchange is None or queue.exchange.type == "direct":
-                exchange, routing_key = "", queue.name  # the default exchange: the routing key names the queue
-            else:
-                exchange, routing_key = queue.exchange.name, queue.routing_key or queue.name
-            template = self.app.amqp.create_task_message(
-                "", task_name, [], {}, reply_to=self.app.thread_oid, argsrepr="",
-                ignore_result=None,  # as send_task passes it
-            )
-            conf = self.app.conf
-            publish_options = {
-                "exchange": exchange, "routing_key": routing_key,
-                "serializer": conf.task_serializer, "compression": conf.task_compression,
-                "delivery_mode": queue.exchange.delivery_mode if queue.exchange is not None else None,
-                "headers": template.headers, **template.properties,
-            }
-            route = self._routes[task_name] = (queue, template.body[2], publish_options)
-        return route
-
-    def publish(self, messages: Iterable[tuple[str, dict[str, Any]]]) -> int:
-        """Send ``(task name, message)`` pairs; returns how many were sent."""
-        sent = 0
-        with self.app.producer_or_acquire() as producer:
-            declared: set[str] = set()
-            with producer.batch(max_size=self.batch_size):
-                for task_name, message in messages:
-                    queue, embed, template = self.route(task_name)
-                    if queue.name not in declared:
-                        producer.maybe_declare(queue)
-                        declared.add(queue.name)
-                    task_id = uuid()
-                    headers = {**template["headers"], "id": task_id, "root_id": task_id,
-                               "argsrepr": describe_message(message)}
-                    producer.publish(([message], {}, embed), **{**template, "headers": headers,
-                                                                "correlation_id": task_id})
-                    sent += 1
-        return sent
+def _carry(source: Any, target: Any) -> None:
+    for key in CARRIED_KEYS:
+        if key in source:
+            target[key] = source[key]

@@ -16,11 +16,11 @@ from typing import Any, Iterator
 
 from crawlcluster import settings
 from crawlcluster.settings import Settings
+from crawlcluster.stages import QUEUES
 
 logger = logging.getLogger(__name__)
 
 TASKS_KEY = "crawlcluster:metrics:tasks"
-STAGE_QUEUES = ("fetch", "render", "parse", "store")
 _redis_client: Any = None
 _redis_lock = threading.Lock()
 
@@ -78,7 +78,7 @@ class ClusterCollector:
         queues = GaugeMetricFamily("crawlcluster_queue_messages", "Messages waiting in each stage's queue", labels=["queue"])
         tasks = CounterMetricFamily("crawlcluster_tasks", "Tasks finished per stage and outcome", labels=["stage", "outcome"])
         if client is not None:
-            for queue in STAGE_QUEUES:
+            for queue in QUEUES:
                 queues.add_metric([queue], client.llen(prefix + queue))
             for field, value in (client.hgetall(prefix + TASKS_KEY) or {}).items():
                 stage, _, outcome = field.decode().partition(":")

@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from crawlcluster.app import app
 from crawlcluster.db import get_engine
+from crawlcluster.messages import HookMessage
+from crawlcluster.stages import FINISHED, PERIODIC
 from workers.hooks import run_on_finished, run_timer
 
 
-@app.task(name="crawlcluster.finished", acks_late=True, ignore_result=True)
-def finished(message: dict[str, Any]) -> bool:
+@app.task(name=FINISHED.task, acks_late=True, ignore_result=True)
+def finished(message: HookMessage) -> bool:
     return run_on_finished(get_engine(), message["project"])
 
 
-@app.task(name="crawlcluster.periodic", acks_late=True, ignore_result=True)
-def periodic(message: dict[str, Any]) -> int:
+@app.task(name=PERIODIC.task, acks_late=True, ignore_result=True)
+def periodic(message: HookMessage) -> int:
     return run_timer(get_engine(), message["project"], message["timer"])

@@ -4,24 +4,24 @@ browser go to render instead (workers.autorender), their rows still queued."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from crawlcluster.app import app
 from crawlcluster.db import get_engine
-from crawlcluster.messages import send as send_message
+from crawlcluster.messages import ParseMessage
+from crawlcluster.publish import send as send_message
+from crawlcluster.stages import PARSE, RENDER, STORE
 from workers.autorender import split_for_render
 from workers.parser import process_pages
 
 
-@app.task(name="crawlcluster.parse", acks_late=True, ignore_result=True)
-def parse(message: dict[str, Any]) -> dict[str, int]:
+@app.task(name=PARSE.task, acks_late=True, ignore_result=True)
+def parse(message: ParseMessage) -> dict[str, int]:
     project = message["project"]
     engine = get_engine()
     to_render, pages = split_for_render(engine, project, message["pages"])
     if to_render:
-        send_message(app, "crawlcluster.render", {"project": project, "tasks": to_render})
+        send_message(app, RENDER.task, {"project": project, "tasks": to_render})
     if not pages:
         return {"pages": 0, "new_urls": 0, "sent_to_render": len(to_render)}
     outcomes, added = process_pages(engine, project, pages)
-    send_message(app, "crawlcluster.store", {"project": project, "pages": outcomes})
+    send_message(app, STORE.task, {"project": project, "pages": outcomes})
     return {"pages": len(outcomes), "new_urls": added, "sent_to_render": len(to_render)}

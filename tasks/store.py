@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from crawlcluster.app import app
 from crawlcluster.db import get_engine
+from crawlcluster.messages import StoreMessage
+from crawlcluster.stages import STORE
 from workers.store import store_pages
 
 
-@app.task(name="crawlcluster.store", acks_late=True, ignore_result=True)
-def store(message: dict[str, Any]) -> dict[str, int]:
+@app.task(name=STORE.task, acks_late=True, ignore_result=True)
+def store(message: StoreMessage) -> dict[str, int]:
     return store_pages(get_engine(), message["project"], message["pages"])

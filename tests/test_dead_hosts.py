@@ -118,7 +118,7 @@ def test_a_host_whose_robots_txt_stays_unreachable_ends_its_rows_after_the_set_a
     published message: three dead hosts (no name, a refused port, robots.txt 500) end after
     three robots.txt attempts each; the live host's rows are dispatched; the project is not
     paused by the dead hosts' failures."""
-    from tasks.fetch import failure_message
+    from tasks.fetch import failure_of
 
     live = ScriptedSite()
     broken = ScriptedSite()
@@ -152,7 +152,7 @@ def test_a_host_whose_robots_txt_stays_unreachable_ends_its_rows_after_the_set_a
                     robots_fetches[result.url] += 1
                     # every robots.txt here fails (404 too): the fetch stage sends it to store
                     assert not result.ok
-                    store_pages(engine, "dead", [failure_message(result)])
+                    store_pages(engine, "dead", [failure_of(result)])
             with engine.connect() as conn:
                 counts = count_by_status(conn, "dead")
             if counts["pending"] == 0 and live_dispatched:

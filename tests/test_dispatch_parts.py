@@ -23,8 +23,9 @@ from crawlcluster.dispatch.limits import (
 )
 from crawlcluster.dispatch.robots import RobotsCache
 from crawlcluster.dispatch.robots_gate import NoRobotsCheck, RobotsGate
-from crawlcluster.dispatch.routing import FETCH_TASK, RENDER_TASK, Router
+from crawlcluster.dispatch.routing import Router
 from crawlcluster.schema import ROBOTS_CALLBACK, ROBOTS_FETCHING, ROBOTS_OK, crawl_tasks, hosts, projects
+from crawlcluster.stages import FETCH, RENDER
 
 
 def project_row(name: str = "p", *, rate=None, burst=None, queue_limit=None, consecutive_failures=0) -> dict:
@@ -132,8 +133,8 @@ def test_routing_sends_render_rows_to_the_browser_tier_in_their_order():
     router = Router()
     rows = [{"url": "http://a.test/1", "fetch": None}, {"url": "http://a.test/2", "fetch": {"render": True}},
             {"url": "http://a.test/3", "fetch": {"render": False}}, {"url": "http://a.test/4"}]
-    assert [router.route("p", row) for row in rows] == [FETCH_TASK, RENDER_TASK, FETCH_TASK, FETCH_TASK]
-    assert router.by_task("p", rows) == [(FETCH_TASK, [rows[0], rows[2], rows[3]]), (RENDER_TASK, [rows[1]])]
+    assert [router.route("p", row) for row in rows] == [FETCH.task, RENDER.task, FETCH.task, FETCH.task]
+    assert router.by_task("p", rows) == [(FETCH.task, [rows[0], rows[2], rows[3]]), (RENDER.task, [rows[1]])]
 
 
 def test_the_robots_gate_asks_for_robots_txt_once_per_host_and_applies_its_rules(pg):

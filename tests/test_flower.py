@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import crawlcluster
-from crawlcluster.messages import describe_message
+from crawlcluster.publish import describe_message
 from tests.outcomes import assert_site_crawled, load_rows
 from tests.queues import free_port
 

@@ -276,7 +276,7 @@ def test_pause_resume_and_cancel_change_what_the_scheduler_may_dispatch(pg, test
 
 
 def test_batch_publisher_sends_what_send_task_sends_in_one_pipeline(test_app):
-    from crawlcluster.messages import BatchPublisher, send
+    from crawlcluster.publish import BatchPublisher, send
 
     payload = {"project": "p", "tasks": [{"id": "a", "url": "http://h/a"}, {"id": "b", "url": "http://h/b"}]}
     raw_fetch_messages(test_app)  # what earlier tests left

@@ -9,28 +9,24 @@ so the scheduler sends the host's later rows straight to render.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from crawlcluster.errors import ConfigurationError, ProjectNotFound
 from crawlcluster.http import Response
-from crawlcluster.messages import decompress_body
+from crawlcluster.messages import FetchEntry, Page, decompress_body, page_entry
 from crawlcluster.rendering import remember_render_host
 from crawlcluster.urls import url_host
 from workers.parser import project_context
 
 logger = logging.getLogger(__name__)
 
-ENTRY_KEYS = ("id", "url", "depth", "cb", "data", "fetch")
-
-
-def _is_candidate(page: dict[str, Any]) -> bool:
+def _is_candidate(page: Page) -> bool:
     return ((page.get("fetch") or {}).get("render") == "auto" and not page.get("rendered")
             and "redirect" not in page and page.get("code") is not None)
 
 
-def split_for_render(engine: Engine, project: str, pages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def split_for_render(engine: Engine, project: str, pages: list[Page]) -> tuple[list[FetchEntry], list[Page]]:
     """``(render entries, pages to parse)``: the render entries are the pages whose spider's
     ``needs_render`` said yes, as render message entries; every other page is returned
     untouched, in order."""
@@ -40,8 +36,8 @@ def split_for_render(engine: Engine, project: str, pages: list[dict[str, Any]]) 
         spider = project_context(engine, project).spider
     except (ConfigurationError, ProjectNotFound):
         return [], pages  # the parse stage reports it on every page
-    to_render: list[dict[str, Any]] = []
-    keep: list[dict[str, Any]] = []
+    to_render: list[FetchEntry] = []
+    keep: list[Page] = []
     hosts: dict[str, str] = {}
     for page in pages:
         if not _is_candidate(page):
@@ -55,7 +51,7 @@ def split_for_render(engine: Engine, project: str, pages: list[dict[str, Any]]) 
             logger.exception("%s.needs_render raised on %s; parsing the page as fetched", type(spider).__name__, page["url"])
             needed = False
         if needed:
-            to_render.append({key: page[key] for key in ENTRY_KEYS if key in page})
+            to_render.append(page_entry(page))
             hosts.setdefault(url_host(page["url"]), page["url"])
         else:
             keep.append(page)

@@ -4,7 +4,8 @@ Each worker process owns one ``httpx.AsyncClient`` (connections reused across ta
 loop in a background thread; Celery's threads hand batches to it with :meth:`Fetcher.fetch_waves`
 (results handed on as they finish) or :meth:`Fetcher.fetch_many` (all at once, in order).
 A fetch waits at most ``read_timeout_seconds`` for a byte and ``fetch_timeout_seconds`` in
-all; a name that does not resolve is a ``dns`` error, apart from other ``connect`` errors.
+all; a name that does not resolve is a ``dns`` error, apart from other ``connect`` errors
+(how a failure is named, and whether it is worth a retry: :mod:`workers.fetch_errors`).
 Redirects are not followed here: a 3xx comes back as ``redirect_to`` and becomes a row of
 its own, so the target is deduplicated like any link and each hop is recorded. Bodies are
 read as a stream and decompressed by hand with a cap, so neither a huge body nor a
@@ -17,7 +18,6 @@ import asyncio
 import logging
 import os
 import queue
-import socket
 import threading
 import time
 import zlib
@@ -30,7 +30,9 @@ import httpx
 
 from crawlcluster import settings
 from crawlcluster.errors import BodyTooLarge, FetchError
+from crawlcluster.messages import FetchEntry, entry_last_modified
 from crawlcluster.settings import Settings
+from workers.fetch_errors import describe_http_error, parse_retry_after
 from workers.loopthread import cancel_other_tasks, start_loop_thread
 
 logger = logging.getLogger(__name__)
@@ -41,36 +43,6 @@ WAVE_LINGER_SECONDS = 0.5
 
 # headers the parse stage and the row need; the rest stay behind
 KEPT_HEADERS = ("content-type", "etag", "last-modified", "location", "content-encoding", "retry-after")
-# failures worth trying again later; any other failure is final
-# (dns too: a resolver may fail for a moment; the retry policy bounds how long it is tried)
-RETRYABLE_KINDS = frozenset({"timeout", "connect", "dns", "network", "protocol"})
-RETRYABLE_STATUS = frozenset({408, 429})
-
-
-def is_retryable(kind: str, status_code: int | None) -> bool:
-    """Connection and name-resolution errors, timeouts, 5xx, 408 and 429 are retried
-    (as often as the row's retry policy says); other 4xx and bad content are final."""
-    if kind in RETRYABLE_KINDS:
-        return True
-    return kind == "http" and status_code is not None and (status_code >= 500 or status_code in RETRYABLE_STATUS)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        from email.utils import parsedate_to_datetime
-
-        when = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when - (time.time() if now is None else now))
-
-
 # put on a fetch run's result queue when the run itself ends (normally or not)
 _RUN_ENDED = object()
 
@@ -79,7 +51,7 @@ _RUN_ENDED = object()
 class FetchResult:
     """What one fetch gave: a response (``status``, ``body``), a redirect, or an ``error``."""
 
-    entry: dict[str, Any]
+    entry: FetchEntry
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
@@ -220,14 +192,14 @@ class Fetcher:
             self._thread.join(timeout=10)
         self._loop = self._thread = self._client = self._semaphore = None
 
-    def fetch_many(self, entries: list[dict[str, Any]]) -> list[FetchResult]:
+    def fetch_many(self, entries: list[FetchEntry]) -> list[FetchResult]:
         """Fetch every entry concurrently (bounded by ``concurrency`` per process) and
         return one result per entry, in order. Never raises for a bad URL or response."""
         loop = self._ensure_loop()
         future = asyncio.run_coroutine_threadsafe(self._fetch_all(entries), loop)
         return future.result()
 
-    def fetch_waves(self, entries: list[dict[str, Any]],
+    def fetch_waves(self, entries: list[FetchEntry],
                     linger_seconds: float = WAVE_LINGER_SECONDS) -> Iterator[list[FetchResult]]:
         """Fetch every entry concurrently, like :meth:`fetch_many`, but hand results on in
         waves as they finish: a wave is whatever finished within ``linger_seconds`` of its
@@ -238,7 +210,7 @@ class Fetcher:
         async def run() -> None:
             await self._open_client()
 
-            async def one(entry: dict[str, Any]) -> None:
+            async def one(entry: FetchEntry) -> None:
                 finished.put(await self.fetch(entry))
 
             await asyncio.gather(*(one(entry) for entry in entries))
@@ -289,12 +261,12 @@ class Fetcher:
             )
             self._semaphore = asyncio.Semaphore(self.concurrency)
 
-    async def _fetch_all(self, entries: list[dict[str, Any]]) -> list[FetchResult]:
+    async def _fetch_all(self, entries: list[FetchEntry]) -> list[FetchResult]:
         await self._open_client()
         return list(await asyncio.gather(*(self.fetch(entry) for entry in entries)))
 
     # -- one fetch ------------------------------------------------------------------
-    async def fetch(self, entry: dict[str, Any]) -> FetchResult:
+    async def fetch(self, entry: FetchEntry) -> FetchResult:
         result = FetchResult(entry)
         started = time.monotonic()
         assert self._semaphore is not None
@@ -307,7 +279,7 @@ class Fetcher:
                 result.error = FetchError(entry["url"], "timeout", f"{entry['url']} took longer than {self.total_timeout_seconds:g}s in total "
                                                                   f"(fetch_timeout_seconds)")
             except Exception as exc:  # noqa: BLE001 - no input may crash a worker
-                result.error = _describe_http_error(entry["url"], exc)
+                result.error = describe_http_error(entry["url"], exc)
         result.elapsed_seconds = time.monotonic() - started
         if result.error is not None:
             result.body = b""
@@ -323,8 +295,8 @@ class Fetcher:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in options["cookies"].items())
         if result.entry.get("etag"):
             headers.setdefault("If-None-Match", result.entry["etag"])
-        if result.entry.get("lm"):
-            headers.setdefault("If-Modified-Since", result.entry["lm"])
+        if last_modified := entry_last_modified(result.entry):
+            headers.setdefault("If-Modified-Since", last_modified)
         timeout = httpx.Timeout(options["timeout"]) if options.get("timeout") else httpx.USE_CLIENT_DEFAULT
         assert self._client is not None
         request = self._client.build_request(
@@ -360,46 +332,6 @@ class Fetcher:
             chunks.append(decoder.feed(raw))
         chunks.append(decoder.flush())
         return b"".join(chunks), wire
-
-
-def _describe_http_error(url: str, exc: Exception) -> FetchError:
-    if isinstance(exc, httpx.TimeoutException):
-        phase = {
-            httpx.ConnectTimeout: "connecting",
-            httpx.ReadTimeout: "reading",
-            httpx.WriteTimeout: "sending",
-            httpx.PoolTimeout: "waiting for a connection",
-        }.get(type(exc), "fetching")
-        return FetchError(url, "timeout", f"timeout while {phase} {url}")
-    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
-        return FetchError(url, "invalid_url", f"invalid URL {url}: {exc}")
-    if isinstance(exc, httpx.ConnectError):
-        resolving = _cause(exc, socket.gaierror)
-        if resolving is not None:
-            host = httpx.URL(url).host
-            return FetchError(url, "dns", f"cannot resolve {host} ({resolving.strerror or resolving}) for {url}")
-        refused = _cause(exc, ConnectionRefusedError)
-        if refused is not None:
-            return FetchError(url, "connect", f"connection refused by {httpx.URL(url).netloc.decode()} for {url}")
-        return FetchError(url, "connect", f"cannot connect to {url}: {exc or type(exc).__name__}")
-    if isinstance(exc, (httpx.RemoteProtocolError, httpx.LocalProtocolError)):
-        return FetchError(url, "protocol", f"broken HTTP from {url}: {exc or type(exc).__name__}")
-    if isinstance(exc, httpx.HTTPError):
-        return FetchError(url, "network", f"{type(exc).__name__} fetching {url}: {exc}")
-    logger.exception("unexpected error fetching %s", url)
-    return FetchError(url, "internal", f"unexpected {type(exc).__name__} fetching {url}: {exc}")
-
-
-def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """The first exception of type ``kind`` among ``exc``'s causes (httpx wraps the socket's)."""
-    seen = 0
-    current: BaseException | None = exc
-    while current is not None and seen < 20:  # a cycle of causes is possible, if odd
-        if isinstance(current, kind):
-            return current
-        current = current.__cause__ or current.__context__
-        seen += 1
-    return None
 
 
 _fetchers: dict[int, Fetcher] = {}

@@ -8,7 +8,9 @@ into items and requests, and :func:`filter_requests` keeps the normalised, on-si
 within the depth limit. Spiders are loaded by import path once per process and project
 (refreshed every few seconds, so a project's settings can change while it runs). Redirects
 arrive here as pages with a ``redirect`` target: the target becomes a row of its own,
-carrying the chain so far, which is how loops and over-long chains are caught.
+carrying the chain so far, which is how loops and over-long chains are caught. A host's
+robots.txt, which the scheduler asked for, is taken out of the batch first
+(:func:`workers.robots.robots_outcomes`): no spider sees it.
 """
 
 from __future__ import annotations
@@ -28,16 +30,16 @@ from crawlcluster.database import claims, tasks
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
 from crawlcluster.http import Request, Response
-from crawlcluster.messages import decompress_body
+from crawlcluster.messages import LAST_MODIFIED, Outcome, Page, carry_cost, decompress_body, entry_callback
 from crawlcluster.request_rows import task_row
-from crawlcluster.schema import DONE, FAILED, ROBOTS_CALLBACK
+from crawlcluster.schema import DONE, FAILED
 from crawlcluster.spider import Spider, load_spider_class
 from crawlcluster.urls import normalize_url
+from workers.robots import robots_outcomes
 
 logger = logging.getLogger(__name__)
 
 PROJECT_CACHE_SECONDS = 5.0
-COST_KEYS = ("wire_bytes", "fetch_seconds", "browser_seconds")
 
 
 @dataclass
@@ -151,9 +153,9 @@ class CallbackErrorLog:
 
     def __init__(self, window_seconds: float | None = None, lines_per_window: int | None = None,
                  clock: Callable[[], float] = time.monotonic, max_kinds: int = 1000) -> None:
-        self.window_seconds = window_seconds if window_seconds is not None else settings.get("callback_error_log_seconds")
-        self.lines_per_window = (lines_per_window if lines_per_window is not None
-                                 else settings.get("callback_error_log_lines"))
+        own = settings.current()
+        self.window_seconds = window_seconds if window_seconds is not None else own.callback_error_log_seconds
+        self.lines_per_window = lines_per_window if lines_per_window is not None else own.callback_error_log_lines
         self.clock = clock
         self.max_kinds = max_kinds
         self._windows: OrderedDict[tuple[Any, ...], _FailureWindow] = OrderedDict()
@@ -202,9 +204,9 @@ def callback_error_log() -> CallbackErrorLog:
     return _callback_errors
 
 
-def _redirect_outcome(context: ProjectContext, page: dict[str, Any], now: float,
-                      new_rows: list[dict[str, Any]]) -> dict[str, Any]:
-    outcome = {"id": page["id"], "url": page["url"], "code": page.get("code")}
+def _redirect_outcome(context: ProjectContext, page: Page, now: float,
+                      new_rows: list[dict[str, Any]]) -> Outcome:
+    outcome: Outcome = {"id": page["id"], "url": page["url"], "status": DONE, "code": page.get("code")}
     options = dict(page.get("fetch") or {})
     chain = list(options.get("redirects") or ()) + [page["url"]]
     try:
@@ -215,32 +217,33 @@ def _redirect_outcome(context: ProjectContext, page: dict[str, Any], now: float,
     if target in chain:
         loop = " -> ".join(chain + [target])
         return {**outcome, "status": FAILED, "kind": "redirect", "error": f"redirect loop: {loop}"}
-    if len(chain) > settings.get("max_redirects"):
+    max_redirects = settings.current().max_redirects
+    if len(chain) > max_redirects:
         return {**outcome, "status": FAILED, "kind": "redirect",
-                "error": f"too many redirects ({len(chain)}, max_redirects={settings.get('max_redirects')}) from {chain[0]}"}
+                "error": f"too many redirects ({len(chain)}, max_redirects={max_redirects}) from {chain[0]}"}
     if not context.spider.allows(target):
         return {**outcome, "status": DONE}  # an off-site target is recorded, not followed
     options["redirects"] = chain
     if page.get("code") in (301, 302, 303) and options.get("method", "GET") != "GET":
         options.pop("method", None)
         options.pop("body", None)
-    request = Request(target, callback=page.get("cb") or "parse", data=page.get("data"))
+    request = Request(target, callback=entry_callback(page), data=page.get("data"))
     new_rows.append(task_row(context.name, target, request, spider=context.spider,
                              project_settings=context.settings, depth=page.get("depth", 0), now=now,
                              fetch_options=options))
     return {**outcome, "status": DONE}
 
 
-def _page_outcome(context: ProjectContext, page: dict[str, Any], now: float,
-                  new_rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _page_outcome(context: ProjectContext, page: Page, now: float,
+                  new_rows: list[dict[str, Any]]) -> Outcome:
     depth = page.get("depth", 0)
     # a rendered page: response.url is where the browser ended; the row keeps its own URL
     response = Response(page.get("final_url") or page["url"], page["code"], page.get("headers") or {},
                         decompress_body(page), data=page.get("data"), depth=depth,
                         js_result=page.get("js_result"), rendered=bool(page.get("rendered")))
-    callback = page.get("cb") or "parse"
+    callback = entry_callback(page)
     result = run_callback(context.spider, callback, response)
-    outcome = {"id": page["id"], "url": page["url"], "code": page["code"]}
+    outcome: Outcome = {"id": page["id"], "url": page["url"], "status": DONE, "code": page["code"]}
     if page.get("final_url"):
         outcome["final_url"] = page["final_url"]
     if result.error is not None:
@@ -255,21 +258,11 @@ def _page_outcome(context: ProjectContext, page: dict[str, Any], now: float,
     if headers.get("etag"):
         outcome["etag"] = headers["etag"]
     if headers.get("last-modified"):
-        outcome["lm"] = headers["last-modified"]
+        outcome[LAST_MODIFIED] = headers["last-modified"]
     return {**outcome, "status": DONE, "items": result.items}
 
 
-def _robots_outcome(page: dict[str, Any]) -> dict[str, Any]:
-    """A fetched robots.txt goes to the store stage as text; no spider sees it."""
-    outcome = {"id": page["id"], "url": page["url"], "code": page.get("code"), "status": DONE, "cb": ROBOTS_CALLBACK}
-    if "redirect" in page:
-        # a redirected robots.txt is treated as absent (everything allowed)
-        return {**outcome, "robots_code": 404, "final_url": page["redirect"]}
-    response = Response(page["url"], page["code"], page.get("headers") or {}, decompress_body(page))
-    return {**outcome, "robots_code": page["code"], "robots": response.text}
-
-
-def process_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+def process_pages(engine: Engine, project: str, pages: list[Page]) -> tuple[list[Outcome], int]:
     """Run callbacks on ``pages``; insert their new rows in one round trip; return the
     outcomes for the store stage and how many new rows were added."""
     now = time.time()
@@ -279,18 +272,13 @@ def process_pages(engine: Engine, project: str, pages: list[dict[str, Any]]) -> 
         return [{"id": p["id"], "url": p["url"], "code": p.get("code"), "status": FAILED, "kind": "spider",
                  "error": str(exc)} for p in pages], 0
     new_rows: list[dict[str, Any]] = []
-    outcomes = []
-    for page in pages:
-        if page.get("cb") == ROBOTS_CALLBACK:
-            outcome = _robots_outcome(page)
-        elif "redirect" in page:
+    outcomes, spider_pages = robots_outcomes(pages)  # a robots.txt is the scheduler's, for no spider
+    for page in spider_pages:
+        if "redirect" in page:
             outcome = _redirect_outcome(context, page, now, new_rows)
         else:
             outcome = _page_outcome(context, page, now, new_rows)
-        for key in COST_KEYS:  # what the page cost travels on to the store stage's statistics
-            if key in page:
-                outcome[key] = page[key]
-        outcomes.append(outcome)
+        outcomes.append(carry_cost(page, outcome))  # what the page cost, for the store stage's statistics
     added = 0
     generation = (project, context.created_at)
     new_rows = [row for row in new_rows if not _known.seen(generation, row)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
@@ -45,7 +45,7 @@ class RetryRules(Protocol):
 RetryRulesOf = Callable[[dict[str, Any] | None], RetryRules]
 
 
-def schedule_retries(conn: Connection, failures: list[dict[str, Any]], retry_rules: RetryRulesOf,
+def schedule_retries(conn: Connection, failures: Sequence[dict[str, Any]], retry_rules: RetryRulesOf,
                      now: float | None = None) -> set[str]:
     """Put retryable failures back as pending with their back-off (or the server's
     Retry-After, up to the policy's cap), by the rules ``retry_rules`` gives each row's fetch

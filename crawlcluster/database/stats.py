@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
@@ -29,7 +29,7 @@ from crawlcluster.urls import url_host
 COUNTERS = ("fetched", "done", "failed", "retried", "bytes", "fetch_seconds", "browser_seconds")
 
 
-def record_batch(conn: Connection, project: str, pages: Iterable[dict[str, Any]], retried: set[str],
+def record_batch(conn: Connection, project: str, pages: Iterable[Mapping[str, Any]], retried: set[str],
                  now: float | None = None) -> None:
     """Add one store batch's outcomes and costs, per host, to the current minute."""
     now = time.time() if now is None else now

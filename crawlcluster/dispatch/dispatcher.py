@@ -29,6 +29,7 @@ from crawlcluster.dispatch.robots import RobotsCache
 from crawlcluster.dispatch.robots_gate import RobotsGate
 from crawlcluster.dispatch.routing import Router
 from crawlcluster.settings import Settings
+from crawlcluster.stages import FINISHED
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class Dispatcher:
         conn.close()
         if finished:
             logger.info("project %s finished", name)
-            send_quietly(self.app, "crawlcluster.finished", {"project": name})
+            send_quietly(self.app, FINISHED.task, {"project": name})
 
     def flush(self) -> None:
         """Wait until everything claimed so far is committed and its messages sent (or

@@ -17,6 +17,7 @@ from crawlcluster.database import claims, timers
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.dispatch.claim import Claim
 from crawlcluster.dispatch.lease import LeaderLease
+from crawlcluster.stages import PERIODIC
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class Housekeeping:
                 for name in lifecycle.delete_due_projects(conn, 10_000, now):
                     logger.warning("project %s deleted", name)
         for project, timer in due_timers:  # reserved before sending: a failed send waits a whole interval
-            self.send("crawlcluster.periodic", {"project": project, "timer": timer})
+            self.send(PERIODIC.task, {"project": project, "timer": timer})
 
     def resend_stale(self, conn: Connection, publish: Callable[[str, list[dict[str, Any]]], None]) -> int:
         """Hand rows queued past their deadline (their message was lost) to ``publish`` again,

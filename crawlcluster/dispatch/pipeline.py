@@ -21,8 +21,9 @@ from crawlcluster.db import get_engine
 from crawlcluster.dispatch.claim import Claim
 from crawlcluster.dispatch.lease import LeaderLease
 from crawlcluster.dispatch.routing import Router
-from crawlcluster.messages import BatchPublisher, fetch_messages
-from crawlcluster.messages import send as send_message
+from crawlcluster.messages import fetch_messages
+from crawlcluster.publish import BatchPublisher
+from crawlcluster.publish import send as send_message
 
 logger = logging.getLogger(__name__)
 

@@ -6,9 +6,8 @@ from typing import Any
 
 from crawlcluster.db import get_engine
 from crawlcluster.rendering import RenderHostMemory
+from crawlcluster.stages import FETCH, RENDER
 from crawlcluster.urls import url_host
-
-FETCH_TASK, RENDER_TASK = "crawlcluster.fetch", "crawlcluster.render"
 
 
 class Router:
@@ -25,12 +24,12 @@ class Router:
         fetch = row.get("fetch")
         render = fetch.get("render") if fetch else None
         if not render:
-            return FETCH_TASK
+            return FETCH.task
         if render is True:
-            return RENDER_TASK
+            return RENDER.task
         if render == "auto" and self._render_host_memory().needs_render(project, url_host(row["url"])):
-            return RENDER_TASK
-        return FETCH_TASK
+            return RENDER.task
+        return FETCH.task
 
     def by_task(self, project: str, rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
         """``rows`` grouped by the task they are sent to, in the order each task first appears."""

@@ -18,6 +18,7 @@ from pyppeteer.errors import ElementHandleError, PageError
 from pyppeteer.errors import TimeoutError as PyppeteerTimeout
 
 from crawlcluster.errors import FetchError
+from crawlcluster.messages import FetchEntry
 from crawlcluster.rendering import WAIT_UNTIL, RenderOptions
 from workers.browser.result import BrowserLost, RenderResult
 
@@ -48,7 +49,7 @@ async def _block_resources(page: Any, load_images: bool) -> None:
     await client.send("Fetch.enable", {"patterns": patterns})
 
 
-async def render_page(browser: Any, entry: dict[str, Any], options: RenderOptions, timeout: float,
+async def render_page(browser: Any, entry: FetchEntry, options: RenderOptions, timeout: float,
                       user_agent: str, result: RenderResult) -> None:
     """Render ``entry`` in a new page of ``browser`` into ``result``."""
     url = entry["url"]

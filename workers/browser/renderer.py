@@ -27,6 +27,7 @@ from typing import Any
 
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError, FetchError
+from crawlcluster.messages import FetchEntry
 from crawlcluster.rendering import RenderOptions
 from crawlcluster.settings import Settings
 from workers.browser.chromium import devtools_endpoint, start_chromium
@@ -133,7 +134,7 @@ class Renderer:
         return {**asdict(self.counters), "browser_pid": self.browser_pid,
                 "browser_pss_bytes": memory.pss_bytes, "browser_rss_bytes": memory.rss_bytes}
 
-    def render_many(self, entries: list[dict[str, Any]]) -> list[RenderResult]:
+    def render_many(self, entries: list[FetchEntry]) -> list[RenderResult]:
         """Render every entry (at most ``pages_in_flight`` at once) and return one result
         per entry, in order. Never raises for a bad page, a crash or a hang."""
         loop = self._ensure_loop()
@@ -163,13 +164,13 @@ class Renderer:
                 self._loop, self._thread = start_loop_thread("crawlcluster-render-loop", _quiet_pyppeteer_leftovers)
         return self._loop
 
-    async def _render_all(self, entries: list[dict[str, Any]]) -> list[RenderResult]:
+    async def _render_all(self, entries: list[FetchEntry]) -> list[RenderResult]:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.pages_in_flight)
             self._launch_lock = asyncio.Lock()
         return list(await asyncio.gather(*(self._render_one(entry) for entry in entries)))
 
-    async def _render_one(self, entry: dict[str, Any]) -> RenderResult:
+    async def _render_one(self, entry: FetchEntry) -> RenderResult:
         from workers.browser.page import render_page  # the page steps; pyppeteer only on render workers
 
         url = entry["url"]

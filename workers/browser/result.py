@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crawlcluster.errors import FetchError
+from crawlcluster.messages import FetchEntry
 
 __all__ = ["BrowserLost", "RenderResult"]
 
@@ -26,7 +27,7 @@ class BrowserLost(Exception):
 class RenderResult:
     """What rendering one entry gave: the page as the browser left it, or an ``error``."""
 
-    entry: dict[str, Any]
+    entry: FetchEntry
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
