@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,3 +154,43 @@ def test_the_sql_finder_finds_statements_and_leaves_types_alone(tmp_path: Path) 
                       "def f(conn):\n    conn.driver_connection.execute('BEGIN')\n")
     assert _sql_outside_the_database_layer(source) == [
         "line 1: from sqlalchemy import ...", "line 4: import sqlalchemy", "line 7: .execute("]
+
+
+# the folders whose modules the README's Layout table names one by one
+LAYOUT_FOLDERS = ("crawlcluster", "workers", "tasks")
+
+
+def _layout_rows() -> dict[str, str]:
+    """The README's Layout table: path -> what it says lives there."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        match = re.match(r"\| `([^`]+)` \| (.*) \|$", line)
+        if match:
+            rows[match.group(1)] = match.group(2)
+    return rows
+
+
+def test_the_readme_layout_table_names_every_module_and_nothing_that_is_gone() -> None:
+    rows = _layout_rows()
+    missing, gone = [], []
+    for top in LAYOUT_FOLDERS:
+        for folder in sorted({p.parent for p in (ROOT / top).rglob("*.py")}):
+            relative = folder.relative_to(ROOT).as_posix() + "/"
+            if "migrations" in relative or "__pycache__" in relative:
+                continue
+            # a package is named by its own row, or by name in its parent's row (`feeds/`)
+            text = rows.get(relative)
+            if text is None:
+                parent = folder.parent.relative_to(ROOT).as_posix() + "/"
+                assert f"`{folder.name}/`" in rows.get(parent, ""), f"no Layout row names {relative}"
+                continue
+            for module in sorted(folder.glob("*.py")):
+                if module.name not in ("__init__.py", "__main__.py") and f"`{module.name}`" not in text:
+                    missing.append(relative + module.name)
+            for named in re.findall(r"`([A-Za-z_]+\.py)`", text):
+                if not (folder / named).exists() and not (ROOT / named).exists():
+                    gone.append(f"{relative}{named}")
+    assert not missing, f"modules the README's Layout table does not name: {missing}"
+    assert not gone, f"the README's Layout table names files that do not exist: {gone}"
