@@ -172,7 +172,8 @@ def table_rows(results: dict[str, list[RunResult]]) -> list[list[str]]:
     def ok(rs: list[RunResult]) -> list[RunResult]:
         return [r for r in rs if not r.error and r.pages] or rs
 
-    scrapy_rate = statistics.median(r.pages_per_second for r in ok(results["scrapy"])) if results.get("scrapy") else 0
+    scrapy_rate = (statistics.median(r.pages_per_second for r in ok(results["scrapy"]))
+                   if results.get("scrapy") else 0)
     rows = []
     for key in CRAWLERS:
         if key not in results:
@@ -181,7 +182,8 @@ def table_rows(results: dict[str, list[RunResult]]) -> list[list[str]]:
         good = [r for r in rs if r.pages]
         pages = sorted({r.pages for r in rs})
         errors = sorted({r.error for r in results[key] if r.error})
-        label = LABELS[key] + (f" — {len([r for r in results[key] if r.error])} failed: {'; '.join(errors)}" if errors else "")
+        failed = len([r for r in results[key] if r.error])
+        label = LABELS[key] + (f" — {failed} failed: {'; '.join(errors)}" if errors else "")
         rates = [r.pages_per_second for r in good]
         redis_per_page = [r.redis_bytes / r.pages for r in good if r.redis_bytes is not None]
         rows.append([
@@ -210,7 +212,8 @@ def cpu_breakdown_rows(results: dict[str, list[RunResult]]) -> list[list[str]]:
         if not runs:
             continue
         names = list(runs[0].cpu_by_process)
-        cells = [f"{name} {statistics.median(r.cpu_by_process.get(name, 0.0) for r in runs):.1f}" for name in names]
+        cells = [f"{name} {statistics.median(r.cpu_by_process.get(name, 0.0) for r in runs):.1f}"
+                 for name in names]
         rows.append([LABELS[key], report.median_spread([r.wall_seconds for r in runs]), ", ".join(cells),
                      report.median_spread([r.service_cpu_seconds for r in runs])])
     return rows
@@ -221,36 +224,39 @@ BREAKDOWN_COLUMNS = ["cluster", "wall s", "CPU s per process tree (median)", "Re
 
 def footnotes(pages: int, runs: int) -> list[str]:
     scrapy_flags = " ".join(f"-s {k}={v}" for k, v in SCRAPY_SETTINGS.items())
-    redis_only = {k: v for k, v in scrapy_redis_settings(SCRAPY_REDIS_URL).items() if k not in SCRAPY_SETTINGS}
+    redis_only = {k: v for k, v in scrapy_redis_settings(SCRAPY_REDIS_URL).items()
+                  if k not in SCRAPY_SETTINGS}
     return [
-        f"{pages:,}-page site (bench/fastsite.py: 10–50 KB pages, 20 same-host links each, robots.txt allows all); "
-        f"{runs} runs per crawler, median (min–max).",
-        "pages: distinct pages the site served during the run. wall s: one-process crawlers from process start to "
-        "exit; clusters (workers or spiders already running) from the site's first request of the run to the end "
-        "of the crawl (every row done / last item made). pages/s = pages / wall s; × Scrapy compares medians.",
+        f"{pages:,}-page site (bench/fastsite.py: 10–50 KB pages, 20 same-host links each, "
+        f"robots.txt allows all); {runs} runs per crawler, median (min–max).",
+        "pages: distinct pages the site served during the run. wall s: one-process crawlers from process "
+        "start to exit; clusters (workers or spiders already running) from the site's first request of the "
+        "run to the end of the crawl (every row done / last item made). pages/s = pages / wall s; "
+        "× Scrapy compares medians.",
         f"Same limits everywhere: {FETCH_CONCURRENCY} requests in flight per process (per fetch process for "
         "crawlcluster), no delay, robots.txt obeyed (one robots.txt request per crawl, or per process for "
         "scrapy-redis; not counted as a page). crawlcluster: "
         f"CRAWLCLUSTER_FETCH_CONCURRENCY={FETCH_CONCURRENCY}, "
-        f"CRAWLCLUSTER_PER_HOST_CONCURRENCY={PER_HOST_PER_FETCH_PROCESS} × fetch processes (crawlcluster's per-host limit "
-        "is cluster-wide; N Scrapy processes allow N × 64 against one host), "
+        f"CRAWLCLUSTER_PER_HOST_CONCURRENCY={PER_HOST_PER_FETCH_PROCESS} × fetch processes "
+        "(crawlcluster's per-host limit is cluster-wide; N Scrapy processes allow N × 64 against one host), "
         "CRAWLCLUSTER_PER_HOST_DELAY_SECONDS=0, "
-        "obey_robots at its default (true), other settings at their defaults; worker pools are the per-queue "
-        "defaults (fetch: threads; parse: prefork, one child per CPU; store: threads). procs: processes in the "
-        "crawler's tree at the peak.",
+        "obey_robots at its default (true), other settings at their defaults; worker pools are the "
+        "per-queue defaults (fetch: threads; parse: prefork, one child per CPU; store: threads). "
+        "procs: processes in the crawler's tree at the peak.",
         f"Scrapy settings: {scrapy_flags}, items to a JSON lines feed (-O items.jsonl:jsonlines); "
-        "spider bench/scrapy_project/site_spider.py (LinkExtractor on the site's host, one item per page: url, "
-        "title, status, link count).",
-        "scrapy-redis: the same spider work (bench/scrapy_project/redis_spider.py, a RedisSpider seeded with the "
-        "start URL once every process has opened) and the same settings plus "
+        "spider bench/scrapy_project/site_spider.py (LinkExtractor on the site's host, one item per page: "
+        "url, title, status, link count).",
+        "scrapy-redis: the same spider work (bench/scrapy_project/redis_spider.py, a RedisSpider seeded "
+        "with the start URL once every process has opened) and the same settings plus "
         + ", ".join(f"{k}={v}" for k, v in redis_only.items()) + "; Redis db flushed before each run.",
-        "peak RSS: the largest sum of VmRSS over the crawler's process tree, polled every 0.2 s (cluster: every "
-        "worker and its pool children, and beat; Redis and Postgres are not included). CPU s / 1k pages: "
-        "utime+stime of the same processes (wait4 rusage for processes that exit, /proc/PID/stat deltas for "
-        "running workers). Redis+PG CPU: redis-server plus the Postgres backends connected to the bench database, "
-        "during the run; redis-server is shared with whatever else runs on the machine.",
-        "dup. fetches: requests for a page beyond its first, from the site's hit counts. Scrapy sends its start "
-        "request with dont_filter, so \"/\" is fetched again when a page links to it (1 duplicate).",
+        "peak RSS: the largest sum of VmRSS over the crawler's process tree, polled every 0.2 s "
+        "(cluster: every worker and its pool children, and beat; Redis and Postgres are not included). "
+        "CPU s / 1k pages: utime+stime of the same processes (wait4 rusage for processes that exit, "
+        "/proc/PID/stat deltas for running workers). Redis+PG CPU: redis-server plus the Postgres backends "
+        "connected to the bench database, during the run; redis-server is shared with whatever else runs "
+        "on the machine.",
+        "dup. fetches: requests for a page beyond its first, from the site's hit counts. Scrapy sends its "
+        "start request with dont_filter, so \"/\" is fetched again when a page links to it (1 duplicate).",
         "Redis bytes / page: Redis INFO total_net_input_bytes over the run, divided by pages (all clients of "
         "that Redis server, so other users of the machine add noise).",
     ]

@@ -207,7 +207,8 @@ def run_scrapy_redis(site: FastSiteProcess, workdir: Path, run: int, processes: 
     stats_paths: list[Path] = []
     started = time.monotonic()
     for i in range(processes):
-        log_path, stats_path = workdir / f"redis{processes}-{run}-{i}.log", workdir / f"redis{processes}-{run}-{i}.json"
+        log_path = workdir / f"redis{processes}-{run}-{i}.log"
+        stats_path = workdir / f"redis{processes}-{run}-{i}.json"
         args = _scrapy_args("redis_spider.py", settings, "-a", "host=127.0.0.1", "-a",
                             f"stats_path={stats_path}",
                             "-O", f"{workdir / f'redis{processes}-{run}-{i}.jsonl'}:jsonlines")
@@ -250,7 +251,8 @@ def run_scrapy_redis(site: FastSiteProcess, workdir: Path, run: int, processes: 
     result.wall_seconds = end - hits["first_at"] if hits["first_at"] else 0.0
     failed = [e.returncode for e in exits if e.returncode != 0]
     if failed or len(per_process) < processes:
-        result.error = f"exit codes {[e.returncode for e in exits]}" + (" (timed out)" if -9 in failed else "")
+        result.error = (f"exit codes {[e.returncode for e in exits]}"
+                        + (" (timed out)" if -9 in failed else ""))
         logger.warning("scrapy-redis run %d failed:\n%s", run, _log_tail(logs[0]))
     return result
 
@@ -288,7 +290,8 @@ def _wait_idle(crawl: Any, timeout_seconds: float, poll_seconds: float = 0.1) ->
         if stats["pending"] == 0 and stats["queued"] == 0:
             return stats
         if time.monotonic() > deadline:
-            raise CrawlTimeout(f"{crawl.project}: {stats['pending']} pending and {stats['queued']} queued rows "
+            raise CrawlTimeout(f"{crawl.project}: {stats['pending']} pending and "
+                               f"{stats['queued']} queued rows "
                                f"after {timeout_seconds}s")
         time.sleep(poll_seconds)
 

@@ -40,17 +40,18 @@ TREE_BRANCHING = 8
 LINKS_PER_PAGE = 20
 SECTIONS = ("news", "guides", "reference", "community")
 _VOCABULARY = (
-    "the of and to in is that for it as was with be by on not he this are or his from at which but have an they "
-    "you were her she there been one all we their has would when if so no will more can out up what about into "
-    "than them only other new some could time these two may then first any like now my such make over our even "
-    "most after also made many before must through back years where much your way well down should because each "
-    "just those people how too little state good very world still own see men work long here get both between "
-    "life being under never day same another know while last might great old year off come since against go came "
-    "right used take three crawler frontier scheduler worker queue broker politeness robots host link page graph "
-    "depth breadth retry backoff cluster node shard lease batch canonical fragment query redirect charset latency "
-    "throughput bandwidth cache index harbour river mountain valley garden kitchen library museum station market "
-    "bridge island forest desert village castle theatre orchestra painting novel poetry history science energy "
-    "climate ocean planet engine signal circuit network protocol compiler database storage memory processor"
+    "the of and to in is that for it as was with be by on not he this are or his from at which but have an "
+    "they you were her she there been one all we their has would when if so no will more can out up what "
+    "about into than them only other new some could time these two may then first any like now my such make "
+    "over our even most after also made many before must through back years where much your way well down "
+    "should because each just those people how too little state good very world still own see men work long "
+    "here get both between life being under never day same another know while last might great old year off "
+    "come since against go came right used take three crawler frontier scheduler worker queue broker "
+    "politeness robots host link page graph depth breadth retry backoff cluster node shard lease batch "
+    "canonical fragment query redirect charset latency throughput bandwidth cache index harbour river "
+    "mountain valley garden kitchen library museum station market bridge island forest desert village castle "
+    "theatre orchestra painting novel poetry history science energy climate ocean planet engine signal "
+    "circuit network protocol compiler database storage memory processor"
 ).split()
 
 
@@ -69,7 +70,8 @@ class FastSite:
         rng = random.Random(seed)
         # a shared pool of paragraphs keeps generating 5,000 pages to about a second
         self._paragraphs = [self._paragraph(rng) for _ in range(600)]
-        self._titles = [" ".join(rng.choice(_VOCABULARY[100:]) for _ in range(3)).title() for _ in range(pages)]
+        self._titles = [" ".join(rng.choice(_VOCABULARY[100:]) for _ in range(3)).title()
+                        for _ in range(pages)]
         self.paths = [self.path(n) for n in range(pages)]
 
     @staticmethod
@@ -138,7 +140,8 @@ class FastSite:
         top = (
             f'<body>\n<a href="#main" class="skip">Skip to content</a>\n<header><nav><ul>{nav}</ul></nav>'
             f'<p class="crumbs">{crumbs}</p></header>\n<main id="main"><article>\n'
-            f"<h1>{html.escape(title)}</h1>\n<p class=\"meta\">By staff writer · {rng.randint(2, 19)} min read</p>\n"
+            f"<h1>{html.escape(title)}</h1>\n"
+            f"<p class=\"meta\">By staff writer · {rng.randint(2, 19)} min read</p>\n"
         )
         in_text = links[:len(links) // 2]
         related = links[len(links) // 2:]
@@ -201,7 +204,8 @@ class HitCounter:
             "pages": len(pages),
             "duplicates": sum(c - 1 for c in pages.values() if c > 1),
             "robots": self.counts.get(ROBOTS_PATH, 0),
-            "not_found": sum(c for t, c in self.counts.items() if t not in self.page_paths and t != ROBOTS_PATH),
+            "not_found": sum(c for t, c in self.counts.items()
+                             if t not in self.page_paths and t != ROBOTS_PATH),
             "first_at": self.first_at,
             "last_at": self.last_at,
             "bytes_sent": self.bytes_sent,
@@ -237,7 +241,8 @@ class _HTTPProtocol(asyncio.Protocol):
             try:
                 method, target, version = request_line.decode("latin-1").split(" ", 2)
             except ValueError:
-                self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                                     b"Connection: close\r\n\r\n")
                 self.transport.close()
                 return
             lowered = head.lower()
@@ -254,7 +259,8 @@ class _HTTPProtocol(asyncio.Protocol):
             payload = head_only if method == "HEAD" else full
             self.transport.write(payload)
             self.hits.hit(target, len(payload))
-            keep_alive = b"connection: keep-alive" in lowered if version == "HTTP/1.0" else b"connection: close" not in lowered
+            keep_alive = (b"connection: keep-alive" in lowered if version == "HTTP/1.0"
+                          else b"connection: close" not in lowered)
             if not keep_alive:
                 self.transport.close()
                 return
@@ -272,7 +278,8 @@ class FastSiteServer:
         }
         self.responses[ROBOTS_PATH] = _response("200 OK", "text/plain", ROBOTS_TXT)
         self.not_found = _response("404 Not Found", "text/html; charset=utf-8",
-                                   b"<!DOCTYPE html><html><head><title>Not found</title></head><body></body></html>")
+                                   b"<!DOCTYPE html><html><head><title>Not found</title></head>"
+                                   b"<body></body></html>")
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))

@@ -121,4 +121,5 @@ def main(pages: int = 120, memory_pages: int = 1000, baseline: bool = True) -> N
     console.print("[bold]Browser memory, 4 pages in flight, recycling every 100 pages[/bold]")
     console.print(memory)
     first, last = recycled[0]["pss"], recycled[-1]["pss"]
-    console.print(f"PSS after {recycled[-1]['pages']} pages / after {recycled[0]['pages']}: {last / first:.2f}")
+    console.print(f"PSS after {recycled[-1]['pages']} pages / after {recycled[0]['pages']}: "
+                  f"{last / first:.2f}")

@@ -68,15 +68,18 @@ def machine_description(redis_version: str = "", postgres_version: str = "") -> 
     parts = [
         f"- machine: {os.cpu_count()} CPUs ({cpu_model}), {mem_kib / 1024 ** 2:.1f} GiB memory, "
         f"Linux {platform.release()}; load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}",
-        f"- Python {platform.python_version()}; crawlcluster {_version('crawlcluster')} at commit {commit or '?'}"
+        f"- Python {platform.python_version()}; crawlcluster {_version('crawlcluster')} "
+        f"at commit {commit or '?'}"
         + (" with uncommitted changes" if dirty else "")
         + f"; celery {_version('celery')}, kombu {_version('kombu')}, httpx {_version('httpx')}, "
           f"selectolax {_version('selectolax')}, SQLAlchemy {_version('SQLAlchemy')}",
-        f"- Scrapy {_version('Scrapy')}, scrapy-redis {_version('scrapy-redis')}, Twisted {_version('Twisted')}, "
+        f"- Scrapy {_version('Scrapy')}, scrapy-redis {_version('scrapy-redis')}, "
+        f"Twisted {_version('Twisted')}, "
         f"lxml {_version('lxml')}",
     ]
     if redis_version or postgres_version:
-        parts.append(f"- Redis {redis_version or '?'}, PostgreSQL {postgres_version or '?'} (both on 127.0.0.1)")
+        parts.append(f"- Redis {redis_version or '?'}, PostgreSQL {postgres_version or '?'} "
+                     "(both on 127.0.0.1)")
     return "\n".join(parts)
 
 

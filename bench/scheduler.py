@@ -3,17 +3,18 @@
     python -m bench scheduler [--sizes 100000,1000000] [--huge] [--seconds 20]
 
 Fills crawl_tasks of one project with N due rows over 1,000 hosts (generated inside
-Postgres, then vacuumed and analysed), then runs Dispatcher.tick() against real Redis for a fixed time: rounds of ten
-ticks back to back (while a tick reads and chooses rows, the committing thread marks the
-previous claims queued and commits them and the publishing thread sends them; a tick waits
-when two claims are still uncommitted, so the tick time is the pipeline's period), timed
-until the last row of the round is committed and its message is on the broker. Between rounds,
-untimed, the rows sent are marked done and the broker emptied, as workers would, so the
-queued set stays the size a running cluster keeps (up to 20,000 rows). A round that finds
-nothing left to send (10^5 rows last about five seconds) is not counted. robots.txt and
-per-host limits are off: this measures claiming and publishing, not politeness. Prints
-one row per size and the claim query's plan at the largest size. BENCH_CLAIM_BATCH and
-BENCH_FETCH_BATCH change the claim size (2000) and URLs per message (16).
+Postgres, then vacuumed and analysed), then runs Dispatcher.tick() against real Redis for
+a fixed time: rounds of ten ticks back to back (while a tick reads and chooses rows, the
+committing thread marks the previous claims queued and commits them and the publishing
+thread sends them; a tick waits when two claims are still uncommitted, so the tick time is
+the pipeline's period), timed until the last row of the round is committed and its message
+is on the broker. Between rounds, untimed, the rows sent are marked done and the broker
+emptied, as workers would, so the queued set stays the size a running cluster keeps (up to
+20,000 rows). A round that finds nothing left to send (10^5 rows last about five seconds)
+is not counted. robots.txt and per-host limits are off: this measures claiming and
+publishing, not politeness. Prints one row per size and the claim query's plan at the
+largest size. BENCH_CLAIM_BATCH and BENCH_FETCH_BATCH change the claim size (2000) and
+URLs per message (16).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def fill(engine: Any, rows: int) -> float:
             {"settings": '{"obey_robots": false, "per_host_concurrency": 1000000000}', "now": now})
         conn.execute(text(f"""
             INSERT INTO crawl_tasks (task_id, project, url, host, status, priority, depth, callback,
-                                     retries_left, next_run_at, dispatch_count, created_at, updated_at, auto_recrawl)
+                                     retries_left, next_run_at, dispatch_count, created_at, updated_at,
+                                     auto_recrawl)
             SELECT md5(i::text), 'bench', 'http://host' || (i % {HOSTS}) || '.test/page/' || i,
                    'host' || (i % {HOSTS}) || '.test', 'pending', (i % 3), 1, 'parse',
                    3, :now - (i % 1000), 0, :now, :now, false

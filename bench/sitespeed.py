@@ -52,7 +52,8 @@ def main(pages: int = 5000, seconds: int = 10, connections: int = 64, write_resu
     transfer = re.search(r"Transfer/sec:\s+(\S+)", output).group(1)
     mean_kb = hits["bytes_sent"] / max(1, hits["requests"]) / 1000
     summary = (f"{rate:,.0f} responses/s ({transfer}/s, {mean_kb:.1f} KB per response on average) with "
-               f"{connections} keep-alive connections, {hits['pages']:,} distinct pages of {pages:,} requested")
+               f"{connections} keep-alive connections, "
+               f"{hits['pages']:,} distinct pages of {pages:,} requested")
     console.print(summary)
     if write_results:
         body = "\n".join([

@@ -72,7 +72,8 @@ def render_unavailable(*, chromium_path: str | None = None) -> str | None:
     render extra) is missing, or, when ``chromium_path`` is given, Chromium is not there.
     The one check behind a render worker's start and ``crawl --render``."""
     if importlib.util.find_spec("pyppeteer") is None:
-        return "rendering needs pyppeteer, the render extra: pip install 'crawlcluster[render]' (and Chromium)"
+        return ("rendering needs pyppeteer, the render extra: pip install 'crawlcluster[render]' "
+                "(and Chromium)")
     path = chromium_path
     if path is not None and not (os.path.isfile(path) and os.access(path, os.X_OK)):
         return (f"rendering needs Chromium at {path!r} (CRAWLCLUSTER_CHROMIUM_PATH), which is not there; "
@@ -91,7 +92,8 @@ def check_render_extra(queues: list[str]) -> None:
     if missing:
         named = "-Q " + ",".join(q for q in QUEUES if q != RENDER.queue)
         raise click.ClickException(
-            f"this worker would consume the render queue: {missing}; or leave render out of its queues ({named})")
+            f"this worker would consume the render queue: {missing}; "
+            f"or leave render out of its queues ({named})")
 
 
 class CrawlWorker(Worker):
@@ -105,7 +107,8 @@ class CrawlWorker(Worker):
             pool, pool_cls = pool_name, None
         if not concurrency and not _named_on_command_line(("-c", "--concurrency")):
             concurrency = default_concurrency
-        logger.info("worker for queues %s: pool=%s concurrency=%s", ",".join(queue_list), pool or pool_cls, concurrency)
+        logger.info("worker for queues %s: pool=%s concurrency=%s", ",".join(queue_list), pool or pool_cls,
+                    concurrency)
         return super().setup_defaults(concurrency=concurrency, pool=pool, pool_cls=pool_cls, **kwargs)
 
 

@@ -46,7 +46,8 @@ def _project_spider(existing: dict[str, Any]) -> tuple[type[Spider], dict[str, A
         return load_spider_class(existing["spider"]), kwargs
     except ConfigurationError as exc:
         raise ConfigurationError(
-            f"project {existing['name']!r} runs the spider {existing['spider']!r}, which cannot be imported here "
+            f"project {existing['name']!r} runs the spider {existing['spider']!r}, "
+            "which cannot be imported here "
             f"({exc}); submit its URLs where that spider is installed, or pass replace_spider=True "
             "(--replace-spider) to crawl them with the link spider instead") from None
 
@@ -97,7 +98,8 @@ def submit(
         spider_cls = target
         if existing and existing["spider"] != spider_path(spider_cls) and not replace_spider:
             raise ConfigurationError(
-                f"project {project!r} runs the spider {existing['spider']!r}, not {spider_path(spider_cls)!r}; "
+                f"project {project!r} runs the spider {existing['spider']!r}, not "
+                f"{spider_path(spider_cls)!r}; "
                 "its rows name that spider's callbacks. Submit to another project, or pass "
                 "replace_spider=True (--replace-spider) to replace its spider")
         kwargs = dict(spider_kwargs or {})
@@ -113,7 +115,8 @@ def submit(
         spider_cls = LinkSpider
         domains = {url_host(u) for u in urls}
         if existing and existing["spider"] == LINK_SPIDER_PATH:  # a link crawl grows to the new hosts
-            domains |= set(((existing.get("settings") or {}).get("spider_kwargs") or {}).get("allowed_domains") or [])
+            kept = ((existing.get("settings") or {}).get("spider_kwargs") or {}).get("allowed_domains")
+            domains |= set(kept or [])
         kwargs = {"allowed_domains": sorted(domains), **(spider_kwargs or {})}
         spider = spider_cls(**kwargs)
         requests = [spider.with_defaults(Request(u)) for u in urls]
@@ -213,7 +216,8 @@ class Crawl:
             counts["pages"] = split["pages"]
             counts["robots"] = split["robots"]
             counts["items"] = item_count(conn, self.project)
-            due = stats.pending_figures(conn, self.project, now, counts["pending"]) if counts["pending"] else {}
+            due = (stats.pending_figures(conn, self.project, now, counts["pending"])
+                   if counts["pending"] else {})
             counts["next_due_at"] = due.get("next_due_at")
             if figures:
                 open_rows = counts["pending"] + counts["queued"]
@@ -269,7 +273,8 @@ class Crawl:
         stats = stats or self.stats(figures=False, waiting=False)
         return stats["pending"] == 0 and stats["queued"] == 0
 
-    def wait(self, timeout: float | None = None, progress: bool = False, poll_seconds: float = 0.5) -> dict[str, Any]:
+    def wait(self, timeout: float | None = None, progress: bool = False,
+             poll_seconds: float = 0.5) -> dict[str, Any]:
         """Block until nothing is pending or queued (or the project is cancelled or paused by
         the user, with nothing queued); return the final :meth:`stats` (its ``pages`` count the
         crawl's pages, robots.txt rows apart). With ``progress`` a bar on
@@ -284,13 +289,16 @@ class Crawl:
                 stats = self.stats(figures=False)
                 bar.update(stats)
                 # a user's pause or cancel ends the wait; an auto-pause does not (it resumes itself)
-                stopped = stats["status"] == CANCELLED or (stats["status"] == PAUSED and not stats["paused_until"])
+                stopped = stats["status"] == CANCELLED or (stats["status"] == PAUSED
+                                                           and not stats["paused_until"])
                 if self.is_idle(stats) or (stopped and stats["queued"] == 0):
                     return self.stats()
                 if deadline is not None and time.monotonic() > deadline:
-                    why = stats["waiting"] or ["is `celery -A crawlcluster beat` running, and a worker per queue?"]
+                    why = stats["waiting"] or [
+                        "is `celery -A crawlcluster beat` running, and a worker per queue?"]
                     raise CrawlTimeout(
-                        f"project {self.project!r} still has {stats['pending']} pending and {stats['queued']} queued "
+                        f"project {self.project!r} still has {stats['pending']} pending and "
+                        f"{stats['queued']} queued "
                         f"rows after {timeout}s: " + "; ".join(why))
                 time.sleep(poll_seconds)
 
@@ -379,7 +387,8 @@ class Crawl:
         """Re-seed the start URLs every ``every_seconds`` (from beat); a start URL is fetched
         again only once its age (by default the interval) has passed."""
         if every_seconds <= 0:
-            raise ConfigurationError(f"schedule interval of {self.project} must be positive, got {every_seconds}")
+            raise ConfigurationError(
+                f"schedule interval of {self.project} must be positive, got {every_seconds}")
         with self.engine.begin() as conn:
             self._project(conn)
             timers.set_timer(conn, self.project, "__reseed__", every_seconds)

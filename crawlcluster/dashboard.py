@@ -38,7 +38,8 @@ def _pace(pages_per_second: float) -> str:
 
 
 def _scheduler_line(scheduler: dict[str, Any]) -> str:
-    return f"scheduler {scheduler.get('holder')}: last tick {scheduler.get('seconds_since_seen') or 0:.0f} s ago"
+    return (f"scheduler {scheduler.get('holder')}: "
+            f"last tick {scheduler.get('seconds_since_seen') or 0:.0f} s ago")
 
 
 def shown_status(stats: dict[str, Any]) -> str:
@@ -124,11 +125,14 @@ def project_detail(name: str, stats: dict[str, Any], hosts: list[dict[str, Any]]
                f"{pages.get('pending', 0):,} pending, {pages.get('queued', 0):,} queued, "
                f"{pages.get('done', 0):,} done, "
                f"{pages.get('failed', 0):,} failed, {pages.get('cancelled', 0):,} cancelled pages, "
-               f"{_size(stats.get('bytes', 0))} downloaded in {stats.get('fetch_seconds', 0):.1f} fetch-seconds"
-               + (f", {stats.get('browser_seconds', 0):.1f} browser-seconds" if stats.get("browser_seconds") else ""))
+               f"{_size(stats.get('bytes', 0))} downloaded in "
+               f"{stats.get('fetch_seconds', 0):.1f} fetch-seconds"
+               + (f", {stats.get('browser_seconds', 0):.1f} browser-seconds"
+                  if stats.get("browser_seconds") else ""))
     robots = {state: count for state, count in (stats.get("robots") or {}).items() if count}
     if robots:
-        summary += "\nrobots.txt: " + ", ".join(f"{count:,} {state}" for state, count in robots.items()) + " (one per host)"
+        summary += ("\nrobots.txt: " + ", ".join(f"{count:,} {state}" for state, count in robots.items())
+                    + " (one per host)")
     scheduler = stats.get("scheduler") or {}
     if scheduler.get("message"):
         summary += f"\n{scheduler['message']}"

@@ -54,7 +54,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 def make_engine(url: str) -> Engine:
     url = normalize_database_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=10, max_overflow=10)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=10, max_overflow=10)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
@@ -114,7 +115,8 @@ def init_db(engine: Engine) -> None:
         current = MigrationContext.configure(connection).get_current_revision()
         if current == head:
             return
-        logger.info("migrating %s from %s to %s", engine.url.render_as_string(hide_password=True), current, head)
+        logger.info("migrating %s from %s to %s", engine.url.render_as_string(hide_password=True),
+                    current, head)
         command.upgrade(config, "head")
 
 
@@ -162,7 +164,8 @@ def describe_connect_failure(url: str, exc: BaseException) -> str:
     shown = parsed.render_as_string(hide_password=True)
     reason = str(getattr(exc, "orig", None) or exc).strip()
     # the driver's own words, without SQLAlchemy's "(Background on this error ...)" tail
-    reason = " ".join(line.strip() for line in reason.splitlines() if line.strip() and "sqlalche.me" not in line)
+    reason = " ".join(line.strip() for line in reason.splitlines()
+                      if line.strip() and "sqlalche.me" not in line)
     if _database_is_missing(parsed, reason):
         return missing_database_message(parsed)
     return f"cannot connect to the database {shown} (CRAWLCLUSTER_DATABASE_URL): {reason}"
@@ -192,10 +195,12 @@ def _database_is_missing(url: URL, reason: str) -> bool:
     if re.search(r'database "' + re.escape(url.database) + r'" does not exist', reason):
         return True
     # the server's message may be translated (lc_messages): ask its catalogue instead
-    maintenance = create_engine(url.set(database="postgres"), poolclass=NullPool, connect_args={"connect_timeout": 5})
+    maintenance = create_engine(url.set(database="postgres"), poolclass=NullPool,
+                                connect_args={"connect_timeout": 5})
     try:
         with maintenance.connect() as conn:
-            found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database})
+            found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                 {"name": url.database})
             return found.first() is None
     except SQLAlchemyError:
         return False

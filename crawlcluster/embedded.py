@@ -92,7 +92,8 @@ class _EmbeddedWorker:
             without_gossip=True,
             loglevel=logging.WARNING,
         )
-        self.thread = threading.Thread(target=self.controller.start, name="crawlcluster-embedded-worker", daemon=True)
+        self.thread = threading.Thread(target=self.controller.start, name="crawlcluster-embedded-worker",
+                                       daemon=True)
 
     def start(self) -> None:
         from celery.worker import state
@@ -246,7 +247,8 @@ def run_embedded(
                     if crawl.is_idle(stats):
                         break
                     if deadline is not None and now > deadline:
-                        raise CrawlClusterError(f"embedded crawl of {crawl.project} timed out after {timeout_seconds}s")
+                        raise CrawlClusterError(
+                            f"embedded crawl of {crawl.project} timed out after {timeout_seconds}s")
                 time.sleep(min(wait, 0.02))
         # after a stop, what is left of the grace (at least a second to shut down cleanly)
         stop_timeout = 30.0 if stopping_until is None else max(1.0, stopping_until - time.monotonic())

@@ -53,7 +53,8 @@ class BodyTooLarge(FetchError):
         where = "after decompression " if compressed else ""
         super().__init__(
             url, "body_too_large",
-            f"body of {url} exceeds max_body_bytes={limit} {where}(raise CRAWLCLUSTER_MAX_BODY_BYTES to keep it)")
+            f"body of {url} exceeds max_body_bytes={limit} "
+            f"{where}(raise CRAWLCLUSTER_MAX_BODY_BYTES to keep it)")
         self.limit = limit
 
 

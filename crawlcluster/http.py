@@ -78,7 +78,8 @@ class Request:
             return self.callback
         name = getattr(self.callback, "__name__", None)
         if not name:
-            raise ConfigurationError(f"callback {self.callback!r} of {self.url} must be a spider method or its name")
+            raise ConfigurationError(
+                f"callback {self.callback!r} of {self.url} must be a spider method or its name")
         return name
 
     def fetch_options(self) -> dict[str, Any] | None:

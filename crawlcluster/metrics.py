@@ -75,8 +75,10 @@ class ClusterCollector:
         started = time.monotonic()
         prefix = self.key_prefix
         client = _redis(self.broker_url)
-        queues = GaugeMetricFamily("crawlcluster_queue_messages", "Messages waiting in each stage's queue", labels=["queue"])
-        tasks = CounterMetricFamily("crawlcluster_tasks", "Tasks finished per stage and outcome", labels=["stage", "outcome"])
+        queues = GaugeMetricFamily("crawlcluster_queue_messages", "Messages waiting in each stage's queue",
+                                   labels=["queue"])
+        tasks = CounterMetricFamily("crawlcluster_tasks", "Tasks finished per stage and outcome",
+                                    labels=["stage", "outcome"])
         if client is not None:
             for queue in QUEUES:
                 queues.add_metric([queue], client.llen(prefix + queue))
@@ -87,12 +89,18 @@ class ClusterCollector:
         yield tasks
 
         engine = get_engine(self.database_url)
-        rows = GaugeMetricFamily("crawlcluster_rows", "Rows of crawl_tasks per project and state", labels=["project", "status"])
-        pages = CounterMetricFamily("crawlcluster_pages", "Fetched pages per project and outcome", labels=["project", "outcome"])
-        downloaded = CounterMetricFamily("crawlcluster_downloaded_bytes", "Bytes downloaded", labels=["project"])
-        fetch_seconds = CounterMetricFamily("crawlcluster_fetch_seconds", "Seconds spent fetching", labels=["project"])
-        browser_seconds = CounterMetricFamily("crawlcluster_browser_seconds", "Seconds of browser rendering", labels=["project"])
-        latency = HistogramMetricFamily("crawlcluster_fetch_latency_seconds", "Fetch latency", labels=["project"])
+        rows = GaugeMetricFamily("crawlcluster_rows", "Rows of crawl_tasks per project and state",
+                                 labels=["project", "status"])
+        pages = CounterMetricFamily("crawlcluster_pages", "Fetched pages per project and outcome",
+                                    labels=["project", "outcome"])
+        downloaded = CounterMetricFamily("crawlcluster_downloaded_bytes", "Bytes downloaded",
+                                         labels=["project"])
+        fetch_seconds = CounterMetricFamily("crawlcluster_fetch_seconds", "Seconds spent fetching",
+                                            labels=["project"])
+        browser_seconds = CounterMetricFamily("crawlcluster_browser_seconds", "Seconds of browser rendering",
+                                              labels=["project"])
+        latency = HistogramMetricFamily("crawlcluster_fetch_latency_seconds", "Fetch latency",
+                                        labels=["project"])
         with engine.connect() as conn:
             for project, status, count in rows_by_project_and_state(conn):
                 rows.add_metric([project, status], count)

@@ -131,7 +131,8 @@ def print_summary(result: Any, output: str | None, db: str | None) -> None:
             console.print("  run with --db FILE to keep the frontier and list every failure with "
                           "`crawlcluster failures`", markup=False, highlight=False)
     if result.interrupted:
-        where = f"kept in {result.database_path}" if result.temporary_database else f"in {result.database_path}"
+        where = (f"kept in {result.database_path}" if result.temporary_database
+                 else f"in {result.database_path}")
         console.print(f"stopped by {result.interrupted}; the frontier is {where}. Resume with:",
                       highlight=False)
         console.print(f"  {_resume_command(result.database_path)}", markup=False, highlight=False)

@@ -72,7 +72,8 @@ class BatchPublisher:
             options = self.app.amqp.router.route({}, task_name, None, None)
             queue = options["queue"]
             if queue.exchange is None or queue.exchange.type == "direct":
-                exchange, routing_key = "", queue.name  # the default exchange: the routing key names the queue
+                # the default exchange: the routing key names the queue
+                exchange, routing_key = "", queue.name
             else:
                 exchange, routing_key = queue.exchange.name, queue.routing_key or queue.name
             template = self.app.amqp.create_task_message(

@@ -68,10 +68,12 @@ class RenderOptions:
         screenshot: bool = False,
     ) -> None:
         if wait_until not in WAIT_UNTIL:
-            raise ConfigurationError(f"render option wait_until={wait_until!r} must be one of {', '.join(WAIT_UNTIL)}")
+            raise ConfigurationError(
+                f"render option wait_until={wait_until!r} must be one of {', '.join(WAIT_UNTIL)}")
         if isinstance(wait_for, bool) or (wait_for is not None
                                           and not isinstance(wait_for, (str, int, float))):
-            raise ConfigurationError(f"render option wait_for={wait_for!r} must be a CSS selector or milliseconds")
+            raise ConfigurationError(
+                f"render option wait_for={wait_for!r} must be a CSS selector or milliseconds")
         if isinstance(wait_for, (int, float)) and wait_for < 0:
             raise ConfigurationError(f"render option wait_for={wait_for!r} must not be negative")
         if isinstance(viewport, dict):
@@ -79,7 +81,8 @@ class RenderOptions:
                         viewport.get("height", DEFAULT_VIEWPORT[1]))
         if viewport is not None:
             if len(viewport) != 2 or not all(isinstance(v, int) and v > 0 for v in viewport):
-                raise ConfigurationError(f"render option viewport={viewport!r} must be (width, height) in pixels")
+                raise ConfigurationError(
+                    f"render option viewport={viewport!r} must be (width, height) in pixels")
             viewport = (int(viewport[0]), int(viewport[1]))
         if timeout_seconds is not None and timeout_seconds <= 0:
             raise ConfigurationError(f"render option timeout_seconds={timeout_seconds!r} must be positive")
@@ -116,7 +119,8 @@ class RenderOptions:
             return value
         if isinstance(value, dict):
             return cls.from_dict(value)
-        raise ConfigurationError(f"render_options must be a RenderOptions or a dict, not {type(value).__name__}")
+        raise ConfigurationError(
+            f"render_options must be a RenderOptions or a dict, not {type(value).__name__}")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RenderOptions):
@@ -134,8 +138,9 @@ class RenderOptions:
         return f"RenderOptions({args})"
 
 
-_DEFAULTS: dict[str, Any] = {"wait_until": "load", "wait_for": None, "js_script": None, "viewport": DEFAULT_VIEWPORT,
-                             "load_images": False, "timeout_seconds": None, "screenshot": False}
+_DEFAULTS: dict[str, Any] = {"wait_until": "load", "wait_for": None, "js_script": None,
+                             "viewport": DEFAULT_VIEWPORT, "load_images": False, "timeout_seconds": None,
+                             "screenshot": False}
 
 
 def render_mode(value: Any, where: str) -> bool | str:

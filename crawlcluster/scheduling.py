@@ -130,7 +130,8 @@ def config(**options: Any) -> Callable[[Callable], Callable]:
     """
     unknown = set(options) - set(SCHEDULE_KEYS)
     if unknown:
-        raise ConfigurationError(f"@config got {', '.join(sorted(unknown))}; it takes {', '.join(SCHEDULE_KEYS)}")
+        raise ConfigurationError(f"@config got {', '.join(sorted(unknown))}; it takes "
+                                 f"{', '.join(SCHEDULE_KEYS)}")
 
     def decorate(method: Callable) -> Callable:
         setattr(method, CONFIG_ATTR, dict(options))
@@ -259,8 +260,8 @@ def check_project_settings(values: dict[str, Any]) -> dict[str, Any]:
                 checked[name] = None if value is None else kind(value)
         except (TypeError, ValueError):
             raise ConfigurationError(f"project setting {name}={value!r} must be a {kind.__name__}") from None
-        if isinstance(checked[name], (int, float)) and not isinstance(checked[name], bool) and checked[name] < 0 \
-                and name not in ("priority", "age"):
+        number = isinstance(checked[name], (int, float)) and not isinstance(checked[name], bool)
+        if number and checked[name] < 0 and name not in ("priority", "age"):
             raise ConfigurationError(f"project setting {name}={value!r} must not be negative")
     return checked
 

@@ -224,7 +224,8 @@ render_workers = Table(
 
 # States of hosts.robots_status. After robots_error_attempts failed fetches (error) in a
 # row a host is unreachable: its rows fail.
-ROBOTS_UNKNOWN, ROBOTS_FETCHING, ROBOTS_OK, ROBOTS_MISSING, ROBOTS_ERROR = "unknown", "fetching", "ok", "missing", "error"
+ROBOTS_UNKNOWN, ROBOTS_FETCHING, ROBOTS_OK = "unknown", "fetching", "ok"
+ROBOTS_MISSING, ROBOTS_ERROR = "missing", "error"
 ROBOTS_UNREACHABLE = "unreachable"
 
 # robots.txt per host, fetched once and shared by every project; Crawl-delay raises the

@@ -110,7 +110,8 @@ class Spider:
             try:
                 entry_port = allowed.port
             except ValueError:
-                raise ConfigurationError(f"allowed_domains entry {entry!r} of {type(self).__name__} has a bad port") from None
+                raise ConfigurationError(
+                    f"allowed_domains entry {entry!r} of {type(self).__name__} has a bad port") from None
             if entry_port and entry_port != port:
                 continue
             if host == domain or host.endswith("." + domain):

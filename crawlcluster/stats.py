@@ -35,7 +35,8 @@ PENDING_SAMPLE_ROWS = 1000
 POSTPONED_SAMPLE_ROWS = 1000
 
 
-def project_figures(conn: Connection, project: str, open_rows: int, now: float | None = None) -> dict[str, Any]:
+def project_figures(conn: Connection, project: str, open_rows: int,
+                    now: float | None = None) -> dict[str, Any]:
     """Windows (5 minutes, an hour, a day, all time), pages/s now, cost totals and an ETA.
 
     ``open_rows`` (pending + queued now) and the last five minutes' pace give the ETA; it is
@@ -56,7 +57,8 @@ def project_figures(conn: Connection, project: str, open_rows: int, now: float |
         "windows": windows,
         "pages_per_second": round(float(recent.done + recent.failed) / 60.0, 3),
         "pages_per_second_5m": round(pace, 3),
-        "eta_seconds": round(open_rows / pace, 1) if pace > 0 and open_rows else (0.0 if not open_rows else None),
+        "eta_seconds": (round(open_rows / pace, 1) if pace > 0 and open_rows
+                        else (0.0 if not open_rows else None)),
         "bytes": int(total.bytes),
         "fetch_seconds": round(float(total.fetch_seconds), 3),
         "browser_seconds": round(float(total.browser_seconds), 3),
@@ -69,7 +71,8 @@ def host_figures(conn: Connection, project: str) -> list[dict[str, Any]]:
     """All-time cost per host of a project, most bytes first."""
     rows = stat_rows.sums(conn, project, by_host=True)
     figures = [{"host": r.host, "fetches": int(r.fetched), "done": int(r.done), "failed": int(r.failed),
-                "retries": int(r.retried), "bytes": int(r.bytes), "fetch_seconds": round(float(r.fetch_seconds), 3),
+                "retries": int(r.retried), "bytes": int(r.bytes),
+                "fetch_seconds": round(float(r.fetch_seconds), 3),
                 "browser_seconds": round(float(r.browser_seconds), 3)} for r in rows]
     return sorted(figures, key=lambda f: -f["bytes"])
 
@@ -163,7 +166,8 @@ def _render_wait(conn: Connection, project: str, now: float) -> str | None:
     auto_hosts: set[str] = set()
     if any(mode == "auto" for mode, _, _ in modes):
         auto_hosts = render.remembered_render_hosts(conn, project)
-    waiting = [queued_at for mode, host, queued_at in modes if mode is True or (mode == "auto" and host in auto_hosts)]
+    waiting = [queued_at for mode, host, queued_at in modes
+               if mode is True or (mode == "auto" and host in auto_hosts)]
     if not waiting:
         return None
     last_report = render.last_render_report(conn)
@@ -195,10 +199,12 @@ def waiting_reasons(conn: Connection, project: dict[str, Any], counts: dict[str,
         reasons.append(scheduler_message)
     more = "+" if due.get("later_capped") else ""
     if due.get("retries_waiting"):
-        reasons.append(f"{due['retries_waiting']:,}{more} {'retry' if due['retries_waiting'] == 1 else 'retries'} "
+        reasons.append(f"{due['retries_waiting']:,}{more} "
+                       f"{'retry' if due['retries_waiting'] == 1 else 'retries'} "
                        f"due in {clock(due['next_retry_at'] - now)}")
     if due.get("later_waiting"):
-        reasons.append(f"{due['later_waiting']:,}{more} {'row' if due['later_waiting'] == 1 else 'rows'} due in "
+        reasons.append(f"{due['later_waiting']:,}{more} "
+                       f"{'row' if due['later_waiting'] == 1 else 'rows'} due in "
                        f"{clock(due['next_later_at'] - now)}")
     if counts["pending"]:
         reasons.extend(_postponed_hosts(conn, name, now))

@@ -23,7 +23,8 @@ def target_of(url: str) -> str:
 def load_rows(database_url: str, project: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     engine = create_engine(database_url)
     with engine.connect() as conn:
-        tasks = [dict(r._mapping) for r in conn.execute(select(crawl_tasks).where(crawl_tasks.c.project == project))]
+        rows = conn.execute(select(crawl_tasks).where(crawl_tasks.c.project == project))
+        tasks = [dict(r._mapping) for r in rows]
         items = [dict(r._mapping) for r in conn.execute(select(results).where(results.c.project == project))]
     engine.dispose()
     return tasks, items

@@ -13,8 +13,8 @@ class TreeSpider(Spider):
 
     def parse(self, response):
         heading = response.css_first("h1")
-        yield {"url": response.url, "title": response.title, "h1": heading.text() if heading is not None else None,
-               "rendered": response.rendered}
+        yield {"url": response.url, "title": response.title,
+               "h1": heading.text() if heading is not None else None, "rendered": response.rendered}
         for url in response.links():
             yield Request(url)
 
@@ -46,5 +46,5 @@ class OptionsSpider(Spider):
 
     def parse(self, response):
         late = response.css_first("#late")
-        yield {"url": response.url, "title": response.title, "late": late.text() if late is not None else None,
-               "js_result": response.js_result}
+        yield {"url": response.url, "title": response.title,
+               "late": late.text() if late is not None else None, "js_result": response.js_result}

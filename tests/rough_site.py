@@ -42,7 +42,8 @@ STALL_BODY_BYTES = 5000
 
 def _html(title: str, links: list[str]) -> bytes:
     anchors = "".join(f'<a href="{href}">{href}</a>\n' for href in links)
-    return f"<html><head><title>{title}</title></head><body><h1>{title}</h1>\n{anchors}</body></html>".encode()
+    return (f"<html><head><title>{title}</title></head>"
+            f"<body><h1>{title}</h1>\n{anchors}</body></html>").encode()
 
 
 class _Server:

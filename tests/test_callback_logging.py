@@ -52,7 +52,8 @@ def test_the_log_holds_one_traceback_per_kind_and_window_a_few_lines_then_a_coun
     caplog.set_level(logging.WARNING, logger="workers.parser")
     for n in range(6):
         outcome = _failure(spider, "parse_page", n)
-        log.report("p", f"http://127.0.0.1/page/{n}", "RaisingSpider.parse_page", outcome.error, outcome.exception)
+        log.report("p", f"http://127.0.0.1/page/{n}", "RaisingSpider.parse_page", outcome.error,
+                   outcome.exception)
     other = _failure(spider, "parse_other", 99)
     log.report("p", "http://127.0.0.1/page/99", "RaisingSpider.parse_other", other.error, other.exception)
 
@@ -73,11 +74,13 @@ def test_the_log_holds_one_traceback_per_kind_and_window_a_few_lines_then_a_coun
     log.report("p", "http://127.0.0.1/page/7", "RaisingSpider.parse_page", outcome.error, outcome.exception)
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [
         "project p, callback RaisingSpider.parse_page", "callback failed"]
-    assert "3 more failures like the one below were not logged in the last 60s" in caplog.records[0].getMessage()
+    assert "3 more failures like the one below were not logged in the last 60s" in \
+        caplog.records[0].getMessage()
     assert caplog.records[1].exc_info
 
 
-def test_a_parse_worker_logs_callback_exceptions_with_project_url_callback_and_traceback(site, processes, pg) -> None:
+def test_a_parse_worker_logs_callback_exceptions_with_project_url_callback_and_traceback(
+        site, processes, pg) -> None:
     processes.env["CRAWLCLUSTER_CALLBACK_ERROR_LOG_LINES"] = "3"
     processes.env["CRAWLCLUSTER_CALLBACK_ERROR_LOG_SECONDS"] = "3600"  # one window for the whole test
     processes.env["CRAWLCLUSTER_AUTO_PAUSE_FAILURES"] = "0"  # every page fails on purpose
@@ -102,7 +105,8 @@ def test_a_parse_worker_logs_callback_exceptions_with_project_url_callback_and_t
     assert log.count("Traceback (most recent call last)") == 2, log[-4000:]
     assert len(page_lines) == 1 + 3 and len(other_lines) == 1 + 3, warnings
     for line in page_lines:
-        assert re.search(rf"project logged, url {re.escape(site.url)}/page/\d+, callback RaisingSpider\.parse_page: "
+        assert re.search(rf"project logged, url {re.escape(site.url)}/page/\d+, callback "
+                         r"RaisingSpider\.parse_page: "
                          r"RaisingSpider\.parse_page raised AttributeError", line), line
     assert "'NoneType' object has no attribute 'text'" in log
     assert "ValueError: invalid literal for int() with base 10: 'Page 4" in log

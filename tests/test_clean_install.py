@@ -80,12 +80,15 @@ def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     started = time.monotonic()
     made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True,
                           timeout=120)
-    assert made.returncode == 0, f"python -m venv failed (on Debian: apt-get install python3-venv):\n{made.stderr}"
+    assert made.returncode == 0, \
+        f"python -m venv failed (on Debian: apt-get install python3-venv):\n{made.stderr}"
     # pip's own settings (index, cache) stay; nothing of this test's Python leaks in
-    pip_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "CRAWLCLUSTER_"))}
+    pip_env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("PYTHON", "VIRTUAL_ENV", "CRAWLCLUSTER_"))}
     done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source)],
                           capture_output=True, text=True, timeout=PIP_TIMEOUT_SECONDS, env=pip_env)
-    assert done.returncode == 0, f"pip install of a clean checkout failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, \
+        f"pip install of a clean checkout failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     print(f"clean venv built in {time.monotonic() - started:.1f}s")
     yield venv / "bin"
 
@@ -152,7 +155,8 @@ def venv_processes(clean_venv: Path, pg: str, redis_url: str, tmp_path: Path) ->
 def test_the_venv_imports_crawlcluster_from_its_own_site_packages(clean_venv: Path, tmp_path: Path) -> None:
     env = newcomer_env(clean_venv)
     done = subprocess.run([str(clean_venv / "python"), "-c",
-                           "import crawlcluster, kombu.transport.redis, celery; print(crawlcluster.__file__)"],
+                           "import crawlcluster, kombu.transport.redis, celery; "
+                           "print(crawlcluster.__file__)"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().startswith(str(clean_venv.parent / "lib")), done.stdout
@@ -210,7 +214,8 @@ def test_a_render_worker_without_the_render_extra_refuses_to_start_with_one_sent
     assert "pip install 'crawlcluster[render]'" in error and "-Q fetch,parse,store" in error, error
 
 
-def test_flower_and_the_metrics_exporter_answer_http_from_a_clean_install(venv_processes: VenvProcesses) -> None:
+def test_flower_and_the_metrics_exporter_answer_http_from_a_clean_install(
+        venv_processes: VenvProcesses) -> None:
     flower_port, metrics_port = free_port(), free_port()
     argv = [re.sub(r"^--port=\d+$", f"--port={flower_port}", arg) for arg in readme_flower_with_port()]
     assert f"--port={flower_port}" in argv, argv
@@ -238,6 +243,7 @@ def test_the_embedded_crawl_runs_from_a_clean_install_with_nothing_configured(cl
         hits = server.hits()
     items = [json.loads(line) for line in output.read_text().splitlines()]
     site = server.site
-    assert sorted(target_of(item["url"]) for item in items) == sorted(set(site.html_pages) | set(site.non_html))
+    assert sorted(target_of(item["url"]) for item in items) == \
+        sorted(set(site.html_pages) | set(site.non_html))
     assert {t for t in hits} == site.reachable() | {"/robots.txt"}
     assert all(n == 1 for n in hits.values()), hits

@@ -270,7 +270,8 @@ def test_kill_9_mid_crawl_leaves_every_stored_item_in_the_jsonl_file(gated, tmp_
                 stored = _done_items(db)
             except OperationalError:  # the schema is not created yet
                 return False
-            return len(stored) == FAST_PAGES + 2 and len(out.read_text(encoding="utf-8").splitlines()) == len(stored)
+            return (len(stored) == FAST_PAGES + 2
+                    and len(out.read_text(encoding="utf-8").splitlines()) == len(stored))
 
         _wait_for(all_stored_are_written, "the stored items to reach the output file")
         proc.kill()

@@ -54,7 +54,8 @@ def _command_table(help_text: str) -> list[tuple[str, str]]:
 def test_help_lists_the_same_commands_in_the_same_order_with_the_same_help() -> None:
     by_module = _help("-m", "crawlcluster.cli")
     assert _command_table(by_module) == list(COMMANDS)
-    assert "crawlcluster: a distributed web crawler on Celery, or one command on one machine." in " ".join(by_module.split())
+    assert "crawlcluster: a distributed web crawler on Celery, or one command on one machine." in \
+        " ".join(by_module.split())
 
 
 def test_the_console_script_target_is_the_same_command() -> None:

@@ -31,7 +31,8 @@ class EventRecorder:
 
     def _run(self) -> None:
         with self.app.connection() as connection:
-            self._receiver = self.app.events.Receiver(connection, handlers={"task-received": self._on_received})
+            self._receiver = self.app.events.Receiver(connection,
+                                                      handlers={"task-received": self._on_received})
             self._ready.set()
             # returns within a second of should_stop being set
             self._receiver.capture(limit=None, timeout=None, wakeup=False)
@@ -61,7 +62,8 @@ def _start_cluster(processes, fetch_name: str = "fetch") -> None:
     processes.beat()
 
 
-def test_cluster_crawl_fetches_every_page_once_and_each_queue_gets_only_its_stage(site, processes, events, pg):
+def test_cluster_crawl_fetches_every_page_once_and_each_queue_gets_only_its_stage(
+        site, processes, events, pg):
     _start_cluster(processes)
     crawl = crawlcluster.submit([site.url + "/"], project="site")
     stats = crawl.wait(timeout=240)
@@ -77,7 +79,8 @@ def test_cluster_crawl_fetches_every_page_once_and_each_queue_gets_only_its_stag
     assert set(events.received["fetch"]) == {"crawlcluster.fetch"}, dict(events.received)
     # the parse queue also carries the spider hooks (on_finished), which need the spider code
     assert "crawlcluster.parse" in events.received["parse"], dict(events.received)
-    assert set(events.received["parse"]) <= {"crawlcluster.parse", "crawlcluster.finished"}, dict(events.received)
+    assert set(events.received["parse"]) <= {"crawlcluster.parse", "crawlcluster.finished"}, \
+        dict(events.received)
     assert set(events.received["store"]) == {"crawlcluster.store"}, dict(events.received)
 
     # the scheduler notices the finished project

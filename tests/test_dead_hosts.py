@@ -91,9 +91,10 @@ def test_closing_the_fetcher_under_a_hanging_page_answers_the_thread_waiting_for
 
     def wait_for_waves() -> None:
         try:
-            outcome["waves"] = [[(r.entry["id"], r.error.kind if r.error else r.status) for r in wave] for wave in
-                                fetcher.fetch_waves([{"id": "/page/1", "url": rough.url + "/page/1"},
-                                                     {"id": "/hang", "url": rough.url + "/hang"}])]
+            waves = fetcher.fetch_waves([{"id": "/page/1", "url": rough.url + "/page/1"},
+                                         {"id": "/hang", "url": rough.url + "/hang"}])
+            outcome["waves"] = [[(r.entry["id"], r.error.kind if r.error else r.status) for r in wave]
+                                for wave in waves]
         except BaseException as exc:  # noqa: BLE001 - what the waiting thread got is the point
             outcome["error"] = exc
         outcome["ended_at"] = time.monotonic()
@@ -110,7 +111,8 @@ def test_closing_the_fetcher_under_a_hanging_page_answers_the_thread_waiting_for
     assert not waiter.is_alive(), "the thread waiting on the hanging page was left blocked"
     # either an error, or the hanging page's own failure: never a page that answered
     assert "error" in outcome or ("/hang", 200) not in [r for wave in outcome["waves"] for r in wave], outcome
-    assert float(outcome["ended_at"]) - closed_at < 15  # a bound of the close, far below the 60 s read timeout
+    # a bound of the close, far below the 60 s read timeout
+    assert float(outcome["ended_at"]) - closed_at < 15
 
 
 def test_a_host_whose_robots_txt_stays_unreachable_ends_its_rows_after_the_set_attempts(database, test_app):
@@ -160,13 +162,15 @@ def test_a_host_whose_robots_txt_stays_unreachable_ends_its_rows_after_the_set_a
             time.sleep(0.05)
         dispatcher.close()
         with engine.connect() as conn:
-            rows = {r.url: r for r in conn.execute(crawl_tasks.select().where(crawl_tasks.c.project == "dead"))}
+            rows = {r.url: r
+                    for r in conn.execute(crawl_tasks.select().where(crawl_tasks.c.project == "dead"))}
             host_rows = {r.host: r for r in conn.execute(hosts.select())}
             project = lifecycle.project_row(conn, "dead")
         for url in dead_urls:
             row = rows[url]
             assert (row.status, row.error_kind) == ("failed", "robots"), (url, row.status, row.error)
-            assert row.error.endswith("; nothing on this host was fetched") and "after 3 attempts" in row.error
+            assert row.error.endswith("; nothing on this host was fetched")
+            assert "after 3 attempts" in row.error
         assert "robots.txt of nosuch-host.invalid unreachable after 3 attempts (dns: cannot resolve" in \
             rows[DEAD_HOST_URL + "0"].error
         assert "(connect: connection refused" in rows[refused_url + "/0"].error
@@ -206,7 +210,8 @@ def assert_rough_outcomes(rough: RoughSite, tasks: list[dict], items: list[dict]
         row = by_url[rough.url + path]
         assert (row["status"], row["error_kind"]) == ("failed", "timeout"), (path, row["error"])
         assert hits[path] == 2  # timeouts are retried once by the quick policy
-    for url, cause in ((DEAD_HOST_URL, "dns: cannot resolve"), (rough.refused_url, "connect: connection refused"),
+    for url, cause in ((DEAD_HOST_URL, "dns: cannot resolve"),
+                       (rough.refused_url, "connect: connection refused"),
                        (rough.elsewhere_url, "HTTP 500")):
         row = by_url[url]
         assert (row["status"], row["error_kind"]) == ("failed", "robots"), (url, row["error"])
@@ -218,7 +223,8 @@ def assert_rough_outcomes(rough: RoughSite, tasks: list[dict], items: list[dict]
 def report_end(rough: RoughSite, ended_at: float, label: str) -> None:
     """How long after its last successful page the crawl ended (measured, not asserted)."""
     with rough.lock:
-        served = [t for t, s, p in rough.log if s == "main" and p not in ("/hang", "/stall", "/error/a", "/error/b")]
+        served = [t for t, s, p in rough.log
+                  if s == "main" and p not in ("/hang", "/stall", "/error/a", "/error/b")]
         first = min(t for t, s, _ in rough.log)
         hang = [t for t, s, p in rough.log if p == "/hang"]
     line = (f"{label}: ended {ended_at - max(served):.1f}s after the last successful page, "
@@ -232,7 +238,8 @@ def report_end(rough: RoughSite, ended_at: float, label: str) -> None:
 def test_the_one_command_crawl_of_the_rough_site_ends_by_itself_with_default_settings(rough, tmp_path):
     out = tmp_path / "items.jsonl"
     frontier_db = tmp_path / "frontier.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLCLUSTER_") or k.endswith("KEY_PREFIX")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CRAWLCLUSTER_") or k.endswith("KEY_PREFIX")}
     run = subprocess.run([*CLI, "crawl", *rough.start_urls(), "-o", str(out), "--db", str(frontier_db), "-q",
                           "--project", "rough"], capture_output=True, text=True, timeout=240, env=env)
     ended_at = time.monotonic()
@@ -258,7 +265,8 @@ def test_the_one_command_crawl_of_a_spider_that_raises_on_the_rough_site_ends_ke
         f"    start_urls = {rough.start_urls()!r}\n", encoding="utf-8")
     out = tmp_path / "items.jsonl"
     frontier_db = tmp_path / "frontier.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLCLUSTER_") or k.endswith("KEY_PREFIX")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CRAWLCLUSTER_") or k.endswith("KEY_PREFIX")}
     root = Path(__file__).resolve().parent.parent
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(root)])
     run = subprocess.run([*CLI, "crawl", "roughrun:RoughRun", "-o", str(out), "--db", str(frontier_db), "-q",
@@ -273,13 +281,16 @@ def test_the_one_command_crawl_of_a_spider_that_raises_on_the_rough_site_ends_ke
     # every item stored is in the file, once
     written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert sorted(i["url"] for i in written) == sorted(i["url"] for i in items)
-    assert len(written) == len(items) == sum(1 for t in tasks if t["status"] == "done" and t["callback"] == "parse"
+    assert len(written) == len(items) == sum(1 for t in tasks
+                                             if t["status"] == "done" and t["callback"] == "parse"
                                              and t["final_url"] is None)
     # the summary names the failures by kind, with reasons
     summary = run.stderr
-    assert f"callback {len(raised)}" in summary and "HTTP 500 2" in summary and "timeout 2" in summary, summary
+    assert f"callback {len(raised)}" in summary and "HTTP 500 2" in summary and "timeout 2" in summary, \
+        summary
     assert "robots" in summary and "first failures:" in summary
-    assert "raised ValueError" in summary or "ends in 7" in summary or "HTTP 500" in summary.split("first failures:")[1]
+    assert ("raised ValueError" in summary or "ends in 7" in summary
+            or "HTTP 500" in summary.split("first failures:")[1])
     assert "crawlcluster failures rough" in summary
     with rough.lock:
         last_success = max(t for t, s, p in rough.log
@@ -289,7 +300,8 @@ def test_the_one_command_crawl_of_a_spider_that_raises_on_the_rough_site_ends_ke
     report_end(rough, ended_at, "embedded spider")
 
 
-def test_the_rough_site_through_a_cluster_finishes_and_its_spider_failures_are_callback_rows(rough, processes, pg):
+def test_the_rough_site_through_a_cluster_finishes_and_its_spider_failures_are_callback_rows(
+        rough, processes, pg):
     processes.worker("fetch", "fetch")
     processes.worker("parse-store", "parse,store")
     processes.beat()
@@ -310,7 +322,8 @@ def test_the_rough_site_through_a_cluster_finishes_and_its_spider_failures_are_c
 
 def quiet_env(**values: str) -> dict[str, str]:
     """The environment of a one-command crawl: default settings but ``values``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLCLUSTER_") or k.endswith("KEY_PREFIX")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CRAWLCLUSTER_") or k.endswith("KEY_PREFIX")}
     return {**env, **{f"CRAWLCLUSTER_{k.upper()}": v for k, v in values.items()}}
 
 
@@ -334,8 +347,8 @@ def test_retry_failed_asks_a_dead_hosts_robots_txt_again_and_fetches_its_pages(t
         assert len(site.hits("/robots.txt")) == 2 and site.hits("/") == []
 
         healthy["now"] = True
-        retried = subprocess.run([*CLI, "retry", "dead", "--failed"], capture_output=True, text=True, check=False, timeout=60,
-                                 env={**env, "CRAWLCLUSTER_DATABASE_URL": f"sqlite:///{db}"})
+        retried = subprocess.run([*CLI, "retry", "dead", "--failed"], capture_output=True, text=True,
+                                 check=False, timeout=60, env={**env, "CRAWLCLUSTER_DATABASE_URL": f"sqlite:///{db}"})
         assert "dead: 1 failed URLs pending again" in retried.stderr, retried.stderr
         with get_engine(f"sqlite:///{db}").connect() as conn:
             host = conn.execute(hosts.select().where(hosts.c.host == url_host(site.url + "/"))).one()
@@ -359,7 +372,8 @@ def test_a_dead_hosts_rows_fail_even_when_it_is_never_held_unreachable(tmp_path)
     try:
         try:
             run = subprocess.run([*CLI, "crawl", site.url + "/", site.url + "/other", "--db", str(db), "-q",
-                                  "--project", "dead"], capture_output=True, text=True, check=False, timeout=60, env=env)
+                                  "--project", "dead"], capture_output=True, text=True, check=False,
+                                  timeout=60, env=env)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the crawl did not end; robots.txt fetched {len(site.hits('/robots.txt'))} times")
         assert "Traceback" not in run.stderr, run.stderr[-2000:]

@@ -249,7 +249,8 @@ def test_bfs_with_reference_normaliser_finds_exactly_the_ground_truth(server: Si
     assert set(statuses) == site.reachable()
     assert titles == site.html_pages
     assert {t for t, s in statuses.items() if s == 404} == site.not_found
-    assert {t for t, s in statuses.items() if s in (301, 302)} == set(site.redirect_chain) | set(site.redirect_loop)
+    assert {t for t, s in statuses.items() if s in (301, 302)} == \
+        set(site.redirect_chain) | set(site.redirect_loop)
     assert offsite == site.offsite_urls
     # the BFS fetched each target once, and nothing off the map
     assert server.hits() == collections.Counter({t: 1 for t in site.reachable()})
@@ -436,7 +437,8 @@ def _cli(args: list[str], cwd, **env: str):
 QUICK_RETRIES = {"CRAWLCLUSTER_RETRIES": "2", "CRAWLCLUSTER_RETRY_DELAYS": "0.5"}
 
 
-def test_a_crawl_of_the_retry_traps_retries_the_flaky_page_to_success_and_ends_the_broken_one(tmp_path) -> None:
+def test_a_crawl_of_the_retry_traps_retries_the_flaky_page_to_success_and_ends_the_broken_one(
+        tmp_path) -> None:
     from tests.outcomes import load_rows, target_of
 
     trapped = DemoSite(pages=20, traps=True, retry_traps=True, slow_seconds=1)
@@ -465,5 +467,6 @@ def test_the_demo_command_crawls_the_retry_traps_without_a_traceback(tmp_path) -
     done = _cli(["demo", "--pages", "20", "-o", "demo.jsonl", "-q"], tmp_path, **QUICK_RETRIES)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "ConnectionResetError" not in done.stderr, done.stderr
-    urls = {urlsplit(json.loads(line)["url"]).path for line in (tmp_path / "demo.jsonl").read_text().splitlines()}
+    urls = {urlsplit(json.loads(line)["url"]).path
+            for line in (tmp_path / "demo.jsonl").read_text().splitlines()}
     assert {"/flaky", "/slow", "/page/19"} <= urls and "/broken" not in urls

@@ -45,7 +45,8 @@ def _celery_subcommand(argv: list[str]) -> tuple[str, dict[str, Any]]:
     from crawlcluster.app import app
 
     ctx = celery.make_context("celery", list(argv[1:]))
-    assert ctx.params["app"] == "crawlcluster", f"{shlex.join(argv)}: must run the crawlcluster app (-A crawlcluster)"
+    assert ctx.params["app"] == "crawlcluster", \
+        f"{shlex.join(argv)}: must run the crawlcluster app (-A crawlcluster)"
     ctx.obj = CLIContext(app=app, no_color=True, workdir=None, quiet=True)
     with warnings.catch_warnings():  # click 8.2 deprecates protected_args; 9.0 folds it into args
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -63,7 +64,8 @@ def check_command(argv: list[str], role: str | None, where: str) -> None:
     if program == "crawlcluster":
         from crawlcluster.cli import main
 
-        assert argv[1] in main.commands, f"{where}: {argv[1]!r} is not a crawlcluster command ({sorted(main.commands)})"
+        assert argv[1] in main.commands, \
+            f"{where}: {argv[1]!r} is not a crawlcluster command ({sorted(main.commands)})"
         assert role in (None, *HELPERS, argv[1]), f"{where}: role {role!r} runs `{shlex.join(argv)}`"
         return
     assert program == "celery", f"{where}: `{shlex.join(argv)}` runs neither celery nor crawlcluster"

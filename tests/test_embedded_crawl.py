@@ -32,7 +32,8 @@ def test_cli_crawl_max_pages_bounds_the_frontier_and_the_fetches(site, tmp_path:
     out = tmp_path / "items.csv"
     frontier = tmp_path / "frontier.db"
     run = subprocess.run([*CLI, "crawl", site.url + "/", "-o", str(out), "--db", str(frontier), "-q",
-                          "--max-pages", "25", "--project", "small"], capture_output=True, text=True, timeout=300)
+                          "--max-pages", "25", "--project", "small"], capture_output=True, text=True,
+                          timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     tasks, items = load_rows(f"sqlite:///{frontier}", "small")
     pages = [t for t in tasks if t["callback"] != "__robots__"]
@@ -85,8 +86,10 @@ def test_cli_set_changes_a_running_projects_settings_and_rejects_unknown_ones(pg
 
         row = project_row(conn, "tuned")
     assert (row["rate"], row["burst"], row["settings"]["per_host_delay"]) == (5.0, 10.0, 0.5)
-    bad = subprocess.run([*CLI, "set", "tuned", "speed=9"], capture_output=True, text=True, timeout=60, env=env)
-    assert bad.returncode == 1 and "unknown project setting 'speed'" in bad.stderr and "Traceback" not in bad.stderr
+    bad = subprocess.run([*CLI, "set", "tuned", "speed=9"], capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert bad.returncode == 1 and "unknown project setting 'speed'" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_cli_submit_takes_retries_and_retry_delays_into_the_projects_rows(pg, tmp_path: Path):
@@ -108,8 +111,8 @@ def test_cli_submit_takes_retries_and_retry_delays_into_the_projects_rows(pg, tm
         retries_left = conn.execute(select(crawl_tasks.c.retries_left)
                                     .where(crawl_tasks.c.project == "retrying")).scalar_one()
     assert (settings["retries"], settings["retry_delays"], retries_left) == (1, [2.0, 5.0], 1)
-    bad = subprocess.run([*CLI, "submit", "http://site.invalid/", "--retry-delay", "soon"], capture_output=True,
-                         text=True, timeout=60, env=env)
+    bad = subprocess.run([*CLI, "submit", "http://site.invalid/", "--retry-delay", "soon"],
+                         capture_output=True, text=True, timeout=60, env=env)
     assert bad.returncode == 2 and "comma-separated" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -146,7 +149,8 @@ def test_after_a_page_hung_past_the_stop_a_later_crawl_in_the_same_process_runs(
         first.release()
         with get_engine().connect() as conn:  # the pooled connection, back in ordinary mode
             assert conn.connection.driver_connection.isolation_level is not None
-        second = run_embedded([site.url + "/other"], project="later", database_path=str(tmp_path / "later.db"),
+        second = run_embedded([site.url + "/other"], project="later",
+                              database_path=str(tmp_path / "later.db"),
                               output=str(tmp_path / "later.jsonl"), progress=False, timeout_seconds=60,
                               settings={"obey_robots": False})
         assert second.interrupted is None and second.pages["done"] == 2 and second.exported == 2

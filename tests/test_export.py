@@ -42,7 +42,8 @@ def _insert_results(database_url: str, rows: int, project: str = PROJECT, chunk:
                 item = json.dumps({"url": url, "title": f"Page {n}", "n": n, "text": text,
                                    "out_links": [f"http://export.test/page/{n + 1}"]})
                 # COPY text format: tab-separated, backslashes escaped
-                buf.write(f"{project[:8]}{n:024x}\t0\t{project}\t{url}\t{item.replace(chr(92), chr(92) * 2)}\t{now}\t{now}\n")
+                escaped = item.replace(chr(92), chr(92) * 2)
+                buf.write(f"{project[:8]}{n:024x}\t0\t{project}\t{url}\t{escaped}\t{now}\t{now}\n")
             buf.seek(0)
             cur.copy_expert(
                 "COPY results (task_id, item_index, project, url, item, created_at, updated_at) FROM STDIN",

@@ -66,7 +66,7 @@ def test_failures_are_listed_by_kind_and_retry_failed_refetches_them_on_a_cluste
     assert stats["failed"] == 2 and stats["status"] == "finished"
     assert crawl.failure_counts() == {"HTTP 404": 1, "HTTP 500": 1}
     (five,) = crawl.failures(kind="5xx")
-    assert five["url"] == scripted.url + "/flaky" and five["kind"] == "HTTP 500" and five["status_code"] == 500
+    assert (five["url"], five["kind"], five["status_code"]) == (scripted.url + "/flaky", "HTTP 500", 500)
 
     listing = cli(cluster.env, "failures", "flaky")
     assert listing.returncode == 0, listing.stderr
@@ -75,7 +75,8 @@ def test_failures_are_listed_by_kind_and_retry_failed_refetches_them_on_a_cluste
     assert "retry flaky --failed" in listing.stdout
     as_json = [json.loads(line) for line in cli(cluster.env, "failures", "flaky", "--kind", "404", "--json")
                .stdout.splitlines()]
-    assert [(r["url"], r["kind"], r["status_code"]) for r in as_json] == [(scripted.url + "/gone", "HTTP 404", 404)]
+    assert [(r["url"], r["kind"], r["status_code"]) for r in as_json] == [
+        (scripted.url + "/gone", "HTTP 404", 404)]
 
     healthy["now"] = True
     retried = cli(cluster.env, "retry", "flaky", "--failed", "--kind", "5xx")

@@ -19,7 +19,8 @@ import pytest
 from workers.fetcher import Fetcher, FetchResult
 
 LIMIT = 200_000
-HTML = "<!doctype html><html><head><title>Caf\u00e9</title></head><body><a href='/x'>x</a></body></html>".encode()
+HTML = ("<!doctype html><html><head><title>Caf\u00e9</title></head>"
+        "<body><a href='/x'>x</a></body></html>").encode()
 PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\n\x00\x01\x02\xff trailer\n%%EOF\n"
 BROKEN_HTML = b"<html><body>caf\xe9 \xff\xfe\x80\x00 \xed\xa0\x80 ok</body></html>"
 BIG = b"a" * 1_000_000
@@ -62,7 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._route()
 
-    def _send(self, status: int, body: bytes, content_type: str = "text/html; charset=utf-8", **headers: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str = "text/html; charset=utf-8",
+              **headers: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -91,7 +93,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         if "id" in query:
             with state.lock:
-                state.requests[query["id"][0]] = {"method": self.command, "headers": self.headers, "body": body}
+                state.requests[query["id"][0]] = {"method": self.command, "headers": self.headers,
+                                                  "body": body}
         if path == "/page":
             self._send(200, HTML, ETag='"v1"', X_Not_Kept="1")
         elif path == "/set-cookie":
@@ -238,7 +241,8 @@ def test_html_page_returns_status_exact_body_and_only_kept_headers(fetcher: Fetc
 
 def test_user_agent_and_per_request_headers_and_cookies_reach_the_server(
         fetcher: Fetcher, base: str, server: _Server) -> None:
-    result = fetch_one(fetcher, f"{base}/page?id=headers", headers={"X-Project": "demo", "Accept-Language": "fr"},
+    result = fetch_one(fetcher, f"{base}/page?id=headers",
+                       headers={"X-Project": "demo", "Accept-Language": "fr"},
                        cookies={"session": "abc123", "lang": "fr"})
     assert result.ok, result.error
     seen = server.state.requests["headers"]
@@ -249,7 +253,8 @@ def test_user_agent_and_per_request_headers_and_cookies_reach_the_server(
     assert seen["headers"]["Cookie"] == "session=abc123; lang=fr"
 
 
-def test_post_sends_its_method_and_exact_body_to_the_server(fetcher: Fetcher, base: str, server: _Server) -> None:
+def test_post_sends_its_method_and_exact_body_to_the_server(fetcher: Fetcher, base: str,
+                                                            server: _Server) -> None:
     payload = b"q=crawl&page=2&raw=\x00\xff"
     result = fetch_one(fetcher, f"{base}/page?id=post", method="POST", body=payload,
                        headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -342,14 +347,16 @@ def test_body_over_the_limit_with_content_length_is_body_too_large_and_kept_nowh
 
 
 @pytest.mark.parametrize("path", ["/big-chunked", "/big-close"])
-def test_body_over_the_limit_without_content_length_is_body_too_large(fetcher: Fetcher, base: str, path: str) -> None:
+def test_body_over_the_limit_without_content_length_is_body_too_large(fetcher: Fetcher, base: str,
+                                                                      path: str) -> None:
     url = base + path
     result = fetch_one(fetcher, url)
     _assert_error(result, {"body_too_large"}, url)
     assert "CRAWLCLUSTER_MAX_BODY_BYTES" in str(result.error)
 
 
-def test_gzip_bomb_is_body_too_large_without_inflating_memory(fetcher: Fetcher, base: str, server: _Server) -> None:
+def test_gzip_bomb_is_body_too_large_without_inflating_memory(fetcher: Fetcher, base: str,
+                                                              server: _Server) -> None:
     assert len(server.state.bomb) < 200_000  # 50 MB of zeros, small on the wire
     url = f"{base}/bomb"
     before = _peak_rss_kb(reset=True)
@@ -380,7 +387,8 @@ def test_invalid_gzip_data_is_a_decode_error(fetcher: Fetcher, base: str) -> Non
     _assert_error(fetch_one(fetcher, url), {"decode"}, url)
 
 
-def test_unsupported_content_encoding_is_a_decode_error_naming_the_encoding(fetcher: Fetcher, base: str) -> None:
+def test_unsupported_content_encoding_is_a_decode_error_naming_the_encoding(fetcher: Fetcher,
+                                                                            base: str) -> None:
     url = f"{base}/br"
     result = fetch_one(fetcher, url)
     _assert_error(result, {"decode"}, url)
@@ -390,7 +398,8 @@ def test_unsupported_content_encoding_is_a_decode_error_naming_the_encoding(fetc
 # -- HTTP errors and misbehaving servers -----------------------------------------------
 
 @pytest.mark.parametrize("code", [404, 503])
-def test_error_status_is_an_http_error_carrying_the_status_code(fetcher: Fetcher, base: str, code: int) -> None:
+def test_error_status_is_an_http_error_carrying_the_status_code(fetcher: Fetcher, base: str,
+                                                                code: int) -> None:
     result = fetch_one(fetcher, f"{base}/status/{code}")
     assert result.error is not None and result.error.kind == "http"
     assert result.status == code and result.error.status_code == code

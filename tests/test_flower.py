@@ -31,7 +31,8 @@ def get(url: str, auth: tuple[str, str] | None = AUTH, timeout: float = 10) -> t
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read()
-            return response.status, (json.loads(body) if "json" in response.headers.get("Content-Type", "") else body)
+            is_json = "json" in response.headers.get("Content-Type", "")
+            return response.status, (json.loads(body) if is_json else body)
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
 
@@ -55,7 +56,8 @@ def queues_of(worker: dict[str, Any]) -> list[str]:
     return sorted(q["name"] for q in worker.get("active_queues") or [])
 
 
-def test_flower_shows_workers_per_queue_and_task_urls_during_a_live_crawl_behind_basic_auth(site, processes, pg):
+def test_flower_shows_workers_per_queue_and_task_urls_during_a_live_crawl_behind_basic_auth(
+        site, processes, pg):
     processes.env["CRAWLCLUSTER_FLOWER_AUTH"] = f"{AUTH[0]}:{AUTH[1]}"
     processes.env["CRAWLCLUSTER_FETCH_BATCH_SIZE"] = "4"  # more, smaller tasks: a longer live crawl
     for role in ("fetch", "parse", "store"):

@@ -26,14 +26,17 @@ from workers.store import store_pages
 def make_project(conn, name: str, status: str = "running", **extra) -> None:
     now = time.time()
     conn.execute(projects.insert().values(name=name, spider="crawlcluster.spider:LinkSpider", status=status,
-                                          settings={}, tasks_created=0, created_at=now, updated_at=now, **extra))
+                                          settings={}, tasks_created=0, created_at=now, updated_at=now,
+                                          **extra))
 
 
-def make_row(project: str, url: str, *, priority: int = 0, due: float | None = None, status: str = "pending") -> dict:
+def make_row(project: str, url: str, *, priority: int = 0, due: float | None = None,
+             status: str = "pending") -> dict:
     now = time.time()
     return {"task_id": task_id(project, url), "project": project, "url": url, "host": url_host(url),
-            "status": status, "priority": priority, "depth": 0, "callback": "parse", "fetch": None, "data": None,
-            "retries_left": 0, "next_run_at": now if due is None else due, "created_at": now, "updated_at": now}
+            "status": status, "priority": priority, "depth": 0, "callback": "parse", "fetch": None,
+            "data": None, "retries_left": 0, "next_run_at": now if due is None else due, "created_at": now,
+            "updated_at": now}
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -108,7 +111,8 @@ def test_max_pages_budget_is_never_exceeded_and_duplicates_do_not_spend_it(datab
     with engine.begin() as conn:
         make_project(conn, "p", max_pages=10)
     with engine.begin() as conn:
-        assert tasks.insert_tasks(conn, "p", [make_row("p", f"http://h/{i}") for i in range(6)], max_pages=10) == 6
+        rows = [make_row("p", f"http://h/{i}") for i in range(6)]
+        assert tasks.insert_tasks(conn, "p", rows, max_pages=10) == 6
     with engine.begin() as conn:
         batch = [make_row("p", f"http://h/{i}") for i in range(3, 12)]  # 3 known, 6 new
         assert tasks.insert_tasks(conn, "p", batch, max_pages=10) == 4
@@ -174,7 +178,8 @@ def test_tick_publishes_running_projects_in_batches_and_leaves_paused_ones(pg, t
     messages = fetch_messages(test_app)
     assert [len(m["tasks"]) for m in messages] == [4, 4, 2]
     assert {m["project"] for m in messages} == {"run"}
-    assert sorted(t["url"] for m in messages for t in m["tasks"]) == sorted(f"http://h/{i}" for i in range(10))
+    assert sorted(t["url"] for m in messages for t in m["tasks"]) == \
+        sorted(f"http://h/{i}" for i in range(10))
     with engine.connect() as conn:
         assert count_by_status(conn, "held")["pending"] == 5
         assert count_by_status(conn, "run")["queued"] == 10
@@ -260,7 +265,8 @@ def test_storing_a_page_twice_leaves_its_items_once_and_replaces_them(database):
 
 
 def test_pause_resume_and_cancel_change_what_the_scheduler_may_dispatch(pg, test_app):
-    crawl = crawlcluster.submit(["http://site.invalid/a", "http://site.invalid/b"], project="steer", database_url=pg)
+    crawl = crawlcluster.submit(["http://site.invalid/a", "http://site.invalid/b"], project="steer",
+                                database_url=pg)
     crawl.pause()
     dispatcher = dispatcher_for(test_app, pg)
     dispatcher.tick()
@@ -313,7 +319,8 @@ def test_a_host_limit_holds_between_recounts_of_the_queued_rows(pg, test_app, mo
         dispatcher.tick()
     dispatcher.flush()
     with engine.connect() as conn:
-        queued = dict(conn.execute(select(crawl_tasks.c.host, func.count()).where(crawl_tasks.c.status == "queued")
+        queued = dict(conn.execute(select(crawl_tasks.c.host, func.count())
+                                   .where(crawl_tasks.c.status == "queued")
                                    .group_by(crawl_tasks.c.host)).all())
     assert queued == {"one.test": 3, "two.test": 3}
     # the pages are fetched: after a recount the hosts take three more each
@@ -389,7 +396,8 @@ def test_claims_committed_by_the_thread_never_overlap_and_each_row_is_sent_once(
         if pending() == 0:
             break
     dispatcher.flush()
-    sent = [task["id"] for message in raw_fetch_messages(test_app) for task in message.decode()[0][0]["tasks"]]
+    sent = [task["id"] for message in raw_fetch_messages(test_app)
+            for task in message.decode()[0][0]["tasks"]]
     assert len(sent) == len(set(sent)) == 95
     with engine.connect() as conn:
         assert count_by_status(conn, "p")["queued"] == 95

@@ -50,7 +50,8 @@ def test_initdb_on_a_missing_database_says_how_to_create_it_and_the_command_work
     assert done.returncode == 1
     assert "Traceback" not in done.stderr, done.stderr
     (message,) = [line for line in done.stderr.splitlines() if line.strip()]
-    assert message.startswith(f"Error: the database '{name}' does not exist on the Postgres server at 127.0.0.1:5432")
+    assert message.startswith(f"Error: the database '{name}' does not exist "
+                              "on the Postgres server at 127.0.0.1:5432")
     assert f'CREATE DATABASE "{name}";' in message
     createdb = re.search(r"`(createdb [^`]+)`", message)
     assert createdb, message
@@ -72,6 +73,7 @@ def test_initdb_on_a_server_that_does_not_answer_is_one_sentence(tmp_path: Path)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr and "sqlalche.me" not in done.stderr, done.stderr
     (message,) = [line for line in done.stderr.splitlines() if line.strip()]
-    assert message.startswith(f"Error: cannot connect to the database postgresql+psycopg2://postgres@127.0.0.1:{port}/"
+    assert message.startswith("Error: cannot connect to the database "
+                              f"postgresql+psycopg2://postgres@127.0.0.1:{port}/"
                               "crawlcluster (CRAWLCLUSTER_DATABASE_URL): ")
     assert "Connection refused" in message

@@ -1,4 +1,5 @@
-"""The floor plan holds: no import circle among the cluster's modules, and bench/ needs nothing from tests/."""
+"""The floor plan holds: no import circle among the cluster's modules, and bench/ needs nothing
+from tests/."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def _import_graph() -> dict[str, set[str]]:
                if "migrations" not in path.parts}
     # the package crawlcluster re-exports the public API from its modules; a module that
     # imports a name from the package is not a circle through its own file
-    return {name: {target for target in _imported_names(path) if target in modules and target not in (name, *PACKAGES)}
+    return {name: {target for target in _imported_names(path)
+                   if target in modules and target not in (name, *PACKAGES)}
             for name, path in modules.items()}
 
 
@@ -75,8 +77,10 @@ def test_the_circle_finder_finds_a_circle() -> None:
 
 def test_bench_imports_nothing_from_tests() -> None:
     for path in (ROOT / "bench").rglob("*.py"):
-        offending = sorted(name for name in _imported_names(path) if name == "tests" or name.startswith("tests."))
-        assert not offending, f"{path.relative_to(ROOT)} imports {offending}; shared helpers belong in crawlcluster/devtools/"
+        offending = sorted(name for name in _imported_names(path)
+                           if name == "tests" or name.startswith("tests."))
+        assert not offending, \
+            f"{path.relative_to(ROOT)} imports {offending}; shared helpers belong in crawlcluster/devtools/"
 
 
 # what the database layer may not reach, even through another module: the spider API
@@ -104,13 +108,15 @@ def test_the_database_layer_imports_neither_request_nor_spider() -> None:
     for module in layer:
         reached = _reached_from(graph, module)
         offending = sorted(name for name in reached
-                           if any(name == bad or name.startswith(bad + ".") for bad in DATABASE_LAYER_MUST_NOT_REACH))
+                           if any(name == bad or name.startswith(bad + ".")
+                                  for bad in DATABASE_LAYER_MUST_NOT_REACH))
         assert not offending, f"{module} imports {offending} (directly or through another module)"
 
 
 # where SQL may be written: the database layer, the engines and the upsert helper, the
 # tables, the migrations
-SQL_HOMES = ("crawlcluster/database/", "crawlcluster/db.py", "crawlcluster/schema.py", "crawlcluster/migrations/")
+SQL_HOMES = ("crawlcluster/database/", "crawlcluster/db.py", "crawlcluster/schema.py",
+             "crawlcluster/migrations/")
 # sqlalchemy's types and errors may be named anywhere (a function that takes a Connection,
 # a command that catches OperationalError); nothing else of sqlalchemy
 SQLALCHEMY_ALLOWED = ("sqlalchemy.engine", "sqlalchemy.exc")
@@ -128,8 +134,10 @@ def _sql_outside_the_database_layer(path: Path) -> list[str]:
                 found.append(f"line {node.lineno}: from {node.module} import ...")
         elif isinstance(node, ast.Import):
             found.extend(f"line {node.lineno}: import {alias.name}" for alias in node.names
-                         if alias.name.split(".")[0] == "sqlalchemy" and alias.name not in SQLALCHEMY_ALLOWED)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in EXECUTING:
+                         if alias.name.split(".")[0] == "sqlalchemy"
+                         and alias.name not in SQLALCHEMY_ALLOWED)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr in EXECUTING):
             found.append(f"line {node.lineno}: .{node.func.attr}(")
     return found
 

@@ -65,7 +65,8 @@ def test_pause_stops_dispatch_and_resume_finishes_the_crawl(cluster, scripted):
 def test_a_failure_run_auto_pauses_then_a_successful_trial_resumes(cluster, scripted):
     healthy = {"now": False}
     for i in range(20):
-        scripted.route(f"/s/{i}", lambda n, _h, i=i: page(f"S{i}") if healthy["now"] else (500, {}, b"broken"))
+        scripted.route(f"/s/{i}",
+                       lambda n, _h, i=i: page(f"S{i}") if healthy["now"] else (500, {}, b"broken"))
     crawl = crawlcluster.submit([f"{scripted.url}/s/{i}" for i in range(20)], project="autopause",
                                 settings={"retries": 0, "per_host_concurrency": 1})
     assert poll(lambda: crawl.stats()["status"] == "paused", timeout=30)
@@ -85,7 +86,8 @@ def test_on_finished_runs_once_when_the_crawl_finishes(cluster, scripted, tmp_pa
     marker = tmp_path / "finished.txt"
     scripted.route("/only", lambda n, _h: page("Only"))
     crawl = crawlcluster.submit("tests.spiders:FinishSpider", project="hooks",
-                                spider_kwargs={"start_urls": [scripted.url + "/only"], "marker_path": str(marker)})
+                                spider_kwargs={"start_urls": [scripted.url + "/only"],
+                                               "marker_path": str(marker)})
     crawl.wait(timeout=60)
     assert poll(lambda: marker.exists(), timeout=20)
     time.sleep(2)
@@ -95,7 +97,8 @@ def test_on_finished_runs_once_when_the_crawl_finishes(cluster, scripted, tmp_pa
 
 def test_every_timer_fires_on_schedule_without_refetching_urls_whose_age_has_not_passed(cluster, scripted):
     scripted.route("/news", lambda n, _h: page(f"News {n}"))
-    crawl = crawlcluster.submit("tests.spiders:EverySpider", project="every", spider_kwargs={"base_url": scripted.url})
+    crawl = crawlcluster.submit("tests.spiders:EverySpider", project="every",
+                                spider_kwargs={"base_url": scripted.url})
     time.sleep(7)
     hits = page_times(scripted, "/news")
     fired = cluster.log("all").count("crawlcluster.periodic")
@@ -122,7 +125,8 @@ def test_a_deleted_project_loses_its_rows_and_results_after_the_delete_time(clus
 
     def counts():
         with engine.connect() as conn:
-            return tuple(conn.execute(select(func.count()).select_from(t).where(t.c.project == "todelete")).scalar_one()
+            return tuple(conn.execute(select(func.count()).select_from(t)
+                                      .where(t.c.project == "todelete")).scalar_one()
                          for t in (crawl_tasks, results)) + (
                 conn.execute(select(func.count()).where(projects.c.name == "todelete")).scalar_one(),)
 

@@ -74,9 +74,11 @@ def test_a_redirect_carries_its_target_and_no_body() -> None:
 def test_a_rendered_page_is_a_fetched_page_with_the_browsers_extras() -> None:
     entry: FetchEntry = {"id": "t2", "url": "http://e.test/js"}
     page = page_message(entry, 200, {"content-type": "text/html"}, b"tiny", seconds=1.5, wire_bytes=4,
-                        rendered=True, final_url="http://e.test/js#/home", js_result=[1], screenshot_bytes=900)
-    assert page == {"id": "t2", "url": "http://e.test/js", "code": 200, "rendered": True, "browser_seconds": 1.5,
-                    "headers": {"content-type": "text/html"}, "body": b"tiny", "z": False, "wire_bytes": 4,
+                        rendered=True, final_url="http://e.test/js#/home", js_result=[1],
+                        screenshot_bytes=900)
+    assert page == {"id": "t2", "url": "http://e.test/js", "code": 200, "rendered": True,
+                    "browser_seconds": 1.5, "headers": {"content-type": "text/html"}, "body": b"tiny",
+                    "z": False, "wire_bytes": 4,
                     "final_url": "http://e.test/js#/home", "js_result": [1], "screenshot": 900}
     same_url = page_message(entry, 200, {}, b"", seconds=1, wire_bytes=0, rendered=True,
                             final_url="http://e.test/js")
@@ -92,8 +94,8 @@ def test_a_failure_says_its_kind_and_whether_to_retry_and_keeps_its_callback() -
         "retry_after": 30.0, "cb": "parse_item"}
     rendered = failure_message({"id": "t2", "url": "u"}, FetchError("u", "crash", "the browser crashed"),
                                seconds=2, retry=False, rendered=True)
-    assert rendered == {"id": "t2", "url": "u", "status": "failed", "code": None, "error": "the browser crashed",
-                        "kind": "crash", "browser_seconds": 2}
+    assert rendered == {"id": "t2", "url": "u", "status": "failed", "code": None,
+                        "error": "the browser crashed", "kind": "crash", "browser_seconds": 2}
 
 
 def test_a_304_is_an_outcome_that_keeps_the_items() -> None:
@@ -134,12 +136,15 @@ def test_store_records_robots_txt_in_the_hosts_table_and_apart_from_the_spiders_
     crawlcluster.submit(["http://a.test/"], project="r", database_url=sqlite_url)
     engine = get_engine(sqlite_url)
     [robots] = robots_outcomes([robots_page("http://a.test/robots.txt")])[0]
-    page: Outcome = {"id": task_id("r", "http://a.test/"), "url": "http://a.test/", "status": "done", "code": 200}
+    page: Outcome = {"id": task_id("r", "http://a.test/"), "url": "http://a.test/", "status": "done",
+                     "code": 200}
     with engine.begin() as conn:
         recorded, rest = record_robots_outcomes(conn, "r", [page, robots], now=1000.0)
         assert rest == [page]
-        assert recorded == [{"id": robots["id"], "url": "http://a.test/robots.txt", "status": "done", "code": 200}]
-        host = conn.execute(select(hosts.c.robots_status, hosts.c.robots_body).where(hosts.c.host == "a.test")).one()
+        assert recorded == [{"id": robots["id"], "url": "http://a.test/robots.txt", "status": "done",
+                             "code": 200}]
+        host = conn.execute(select(hosts.c.robots_status, hosts.c.robots_body)
+                            .where(hosts.c.host == "a.test")).one()
     assert tuple(host) == ("ok", "User-agent: *\nDisallow: /private\n")
 
 

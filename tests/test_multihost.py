@@ -42,7 +42,8 @@ SITE_PORT = 8080
 def _pg_bin(name: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]))
     if not found:
-        pytest.fail(f"no PostgreSQL server binaries ({name}); run `bash deploy/local/services.sh`", pytrace=False)
+        pytest.fail(f"no PostgreSQL server binaries ({name}); run `bash deploy/local/services.sh`",
+                    pytrace=False)
     return found[-1]
 
 
@@ -109,8 +110,9 @@ class Master:
                 "-c", f"listen_addresses={MASTER}", "-c", "port=5432",
                 "-c", f"unix_socket_directories={self.data_dir}", "-c", "max_connections=200",
                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                "-c", "tcp_keepalives_idle=2", "-c", "tcp_keepalives_interval=1", "-c", "tcp_keepalives_count=3",
-                "-c", "tcp_user_timeout=5000"], stdout=log, stderr=subprocess.STDOUT, cwd="/")
+                "-c", "tcp_keepalives_idle=2", "-c", "tcp_keepalives_interval=1",
+                "-c", "tcp_keepalives_count=3", "-c", "tcp_user_timeout=5000"],
+                stdout=log, stderr=subprocess.STDOUT, cwd="/")
         _wait("postgres on the master host", lambda: self.net.run(
             "master", [_pg_bin("pg_isready"), "-h", MASTER, "-p", "5432", "-q"]).returncode == 0, 30)
         created = self.net.run("master", [_pg_bin("psql"), "-h", MASTER, "-U", "postgres", "-c",
@@ -174,7 +176,8 @@ def hosts(tmp_path: Path) -> Iterator[tuple[VirtualNetwork, Master, HostCluster,
             master.start()
             with net.entered("site"):  # the listening sockets live on the site host
                 # one site per crawl: robots.txt is fetched once per host, across projects
-                servers = [DemoSite(pages=300, traps=True).serve(HOSTS["site"], SITE_PORT + n) for n in range(2)]
+                servers = [DemoSite(pages=300, traps=True).serve(HOSTS["site"], SITE_PORT + n)
+                           for n in range(2)]
             env = dict(os.environ)
             env.update({
                 "CRAWLCLUSTER_BROKER_URL": BROKER_URL,
@@ -253,7 +256,8 @@ def test_two_worker_hosts_crawl_once_and_one_host_cut_off_mid_crawl_loses_nothin
     cluster.beat("beat2-master")
     site = second_site
     crawl = client.submit(site.url + "/", "cut")
-    _wait("40 pages done before the cut", lambda: client.stats(crawl)["done"] >= 40, timeout=90, interval=0.05)
+    _wait("40 pages done before the cut", lambda: client.stats(crawl)["done"] >= 40, timeout=90,
+          interval=0.05)
     # cut w1 off while it holds work: those messages are lost with it
     held_at_cut: list[int] = []
     _wait("w1 holding a task", lambda: held_at_cut.append(_in_hand(cluster, "w1")) or held_at_cut[-1] > 0,
@@ -271,7 +275,8 @@ def test_two_worker_hosts_crawl_once_and_one_host_cut_off_mid_crawl_loses_nothin
     assert_site_crawled(site, tasks, items, exactly_once=False)
     assert stats["done"] + stats["failed"] == len(tasks)
     for role in ("fetch", "parse", "store"):
-        assert _received(cluster, f"{role}-w2", offsets[f"{role}-w2"]) > 0, f"{role}-w2 did nothing after the cut"
+        assert _received(cluster, f"{role}-w2", offsets[f"{role}-w2"]) > 0, \
+            f"{role}-w2 did nothing after the cut"
     refetched = sum(n - 1 for n in site.hits().values() if n > 1)
     print(f"\nmulti-host: first crawl {first_seconds:.1f}s (with start-up), cut-off crawl finished "
           f"{recovery_seconds:.1f}s after the cut, {refetched} pages fetched again; "

@@ -76,7 +76,8 @@ def test_per_host_in_flight_limit_holds_across_two_fetch_workers(cluster, make_s
 
 def test_robots_crawl_delay_raises_the_host_delay(cluster, make_site):
     site = make_site()
-    site.route("/robots.txt", lambda n, _h: (200, {"Content-Type": "text/plain"}, b"User-agent: *\nCrawl-delay: 1\n"))
+    site.route("/robots.txt",
+               lambda n, _h: (200, {"Content-Type": "text/plain"}, b"User-agent: *\nCrawl-delay: 1\n"))
     crawlcluster.submit(urls(site, 5), project="crawldelay").wait(timeout=90)
     times = [t for t, _ in page_hits(site)]
     assert len(times) == 5
@@ -137,8 +138,8 @@ def test_in_queue_limit_keeps_at_most_n_queued_and_loses_nothing(cluster, make_s
         nonlocal most
         with engine.connect() as conn:
             while not stop.is_set():
-                queued = conn.execute(select(func.count()).where(crawl_tasks.c.project == "queue",
-                                                                 crawl_tasks.c.status == "queued")).scalar_one()
+                queued = conn.execute(select(func.count()).where(
+                    crawl_tasks.c.project == "queue", crawl_tasks.c.status == "queued")).scalar_one()
                 most = max(most, queued)
                 conn.commit()
                 time.sleep(0.01)

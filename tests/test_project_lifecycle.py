@@ -85,7 +85,8 @@ def test_another_spider_is_refused_naming_both_unless_it_is_meant_to_replace(pg,
     assert run.returncode == 1 and "--replace-spider" in run.stderr and "Traceback" not in run.stderr
     (project,) = [p for p in crawlcluster.list_projects() if p["name"] == "mine"]
     assert project["spider"] == TITLES
-    replaced = cli(env, "submit", "tests.project_spiders:OtherSpider", "--project", "mine", "--replace-spider")
+    replaced = cli(env, "submit", "tests.project_spiders:OtherSpider", "--project", "mine",
+                   "--replace-spider")
     assert replaced.returncode == 0, replaced.stderr
     (project,) = [p for p in crawlcluster.list_projects() if p["name"] == "mine"]
     assert project["spider"] == "tests.project_spiders:OtherSpider"
@@ -155,7 +156,8 @@ def test_eta_counts_a_retry_due_in_an_hour_and_a_paused_project_has_none(process
     scripted.route("/later", lambda n, _h: (503, {}, b"busy"))
     crawl = crawlcluster.submit([scripted.url + "/later", scripted.url + "/a"], project="an-hour-away",
                                 max_depth=0, settings={"retries": 2, "retry_delays": "3600"})
-    assert poll(lambda: crawl.stats(figures=False)["done"] == 2 and crawl.stats(figures=False)["pending"] == 1)
+    assert poll(lambda: crawl.stats(figures=False)["done"] == 2
+                and crawl.stats(figures=False)["pending"] == 1)
     stats = crawl.stats()
     assert stats["eta_seconds"] >= 3500
     assert stats["next_due_at"] >= time.time() + 3500
@@ -178,7 +180,8 @@ def test_eta_counts_a_retry_due_in_an_hour_and_a_paused_project_has_none(process
     text = console.export_text()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
     assert "canc" in text and "paused" in text and "finished" in text
-    rows = [line.split() for line in text.splitlines() if line.startswith(("an-hour-away ", "a-much-longer-"))]
+    rows = [line.split() for line in text.splitlines()
+            if line.startswith(("an-hour-away ", "a-much-longer-"))]
     assert [(row[1], row[-1]) for row in rows] == [("paused", "-"), ("finished", "-")]  # no ETA for either
 
     status = cli({**cluster.env, "COLUMNS": "80"}, "status")
@@ -202,7 +205,8 @@ def test_waiting_names_a_postponed_host_and_rows_no_render_worker_takes(processe
         robots_down = crawlcluster.submit([down.url + "/x"], project="robots-down")
         host = url_host(down.url + "/x")
         expected = f"host {host} postponed: robots.txt unreachable, next try in 0:"
-        assert poll(lambda: any(r.startswith(expected) for r in robots_down.stats()["waiting"]), timeout=30), \
+        assert poll(lambda: any(r.startswith(expected) for r in robots_down.stats()["waiting"]),
+                    timeout=30), \
             robots_down.stats()["waiting"]
         assert len(down.hits("/x")) == 0
     finally:

@@ -122,10 +122,12 @@ def test_auto_render_renders_only_pages_that_need_it_remembers_the_host_and_fetc
 
         # the static site is fetched once per page and never rendered
         assert static.hits("browser") == Counter()
-        assert {p: static.hits("http")[p] for p in static.page_paths()} == dict.fromkeys(static.page_paths(), 1)
+        assert {p: static.hits("http")[p] for p in static.page_paths()} == \
+            dict.fromkeys(static.page_paths(), 1)
         # every JS page is rendered once; only the first was fetched with httpx, the rest
         # went straight to render because the host was remembered
-        assert {p: js_site.hits("browser")[p] for p in js_site.page_paths()} == dict.fromkeys(js_site.page_paths(), 1)
+        assert {p: js_site.hits("browser")[p] for p in js_site.page_paths()} == \
+            dict.fromkeys(js_site.page_paths(), 1)
         assert {p: n for p, n in js_site.hits("http").items() if p in js_site.page_paths()} == {"/": 1}
         assert sum(w["pages_rendered"] for w in crawlcluster.render_stats()) == len(js_site.page_paths())
         assert crawl.render_hosts() == [host_of(js_site)]

@@ -68,7 +68,8 @@ def render_in_background(renderer: Renderer, entries: list[dict]) -> tuple[threa
     return thread, out
 
 
-def test_rendered_page_has_the_links_javascript_wrote_and_the_final_url_after_a_client_redirect(js_site, make_renderer):
+def test_rendered_page_has_the_links_javascript_wrote_and_the_final_url_after_a_client_redirect(
+        js_site, make_renderer):
     renderer = make_renderer()
     index, redirect = renderer.render_many([entry(js_site, "/"), entry(js_site, "/redirect")])
     assert index.ok and index.status == 200
@@ -103,7 +104,8 @@ def test_images_are_blocked_unless_load_images(js_site, make_renderer):
 
 def test_page_that_never_loads_is_a_timeout_and_the_browser_goes_on(js_site, make_renderer):
     renderer = make_renderer()
-    hang, page = renderer.render_many([entry(js_site, "/hang", timeout_seconds=1.5), entry(js_site, "/page/1")])
+    hang, page = renderer.render_many([entry(js_site, "/hang", timeout_seconds=1.5),
+                                       entry(js_site, "/page/1")])
     assert not hang.ok and hang.error.kind == "timeout"
     assert str(hang.error) == f"render timeout: {js_site.url}/hang did not reach 'load' within 1.5s"
     assert page.ok
@@ -118,7 +120,8 @@ def test_http_and_navigation_errors_are_readable(js_site, make_renderer):
         port = closed.getsockname()[1]  # nothing listens once it is closed
     missing, unreachable = renderer.render_many([
         entry(js_site, "/missing"), {"id": "x", "url": f"http://127.0.0.1:{port}/"}])
-    assert (missing.error.kind, missing.error.status_code, str(missing.error)) == ("http", 404, "HTTP 404 (rendered)")
+    assert (missing.error.kind, missing.error.status_code, str(missing.error)) == \
+        ("http", 404, "HTTP 404 (rendered)")
     assert unreachable.error.kind == "navigation" and "ERR_CONNECTION_REFUSED" in str(unreachable.error)
 
 
@@ -214,7 +217,8 @@ def test_missing_chromium_fails_the_page_with_a_sentence(js_site, make_renderer)
 
 def test_render_options_compare_by_value_and_travel_as_their_non_default_values():
     options = RenderOptions(wait_until="networkidle", wait_for="#app", viewport=(800, 600), screenshot=True)
-    assert options.to_dict() == {"wait_until": "networkidle", "wait_for": "#app", "viewport": [800, 600], "screenshot": True}
+    assert options.to_dict() == {"wait_until": "networkidle", "wait_for": "#app", "viewport": [800, 600],
+                                 "screenshot": True}
     assert RenderOptions.from_dict(options.to_dict()) == options
     assert RenderOptions().to_dict() == {}
     assert repr(RenderOptions(js_script="x" * 100)) == f"RenderOptions(js_script='{'x' * 37}...')"
@@ -224,7 +228,8 @@ def test_render_options_compare_by_value_and_travel_as_their_non_default_values(
 
 
 @pytest.mark.parametrize("bad, word", [
-    ({"wait_until": "idle"}, "wait_until"), ({"wait_for": True}, "wait_for"), ({"viewport": (0, 10)}, "viewport"),
+    ({"wait_until": "idle"}, "wait_until"), ({"wait_for": True}, "wait_for"),
+    ({"viewport": (0, 10)}, "viewport"),
     ({"timeout_seconds": 0}, "timeout_seconds"), ({"colour": 1}, "colour"),
 ])
 def test_bad_render_options_are_refused_by_name(bad, word):
@@ -247,16 +252,19 @@ def test_render_mode_is_checked_and_the_spider_default_fills_unset_requests():
 
 
 def _html(body: str) -> Response:
-    return Response("http://a.example/", 200, {"content-type": "text/html"}, f"<html><body>{body}</body></html>".encode())
+    return Response("http://a.example/", 200, {"content-type": "text/html"},
+                    f"<html><body>{body}</body></html>".encode())
 
 
 def test_default_needs_render_heuristic():
     spider = Spider()
     shell = '<div id="root"></div><script src="/app.js"></script>'
-    wall = "<noscript>You need to enable JavaScript to run this app.</noscript><p>" + "text " * 100 + "</p><script></script>"
+    wall = ("<noscript>You need to enable JavaScript to run this app.</noscript><p>" + "text " * 100
+            + "</p><script></script>")
     article = "<p>" + "A real article paragraph. " * 20 + "</p><script>track()</script>"
     assert spider.needs_render(_html(shell))
     assert spider.needs_render(_html(wall))
     assert not spider.needs_render(_html(article))
     assert not spider.needs_render(_html("<p>tiny page without scripts</p>"))
-    assert not spider.needs_render(Response("http://a.example/x.json", 200, {"content-type": "application/json"}, b"{}"))
+    assert not spider.needs_render(Response("http://a.example/x.json", 200,
+                                            {"content-type": "application/json"}, b"{}"))

@@ -20,7 +20,8 @@ DOC = b"""<!doctype html>
   <h1 class="head">Heading</h1>
   <ul><li class="item">one</li><li class="item">two</li><li class="item">three</li></ul>
   <a href="a.html">A</a> <a href="#top">fragment only</a> <a href="mailto:me@example.com">mail</a>
-  <a href="javascript:void(0)">js</a> <a href=" JavaScript:alert(1)">js upper</a> <a href="tel:+123456">phone</a>
+  <a href="javascript:void(0)">js</a> <a href=" JavaScript:alert(1)">js upper</a>
+  <a href="tel:+123456">phone</a>
   <a>no href</a> <a href="">empty href</a> <a href="/root?b=2&amp;a=1#frag">root</a>
   <a href="a.html#again">A again</a> <a href="HTTP://Other.ORG:80/x">other</a> <a href="ftp://files.example.com/f">ftp</a>
 </body></html>"""
@@ -158,7 +159,8 @@ def test_undeclared_utf8_is_decoded() -> None:
 
 
 def test_broken_html_still_yields_title_and_links() -> None:
-    broken = b"<html><head><title>Broken</title><body><div><a href='/one'>one<a href=/two>two<p><b>bold<table><tr><td>"
+    broken = (b"<html><head><title>Broken</title><body><div><a href='/one'>one<a href=/two>two"
+              b"<p><b>bold<table><tr><td>")
     page = html(broken)
     assert page.title == "Broken"
     assert page.links() == ["http://example.com/one", "http://example.com/two"]

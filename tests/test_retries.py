@@ -78,7 +78,8 @@ def test_retries_run_out_and_the_row_fails_with_its_status_code_and_error(cluste
 
 
 def test_429_retry_after_is_honoured_over_the_backoff_schedule(cluster, scripted, pg):
-    scripted.route("/busy", lambda n, _h: (429, {"Retry-After": "3"}, b"slow down") if n == 1 else page("Served"))
+    scripted.route("/busy",
+                   lambda n, _h: (429, {"Retry-After": "3"}, b"slow down") if n == 1 else page("Served"))
     crawl = crawlcluster.submit([scripted.url + "/busy"], project="busy")
     crawl.wait(timeout=60)
     hits = scripted.hits("/busy")
@@ -113,7 +114,8 @@ def test_an_expired_age_refetches_with_the_stored_etag_and_a_304_keeps_the_items
     def item(n, headers):
         if headers.get("if-none-match") == '"abc"':
             return 304, {"ETag": '"abc"'}, b""
-        return page("Tagged", extra_headers={"ETag": '"abc"', "Last-Modified": "Mon, 23 Nov 2026 10:00:00 GMT"})
+        return page("Tagged",
+                    extra_headers={"ETag": '"abc"', "Last-Modified": "Mon, 23 Nov 2026 10:00:00 GMT"})
 
     scripted.route("/tagged", item)
     kwargs = {"base_url": scripted.url, "paths": ["/tagged"], "request_age": 1}
@@ -143,7 +145,8 @@ def test_force_update_refetches_a_known_url_at_once(cluster, scripted, pg):
 
 def test_auto_recrawl_keeps_fetching_every_age_until_cancelled(cluster, scripted, pg):
     scripted.route("/tick", lambda n, _h: page(f"Tick {n}"))
-    crawl = crawlcluster.submit("tests.spiders:RecrawlSpider", project="ticks", spider_kwargs={"base_url": scripted.url})
+    crawl = crawlcluster.submit("tests.spiders:RecrawlSpider", project="ticks",
+                                spider_kwargs={"base_url": scripted.url})
     deadline = time.monotonic() + 30
     while len(scripted.hits("/tick")) < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -179,7 +182,8 @@ def test_explicit_retries_win_over_a_policy_named_at_the_same_or_a_less_specific
     schedule = scheduling.resolve(Request("http://h/", retries=5), None, RecurringSpider(), None)
     assert (schedule.retry_policy, schedule.retries, schedule.retry_delays[0]) == ("recurring", 5, 30.0)
     # a project's explicit delays beside its policy win over that policy's delays
-    schedule = scheduling.resolve(Request("http://h/"), None, None, {"retry_policy": "recurring", "retry_delays": [1]})
+    schedule = scheduling.resolve(Request("http://h/"), None, None,
+                                  {"retry_policy": "recurring", "retry_delays": [1]})
     assert (schedule.retries, schedule.retry_delays) == (3, [1.0])
     # the project's retries (this run's --retries) win over the spider's policy; its delays stay
     schedule = scheduling.resolve(Request("http://h/"), None, RecurringSpider(), {"retries": 9})
@@ -192,12 +196,14 @@ def test_the_projects_retry_options_win_over_the_spiders_as_scrapys_command_line
         retry_delays = (7.0,)
 
     # the run's settings over the spider's attributes and its named policy
-    schedule = scheduling.resolve(Request("http://h/"), None, FiveRetries(), {"retries": 0, "retry_delays": [1]})
+    schedule = scheduling.resolve(Request("http://h/"), None, FiveRetries(),
+                                  {"retries": 0, "retry_delays": [1]})
     assert (schedule.retries, schedule.retry_delays) == (0, [1.0])
     schedule = scheduling.resolve(Request("http://h/"), None, RecurringSpider(), {"retry_policy": "quick"})
     assert (schedule.retry_policy, schedule.retries, schedule.retry_delays) == ("quick", 2, [2.0, 10.0])
     # ... but not over a request's own value or a callback's @config (Scrapy's max_retry_times)
-    assert scheduling.resolve(Request("http://h/", retries=4), None, FiveRetries(), {"retries": 0}).retries == 4
+    assert scheduling.resolve(Request("http://h/", retries=4), None, FiveRetries(),
+                              {"retries": 0}).retries == 4
     configured = scheduling.config(retries=6)(lambda self, response: None)
     assert scheduling.resolve(Request("http://h/"), configured, FiveRetries(), {"retries": 0}).retries == 6
     # other options keep their order: the spider's priority over the project's
@@ -218,17 +224,20 @@ def test_crawl_retries_and_retry_delay_win_over_a_spider_naming_the_recurring_po
         "class RecurringRun(Spider):\n"
         "    retry_policy = 'recurring'\n"
         f"    start_urls = [{site.url + '/'!r}]\n", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLCLUSTER_") or k.endswith("KEY_PREFIX")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CRAWLCLUSTER_") or k.endswith("KEY_PREFIX")}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parent.parent)])
     db = tmp_path / "frontier.db"
     try:
         try:
-            run = subprocess.run([sys.executable, "-m", "crawlcluster.cli", "crawl", "recurringrun:RecurringRun",
-                                  "--retries", "1", "--retry-delay", "0.2", "--db", str(db), "-q", "--project", "rr"],
+            run = subprocess.run([sys.executable, "-m", "crawlcluster.cli", "crawl",
+                                  "recurringrun:RecurringRun", "--retries", "1", "--retry-delay", "0.2",
+                                  "--db", str(db), "-q", "--project", "rr"],
                                  capture_output=True, text=True, check=False, timeout=60, env=env,
                                  cwd=tmp_path)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"the crawl waited on the spider's recurring policy: {len(site.hits('/'))} tries so far")
+            pytest.fail(f"the crawl waited on the spider's recurring policy: "
+                        f"{len(site.hits('/'))} tries so far")
         assert "Traceback" not in run.stderr, run.stderr[-2000:]
         assert len(site.hits("/")) == 2 and gaps(site.hits("/"))[0] >= 0.2 - 0.05
         (failure,) = crawlcluster.Crawl("rr", database_url=f"sqlite:///{db}").failures()
@@ -270,7 +279,8 @@ def test_the_cluster_retry_settings_can_be_handed_in_and_rows_carry_only_what_di
 def test_auto_recrawl_rows_get_the_recurring_policy_unless_they_name_one():
     recrawled = scheduling.resolve(Request("http://h/", age=60, auto_recrawl=True), None, None, None)
     assert (recrawled.retry_policy, recrawled.retries) == ("recurring", 3)
-    named = scheduling.resolve(Request("http://h/", age=60, auto_recrawl=True, retry_policy="quick"), None, None, None)
+    named = scheduling.resolve(Request("http://h/", age=60, auto_recrawl=True, retry_policy="quick"),
+                               None, None, None)
     assert (named.retry_policy, named.retries) == ("quick", 2)
     once = scheduling.resolve(Request("http://h/", age=60), None, None, None)  # re-crawl when seen again only
     assert once.retry_policy == "quick"
@@ -371,8 +381,9 @@ def test_only_failures_that_say_the_site_is_in_trouble_count_toward_an_auto_paus
         return {"id": task_id("streak", url), "url": url, "status": "failed", "code": code, "kind": kind,
                 "error": f"{kind} {code or ''}"}
 
-    page_faults = [failed(urls[0], "http", 404), failed(urls[1], "http", 410), failed(urls[2], "callback", 200),
-                   failed(urls[3], "redirect"), failed(urls[4], "body_too_large", 200), failed(urls[5], "dns"),
+    page_faults = [failed(urls[0], "http", 404), failed(urls[1], "http", 410),
+                   failed(urls[2], "callback", 200), failed(urls[3], "redirect"),
+                   failed(urls[4], "body_too_large", 200), failed(urls[5], "dns"),
                    failed(urls[6], "decode", 200)] + [failed(u, "http", 404) for u in urls[7:20]]
     assert store_pages(engine, "streak", page_faults)["failed"] == 20
     with engine.connect() as conn:

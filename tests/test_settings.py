@@ -19,7 +19,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_every_setting_is_in_the_readme_settings_table():
     text = README.read_text(encoding="utf-8")
-    missing = [opt.env_name(name) for name, opt in settings.OPTIONS.items() if f"`{opt.env_name(name)}`" not in text]
+    missing = [opt.env_name(name) for name, opt in settings.OPTIONS.items()
+               if f"`{opt.env_name(name)}`" not in text]
     assert not missing, f"undocumented settings: {missing}"
 
 

@@ -41,7 +41,8 @@ def test_stats_metrics_and_status_match_a_crawl_of_known_size(processes, pg):
     assert host["fetches"] == page_fetches
 
     env = {**processes.env}
-    status = subprocess.run([*CLI, "status", "known", "--json"], capture_output=True, text=True, env=env, timeout=60)
+    status = subprocess.run([*CLI, "status", "known", "--json"], capture_output=True, text=True, env=env,
+                            timeout=60)
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["known"]["bytes"] == served_bytes
 
@@ -56,7 +57,8 @@ def test_stats_metrics_and_status_match_a_crawl_of_known_size(processes, pg):
                 break
             except OSError:
                 time.sleep(0.1)
-        assert body is not None, exporter.stderr.read1().decode() if exporter.poll() is not None else "no answer"
+        assert body is not None, \
+            exporter.stderr.read1().decode() if exporter.poll() is not None else "no answer"
     finally:
         exporter.terminate()
         exporter.wait(timeout=10)
@@ -103,16 +105,18 @@ def test_pages_leave_robots_rows_out_while_rows_count_them(sqlite_url):
     from crawlcluster.schema import crawl_tasks, projects
 
     now = time.time()
-    rows = [("http://a.test/robots.txt", "__robots__", "done"), ("http://b.test/robots.txt", "__robots__", "failed"),
+    rows = [("http://a.test/robots.txt", "__robots__", "done"),
+            ("http://b.test/robots.txt", "__robots__", "failed"),
             ("http://c.test/robots.txt", "__robots__", "pending"),
             ("http://a.test/", "parse", "done"), ("http://a.test/x", "parse", "done"),
             ("http://b.test/", "parse", "failed")]
     with get_engine(sqlite_url).begin() as conn:
-        conn.execute(insert(projects).values(name="split", spider="crawlcluster.spider:LinkSpider", status="running",
-                                             settings={}, tasks_created=len(rows), created_at=now, updated_at=now))
+        conn.execute(insert(projects).values(name="split", spider="crawlcluster.spider:LinkSpider",
+                                             status="running", settings={}, tasks_created=len(rows),
+                                             created_at=now, updated_at=now))
         conn.execute(insert(crawl_tasks), [
-            {"task_id": f"{n:032x}", "project": "split", "url": url, "host": url.split("/")[2], "status": status,
-             "callback": callback, "next_run_at": now, "created_at": now, "updated_at": now,
+            {"task_id": f"{n:032x}", "project": "split", "url": url, "host": url.split("/")[2],
+             "status": status, "callback": callback, "next_run_at": now, "created_at": now, "updated_at": now,
              "error": "robots.txt unreachable" if status == "failed" else None, "error_kind": None}
             for n, (url, callback, status) in enumerate(rows)])
     stats = Crawl("split", database_url=sqlite_url).stats()

@@ -17,7 +17,8 @@ def test_ruff_finds_nothing_in_the_checkout() -> None:
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", *CHECKED], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert "No module named ruff" not in done.stderr, "ruff is missing: pip install -e '.[test]'"
-    assert done.returncode == 0, f"ruff found problems (fix them, or `ruff check --fix`):\n{done.stdout[-5000:]}"
+    assert done.returncode == 0, \
+        f"ruff found problems (fix them, or `ruff check --fix`):\n{done.stdout[-5000:]}"
 
 
 def test_mypy_finds_nothing_in_the_package() -> None:

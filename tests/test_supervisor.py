@@ -136,11 +136,13 @@ def nodes(supervisor_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[Supe
         master.stop()
 
 
-def test_supervisor_nodes_crawl_and_a_worker_role_stopped_and_started_mid_crawl_loses_nothing(site, nodes, pg):
+def test_supervisor_nodes_crawl_and_a_worker_role_stopped_and_started_mid_crawl_loses_nothing(
+        site, nodes, pg):
     master, worker = nodes
     worker.start()
     master.start()
-    worker.wait_running({"worker:crawlcluster-fetch", "worker:crawlcluster-parse", "worker:crawlcluster-store"})
+    worker.wait_running({"worker:crawlcluster-fetch", "worker:crawlcluster-parse",
+                         "worker:crawlcluster-store"})
     master.wait_running({"master:crawlcluster-beat", "master:crawlcluster-flower"})
     for role in ("fetch", "parse", "store"):
         worker.wait_for_log(f"{role}.log", "ready.")

@@ -48,7 +48,8 @@ def split_for_render(engine: Engine, project: str, pages: list[Page]) -> tuple[l
         try:
             needed = bool(spider.needs_render(response))
         except Exception:  # noqa: BLE001 - a broken hook means "parse it as fetched"
-            logger.exception("%s.needs_render raised on %s; parsing the page as fetched", type(spider).__name__, page["url"])
+            logger.exception("%s.needs_render raised on %s; parsing the page as fetched",
+                             type(spider).__name__, page["url"])
             needed = False
         if needed:
             to_render.append(page_entry(page))

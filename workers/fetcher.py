@@ -87,7 +87,8 @@ class _BoundedDecoder:
             self._decompressor = zlib.decompressobj(zlib.MAX_WBITS)
             self._fallback_raw_deflate = True
         else:
-            raise FetchError(url, "decode", f"{url} sent Content-Encoding {encoding!r}, which crawlcluster does not decode")
+            raise FetchError(url, "decode",
+                             f"{url} sent Content-Encoding {encoding!r}, which crawlcluster does not decode")
 
     def _count(self, size: int, compressed: bool) -> None:
         self.total += size
@@ -112,7 +113,8 @@ class _BoundedDecoder:
                     self._decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
                     self._fallback_raw_deflate = False
                     continue
-                raise FetchError(self.url, "decode", f"body of {self.url} is not valid compressed data: {exc}") from None
+                raise FetchError(self.url, "decode",
+                                 f"body of {self.url} is not valid compressed data: {exc}") from None
             self._fallback_raw_deflate = False
             self._count(len(chunk), True)
             out.append(chunk)
@@ -254,7 +256,8 @@ class Fetcher:
             self._client = httpx.AsyncClient(
                 timeout=self.timeout,
                 follow_redirects=False,
-                limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
+                limits=httpx.Limits(max_connections=self.concurrency,
+                                    max_keepalive_connections=self.concurrency),
                 headers={"User-Agent": self.user_agent, "Accept-Encoding": "gzip, deflate"},
                 cookies=_no_cookie_jar(),
                 trust_env=False,
@@ -276,8 +279,9 @@ class Fetcher:
             except FetchError as exc:
                 result.error = exc
             except asyncio.TimeoutError:
-                result.error = FetchError(entry["url"], "timeout", f"{entry['url']} took longer than {self.total_timeout_seconds:g}s in total "
-                                                                  f"(fetch_timeout_seconds)")
+                result.error = FetchError(entry["url"], "timeout",
+                                          f"{entry['url']} took longer than "
+                                          f"{self.total_timeout_seconds:g}s in total (fetch_timeout_seconds)")
             except Exception as exc:  # noqa: BLE001 - no input may crash a worker
                 result.error = describe_http_error(entry["url"], exc)
         result.elapsed_seconds = time.monotonic() - started
@@ -312,7 +316,9 @@ class Fetcher:
             if response.status_code == 304:  # not modified since the stored ETag/Last-Modified
                 return
             if not 200 <= response.status_code < 300:
-                error = FetchError(url, "http", f"HTTP {response.status_code} {response.reason_phrase}".strip(), response.status_code)
+                error = FetchError(url, "http",
+                                   f"HTTP {response.status_code} {response.reason_phrase}".strip(),
+                                   response.status_code)
                 error.retry_after_seconds = parse_retry_after(response.headers.get("retry-after"))
                 raise error
             result.body, result.wire_bytes = await self._read_body(url, response)

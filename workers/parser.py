@@ -71,15 +71,18 @@ def run_callback(spider: Spider, callback_name: str, response: Response) -> Call
             elif isinstance(value, str):
                 outcome.requests.append(spider.with_defaults(Request(response.urljoin(value))))
             elif value is not None:
-                raise TypeError(f"callback {callback_name} yielded {type(value).__name__}; yield dicts (items) or Requests")
+                raise TypeError(f"callback {callback_name} yielded {type(value).__name__}; "
+                                "yield dicts (items) or Requests")
     except Exception as exc:  # noqa: BLE001 - a spider bug must end in a row state, not a crash
         frame = traceback.extract_tb(exc.__traceback__)[-1]
-        outcome = CallbackOutcome(error=f"{type(spider).__name__}.{callback_name} raised {type(exc).__name__}: {exc} "
+        outcome = CallbackOutcome(error=f"{type(spider).__name__}.{callback_name} raised "
+                                        f"{type(exc).__name__}: {exc} "
                                         f"({frame.filename}:{frame.lineno})", exception=exc)
     return outcome
 
 
-def filter_requests(spider: Spider, requests: Iterable[Request], depth: int, max_depth: int | None) -> tuple[list[tuple[str, Request]], int]:
+def filter_requests(spider: Spider, requests: Iterable[Request], depth: int,
+                    max_depth: int | None) -> tuple[list[tuple[str, Request]], int]:
     """The requests to add to the frontier as (normalised URL, request), and how many were dropped
     (invalid, off-site, or deeper than ``max_depth``)."""
     kept: list[tuple[str, Request]] = []
@@ -155,7 +158,8 @@ class CallbackErrorLog:
                  clock: Callable[[], float] = time.monotonic, max_kinds: int = 1000) -> None:
         own = settings.current()
         self.window_seconds = window_seconds if window_seconds is not None else own.callback_error_log_seconds
-        self.lines_per_window = lines_per_window if lines_per_window is not None else own.callback_error_log_lines
+        self.lines_per_window = (lines_per_window if lines_per_window is not None
+                                 else own.callback_error_log_lines)
         self.clock = clock
         self.max_kinds = max_kinds
         self._windows: OrderedDict[tuple[Any, ...], _FailureWindow] = OrderedDict()
@@ -187,8 +191,9 @@ class CallbackErrorLog:
                            "at most once per %gs)", project, url, callback, error, self.window_seconds)
             return
         if unlogged:
-            logger.warning("project %s, callback %s: %d more failures like the one below were not logged in the "
-                           "last %gs (their rows hold the errors)", project, callback, unlogged, self.window_seconds)
+            logger.warning("project %s, callback %s: %d more failures like the one below were not "
+                           "logged in the last %gs (their rows hold the errors)", project, callback,
+                           unlogged, self.window_seconds)
         logger.warning("callback failed: project %s, url %s, callback %s: %s", project, url, callback, error,
                        exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None)
 
@@ -212,7 +217,8 @@ def _redirect_outcome(context: ProjectContext, page: Page, now: float,
     try:
         target = normalize_url(page["redirect"])
     except InvalidURL as exc:
-        return {**outcome, "status": FAILED, "kind": "redirect", "error": f"redirect to an invalid URL: {exc}"}
+        return {**outcome,
+                "status": FAILED, "kind": "redirect", "error": f"redirect to an invalid URL: {exc}"}
     outcome["final_url"] = target
     if target in chain:
         loop = " -> ".join(chain + [target])

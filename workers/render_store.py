@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 def save_screenshots(engine: Engine, project: str, shots: Iterable[tuple[str, str, bytes]]) -> int:
     """Store ``(task id, url, png)`` shots, replacing an earlier shot of the same task."""
     now = time.time()
-    rows = [{"task_id": tid, "project": project, "url": url, "png": png, "created_at": now} for tid, url, png in shots]
+    rows = [{"task_id": tid, "project": project, "url": url, "png": png, "created_at": now}
+            for tid, url, png in shots]
     if not rows:
         return 0
     with engine.begin() as conn:
@@ -33,10 +34,11 @@ def save_screenshots(engine: Engine, project: str, shots: Iterable[tuple[str, st
 def record_render_worker(engine: Engine, hostname: str, stats: dict[str, Any], started_at: float) -> None:
     """Upsert this process's counters (``Renderer.stats()``) as one render_workers row."""
     now = time.time()
-    values = {key: stats[key] for key in ("browser_pid", "browsers_launched", "pages_rendered", "render_failures",
-                                          "recycles", "crashes", "hung_kills", "browser_pss_bytes", "browser_rss_bytes")}
+    keys = ("browser_pid", "browsers_launched", "pages_rendered", "render_failures", "recycles", "crashes",
+            "hung_kills", "browser_pss_bytes", "browser_rss_bytes")
+    values = {key: stats[key] for key in keys}
     values["updated_at"] = now
-    row = {"worker": f"{hostname}:{os.getpid()}", "hostname": hostname, "pid": os.getpid(), "started_at": started_at,
-           **values}
+    row = {"worker": f"{hostname}:{os.getpid()}", "hostname": hostname, "pid": os.getpid(),
+           "started_at": started_at, **values}
     with engine.begin() as conn:
         render.record_render_worker(conn, row, values)

@@ -77,7 +77,8 @@ def store_pages(engine: Engine, project: str, pages: list[Outcome]) -> dict[str,
         pages = spider_pages + robots
         # the database layer takes plain dicts (it knows no message types); it notes on a
         # failure why it was not retried, which the row's error then says
-        retried = schedule_retries(conn, cast("list[dict[str, Any]]", pages), scheduling.RetryRules.of_row, now=now)
+        retried = schedule_retries(conn, cast("list[dict[str, Any]]", pages), scheduling.RetryRules.of_row,
+                                   now=now)
         outcomes = [
             {"task_id": p["id"], "status": p["status"], "status_code": p.get("code"), "error": p.get("error"),
              "error_kind": p.get("kind"), "final_url": p.get("final_url"), "etag": p.get("etag"),

@@ -29,7 +29,8 @@ class PageCrawler:
     def parse(self, response: Response) -> Iterator[Any]:
         links = []
         if hasattr(response, "text"):  # HTML or text, not bytes
-            links = [link for link in self.links.extract_links(response) if urlsplit(link.url).hostname == self.host]
+            links = [link for link in self.links.extract_links(response)
+                     if urlsplit(link.url).hostname == self.host]
         now = time.time()  # wall clock: the harness compares it with the site's timestamps
         if not self.items:
             self.first_item_at = now

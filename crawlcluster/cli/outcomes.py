@@ -105,15 +105,16 @@ def failures(project: str, kind: str | None, limit: int, as_json: bool) -> None:
         fail(exc)
     if as_json:
         for row in rows:
-            click.echo(json.dumps({k: row[k] for k in ("url", "kind", "status_code", "error", "callback", "depth",
-                                                       "task_id")}, ensure_ascii=False))
+            fields = ("url", "kind", "status_code", "error", "callback", "depth", "task_id")
+            click.echo(json.dumps({k: row[k] for k in fields}, ensure_ascii=False))
         return
     out = Console(soft_wrap=False)
     total = sum(counts.values())
     if not total:
         out.print(f"{project}: no failed URLs")
         return
-    out.print(f"{project}: {total:,} failed: " + ", ".join(f"{label} {count:,}" for label, count in counts.items()))
+    out.print(f"{project}: {total:,} failed: "
+              + ", ".join(f"{label} {count:,}" for label, count in counts.items()))
     if not rows:
         out.print(f"none of kind {kind!r}")
         return
@@ -127,7 +128,8 @@ def failures(project: str, kind: str | None, limit: int, as_json: bool) -> None:
     out.print(table)
     if len(rows) == limit and (kind or total > limit):
         out.print(f"(first {limit}; --limit N shows more)")
-    out.print(f"`crawlcluster retry {project} --failed{' --kind ' + kind if kind else ''}` fetches them again")
+    out.print(f"`crawlcluster retry {project} --failed{' --kind ' + kind if kind else ''}` "
+              "fetches them again")
 
 
 @click.command()

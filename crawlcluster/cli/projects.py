@@ -137,8 +137,9 @@ def cancel(project: str) -> None:
 
     _steer(project, "cancel")
     cancelled = Crawl(project).stats(figures=False, waiting=False)["cancelled"]
-    console.print(f"{project}: cancelled; {cancelled:,} URLs cancelled, `crawlcluster resume {project}` fetches "
-                  "those this cancel stopped (not those a request's cancel=True cancelled)")
+    console.print(f"{project}: cancelled; {cancelled:,} URLs cancelled, "
+                  f"`crawlcluster resume {project}` fetches those this cancel stopped "
+                  "(not those a request's cancel=True cancelled)")
 
 
 @click.command("set")

@@ -46,7 +46,8 @@ DISPATCH_COLUMNS = (
 )
 
 
-def claim_due_tasks(conn: Connection, project: str, limit: int, deadline_seconds: float, now: float | None = None) -> list[dict[str, Any]]:
+def claim_due_tasks(conn: Connection, project: str, limit: int, deadline_seconds: float,
+                    now: float | None = None) -> list[dict[str, Any]]:
     """Claim up to ``limit`` due pending rows of ``project``, highest priority first, then
     oldest due, with no per-host limits; mark them queued with a deadline and return them."""
     return mark_queued(conn, due_candidates(conn, project, limit, now=now), deadline_seconds, now=now)
@@ -66,7 +67,8 @@ def due_candidates(conn: Connection, project: str, limit: int, skip_hosts: Itera
         columns.append(literal_column("ctid::text").label("_ctid"))
     stmt = (
         select(*columns)
-        .where(crawl_tasks.c.project == project, crawl_tasks.c.status == PENDING, crawl_tasks.c.next_run_at <= now)
+        .where(crawl_tasks.c.project == project, crawl_tasks.c.status == PENDING,
+               crawl_tasks.c.next_run_at <= now)
         .order_by(crawl_tasks.c.priority.desc(), crawl_tasks.c.next_run_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -110,7 +112,8 @@ def _dicts(result: Any) -> list[dict[str, Any]]:
     return [dict(zip(keys, row)) for row in result.fetchall()]
 
 
-def queue_row_now(conn: Connection, row: dict[str, Any], deadline_seconds: float, now: float | None = None) -> dict[str, Any]:
+def queue_row_now(conn: Connection, row: dict[str, Any], deadline_seconds: float,
+                  now: float | None = None) -> dict[str, Any]:
     """Insert (or re-open) ``row`` directly as queued and return it for publishing: the
     scheduler's own fetches (robots.txt) skip the pending stage."""
     now = time.time() if now is None else now
@@ -124,14 +127,16 @@ def queue_row_now(conn: Connection, row: dict[str, Any], deadline_seconds: float
     return dict(conn.execute(stmt).one()._mapping)
 
 
-def reclaim_stale_tasks(conn: Connection, limit: int, deadline_seconds: float, now: float | None = None) -> list[dict[str, Any]]:
+def reclaim_stale_tasks(conn: Connection, limit: int, deadline_seconds: float,
+                        now: float | None = None) -> list[dict[str, Any]]:
     """Rows queued past their deadline lost their message: give them a new deadline and
     return them to be sent again (of running projects only)."""
     now = time.time() if now is None else now
     running = select(projects.c.name).where(projects.c.status == RUNNING)
     stale = (
         select(crawl_tasks.c.task_id)
-        .where(crawl_tasks.c.status == QUEUED, crawl_tasks.c.deadline_at < now, crawl_tasks.c.project.in_(running))
+        .where(crawl_tasks.c.status == QUEUED, crawl_tasks.c.deadline_at < now,
+               crawl_tasks.c.project.in_(running))
         .limit(limit)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
@@ -171,7 +176,8 @@ def mark_fetched(conn: Connection, ids: list[str], now: float | None = None) -> 
     """The parse stage has these pages: their hosts' slots are free for the next requests."""
     if ids:
         now = time.time() if now is None else now
-        conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(sorted(ids)), crawl_tasks.c.status == QUEUED)
+        conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(sorted(ids)),
+                                               crawl_tasks.c.status == QUEUED)
                      .values(fetched_at=now))
 
 
@@ -180,7 +186,8 @@ def mark_disallowed(conn: Connection, ids: list[str], reason: str, now: float | 
     if not ids:
         return 0
     now = time.time() if now is None else now
-    result = conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids), crawl_tasks.c.status == PENDING)
+    result = conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids),
+                                                    crawl_tasks.c.status == PENDING)
                           .values(status=DISALLOWED, error=reason, updated_at=now))
     return result.rowcount
 
@@ -191,6 +198,7 @@ def mark_failed(conn: Connection, ids: list[str], kind: str, reason: str, now: f
     if not ids:
         return 0
     now = time.time() if now is None else now
-    result = conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids), crawl_tasks.c.status == PENDING)
+    result = conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids),
+                                                    crawl_tasks.c.status == PENDING)
                           .values(status=FAILED, error=reason, error_kind=kind, updated_at=now))
     return result.rowcount

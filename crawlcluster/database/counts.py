@@ -76,13 +76,15 @@ def page_counts(conn: Connection, project: str, rows: dict[str, int] | None = No
     :func:`count_by_status` when the caller has it already."""
     rows = count_by_status(conn, project) if rows is None else rows
     robots = robots_counts(conn, project)
-    return {"rows": rows, "pages": {state: rows[state] - robots[state] for state in TASK_STATES}, "robots": robots}
+    pages = {state: rows[state] - robots[state] for state in TASK_STATES}
+    return {"rows": rows, "pages": pages, "robots": robots}
 
 
 def has_open_tasks(conn: Connection, project: str) -> bool:
     """Whether any row of ``project`` is still pending or queued."""
     for status in (PENDING, QUEUED):
-        stmt = select(crawl_tasks.c.task_id).where(crawl_tasks.c.project == project, crawl_tasks.c.status == status)
+        stmt = select(crawl_tasks.c.task_id).where(crawl_tasks.c.project == project,
+                                                   crawl_tasks.c.status == status)
         if conn.execute(stmt.limit(1)).first() is not None:
             return True
     return False

@@ -46,11 +46,12 @@ def _failed_pages(project: str) -> list[Any]:
     return [crawl_tasks.c.project == project, crawl_tasks.c.status == FAILED, is_page()]
 
 
-def failed_rows(conn: Connection, project: str, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+def failed_rows(conn: Connection, project: str, kind: str | None = None,
+                limit: int | None = None) -> list[dict[str, Any]]:
     """``project``'s failed pages (oldest failure first), optionally of one kind."""
     stmt = (select(crawl_tasks.c.task_id, crawl_tasks.c.url, crawl_tasks.c.status_code, crawl_tasks.c.error,
-                   crawl_tasks.c.error_kind, crawl_tasks.c.callback, crawl_tasks.c.depth, crawl_tasks.c.fetched_at,
-                   crawl_tasks.c.updated_at)
+                   crawl_tasks.c.error_kind, crawl_tasks.c.callback, crawl_tasks.c.depth,
+                   crawl_tasks.c.fetched_at, crawl_tasks.c.updated_at)
             .where(*_failed_pages(project), *failure_filter(kind))
             .order_by(crawl_tasks.c.updated_at, crawl_tasks.c.task_id))
     if limit is not None:

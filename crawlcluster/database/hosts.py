@@ -55,7 +55,8 @@ def release_fetching(conn: Connection, now: float) -> int:
                         .values(robots_status=ROBOTS_UNKNOWN, updated_at=now)).rowcount
 
 
-def postponed_hosts(conn: Connection, names: Sequence[str], now: float, limit: int) -> list[tuple[str, str, float]]:
+def postponed_hosts(conn: Connection, names: Sequence[str], now: float,
+                    limit: int) -> list[tuple[str, str, float]]:
     """(host, robots state, blocked until) of at most ``limit`` hosts of ``names`` postponed
     past ``now``, the soonest released first (read by primary key, only for ``names``)."""
     rows = conn.execute(select(hosts.c.host, hosts.c.robots_status, hosts.c.blocked_until)

@@ -35,7 +35,8 @@ def _held(name: str, holder: str, token: int) -> Any:
 
 def extend(conn: Connection, name: str, holder: str, token: int, expires_at: float, now: float) -> bool:
     """Move the expiry of the lease ``holder`` holds with ``token``; False if it holds it no more."""
-    return conn.execute(_held(name, holder, token).values(expires_at=expires_at, updated_at=now)).rowcount == 1
+    return conn.execute(_held(name, holder, token).values(expires_at=expires_at,
+                                                          updated_at=now)).rowcount == 1
 
 
 def give_up(conn: Connection, name: str, holder: str, token: int) -> None:
@@ -45,5 +46,6 @@ def give_up(conn: Connection, name: str, holder: str, token: int) -> None:
 
 def lease_row(conn: Connection, name: str) -> Any:
     """The lease's holder, expires_at and updated_at (one primary-key lookup), or None."""
-    return conn.execute(select(scheduler_lease.c.holder, scheduler_lease.c.expires_at, scheduler_lease.c.updated_at)
+    return conn.execute(select(scheduler_lease.c.holder, scheduler_lease.c.expires_at,
+                               scheduler_lease.c.updated_at)
                         .where(scheduler_lease.c.name == name)).first()

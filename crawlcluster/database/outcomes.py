@@ -121,7 +121,8 @@ def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: f
         if status == DONE and status_code != 304:
             values.update(etag=etag, last_modified=last_modified)
         result = conn.execute(
-            update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids), crawl_tasks.c.status == QUEUED).values(**values)
+            update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids),
+                                      crawl_tasks.c.status == QUEUED).values(**values)
         )
         changed += result.rowcount
         if status == DONE:

@@ -216,11 +216,13 @@ def delete_due_projects(conn: Connection, batch_rows: int, now: float | None = N
     for name in due_for_deletion(conn, now):
         # results, then each half of the rows through its index (queued rows of a stopped
         # project are rows whose messages were lost)
-        steps = [(results, (results.c.project == name,))] + [(crawl_tasks, half) for half in project_rows(name)]
+        steps = [(results, (results.c.project == name,))]
+        steps += [(crawl_tasks, half) for half in project_rows(name)]
         for table, conditions in steps:
             chunk = select(table.c.task_id).where(*conditions).limit(batch_rows).scalar_subquery()
             conn.execute(table.delete().where(table.c.task_id.in_(chunk)))
-        if not any(conn.execute(select(table.c.task_id).where(*conditions).limit(1)).first() for table, conditions in steps):
+        if not any(conn.execute(select(table.c.task_id).where(*conditions).limit(1)).first()
+                   for table, conditions in steps):
             remove(conn, name)
             removed.append(name)
     return removed

@@ -27,7 +27,8 @@ def replace_items(conn: Connection, task_ids: Sequence[str], item_rows: list[dic
 
 def item_count(conn: Connection, project: str) -> int:
     """Items stored for ``project``."""
-    return conn.execute(select(func.count()).select_from(results).where(results.c.project == project)).scalar_one()
+    stmt = select(func.count()).select_from(results).where(results.c.project == project)
+    return conn.execute(stmt).scalar_one()
 
 
 def stream_items(conn: Connection, project: str, batch_size: int = 1000) -> Iterator[Any]:

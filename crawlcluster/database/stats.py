@@ -82,10 +82,12 @@ def project_totals(conn: Connection) -> list[tuple[str, int, int, int, int, floa
     """All-time (project, done, failed, retried, bytes, fetch seconds, browser seconds) of
     every project, for the Prometheus exporter."""
     names = ("done", "failed", "retried", "bytes", "fetch_seconds", "browser_seconds")
-    rows = conn.execute(select(crawl_stats.c.project, *[func.sum(getattr(crawl_stats.c, name)) for name in names])
+    rows = conn.execute(select(crawl_stats.c.project,
+                               *[func.sum(getattr(crawl_stats.c, name)) for name in names])
                         .group_by(crawl_stats.c.project)).all()
-    return [(project, int(done or 0), int(failed or 0), int(retried or 0), int(nbytes or 0), float(fetch_s or 0),
-             float(browser_s or 0)) for project, done, failed, retried, nbytes, fetch_s, browser_s in rows]
+    return [(project, int(done or 0), int(failed or 0), int(retried or 0), int(nbytes or 0),
+             float(fetch_s or 0), float(browser_s or 0))
+            for project, done, failed, retried, nbytes, fetch_s, browser_s in rows]
 
 
 def latency_histogram(conn: Connection) -> list[tuple[str, float, int]]:

@@ -57,7 +57,8 @@ def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]],
         reopen_failed_rows(conn, project, reopen_failed, task_ids=reopen,
                            now=min(row["updated_at"] for row in unique.values()))
     recrawl = [row for row in unique.values()
-               if not row.get("_cancel") and (row.get("_force") or row.get("itag") is not None or (row.get("age") or -1) >= 0)]
+               if not row.get("_cancel")
+               and (row.get("_force") or row.get("itag") is not None or (row.get("age") or -1) >= 0)]
     # in task-id order: two parse workers inserting overlapping links then take the index
     # entries' locks in the same order and cannot deadlock
     candidates = [{k: v for k, v in row.items() if not k.startswith("_")}
@@ -100,8 +101,8 @@ def _make_due_again(conn: Connection, rows: list[dict[str, Any]]) -> int:
             update(crawl_tasks).where(condition, finished).values(
                 status=PENDING, next_run_at=row["next_run_at"], itag=row.get("itag"), age=row.get("age"),
                 auto_recrawl=row.get("auto_recrawl", False),
-                retries_left=row["retries_left"], priority=row["priority"], error=None, error_kind=None, timeouts=0,
-                updated_at=now)
+                retries_left=row["retries_left"], priority=row["priority"], error=None, error_kind=None,
+                timeouts=0, updated_at=now)
         )
         changed += result.rowcount
     return changed
@@ -159,8 +160,9 @@ def reopen_failed_rows(conn: Connection, project: str, retry_rules: RetryRulesOf
             for retries, tids in by_retries.items():
                 reopened += conn.execute(
                     update(crawl_tasks).where(crawl_tasks.c.task_id.in_(tids), crawl_tasks.c.status == FAILED)
-                    .values(status=PENDING, next_run_at=now, retries_left=retries, error=None, error_kind=None,
-                            timeouts=0, queued_at=None, deadline_at=None, updated_at=now)).rowcount
+                    .values(status=PENDING, next_run_at=now, retries_left=retries, error=None,
+                            error_kind=None, timeouts=0, queued_at=None, deadline_at=None,
+                            updated_at=now)).rowcount
             host_rows.forget_robots_failures(conn, sorted({host for _tid, _options, host in found}), now)
             if len(found) < chunk_rows:
                 break

@@ -33,12 +33,14 @@ def claim_due_timers(conn: Connection, now: float | None = None) -> list[tuple[s
         .with_for_update(of=project_timers, skip_locked=True)
     ).all()
     for project, name in due:
-        conn.execute(update(project_timers).where(project_timers.c.project == project, project_timers.c.name == name)
+        conn.execute(update(project_timers).where(project_timers.c.project == project,
+                                                  project_timers.c.name == name)
                      .values(last_run_at=now))
     return [(project, name) for project, name in due]
 
 
-def set_timer(conn: Connection, project: str, name: str, interval_seconds: float, now: float | None = None) -> None:
+def set_timer(conn: Connection, project: str, name: str, interval_seconds: float,
+              now: float | None = None) -> None:
     """Create or change a timer; its first run is one interval from now."""
     now = time.time() if now is None else now
     values = {"project": project, "name": name, "interval_seconds": interval_seconds, "last_run_at": now,

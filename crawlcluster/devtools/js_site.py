@@ -113,12 +113,14 @@ class JsSite:
         if path == "/landing":
             return self._page("landing", "Landing", ["/"])
         if path == "/hang":
-            return "<html><head><title>hang</title><script src='/never.js'></script></head><body>never</body></html>"
+            return ("<html><head><title>hang</title><script src='/never.js'></script></head>"
+                    "<body>never</body></html>")
         if path == "/slow":
             self._stop.wait(self.slow_seconds)
             return self._page("slow", "Slow", ["/"])
         if path == "/with-image":
-            return "<html><head><title>image</title></head><body><img src='/pixel.png'><p>picture</p></body></html>"
+            return ("<html><head><title>image</title></head>"
+                    "<body><img src='/pixel.png'><p>picture</p></body></html>")
         return None
 
     def _serve(self, handler: http.server.BaseHTTPRequestHandler) -> None:

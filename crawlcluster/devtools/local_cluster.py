@@ -93,7 +93,8 @@ class LocalCluster:
             if needle in self.log(name):
                 return
             if self.procs[name].poll() is not None:
-                raise ProcessFailed(f"{name} exited with {self.procs[name].returncode}:\n{self.log(name)[-3000:]}")
+                raise ProcessFailed(
+                    f"{name} exited with {self.procs[name].returncode}:\n{self.log(name)[-3000:]}")
             time.sleep(0.2)
         raise ProcessFailed(f"{name} did not log {needle!r} within {timeout}s:\n{self.log(name)[-3000:]}")
 

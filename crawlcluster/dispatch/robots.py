@@ -51,7 +51,8 @@ class HostRobots:
 
     def unreachable_reason(self, host: str) -> str:
         """The error text of a row that ends because its host's robots.txt is unreachable."""
-        return (f"robots.txt of {host} unreachable after {self.failures} attempts ({self.error or 'no answer'}); "
+        return (f"robots.txt of {host} unreachable after {self.failures} attempts "
+                f"({self.error or 'no answer'}); "
                 "nothing on this host was fetched")
 
     def needs_fetch(self, now: float, fetching_timeout: float) -> bool:
@@ -82,9 +83,11 @@ class RobotsCache:
                 if row is None:
                     info = HostRobots(ROBOTS_UNKNOWN, None, None, None, None, 0.0)
                 else:
-                    parser = Protego.parse(row.robots_body) if row.robots_status == ROBOTS_OK and row.robots_body else None
+                    parsed = row.robots_status == ROBOTS_OK and row.robots_body
+                    parser = Protego.parse(row.robots_body) if parsed else None
                     info = HostRobots(row.robots_status, parser, row.crawl_delay, row.robots_expires_at,
-                                      row.blocked_until, row.updated_at, row.robots_failures or 0, row.robots_error)
+                                      row.blocked_until, row.updated_at, row.robots_failures or 0,
+                                      row.robots_error)
                 self._hosts[name] = (now, info)
         return {h: self._hosts[h][1] for h in names}
 
@@ -100,7 +103,8 @@ class RobotsCache:
     def waiting_hosts(self, conn: Connection, now: float, fetching_timeout: float) -> set[str]:
         """Hosts whose robots.txt is being fetched or failed recently: re-read from the
         table every tick (a small set), so a host is released as soon as its robots.txt is in."""
-        waiting = {h for h, (_, info) in self._hosts.items() if info.status in (ROBOTS_FETCHING, ROBOTS_ERROR)}
+        waiting = {h for h, (_, info) in self._hosts.items()
+                   if info.status in (ROBOTS_FETCHING, ROBOTS_ERROR)}
         if not waiting:
             return set()
         for host in waiting:
@@ -114,7 +118,8 @@ class RobotsCache:
         return info.parser is None or info.parser.can_fetch(url, self.user_agent)
 
 
-def record_robots(conn: Connection, host: str, *, body: str | None, status_code: int | None, error: str | None,
+def record_robots(conn: Connection, host: str, *, body: str | None, status_code: int | None,
+                  error: str | None,
                   user_agent: str, ttl_seconds: float, error_attempts: int, error_delays: list[float],
                   unreachable_seconds: float, kind: str | None = None, now: float | None = None) -> str:
     """Store what fetching a host's robots.txt gave: rules (2xx), allow-all (4xx), or (5xx,
@@ -138,9 +143,11 @@ def record_robots(conn: Connection, host: str, *, body: str | None, status_code:
     if kind and kind != "http":
         reason = f"{kind}: {reason}"
     if failures >= error_attempts:
-        logger.warning("robots.txt of %s unreachable after %d attempts (%s); the host's rows fail", host, failures,
+        logger.warning("robots.txt of %s unreachable after %d attempts (%s); the host's rows fail", host,
+                       failures,
                        reason)
-        upsert_host(conn, host, now, robots_status=ROBOTS_UNREACHABLE, robots_body=None, robots_fetched_at=now,
+        upsert_host(conn, host, now, robots_status=ROBOTS_UNREACHABLE, robots_body=None,
+                    robots_fetched_at=now,
                     robots_expires_at=now + unreachable_seconds, blocked_until=None, robots_failures=failures,
                     robots_error=reason)
         return ROBOTS_UNREACHABLE

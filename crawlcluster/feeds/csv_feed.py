@@ -31,7 +31,8 @@ class CsvFeed(Feed):
             directory = Path(path).parent
             if not os.access(directory if str(directory) else ".", os.W_OK):
                 # the rewrite writes a temporary file beside the output
-                raise FeedError(f"cannot write {path!r}: its directory {str(directory.resolve())!r} is not writable")
+                raise FeedError(f"cannot write {path!r}: "
+                                f"its directory {str(directory.resolve())!r} is not writable")
         super().__init__(path, stream=stream)
         self.columns: list[str] = []
         self._writer: Any = None

@@ -62,8 +62,8 @@ async def devtools_endpoint(proc: subprocess.Popen, user_data_dir: str, chromium
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             log = (Path(user_data_dir) / "chromium.log").read_text(errors="replace")[-1500:]
-            raise FetchError("", "browser",
-                             f"Chromium ({chromium_path}) exited with {proc.returncode} while starting:\n{log}")
+            raise FetchError("", "browser", f"Chromium ({chromium_path}) exited with {proc.returncode} "
+                                            f"while starting:\n{log}")
         lines = port_file.read_text().split("\n") if port_file.exists() else []
         if len(lines) >= 2 and lines[0].isdigit() and lines[1]:
             return f"ws://127.0.0.1:{lines[0]}{lines[1]}"

@@ -36,7 +36,8 @@ async def _block_resources(page: Any, load_images: bool) -> None:
     client = page._client
     patterns = [{"urlPattern": "*/favicon.ico", "requestStage": "Request"}]
     if not load_images:
-        patterns += [{"urlPattern": "*", "resourceType": kind, "requestStage": "Request"} for kind in BLOCKED_RESOURCE_TYPES]
+        patterns += [{"urlPattern": "*", "resourceType": kind, "requestStage": "Request"}
+                     for kind in BLOCKED_RESOURCE_TYPES]
 
     async def fail(event: dict[str, Any]) -> None:
         try:
@@ -67,9 +68,11 @@ async def render_page(browser: Any, entry: FetchEntry, options: RenderOptions, t
         await page.setViewport({"width": options.viewport[0], "height": options.viewport[1]})
         await page.setUserAgent((fetch.get("headers") or {}).get("User-Agent", user_agent))
         if fetch.get("headers"):
-            await page.setExtraHTTPHeaders({k: v for k, v in fetch["headers"].items() if k.lower() != "user-agent"})
+            await page.setExtraHTTPHeaders({k: v for k, v in fetch["headers"].items()
+                                            if k.lower() != "user-agent"})
         if fetch.get("cookies"):
-            await page.setCookie(*({"name": k, "value": str(v), "url": url} for k, v in fetch["cookies"].items()))
+            await page.setCookie(*({"name": k, "value": str(v), "url": url}
+                                   for k, v in fetch["cookies"].items()))
         await _block_resources(page, options.load_images)
         documents: list[Any] = []
         page.on("response", lambda r: documents.append(r)
@@ -131,7 +134,7 @@ async def render_page(browser: Any, entry: FetchEntry, options: RenderOptions, t
         try:
             await asyncio.wait_for(page.close(), PAGE_CLOSE_TIMEOUT_SECONDS)
         except asyncio.TimeoutError:
-            raise BrowserLost("hung",
-                              f"a page of {url} did not close within {PAGE_CLOSE_TIMEOUT_SECONDS:g}s") from None
+            raise BrowserLost(
+                "hung", f"a page of {url} did not close within {PAGE_CLOSE_TIMEOUT_SECONDS:g}s") from None
         except Exception:  # noqa: BLE001 - a dead browser is found by the renderer
             pass

@@ -28,7 +28,8 @@ class TreeMemory:
 
     def __str__(self) -> str:
         mib = 1024 * 1024
-        return f"{self.processes} processes, PSS {self.pss_bytes / mib:.0f} MiB, summed RSS {self.rss_bytes / mib:.0f} MiB"
+        return (f"{self.processes} processes, PSS {self.pss_bytes / mib:.0f} MiB, "
+                f"summed RSS {self.rss_bytes / mib:.0f} MiB")
 
 
 def _parent_of(pid: int) -> int | None:

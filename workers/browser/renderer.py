@@ -161,7 +161,8 @@ class Renderer:
         with self._start_lock:
             if self._loop is None:
                 # the browser is this thread's child: PR_SET_PDEATHSIG follows the thread
-                self._loop, self._thread = start_loop_thread("crawlcluster-render-loop", _quiet_pyppeteer_leftovers)
+                self._loop, self._thread = start_loop_thread("crawlcluster-render-loop",
+                                                             _quiet_pyppeteer_leftovers)
         return self._loop
 
     async def _render_all(self, entries: list[FetchEntry]) -> list[RenderResult]:
@@ -198,13 +199,15 @@ class Renderer:
                 except BrowserLost as lost:
                     self._lose(handle, lost.kind, str(lost))
                     if attempt == 2:
-                        result.error = FetchError(url, lost.kind, f"browser {'crashed' if lost.kind == 'crash' else 'hung'} "
+                        result.error = FetchError(url, lost.kind,
+                                                  f"browser {'crashed' if lost.kind == 'crash' else 'hung'} "
                                                   f"rendering {url} ({lost}), also on a fresh browser")
                     else:
                         logger.warning("browser %s rendering %s (%s); rendering it again on a fresh browser",
                                        lost.kind, url, lost)
                 except Exception as exc:  # noqa: BLE001 - no page may crash a worker
-                    result.error = FetchError(url, "render", f"rendering {url} failed: {type(exc).__name__}: {exc}")
+                    result.error = FetchError(url, "render",
+                                              f"rendering {url} failed: {type(exc).__name__}: {exc}")
                     break
                 finally:
                     self._release(handle)
@@ -236,11 +239,14 @@ class Renderer:
                 await asyncio.wait_for(handle.dead.wait(), 2.0)
             except asyncio.TimeoutError:
                 raise exc from None
-            raise BrowserLost("crash", f"Chromium (pid {handle.pid}) exited with {handle.proc.returncode}: {exc}")
+            raise BrowserLost("crash",
+                              f"Chromium (pid {handle.pid}) exited with {handle.proc.returncode}: {exc}")
         task.cancel()
         if handle.dead.is_set():
             raise BrowserLost("crash", f"Chromium (pid {handle.pid}) exited with {handle.proc.returncode}")
-        raise BrowserLost("hung", f"no answer from Chromium (pid {handle.pid}) for {timeout + self.hung_grace_seconds:.0f}s")
+        raise BrowserLost("hung",
+                          f"no answer from Chromium (pid {handle.pid}) for "
+                          f"{timeout + self.hung_grace_seconds:.0f}s")
 
     # -- the browser's life --------------------------------------------------------------
     async def _acquire(self) -> _Browser:
@@ -252,10 +258,12 @@ class Renderer:
             current = self._current
             if current is not None:
                 if current.dead.is_set():
-                    self._lose(current, "crash", f"Chromium (pid {current.pid}) exited with {current.proc.returncode}")
+                    self._lose(current, "crash",
+                               f"Chromium (pid {current.pid}) exited with {current.proc.returncode}")
                 elif self._due_for_recycling(current):
                     self.counters.recycles += 1
-                    logger.info("recycling Chromium pid %s after %d pages (%s)", current.pid, current.pages_opened, current.memory)
+                    logger.info("recycling Chromium pid %s after %d pages (%s)", current.pid,
+                                current.pages_opened, current.memory)
                     self._current = None
                     current.retiring = True
                     if current.in_flight == 0:
@@ -309,13 +317,17 @@ class Renderer:
         handle = _Browser(proc, user_data_dir)
         self._all.add(handle)
         loop = asyncio.get_running_loop()
-        loop.run_in_executor(None, proc.wait).add_done_callback(lambda _f: loop.call_soon_threadsafe(handle.dead.set))
+        waited = loop.run_in_executor(None, proc.wait)
+        waited.add_done_callback(lambda _f: loop.call_soon_threadsafe(handle.dead.set))
         try:
-            endpoint = await devtools_endpoint(proc, user_data_dir, self.chromium_path, self.launch_timeout_seconds)
+            endpoint = await devtools_endpoint(proc, user_data_dir, self.chromium_path,
+                                               self.launch_timeout_seconds)
             with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", category=DeprecationWarning)  # websockets: "remove loop argument"
+                # websockets: "remove loop argument"
+                warnings.filterwarnings("ignore", category=DeprecationWarning)
                 handle.browser = await asyncio.wait_for(
-                    pyppeteer.connect(browserWSEndpoint=endpoint, defaultViewport=None), self.launch_timeout_seconds)
+                    pyppeteer.connect(browserWSEndpoint=endpoint, defaultViewport=None),
+                    self.launch_timeout_seconds)
         except BaseException:
             handle.retiring = handle.lost = True
             await self._shutdown(handle)

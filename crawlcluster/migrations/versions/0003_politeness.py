@@ -27,7 +27,8 @@ def upgrade() -> None:
         sa.Column("blocked_until", sa.Double),
         sa.Column("updated_at", sa.Double, nullable=False),
     )
-    op.add_column("crawl_tasks", sa.Column("auto_recrawl", sa.Boolean, nullable=False, server_default=sa.false()))
+    op.add_column("crawl_tasks",
+                  sa.Column("auto_recrawl", sa.Boolean, nullable=False, server_default=sa.false()))
     op.create_index(
         "ix_crawl_tasks_queued_host", "crawl_tasks", ["host"],
         postgresql_where=sa.text("status = 'queued'"), sqlite_where=sa.text("status = 'queued'"))

@@ -33,7 +33,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Double, nullable=False),
     )
     with op.batch_alter_table("projects") as batch:
-        batch.add_column(sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default=sa.text("0")))
+        batch.add_column(sa.Column("consecutive_failures", sa.Integer, nullable=False,
+                                   server_default=sa.text("0")))
         batch.add_column(sa.Column("paused_until", sa.Double))
         batch.add_column(sa.Column("pause_reason", sa.Text))
         batch.add_column(sa.Column("delete_at", sa.Double))

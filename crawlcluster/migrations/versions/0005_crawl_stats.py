@@ -28,7 +28,8 @@ def upgrade() -> None:
         sa.Column("bytes", sa.BigInteger, nullable=False, server_default=sa.text("0")),
         sa.Column("fetch_seconds", sa.Double, nullable=False, server_default=sa.text("0")),
         sa.Column("browser_seconds", sa.Double, nullable=False, server_default=sa.text("0")),
-        *[sa.Column(name, sa.BigInteger, nullable=False, server_default=sa.text("0")) for name in LATENCY_COLUMNS],
+        *[sa.Column(name, sa.BigInteger, nullable=False,
+                    server_default=sa.text("0")) for name in LATENCY_COLUMNS],
     )
     op.create_index("ix_crawl_stats_minute", "crawl_stats", ["project", "minute"])
 
