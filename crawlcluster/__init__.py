@@ -12,7 +12,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-from crawlcluster.client import Crawl, CrawlTimeout, list_projects, render_stats, scheduler_health, submit
+from crawlcluster.client import Crawl, CrawlTimeout, list_projects, render_stats, scheduler_health
 from crawlcluster.errors import (
     BodyTooLarge,
     ConfigurationError,
@@ -25,6 +25,7 @@ from crawlcluster.errors import (
 from crawlcluster.http import Request, Response
 from crawlcluster.rendering import RenderOptions
 from crawlcluster.spider import LinkSpider, Spider
+from crawlcluster.submission import submit
 
 if TYPE_CHECKING:
     from crawlcluster.app import CrawlCelery

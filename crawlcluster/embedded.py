@@ -192,11 +192,12 @@ def run_embedded(
     already sent get ``grace_seconds`` to finish; then the items are written and the
     result says ``interrupted`` (``stop_reason()`` names the signal).
     """
-    from crawlcluster.client import Crawl, submit
+    from crawlcluster.client import Crawl
     from crawlcluster.db import dispose_all, get_engine
     from crawlcluster.dispatch.dispatcher import Dispatcher
     from crawlcluster.feeds import FeedSync, open_feed
     from crawlcluster.progress import CrawlProgress
+    from crawlcluster.submission import submit
 
     if feed is None and output:
         feed = open_feed(output, fmt)  # before anything is fetched: a bad path fails now

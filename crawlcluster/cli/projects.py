@@ -32,7 +32,7 @@ def submit_cmd(targets: tuple[str, ...], project, max_pages, max_depth, wait, re
 
     URLs added to an existing project are crawled by that project's spider; a URL that
     failed before is fetched again."""
-    from crawlcluster.client import submit
+    from crawlcluster.submission import submit
 
     target: Any = targets[0] if len(targets) == 1 and "://" not in targets[0] else list(targets)
     try:
