@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from crawlcluster import settings
 from crawlcluster.database import claims, tasks
@@ -32,9 +33,9 @@ from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
 from crawlcluster.http import Request, Response
 from crawlcluster.messages import LAST_MODIFIED, Outcome, Page, carry_cost, decompress_body, entry_callback
 from crawlcluster.request_rows import task_row
-from crawlcluster.schema import DONE, FAILED
+from crawlcluster.schema import DONE, FAILED, crawl_tasks
 from crawlcluster.spider import Spider, load_spider_class
-from crawlcluster.urls import normalize_url
+from crawlcluster.urls import normalize_url, url_host
 from workers.robots import robots_outcomes
 
 logger = logging.getLogger(__name__)
@@ -74,22 +75,39 @@ def run_callback(spider: Spider, callback_name: str, response: Response) -> Call
                 raise TypeError(f"callback {callback_name} yielded {type(value).__name__}; yield dicts (items) or Requests")
     except Exception as exc:  # noqa: BLE001 - a spider bug must end in a row state, not a crash
         frame = traceback.extract_tb(exc.__traceback__)[-1]
-        outcome = CallbackOutcome(error=f"{type(spider).__name__}.{callback_name} raised {type(exc).__name__}: {exc} "
+        what = f"raised {type(exc).__name__}: {exc}"
+        if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery's, raised into the callback at the limit
+            limit = settings.current().parse_time_limit_seconds
+            what = f"ran past the parse time limit (parse_time_limit_seconds={limit:g})"
+        outcome = CallbackOutcome(error=f"{type(spider).__name__}.{callback_name} {what} "
                                         f"({frame.filename}:{frame.lineno})", exception=exc)
     return outcome
 
 
-def filter_requests(spider: Spider, requests: Iterable[Request], depth: int, max_depth: int | None) -> tuple[list[tuple[str, Request]], int]:
+# the frontier's column sizes: a longer host (or etag, Last-Modified) would make the whole
+# batch's insert fail on Postgres, so such values are dropped or left out where they are read
+MAX_HOST_LENGTH: int = getattr(crawl_tasks.c.host.type, "length", None) or 300
+MAX_ETAG_LENGTH: int = getattr(crawl_tasks.c.etag.type, "length", None) or 500
+MAX_LAST_MODIFIED_LENGTH: int = getattr(crawl_tasks.c.last_modified.type, "length", None) or 100
+
+
+def filter_requests(spider: Spider, requests: Iterable[Request], depth: int, max_depth: int | None,
+                    max_url_length: int | None = None) -> tuple[list[tuple[str, Request]], int]:
     """The requests to add to the frontier as (normalised URL, request), and how many were dropped
-    (invalid, off-site, or deeper than ``max_depth``)."""
+    (invalid, longer than ``max_url_length`` or with a host name the frontier cannot hold,
+    off-site, or deeper than ``max_depth``)."""
     kept: list[tuple[str, Request]] = []
     dropped = 0
     if max_depth is not None and depth + 1 > max_depth:
         return kept, sum(1 for _ in requests)
+    max_url_length = max_url_length if max_url_length is not None else settings.current().max_url_length
     for request in requests:
         try:
             url = normalize_url(request.url)
         except InvalidURL:
+            dropped += 1
+            continue
+        if len(url) > max_url_length or len(url_host(url)) > MAX_HOST_LENGTH:
             dropped += 1
             continue
         if not spider.allows(url):
@@ -123,7 +141,12 @@ def project_context(engine: Engine, project: str) -> ProjectContext:
         row = lifecycle.project_row(conn, project)
     if row is None:
         raise ProjectNotFound(project)
-    spider_cls = load_spider_class(row["spider"])
+    try:
+        spider_cls = load_spider_class(row["spider"])
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a spider module that raises at import is a spider error
+        raise ConfigurationError(f"spider {row['spider']!r} raised at import: {type(exc).__name__}: {exc}") from None
     spider = spider_cls(**(row["settings"] or {}).get("spider_kwargs", {}))
     context = ProjectContext(project, spider, row["max_depth"], row["max_pages"], time.monotonic(),
                              settings=row["settings"] or {}, created_at=row["created_at"])
@@ -235,7 +258,7 @@ def _redirect_outcome(context: ProjectContext, page: Page, now: float,
 
 
 def _page_outcome(context: ProjectContext, page: Page, now: float,
-                  new_rows: list[dict[str, Any]]) -> Outcome:
+                  new_rows: list[dict[str, Any]], dropped_links: list[int]) -> Outcome:
     depth = page.get("depth", 0)
     # a rendered page: response.url is where the browser ended; the row keeps its own URL
     response = Response(page.get("final_url") or page["url"], page["code"], page.get("headers") or {},
@@ -250,45 +273,104 @@ def _page_outcome(context: ProjectContext, page: Page, now: float,
         callback_error_log().report(context.name, page["url"], f"{type(context.spider).__name__}.{callback}",
                                     result.error, result.exception)
         return {**outcome, "status": FAILED, "kind": "callback", "error": result.error}
-    kept, _dropped = filter_requests(context.spider, result.requests, depth, context.max_depth)
+    kept, dropped = filter_requests(context.spider, result.requests, depth, context.max_depth)
+    dropped_links.append(dropped)
     for url, request in kept:
         new_rows.append(task_row(context.name, url, request, spider=context.spider,
                                  project_settings=context.settings, depth=depth + 1, now=now))
     headers = page.get("headers") or {}
-    if headers.get("etag"):
+    if headers.get("etag") and len(headers["etag"]) <= MAX_ETAG_LENGTH:
         outcome["etag"] = headers["etag"]
-    if headers.get("last-modified"):
+    if headers.get("last-modified") and len(headers["last-modified"]) <= MAX_LAST_MODIFIED_LENGTH:
         outcome[LAST_MODIFIED] = headers["last-modified"]
     return {**outcome, "status": DONE, "items": result.items}
 
 
-def process_pages(engine: Engine, project: str, pages: list[Page]) -> tuple[list[Outcome], int]:
+def _failed_page(page: Page, kind: str, error: str) -> Outcome:
+    return {"id": page["id"], "url": page["url"], "code": page.get("code"), "status": FAILED, "kind": kind,
+            "error": error}
+
+
+def _processing_error(page: Page, exc: Exception) -> str:
+    """A readable sentence for an exception raised while processing ``page`` outside its callback."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" ({frame.filename}:{frame.lineno})" if frame else ""
+    return f"processing the page raised {type(exc).__name__}: {exc}{where}"
+
+
+def process_pages(engine: Engine, project: str, pages: list[Page]) -> tuple[list[Outcome], int, int]:
     """Run callbacks on ``pages``; insert their new rows in one round trip; return the
-    outcomes for the store stage and how many new rows were added."""
+    outcomes for the store stage, how many new rows were added and how many links were
+    dropped (invalid, too long, off-site, too deep).
+
+    One page's trouble fails that page only: an exception while building its outcome or its
+    new rows fails it (kind ``parse``), and when the batch's insert fails the pages' rows are
+    inserted page by page, so only the page whose rows the database refuses fails."""
     now = time.time()
     try:
         context = project_context(engine, project)
     except (ConfigurationError, ProjectNotFound) as exc:
-        return [{"id": p["id"], "url": p["url"], "code": p.get("code"), "status": FAILED, "kind": "spider",
-                 "error": str(exc)} for p in pages], 0
-    new_rows: list[dict[str, Any]] = []
+        return [_failed_page(p, "spider", str(exc)) for p in pages], 0, 0
     outcomes, spider_pages = robots_outcomes(pages)  # a robots.txt is the scheduler's, for no spider
-    for page in spider_pages:
-        if "redirect" in page:
-            outcome = _redirect_outcome(context, page, now, new_rows)
-        else:
-            outcome = _page_outcome(context, page, now, new_rows)
-        outcomes.append(carry_cost(page, outcome))  # what the page cost, for the store stage's statistics
-    added = 0
     generation = (project, context.created_at)
-    new_rows = [row for row in new_rows if not _known.seen(generation, row)]
-    with engine.begin() as conn:
-        if new_rows:
-            added = tasks.insert_tasks(conn, project, new_rows, max_pages=context.max_pages)
-        claims.mark_fetched(conn, [p["id"] for p in pages], now=now)
+    rows_of: dict[str, list[dict[str, Any]]] = {}  # each page's new rows, by its task id
+    by_id: dict[str, Outcome] = {}
+    dropped_links: list[int] = []
+    for page in spider_pages:
+        page_rows: list[dict[str, Any]] = []
+        try:
+            if "redirect" in page:
+                outcome = _redirect_outcome(context, page, now, page_rows)
+            else:
+                outcome = _page_outcome(context, page, now, page_rows, dropped_links)
+        except Exception as exc:  # noqa: BLE001 - one page's trouble must not fail its batch-mates
+            logger.warning("parse failed: project %s, url %s", project, page["url"], exc_info=True)
+            outcome, page_rows = _failed_page(page, "parse", _processing_error(page, exc)), []
+        outcome = carry_cost(page, outcome)  # what the page cost, for the store stage's statistics
+        outcomes.append(outcome)
+        by_id[page["id"]] = outcome
+        rows_of[page["id"]] = [row for row in page_rows if not _known.seen(generation, row)]
+    new_rows = [row for rows in rows_of.values() for row in rows]
+    try:
+        with engine.begin() as conn:
+            added = tasks.insert_tasks(conn, project, new_rows, max_pages=context.max_pages) if new_rows else 0
+            claims.mark_fetched(conn, [p["id"] for p in pages], now=now)
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise  # the database itself is in trouble, not one page: the task fails
+        logger.warning("project %s: a batch's new rows were refused (%s); inserting them page by page",
+                       project, type(exc.orig).__name__)
+        added = _insert_page_by_page(engine, context, rows_of, by_id, now)
+        with engine.begin() as conn:
+            claims.mark_fetched(conn, [p["id"] for p in pages], now=now)
     if new_rows and context.max_pages is None:  # beyond a budget a row may not have been inserted
-        _known.remember(generation, new_rows)
-    return outcomes, added
+        _known.remember(generation, [row for tid, rows in rows_of.items() if by_id[tid]["status"] == DONE
+                                     for row in rows])
+    return outcomes, added, sum(dropped_links)
+
+
+def _insert_page_by_page(engine: Engine, context: ProjectContext, rows_of: dict[str, list[dict[str, Any]]],
+                         by_id: dict[str, Outcome], now: float) -> int:
+    """The batch's insert failed: insert each page's rows in a transaction of its own, and fail
+    the pages whose rows the database refuses, with its reason."""
+    added = 0
+    for tid, rows in rows_of.items():
+        if not rows:
+            continue
+        try:
+            with engine.begin() as conn:
+                added += tasks.insert_tasks(conn, context.name, rows, max_pages=context.max_pages)
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+            outcome = by_id[tid]
+            logger.warning("parse failed: project %s, url %s: its new links could not be stored: %s",
+                           context.name, outcome["url"], reason)
+            outcome.pop("items", None)
+            outcome["status"], outcome["kind"] = FAILED, "parse"
+            outcome["error"] = f"the page's {len(rows)} new links could not be stored: {reason}"
+    return added
 
 
 class KnownTasks:

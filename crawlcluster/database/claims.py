@@ -189,22 +189,23 @@ def fail_over_dispatched(conn: Connection, limit: int, max_dispatches: int, now:
     ).rowcount
 
 
-def begin_parse(conn: Connection, ids: list[str]) -> dict[str, int]:
-    """The parse stage is about to run callbacks on these queued rows: count the run in
-    ``crashes`` (reset by :func:`mark_fetched` when the run ends) and return each row's
-    count of earlier runs that never ended. A row missing from the answer is not queued
-    (done, failed or cancelled meanwhile). A row with a count above zero took a worker
-    process down (or past its hard time limit) before."""
+def parse_crashes(conn: Connection, ids: list[str]) -> dict[str, int]:
+    """Each queued row's count of parse runs that began and never ended (its worker process
+    died, or was killed at the hard time limit, while processing it). A row missing from the
+    answer is not queued (done, failed or cancelled meanwhile): there is nothing to parse."""
     if not ids:
         return {}
-    ordered = sorted(ids)
-    before = dict(conn.execute(select(crawl_tasks.c.task_id, crawl_tasks.c.crashes).where(
-        crawl_tasks.c.task_id.in_(ordered), crawl_tasks.c.status == QUEUED)).all())
-    if before:
-        conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(sorted(before)),
-                                               crawl_tasks.c.status == QUEUED)
+    return dict(conn.execute(select(crawl_tasks.c.task_id, crawl_tasks.c.crashes).where(
+        crawl_tasks.c.task_id.in_(sorted(ids)), crawl_tasks.c.status == QUEUED)).all())
+
+
+def begin_parse(conn: Connection, ids: list[str]) -> None:
+    """The parse stage is about to run callbacks on these queued rows: count the run in
+    ``crashes``, committed before the callbacks run; :func:`mark_fetched` resets it when the
+    run ends, so only a run that took its process down leaves it counted."""
+    if ids:
+        conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(sorted(ids)), crawl_tasks.c.status == QUEUED)
                      .values(crashes=crawl_tasks.c.crashes + 1))
-    return before
 
 
 def queued_counts(conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
