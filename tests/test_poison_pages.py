@@ -112,7 +112,7 @@ def test_a_page_with_20000_links_and_a_400_character_host_parses(database, reque
     url = request.getfixturevalue("sqlite_url" if database == "sqlite" else "pg")
     engine = db.get_engine(url)
     links = tuple(f"/l{i}" for i in range(20_000)) + ("http://" + "h" * 400 + ".example/x", "/" + "x" * 5000)
-    crawl = crawlcluster.submit("tests.poison_spiders:TreeSpider", project="wide", database_url=url,
+    crawlcluster.submit("tests.poison_spiders:TreeSpider", project="wide", database_url=url,
                                 spider_kwargs={"base_url": tree.url})
     status, headers, body = page("wide", links)
     pages = [page_message({"id": crawl_row_id(engine, tree.url + "/"), "url": tree.url + "/"}, status,
