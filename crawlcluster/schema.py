@@ -101,6 +101,12 @@ crawl_tasks = Table(
     # a queued row still queued after this lost its message and is sent again
     Column("deadline_at", Double),
     Column("dispatch_count", Integer, nullable=False, server_default=text("0")),
+    # sends again after the deadline since the row was last claimed from pending: at
+    # max_dispatches sends without an outcome the row fails (migration 0012)
+    Column("resends", Integer, nullable=False, server_default=text("0")),
+    # parse runs of the row that began and never finished (its worker process died or
+    # was killed at the time limit): at max_worker_crashes the row fails (migration 0012)
+    Column("crashes", Integer, nullable=False, server_default=text("0")),
     Column("status_code", Integer),
     Column("error", Text),
     # what kind of failure ended (or is retrying) the row: http, timeout, dns, connect,

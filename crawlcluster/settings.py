@@ -177,6 +177,20 @@ class Settings:
     queued_deadline_seconds: float = _option(
         600.0, float, "A row queued longer than this lost its message (worker killed, broker restarted) and "
         "is sent again.", minimum=1)
+    max_dispatches: int = _option(
+        5, int, "Times a row is sent to the workers without an outcome (its message lost, its parse task "
+        "raised) before the scheduler ends it failed with the last error it had.", minimum=1)
+    max_worker_crashes: int = _option(
+        2, int, "Parse runs of a page that kill their worker process (a crash, os._exit, the OOM killer, the "
+        "hard time limit) before its row ends failed; a crashed batch's pages are retried one by one.",
+        minimum=1)
+    parse_time_limit_seconds: float = _option(
+        60.0, float, "Time one parse message (a batch of pages) may take: past it the running callback gets "
+        "SoftTimeLimitExceeded (its page fails), 10 s later the worker process is killed and the batch's "
+        "pages are retried one by one (prefork pool only).", minimum=1)
+    max_url_length: int = _option(
+        4096, int, "Longest link URL added to the frontier; longer ones (and host names over 300 "
+        "characters) are dropped and counted.", minimum=64)
     retry_policy: str = _option(
         DEFAULT_RETRY_POLICY, policy_name,
         "Retry policy of rows that name none: " + " or ".join(str(p) for p in RETRY_POLICIES.values())

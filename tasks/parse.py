@@ -1,19 +1,51 @@
 """parse: run spider callbacks on a batch of pages with workers.parser, then hand the
 outcomes and items to store. Pages of ``render="auto"`` rows that turn out to need a
-browser go to render instead (workers.autorender), their rows still queued."""
+browser go to render instead (workers.autorender), their rows still queued.
+
+A page whose callback takes its worker process down (a crash, ``os._exit``, the OOM killer,
+the hard time limit) must not take the queue with it: each run is counted in its rows'
+``crashes`` before the callbacks run. Celery gives the message of a lost process back
+(``task_reject_on_worker_lost``, and ``acks_on_timeout=False`` here for the hard time limit);
+when it comes back with counted crashes, its pages are sent on one message each, so the
+innocent ones go through and only the guilty one crashes again, until it has crashed
+``max_worker_crashes`` times and ends failed with a sentence that says so.
+"""
 
 from __future__ import annotations
 
+import logging
+
+from crawlcluster import settings
 from crawlcluster.app import app
+from crawlcluster.database import claims
+from crawlcluster.database.outcomes import note_queued_error
 from crawlcluster.db import get_engine
-from crawlcluster.messages import ParseMessage
+from crawlcluster.messages import Outcome, Page, ParseMessage, carry_cost
 from crawlcluster.publish import send as send_message
+from crawlcluster.schema import FAILED
 from crawlcluster.stages import PARSE, RENDER, STORE
 from workers.autorender import split_for_render
 from workers.parser import process_pages
 
+logger = logging.getLogger(__name__)
 
-@app.task(name=PARSE.task, acks_late=True, ignore_result=True)
+# past the soft limit the running callback gets SoftTimeLimitExceeded (its page fails); a
+# callback that swallows it or hangs in C code is killed this much later
+HARD_LIMIT_GRACE_SECONDS = 10.0
+_time_limit = settings.current().parse_time_limit_seconds
+
+
+def crash_outcome(page: Page, crashes: int, max_crashes: int) -> Outcome:
+    """The failed outcome of a page that took its worker process down ``crashes`` times."""
+    return carry_cost(page, {
+        "id": page["id"], "url": page["url"], "code": page.get("code"), "status": FAILED, "kind": "crash",
+        "error": f"the parse worker process died while processing this page, {crashes} times (killed by a "
+                 f"signal, os._exit, the OOM killer or the hard time limit of {_time_limit:g}s; "
+                 f"max_worker_crashes={max_crashes})"})
+
+
+@app.task(name=PARSE.task, acks_late=True, ignore_result=True, soft_time_limit=_time_limit,
+          time_limit=_time_limit + HARD_LIMIT_GRACE_SECONDS, acks_on_timeout=False)
 def parse(message: ParseMessage) -> dict[str, int]:
     project = message["project"]
     engine = get_engine()
@@ -22,6 +54,45 @@ def parse(message: ParseMessage) -> dict[str, int]:
         send_message(app, RENDER.task, {"project": project, "tasks": to_render})
     if not pages:
         return {"pages": 0, "new_urls": 0, "sent_to_render": len(to_render)}
-    outcomes, added = process_pages(engine, project, pages)
+    max_crashes = settings.current().max_worker_crashes
+    with engine.begin() as conn:
+        crashes = claims.parse_crashes(conn, [p["id"] for p in pages])
+    # a redelivered message whose rows ended meanwhile has nothing left to do
+    pages = [p for p in pages if p["id"] in crashes]
+    if len(pages) > 1 and any(crashes[p["id"]] for p in pages):
+        # a run of this batch took its process down: each page alone, so one kills only itself
+        logger.warning("project %s: a parse of %d pages took its worker process down; sending them on one by "
+                       "one", project, len(pages))
+        for page in pages:
+            send_message(app, PARSE.task, {"project": project, "pages": [page]})
+        return {"pages": 0, "new_urls": 0, "sent_to_render": len(to_render), "split": len(pages)}
+    poisoned = [p for p in pages if crashes[p["id"]] >= max_crashes]
+    if poisoned:
+        for page in poisoned:
+            logger.warning("project %s: %s took its parse worker process down %d times; failed", project,
+                           page["url"], crashes[page["id"]])
+        send_message(app, STORE.task, {"project": project, "pages": [
+            crash_outcome(p, crashes[p["id"]], max_crashes) for p in poisoned]})
+        return {"pages": len(poisoned), "new_urls": 0, "sent_to_render": len(to_render)}
+    if not pages:
+        return {"pages": 0, "new_urls": 0, "sent_to_render": len(to_render)}
+    ids = [p["id"] for p in pages]
+    with engine.begin() as conn:
+        claims.begin_parse(conn, ids)
+    try:
+        outcomes, added, dropped = process_pages(engine, project, pages)
+    except Exception as exc:
+        # the rows stay queued and are sent again at their deadline, up to max_dispatches
+        # times; they say why meanwhile, and end with this text
+        error = f"the parse task raised {type(exc).__name__}: {exc}"
+        try:
+            with engine.begin() as conn:
+                note_queued_error(conn, ids, error, "parse")
+                claims.mark_fetched(conn, ids)  # the run ended: no crash, and the host's slots are free
+        except Exception:  # noqa: BLE001 - the database may be what failed; the deadline still holds
+            logger.warning("project %s: could not note the parse error on %d rows", project, len(ids),
+                           exc_info=True)
+        raise
     send_message(app, STORE.task, {"project": project, "pages": outcomes})
-    return {"pages": len(outcomes), "new_urls": added, "sent_to_render": len(to_render)}
+    return {"pages": len(outcomes), "new_urls": added, "links_dropped": dropped,
+            "sent_to_render": len(to_render)}

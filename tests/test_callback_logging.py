@@ -11,7 +11,8 @@ import crawlcluster
 from crawlcluster import Request, Spider
 from crawlcluster.http import Response
 from tests.outcomes import load_rows
-from workers.parser import CallbackErrorLog, run_callback
+from workers.callback_log import CallbackErrorLog
+from workers.parser import run_callback
 
 PAGES = 40
 OTHER_PAGES = 6
@@ -49,7 +50,7 @@ def test_the_log_holds_one_traceback_per_kind_and_window_a_few_lines_then_a_coun
     now = [1000.0]
     log = CallbackErrorLog(window_seconds=60, lines_per_window=2, clock=lambda: now[0])
     spider = RaisingSpider()
-    caplog.set_level(logging.WARNING, logger="workers.parser")
+    caplog.set_level(logging.WARNING, logger="workers.callback_log")
     for n in range(6):
         outcome = _failure(spider, "parse_page", n)
         log.report("p", f"http://127.0.0.1/page/{n}", "RaisingSpider.parse_page", outcome.error,

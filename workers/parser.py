@@ -21,9 +21,10 @@ import time
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from crawlcluster import settings
 from crawlcluster.database import claims, tasks
@@ -32,9 +33,10 @@ from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
 from crawlcluster.http import Request, Response
 from crawlcluster.messages import LAST_MODIFIED, Outcome, Page, carry_cost, decompress_body, entry_callback
 from crawlcluster.request_rows import task_row
-from crawlcluster.schema import DONE, FAILED
+from crawlcluster.schema import DONE, FAILED, crawl_tasks
 from crawlcluster.spider import Spider, load_spider_class
-from crawlcluster.urls import normalize_url
+from crawlcluster.urls import normalize_url, url_host
+from workers.callback_log import callback_error_log
 from workers.robots import robots_outcomes
 
 logger = logging.getLogger(__name__)
@@ -75,24 +77,39 @@ def run_callback(spider: Spider, callback_name: str, response: Response) -> Call
                                 "yield dicts (items) or Requests")
     except Exception as exc:  # noqa: BLE001 - a spider bug must end in a row state, not a crash
         frame = traceback.extract_tb(exc.__traceback__)[-1]
-        outcome = CallbackOutcome(error=f"{type(spider).__name__}.{callback_name} raised "
-                                        f"{type(exc).__name__}: {exc} "
+        what = f"raised {type(exc).__name__}: {exc}"
+        if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery's, raised into the callback at the limit
+            limit = settings.current().parse_time_limit_seconds
+            what = f"ran past the parse time limit (parse_time_limit_seconds={limit:g})"
+        outcome = CallbackOutcome(error=f"{type(spider).__name__}.{callback_name} {what} "
                                         f"({frame.filename}:{frame.lineno})", exception=exc)
     return outcome
 
 
-def filter_requests(spider: Spider, requests: Iterable[Request], depth: int,
-                    max_depth: int | None) -> tuple[list[tuple[str, Request]], int]:
+# the frontier's column sizes: a longer host (or etag, Last-Modified) would make the whole
+# batch's insert fail on Postgres, so such values are dropped or left out where they are read
+MAX_HOST_LENGTH: int = getattr(crawl_tasks.c.host.type, "length", None) or 300
+MAX_ETAG_LENGTH: int = getattr(crawl_tasks.c.etag.type, "length", None) or 500
+MAX_LAST_MODIFIED_LENGTH: int = getattr(crawl_tasks.c.last_modified.type, "length", None) or 100
+
+
+def filter_requests(spider: Spider, requests: Iterable[Request], depth: int, max_depth: int | None,
+                    max_url_length: int | None = None) -> tuple[list[tuple[str, Request]], int]:
     """The requests to add to the frontier as (normalised URL, request), and how many were dropped
-    (invalid, off-site, or deeper than ``max_depth``)."""
+    (invalid, longer than ``max_url_length`` or with a host name the frontier cannot hold,
+    off-site, or deeper than ``max_depth``)."""
     kept: list[tuple[str, Request]] = []
     dropped = 0
     if max_depth is not None and depth + 1 > max_depth:
         return kept, sum(1 for _ in requests)
+    max_url_length = max_url_length if max_url_length is not None else settings.current().max_url_length
     for request in requests:
         try:
             url = normalize_url(request.url)
         except InvalidURL:
+            dropped += 1
+            continue
+        if len(url) > max_url_length or len(url_host(url)) > MAX_HOST_LENGTH:
             dropped += 1
             continue
         if not spider.allows(url):
@@ -126,87 +143,19 @@ def project_context(engine: Engine, project: str) -> ProjectContext:
         row = lifecycle.project_row(conn, project)
     if row is None:
         raise ProjectNotFound(project)
-    spider_cls = load_spider_class(row["spider"])
+    try:
+        spider_cls = load_spider_class(row["spider"])
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a spider module that raises at import is a spider error
+        raise ConfigurationError(
+            f"spider {row['spider']!r} raised at import: {type(exc).__name__}: {exc}") from None
     spider = spider_cls(**(row["settings"] or {}).get("spider_kwargs", {}))
     context = ProjectContext(project, spider, row["max_depth"], row["max_pages"], time.monotonic(),
                              settings=row["settings"] or {}, created_at=row["created_at"])
     with _contexts_lock:
         _contexts[project] = context
     return context
-
-
-@dataclass
-class _FailureWindow:
-    started: float
-    lines: int = 0
-    unlogged: int = 0
-
-
-class CallbackErrorLog:
-    """Logs spider callback exceptions at WARNING without flooding the worker's log.
-
-    The row of every failed page keeps its error; the log is for the person watching the
-    worker. For each (project, callback, exception type, file and line) a process logs the
-    full traceback once per ``window_seconds``, then up to ``lines_per_window`` one-line
-    warnings, then only counts; the count is logged with the next failure of that kind
-    after the window ends (which logs its traceback again). A callback that raises on
-    100,000 pages thus costs a few lines a minute. Kinds are bounded too: the least
-    recently seen is forgotten beyond ``max_kinds``.
-    """
-
-    def __init__(self, window_seconds: float | None = None, lines_per_window: int | None = None,
-                 clock: Callable[[], float] = time.monotonic, max_kinds: int = 1000) -> None:
-        own = settings.current()
-        self.window_seconds = window_seconds if window_seconds is not None else own.callback_error_log_seconds
-        self.lines_per_window = (lines_per_window if lines_per_window is not None
-                                 else own.callback_error_log_lines)
-        self.clock = clock
-        self.max_kinds = max_kinds
-        self._windows: OrderedDict[tuple[Any, ...], _FailureWindow] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def report(self, project: str, url: str, callback: str, error: str, exc: BaseException | None) -> None:
-        """Log one callback failure of ``project`` on ``url`` (``error`` is the row's text)."""
-        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc is not None and exc.__traceback__ else None
-        key = (project, callback, type(exc).__name__ if exc else error,
-               frame.filename if frame else "", frame.lineno if frame else 0)
-        now = self.clock()
-        with self._lock:
-            window = self._windows.get(key)
-            if window is None or now - window.started >= self.window_seconds:
-                unlogged = window.unlogged if window else 0
-                self._windows[key] = _FailureWindow(now)
-                self._windows.move_to_end(key)
-                while len(self._windows) > self.max_kinds:
-                    self._windows.popitem(last=False)
-                mode = "traceback"
-            elif window.lines < self.lines_per_window:
-                window.lines += 1
-                mode = "line"
-            else:
-                window.unlogged += 1
-                return
-        if mode == "line":
-            logger.warning("callback failed: project %s, url %s, callback %s: %s (traceback logged above; "
-                           "at most once per %gs)", project, url, callback, error, self.window_seconds)
-            return
-        if unlogged:
-            logger.warning("project %s, callback %s: %d more failures like the one below were not "
-                           "logged in the last %gs (their rows hold the errors)", project, callback,
-                           unlogged, self.window_seconds)
-        logger.warning("callback failed: project %s, url %s, callback %s: %s", project, url, callback, error,
-                       exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None)
-
-
-_callback_errors: CallbackErrorLog | None = None
-
-
-def callback_error_log() -> CallbackErrorLog:
-    """This process's :class:`CallbackErrorLog`, created with the current settings."""
-    global _callback_errors
-    if _callback_errors is None:
-        _callback_errors = CallbackErrorLog()
-    return _callback_errors
 
 
 def _redirect_outcome(context: ProjectContext, page: Page, now: float,
@@ -241,7 +190,7 @@ def _redirect_outcome(context: ProjectContext, page: Page, now: float,
 
 
 def _page_outcome(context: ProjectContext, page: Page, now: float,
-                  new_rows: list[dict[str, Any]]) -> Outcome:
+                  new_rows: list[dict[str, Any]], dropped_links: list[int]) -> Outcome:
     depth = page.get("depth", 0)
     # a rendered page: response.url is where the browser ended; the row keeps its own URL
     response = Response(page.get("final_url") or page["url"], page["code"], page.get("headers") or {},
@@ -256,45 +205,105 @@ def _page_outcome(context: ProjectContext, page: Page, now: float,
         callback_error_log().report(context.name, page["url"], f"{type(context.spider).__name__}.{callback}",
                                     result.error, result.exception)
         return {**outcome, "status": FAILED, "kind": "callback", "error": result.error}
-    kept, _dropped = filter_requests(context.spider, result.requests, depth, context.max_depth)
+    kept, dropped = filter_requests(context.spider, result.requests, depth, context.max_depth)
+    dropped_links.append(dropped)
     for url, request in kept:
         new_rows.append(task_row(context.name, url, request, spider=context.spider,
                                  project_settings=context.settings, depth=depth + 1, now=now))
     headers = page.get("headers") or {}
-    if headers.get("etag"):
+    if headers.get("etag") and len(headers["etag"]) <= MAX_ETAG_LENGTH:
         outcome["etag"] = headers["etag"]
-    if headers.get("last-modified"):
+    if headers.get("last-modified") and len(headers["last-modified"]) <= MAX_LAST_MODIFIED_LENGTH:
         outcome[LAST_MODIFIED] = headers["last-modified"]
     return {**outcome, "status": DONE, "items": result.items}
 
 
-def process_pages(engine: Engine, project: str, pages: list[Page]) -> tuple[list[Outcome], int]:
+def _failed_page(page: Page, kind: str, error: str) -> Outcome:
+    return {"id": page["id"], "url": page["url"], "code": page.get("code"), "status": FAILED, "kind": kind,
+            "error": error}
+
+
+def _processing_error(page: Page, exc: Exception) -> str:
+    """A readable sentence for an exception raised while processing ``page`` outside its callback."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" ({frame.filename}:{frame.lineno})" if frame else ""
+    return f"processing the page raised {type(exc).__name__}: {exc}{where}"
+
+
+def process_pages(engine: Engine, project: str, pages: list[Page]) -> tuple[list[Outcome], int, int]:
     """Run callbacks on ``pages``; insert their new rows in one round trip; return the
-    outcomes for the store stage and how many new rows were added."""
+    outcomes for the store stage, how many new rows were added and how many links were
+    dropped (invalid, too long, off-site, too deep).
+
+    One page's trouble fails that page only: an exception while building its outcome or its
+    new rows fails it (kind ``parse``), and when the batch's insert fails the pages' rows are
+    inserted page by page, so only the page whose rows the database refuses fails."""
     now = time.time()
     try:
         context = project_context(engine, project)
     except (ConfigurationError, ProjectNotFound) as exc:
-        return [{"id": p["id"], "url": p["url"], "code": p.get("code"), "status": FAILED, "kind": "spider",
-                 "error": str(exc)} for p in pages], 0
-    new_rows: list[dict[str, Any]] = []
+        return [_failed_page(p, "spider", str(exc)) for p in pages], 0, 0
     outcomes, spider_pages = robots_outcomes(pages)  # a robots.txt is the scheduler's, for no spider
-    for page in spider_pages:
-        if "redirect" in page:
-            outcome = _redirect_outcome(context, page, now, new_rows)
-        else:
-            outcome = _page_outcome(context, page, now, new_rows)
-        outcomes.append(carry_cost(page, outcome))  # what the page cost, for the store stage's statistics
-    added = 0
     generation = (project, context.created_at)
-    new_rows = [row for row in new_rows if not _known.seen(generation, row)]
-    with engine.begin() as conn:
-        if new_rows:
-            added = tasks.insert_tasks(conn, project, new_rows, max_pages=context.max_pages)
-        claims.mark_fetched(conn, [p["id"] for p in pages], now=now)
+    rows_of: dict[str, list[dict[str, Any]]] = {}  # each page's new rows, by its task id
+    by_id: dict[str, Outcome] = {}
+    dropped_links: list[int] = []
+    for page in spider_pages:
+        page_rows: list[dict[str, Any]] = []
+        try:
+            if "redirect" in page:
+                outcome = _redirect_outcome(context, page, now, page_rows)
+            else:
+                outcome = _page_outcome(context, page, now, page_rows, dropped_links)
+        except Exception as exc:  # noqa: BLE001 - one page's trouble must not fail its batch-mates
+            logger.warning("parse failed: project %s, url %s", project, page["url"], exc_info=True)
+            outcome, page_rows = _failed_page(page, "parse", _processing_error(page, exc)), []
+        outcome = carry_cost(page, outcome)  # what the page cost, for the store stage's statistics
+        outcomes.append(outcome)
+        by_id[page["id"]] = outcome
+        rows_of[page["id"]] = [row for row in page_rows if not _known.seen(generation, row)]
+    new_rows = [row for rows in rows_of.values() for row in rows]
+    try:
+        with engine.begin() as conn:
+            added = tasks.insert_tasks(conn, project, new_rows,
+                                       max_pages=context.max_pages) if new_rows else 0
+            claims.mark_fetched(conn, [p["id"] for p in pages], now=now)
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise  # the database itself is in trouble, not one page: the task fails
+        logger.warning("project %s: a batch's new rows were refused (%s); inserting them page by page",
+                       project, type(exc.orig).__name__)
+        added = _insert_page_by_page(engine, context, rows_of, by_id, now)
+        with engine.begin() as conn:
+            claims.mark_fetched(conn, [p["id"] for p in pages], now=now)
     if new_rows and context.max_pages is None:  # beyond a budget a row may not have been inserted
-        _known.remember(generation, new_rows)
-    return outcomes, added
+        _known.remember(generation, [row for tid, rows in rows_of.items() if by_id[tid]["status"] == DONE
+                                     for row in rows])
+    return outcomes, added, sum(dropped_links)
+
+
+def _insert_page_by_page(engine: Engine, context: ProjectContext, rows_of: dict[str, list[dict[str, Any]]],
+                         by_id: dict[str, Outcome], now: float) -> int:
+    """The batch's insert failed: insert each page's rows in a transaction of its own, and fail
+    the pages whose rows the database refuses, with its reason."""
+    added = 0
+    for tid, rows in rows_of.items():
+        if not rows:
+            continue
+        try:
+            with engine.begin() as conn:
+                added += tasks.insert_tasks(conn, context.name, rows, max_pages=context.max_pages)
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+            outcome = by_id[tid]
+            logger.warning("parse failed: project %s, url %s: its new links could not be stored: %s",
+                           context.name, outcome["url"], reason)
+            outcome.pop("items", None)
+            outcome["status"], outcome["kind"] = FAILED, "parse"
+            outcome["error"] = f"the page's {len(rows)} new links could not be stored: {reason}"
+    return added
 
 
 class KnownTasks:

@@ -98,7 +98,7 @@ def mark_queued(conn: Connection, rows: list[dict[str, Any]], deadline_seconds: 
         update(crawl_tasks)
         .where(which)
         .values(status=QUEUED, queued_at=now, deadline_at=now + deadline_seconds,
-                dispatch_count=crawl_tasks.c.dispatch_count + 1, updated_at=now)
+                dispatch_count=crawl_tasks.c.dispatch_count + 1, resends=0, crashes=0, updated_at=now)
     )
     for row in rows:  # the caller's own dicts, from due_candidates
         row.pop("_ctid", None)
@@ -118,25 +118,32 @@ def queue_row_now(conn: Connection, row: dict[str, Any], deadline_seconds: float
     scheduler's own fetches (robots.txt) skip the pending stage."""
     now = time.time() if now is None else now
     values = {k: v for k, v in row.items() if not k.startswith("_")}
-    values.update(status=QUEUED, queued_at=now, deadline_at=now + deadline_seconds, dispatch_count=1)
+    values.update(status=QUEUED, queued_at=now, deadline_at=now + deadline_seconds, dispatch_count=1,
+                  resends=0,
+                  crashes=0)
     stmt = upsert(
         conn, crawl_tasks, values, key=["task_id"],
         update={"status": QUEUED, "queued_at": now, "deadline_at": now + deadline_seconds, "error": None,
-                "error_kind": None, "dispatch_count": crawl_tasks.c.dispatch_count + 1, "updated_at": now},
+                "error_kind": None, "dispatch_count": crawl_tasks.c.dispatch_count + 1, "resends": 0,
+                "crashes": 0, "updated_at": now},
     ).returning(*DISPATCH_COLUMNS)
     return dict(conn.execute(stmt).one()._mapping)
 
 
-def reclaim_stale_tasks(conn: Connection, limit: int, deadline_seconds: float,
-                        now: float | None = None) -> list[dict[str, Any]]:
+def reclaim_stale_tasks(conn: Connection, limit: int, deadline_seconds: float, now: float | None = None,
+                        max_dispatches: int | None = None) -> list[dict[str, Any]]:
     """Rows queued past their deadline lost their message: give them a new deadline and
-    return them to be sent again (of running projects only)."""
+    return them to be sent again (of running projects only). With ``max_dispatches``, rows
+    already sent that often without an outcome are left to :func:`fail_over_dispatched`."""
     now = time.time() if now is None else now
     running = select(projects.c.name).where(projects.c.status == RUNNING)
+    conditions = [crawl_tasks.c.status == QUEUED, crawl_tasks.c.deadline_at < now,
+                  crawl_tasks.c.project.in_(running)]
+    if max_dispatches is not None:
+        conditions.append(crawl_tasks.c.resends + 1 < max_dispatches)
     stale = (
         select(crawl_tasks.c.task_id)
-        .where(crawl_tasks.c.status == QUEUED, crawl_tasks.c.deadline_at < now,
-               crawl_tasks.c.project.in_(running))
+        .where(*conditions)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
@@ -148,11 +155,64 @@ def reclaim_stale_tasks(conn: Connection, limit: int, deadline_seconds: float,
             queued_at=now,
             deadline_at=now + deadline_seconds,
             dispatch_count=crawl_tasks.c.dispatch_count + 1,
+            resends=crawl_tasks.c.resends + 1,
             updated_at=now,
         )
         .returning(*DISPATCH_COLUMNS)
     )
     return _dicts(conn.execute(stmt))
+
+
+# the kind of a row that the workers never answered for, when it had no error of its own
+NO_OUTCOME_KIND = "dispatch"
+
+
+def fail_over_dispatched(conn: Connection, limit: int, max_dispatches: int, now: float | None = None) -> int:
+    """Rows queued past their deadline that were already sent ``max_dispatches`` times
+    without an outcome (a parse task that raises on them, a message lost each time) end
+    ``failed`` with the last error they had (a parse task's exception, noted by
+    :func:`crawlcluster.database.outcomes.note_queued_error`) and how often they were sent;
+    of running projects, at most ``limit``. Returns how many: without this bound such a row
+    is fetched again every deadline for ever and holds its host's slots."""
+    now = time.time() if now is None else now
+    running = select(projects.c.name).where(projects.c.status == RUNNING)
+    over = (
+        select(crawl_tasks.c.task_id)
+        .where(crawl_tasks.c.status == QUEUED, crawl_tasks.c.deadline_at < now,
+               crawl_tasks.c.project.in_(running),
+               crawl_tasks.c.resends + 1 >= max_dispatches)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    sent = f"sent to the workers {max_dispatches} times without an outcome (max_dispatches={max_dispatches})"
+    return conn.execute(
+        update(crawl_tasks).where(crawl_tasks.c.task_id.in_(over), crawl_tasks.c.status == QUEUED).values(
+            status=FAILED,
+            error=func.coalesce(crawl_tasks.c.error + f" ({sent})", sent),
+            error_kind=func.coalesce(crawl_tasks.c.error_kind, NO_OUTCOME_KIND),
+            deadline_at=None, updated_at=now)
+    ).rowcount
+
+
+def parse_crashes(conn: Connection, ids: list[str]) -> dict[str, int]:
+    """Each queued row's count of parse runs that began and never ended (its worker process
+    died, or was killed at the hard time limit, while processing it). A row missing from the
+    answer is not queued (done, failed or cancelled meanwhile): there is nothing to parse."""
+    if not ids:
+        return {}
+    return dict(conn.execute(select(crawl_tasks.c.task_id, crawl_tasks.c.crashes).where(
+        crawl_tasks.c.task_id.in_(sorted(ids)), crawl_tasks.c.status == QUEUED)).all())
+
+
+def begin_parse(conn: Connection, ids: list[str]) -> None:
+    """The parse stage is about to run callbacks on these queued rows: count the run in
+    ``crashes``, committed before the callbacks run; :func:`mark_fetched` resets it when the
+    run ends, so only a run that took its process down leaves it counted."""
+    if ids:
+        conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(sorted(ids)),
+                                               crawl_tasks.c.status == QUEUED)
+                     .values(crashes=crawl_tasks.c.crashes + 1))
 
 
 def queued_counts(conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
@@ -178,7 +238,7 @@ def mark_fetched(conn: Connection, ids: list[str], now: float | None = None) -> 
         now = time.time() if now is None else now
         conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(sorted(ids)),
                                                crawl_tasks.c.status == QUEUED)
-                     .values(fetched_at=now))
+                     .values(fetched_at=now, crashes=0))  # the parse run ended: it crashed nothing
 
 
 def mark_disallowed(conn: Connection, ids: list[str], reason: str, now: float | None = None) -> int:

@@ -135,3 +135,17 @@ def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: f
             .values(status=PENDING, next_run_at=now + crawl_tasks.c.age, updated_at=now)
         )
     return changed
+
+
+def note_queued_error(conn: Connection, ids: Sequence[str], error: str, kind: str,
+                      now: float | None = None) -> int:
+    """Note why a stage could not finish these queued rows (a parse task that raised), so the
+    row says so while it waits for its deadline, and ends with this text should it reach
+    ``max_dispatches`` (:func:`crawlcluster.database.claims.fail_over_dispatched`). The rows
+    stay queued; returns how many were noted."""
+    if not ids:
+        return 0
+    now = time.time() if now is None else now
+    return conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(sorted(ids)),
+                                                  crawl_tasks.c.status == QUEUED)
+                        .values(error=error[:2000], error_kind=kind, updated_at=now)).rowcount

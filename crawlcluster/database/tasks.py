@@ -68,8 +68,10 @@ def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]],
         candidates = candidates[:remaining]
         if not candidates:
             return 0
-    stmt = upsert(conn, crawl_tasks, candidates, key=["task_id"])
-    new_ids = set(conn.execute(stmt.returning(crawl_tasks.c.task_id)).scalars())
+    new_ids: set[str] = set()
+    for chunk in _chunks(candidates, _rows_per_statement(conn, candidates)):
+        stmt = upsert(conn, crawl_tasks, chunk, key=["task_id"])
+        new_ids.update(conn.execute(stmt.returning(crawl_tasks.c.task_id)).scalars())
     inserted = len(new_ids)
     if recrawl:
         _make_due_again(conn, [row for row in recrawl if row["task_id"] not in new_ids])
@@ -80,6 +82,25 @@ def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]],
             .values(tasks_created=projects.c.tasks_created + inserted)
         )
     return inserted
+
+
+# SQLite's SQLITE_MAX_VARIABLE_NUMBER since 3.32 (32766), with room to spare; a page with
+# 15,000 links, ~20 columns each, would need 300,000 in one statement
+SQLITE_MAX_VARIABLES = 30_000
+# rows per INSERT on Postgres: a bounded statement, one round trip per thousand links
+MAX_ROWS_PER_STATEMENT = 1000
+
+
+def _rows_per_statement(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+    """How many rows one INSERT may carry: SQLite counts one variable per value."""
+    if conn.dialect.name != "sqlite" or not rows:
+        return MAX_ROWS_PER_STATEMENT
+    columns = max(len(row) for row in rows)
+    return max(1, min(MAX_ROWS_PER_STATEMENT, SQLITE_MAX_VARIABLES // max(1, columns)))
+
+
+def _chunks(values: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [values[i:i + size] for i in range(0, len(values), size)]
 
 
 def _make_due_again(conn: Connection, rows: list[dict[str, Any]]) -> int:
@@ -122,8 +143,9 @@ def _reserve_budget(conn: Connection, project: str, candidates: list[dict[str, A
     if created >= max_pages:
         del candidates[:]
         return 0
-    ids = [row["task_id"] for row in candidates]
-    known = set(conn.execute(select(crawl_tasks.c.task_id).where(crawl_tasks.c.task_id.in_(ids))).scalars())
+    known: set[str] = set()
+    for ids in _chunks([row["task_id"] for row in candidates], SQLITE_MAX_VARIABLES):
+        known.update(conn.execute(select(crawl_tasks.c.task_id).where(crawl_tasks.c.task_id.in_(ids))).scalars())
     candidates[:] = [row for row in candidates if row["task_id"] not in known]
     return max(0, max_pages - created)
 

@@ -54,6 +54,7 @@ class Dispatcher:
         auto_pause_trial_size: int,
         user_agent: str,
         database_url: str | None = None,
+        max_dispatches: int = 5,
     ) -> None:
         self.app = app
         self.claim_batch_size = claim_batch_size
@@ -73,7 +74,8 @@ class Dispatcher:
                                        database_url=database_url)
         self.housekeeping = Housekeeping(self.lease, partial(send_quietly, app),
                                          claim_batch_size=claim_batch_size,
-                                         queued_deadline_seconds=queued_deadline_seconds)
+                                         queued_deadline_seconds=queued_deadline_seconds,
+                                         max_dispatches=max_dispatches)
         self.published_total = 0
 
     @classmethod
@@ -96,6 +98,7 @@ class Dispatcher:
             auto_pause_trial_size=s.auto_pause_trial_size,
             user_agent=s.user_agent,
             database_url=database_url,
+            max_dispatches=s.max_dispatches,
         )
 
     @property

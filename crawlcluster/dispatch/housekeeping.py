@@ -84,11 +84,12 @@ class Housekeeping:
     """The dispatcher's chores, run every HOUSEKEEPING_SECONDS in the leader's transactions."""
 
     def __init__(self, lease: LeaderLease, send: Callable[[str, dict[str, Any]], None], *,
-                 claim_batch_size: int, queued_deadline_seconds: float) -> None:
+                 claim_batch_size: int, queued_deadline_seconds: float, max_dispatches: int = 5) -> None:
         self.lease = lease
         self.send = send
         self.claim_batch_size = claim_batch_size
         self.queued_deadline_seconds = queued_deadline_seconds
+        self.max_dispatches = max_dispatches
         self.last_run_at = 0.0  # set it to now to skip the chores until HOUSEKEEPING_SECONDS pass
         self._last_cleanup = 0.0
         self.resent_total = 0
@@ -116,10 +117,16 @@ class Housekeeping:
 
     def resend_stale(self, conn: Connection, publish: Callable[[str, list[dict[str, Any]]], None]) -> int:
         """Hand rows queued past their deadline (their message was lost) to ``publish`` again,
-        per project; the number of rows."""
+        per project; the number of rows. Rows sent ``max_dispatches`` times without an
+        outcome end failed instead."""
         with conn.begin():
             self.lease.fence_or_raise(conn)
-            rows = claims.reclaim_stale_tasks(conn, self.claim_batch_size, self.queued_deadline_seconds)
+            failed = claims.fail_over_dispatched(conn, self.claim_batch_size, self.max_dispatches)
+            rows = claims.reclaim_stale_tasks(conn, self.claim_batch_size, self.queued_deadline_seconds,
+                                              max_dispatches=self.max_dispatches)
+        if failed:
+            logger.warning("%d rows failed: sent to the workers %d times without an outcome (max_dispatches)",
+                           failed, self.max_dispatches)
         by_project: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_project.setdefault(row["project"], []).append(row)
