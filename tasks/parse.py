@@ -4,7 +4,8 @@ browser go to render instead (workers.autorender), their rows still queued."""
 
 from __future__ import annotations
 
-from crawlcluster.app import app
+from crawlcluster import settings
+from crawlcluster.app import app, database_outage_retry
 from crawlcluster.db import get_engine
 from crawlcluster.messages import ParseMessage
 from crawlcluster.publish import send as send_message
@@ -13,7 +14,8 @@ from workers.autorender import split_for_render
 from workers.parser import process_pages
 
 
-@app.task(name=PARSE.task, acks_late=True, ignore_result=True)
+@app.task(name=PARSE.task, acks_late=True, ignore_result=True,
+          **database_outage_retry(settings.current()))
 def parse(message: ParseMessage) -> dict[str, int]:
     project = message["project"]
     engine = get_engine()
