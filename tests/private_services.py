@@ -6,7 +6,7 @@ directory, and stopped (or killed) by its PID only.
 
     with PrivateRedis(tmp_path) as broker:
         broker.restart_empty()          # SIGKILL, then a new server with no data
-    with PrivatePostgres(tmp_path) as database:
+    with PrivatePostgres() as database:
         database.restart_immediate()    # pg_ctl restart -m immediate
 """
 
@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -105,10 +106,12 @@ class PrivatePostgres:
     """A throwaway Postgres 15 cluster (initdb, pg_ctl) on a free port, run as user postgres
     when this process is root (initdb refuses root)."""
 
-    def __init__(self, directory: Path) -> None:
-        self.dir = Path(directory) / "pgdata"
+    def __init__(self) -> None:
+        # a directory of its own under /tmp: user postgres cannot enter pytest's (mode 0700)
+        self.home = Path(tempfile.mkdtemp(prefix="crawlcluster-pg-"))
+        self.dir = self.home / "pgdata"
         self.port = free_port()
-        self.log = Path(directory) / "postgres.log"
+        self.log = self.home / "postgres.log"
 
     @property
     def url(self) -> str:
@@ -126,12 +129,13 @@ class PrivatePostgres:
         command = [str(PG_BIN / argv[0]), *argv[1:]]
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        done = subprocess.run(command, timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if done.returncode:
+            raise subprocess.CalledProcessError(done.returncode, command, stderr=done.stderr)
 
     def init(self) -> None:
-        self.dir.parent.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
-            shutil.chown(self.dir.parent, user="postgres")
+            shutil.chown(self.home, user="postgres")
             self.log.touch()
             shutil.chown(self.log, user="postgres")
         self._run("initdb", "-D", str(self.dir), "-U", "postgres", "--auth=trust", "-E", "UTF8",
@@ -157,8 +161,10 @@ class PrivatePostgres:
         self.start()
 
     def stop(self) -> None:
+        """Stop the server (by pg_ctl, which signals its postmaster's PID) and remove its files."""
         if (self.dir / "postmaster.pid").exists():
             try:
                 self._pg_ctl("stop", "-m", "immediate")
             except subprocess.CalledProcessError:
                 pass
+        shutil.rmtree(self.home, ignore_errors=True)

@@ -50,7 +50,7 @@ class CrawlScheduler(Scheduler):
                 self.database_down_since = None
         return min(beat_wait, wait)
 
-    def _database_down(self, exc: Exception) -> None:
+    def _database_down(self, exc: OperationalError | InterfaceError) -> None:
         """Log the first failed tick of a database outage as one line (its traceback at debug
         level), and the ticks after it not at all, until one succeeds."""
         if self.database_down_since is None:

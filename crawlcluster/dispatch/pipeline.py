@@ -168,7 +168,6 @@ class CommitPipeline:
     def _send(self, outbox: Outbox) -> None:
         """The publishing thread's work: one pipeline per project's messages."""
         for project, by_task in outbox:
-            rows = sum(len(stage_rows) for _, stage_rows in by_task)
             messages = [(task_name, message) for task_name, stage_rows in by_task
                         for message in fetch_messages(project, stage_rows, self.fetch_batch_size)]
             try:
