@@ -10,7 +10,19 @@ from kombu import Queue
 from crawlcluster import settings, stages
 
 broker_url = settings.get("broker_url")
+if broker_url.split("://", 1)[0] in ("redis", "rediss"):
+    # kombu's Redis transport with a channel close that survives a lost broker (a worker
+    # exited with "Unrecoverable error" when Redis restarted; see crawlcluster/transport.py)
+    broker_transport = "crawlcluster.transport:Transport"
 broker_connection_retry_on_startup = True
+# A broker outage is an outage, not a death: a worker tries to reconnect for as long as it
+# runs (Celery's default gives up after 100 attempts, about 30 minutes, and exits).
+broker_connection_retry = True
+broker_connection_max_retries = None
+# A task sending its results on while the broker is away waits for it, up to about a
+# minute (0, 1, 2, 2, ... s; Celery's default gives up after 3 tries, about 3 s); after
+# that the task fails and the scheduler sends its rows again.
+task_publish_retry_policy = {"max_retries": 30, "interval_start": 0, "interval_step": 1, "interval_max": 2}
 # Redis redelivers an unacked message after this long; the scheduler's own deadline
 # (queued_deadline_seconds) is shorter and is what recovers lost work.
 broker_transport_options = {"visibility_timeout": 3600}

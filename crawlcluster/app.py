@@ -140,6 +140,20 @@ def export_flower_auth(auth: str) -> None:
     os.environ["FLOWER_BASIC_AUTH"] = auth
 
 
+def database_outage_retry(s: Settings) -> dict[str, Any]:
+    """Task options (``@app.task(**database_outage_retry(s))``) for a task that writes to
+    the database: when the database cannot be reached (a restart, a failover, the network)
+    the task is retried with an exponential back-off (1, 2, 4 ... s, at most 30 s apart),
+    ``s.database_outage_retries`` times, instead of failing. A failed task is acknowledged
+    (acks_late acks failures too), so without this its pages would wait for their rows'
+    deadline (``queued_deadline_seconds``); a retry sends the same message again and
+    acknowledges the old one, and the task's writes are idempotent."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return {"autoretry_for": (OperationalError, InterfaceError), "max_retries": s.database_outage_retries,
+            "retry_backoff": 1, "retry_backoff_max": 30, "retry_jitter": False}
+
+
 def _count_finished_task(sender: Any = None, state: str | None = None, **_kw: Any) -> None:
     from crawlcluster.metrics import count_task
 

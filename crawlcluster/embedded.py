@@ -138,6 +138,7 @@ def configure_embedded(database_path: str) -> Any:
     cluster_settings.configure(database_url=f"sqlite:///{database_path}", broker_url="memory://localhost/")
     app.conf.update(
         broker_url="memory://localhost/",
+        broker_transport=None,  # celeryconfig names the Redis one for a redis:// broker_url
         broker_transport_options={"polling_interval": 0.005},
         worker_send_task_events=False,
     )

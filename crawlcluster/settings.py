@@ -228,6 +228,10 @@ class Settings:
         600.0, float, "How long a host whose robots.txt stayed unreachable keeps failing its new rows at "
         "once, before its robots.txt is asked again (its rows waiting then still fail; later ones wait for "
         "the answer). `crawlcluster retry --failed` asks again at once.", minimum=0)
+    database_outage_retries: int = _option(
+        10, int, "Times a parse, store, render or hook task that cannot reach the database is retried "
+        "(after 1, 2, 4 ... s, at most 30 s apart) before it fails and its rows wait for their deadline.",
+        minimum=0)
     leader_lease_seconds: float = _option(
         10.0, float, "Lease of the dispatching beat; a standby beat takes over this long after the leader "
         "dies.", minimum=1)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 
 from crawlcluster import settings
-from crawlcluster.app import app
+from crawlcluster.app import app, database_outage_retry
 from crawlcluster.database import claims
 from crawlcluster.database.outcomes import note_queued_error
 from crawlcluster.db import get_engine
@@ -45,7 +45,8 @@ def crash_outcome(page: Page, crashes: int, max_crashes: int) -> Outcome:
 
 
 @app.task(name=PARSE.task, acks_late=True, ignore_result=True, soft_time_limit=_time_limit,
-          time_limit=_time_limit + HARD_LIMIT_GRACE_SECONDS, acks_on_timeout=False)
+          time_limit=_time_limit + HARD_LIMIT_GRACE_SECONDS, acks_on_timeout=False,
+          **database_outage_retry(settings.current()))
 def parse(message: ParseMessage) -> dict[str, int]:
     project = message["project"]
     engine = get_engine()

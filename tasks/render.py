@@ -12,7 +12,8 @@ from typing import Any
 
 from celery import signals
 
-from crawlcluster.app import app
+from crawlcluster import settings
+from crawlcluster.app import app, database_outage_retry
 from crawlcluster.db import get_engine
 from crawlcluster.messages import FetchMessage, Outcome, Page, failure_message, page_message
 from crawlcluster.publish import send as send_message
@@ -44,7 +45,8 @@ def failure_of(result: RenderResult) -> Outcome:
                            retry=is_retryable(error.kind, error.status_code), rendered=True)
 
 
-@app.task(name=RENDER.task, bind=True, acks_late=True, ignore_result=True)
+@app.task(name=RENDER.task, bind=True, acks_late=True, ignore_result=True,
+          **database_outage_retry(settings.current()))
 def render(self: Any, message: FetchMessage) -> dict[str, int]:
     project = message["project"]
     renderer = get_renderer()

@@ -215,6 +215,28 @@ def begin_parse(conn: Connection, ids: list[str]) -> None:
                      .values(crashes=crawl_tasks.c.crashes + 1))
 
 
+def resend_soon(conn: Connection, ids: list[str], at: float) -> int:
+    """Queued rows whose message could not be published (the broker was down): their
+    deadline moves to ``at``, when :func:`reclaim_stale_tasks` sends them again."""
+    if not ids:
+        return 0
+    result = conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(sorted(ids)),
+                                                    crawl_tasks.c.status == QUEUED)
+                          .values(deadline_at=at))
+    return result.rowcount
+
+
+def resend_queued_before(conn: Connection, before: float) -> int:
+    """The broker restarted without its data at about ``before``: every row queued earlier
+    lost its message. Their deadlines become ``before``, so :func:`reclaim_stale_tasks`
+    sends them again at once instead of after ``queued_deadline_seconds``; how many."""
+    result = conn.execute(update(crawl_tasks).where(crawl_tasks.c.status == QUEUED,
+                                                    crawl_tasks.c.queued_at < before,
+                                                    crawl_tasks.c.deadline_at > before)
+                          .values(deadline_at=before))
+    return result.rowcount
+
+
 def queued_counts(conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
     """One pass over the queued rows of every project: (requests in flight per host, rows
     queued per project). In flight is what per-host limits count: a queued row stops

@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery.beat import Scheduler
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from crawlcluster import settings
 from crawlcluster.db import get_engine
@@ -25,6 +27,7 @@ class CrawlScheduler(Scheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.dispatcher = Dispatcher.from_settings(self.app, settings.current())
+        self.database_down_since: float | None = None  # while the database cannot be reached
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         beat_wait = super().tick(*args, **kwargs)
@@ -34,10 +37,29 @@ class CrawlScheduler(Scheduler):
             logger.warning("%s; standing by", exc)
             self.dispatcher.lease.token = None
             wait = 1.0
-        except Exception:  # noqa: BLE001 - a database outage must not stop beat; try again
+        except (OperationalError, InterfaceError) as exc:  # the database is away: one line per outage
+            self._database_down(exc)
+            wait = self.dispatcher.tick_seconds
+        except Exception:  # noqa: BLE001 - one bad tick must not stop beat; try again
             logger.exception("frontier tick failed; retrying in %ss", self.dispatcher.tick_seconds)
             wait = self.dispatcher.tick_seconds
+        else:
+            if self.database_down_since is not None:
+                logger.warning("database reachable again after %.0fs; dispatching resumes",
+                               time.time() - self.database_down_since)
+                self.database_down_since = None
         return min(beat_wait, wait)
+
+    def _database_down(self, exc: OperationalError | InterfaceError) -> None:
+        """Log the first failed tick of a database outage as one line (its traceback at debug
+        level), and the ticks after it not at all, until one succeeds."""
+        if self.database_down_since is None:
+            self.database_down_since = time.time()
+            first_line = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0:1]
+            logger.error("database unreachable (%s: %s); dispatching waits, trying again every %ss",
+                         type(exc).__name__, first_line[0] if first_line else "",
+                         self.dispatcher.tick_seconds)
+        logger.debug("frontier tick failed", exc_info=exc)
 
     def close(self) -> None:
         """At a clean shutdown, send what was claimed, then hand the lease over at once

@@ -17,9 +17,11 @@ from typing import Any
 
 from celery import Celery
 
+from crawlcluster.database import claims as claim_rows
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.database.counts import has_open_tasks
 from crawlcluster.db import get_engine
+from crawlcluster.dispatch.broker_watch import BrokerWatch, resend_after_restart
 from crawlcluster.dispatch.claim import Claim, ClaimReader
 from crawlcluster.dispatch.housekeeping import Housekeeping, InFlightCounts
 from crawlcluster.dispatch.lease import LeaderLease
@@ -55,6 +57,7 @@ class Dispatcher:
         user_agent: str,
         database_url: str | None = None,
         max_dispatches: int = 5,
+        broker_url: str = "",
     ) -> None:
         self.app = app
         self.claim_batch_size = claim_batch_size
@@ -76,6 +79,7 @@ class Dispatcher:
                                          claim_batch_size=claim_batch_size,
                                          queued_deadline_seconds=queued_deadline_seconds,
                                          max_dispatches=max_dispatches)
+        self.broker_watch = BrokerWatch(broker_url)  # watched on Redis only
         self.published_total = 0
 
     @classmethod
@@ -99,6 +103,7 @@ class Dispatcher:
             user_agent=s.user_agent,
             database_url=database_url,
             max_dispatches=s.max_dispatches,
+            broker_url=s.broker_url,
         )
 
     @property
@@ -126,6 +131,8 @@ class Dispatcher:
                 with conn.begin():
                     if not self.lease.acquire_or_renew(conn, now):
                         return min(1.0, self.lease.ttl_seconds / 4)  # a standby: poll for the lease
+            if self.broker_watch.due(now) and self._resend_after_broker_restart(conn, now):
+                self.housekeeping.last_run_at = 0.0  # send them again in this tick
             housekeeping = self.housekeeping.due(now)
             if housekeeping:
                 self.housekeeping.run(conn, now)
@@ -152,6 +159,18 @@ class Dispatcher:
         if saturated:
             return 0.0
         return max(0.01, min(waits + ([0.05] if published else [])))
+
+    def _resend_after_broker_restart(self, conn: Any, now: float) -> int:
+        """When the broker restarted since the last check, every row queued before now lost
+        its message (Redis without its data): make them stale, so housekeeping sends them
+        again at once; how many."""
+        def requeue(before: float) -> int:
+            self.pipeline.flush()  # what was claimed before now is on the broker, or failed to get there
+            with conn.begin():
+                self.lease.fence_or_raise(conn)
+                return claim_rows.resend_queued_before(conn, before)
+
+        return resend_after_restart(self.broker_watch, now, requeue)
 
     def _claim_for(self, project: dict[str, Any], share: int, now: float) -> tuple[int, bool, float]:
         """Claim what ``project`` may send now; returns (rows claimed, whether the batch was

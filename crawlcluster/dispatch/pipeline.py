@@ -4,12 +4,15 @@ On PostgreSQL a committing thread marks a claim's rows queued, fences the lease 
 while the tick reads the next claim (which mostly waits on Postgres); a publishing thread
 then sends the committed rows to the broker in batches. On SQLite (one writer at a time) a
 claim is committed in the tick's own thread. Rows are marked queued with a deadline
-*before* they are published, so a send that fails is re-sent after that deadline.
+*before* they are published. A send that fails (the broker is down) moves their deadline
+to :data:`UNSENT_RESEND_SECONDS` from then, so housekeeping sends them again within
+seconds (not after ``queued_deadline_seconds``), and each failed batch is one log line.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -32,6 +35,10 @@ logger = logging.getLogger(__name__)
 MAX_CLAIMS_IN_HAND = 2
 # Batches of messages waiting for the publishing thread, at most
 MAX_SENDS_IN_HAND = 2
+
+# Rows whose messages could not be published are sent again after this long (the rows
+# stay queued, so they keep their host's slots and nothing else claims them meanwhile)
+UNSENT_RESEND_SECONDS = 5.0
 
 # (project, [(task name, rows)]): committed rows, routed, waiting to be sent
 Outbox = list[tuple[str, list[tuple[str, list[dict[str, Any]]]]]]
@@ -161,11 +168,26 @@ class CommitPipeline:
     def _send(self, outbox: Outbox) -> None:
         """The publishing thread's work: one pipeline per project's messages."""
         for project, by_task in outbox:
-            rows = sum(len(stage_rows) for _, stage_rows in by_task)
             messages = [(task_name, message) for task_name, stage_rows in by_task
                         for message in fetch_messages(project, stage_rows, self.fetch_batch_size)]
             try:
                 self._broker.publish(messages)
-            except Exception:  # noqa: BLE001 - the rows are queued with a deadline; they will be re-sent
-                logger.exception("could not publish %d rows of %s; they will be re-sent after %ss",
-                                 rows, project, self.queued_deadline_seconds)
+            except Exception as exc:  # noqa: BLE001 - the rows are queued; they are sent again soon
+                self._resend_soon(project,
+                                  [row["task_id"] for _, stage_rows in by_task for row in stage_rows],
+                                  f"{type(exc).__name__}: {exc}")
+
+    def _resend_soon(self, project: str, ids: list[str], why: str) -> None:
+        """Rows whose messages did not reach the broker: sent again in UNSENT_RESEND_SECONDS
+        (by housekeeping), or, when the database cannot be told either, at their deadline."""
+        first_line = why.splitlines()[0] if why else why
+        try:
+            with get_engine(self.database_url).begin() as conn:
+                claims.resend_soon(conn, ids, time.time() + UNSENT_RESEND_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - the rows keep their deadline
+            logger.warning("could not publish %d rows of %s (%s); they are sent again after their deadline "
+                           "(%ss; the database is unreachable too: %s)", len(ids), project, first_line,
+                           self.queued_deadline_seconds, type(exc).__name__)
+            return
+        logger.warning("could not publish %d rows of %s (%s); they are sent again in %.0fs",
+                       len(ids), project, first_line, UNSENT_RESEND_SECONDS)
