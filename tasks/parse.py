@@ -10,6 +10,7 @@ from crawlcluster.messages import ParseMessage
 from crawlcluster.publish import send as send_message
 from crawlcluster.stages import PARSE, RENDER, STORE
 from workers.autorender import split_for_render
+from workers.lease import hold_batch
 from workers.parser import process_pages
 
 
@@ -17,7 +18,9 @@ from workers.parser import process_pages
 def parse(message: ParseMessage) -> dict[str, int]:
     project = message["project"]
     engine = get_engine()
-    to_render, pages = split_for_render(engine, project, message["pages"])
+    # pages whose rows were ended or sent again since (a late or redelivered message) are dropped
+    pages = hold_batch(engine, project, "parse", message["pages"])
+    to_render, pages = split_for_render(engine, project, pages)
     if to_render:
         send_message(app, RENDER.task, {"project": project, "tasks": to_render})
     if not pages:

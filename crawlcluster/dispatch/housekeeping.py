@@ -1,19 +1,21 @@
 """Housekeeping between claims, and the policy for recounting the rows in flight.
 
 :class:`Housekeeping` puts auto-paused projects back on trial, reserves due ``@every``
-timers, deletes projects whose deletion is due and re-sends rows queued past their deadline
-(their message was lost). :class:`InFlightCounts` holds the rows in flight per host and
+timers, deletes projects whose deletion is due, makes the rows of workers whose lease expired
+due again (the worker died or froze) and re-sends rows queued past their deadline (their
+message was lost). :class:`InFlightCounts` holds the rows in flight per host and
 queued per project, and says when they are worth counting again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Iterable
 
 from sqlalchemy.engine import Connection
 
-from crawlcluster.database import claims, timers
+from crawlcluster.database import claims, timers, worker_leases
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.dispatch.claim import Claim
 from crawlcluster.dispatch.lease import LeaderLease
@@ -115,10 +117,15 @@ class Housekeeping:
             self.send(PERIODIC.task, {"project": project, "timer": timer})
 
     def resend_stale(self, conn: Connection, publish: Callable[[str, list[dict[str, Any]]], None]) -> int:
-        """Hand rows queued past their deadline (their message was lost) to ``publish`` again,
-        per project; the number of rows."""
+        """Make the queued rows of workers whose lease expired pending and due now (the claims
+        that follow send them again, within their hosts' limits), and hand rows queued past
+        their deadline (their message was lost before any worker took it) to ``publish``
+        again, per project; the number of rows re-sent."""
         with conn.begin():
             self.lease.fence_or_raise(conn)
+            for worker, count in worker_leases.release_expired(conn, time.time()).items():
+                if count:
+                    logger.warning("%d rows held by worker %s, whose lease expired, are due again", count, worker)
             rows = claims.reclaim_stale_tasks(conn, self.claim_batch_size, self.queued_deadline_seconds)
         by_project: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
