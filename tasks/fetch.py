@@ -21,7 +21,7 @@ from crawlcluster.publish import send as send_message
 from crawlcluster.stages import FETCH, PARSE, STORE
 from workers.fetch_errors import is_retryable
 from workers.fetcher import FetchResult, close_fetcher, get_fetcher
-from workers.lease import hold_batch, stop_lease
+from workers.lease import hold_batch
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,5 @@ def fetch(message: FetchMessage) -> dict[str, int]:
 @signals.worker_process_shutdown.connect
 @signals.worker_shutdown.connect
 def _close_fetcher(**_kwargs: Any) -> None:
-    """A stopping worker (or pool child) closes its HTTP client and loop thread, and stops
-    renewing its lease on rows (every stage's: this module is the one every worker loads first)."""
+    """A stopping worker (or pool child) closes its HTTP client and loop thread."""
     close_fetcher()
-    stop_lease()
