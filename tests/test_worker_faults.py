@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, func, select
 import crawlcluster
 from crawlcluster.messages import fetch_messages
 from crawlcluster.publish import send
-from crawlcluster.schema import DONE, FAILED, crawl_stats, crawl_tasks, results
+from crawlcluster.schema import DONE, FAILED, crawl_stats, crawl_tasks, results, worker_leases
 from crawlcluster.stages import FETCH
 
 PAGES = 120
@@ -128,6 +128,23 @@ def _held_rows(pg: str, project: str) -> int:
     return int(count)
 
 
+def _wait_finished(crawl, pg: str, processes) -> dict:
+    """``crawl.wait()``, failing with the rows still queued and the leases when it times out."""
+    try:
+        return crawl.wait(timeout=FINISH_AFTER_FAULT_SECONDS)
+    except crawlcluster.CrawlTimeout:
+        engine = create_engine(pg)
+        with engine.connect() as conn:
+            queued = [dict(r._mapping) for r in conn.execute(
+                select(crawl_tasks.c.url, crawl_tasks.c.held_by, crawl_tasks.c.dispatch_count,
+                       crawl_tasks.c.queued_at, crawl_tasks.c.fetched_at)
+                .where(crawl_tasks.c.project == crawl.project, crawl_tasks.c.status == "queued"))]
+            leases = [tuple(r) for r in conn.execute(select(worker_leases))]
+        engine.dispose()
+        logs = {name: processes.log(name)[-3000:] for name in processes.procs}
+        pytest.fail(f"still queued at {time.time()}: {queued}; leases: {leases}; logs: {logs}")
+
+
 def assert_exactly_once(pg: str, project: str, site: TreeSite) -> dict[str, int]:
     """Every page done once with one item, statistics equal to the row counts; returns the
     figures."""
@@ -162,8 +179,8 @@ def test_a_killed_worker_s_rows_come_back_through_its_lease_not_the_deadline(rol
     killed_at = time.monotonic()
     processes.kill(role, signal.SIGKILL)
     time.sleep(3)
-    processes.worker(role, role)
-    stats = crawl.wait(timeout=FINISH_AFTER_FAULT_SECONDS)
+    processes.worker(f"{role}-again", role)  # a log of its own: the killed one's stays readable
+    stats = _wait_finished(crawl, pg, processes)
     recovered_seconds = time.monotonic() - killed_at
     assert stats["pending"] == stats["queued"] == 0, stats
     figures = assert_exactly_once(pg, crawl.project, tree_site)
@@ -187,7 +204,7 @@ def test_a_fetch_worker_frozen_past_its_lease_counts_nothing_twice(tree_site, pr
         time.sleep(2)
     finally:
         processes.signal("fetch", signal.SIGCONT)
-    stats = crawl.wait(timeout=FINISH_AFTER_FAULT_SECONDS)
+    stats = _wait_finished(crawl, pg, processes)
     assert stats["pending"] == stats["queued"] == 0, stats
     figures = assert_exactly_once(pg, crawl.project, tree_site)
     print(f"SIGSTOP fetch past its lease: {figures['repeated']} repeated requests of {figures['requests']}")
