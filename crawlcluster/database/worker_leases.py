@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from crawlcluster.db import upsert
@@ -77,6 +77,22 @@ def release_expired(conn: Connection, now: float) -> dict[str, int]:
     conn.execute(delete(worker_leases).where(worker_leases.c.worker.in_(expired),
                                              worker_leases.c.expires_at < now))
     return released
+
+
+def release_unheld(conn: Connection, queued_before: float, now: float, count_only: bool = False) -> int:
+    """Make pending and due now the rows queued before ``queued_before`` that no worker ever
+    held (their message was taken by a worker that died before it could hold them); the
+    caller knows no message waits in the fetch and render queues. ``count_only``: only count
+    them."""
+    which = (crawl_tasks.c.status == QUEUED, crawl_tasks.c.held_by.is_(None),
+             crawl_tasks.c.queued_at < queued_before,
+             or_(crawl_tasks.c.fetched_at.is_(None), crawl_tasks.c.fetched_at < crawl_tasks.c.queued_at))
+    if count_only:
+        return int(conn.execute(select(func.count()).where(*which)).scalar_one())
+    return conn.execute(update(crawl_tasks).where(*which).values(
+        status=PENDING, next_run_at=now, queued_at=None, deadline_at=None,
+        error="its message was taken by a worker that stopped before it began; sent again", updated_at=now,
+    )).rowcount
 
 
 def lease_rows(conn: Connection) -> list[Any]:

@@ -21,7 +21,7 @@ from crawlcluster.database import projects as lifecycle
 from crawlcluster.database.counts import has_open_tasks
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.claim import Claim, ClaimReader
-from crawlcluster.dispatch.housekeeping import Housekeeping, InFlightCounts
+from crawlcluster.dispatch.housekeeping import Housekeeping, InFlightCounts, fetch_queues_idle
 from crawlcluster.dispatch.lease import LeaderLease
 from crawlcluster.dispatch.limits import HostSlots, ProjectAdmission
 from crawlcluster.dispatch.pipeline import CommitPipeline, send_quietly
@@ -54,6 +54,7 @@ class Dispatcher:
         auto_pause_trial_size: int,
         user_agent: str,
         database_url: str | None = None,
+        worker_lease_seconds: float = 30.0,
     ) -> None:
         self.app = app
         self.claim_batch_size = claim_batch_size
@@ -73,7 +74,9 @@ class Dispatcher:
                                        database_url=database_url)
         self.housekeeping = Housekeeping(self.lease, partial(send_quietly, app),
                                          claim_batch_size=claim_batch_size,
-                                         queued_deadline_seconds=queued_deadline_seconds)
+                                         queued_deadline_seconds=queued_deadline_seconds,
+                                         worker_lease_seconds=worker_lease_seconds,
+                                         fetch_queues_idle=partial(fetch_queues_idle, app))
         self.published_total = 0
 
     @classmethod
@@ -96,6 +99,7 @@ class Dispatcher:
             auto_pause_trial_size=s.auto_pause_trial_size,
             user_agent=s.user_agent,
             database_url=database_url,
+            worker_lease_seconds=s.worker_lease_seconds,
         )
 
     @property
