@@ -20,9 +20,10 @@ fetch and browser seconds) to the store stage's statistics. A failed fetch or re
 
 Keys with default values are left out (the callback ``parse``, depth 0, no data), URLs stay
 plain text so Flower shows them, and bodies travel as bytes (msgpack), zlib-compressed. The
-three keys on every entry or page that stay short on the wire are :data:`CALLBACK`,
-:data:`LAST_MODIFIED` and :data:`COMPRESSED`; other modules use these names and the helpers
-below (:func:`entry_callback`, :func:`decompress_body`, the builders), never the keys.
+keys on every entry or page that stay short on the wire are :data:`CALLBACK`,
+:data:`LAST_MODIFIED`, :data:`COMPRESSED` and :data:`DISPATCH`; other modules use these
+names and the helpers below (:func:`entry_callback`, :func:`entry_dispatch`,
+:func:`decompress_body`, the builders), never the keys.
 """
 
 from __future__ import annotations
@@ -39,10 +40,14 @@ from crawlcluster.schema import DONE, FAILED
 CALLBACK: Final = "cb"  # the spider method that parses the page; left out for DEFAULT_CALLBACK
 LAST_MODIFIED: Final = "lm"  # the page's Last-Modified as last stored, sent back as If-Modified-Since
 COMPRESSED: Final = "z"  # true when "body" is zlib-compressed
+# the row's dispatch_count when the scheduler sent it: every later message of the page carries
+# it on, and a stage drops a page whose row was ended or sent again since (a redelivered or
+# late message), so nothing is fetched or counted twice
+DISPATCH: Final = "dn"
 
 DEFAULT_CALLBACK = "parse"
 # the keys of an entry that its page carries on to parse, and back into an entry for render
-CARRIED_KEYS = ("depth", CALLBACK, "data", "fetch")
+CARRIED_KEYS = ("depth", CALLBACK, "data", "fetch", DISPATCH)
 
 
 class FetchEntry(TypedDict, total=False):
@@ -56,6 +61,7 @@ class FetchEntry(TypedDict, total=False):
     data: Any  # what the spider passed to the callback (Request.data)
     etag: str  # the ETag as last stored: a re-fetch sends If-None-Match
     lm: str  # LAST_MODIFIED
+    dn: int  # DISPATCH
 
 
 class FetchMessage(TypedDict):
@@ -75,6 +81,7 @@ class Page(TypedDict, total=False):
     cb: str
     data: Any
     fetch: dict[str, Any]
+    dn: int  # DISPATCH
     redirect: str  # a 3xx: the target (absolute); such a page has no body
     headers: dict[str, str]  # the few the parse stage and the row need (content-type, etag, ...)
     body: bytes
@@ -101,6 +108,7 @@ class Outcome(TypedDict, total=False):
     retry: bool  # a failure worth another try (as often as the row's retry policy says)
     retry_after: float  # seconds the server asked for (Retry-After)
     cb: str  # CALLBACK, kept so a failure says which callback it was for
+    dn: int  # DISPATCH: store applies the outcome only while the row is queued under it
     not_modified: bool  # a 304: the row is fresh again and keeps its items
     final_url: str  # a redirect's target, or where the browser ended
     etag: str  # validators to store for the next re-fetch
@@ -148,6 +156,8 @@ def task_entry(row: dict[str, Any]) -> FetchEntry:
         entry["etag"] = etag
     if last_modified := get("last_modified"):
         entry[LAST_MODIFIED] = last_modified
+    if dispatch := get("dispatch_count"):
+        entry[DISPATCH] = dispatch
     return entry
 
 
@@ -161,6 +171,12 @@ def fetch_messages(project: str, rows: Iterable[dict[str, Any]], batch_size: int
 def entry_callback(message: FetchEntry | Page | Outcome) -> str:
     """The spider method an entry, a page or an outcome is for."""
     return message.get(CALLBACK) or DEFAULT_CALLBACK
+
+
+def entry_dispatch(message: FetchEntry | Page | Outcome) -> int | None:
+    """The dispatch of its row an entry, a page or an outcome belongs to (None: a message
+    from before dispatches were carried, checked by the row's state alone)."""
+    return message.get(DISPATCH)
 
 
 def entry_last_modified(entry: FetchEntry) -> str | None:
@@ -218,13 +234,18 @@ def failure_message(entry: FetchEntry, error: FetchError, *, seconds: float, ret
             outcome["retry_after"] = error.retry_after_seconds
     if callback := entry.get(CALLBACK):
         outcome[CALLBACK] = callback
+    if DISPATCH in entry:
+        outcome[DISPATCH] = entry[DISPATCH]
     return outcome
 
 
 def not_modified_message(entry: FetchEntry, seconds: float) -> Outcome:
     """A 304: the row is fresh again and keeps its items; nothing to parse."""
-    return {"id": entry["id"], "url": entry["url"], "status": DONE, "code": 304, "not_modified": True,
-            "fetch_seconds": round(seconds, 4)}
+    outcome: Outcome = {"id": entry["id"], "url": entry["url"], "status": DONE, "code": 304,
+                        "not_modified": True, "fetch_seconds": round(seconds, 4)}
+    if DISPATCH in entry:
+        outcome[DISPATCH] = entry[DISPATCH]
+    return outcome
 
 
 def compress_body(body: bytes, level: int | None = None) -> tuple[bytes, bool]:
@@ -250,7 +271,10 @@ def page_entry(page: Page) -> FetchEntry:
 
 
 def carry_cost(page: Page, outcome: Outcome) -> Outcome:
-    """``outcome`` with what ``page`` cost, for the store stage's statistics."""
+    """``outcome`` with what ``page`` cost, for the store stage's statistics, and the dispatch
+    it belongs to."""
+    if DISPATCH in page:
+        outcome[DISPATCH] = page[DISPATCH]
     if "wire_bytes" in page:
         outcome["wire_bytes"] = page["wire_bytes"]
     if "fetch_seconds" in page:

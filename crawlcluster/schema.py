@@ -118,6 +118,9 @@ crawl_tasks = Table(
     Column("fetched_at", Double),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
+    # the worker process working on a queued row (migration 0013): when its worker_leases row
+    # expires the row is due again, long before its deadline
+    Column("held_by", String(300)),
 )
 
 # "due pending rows of a project, by priority": the scheduler's claim walks this index in
@@ -266,6 +269,16 @@ scheduler_lease = Table(
     Column("name", String(100), primary_key=True),
     Column("holder", String(300), nullable=False),
     Column("token", BigInteger, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+# one row per worker process holding crawl_tasks rows (held_by), renewed by its heartbeat
+# thread; a row whose holder's lease expired is made due again (migration 0013)
+worker_leases = Table(
+    "worker_leases",
+    metadata,
+    Column("worker", String(300), primary_key=True),
     Column("expires_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
 )

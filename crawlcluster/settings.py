@@ -235,6 +235,13 @@ class Settings:
     leader_lease_seconds: float = _option(
         10.0, float, "Lease of the dispatching beat; a standby beat takes over this long after the leader "
         "dies.", minimum=1)
+    worker_lease_seconds: float = _option(
+        30.0, float, "Lease of a worker process on the rows of the batches it works on; rows of a worker "
+        "that stopped renewing it (killed, frozen, cut off) are due again this long after its last "
+        "heartbeat, not after queued_deadline_seconds.", minimum=1)
+    worker_heartbeat_seconds: float = _option(
+        10.0, float, "How often a worker process renews its lease (keep it well under "
+        "worker_lease_seconds: a third of it).", minimum=0.1)
     auto_pause_failures: int = _option(
         10, int, "Consecutive failures that say the site is in trouble (HTTP 5xx or 429, a timeout, a "
         "connection that failed or broke; not a 404, a callback error, dns or robots) after which a project "

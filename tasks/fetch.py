@@ -8,6 +8,7 @@ from typing import Any
 from celery import signals
 
 from crawlcluster.app import app
+from crawlcluster.db import get_engine
 from crawlcluster.messages import (
     FetchMessage,
     Outcome,
@@ -20,6 +21,7 @@ from crawlcluster.publish import send as send_message
 from crawlcluster.stages import FETCH, PARSE, STORE
 from workers.fetch_errors import is_retryable
 from workers.fetcher import FetchResult, close_fetcher, get_fetcher
+from workers.lease import hold_batch
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +44,12 @@ def failure_of(result: FetchResult) -> Outcome:
 @app.task(name=FETCH.task, acks_late=True, ignore_result=True)
 def fetch(message: FetchMessage) -> dict[str, int]:
     """Fetch the batch and hand results on as they finish (in waves), so a page that hangs
-    until its timeout does not hold back the pages fetched with it, nor their retries."""
+    until its timeout does not hold back the pages fetched with it, nor their retries. Rows
+    ended or sent again since this message was sent (a redelivery) are not fetched."""
     project = message["project"]
+    entries = hold_batch(get_engine(), project, "fetch", message["tasks"])
     fetched = not_fetched = 0
-    for results in get_fetcher().fetch_waves(message["tasks"]):
+    for results in get_fetcher().fetch_waves(entries) if entries else ():
         pages = [page_of(r) for r in results if r.ok and r.status != 304]
         failures = [failure_of(r) for r in results if not r.ok]
         # not modified since the last fetch: the row is fresh again, nothing to parse or store

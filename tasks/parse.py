@@ -25,6 +25,7 @@ from crawlcluster.publish import send as send_message
 from crawlcluster.schema import FAILED
 from crawlcluster.stages import PARSE, RENDER, STORE
 from workers.autorender import split_for_render
+from workers.lease import hold_batch
 from workers.parser import process_pages
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,9 @@ def crash_outcome(page: Page, crashes: int, max_crashes: int) -> Outcome:
 def parse(message: ParseMessage) -> dict[str, int]:
     project = message["project"]
     engine = get_engine()
-    to_render, pages = split_for_render(engine, project, message["pages"])
+    # pages whose rows were ended or sent again since (a late or redelivered message) are dropped
+    pages = hold_batch(engine, project, "parse", message["pages"])
+    to_render, pages = split_for_render(engine, project, pages)
     if to_render:
         send_message(app, RENDER.task, {"project": project, "tasks": to_render})
     if not pages:

@@ -20,6 +20,7 @@ from crawlcluster.publish import send as send_message
 from crawlcluster.stages import PARSE, RENDER, STORE
 from workers.browser.renderer import RenderResult, close_renderer, get_renderer
 from workers.fetch_errors import is_retryable
+from workers.lease import hold_batch
 from workers.render_store import record_render_worker, save_screenshots
 
 logger = logging.getLogger(__name__)
@@ -49,11 +50,14 @@ def failure_of(result: RenderResult) -> Outcome:
           **database_outage_retry(settings.current()))
 def render(self: Any, message: FetchMessage) -> dict[str, int]:
     project = message["project"]
+    engine = get_engine()
+    entries = hold_batch(engine, project, "render", message["tasks"])  # not what was ended since
+    if not entries:
+        return {"rendered": 0, "failed": 0}
     renderer = get_renderer()
-    results = renderer.render_many(message["tasks"])
+    results = renderer.render_many(entries)
     pages = [page_of(r) for r in results if r.ok]
     failures = [failure_of(r) for r in results if not r.ok]
-    engine = get_engine()
     shots = [(r.entry["id"], r.entry["url"], r.screenshot) for r in results if r.ok and r.screenshot]
     save_screenshots(engine, project, shots)  # before parse can mark the row done
     with app.producer_or_acquire() as producer:

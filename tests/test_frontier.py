@@ -256,8 +256,13 @@ def test_storing_a_page_twice_leaves_its_items_once_and_replaces_them(database):
         claims.claim_due_tasks(conn, "p", 1, deadline_seconds=60)
     page = {"id": tid, "url": url, "status": "done", "code": 200, "items": [{"n": 1}, {"n": 2}, {"n": 3}]}
     store_pages(engine, "p", [page])
-    store_pages(engine, "p", [page])
+    # the same outcome again (a redelivered message): the row is done already, nothing changes
+    assert store_pages(engine, "p", [{**page, "items": [{"n": 7}]}])["done"] == 0
     assert sorted(i["n"] for i in crawlcluster.Crawl("p", database_url=database).results()) == [1, 2, 3]
+    # the page crawled again (forced): its new items replace the old ones
+    with engine.begin() as conn:
+        tasks.insert_tasks(conn, "p", [{**make_row("p", url), "_force": True}])
+        claims.claim_due_tasks(conn, "p", 1, deadline_seconds=60)
     store_pages(engine, "p", [{**page, "items": [{"n": 9}]}])
     assert [i["n"] for i in crawlcluster.Crawl("p", database_url=database).results()] == [9]
     stats = crawlcluster.Crawl("p", database_url=database).stats()

@@ -3,7 +3,8 @@
 For every page in the batch its items replace whatever an earlier run stored under the
 same task id (keyed by task id and item index), and its crawl_tasks row takes its end
 state, all in one transaction: a page processed twice leaves its items once, and a row is
-never ``done`` without its items.
+never ``done`` without its items. The statistics count a row's outcome in that transaction
+too, and only when the row's state changed.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from sqlalchemy.engine import Engine
 
 from crawlcluster import scheduling, settings
 from crawlcluster.database import projects as lifecycle
-from crawlcluster.database import stats
+from crawlcluster.database import stats, worker_leases
 from crawlcluster.database.outcomes import record_outcomes, schedule_retries
 from crawlcluster.database.results import replace_items
-from crawlcluster.messages import LAST_MODIFIED, Outcome
+from crawlcluster.messages import LAST_MODIFIED, Outcome, entry_dispatch
 from crawlcluster.schema import DONE, FAILED
+from workers.lease import current_lease, hold_batch
 from workers.robots import record_robots_outcomes
 
 logger = logging.getLogger(__name__)
@@ -58,20 +60,26 @@ def is_site_trouble(page: Outcome) -> bool:
 
 def store_pages(engine: Engine, project: str, pages: list[Outcome]) -> dict[str, int]:
     """Write ``pages`` (each an :class:`~crawlcluster.messages.Outcome`) and return counts of
-    rows done and failed and items stored."""
+    rows done and failed and items stored.
+
+    Only the rows still queued under the dispatch their outcome carries are written, and only
+    they are counted in the statistics, in the transaction that changes their state: an
+    outcome that arrives twice (a redelivered message, a worker resumed after its rows were
+    sent again) changes nothing and counts nothing."""
+    # held (and committed) first: a store worker killed mid-batch leaves its rows to the sweep
+    pages = hold_batch(engine, project, "store", pages)
+    if not pages:
+        return {"done": 0, "failed": 0, "retried": 0, "items": 0}
     now = time.time()
-    item_rows = []
-    for page in pages:
-        if page["status"] != DONE:
-            continue
-        for index, item in enumerate(page.get("items") or ()):
-            item_rows.append({
-                "task_id": page["id"], "item_index": index, "project": project, "url": page["url"],
-                "item": _json_safe(item), "created_at": now, "updated_at": now,
-            })
-    # a 304 keeps the items stored the last time
-    done_ids = [p["id"] for p in pages if p["status"] == DONE and not p.get("not_modified")]
     with engine.begin() as conn:
+        # again inside the transaction that writes them: the rows stay locked until it commits,
+        # so of two batches with one row's outcome (a duplicate) only the first applies
+        still_queued = worker_leases.hold(conn, current_lease(engine).name,
+                                          {p["id"]: entry_dispatch(p) for p in pages}, now)
+        pages = [p for p in pages if p["id"] in still_queued]
+        item_rows = _item_rows(project, pages, now)
+        # a 304 keeps the items stored the last time
+        done_ids = [p["id"] for p in pages if p["status"] == DONE and not p.get("not_modified")]
         # robots.txt rows are the scheduler's own: recorded in the hosts table, kept out of the streak
         robots, spider_pages = record_robots_outcomes(conn, project, pages, now)
         pages = spider_pages + robots
@@ -104,3 +112,17 @@ def store_pages(engine: Engine, project: str, pages: list[Outcome]) -> dict[str,
         "retried": len(retried),
         "items": len(item_rows),
     }
+
+
+def _item_rows(project: str, pages: list[Outcome], now: float) -> list[dict[str, Any]]:
+    """The results rows of the done pages' items."""
+    item_rows = []
+    for page in pages:
+        if page["status"] != DONE:
+            continue
+        for index, item in enumerate(page.get("items") or ()):
+            item_rows.append({
+                "task_id": page["id"], "item_index": index, "project": project, "url": page["url"],
+                "item": _json_safe(item), "created_at": now, "updated_at": now,
+            })
+    return item_rows

@@ -98,7 +98,8 @@ def mark_queued(conn: Connection, rows: list[dict[str, Any]], deadline_seconds: 
         update(crawl_tasks)
         .where(which)
         .values(status=QUEUED, queued_at=now, deadline_at=now + deadline_seconds,
-                dispatch_count=crawl_tasks.c.dispatch_count + 1, resends=0, crashes=0, updated_at=now)
+                dispatch_count=crawl_tasks.c.dispatch_count + 1, resends=0, crashes=0, held_by=None,
+                updated_at=now)
     )
     for row in rows:  # the caller's own dicts, from due_candidates
         row.pop("_ctid", None)
@@ -119,13 +120,12 @@ def queue_row_now(conn: Connection, row: dict[str, Any], deadline_seconds: float
     now = time.time() if now is None else now
     values = {k: v for k, v in row.items() if not k.startswith("_")}
     values.update(status=QUEUED, queued_at=now, deadline_at=now + deadline_seconds, dispatch_count=1,
-                  resends=0,
-                  crashes=0)
+                  resends=0, crashes=0, held_by=None)
     stmt = upsert(
         conn, crawl_tasks, values, key=["task_id"],
         update={"status": QUEUED, "queued_at": now, "deadline_at": now + deadline_seconds, "error": None,
                 "error_kind": None, "dispatch_count": crawl_tasks.c.dispatch_count + 1, "resends": 0,
-                "crashes": 0, "updated_at": now},
+                "crashes": 0, "held_by": None, "updated_at": now},
     ).returning(*DISPATCH_COLUMNS)
     return dict(conn.execute(stmt).one()._mapping)
 
@@ -156,6 +156,7 @@ def reclaim_stale_tasks(conn: Connection, limit: int, deadline_seconds: float, n
             deadline_at=now + deadline_seconds,
             dispatch_count=crawl_tasks.c.dispatch_count + 1,
             resends=crawl_tasks.c.resends + 1,
+            held_by=None,  # a new dispatch: whoever held the last one no longer does
             updated_at=now,
         )
         .returning(*DISPATCH_COLUMNS)

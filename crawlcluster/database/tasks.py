@@ -145,7 +145,8 @@ def _reserve_budget(conn: Connection, project: str, candidates: list[dict[str, A
         return 0
     known: set[str] = set()
     for ids in _chunks([row["task_id"] for row in candidates], SQLITE_MAX_VARIABLES):
-        known.update(conn.execute(select(crawl_tasks.c.task_id).where(crawl_tasks.c.task_id.in_(ids))).scalars())
+        stmt = select(crawl_tasks.c.task_id).where(crawl_tasks.c.task_id.in_(ids))
+        known.update(conn.execute(stmt).scalars())
     candidates[:] = [row for row in candidates if row["task_id"] not in known]
     return max(0, max_pages - created)
 

@@ -120,6 +120,13 @@ class LocalCluster:
             pass
         proc.wait(timeout=30)
 
+    def signal(self, name: str, sig: int) -> None:
+        """Send ``sig`` to the whole process group of ``name`` without waiting (SIGSTOP, SIGCONT)."""
+        try:
+            os.killpg(self.procs[name].pid, sig)
+        except ProcessLookupError:
+            pass
+
     def stop_all(self, timeout: float = 20) -> None:
         """SIGTERM every process group (warm shutdown), SIGKILL what outlives ``timeout``."""
         for proc in self.procs.values():

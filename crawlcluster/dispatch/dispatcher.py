@@ -23,7 +23,7 @@ from crawlcluster.database.counts import has_open_tasks
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.broker_watch import BrokerWatch, resend_after_restart
 from crawlcluster.dispatch.claim import Claim, ClaimReader
-from crawlcluster.dispatch.housekeeping import Housekeeping, InFlightCounts
+from crawlcluster.dispatch.housekeeping import Housekeeping, InFlightCounts, fetch_queues_idle
 from crawlcluster.dispatch.lease import LeaderLease
 from crawlcluster.dispatch.limits import HostSlots, ProjectAdmission
 from crawlcluster.dispatch.pipeline import CommitPipeline, send_quietly
@@ -58,6 +58,7 @@ class Dispatcher:
         database_url: str | None = None,
         max_dispatches: int = 5,
         broker_url: str = "",
+        worker_lease_seconds: float = 30.0,
     ) -> None:
         self.app = app
         self.claim_batch_size = claim_batch_size
@@ -78,7 +79,9 @@ class Dispatcher:
         self.housekeeping = Housekeeping(self.lease, partial(send_quietly, app),
                                          claim_batch_size=claim_batch_size,
                                          queued_deadline_seconds=queued_deadline_seconds,
-                                         max_dispatches=max_dispatches)
+                                         max_dispatches=max_dispatches,
+                                         worker_lease_seconds=worker_lease_seconds,
+                                         fetch_queues_idle=partial(fetch_queues_idle, app))
         self.broker_watch = BrokerWatch(broker_url)  # watched on Redis only
         self.published_total = 0
 
@@ -104,6 +107,7 @@ class Dispatcher:
             database_url=database_url,
             max_dispatches=s.max_dispatches,
             broker_url=s.broker_url,
+            worker_lease_seconds=s.worker_lease_seconds,
         )
 
     @property

@@ -1,19 +1,21 @@
 """Housekeeping between claims, and the policy for recounting the rows in flight.
 
 :class:`Housekeeping` puts auto-paused projects back on trial, reserves due ``@every``
-timers, deletes projects whose deletion is due and re-sends rows queued past their deadline
-(their message was lost). :class:`InFlightCounts` holds the rows in flight per host and
+timers, deletes projects whose deletion is due, makes the rows of workers whose lease expired
+due again (the worker died or froze) and re-sends rows queued past their deadline (their
+message was lost). :class:`InFlightCounts` holds the rows in flight per host and
 queued per project, and says when they are worth counting again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Iterable
 
 from sqlalchemy.engine import Connection
 
-from crawlcluster.database import claims, timers
+from crawlcluster.database import claims, timers, worker_leases
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.dispatch.claim import Claim
 from crawlcluster.dispatch.lease import LeaderLease
@@ -80,11 +82,30 @@ class InFlightCounts:
         self.queued[project] = self.queued.get(project, 0) + rows
 
 
+def fetch_queues_idle(app: Any) -> bool:
+    """Whether the broker's fetch and render queues hold no message (a queue not declared
+    yet holds none)."""
+    from crawlcluster.stages import FETCH, RENDER
+
+    with app.connection_for_read() as connection:
+        connection.ensure_connection(max_retries=1)  # a broker away raises at once, never blocks beat
+        channel = connection.default_channel
+        for queue in (FETCH.queue, RENDER.queue):
+            try:
+                if channel.queue_declare(queue=queue, passive=True).message_count:
+                    return False
+            except Exception:  # noqa: BLE001 - a queue never declared holds nothing
+                continue
+    return True
+
+
 class Housekeeping:
     """The dispatcher's chores, run every HOUSEKEEPING_SECONDS in the leader's transactions."""
 
     def __init__(self, lease: LeaderLease, send: Callable[[str, dict[str, Any]], None], *,
-                 claim_batch_size: int, queued_deadline_seconds: float, max_dispatches: int = 5) -> None:
+                 claim_batch_size: int, queued_deadline_seconds: float, max_dispatches: int = 5,
+                 worker_lease_seconds: float = 30.0,
+                 fetch_queues_idle: Callable[[], bool] | None = None) -> None:
         self.lease = lease
         self.send = send
         self.claim_batch_size = claim_batch_size
@@ -93,6 +114,10 @@ class Housekeeping:
         self.last_run_at = 0.0  # set it to now to skip the chores until HOUSEKEEPING_SECONDS pass
         self._last_cleanup = 0.0
         self.resent_total = 0
+        self.worker_lease_seconds = worker_lease_seconds
+        # whether no message waits in the fetch and render queues (None: not known)
+        self.fetch_queues_idle = fetch_queues_idle
+        self._last_unheld_check = 0.0
 
     def due(self, now: float) -> bool:
         """Whether this tick does the chores (and so, from now, the next one waits)."""
@@ -115,12 +140,38 @@ class Housekeeping:
         for project, timer in due_timers:  # reserved before sending: a failed send waits a whole interval
             self.send(PERIODIC.task, {"project": project, "timer": timer})
 
+    def _release_unheld(self, conn: Connection, now: float) -> None:
+        """Rows sent a lease ago that no worker ever held while nothing waits in the fetch
+        and render queues: a worker took their message and died before it could hold them
+        (Redis keeps such a message unacknowledged for its visibility timeout)."""
+        if self.fetch_queues_idle is None or now - self._last_unheld_check < self.worker_lease_seconds / 3:
+            return
+        self._last_unheld_check = now
+        before = now - self.worker_lease_seconds
+        if not worker_leases.release_unheld(conn, before, now, count_only=True):
+            return
+        try:
+            idle = self.fetch_queues_idle()
+        except Exception:  # noqa: BLE001 - the broker away: the queued deadline still bounds them
+            logger.warning("could not read the fetch queues' length", exc_info=True)
+            return
+        if idle and (count := worker_leases.release_unheld(conn, before, now)):
+            logger.warning("%d rows sent over %gs ago that no worker holds, with nothing waiting in the "
+                           "fetch queues, are due again", count, self.worker_lease_seconds)
+
     def resend_stale(self, conn: Connection, publish: Callable[[str, list[dict[str, Any]]], None]) -> int:
-        """Hand rows queued past their deadline (their message was lost) to ``publish`` again,
-        per project; the number of rows. Rows sent ``max_dispatches`` times without an
-        outcome end failed instead."""
+        """Make the queued rows of workers whose lease expired pending and due now (the claims
+        that follow send them again, within their hosts' limits), and hand rows queued past
+        their deadline (their message was lost before any worker took it) to ``publish``
+        again, per project; the number of rows re-sent. Rows sent ``max_dispatches`` times
+        without an outcome end failed instead."""
         with conn.begin():
             self.lease.fence_or_raise(conn)
+            for worker, count in worker_leases.release_expired(conn, time.time()).items():
+                if count:
+                    logger.warning("%d rows held by worker %s, whose lease expired, are due again", count,
+                                   worker)
+            self._release_unheld(conn, time.time())
             failed = claims.fail_over_dispatched(conn, self.claim_batch_size, self.max_dispatches)
             rows = claims.reclaim_stale_tasks(conn, self.claim_batch_size, self.queued_deadline_seconds,
                                               max_dispatches=self.max_dispatches)

@@ -1,0 +1,137 @@
+"""A worker process's lease on the rows it works on, renewed by a heartbeat thread.
+
+Every stage (fetch, render, parse, store) calls :func:`hold_batch` once when it starts a
+batch: the rows still queued under the dispatch their message carries are marked held by
+this process, the others (ended, retried or sent again since: a late or redelivered
+message) are dropped before any work is done, so nothing is fetched or counted twice. A
+daemon thread renews the process's lease every ``worker_heartbeat_seconds``; when a process
+stops renewing it (SIGKILL, a frozen process, a cut link) the scheduler makes its queued rows
+due again ``worker_lease_seconds`` after its last renewal, while a slow but live process
+keeps its rows however long a batch takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Sequence, TypeVar
+
+from sqlalchemy.engine import Engine
+
+from crawlcluster import settings
+from crawlcluster.database import worker_leases
+from crawlcluster.messages import FetchEntry, Outcome, Page, entry_dispatch
+
+logger = logging.getLogger(__name__)
+
+Message = TypeVar("Message", FetchEntry, Page, Outcome)
+
+# a failed renewal is logged at most this often (the database may be away for a while)
+RENEW_ERROR_LOG_SECONDS = 60.0
+
+
+class WorkerLease:
+    """The lease of one worker process (its name is host and PID, so a restarted worker is a
+    new holder and the old one's rows come back at the sweep)."""
+
+    def __init__(self, engine: Engine, lease_seconds: float, heartbeat_seconds: float) -> None:
+        self.engine = engine
+        self.lease_seconds = lease_seconds
+        self.heartbeat_seconds = min(heartbeat_seconds, lease_seconds / 2)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.renewed_at = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_error_log = 0.0
+
+    @classmethod
+    def from_settings(cls, engine: Engine, s: settings.Settings) -> WorkerLease:
+        return cls(engine, s.worker_lease_seconds, s.worker_heartbeat_seconds)
+
+    def hold(self, dispatches: dict[str, int | None]) -> set[str]:
+        """Hold the rows of ``dispatches`` (task id -> dispatch) still queued under it; the
+        ids held. The lease is renewed in the same transaction when the last renewal is not
+        fresh, so no row is ever held by a process without a live lease."""
+        if not dispatches:
+            return set()
+        now = time.time()
+        with self.engine.begin() as conn:
+            if now - self.renewed_at >= self.heartbeat_seconds / 2:
+                worker_leases.renew(conn, self.name, now + self.lease_seconds, now)
+                self.renewed_at = now
+            held = worker_leases.hold(conn, self.name, dispatches, now)
+        self.start_heartbeat()
+        return held
+
+    def start_heartbeat(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._beat, name="crawlcluster-lease", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop renewing (the lease then expires by itself: rows handed on to the next stage's
+        queue get that long to be taken there before they are sent again)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self._thread = None
+
+    def renew(self) -> None:
+        now = time.time()
+        with self.engine.begin() as conn:
+            worker_leases.renew(conn, self.name, now + self.lease_seconds, now)
+        self.renewed_at = now
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_seconds):
+            try:
+                self.renew()
+            except Exception as exc:  # noqa: BLE001 - the heartbeat outlives a database outage
+                now = time.time()
+                if now - self._last_error_log >= RENEW_ERROR_LOG_SECONDS:
+                    self._last_error_log = now
+                    logger.warning("worker %s could not renew its lease (%s); its rows are sent again "
+                                   "if this lasts %gs", self.name, exc, self.lease_seconds)
+
+
+_lock = threading.Lock()
+_lease: WorkerLease | None = None
+_lease_pid = 0
+
+
+def current_lease(engine: Engine) -> WorkerLease:
+    """This process's lease (a forked pool child gets its own)."""
+    global _lease, _lease_pid
+    with _lock:
+        if _lease is None or _lease_pid != os.getpid() or _lease.engine is not engine:
+            if _lease is not None and _lease_pid == os.getpid():
+                _lease.stop()
+            _lease, _lease_pid = WorkerLease.from_settings(engine, settings.current()), os.getpid()
+        return _lease
+
+
+def stop_lease() -> None:
+    """A stopping worker (or pool child) stops its heartbeat."""
+    global _lease
+    with _lock:
+        if _lease is not None and _lease_pid == os.getpid():
+            _lease.stop()
+        _lease = None
+
+
+def hold_batch(engine: Engine, project: str, stage: str, messages: Sequence[Message]) -> list[Message]:
+    """The entries, pages or outcomes of ``messages`` whose rows this process now holds, in
+    order; the rest are logged and dropped (their rows were ended or sent again since)."""
+    if not messages:
+        return []
+    held = current_lease(engine).hold({m["id"]: entry_dispatch(m) for m in messages})
+    kept = [m for m in messages if m["id"] in held]
+    if len(kept) < len(messages):
+        logger.info("%s: dropped %d of %d pages of %s whose rows were ended or sent again since "
+                    "(a late or redelivered message)", stage, len(messages) - len(kept), len(messages),
+                    project)
+    return kept
