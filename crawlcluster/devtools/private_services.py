@@ -1,8 +1,9 @@
 """A private redis-server and a private Postgres cluster for fault tests and the fault bench.
 
 Fault tests (tests/test_broker_outage.py) and `python -m bench faults` kill and restart the
-broker or the database; they must never touch the shared services other sessions use. Each service here is started by this process in a temporary
-directory, and stopped (or killed) by its PID only.
+broker or the database; they must never touch the shared services other sessions use. Each
+service here is started by this process in a temporary directory, and stopped (or killed) by
+its PID only.
 
     with PrivateRedis(tmp_path) as broker:
         broker.restart_empty()          # SIGKILL, then a new server with no data
