@@ -34,6 +34,7 @@ from bench.fastsite import FastSite, FastSiteProcess
 from crawlcluster.devtools.local_cluster import LocalCluster
 from crawlcluster.devtools.private_services import PrivatePostgres, PrivateRedis
 
+FINISHED = "finished"  # the project's status once beat saw no row open
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FAULTS = ("none", "kill-fetch", "kill-parse", "kill-store", "kill-beat", "redis-restart-empty",
           "postgres-restart", "stop-fetch", "poison-page")
@@ -217,6 +218,7 @@ class Run:
     def _wait_for_end(self, crawl: Any, cluster: LocalCluster) -> None:
         deadline = self.fault_at + self.timeout_seconds
         takeover: float | None = None
+        idle_at: float | None = None  # nothing pending or queued; beat marks the project finished after
         stats = None
         while time.monotonic() < deadline:
             if self.fault == "kill-beat" and takeover is None and \
@@ -225,13 +227,17 @@ class Run:
             current = self._rows(crawl)
             if current is not None:
                 stats = current
-                if stats["pending"] == 0 and stats["queued"] == 0:
+                if stats["pending"] == 0 and stats["queued"] == 0 and idle_at is None:
+                    idle_at = time.monotonic() - self.fault_at
+                if stats["status"] == FINISHED:
                     self.result.finished = True
                     break
             time.sleep(POLL_SECONDS)
         self.result.seconds_after_fault = time.monotonic() - self.fault_at
         if stats is not None:
             self.result.pending, self.result.queued = stats["pending"], stats["queued"]
+        if idle_at is not None and not self.result.finished:
+            self.result.notes.append(f"no row open {idle_at:.1f} s after the fault, yet not finished")
         if takeover is not None:
             self.result.notes.append(f"standby took the lease {takeover:.1f} s after the kill")
 
@@ -256,7 +262,7 @@ class Run:
             row = failed.get(dead_end)
             self.result.notes.append(f"poison page {dead_end}: " + (f"failed, {row['error'][:90]}" if row
                                                                      else "not failed"))
-        if stats["status"] != "finished":
+        if stats["status"] != FINISHED:
             self.result.notes.append(f"project {stats['status']}")
 
 
@@ -275,8 +281,8 @@ def footnotes(pages: int, timeout_seconds: float, stop_seconds: float,
         + f". Injected once {FAULT_AT_FRACTION:.0%} of the pages were stored; stop-fetch lasts "
           f"{stop_seconds:g} s.",
         "pages lost: pages reachable from / (the poison page's own links excepted) without a result; "
-        "results doubled: pages with more than one result row; finished: no row pending or queued "
-        f"within {timeout_seconds:g} s of the fault; repeated requests: requests to a target beyond its "
+        "results doubled: pages with more than one result row; finished: the project's status became "
+        f"`finished` (beat saw no row pending or queued) within {timeout_seconds:g} s of the fault; repeated requests: requests to a target beyond its "
         "first, from the site's hit log; stats − rows: crawl_stats' done and failed sums minus the rows "
         "done and failed (robots.txt rows included); exited on their own: cluster processes that exited "
         "without being killed by the bench.",
