@@ -283,8 +283,9 @@ def footnotes(pages: int, timeout_seconds: float, stop_seconds: float,
         "pages lost: pages reachable from / (the poison page's own links excepted) without a result; "
         "results doubled: pages with more than one result row; finished: the project's status became "
         f"`finished` (beat saw no row pending or queued) within {timeout_seconds:g} s of the fault; "
-        "repeated requests: requests to a target beyond its first, from the site's hit log; stats − rows: crawl_stats' done and failed sums minus the rows "
-        "done and failed (robots.txt rows included); exited on their own: cluster processes that exited "
+        "repeated requests: requests to a target beyond its first, from the site's hit log; "
+        "stats − rows: crawl_stats' done and failed sums minus the rows done and failed (robots.txt rows "
+        "included); exited on their own: cluster processes that exited "
         "without being killed by the bench.",
     ]
 
