@@ -37,6 +37,18 @@ def main() -> None:
     scheduler.add_argument("--sizes", default="100000,1000000", help="comma-separated pending row counts")
     scheduler.add_argument("--huge", action="store_true", help="add 10,000,000 rows to the sizes")
     scheduler.add_argument("--seconds", type=float, default=20)
+    faults = sub.add_parser("faults",
+                            help="the fault matrix: one cluster crawl per fault; lost, doubled, finished")
+    faults.add_argument("--pages", type=int, default=10_000)
+    faults.add_argument("--only", help="comma-separated subset of: none,kill-fetch,kill-parse,kill-store,"
+                                       "kill-beat,redis-restart-empty,postgres-restart,stop-fetch,poison-page")
+    faults.add_argument("--timeout", type=float, default=900,
+                        help="seconds a run may take after its fault to finish (default 900)")
+    faults.add_argument("--stop-seconds", type=float, default=60, help="how long stop-fetch stops the worker")
+    faults.add_argument("--deadline", type=float,
+                        help="CRAWLCLUSTER_QUEUED_DEADLINE_SECONDS for the cluster (default: its default)")
+    faults.add_argument("--write-results", action="store_true",
+                        help="replace the fault matrix in bench/RESULTS.md")
     args = parser.parse_args()
     if args.name == "site300":
         from bench.site300 import main as run
@@ -58,6 +70,12 @@ def main() -> None:
         if args.huge and 10_000_000 not in sizes:
             sizes.append(10_000_000)
         run_scheduler(sizes=sizes, seconds=args.seconds)
+    elif args.name == "faults":
+        from bench.faults import main as run_faults
+
+        run_faults(pages=args.pages, only=args.only, timeout_seconds=args.timeout,
+                   stop_seconds=args.stop_seconds, deadline_seconds=args.deadline,
+                   write_results=args.write_results)
     elif args.name == "sitespeed":
         from bench.sitespeed import main as run_speed
 

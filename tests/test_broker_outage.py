@@ -2,7 +2,7 @@
 
 A cluster of real processes (fetch, parse and store workers and beat, via LocalCluster)
 crawls a 250-page local site against a private redis-server or a private Postgres cluster
-(tests/private_services.py), so restarting them touches nothing another session uses.
+(crawlcluster/devtools/private_services.py), so restarting them touches nothing another session uses.
 When about 30% of the pages are stored the service is restarted; the crawl must then
 finish by itself with every page stored exactly once, and no process may have exited.
 The Redis test runs with the default queued deadline (600 s): recovery must come from
@@ -23,9 +23,9 @@ import crawlcluster
 from crawlcluster import db, settings
 from crawlcluster.devtools.demo_site import DemoSite
 from crawlcluster.devtools.local_cluster import LocalCluster
+from crawlcluster.devtools.private_services import PrivatePostgres, PrivateRedis
 from tests.conftest import ROOT
 from tests.outcomes import assert_site_crawled, load_rows
-from tests.private_services import PrivatePostgres, PrivateRedis
 
 PAGES = 250
 FINISH_TIMEOUT_SECONDS = 180  # generous: a healthy run finishes well within a minute of the fault

@@ -392,7 +392,7 @@ def test_version_and_verbose_after_the_subcommand(tmp_path):
                               "--db", str(tmp_path / "f.db")], capture_output=True, text=True, timeout=120,
                              env=_env(), cwd=tmp_path)
         assert run.returncode == 0, run.stderr[-3000:]
-        assert " INFO crawlcluster.client: submitted" in run.stderr
+        assert " INFO crawlcluster.submission: submitted" in run.stderr
     finally:
         site.stop()
 

@@ -1,8 +1,9 @@
-"""A private redis-server and a private Postgres cluster for fault tests, each on a free port.
+"""A private redis-server and a private Postgres cluster for fault tests and the fault bench.
 
-Fault tests kill and restart the broker or the database; they must never touch the shared
-services other sessions use. Each service here is started by this process in a temporary
-directory, and stopped (or killed) by its PID only.
+Fault tests (tests/test_broker_outage.py) and `python -m bench faults` kill and restart the
+broker or the database; they must never touch the shared services other sessions use. Each
+service here is started by this process in a temporary directory, and stopped (or killed) by
+its PID only.
 
     with PrivateRedis(tmp_path) as broker:
         broker.restart_empty()          # SIGKILL, then a new server with no data
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -23,9 +25,14 @@ from typing import Any
 
 import redis
 
-from tests.queues import free_port
-
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def free_port() -> int:
+    """A port nothing listens on at this moment (bound to 127.0.0.1, then closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> None:
