@@ -10,9 +10,9 @@ from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, func, select
 
-from crawlcluster.schema import crawl_tasks, results
+from crawlcluster.schema import DONE, FAILED, crawl_stats, crawl_tasks, results
 
 
 def target_of(url: str) -> str:
@@ -85,3 +85,25 @@ def assert_site_crawled(server: Any, tasks: list[dict[str, Any]], items: list[di
     assert by_item_target[charset_target]["title"] == charset_title
     for target, content_type in site.non_html.items():
         assert by_item_target[target]["content_type"] == content_type
+
+
+def statistics_and_rows(database_url: str, project: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((done, failed) in the durable statistics, (done, failed) among the rows)``: after
+    any fault the statistics must count each row's outcome once (issue 15)."""
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        by_status = dict(conn.execute(select(crawl_tasks.c.status, func.count())
+                                      .where(crawl_tasks.c.project == project)
+                                      .group_by(crawl_tasks.c.status)).all())
+        done, failed = conn.execute(
+            select(func.coalesce(func.sum(crawl_stats.c.done), 0),
+                   func.coalesce(func.sum(crawl_stats.c.failed), 0))
+            .where(crawl_stats.c.project == project)).one()
+    engine.dispose()
+    return (int(done), int(failed)), (by_status.get(DONE, 0), by_status.get(FAILED, 0))
+
+
+def assert_statistics_equal_rows(database_url: str, project: str) -> None:
+    counted, rows = statistics_and_rows(database_url, project)
+    assert counted == rows, \
+        f"statistics (done, failed) {counted} != rows {rows}: an outcome counted twice or lost"

@@ -25,7 +25,7 @@ from crawlcluster.devtools.demo_site import DemoSite
 from crawlcluster.devtools.local_cluster import LocalCluster
 from crawlcluster.devtools.private_services import PrivatePostgres, PrivateRedis
 from tests.conftest import ROOT
-from tests.outcomes import assert_site_crawled, load_rows
+from tests.outcomes import assert_site_crawled, assert_statistics_equal_rows, load_rows
 
 PAGES = 250
 FINISH_TIMEOUT_SECONDS = 180  # generous: a healthy run finishes well within a minute of the fault
@@ -83,6 +83,7 @@ def _assert_crawled_once(server: Any, database_url: str) -> Counter[str]:
     tasks, items = load_rows(database_url, "outage")
     assert_site_crawled(server, tasks, items, exactly_once=False)
     assert {row["status"] for row in tasks} <= {"done", "failed"}
+    assert_statistics_equal_rows(database_url, "outage")
     return Counter({target: n - 1 for target, n in server.hits().items() if n > 1})
 
 

@@ -12,7 +12,7 @@ import pytest
 from celery import Celery
 
 import crawlcluster
-from tests.outcomes import assert_site_crawled, load_rows
+from tests.outcomes import assert_site_crawled, assert_statistics_equal_rows, load_rows
 
 
 class EventRecorder:
@@ -108,6 +108,7 @@ def test_fetch_worker_killed_mid_crawl_loses_nothing_and_stores_every_page_once(
     # a page the killed worker had already requested may be fetched again; nothing is lost
     # and nothing is stored twice
     assert_site_crawled(site, tasks, items, exactly_once=False)
+    assert_statistics_equal_rows(pg, "killed")
     assert stats["done"] + stats["failed"] == len(site.site.reachable()) + 1
     refetched = sum(n - 1 for n in site.hits().values() if n > 1)
     assert refetched <= before["queued"] + 4 * 10
@@ -221,3 +222,4 @@ def test_two_beats_one_dispatches_and_the_standby_takes_over_a_killed_leader(sit
     tasks, items = load_rows(pg, "standby")
     # no double dispatch across the change of leader: every page fetched exactly once
     assert_site_crawled(site, tasks, items)
+    assert_statistics_equal_rows(pg, "standby")

@@ -29,7 +29,7 @@ from crawlcluster import db
 from crawlcluster.devtools.demo_site import DemoSite
 from crawlcluster.devtools.local_cluster import LocalCluster
 from tests.netns import VirtualNetwork
-from tests.outcomes import assert_site_crawled, load_rows
+from tests.outcomes import assert_site_crawled, load_rows, statistics_and_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTS = {"master": "10.231.0.1", "w1": "10.231.0.11", "w2": "10.231.0.12", "site": "10.231.0.20"}
@@ -273,6 +273,8 @@ def test_two_worker_hosts_crawl_once_and_one_host_cut_off_mid_crawl_loses_nothin
     tasks, items = client.rows("cut")
     # pages w1 held when it vanished are fetched again by w2: nothing lost, nothing stored twice
     assert_site_crawled(site, tasks, items, exactly_once=False)
+    counted, row_counts = client.call(statistics_and_rows, DATABASE_URL, "cut")
+    assert counted == row_counts, (counted, row_counts)  # and counted once in the statistics
     assert stats["done"] + stats["failed"] == len(tasks)
     for role in ("fetch", "parse", "store"):
         assert _received(cluster, f"{role}-w2", offsets[f"{role}-w2"]) > 0, \

@@ -15,6 +15,7 @@ import crawlcluster
 from crawlcluster import db
 from crawlcluster.messages import page_message
 from crawlcluster.schema import crawl_tasks
+from tests.outcomes import assert_statistics_equal_rows
 from tests.scripted_site import ScriptedSite, page
 from workers.parser import process_pages
 
@@ -68,6 +69,7 @@ def test_a_callback_that_kills_its_worker_fails_its_page_only_and_the_crawl_ends
     assert not not_done, not_done
     assert all(tree.counts[p] == 1 for p in paths + ["/"]), {p: n for p, n in tree.counts.items() if n != 1}
     assert stats["pages"]["done"] == 100 and stats["pages"]["failed"] == 1, stats
+    assert_statistics_equal_rows(pg, "poison")
     assert processes.procs["parse"].poll() is None  # the worker is still up; its pool replaced the child
     print(f"poison page: crawl of 101 pages finished in {took:.1f}s, 0 pages fetched twice")
 
@@ -108,6 +110,7 @@ def test_a_parse_task_that_always_raises_ends_its_rows_after_max_dispatches(tree
                                 "(sent to the workers 3 times without an outcome (max_dispatches=3))"), row
         assert tree.counts[path] == 3  # fetched once per dispatch, then never again
     assert stats["pages"]["failed"] == 2, stats
+    assert_statistics_equal_rows(pg, "broken")  # rows the scheduler failed are counted too
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])

@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 
 import crawlcluster
-from tests.outcomes import assert_site_crawled, load_rows
+from tests.outcomes import assert_site_crawled, assert_statistics_equal_rows, load_rows
 from tests.queues import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +165,7 @@ def test_supervisor_nodes_crawl_and_a_worker_role_stopped_and_started_mid_crawl_
     tasks, items = load_rows(pg, "supervised")
     # pages the stopped worker had taken may be fetched twice; none is lost or stored twice
     assert_site_crawled(site, tasks, items, exactly_once=False)
+    assert_statistics_equal_rows(pg, "supervised")
     assert stats["pending"] == stats["queued"] == 0
     assert stats["done"] + stats["failed"] == len(tasks)
 

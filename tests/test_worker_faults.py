@@ -22,8 +22,9 @@ from sqlalchemy import create_engine, func, select
 import crawlcluster
 from crawlcluster.messages import fetch_messages
 from crawlcluster.publish import send
-from crawlcluster.schema import DONE, FAILED, crawl_stats, crawl_tasks, results, worker_leases
+from crawlcluster.schema import DONE, crawl_tasks, results, worker_leases
 from crawlcluster.stages import FETCH
+from tests.outcomes import assert_statistics_equal_rows
 
 PAGES = 120
 PAGE_DELAY_SECONDS = 0.25
@@ -155,16 +156,12 @@ def assert_exactly_once(pg: str, project: str, site: TreeSite) -> dict[str, int]
                                       .group_by(crawl_tasks.c.status)).all())
         items = conn.execute(select(results.c.url, func.count()).where(results.c.project == project)
                              .group_by(results.c.url)).all()
-        stats_done, stats_failed = conn.execute(
-            select(func.coalesce(func.sum(crawl_stats.c.done), 0),
-                   func.coalesce(func.sum(crawl_stats.c.failed), 0))
-            .where(crawl_stats.c.project == project)).one()
     engine.dispose()
     # every page and robots.txt done, nothing else left
     assert by_status == {DONE: PAGES + 1}, by_status
     assert len(items) == PAGES and all(n == 1 for _, n in items), "a page's result is missing or doubled"
     # the durable statistics count each row's outcome once
-    assert (int(stats_done), int(stats_failed)) == (by_status.get(DONE, 0), by_status.get(FAILED, 0))
+    assert_statistics_equal_rows(pg, project)
     # every page was requested
     assert all(site.hits[f"/p/{n}"] >= 1 for n in range(PAGES))
     return {"repeated": site.repeated(), "requests": site.requests()}

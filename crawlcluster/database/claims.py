@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from sqlalchemy import func, literal_column, or_, select, text, update
 from sqlalchemy.engine import Connection
 
+from crawlcluster.database import stats
 from crawlcluster.db import upsert
 from crawlcluster.schema import (
     DISALLOWED,
@@ -174,7 +175,9 @@ def fail_over_dispatched(conn: Connection, limit: int, max_dispatches: int, now:
     ``failed`` with the last error they had (a parse task's exception, noted by
     :func:`crawlcluster.database.outcomes.note_queued_error`) and how often they were sent;
     of running projects, at most ``limit``. Returns how many: without this bound such a row
-    is fetched again every deadline for ever and holds its host's slots."""
+    is fetched again every deadline for ever and holds its host's slots. Each is counted as
+    failed in the durable statistics in the same transaction, as the store stage counts an
+    outcome, so the statistics keep equal to the rows."""
     now = time.time() if now is None else now
     running = select(projects.c.name).where(projects.c.status == RUNNING)
     over = (
@@ -187,13 +190,20 @@ def fail_over_dispatched(conn: Connection, limit: int, max_dispatches: int, now:
         .scalar_subquery()
     )
     sent = f"sent to the workers {max_dispatches} times without an outcome (max_dispatches={max_dispatches})"
-    return conn.execute(
+    failed = conn.execute(
         update(crawl_tasks).where(crawl_tasks.c.task_id.in_(over), crawl_tasks.c.status == QUEUED).values(
             status=FAILED,
             error=func.coalesce(crawl_tasks.c.error + f" ({sent})", sent),
             error_kind=func.coalesce(crawl_tasks.c.error_kind, NO_OUTCOME_KIND),
             deadline_at=None, updated_at=now)
-    ).rowcount
+        .returning(crawl_tasks.c.task_id, crawl_tasks.c.project, crawl_tasks.c.url)
+    ).all()
+    by_project: dict[str, list[dict[str, Any]]] = {}
+    for task_id, project, url in failed:
+        by_project.setdefault(project, []).append({"id": task_id, "url": url, "status": FAILED})
+    for project, outcomes in by_project.items():
+        stats.record_batch(conn, project, outcomes, set(), now=now)
+    return len(failed)
 
 
 def parse_crashes(conn: Connection, ids: list[str]) -> dict[str, int]:
