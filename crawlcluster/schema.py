@@ -271,6 +271,9 @@ scheduler_lease = Table(
     Column("token", BigInteger, nullable=False),
     Column("expires_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
+    # the broker's (Redis) run id the leader last saw, so a new leader notices a restart it
+    # did not see happen (migration 0014)
+    Column("broker_run_id", String(100)),
 )
 
 # one row per worker process holding crawl_tasks rows (held_by), renewed by its heartbeat

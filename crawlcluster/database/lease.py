@@ -1,6 +1,6 @@
 """The scheduler_lease table: one row per lease, holding its holder, expiry and fencing
-token. Each function is one statement; what the lease means (leader, heartbeat, health) is
-:mod:`crawlcluster.dispatch.lease`'s.
+token, and the broker run id its leader last saw. Each function is one statement; what the
+lease means (leader, heartbeat, health) is :mod:`crawlcluster.dispatch.lease`'s.
 """
 
 from __future__ import annotations
@@ -49,3 +49,16 @@ def lease_row(conn: Connection, name: str) -> Any:
     return conn.execute(select(scheduler_lease.c.holder, scheduler_lease.c.expires_at,
                                scheduler_lease.c.updated_at)
                         .where(scheduler_lease.c.name == name)).first()
+
+
+def broker_run_id(conn: Connection, name: str) -> str | None:
+    """The broker run id the last leader of ``name`` stored, or None (never stored)."""
+    value = conn.execute(select(scheduler_lease.c.broker_run_id)
+                         .where(scheduler_lease.c.name == name)).scalar()
+    return None if value is None else str(value)
+
+
+def store_broker_run_id(conn: Connection, name: str, holder: str, token: int, run_id: str) -> bool:
+    """Store the broker run id ``holder`` saw, while it holds the lease with ``token``;
+    False if it holds it no more."""
+    return conn.execute(_held(name, holder, token).values(broker_run_id=run_id)).rowcount == 1

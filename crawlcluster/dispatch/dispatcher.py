@@ -83,6 +83,7 @@ class Dispatcher:
                                          worker_lease_seconds=worker_lease_seconds,
                                          fetch_queues_idle=partial(fetch_queues_idle, app))
         self.broker_watch = BrokerWatch(broker_url)  # watched on Redis only
+        self._watching_under: int | None = None  # the lease token the watch last started from the stored id
         self.published_total = 0
 
     @classmethod
@@ -165,16 +166,22 @@ class Dispatcher:
         return max(0.01, min(waits + ([0.05] if published else [])))
 
     def _resend_after_broker_restart(self, conn: Any, now: float) -> int:
-        """When the broker restarted since the last check, every row queued before now lost
-        its message (Redis without its data): make them stale, so housekeeping sends them
-        again at once; how many."""
-        def requeue(before: float) -> int:
-            self.pipeline.flush()  # what was claimed before now is on the broker, or failed to get there
+        """When the broker restarted since the run id stored in the lease row (seen by this
+        leader or a former one), every row queued before now lost its message (Redis without
+        its data): make them stale, so housekeeping sends them again at once; how many."""
+        if self.lease.token != self._watching_under:  # leading anew: start from the stored run id
             with conn.begin():
-                self.lease.fence_or_raise(conn)
-                return claim_rows.resend_queued_before(conn, before)
+                self.broker_watch.start_from(self.lease.stored_broker_run_id(conn))
+            self._watching_under = self.lease.token
 
-        return resend_after_restart(self.broker_watch, now, requeue)
+        def record(run_id: str, before: float | None) -> int:
+            if before is not None:
+                self.pipeline.flush()  # what was claimed before now is on the broker, or failed to get there
+            with conn.begin():
+                self.lease.store_broker_run_id(conn, run_id)
+                return 0 if before is None else claim_rows.resend_queued_before(conn, before)
+
+        return resend_after_restart(self.broker_watch, now, record)
 
     def _claim_for(self, project: dict[str, Any], share: int, now: float) -> tuple[int, bool, float]:
         """Claim what ``project`` may send now; returns (rows claimed, whether the batch was

@@ -104,6 +104,17 @@ class LeaderLease:
         if not self.fence(conn):
             raise LeaseLost(f"the scheduler lease moved away from {self.holder}")
 
+    def stored_broker_run_id(self, conn: Connection) -> str | None:
+        """The broker run id the last leader stored in the lease row (None: never stored)."""
+        return lease_rows.broker_run_id(conn, self.name)
+
+    def store_broker_run_id(self, conn: Connection, run_id: str) -> None:
+        """Store the broker run id this leader saw, inside the caller's transaction (which
+        this fences: :class:`LeaseLost` when another scheduler leads)."""
+        if not self.fence(conn) or self.token is None:
+            raise LeaseLost(f"the scheduler lease moved away from {self.holder}")
+        lease_rows.store_broker_run_id(conn, self.name, self.holder, self.token, run_id)
+
     def release(self, conn: Connection) -> None:
         """Give the lease up at a clean shutdown so a standby takes over at once."""
         if self.token is None:
