@@ -134,17 +134,23 @@ def site(site_server):
     return site_server
 
 
-@pytest.fixture
-def processes(pg: str, redis_url: str, tmp_path: Path) -> Iterator[LocalCluster]:
-    """Real `celery -A crawlcluster` worker and beat processes on the test Redis and Postgres."""
+def cluster_env(database_url: str, broker_url: str) -> dict[str, str]:
+    """This process's environment for cluster processes on ``database_url`` and
+    ``broker_url``, with this checkout first on their import path."""
     env = dict(os.environ)
     env.update({
-        "CRAWLCLUSTER_DATABASE_URL": pg,
-        "CRAWLCLUSTER_BROKER_URL": redis_url,
+        "CRAWLCLUSTER_DATABASE_URL": database_url,
+        "CRAWLCLUSTER_BROKER_URL": broker_url,
         "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         "PYTHONUNBUFFERED": "1",
     })
-    cluster = LocalCluster(env, log_dir=tmp_path)
+    return env
+
+
+@pytest.fixture
+def processes(pg: str, redis_url: str, tmp_path: Path) -> Iterator[LocalCluster]:
+    """Real `celery -A crawlcluster` worker and beat processes on the test Redis and Postgres."""
+    cluster = LocalCluster(cluster_env(pg, redis_url), log_dir=tmp_path)
     yield cluster
     cluster.stop_all()
 

@@ -12,7 +12,6 @@ the former leader stored), not from waiting out the deadline.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections import Counter
@@ -29,7 +28,7 @@ from crawlcluster.devtools.local_cluster import LocalCluster
 from crawlcluster.devtools.private_services import PrivatePostgres, PrivateRedis
 from crawlcluster.dispatch.broker_watch import BrokerWatch, resend_after_restart
 from crawlcluster.dispatch.lease import LeaderLease, LeaseLost
-from tests.conftest import ROOT
+from tests.conftest import cluster_env
 from tests.outcomes import assert_site_crawled, assert_statistics_equal_rows, load_rows
 
 PAGES = 250
@@ -47,13 +46,7 @@ def small_site() -> Iterator[Any]:
 
 
 def _cluster(tmp_path: Path, broker_url: str, database_url: str, **extra: str) -> LocalCluster:
-    env = dict(os.environ)
-    env.update({
-        "CRAWLCLUSTER_DATABASE_URL": database_url,
-        "CRAWLCLUSTER_BROKER_URL": broker_url,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env = cluster_env(database_url, broker_url)
     env.pop("CRAWLCLUSTER_QUEUED_DEADLINE_SECONDS", None)  # the default, unless a test names one
     env.update(extra)
     logs = tmp_path / "logs"
