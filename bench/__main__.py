@@ -49,6 +49,8 @@ def main() -> None:
                         help="CRAWLCLUSTER_QUEUED_DEADLINE_SECONDS for the cluster (default: its default)")
     faults.add_argument("--write-results", action="store_true",
                         help="replace the fault matrix in bench/RESULTS.md")
+    faults.add_argument("--keep-logs", metavar="DIR",
+                        help="keep each fault's process logs in DIR/FAULT (default: a temporary directory)")
     args = parser.parse_args()
     if args.name == "site300":
         from bench.site300 import main as run
@@ -75,7 +77,7 @@ def main() -> None:
 
         run_faults(pages=args.pages, only=args.only, timeout_seconds=args.timeout,
                    stop_seconds=args.stop_seconds, deadline_seconds=args.deadline,
-                   write_results=args.write_results)
+                   write_results=args.write_results, keep_logs=args.keep_logs)
     elif args.name == "sitespeed":
         from bench.sitespeed import main as run_speed
 

@@ -292,7 +292,7 @@ def footnotes(pages: int, timeout_seconds: float, stop_seconds: float,
 
 def main(pages: int = 10_000, only: str | None = None, timeout_seconds: float = 900,
          stop_seconds: float = 60, deadline_seconds: float | None = None,
-         write_results: bool = False) -> None:
+         write_results: bool = False, keep_logs: str | None = None) -> None:
     console = Console(width=None if Console().is_terminal else 200)
     faults = FAULTS if not only else tuple(name.strip() for name in only.split(",") if name.strip())
     unknown = [name for name in faults if name not in FAULTS]
@@ -302,11 +302,13 @@ def main(pages: int = 10_000, only: str | None = None, timeout_seconds: float = 
     runs: list[FaultRun] = []
     progress: Callable[[str], None] = lambda text: console.print(text, style="dim")  # noqa: E731
     try:
-        with tempfile.TemporaryDirectory(prefix="crawlcluster-faults-") as workdir:
+        with tempfile.TemporaryDirectory(prefix="crawlcluster-faults-") as scratch:
             for fault in faults:
                 progress(f"{fault}: {WHAT[fault]} ...")
                 started = time.monotonic()
-                run = Run(fault, site, Path(workdir), timeout_seconds, stop_seconds, deadline_seconds)
+                # each fault's process logs go to DIR/FAULT, kept with --keep-logs
+                run = Run(fault, site, Path(keep_logs or scratch), timeout_seconds, stop_seconds,
+                          deadline_seconds)
                 runs.append(run.execute())
                 progress(f"{fault}: {time.monotonic() - started:.0f} s; " + " | ".join(runs[-1].row()[1:]))
     finally:

@@ -21,7 +21,7 @@ from crawlcluster.publish import send as send_message
 from crawlcluster.stages import FETCH, PARSE, STORE
 from workers.fetch_errors import is_retryable
 from workers.fetcher import FetchResult, close_fetcher, get_fetcher
-from workers.lease import hold_batch
+from workers.lease import hand_on, hold_batch
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ def fetch(message: FetchMessage) -> dict[str, int]:
     until its timeout does not hold back the pages fetched with it, nor their retries. Rows
     ended or sent again since this message was sent (a redelivery) are not fetched."""
     project = message["project"]
-    entries = hold_batch(get_engine(), project, "fetch", message["tasks"])
+    engine = get_engine()
+    entries = hold_batch(engine, project, "fetch", message["tasks"])
     fetched = not_fetched = 0
     for results in get_fetcher().fetch_waves(entries) if entries else ():
         pages = [page_of(r) for r in results if r.ok and r.status != 304]
@@ -60,6 +61,7 @@ def fetch(message: FetchMessage) -> dict[str, int]:
                 send_message(app, PARSE.task, {"project": project, "pages": pages}, producer=producer)
             if failures:
                 send_message(app, STORE.task, {"project": project, "pages": failures}, producer=producer)
+        hand_on(engine, pages, failures)  # held again by the worker that receives them
         fetched += len(pages)
         not_fetched += len(failures)
     return {"fetched": fetched, "not_fetched": not_fetched}

@@ -25,7 +25,7 @@ from crawlcluster.publish import send as send_message
 from crawlcluster.schema import FAILED
 from crawlcluster.stages import PARSE, RENDER, STORE
 from workers.autorender import split_for_render
-from workers.lease import hold_batch
+from workers.lease import hand_on, hold_batch
 from workers.parser import process_pages
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ def parse(message: ParseMessage) -> dict[str, int]:
     to_render, pages = split_for_render(engine, project, pages)
     if to_render:
         send_message(app, RENDER.task, {"project": project, "tasks": to_render})
+        hand_on(engine, to_render)
     if not pages:
         return {"pages": 0, "new_urls": 0, "sent_to_render": len(to_render)}
     max_crashes = settings.current().max_worker_crashes
@@ -69,6 +70,7 @@ def parse(message: ParseMessage) -> dict[str, int]:
                        "one", project, len(pages))
         for page in pages:
             send_message(app, PARSE.task, {"project": project, "pages": [page]})
+        hand_on(engine, pages)
         return {"pages": 0, "new_urls": 0, "sent_to_render": len(to_render), "split": len(pages)}
     poisoned = [p for p in pages if crashes[p["id"]] >= max_crashes]
     if poisoned:
@@ -77,6 +79,7 @@ def parse(message: ParseMessage) -> dict[str, int]:
                            page["url"], crashes[page["id"]])
         send_message(app, STORE.task, {"project": project, "pages": [
             crash_outcome(p, crashes[p["id"]], max_crashes) for p in poisoned]})
+        hand_on(engine, poisoned)
         return {"pages": len(poisoned), "new_urls": 0, "sent_to_render": len(to_render)}
     if not pages:
         return {"pages": 0, "new_urls": 0, "sent_to_render": len(to_render)}
@@ -98,5 +101,6 @@ def parse(message: ParseMessage) -> dict[str, int]:
                            exc_info=True)
         raise
     send_message(app, STORE.task, {"project": project, "pages": outcomes})
+    hand_on(engine, outcomes)
     return {"pages": len(outcomes), "new_urls": added, "links_dropped": dropped,
             "sent_to_render": len(to_render)}

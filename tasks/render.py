@@ -20,7 +20,7 @@ from crawlcluster.publish import send as send_message
 from crawlcluster.stages import PARSE, RENDER, STORE
 from workers.browser.renderer import RenderResult, close_renderer, get_renderer
 from workers.fetch_errors import is_retryable
-from workers.lease import hold_batch
+from workers.lease import hand_on, hold_batch
 from workers.render_store import record_render_worker, save_screenshots
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def render(self: Any, message: FetchMessage) -> dict[str, int]:
             send_message(app, PARSE.task, {"project": project, "pages": pages}, producer=producer)
         if failures:
             send_message(app, STORE.task, {"project": project, "pages": failures}, producer=producer)
+    hand_on(engine, pages, failures)  # held again by the worker that receives them
     try:
         record_render_worker(engine, self.request.hostname or "render", renderer.stats(), _started_at)
     except Exception:  # noqa: BLE001 - counters must never fail a batch that was rendered

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, or_, select
 
 import crawlcluster
 from crawlcluster.messages import fetch_messages
@@ -118,13 +118,16 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
     pytest.fail(f"{what} did not happen within {timeout}s")
 
 
-def _held_rows(pg: str, project: str) -> int:
-    """Queued rows of ``project`` a worker holds right now."""
+def _held_rows(pg: str, project: str, pids: list[int] | None = None) -> int:
+    """Queued rows of ``project`` a worker holds right now (with ``pids``: one of these
+    processes, whose lease names them ``host:pid``)."""
     engine = create_engine(pg)
+    held = crawl_tasks.c.held_by.is_not(None)
+    if pids is not None:
+        held = or_(*[crawl_tasks.c.held_by.like(f"%:{pid}") for pid in pids])
     with engine.connect() as conn:
         count = conn.execute(select(func.count()).where(
-            crawl_tasks.c.project == project, crawl_tasks.c.status == "queued",
-            crawl_tasks.c.held_by.is_not(None))).scalar_one()
+            crawl_tasks.c.project == project, crawl_tasks.c.status == "queued", held)).scalar_one()
     engine.dispose()
     return int(count)
 
@@ -194,8 +197,18 @@ def test_a_fetch_worker_frozen_past_its_lease_counts_nothing_twice(tree_site, pr
     _start(processes, CRAWLCLUSTER_WORKER_LEASE_SECONDS="6", CRAWLCLUSTER_WORKER_HEARTBEAT_SECONDS="2")
     crawl = crawlcluster.submit([tree_site.url + "/p/0"], project="frozen")
     _wait_for(lambda: crawl.stats()["done"] >= 25, 90, "25 pages done")
-    _wait_for(lambda: _held_rows(pg, crawl.project) > 0, 30, "a batch held")
-    processes.signal("fetch", signal.SIGSTOP)
+    # freeze the fetch worker while it holds a batch of its own (one it is fetching, not
+    # one it already handed on to parse): stop it, look, and let it go on if it held none
+    fetch_pids = processes.pids("fetch")
+    for _attempt in range(100):
+        processes.signal("fetch", signal.SIGSTOP)
+        time.sleep(0.2)
+        if _held_rows(pg, crawl.project, fetch_pids) > 0:
+            break
+        processes.signal("fetch", signal.SIGCONT)
+        time.sleep(0.05)
+    else:
+        pytest.fail("the fetch worker never held a batch when stopped (100 tries)")
     try:
         # the frozen worker's rows come back to pending (and wait for a fetch worker)
         _wait_for(lambda: "whose lease expired, are due again" in processes.log("beat"), 40,

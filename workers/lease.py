@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 import time
-from typing import Sequence, TypeVar
+from typing import Any, Mapping, Sequence, TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -65,6 +65,18 @@ class WorkerLease:
             held = worker_leases.hold(conn, self.name, dispatches, now)
         self.start_heartbeat()
         return held
+
+    def hand_on(self, ids: Sequence[str]) -> None:
+        """The rows ``ids`` were sent on to the next stage: this process holds them no more
+        (the next stage's worker holds them when it receives them; until then a worker that
+        takes the message and dies leaves them unheld, which the scheduler's sweep sees)."""
+        if not ids:
+            return
+        try:
+            with self.engine.begin() as conn:
+                worker_leases.hand_on(conn, self.name, ids)
+        except Exception:  # noqa: BLE001 - still held by a live worker: the queued deadline bounds them
+            logger.warning("could not hand on %d rows", len(ids), exc_info=True)
 
     def start_heartbeat(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -135,3 +147,9 @@ def hold_batch(engine: Engine, project: str, stage: str, messages: Sequence[Mess
                     "(a late or redelivered message)", stage, len(messages) - len(kept), len(messages),
                     project)
     return kept
+
+
+def hand_on(engine: Engine, *batches: Sequence[Mapping[str, Any]]) -> None:
+    """The rows of the entries, pages or outcomes in ``batches`` were sent on to the next
+    stage's queue: this process lets them go (see :meth:`WorkerLease.hand_on`)."""
+    current_lease(engine).hand_on([m["id"] for batch in batches for m in batch])

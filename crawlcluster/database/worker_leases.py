@@ -9,7 +9,7 @@ stale sweep makes the queued rows of a holder whose lease expired due again
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
@@ -79,19 +79,29 @@ def release_expired(conn: Connection, now: float) -> dict[str, int]:
     return released
 
 
+def hand_on(conn: Connection, worker: str, ids: Sequence[str]) -> None:
+    """``worker`` has sent the rows ``ids`` on to the next stage's queue: it holds them no
+    more (unless the next stage's worker has already taken them over). A row in a queue is
+    held by nobody until a worker receives its message."""
+    if ids:
+        conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(sorted(ids)),
+                                               crawl_tasks.c.held_by == worker)
+                     .values(held_by=None))
+
+
 def release_unheld(conn: Connection, queued_before: float, now: float, count_only: bool = False) -> int:
-    """Make pending and due now the rows queued before ``queued_before`` that no worker ever
-    held (their message was taken by a worker that died before it could hold them); the
-    caller knows no message waits in the fetch and render queues. ``count_only``: only count
-    them."""
+    """Make pending and due now the rows queued before ``queued_before`` that no worker
+    holds (their message was taken by a worker that died before it could hold them, at any
+    stage); the caller knows no message waits in any stage's queue. ``count_only``: only
+    count them."""
     which = (crawl_tasks.c.status == QUEUED, crawl_tasks.c.held_by.is_(None),
-             crawl_tasks.c.queued_at < queued_before,
-             or_(crawl_tasks.c.fetched_at.is_(None), crawl_tasks.c.fetched_at < crawl_tasks.c.queued_at))
+             crawl_tasks.c.queued_at < queued_before)
     if count_only:
         return int(conn.execute(select(func.count()).where(*which)).scalar_one())
     return conn.execute(update(crawl_tasks).where(*which).values(
         status=PENDING, next_run_at=now, queued_at=None, deadline_at=None,
-        error="its message was taken by a worker that stopped before it began; sent again", updated_at=now,
+        error="its message was taken by a worker that stopped before it began; sent again",
+        updated_at=now,
     )).rowcount
 
 

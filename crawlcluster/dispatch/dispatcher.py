@@ -23,7 +23,7 @@ from crawlcluster.database.counts import has_open_tasks
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.broker_watch import BrokerWatch, resend_after_restart
 from crawlcluster.dispatch.claim import Claim, ClaimReader
-from crawlcluster.dispatch.housekeeping import Housekeeping, InFlightCounts, fetch_queues_idle
+from crawlcluster.dispatch.housekeeping import Housekeeping, InFlightCounts, stage_queues_idle
 from crawlcluster.dispatch.lease import LeaderLease
 from crawlcluster.dispatch.limits import HostSlots, ProjectAdmission
 from crawlcluster.dispatch.pipeline import CommitPipeline, send_quietly
@@ -81,7 +81,7 @@ class Dispatcher:
                                          queued_deadline_seconds=queued_deadline_seconds,
                                          max_dispatches=max_dispatches,
                                          worker_lease_seconds=worker_lease_seconds,
-                                         fetch_queues_idle=partial(fetch_queues_idle, app))
+                                         stage_queues_idle=partial(stage_queues_idle, app))
         self.broker_watch = BrokerWatch(broker_url)  # watched on Redis only
         self._watching_under: int | None = None  # the lease token the watch last started from the stored id
         self.published_total = 0

@@ -82,15 +82,15 @@ class InFlightCounts:
         self.queued[project] = self.queued.get(project, 0) + rows
 
 
-def fetch_queues_idle(app: Any) -> bool:
-    """Whether the broker's fetch and render queues hold no message (a queue not declared
-    yet holds none)."""
-    from crawlcluster.stages import FETCH, RENDER
+def stage_queues_idle(app: Any) -> bool:
+    """Whether the broker's stage queues (fetch, render, parse, store) hold no message (a
+    queue not declared yet holds none)."""
+    from crawlcluster.stages import QUEUES
 
     with app.connection_for_read() as connection:
         connection.ensure_connection(max_retries=1)  # a broker away raises at once, never blocks beat
         channel = connection.default_channel
-        for queue in (FETCH.queue, RENDER.queue):
+        for queue in QUEUES:
             try:
                 if channel.queue_declare(queue=queue, passive=True).message_count:
                     return False
@@ -105,7 +105,7 @@ class Housekeeping:
     def __init__(self, lease: LeaderLease, send: Callable[[str, dict[str, Any]], None], *,
                  claim_batch_size: int, queued_deadline_seconds: float, max_dispatches: int = 5,
                  worker_lease_seconds: float = 30.0,
-                 fetch_queues_idle: Callable[[], bool] | None = None) -> None:
+                 stage_queues_idle: Callable[[], bool] | None = None) -> None:
         self.lease = lease
         self.send = send
         self.claim_batch_size = claim_batch_size
@@ -116,7 +116,7 @@ class Housekeeping:
         self.resent_total = 0
         self.worker_lease_seconds = worker_lease_seconds
         # whether no message waits in the fetch and render queues (None: not known)
-        self.fetch_queues_idle = fetch_queues_idle
+        self.stage_queues_idle = stage_queues_idle
         self._last_unheld_check = 0.0
 
     def due(self, now: float) -> bool:
@@ -141,23 +141,24 @@ class Housekeeping:
             self.send(PERIODIC.task, {"project": project, "timer": timer})
 
     def _release_unheld(self, conn: Connection, now: float) -> None:
-        """Rows sent a lease ago that no worker ever held while nothing waits in the fetch
-        and render queues: a worker took their message and died before it could hold them
-        (Redis keeps such a message unacknowledged for its visibility timeout)."""
-        if self.fetch_queues_idle is None or now - self._last_unheld_check < self.worker_lease_seconds / 3:
+        """Rows sent a lease ago that no worker holds while nothing waits in any stage queue:
+        a worker took their message and died before it could hold them, at any stage (each
+        stage lets its rows go when it sends them on; Redis keeps such a message
+        unacknowledged for its visibility timeout, an hour)."""
+        if self.stage_queues_idle is None or now - self._last_unheld_check < self.worker_lease_seconds / 3:
             return
         self._last_unheld_check = now
         before = now - self.worker_lease_seconds
         if not worker_leases.release_unheld(conn, before, now, count_only=True):
             return
         try:
-            idle = self.fetch_queues_idle()
+            idle = self.stage_queues_idle()
         except Exception:  # noqa: BLE001 - the broker away: the queued deadline still bounds them
-            logger.warning("could not read the fetch queues' length", exc_info=True)
+            logger.warning("could not read the stage queues' length", exc_info=True)
             return
         if idle and (count := worker_leases.release_unheld(conn, before, now)):
             logger.warning("%d rows sent over %gs ago that no worker holds, with nothing waiting in the "
-                           "fetch queues, are due again", count, self.worker_lease_seconds)
+                           "stage queues, are due again", count, self.worker_lease_seconds)
 
     def resend_stale(self, conn: Connection, publish: Callable[[str, list[dict[str, Any]]], None]) -> int:
         """Make the queued rows of workers whose lease expired pending and due now (the claims
