@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, TypeVar
 
 from crawlcluster.errors import ConfigurationError
+from crawlcluster.netguard import parse_allow_list, parse_host_map
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,16 @@ def _bool(value: str) -> bool:
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(f"expected a boolean (true/false), got {value!r}")
+
+
+def _allow_list(value: str) -> str:
+    parse_allow_list(value)  # checked here, parsed where used (AddressPolicy.from_settings)
+    return value
+
+
+def _host_map(value: str) -> str:
+    parse_host_map(value)
+    return value
 
 
 def seconds_list(value: str) -> list[float]:
@@ -162,6 +173,19 @@ class Settings:
         minimum=1)
     max_redirects: int = _option(
         10, int, "Redirect hops followed from one URL before the row fails.", minimum=1)
+    # the address guard (crawlcluster.netguard)
+    ssrf_guard: bool = _option(
+        True, _bool, "Refuse connections a discovered URL would make to loopback, private, link-local (cloud "
+        "metadata), CGNAT, unique-local, multicast and reserved addresses, checked after name resolution; "
+        "the hosts of submitted start URLs are trusted.")
+    private_allow: str = _option(
+        "", _allow_list,
+        "Hosts (name or name:port), addresses and networks the address guard lets discovered "
+        "URLs reach in every project, comma-separated (such as wiki.corp:8080,10.20.0.0/16).")
+    host_map: str = _option(
+        "", _host_map,
+        "Names resolved to fixed addresses before DNS, comma-separated name=address (as curl's "
+        "--resolve; such as shop.test=127.0.0.2). The address guard checks the mapped address.")
     fetch_concurrency: int = _option(
         128, int, "Fetches in flight in one fetch worker process (all its threads together).", minimum=1)
     fetch_batch_size: int = _option(
