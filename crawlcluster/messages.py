@@ -29,7 +29,7 @@ names and the helpers below (:func:`entry_callback`, :func:`entry_dispatch`,
 from __future__ import annotations
 
 import zlib
-from typing import Any, Final, Iterable, Required, TypedDict
+from typing import Any, Final, Iterable, NotRequired, Required, TypedDict
 
 from crawlcluster import settings
 from crawlcluster.errors import FetchError
@@ -69,6 +69,10 @@ class FetchMessage(TypedDict):
 
     project: str
     tasks: list[FetchEntry]
+    # what the address guard lets this project's fetches and pages reach although private
+    # (crawlcluster.netguard.parse_allow_list entries): the hosts of its start URLs as
+    # host:port, and its allow_private; left out when empty
+    trust: NotRequired[list[str]]
 
 
 class Page(TypedDict, total=False):
