@@ -94,6 +94,16 @@ RETRY_POLICIES: dict[str, RetryPolicy] = {
 DEFAULT_RETRY_POLICY = "quick"
 
 
+def module_prefixes(value: str) -> str:
+    """``"myproj, acme.spiders"`` -> ``"myproj,acme.spiders"``: dotted module names, checked."""
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    for name in names:
+        if not all(piece.isidentifier() for piece in name.split(".")):
+            raise ValueError(f"expected comma-separated module names such as myproj,acme.spiders; "
+                             f"{name!r} is not one")
+    return ",".join(names)
+
+
 def policy_name(value: str) -> str:
     """A retry policy's name, checked against :data:`RETRY_POLICIES`."""
     name = value.strip().lower()
@@ -274,6 +284,12 @@ class Settings:
         "Time one page may take in the browser, navigation to script, before it ends as a timeout.",
         minimum=0.1)
     render_launch_timeout_seconds: float = _option(30.0, float, "Time Chromium may take to start.", minimum=1)
+    # what workers may import
+    spider_packages: str = _option(
+        "", module_prefixes,
+        "Packages whose spiders workers import, comma-separated module prefixes matched on whole dotted "
+        "names (myproj allows myproj.spiders, not myproject); crawlcluster's own are always allowed. Another "
+        "spider's rows end failed and its project pauses. Empty: only crawlcluster's.")
     # worker logs
     callback_error_log_seconds: float = _option(
         60.0, float,
