@@ -197,6 +197,7 @@ def run_embedded(
     stop: threading.Event | None = None,
     stop_reason: Any = None,
     grace_seconds: float = STOP_GRACE_SECONDS,
+    keep_formulas: bool = False,
 ) -> EmbeddedResult:
     """Crawl ``target`` (URLs, a Spider subclass or its import path) on this machine alone
     and write the items to ``output`` (or to an opened :class:`crawlcluster.feeds.Feed`)
@@ -218,7 +219,9 @@ def run_embedded(
     from crawlcluster.submission import submit
 
     if feed is None and output:
-        feed = open_feed(output, fmt)  # before anything is fetched: a bad path fails now
+        # before anything is fetched: a bad path fails now; a CSV quotes formula-leading
+        # cells unless keep_formulas
+        feed = open_feed(output, fmt, keep_formulas=keep_formulas)
     temp_dir = None
     if database_path is None:
         temp_dir = tempfile.mkdtemp(prefix="crawlcluster-")
