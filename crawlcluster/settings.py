@@ -303,7 +303,10 @@ class Settings:
     # monitoring
     flower_auth: str = _option(
         "", str, "Basic auth for `celery -A crawlcluster flower`, user:password (several: comma-separated); "
-        "empty: open.")
+        "empty: none, and Flower then refuses to listen on anything but loopback.")
+    flower_address: str = _option(
+        "127.0.0.1", str, "Address `celery -A crawlcluster flower` listens on unless FLOWER_ADDRESS or "
+        "--address names one; a non-loopback address needs flower_auth (or Flower's own auth).")
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None,
