@@ -300,6 +300,9 @@ class Settings:
         10, int,
         "More failures of the same kind within that time are logged as one line each, up to this many; "
         "the rest are counted and their number logged when the time is up.", minimum=0)
+    error_log_seconds: float = _option(
+        60.0, float, "An error that repeats in beat or a worker (the database or the broker unreachable) is "
+        "logged once per this many seconds, the next line counting the repeats in between.", minimum=1)
     # monitoring
     flower_auth: str = _option(
         "", str, "Basic auth for `celery -A crawlcluster flower`, user:password (several: comma-separated); "
