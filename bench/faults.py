@@ -121,7 +121,7 @@ class Run:
         env = dict(os.environ)
         env.update({"CRAWLCLUSTER_DATABASE_URL": database_url, "CRAWLCLUSTER_BROKER_URL": broker_url,
                     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
-                    "PYTHONUNBUFFERED": "1"})
+                    "PYTHONUNBUFFERED": "1", "CRAWLCLUSTER_SPIDER_PACKAGES": "bench"})
         env.pop("CRAWLCLUSTER_QUEUED_DEADLINE_SECONDS", None)
         if self.deadline_seconds is not None:
             env["CRAWLCLUSTER_QUEUED_DEADLINE_SECONDS"] = str(self.deadline_seconds)
@@ -133,6 +133,7 @@ class Run:
         with PrivatePostgres() as database, PrivateRedis(self.workdir) as broker:
             os.environ["CRAWLCLUSTER_DATABASE_URL"] = database.url
             os.environ["CRAWLCLUSTER_BROKER_URL"] = broker.url
+            os.environ["CRAWLCLUSTER_SPIDER_PACKAGES"] = "bench"  # bench.fault_spiders, submitted from here
             settings.reset()
             db.dispose_all()
             env = self.env(broker.url, database.url)

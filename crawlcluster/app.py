@@ -24,6 +24,7 @@ from kombu.utils.objects import cached_property
 
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError
+from crawlcluster.flower_guard import is_flower_command, prepare_flower
 from crawlcluster.settings import Settings
 from crawlcluster.stages import PARSE, QUEUES, RENDER, STORE
 
@@ -131,12 +132,15 @@ def export_flower_auth(auth: str) -> None:
     """
     if not auth or os.environ.get("FLOWER_BASIC_AUTH"):
         return
-    for credential in auth.split(","):
+    entries = auth.split(",")
+    for number, credential in enumerate(entries, 1):
         user, sep, password = credential.partition(":")
         if not (user and sep and password):
+            # the entry may be a password alone: never echo it, only where it is and its size
             raise ConfigurationError(
-                "CRAWLCLUSTER_FLOWER_AUTH must be user:password (several: comma-separated), "
-                f"got an entry without a user or password: {user or '(empty)'}:...")
+                "CRAWLCLUSTER_FLOWER_AUTH must be user:password (several: comma-separated); entry "
+                f"{number} of {len(entries)} ({len(credential)} characters, not shown) has no "
+                f"{'user' if sep and not user else 'password' if sep else 'user: before a password'}")
     os.environ["FLOWER_BASIC_AUTH"] = auth
 
 
@@ -163,6 +167,8 @@ def _count_finished_task(sender: Any = None, state: str | None = None, **_kw: An
 
 def create_app() -> CrawlCelery:
     export_flower_auth(settings.current().flower_auth)
+    if is_flower_command(sys.argv):
+        prepare_flower(settings.current())  # 127.0.0.1 unless configured; no open non-loopback bind
     app = CrawlCelery("crawlcluster", include=TASK_MODULES)
     app.config_from_object("celeryconfig")
     task_postrun.connect(_count_finished_task, weak=False)

@@ -192,15 +192,19 @@ class Crawl:
         with self.engine.connect() as conn:
             yield from stream_items(conn, self.project, batch_size)
 
-    def export(self, out: IO[str], fmt: str = "jsonl", progress: Callable[[int], None] | None = None) -> int:
+    def export(self, out: IO[str], fmt: str = "jsonl", progress: Callable[[int], None] | None = None, *,
+               keep_formulas: bool = False) -> int:
         """Write every item to the open stream ``out`` as ``jsonl`` (JSON lines), ``json``
         (one JSON array) or ``csv``; return how many were written. The formats are those of
         ``crawl -o`` (:mod:`crawlcluster.feeds`). CSV columns are the union of the items'
         keys, in first-seen order (found in a first streaming pass, so memory stays
-        constant); nested values are written as JSON. ``progress(n)`` hears of each chunk."""
+        constant); nested values are written as JSON. A CSV cell that begins with ``=``,
+        ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'`` so that a
+        spreadsheet shows crawled text instead of running it as a formula;
+        ``keep_formulas=True`` writes such cells verbatim. ``progress(n)`` hears of each chunk."""
         from crawlcluster.feeds import stream_feed, write_all
 
-        return write_all(stream_feed(out, fmt), self.results, progress)
+        return write_all(stream_feed(out, fmt, keep_formulas=keep_formulas), self.results, progress)
 
     def screenshots(self) -> Iterator[dict[str, Any]]:
         """Every stored screenshot (render option ``screenshot=True``), one at a time:

@@ -145,6 +145,23 @@ def configure_embedded(database_path: str) -> Any:
     return app
 
 
+def allow_named_spider(target: Any) -> None:
+    """The spider a person names for a crawl on this machine (a class or an import path) is
+    theirs to run: its module joins ``spider_packages`` here, with no setting to write.
+    Workers elsewhere still import only what their own setting allows."""
+    from crawlcluster.spider import spider_path, split_spider_path
+
+    if isinstance(target, type):
+        path = spider_path(target)
+    elif isinstance(target, str) and "://" not in target and ":" in target:
+        path = target
+    else:
+        return
+    module = split_spider_path(path)[0]
+    own = cluster_settings.current().spider_packages
+    cluster_settings.configure(spider_packages=",".join(p for p in (own, module) if p))
+
+
 def release_queued_rows(engine: Any, now: float | None = None) -> int:
     """Make rows left ``queued`` by an earlier run of this file pending again; return how many.
 
@@ -180,6 +197,7 @@ def run_embedded(
     stop: threading.Event | None = None,
     stop_reason: Any = None,
     grace_seconds: float = STOP_GRACE_SECONDS,
+    keep_formulas: bool = False,
 ) -> EmbeddedResult:
     """Crawl ``target`` (URLs, a Spider subclass or its import path) on this machine alone
     and write the items to ``output`` (or to an opened :class:`crawlcluster.feeds.Feed`)
@@ -201,12 +219,15 @@ def run_embedded(
     from crawlcluster.submission import submit
 
     if feed is None and output:
-        feed = open_feed(output, fmt)  # before anything is fetched: a bad path fails now
+        # before anything is fetched: a bad path fails now; a CSV quotes formula-leading
+        # cells unless keep_formulas
+        feed = open_feed(output, fmt, keep_formulas=keep_formulas)
     temp_dir = None
     if database_path is None:
         temp_dir = tempfile.mkdtemp(prefix="crawlcluster-")
         database_path = str(Path(temp_dir) / "crawl.db")
     app = configure_embedded(database_path)
+    allow_named_spider(target)
     started = time.monotonic()
     worker = _EmbeddedWorker(app, WORKER_THREADS)
     dispatcher = None

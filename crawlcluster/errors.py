@@ -2,6 +2,7 @@
 
     CrawlClusterError
      +-- ConfigurationError      a setting or a spider path that cannot work
+     |    +-- SpiderNotAllowed   a spider outside CRAWLCLUSTER_SPIDER_PACKAGES
      +-- ProjectNotFound         a project name the database does not know
      +-- InvalidURL              a URL that cannot be crawled (scheme, host, syntax)
      +-- FetchError              a fetch that produced no usable response; ``kind`` says why
@@ -20,6 +21,11 @@ class CrawlClusterError(Exception):
 
 class ConfigurationError(CrawlClusterError, ValueError):
     """A setting, spider path or option that cannot work as given."""
+
+
+class SpiderNotAllowed(ConfigurationError):
+    """A spider path whose module is outside ``CRAWLCLUSTER_SPIDER_PACKAGES``: workers import
+    only spiders of known packages, so a database row cannot make them import any module."""
 
 
 class ProjectNotFound(CrawlClusterError):

@@ -141,13 +141,14 @@ def print_summary(result: Any, output: str | None, db: str | None) -> None:
 def run_oneshot(target: Any, *, output: str | None, fmt: str | None, max_pages: int | None,
                   max_depth: int | None, project: str | None, db: str | None, quiet: bool,
                   settings: dict[str, Any] | None = None, spider_kwargs: dict[str, Any] | None = None,
-                  grace_seconds: float | None = None) -> int:
+                  grace_seconds: float | None = None, keep_formulas: bool = False) -> int:
     """Run the embedded crawl with graceful Ctrl-C/SIGTERM, print the summary; the exit code."""
     from crawlcluster.embedded import STOP_GRACE_SECONDS, StopNow, run_embedded
     from crawlcluster.feeds import open_feed
 
     try:
-        feed = open_feed(output, fmt) if output else None  # checked before anything is fetched
+        # checked before anything is fetched
+        feed = open_feed(output, fmt, keep_formulas=keep_formulas) if output else None
     except CrawlClusterError as exc:
         raise _BadOutput(str(exc)) from None
     grace_seconds = STOP_GRACE_SECONDS if grace_seconds is None else grace_seconds

@@ -105,6 +105,16 @@ RETRY_POLICIES: dict[str, RetryPolicy] = {
 DEFAULT_RETRY_POLICY = "quick"
 
 
+def module_prefixes(value: str) -> str:
+    """``"myproj, acme.spiders"`` -> ``"myproj,acme.spiders"``: dotted module names, checked."""
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    for name in names:
+        if not all(piece.isidentifier() for piece in name.split(".")):
+            raise ValueError(f"expected comma-separated module names such as myproj,acme.spiders; "
+                             f"{name!r} is not one")
+    return ",".join(names)
+
+
 def policy_name(value: str) -> str:
     """A retry policy's name, checked against :data:`RETRY_POLICIES`."""
     name = value.strip().lower()
@@ -298,6 +308,12 @@ class Settings:
         "Time one page may take in the browser, navigation to script, before it ends as a timeout.",
         minimum=0.1)
     render_launch_timeout_seconds: float = _option(30.0, float, "Time Chromium may take to start.", minimum=1)
+    # what workers may import
+    spider_packages: str = _option(
+        "", module_prefixes,
+        "Packages whose spiders workers import, comma-separated module prefixes matched on whole dotted "
+        "names (myproj allows myproj.spiders, not myproject); crawlcluster's own are always allowed. Another "
+        "spider's rows end failed and its project pauses. Empty: only crawlcluster's.")
     # worker logs
     callback_error_log_seconds: float = _option(
         60.0, float,
@@ -308,10 +324,16 @@ class Settings:
         10, int,
         "More failures of the same kind within that time are logged as one line each, up to this many; "
         "the rest are counted and their number logged when the time is up.", minimum=0)
+    error_log_seconds: float = _option(
+        60.0, float, "An error that repeats in beat or a worker (the database or the broker unreachable) is "
+        "logged once per this many seconds, the next line counting the repeats in between.", minimum=1)
     # monitoring
     flower_auth: str = _option(
         "", str, "Basic auth for `celery -A crawlcluster flower`, user:password (several: comma-separated); "
-        "empty: open.")
+        "empty: none, and Flower then refuses to listen on anything but loopback.")
+    flower_address: str = _option(
+        "127.0.0.1", str, "Address `celery -A crawlcluster flower` listens on unless FLOWER_ADDRESS or "
+        "--address names one; a non-loopback address needs flower_auth (or Flower's own auth).")
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None,

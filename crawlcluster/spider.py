@@ -14,7 +14,7 @@ import logging
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
-from crawlcluster.errors import ConfigurationError
+from crawlcluster.errors import ConfigurationError, SpiderNotAllowed
 from crawlcluster.http import Request, Response
 from crawlcluster.rendering import RenderOptions, render_mode
 from crawlcluster.urls import DEFAULT_PORTS
@@ -22,7 +22,8 @@ from crawlcluster.urls import DEFAULT_PORTS
 logger = logging.getLogger(__name__)
 
 # Request and Response live in crawlcluster.http; Request stays importable from here
-__all__ = ["Spider", "Request", "Response", "LinkSpider", "load_spider_class", "spider_path"]
+__all__ = ["Spider", "Request", "Response", "LinkSpider", "check_spider_allowed", "load_spider_class",
+           "spider_packages", "spider_path"]
 
 
 class Spider:
@@ -167,17 +168,69 @@ def spider_path(spider: type[Spider]) -> str:
     return f"{module}:{spider.__qualname__}"
 
 
-def load_spider_class(path: str) -> type[Spider]:
-    """Import ``module:QualName`` (or ``module.QualName``) and check it is a Spider."""
+BUILTIN_SPIDER_PACKAGE = "crawlcluster"  # the link spider and the demo's: always allowed
+
+
+def spider_packages(value: str | None = None) -> tuple[str, ...]:
+    """The module prefixes spiders may come from: ``crawlcluster`` and those of
+    ``CRAWLCLUSTER_SPIDER_PACKAGES`` (``value``, default the current setting)."""
+    if value is None:
+        from crawlcluster import settings
+
+        value = settings.current().spider_packages
+    return (BUILTIN_SPIDER_PACKAGE, *[p.strip() for p in value.split(",") if p.strip()])
+
+
+def split_spider_path(path: str) -> tuple[str, str]:
+    """``pkg.mod:Outer.Spider`` (or ``pkg.mod.Spider``) -> ``("pkg.mod", "Outer.Spider")``."""
     module_name, sep, qualname = path.partition(":")
     if not sep:
         module_name, _, qualname = path.rpartition(".")
     if not module_name or not qualname:
         raise ConfigurationError(f"spider path {path!r} must look like 'package.module:SpiderClass'")
+    return module_name, qualname
+
+
+def module_allowed(module_name: str, packages: Iterable[str]) -> bool:
+    """Whether ``module_name`` is one of ``packages`` or inside one, on whole dotted names:
+    ``myproj`` allows ``myproj`` and ``myproj.spiders``, not ``myproject``."""
+    parts = module_name.split(".")
+    for package in packages:
+        prefix = package.split(".")
+        if parts[:len(prefix)] == prefix:
+            return True
+    return False
+
+
+def check_spider_allowed(path: str, packages: Iterable[str] | None = None) -> None:
+    """Raise :class:`SpiderNotAllowed` when ``path``'s module is outside ``packages``
+    (default: :func:`spider_packages`), saying how to allow it."""
+    module_name, _ = split_spider_path(path)
+    allowed = tuple(packages) if packages is not None else spider_packages()
+    if not module_allowed(module_name, allowed):
+        top = module_name.split(".")[0]
+        raise SpiderNotAllowed(
+            f"spider {path!r} is outside CRAWLCLUSTER_SPIDER_PACKAGES (allowed: {', '.join(allowed)}); "
+            f"to allow it, add its package on the workers and on the submitting machine, e.g. "
+            f"CRAWLCLUSTER_SPIDER_PACKAGES={','.join([*allowed[1:], top])}")
+
+
+def load_spider_class(path: str, packages: Iterable[str] | None = None) -> type[Spider]:
+    """Import ``module:QualName`` (or ``module.QualName``) and check it is a Spider.
+
+    The module must be inside ``packages`` (default: :func:`spider_packages`), checked
+    before anything is imported. Whatever goes wrong on import (an exception, a missing
+    module, ``SystemExit``) is a :class:`ConfigurationError` naming the path and the
+    reason, so no spider module can take its worker process down by being imported."""
+    check_spider_allowed(path, packages)
+    module_name, qualname = split_spider_path(path)
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigurationError(f"cannot import spider module {module_name!r} for {path!r}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a module that raises or exits at import
+        raise ConfigurationError(
+            f"spider {path!r} raised at import: {type(exc).__name__}: {exc}") from None
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
         if obj is None:

@@ -17,7 +17,14 @@ from crawlcluster.database import tasks, timers
 from crawlcluster.db import get_engine
 from crawlcluster.errors import ConfigurationError, InvalidURL
 from crawlcluster.request_rows import seed_rows
-from crawlcluster.spider import LinkSpider, Request, Spider, load_spider_class, spider_path
+from crawlcluster.spider import (
+    LinkSpider,
+    Request,
+    Spider,
+    check_spider_allowed,
+    load_spider_class,
+    spider_path,
+)
 from crawlcluster.urls import normalize_url, url_host
 
 logger = logging.getLogger(__name__)
@@ -55,7 +62,9 @@ def submit(
 
     ``target`` is a list of URLs (the built-in link spider follows links on their hosts),
     a :class:`Spider` subclass, or a spider's import path (``pkg.module:MySpider``). The
-    spider must be importable on every worker node.
+    spider must be importable on every worker node, and its package named in
+    ``CRAWLCLUSTER_SPIDER_PACKAGES`` here and on the workers (:class:`SpiderNotAllowed`
+    otherwise, saying how to allow it).
 
     Submitting to an existing project adds the new start URLs and sets it running. The
     project keeps its spider: URLs go to its default callback (a project of the link
@@ -84,6 +93,7 @@ def submit(
         existing = lifecycle.project_row(conn, project)
     if isinstance(target, type):
         spider_cls = target
+        check_spider_allowed(spider_path(spider_cls))  # the workers would refuse it: say so now
         if existing and existing["spider"] != spider_path(spider_cls) and not replace_spider:
             raise ConfigurationError(
                 f"project {project!r} runs the spider {existing['spider']!r}, not "

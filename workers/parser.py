@@ -10,7 +10,9 @@ within the depth limit. Spiders are loaded by import path once per process and p
 arrive here as pages with a ``redirect`` target: the target becomes a row of its own,
 carrying the chain so far, which is how loops and over-long chains are caught. A host's
 robots.txt, which the scheduler asked for, is taken out of the batch first
-(:func:`workers.robots.robots_outcomes`): no spider sees it.
+(:func:`workers.robots.robots_outcomes`), before the spider is loaded: no spider sees it, and
+a project whose spider cannot be loaded still records its host's robots.txt. Such a project
+is stopped once (:mod:`workers.broken_spiders`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from crawlcluster.request_rows import task_row
 from crawlcluster.schema import DONE, FAILED, crawl_tasks
 from crawlcluster.spider import Spider, load_spider_class
 from crawlcluster.urls import normalize_url, url_host
+from workers.broken_spiders import SPIDER_FAILURE_KIND, remembered_failure, stop_project
 from workers.callback_log import callback_error_log
 from workers.robots import robots_outcomes
 
@@ -143,13 +146,11 @@ def project_context(engine: Engine, project: str) -> ProjectContext:
         row = lifecycle.project_row(conn, project)
     if row is None:
         raise ProjectNotFound(project)
-    try:
-        spider_cls = load_spider_class(row["spider"])
-    except ConfigurationError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a spider module that raises at import is a spider error
-        raise ConfigurationError(
-            f"spider {row['spider']!r} raised at import: {type(exc).__name__}: {exc}") from None
+    known_failure = remembered_failure(project)
+    if known_failure is not None:  # met a moment ago: not imported again
+        raise ConfigurationError(known_failure)
+    # only from CRAWLCLUSTER_SPIDER_PACKAGES; an exception or SystemExit at import is a ConfigurationError
+    spider_cls = load_spider_class(row["spider"])
     spider = spider_cls(**(row["settings"] or {}).get("spider_kwargs", {}))
     context = ProjectContext(project, spider, row["max_depth"], row["max_pages"], time.monotonic(),
                              settings=row["settings"] or {}, created_at=row["created_at"])
@@ -239,11 +240,21 @@ def process_pages(engine: Engine, project: str, pages: list[Page]) -> tuple[list
     new rows fails it (kind ``parse``), and when the batch's insert fails the pages' rows are
     inserted page by page, so only the page whose rows the database refuses fails."""
     now = time.time()
+    # a robots.txt is the scheduler's, for no spider: recorded even when the spider is broken
+    outcomes, spider_pages = robots_outcomes(pages)
+    if not spider_pages:
+        with engine.begin() as conn:
+            claims.mark_fetched(conn, [p["id"] for p in pages], now=now)
+        return outcomes, 0, 0
     try:
         context = project_context(engine, project)
     except (ConfigurationError, ProjectNotFound) as exc:
-        return [_failed_page(p, "spider", str(exc)) for p in pages], 0, 0
-    outcomes, spider_pages = robots_outcomes(pages)  # a robots.txt is the scheduler's, for no spider
+        if isinstance(exc, ConfigurationError):  # the spider can never load: the project stops, once
+            stop_project(engine, project, str(exc), [p["id"] for p in spider_pages])
+        with engine.begin() as conn:
+            claims.mark_fetched(conn, [p["id"] for p in pages], now=now)
+        failed = [carry_cost(p, _failed_page(p, SPIDER_FAILURE_KIND, str(exc))) for p in spider_pages]
+        return outcomes + failed, 0, 0
     generation = (project, context.created_at)
     rows_of: dict[str, list[dict[str, Any]]] = {}  # each page's new rows, by its task id
     by_id: dict[str, Outcome] = {}

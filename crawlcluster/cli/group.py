@@ -46,8 +46,65 @@ def _verbose_option() -> click.Option:
                         help="More logging (-v info, -vv debug); before or after the command.")
 
 
+def _masked(url: str) -> str:
+    """``url`` with its password shown as ``***``."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL at all: say nothing of its text
+        return "(not a URL)"
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return lines[0].strip() if lines else type(cause).__name__
+
+
+def unreachable_sentence(exc: BaseException) -> str | None:
+    """One line for a database or broker that cannot be reached or a URL that cannot work,
+    None for any other exception (a bug, which keeps its traceback)."""
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+
+    from crawlcluster import settings
+
+    try:
+        current = settings.current()
+        database_url, broker_url = current.database_url, current.broker_url
+    except Exception:  # noqa: BLE001 - a malformed setting is reported on its own
+        database_url = broker_url = ""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return (f"cannot reach the database at {_masked(database_url)} ({_first_line(exc)}); check "
+                "CRAWLCLUSTER_DATABASE_URL and that Postgres is running")
+    if isinstance(exc, ArgumentError):
+        return f"CRAWLCLUSTER_DATABASE_URL is not a usable database URL: {_first_line(exc)}"
+    if isinstance(exc, (BrokerError, RedisConnectionError)):
+        return (f"cannot reach the broker at {_masked(broker_url)} ({_first_line(exc)}); check "
+                "CRAWLCLUSTER_BROKER_URL and that Redis is running")
+    return None
+
+
 class _Commands(click.Group):
-    """The command group; every command also takes -v/-vv after its name."""
+    """The command group; every command also takes -v/-vv after its name. A database or
+    broker that cannot be reached, or a bad setting, ends any command with one line on
+    stderr and exit status 1, not a traceback (-vv logs the traceback too)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from crawlcluster.errors import CrawlClusterError
+
+        try:
+            return super().invoke(ctx)
+        except CrawlClusterError as exc:
+            raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            sentence = unreachable_sentence(exc)
+            if sentence is None:
+                raise
+            logging.getLogger("crawlcluster.cli").debug("the command failed", exc_info=exc)
+            raise click.ClickException(sentence) from None
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         if not any(isinstance(p, click.Option) and "--verbose" in p.opts for p in cmd.params):

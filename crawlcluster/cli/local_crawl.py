@@ -20,6 +20,9 @@ from crawlcluster.oneshot import CRAWL_EPILOG, run_oneshot
               help="Write items here as they are stored: .jsonl, .json or .csv.")
 @click.option("--format", "fmt", type=click.Choice(("jsonl", "json", "csv")),
               help="Output format (default: from the file's extension).")
+@click.option("--keep-formulas", is_flag=True,
+              help="CSV: write cells that begin with = + - @ tab or CR verbatim (default: a leading ' so a "
+                   "spreadsheet does not run crawled text as a formula).")
 @click.option("--max-pages", type=click.IntRange(min=1), help="Stop adding URLs after this many.")
 @click.option("--max-depth", type=click.IntRange(min=0), help="Follow links at most this deep.")
 @click.option("--project", help="Project name (default: the first URL's host).")
@@ -39,8 +42,8 @@ from crawlcluster.oneshot import CRAWL_EPILOG, run_oneshot
 @click.option("--grace", "grace_seconds", type=click.FloatRange(min=0), show_default=True,
               default=STOP_GRACE_SECONDS,
               help="After Ctrl-C or SIGTERM, seconds that pages in flight may take to finish.")
-def crawl(urls: tuple[str, ...], output, fmt, max_pages, max_depth, project, db, quiet, per_host, delay,
-          ignore_robots, render, retries, retry_delay, grace_seconds) -> None:
+def crawl(urls: tuple[str, ...], output, fmt, keep_formulas, max_pages, max_depth, project, db, quiet,
+          per_host, delay, ignore_robots, render, retries, retry_delay, grace_seconds) -> None:
     """Crawl URLS on this machine alone (no Redis, no Postgres) and write the items.
 
     URLS may instead be one spider import path, pkg.module:SpiderClass."""
@@ -66,7 +69,7 @@ def crawl(urls: tuple[str, ...], output, fmt, max_pages, max_depth, project, db,
                 raise click.ClickException(f"{missing}, or crawl with --render never")
     code = run_oneshot(target, output=output, fmt=fmt, max_pages=max_pages, max_depth=max_depth,
                          project=project, db=db, quiet=quiet, settings=settings, spider_kwargs=spider_kwargs,
-                         grace_seconds=grace_seconds)
+                         grace_seconds=grace_seconds, keep_formulas=keep_formulas)
     click.get_current_context().exit(code)
 
 

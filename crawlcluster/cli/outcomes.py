@@ -17,7 +17,8 @@ from crawlcluster.errors import CrawlClusterError
 from crawlcluster.feeds import FEED_FORMATS
 
 
-def _export_with_progress(crawl: Any, output: str | None, fmt: str, total: int, enabled: bool) -> int:
+def _export_with_progress(crawl: Any, output: str | None, fmt: str, total: int, enabled: bool,
+                          keep_formulas: bool = False) -> int:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -29,13 +30,15 @@ def _export_with_progress(crawl: Any, output: str | None, fmt: str, total: int, 
 
     from crawlcluster.feeds import open_feed, write_all
 
-    feed = open_feed(output, fmt) if output else None  # a sentence for a bad path, before any read
+    # a sentence for a bad path, before any read
+    feed = open_feed(output, fmt, keep_formulas=keep_formulas) if output else None
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=not enabled, transient=False) as progress:
         task = progress.add_task(f"{crawl.project} -> {fmt}", total=total)
         advance = lambda n: progress.advance(task, n)  # noqa: E731
-        count = write_all(feed, crawl.results, advance) if feed else crawl.export(sys.stdout, fmt, advance)
+        count = (write_all(feed, crawl.results, advance) if feed
+                 else crawl.export(sys.stdout, fmt, advance, keep_formulas=keep_formulas))
         progress.update(task, completed=count, total=max(total, count))
     return count
 
@@ -46,7 +49,10 @@ def _export_with_progress(crawl: Any, output: str | None, fmt: str, total: int, 
               help="jsonl, json (one array) or csv (default: from -o's extension; jsonl on stdout).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def results(project: str, fmt: str | None, output: str | None, quiet: bool) -> None:
+@click.option("--keep-formulas", is_flag=True,
+              help="CSV: write cells that begin with = + - @ tab or CR verbatim (default: a leading ' so a "
+                   "spreadsheet does not run crawled text as a formula).")
+def results(project: str, fmt: str | None, output: str | None, quiet: bool, keep_formulas: bool) -> None:
     """Export PROJECT's items, streamed from the database with a server-side cursor
     (memory stays flat however many items there are), with a progress bar on stderr.
     The formats are those of `crawl -o`: .jsonl, .json (a JSON array) or .csv."""
@@ -59,10 +65,12 @@ def results(project: str, fmt: str | None, output: str | None, quiet: bool) -> N
         # also a clear error for an unknown project
         total = crawl.stats(figures=False, waiting=False)["items"]
         if output:
-            count = _export_with_progress(crawl, output, fmt, total, enabled=not quiet)
+            count = _export_with_progress(crawl, output, fmt, total, enabled=not quiet,
+                                          keep_formulas=keep_formulas)
             console.print(f"{count} items written to {output}")
         else:
-            _export_with_progress(crawl, None, fmt, total, enabled=not quiet and console.is_terminal)
+            _export_with_progress(crawl, None, fmt, total, enabled=not quiet and console.is_terminal,
+                                  keep_formulas=keep_formulas)
     except CrawlClusterError as exc:
         fail(exc)
 

@@ -117,6 +117,16 @@ def pause(conn: Connection, name: str, now: float | None = None) -> bool:
     return result.rowcount == 1
 
 
+def pause_for(conn: Connection, name: str, reason: str, now: float | None = None) -> bool:
+    """A running project stops for a reason a person must act on (its spider cannot be
+    loaded on the workers): paused as by a user (housekeeping never resumes it), with
+    ``reason`` as its pause_reason. True only for the call that paused it."""
+    now = _now(now)
+    result = conn.execute(_named(name).where(projects.c.status == RUNNING).values(
+        status=PAUSED, paused_until=None, pause_reason=reason, updated_at=now))
+    return result.rowcount == 1
+
+
 def run_again(conn: Connection, name: str, now: float | None = None) -> bool:
     """Resume (or retry failed rows of) a project in any state: it runs, its failure run,
     pause and planned deletion are forgotten. False only when the project is gone."""

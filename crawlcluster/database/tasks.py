@@ -238,6 +238,19 @@ def reopen_start_rows(conn: Connection, project: str, interval: float, now: floa
     ).values(status=PENDING, next_run_at=now, error=None, error_kind=None, updated_at=now)).rowcount
 
 
+def fail_open_rows(conn: Connection, project: str, kind: str, reason: str, keep_ids: Sequence[str] = (),
+                   now: float | None = None) -> int:
+    """Every pending or queued page of ``project`` but ``keep_ids`` ends failed with ``kind``
+    and ``reason`` (its robots.txt rows are the scheduler's and finish on their own); a
+    message still in a queue for one of them is dropped where it arrives. Returns how many."""
+    now = time.time() if now is None else now
+    stmt = update(crawl_tasks).where(crawl_tasks.c.project == project, counts.is_page(),
+                                     crawl_tasks.c.status.in_((PENDING, QUEUED)))
+    if keep_ids:
+        stmt = stmt.where(crawl_tasks.c.task_id.not_in(sorted(keep_ids)))
+    return conn.execute(stmt.values(status=FAILED, error=reason, error_kind=kind, updated_at=now)).rowcount
+
+
 def release_queued(conn: Connection, now: float) -> int:
     """Every queued row becomes pending, due now; returns how many. Only for a database one
     process owns (an embedded crawl's file at start), where no worker can hold a row."""

@@ -17,6 +17,7 @@ from crawlcluster import settings
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.dispatcher import Dispatcher
 from crawlcluster.dispatch.lease import LeaseLost
+from crawlcluster.log_limits import RepeatedErrorLog
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class CrawlScheduler(Scheduler):
         super().__init__(*args, **kwargs)
         self.dispatcher = Dispatcher.from_settings(self.app, settings.current())
         self.database_down_since: float | None = None  # while the database cannot be reached
+        self.errors = RepeatedErrorLog(logger, settings.current().error_log_seconds)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         beat_wait = super().tick(*args, **kwargs)
@@ -48,17 +50,18 @@ class CrawlScheduler(Scheduler):
                 logger.warning("database reachable again after %.0fs; dispatching resumes",
                                time.time() - self.database_down_since)
                 self.database_down_since = None
+                self.errors.clear("database")
         return min(beat_wait, wait)
 
     def _database_down(self, exc: OperationalError | InterfaceError) -> None:
-        """Log the first failed tick of a database outage as one line (its traceback at debug
-        level), and the ticks after it not at all, until one succeeds."""
+        """Log a database outage as one line when it starts, and one more line per
+        ``error_log_seconds`` while it lasts, counting the failed ticks in between (the
+        traceback at debug level), until a tick succeeds."""
         if self.database_down_since is None:
             self.database_down_since = time.time()
-            first_line = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0:1]
-            logger.error("database unreachable (%s: %s); dispatching waits, trying again every %ss",
-                         type(exc).__name__, first_line[0] if first_line else "",
-                         self.dispatcher.tick_seconds)
+        self.errors.report("database", "database unreachable for %.0fs (%s: %s); dispatching waits, trying "
+                           "again every %ss", time.time() - self.database_down_since, type(exc).__name__,
+                           _first_line(exc), self.dispatcher.tick_seconds)
         logger.debug("frontier tick failed", exc_info=exc)
 
     def close(self) -> None:
@@ -66,11 +69,23 @@ class CrawlScheduler(Scheduler):
         instead of after it expires."""
         try:
             self.dispatcher.close()
+        except (OperationalError, InterfaceError) as exc:  # the outage already said why: one line
+            self.errors.report("close", "could not send the last claimed rows (%s); they are sent again "
+                               "after their deadline", _first_line(exc), level=logging.WARNING)
         except Exception:  # noqa: BLE001 - logged; unsent rows are re-sent after their deadline
             logger.exception("could not send the last claimed rows")
         try:
             with get_engine(self.dispatcher.database_url).begin() as conn:
                 self.dispatcher.lease.release(conn)
+        except (OperationalError, InterfaceError) as exc:
+            self.errors.report("release", "could not release the scheduler lease (%s); it expires by itself",
+                               _first_line(exc), level=logging.WARNING)
         except Exception:  # noqa: BLE001 - shutting down; the lease expires by itself anyway
             logger.exception("could not release the scheduler lease")
         super().close()
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of the driver's message (psycopg2 adds hints on the lines after)."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

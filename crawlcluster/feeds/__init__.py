@@ -40,15 +40,22 @@ WRITE_CHUNK_ITEMS = 1000
 FEED_CLASSES: dict[str, type[Feed]] = {"jsonl": JsonLinesFeed, "json": JsonArrayFeed, "csv": CsvFeed}
 
 
-def open_feed(path: str, fmt: str | None = None) -> Feed:
+def open_feed(path: str, fmt: str | None = None, *, keep_formulas: bool = False) -> Feed:
     """Open ``path`` for writing in its format, before any fetch: a wrong extension, a
-    missing directory or a read-only one is a :class:`FeedError` with a sentence."""
-    return FEED_CLASSES[feed_format(path, fmt)](path)
+    missing directory or a read-only one is a :class:`FeedError` with a sentence. A CSV
+    quotes cells that a spreadsheet would run as formulas unless ``keep_formulas``."""
+    fmt = feed_format(path, fmt)
+    if fmt == "csv":
+        return CsvFeed(path, keep_formulas=keep_formulas)
+    return FEED_CLASSES[fmt](path)
 
 
-def stream_feed(out: IO[str], fmt: str = "jsonl") -> Feed:
+def stream_feed(out: IO[str], fmt: str = "jsonl", *, keep_formulas: bool = False) -> Feed:
     """A feed on an open stream (stdout, a file the caller opened) in ``fmt``."""
-    return FEED_CLASSES[feed_format("", fmt)](stream=out)
+    fmt = feed_format("", fmt)
+    if fmt == "csv":
+        return CsvFeed(stream=out, keep_formulas=keep_formulas)
+    return FEED_CLASSES[fmt](stream=out)
 
 
 def write_all(feed: Feed, items: Callable[[], Iterable[dict[str, Any]]],

@@ -1,5 +1,8 @@
 """The CSV feed: a header from the items' keys, widened by rewriting the file when an item
-brings a new key; nested values are written as JSON."""
+brings a new key; nested values are written as JSON. A cell that begins with ``=``, ``+``,
+``-``, ``@``, a tab or a carriage return gets a leading single quote, as OWASP advises
+against CSV (formula) injection: crawled text is whatever a site wrote, and a spreadsheet
+would run such a cell as a formula. ``keep_formulas=True`` writes them verbatim."""
 
 from __future__ import annotations
 
@@ -13,20 +16,28 @@ from typing import IO, Any, Iterable
 
 from crawlcluster.feeds.base import Feed, FeedError
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
-def _cell(value: Any) -> Any:
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
 
+def _cell(value: Any, keep_formulas: bool = False) -> Any:
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value, ensure_ascii=False)
+    if not keep_formulas and isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
 
 
 class CsvFeed(Feed):
     """CSV whose columns are every key seen so far, in first-seen order. An item with a new
     key makes :class:`FeedSync` rewrite the file from the database with the wider header;
-    nested values are written as JSON."""
+    nested values are written as JSON; formula-leading cells are quoted unless
+    ``keep_formulas``."""
 
     format = "csv"
 
-    def __init__(self, path: str | None = None, *, stream: IO[str] | None = None) -> None:
+    def __init__(self, path: str | None = None, *, stream: IO[str] | None = None,
+                 keep_formulas: bool = False) -> None:
+        self.keep_formulas = keep_formulas
         if stream is None and path is not None:
             directory = Path(path).parent
             if not os.access(directory if str(directory) else ".", os.W_OK):
@@ -42,7 +53,7 @@ class CsvFeed(Feed):
         first pass over the items for them), so that nothing is ever rewritten."""
         self.columns = list(columns)
         self._writer = csv.DictWriter(self.out, fieldnames=self.columns, extrasaction="ignore")
-        self._writer.writeheader()
+        self._write_header()
 
     def wants_rewrite(self, items: list[dict[str, Any]]) -> bool:
         if self._writer is None:
@@ -63,7 +74,7 @@ class CsvFeed(Feed):
         self._temp_path = temp_path
         self._writer = csv.DictWriter(self.out, fieldnames=self.columns, extrasaction="ignore")
         if self.columns:
-            self._writer.writeheader()
+            self._write_header()
         self.count = 0
 
     def commit_restart(self) -> None:
@@ -79,9 +90,12 @@ class CsvFeed(Feed):
         if self._writer is None:  # the first items set the header
             self.columns = list(dict.fromkeys(key for item in items for key in item))
             self._writer = csv.DictWriter(self.out, fieldnames=self.columns, extrasaction="ignore")
-            self._writer.writeheader()
+            self._write_header()
         super().write(items)
 
+    def _write_header(self) -> None:
+        self._writer.writerow({column: _cell(column, self.keep_formulas) for column in self.columns})
+
     def _write_one(self, item: dict[str, Any]) -> None:
-        self._writer.writerow({k: _cell(v) for k, v in item.items()})
+        self._writer.writerow({k: _cell(v, self.keep_formulas) for k, v in item.items()})
 
