@@ -218,6 +218,12 @@ class Settings:
     obey_robots: bool = _option(
         True, _bool,
         "Fetch each host's robots.txt first and skip what it disallows (per project: obey_robots).")
+    max_robots_bytes: int = _option(
+        500 * 1024, int, "Bytes of a robots.txt kept and parsed (Google reads the first 500 KiB); the rest "
+        "is ignored and the host's robots note says so.", minimum=1024)
+    max_crawl_delay_seconds: float = _option(
+        60.0, float, "Longest robots.txt Crawl-delay obeyed; a longer one waits this long between requests "
+        "to its host, and the log and the host's robots note say so.", minimum=0)
     robots_ttl_seconds: float = _option(
         86400.0, float, "How long a fetched robots.txt is trusted.", minimum=1)
     robots_error_attempts: int = _option(
@@ -274,6 +280,9 @@ class Settings:
         "Time one page may take in the browser, navigation to script, before it ends as a timeout.",
         minimum=0.1)
     render_launch_timeout_seconds: float = _option(30.0, float, "Time Chromium may take to start.", minimum=1)
+    max_error_chars: int = _option(
+        2000, int, "Longest error text kept on a row or a host (the middle is cut, saying how much); a URL "
+        "inside an error is shortened to 200 characters.", minimum=200)
     # worker logs
     callback_error_log_seconds: float = _option(
         60.0, float,
