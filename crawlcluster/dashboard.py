@@ -143,4 +143,7 @@ def project_detail(name: str, stats: dict[str, Any], hosts: list[dict[str, Any]]
             summary += f"\nwaiting: {reason}"
     if stats.get("pause_reason") and not stats.get("waiting"):
         summary += f"\npaused: {stats['pause_reason']}"
+    for host in hosts:
+        if host.get("robots_note"):
+            summary += f"\nrobots.txt of {host['host']}: {host['robots_note']}"
     return Group(summary, windows, cost)

@@ -120,6 +120,7 @@ class Outcome(TypedDict, total=False):
     items: list[dict[str, Any]]  # what the callback yielded
     robots: str  # a robots.txt page: its text (workers/robots.py)
     robots_code: int  # a robots.txt page: the status its rules follow (404 for a redirect)
+    robots_bytes: int  # a robots.txt cut to max_robots_bytes: the size it had
     wire_bytes: int  # what its page cost (carry_cost)
     fetch_seconds: float
     browser_seconds: float

@@ -253,6 +253,9 @@ hosts = Table(
     # CRAWLCLUSTER_ROBOTS_ERROR_ATTEMPTS the host is unreachable and its rows fail
     Column("robots_failures", Integer, nullable=False, server_default="0"),
     Column("robots_error", Text),
+    # what robots.txt asked that was not granted (migration 0015): a Crawl-delay over
+    # max_crawl_delay_seconds, a body over max_robots_bytes
+    Column("robots_note", Text),
     Column("blocked_until", Double),
     Column("updated_at", Double, nullable=False),
 )

@@ -252,6 +252,12 @@ class Settings:
     obey_robots: bool = _option(
         True, _bool,
         "Fetch each host's robots.txt first and skip what it disallows (per project: obey_robots).")
+    max_robots_bytes: int = _option(
+        500 * 1024, int, "Bytes of a robots.txt kept and parsed (Google reads the first 500 KiB); the rest "
+        "is ignored and the host's robots note says so.", minimum=1024)
+    max_crawl_delay_seconds: float = _option(
+        60.0, float, "Longest robots.txt Crawl-delay obeyed; a longer one waits this long between requests "
+        "to its host, and the log and the host's robots note say so.", minimum=0)
     robots_ttl_seconds: float = _option(
         86400.0, float, "How long a fetched robots.txt is trusted.", minimum=1)
     robots_error_attempts: int = _option(
@@ -314,6 +320,9 @@ class Settings:
         "Packages whose spiders workers import, comma-separated module prefixes matched on whole dotted "
         "names (myproj allows myproj.spiders, not myproject); crawlcluster's own are always allowed. Another "
         "spider's rows end failed and its project pauses. Empty: only crawlcluster's.")
+    max_error_chars: int = _option(
+        2000, int, "Longest error text kept on a row or a host (the middle is cut, saying how much); a URL "
+        "inside an error is shortened to 200 characters.", minimum=200)
     # worker logs
     callback_error_log_seconds: float = _option(
         60.0, float,

@@ -68,12 +68,17 @@ def project_figures(conn: Connection, project: str, open_rows: int,
 
 
 def host_figures(conn: Connection, project: str) -> list[dict[str, Any]]:
-    """All-time cost per host of a project, most bytes first."""
+    """All-time cost per host of a project, most bytes first, with the host's robots note
+    (a Crawl-delay capped, a robots.txt cut) where it has one."""
     rows = stat_rows.sums(conn, project, by_host=True)
     figures = [{"host": r.host, "fetches": int(r.fetched), "done": int(r.done), "failed": int(r.failed),
                 "retries": int(r.retried), "bytes": int(r.bytes),
                 "fetch_seconds": round(float(r.fetch_seconds), 3),
                 "browser_seconds": round(float(r.browser_seconds), 3)} for r in rows]
+    notes = hosts.robots_notes(conn, [f["host"] for f in figures])
+    for figure in figures:
+        if figure["host"] in notes:
+            figure["robots_note"] = notes[figure["host"]]
     return sorted(figures, key=lambda f: -f["bytes"])
 
 

@@ -319,8 +319,8 @@ def test_a_retry_after_beyond_its_cap_waits_the_cap_and_says_so(database):
     assert store_pages(engine, "capped", [failure])["retried"] == 1
     row = row_of(database, "capped", url)
     assert row["status"] == "pending" and before + 60 <= row["next_run_at"] <= time.time() + 60
-    assert row["error"] == ("HTTP 503 Service Unavailable (retry 1 of 2 in 60s; Retry-After 7200s capped by "
-                            "retry_after_max_seconds)")
+    assert row["error"] == ("HTTP 503 Service Unavailable (retry 1 of 2 in 60s; Retry-After 7200 s capped to "
+                            "60 s (retry_after_max_seconds))")
 
 
 def test_a_timeout_is_retried_once_by_the_quick_policy_then_fails_saying_why(database):

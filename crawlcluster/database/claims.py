@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from crawlcluster.database import stats
 from crawlcluster.db import upsert
+from crawlcluster.error_text import bounded_error
 from crawlcluster.schema import (
     DISALLOWED,
     FAILED,
@@ -281,7 +282,7 @@ def mark_disallowed(conn: Connection, ids: list[str], reason: str, now: float | 
     now = time.time() if now is None else now
     result = conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids),
                                                     crawl_tasks.c.status == PENDING)
-                          .values(status=DISALLOWED, error=reason, updated_at=now))
+                          .values(status=DISALLOWED, error=bounded_error(reason), updated_at=now))
     return result.rowcount
 
 
@@ -293,5 +294,6 @@ def mark_failed(conn: Connection, ids: list[str], kind: str, reason: str, now: f
     now = time.time() if now is None else now
     result = conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids),
                                                     crawl_tasks.c.status == PENDING)
-                          .values(status=FAILED, error=reason, error_kind=kind, updated_at=now))
+                          .values(status=FAILED, error=bounded_error(reason), error_kind=kind,
+                                  updated_at=now))
     return result.rowcount

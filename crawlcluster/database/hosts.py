@@ -20,8 +20,30 @@ from crawlcluster.schema import (
 
 
 def host_rows(conn: Connection, names: Sequence[str]) -> dict[str, Any]:
-    """The rows of the hosts in ``names`` that the table knows, by host name."""
-    return {row.host: row for row in conn.execute(select(hosts).where(hosts.c.host.in_(list(names))))}
+    """The rows of the hosts in ``names`` that the table knows, by host name, without their
+    robots.txt text (up to max_robots_bytes each, read every few seconds for every host a
+    claim touches): ``has_body`` says whether there is one, :func:`robots_bodies` reads it."""
+    columns = [column for column in hosts.c if column.name != "robots_body"]
+    stmt = select(*columns, hosts.c.robots_body.is_not(None).label("has_body"))
+    return {row.host: row for row in conn.execute(stmt.where(hosts.c.host.in_(list(names))))}
+
+
+def robots_bodies(conn: Connection, names: Sequence[str]) -> dict[str, tuple[float | None, str | None]]:
+    """``(robots_fetched_at, robots_body)`` of the hosts in ``names``, by host name."""
+    if not names:
+        return {}
+    rows = conn.execute(select(hosts.c.host, hosts.c.robots_fetched_at, hosts.c.robots_body)
+                        .where(hosts.c.host.in_(list(names))))
+    return {host: (fetched_at, body) for host, fetched_at, body in rows}
+
+
+def robots_notes(conn: Connection, names: Sequence[str]) -> dict[str, str]:
+    """The robots notes (a Crawl-delay capped, a robots.txt cut) of the hosts in ``names`` that have one."""
+    if not names:
+        return {}
+    rows = conn.execute(select(hosts.c.host, hosts.c.robots_note)
+                        .where(hosts.c.host.in_(list(names)), hosts.c.robots_note.is_not(None)))
+    return {host: note for host, note in rows}
 
 
 def upsert_host(conn: Connection, host: str, now: float, **values: Any) -> None:

@@ -9,12 +9,14 @@ options to its rules, so this layer imports nothing of the spider API.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
+from crawlcluster.error_text import bounded_error
 from crawlcluster.schema import (
     DONE,
     FAILED,
@@ -75,21 +77,34 @@ def schedule_retries(conn: Connection, failures: Sequence[dict[str, Any]], retry
             continue
         delay = rules.delay(attempt)
         note = ""
-        asked = failure.get("retry_after")
+        asked = _seconds_asked(failure.get("retry_after"))
         if asked is not None:
-            delay = min(float(asked), rules.retry_after_max_seconds)
-            if asked > rules.retry_after_max_seconds:
-                note = f"; Retry-After {asked:g}s capped by retry_after_max_seconds"
+            cap = rules.retry_after_max_seconds
+            delay = min(asked, cap)
+            if asked > cap:
+                note = f"; Retry-After {asked:.0f} s capped to {cap:g} s (retry_after_max_seconds)"
+                logger.info("%s: Retry-After %.0f s capped to %g s (retry_after_max_seconds)",
+                            bounded_error(failure.get("url") or task, 300), asked, cap)
         conn.execute(
             update(crawl_tasks).where(crawl_tasks.c.task_id == task).values(
                 status=PENDING, retries_left=retries_left - 1, next_run_at=now + delay,
                 timeouts=timeouts + 1 if timed_out else timeouts,
                 status_code=failure.get("code"), error_kind=failure.get("kind"),
-                error=f"{failure['error']} (retry {attempt + 1} of {total} in {delay:g}s{note})",
+                error=bounded_error(
+                    f"{failure['error']} (retry {attempt + 1} of {total} in {delay:g}s{note})"),
                 queued_at=None, deadline_at=None, fetched_at=now, updated_at=now)
         )
         retried.add(task)
     return retried
+
+
+def _seconds_asked(value: Any) -> float | None:
+    """A Retry-After as the fetch stage sent it, as finite seconds at least 0 (None: no advice)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: float | None = None) -> int:
@@ -102,7 +117,7 @@ def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: f
         key = (
             outcome["status"],
             outcome.get("status_code"),
-            outcome.get("error"),
+            bounded_error(outcome.get("error")),
             outcome.get("error_kind"),
             outcome.get("final_url"),
             outcome.get("etag"),
@@ -148,4 +163,4 @@ def note_queued_error(conn: Connection, ids: Sequence[str], error: str, kind: st
     now = time.time() if now is None else now
     return conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(sorted(ids)),
                                                   crawl_tasks.c.status == QUEUED)
-                        .values(error=error[:2000], error_kind=kind, updated_at=now)).rowcount
+                        .values(error=bounded_error(error), error_kind=kind, updated_at=now)).rowcount

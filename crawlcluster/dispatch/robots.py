@@ -14,18 +14,29 @@ scheduler ends its pending rows ``failed`` (kind ``robots``) with the reason, so
 never waits on a dead host for ever. Those rows fail before the host's robots.txt is asked
 again (after ``robots_unreachable_seconds``), and re-opening a failed row
 (:func:`crawlcluster.database.tasks.reopen_failed_rows`) makes its host forget its failures.
+A robots.txt that fails for good (broken HTTP, TLS, a certificate) makes its host
+unreachable at once.
+
+A robots.txt is parsed once per fetch: the cache re-reads a host's state every few seconds
+(without its text) and parses the text again only when the host's ``robots_fetched_at``
+changed (:data:`PARSES` counts the parses). A ``Crawl-delay`` over
+``max_crawl_delay_seconds`` is capped, and the host's ``robots_note`` (shown by
+``crawlcluster status PROJECT``) and the log say so, as they say a robots.txt was cut to
+``max_robots_bytes`` (by the parse stage, :mod:`workers.robots`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
 from protego import Protego
 from sqlalchemy.engine import Connection
 
-from crawlcluster.database.hosts import host_rows, robots_failures, upsert_host
+from crawlcluster.database.hosts import host_rows, robots_bodies, robots_failures, upsert_host
+from crawlcluster.error_text import bounded_error
 from crawlcluster.schema import (
     ROBOTS_ERROR,
     ROBOTS_FETCHING,
@@ -36,6 +47,17 @@ from crawlcluster.schema import (
 )
 
 logger = logging.getLogger(__name__)
+
+# robots.txt texts parsed by this process's scheduler caches: read by tests and bench to show
+# a robots.txt is parsed once per fetch, not once per refresh
+PARSES = 0
+
+
+def parse_robots(body: str) -> Protego:
+    """``body`` parsed, counted in :data:`PARSES`."""
+    global PARSES
+    PARSES += 1
+    return Protego.parse(body)
 
 
 @dataclass
@@ -51,7 +73,8 @@ class HostRobots:
 
     def unreachable_reason(self, host: str) -> str:
         """The error text of a row that ends because its host's robots.txt is unreachable."""
-        return (f"robots.txt of {host} unreachable after {self.failures} attempts "
+        attempts = "1 attempt" if self.failures == 1 else f"{self.failures} attempts"
+        return (f"robots.txt of {host} unreachable after {attempts} "
                 f"({self.error or 'no answer'}); "
                 "nothing on this host was fetched")
 
@@ -72,24 +95,36 @@ class RobotsCache:
         self.user_agent = user_agent
         self.refresh_seconds = refresh_seconds
         self._hosts: dict[str, tuple[float, HostRobots]] = {}
+        # each host's parsed rules, with the robots_fetched_at they were parsed for
+        self._parsed: dict[str, tuple[float | None, Protego]] = {}
 
     def get(self, conn: Connection, names: set[str]) -> dict[str, HostRobots]:
         now = time.monotonic()
         stale = [h for h in names if h not in self._hosts or now - self._hosts[h][0] > self.refresh_seconds]
         if stale:
             found = host_rows(conn, stale)
+            with_rules = {name: row.robots_fetched_at for name, row in found.items()
+                          if row.robots_status == ROBOTS_OK and row.has_body}
+            self._parse_new(conn, with_rules)
             for name in stale:
                 row = found.get(name)
                 if row is None:
                     info = HostRobots(ROBOTS_UNKNOWN, None, None, None, None, 0.0)
                 else:
-                    parsed = row.robots_status == ROBOTS_OK and row.robots_body
-                    parser = Protego.parse(row.robots_body) if parsed else None
+                    parser = self._parsed[name][1] if name in with_rules else None
                     info = HostRobots(row.robots_status, parser, row.crawl_delay, row.robots_expires_at,
                                       row.blocked_until, row.updated_at, row.robots_failures or 0,
                                       row.robots_error)
                 self._hosts[name] = (now, info)
         return {h: self._hosts[h][1] for h in names}
+
+    def _parse_new(self, conn: Connection, fetched: dict[str, float | None]) -> None:
+        """Parse the robots.txt of the hosts in ``fetched`` (host -> robots_fetched_at) whose
+        rules this cache has not parsed for that fetch yet; their text is read only then."""
+        new = [name for name, at in fetched.items()
+               if name not in self._parsed or self._parsed[name][0] != at]
+        for name, (fetched_at, body) in robots_bodies(conn, new).items():
+            self._parsed[name] = (fetched_at, parse_robots(body or ""))
 
     def refresh(self, conn: Connection, names: set[str]) -> dict[str, HostRobots]:
         """``names`` read from the table now, whatever their age in the cache."""
@@ -121,28 +156,38 @@ class RobotsCache:
 def record_robots(conn: Connection, host: str, *, body: str | None, status_code: int | None,
                   error: str | None,
                   user_agent: str, ttl_seconds: float, error_attempts: int, error_delays: list[float],
-                  unreachable_seconds: float, kind: str | None = None, now: float | None = None) -> str:
+                  unreachable_seconds: float, kind: str | None = None, now: float | None = None,
+                  max_crawl_delay: float | None = None, cut_from: int | None = None,
+                  final: bool = False) -> str:
     """Store what fetching a host's robots.txt gave: rules (2xx), allow-all (4xx), or (5xx,
     unreachable) a block for the next of ``error_delays``; the ``error_attempts``-th such
-    failure in a row makes the host unreachable for ``unreachable_seconds``. Returns the state."""
+    failure in a row (or a ``final`` one) makes the host unreachable for
+    ``unreachable_seconds``. A Crawl-delay over ``max_crawl_delay`` is stored capped, and
+    the host's note says so, as it says the text was cut from ``cut_from`` bytes. Returns the state."""
     now = time.time() if now is None else now
     if body is not None and status_code is not None and 200 <= status_code < 300:
-        parser = Protego.parse(body)
-        delay = parser.crawl_delay(user_agent)
+        delay, note = _granted_delay(Protego.parse(body).crawl_delay(user_agent), max_crawl_delay)
+        notes = [note] if note else []
+        if cut_from:
+            notes.append(f"robots.txt of {cut_from:,} bytes: the first {len(body.encode()):,} kept and "
+                         "parsed (max_robots_bytes)")
+        if notes:
+            logger.warning("robots.txt of %s: %s", host, "; ".join(notes))
         upsert_host(conn, host, now, robots_status=ROBOTS_OK, robots_body=body, crawl_delay=delay,
                     robots_fetched_at=now, robots_expires_at=now + ttl_seconds, blocked_until=None,
-                    robots_failures=0, robots_error=None)
+                    robots_failures=0, robots_error=None, robots_note="; ".join(notes) or None)
         return ROBOTS_OK
     if status_code is not None and 400 <= status_code < 500:
         upsert_host(conn, host, now, robots_status=ROBOTS_MISSING, robots_body=None, crawl_delay=None,
                     robots_fetched_at=now, robots_expires_at=now + ttl_seconds, blocked_until=None,
-                    robots_failures=0, robots_error=None)
+                    robots_failures=0, robots_error=None, robots_note=None)
         return ROBOTS_MISSING
     failures = robots_failures(conn, host) + 1
     reason = error or (f"HTTP {status_code}" if status_code is not None else "no answer")
     if kind and kind != "http":
         reason = f"{kind}: {reason}"
-    if failures >= error_attempts:
+    reason = bounded_error(reason) or reason
+    if failures >= error_attempts or final:
         logger.warning("robots.txt of %s unreachable after %d attempts (%s); the host's rows fail", host,
                        failures,
                        reason)
@@ -157,3 +202,13 @@ def record_robots(conn: Connection, host: str, *, body: str | None, status_code:
     upsert_host(conn, host, now, robots_status=ROBOTS_ERROR, robots_fetched_at=now, blocked_until=now + wait,
                 robots_failures=failures, robots_error=reason)
     return ROBOTS_ERROR
+
+
+def _granted_delay(asked: float | None, cap: float | None) -> tuple[float | None, str | None]:
+    """(the Crawl-delay obeyed, a note when it is not what robots.txt asked): at most ``cap``;
+    a negative or not-a-number one is no Crawl-delay at all."""
+    if asked is None or math.isnan(asked) or asked < 0:
+        return None, None
+    if cap is not None and asked > cap:
+        return cap, f"Crawl-delay {asked:g} s capped to {cap:g} s (max_crawl_delay_seconds)"
+    return asked, None
