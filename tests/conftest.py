@@ -34,10 +34,27 @@ START_SERVICES = "bash deploy/local/services.sh"
 KEY_PREFIX = os.environ["CRAWLCLUSTER_BROKER_KEY_PREFIX"]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+ALL_FAULTS_ENV = "CRAWLCLUSTER_TEST_ALL_FAULTS"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all-faults", action="store_true",
+        help="also run the long fault tests (marked long_fault; or set CRAWLCLUSTER_TEST_ALL_FAULTS=1): "
+             "each kind of fault keeps one test in every run, these add its other variants")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The style and type checks (tests/test_style.py: ruff, mypy) run first: a finding is
-    reported in the first minute of a CI run, not after the suite."""
+    reported in the first minute of a CI run, not after the suite. The long fault tests are
+    deselected (pytest reports how many) unless ``--all-faults`` asks for them."""
     items.sort(key=lambda item: item.path.name != "test_style.py")  # stable: the rest keep their order
+    if config.getoption("--all-faults") or os.environ.get(ALL_FAULTS_ENV, "") not in ("", "0"):
+        return
+    long_ones = [item for item in items if item.get_closest_marker("long_fault")]
+    if long_ones:
+        config.hook.pytest_deselected(items=long_ones)
+        items[:] = [item for item in items if not item.get_closest_marker("long_fault")]
 
 
 @pytest.fixture(autouse=True)

@@ -201,6 +201,7 @@ def test_redis_restarted_empty_mid_crawl_every_process_survives_and_every_page_i
               f"{sum(repeats.values())} repeated requests")
 
 
+@pytest.mark.long_fault
 def test_a_beat_started_after_redis_restarted_empty_still_resends_what_redis_lost(
         small_site: Any, pg: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Beat stopped, Redis restarted empty, beat started again: the new leader compares

@@ -163,6 +163,7 @@ class SlowSite:
         self.server.server_close()
 
 
+@pytest.mark.long_fault
 def test_one_plain_fetch_worker_process_holds_over_100_fetches_in_flight(processes, pg):
     slow = SlowSite(delay_seconds=1.0)
     try:

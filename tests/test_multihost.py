@@ -222,6 +222,7 @@ def _in_hand(cluster: HostCluster, host: str) -> int:
     return sum(log.count("] received") - log.count("] succeeded in") - log.count("] raised") for log in logs)
 
 
+@pytest.mark.long_fault
 def test_two_worker_hosts_crawl_once_and_one_host_cut_off_mid_crawl_loses_nothing(hosts):
     net, master, cluster, (site, second_site), client = hosts
     started = time.monotonic()

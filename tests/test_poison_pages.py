@@ -74,6 +74,7 @@ def test_a_callback_that_kills_its_worker_fails_its_page_only_and_the_crawl_ends
     print(f"poison page: crawl of 101 pages finished in {took:.1f}s, 0 pages fetched twice")
 
 
+@pytest.mark.long_fault
 def test_a_callback_past_the_time_limit_fails_its_page_and_the_crawl_ends(tree, processes, pg):
     paths = _serve_tree(tree, 20)
     processes.env["CRAWLCLUSTER_PARSE_TIME_LIMIT_SECONDS"] = "3"

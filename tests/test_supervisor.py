@@ -136,6 +136,7 @@ def nodes(supervisor_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[Supe
         master.stop()
 
 
+@pytest.mark.long_fault
 def test_supervisor_nodes_crawl_and_a_worker_role_stopped_and_started_mid_crawl_loses_nothing(
         site, nodes, pg):
     master, worker = nodes

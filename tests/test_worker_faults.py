@@ -170,7 +170,8 @@ def assert_exactly_once(pg: str, project: str, site: TreeSite) -> dict[str, int]
     return {"repeated": site.repeated(), "requests": site.requests()}
 
 
-@pytest.mark.parametrize("role", ["fetch", "parse", "store"])
+@pytest.mark.parametrize("role", ["fetch", pytest.param("parse", marks=pytest.mark.long_fault),
+                                  pytest.param("store", marks=pytest.mark.long_fault)])
 def test_a_killed_worker_s_rows_come_back_through_its_lease_not_the_deadline(role, tree_site, processes, pg):
     _start(processes)  # the default queued deadline: 600 s
     crawl = crawlcluster.submit([tree_site.url + "/p/0"], project=f"kill-{role}")
@@ -192,6 +193,7 @@ def test_a_killed_worker_s_rows_come_back_through_its_lease_not_the_deadline(rol
     assert figures["repeated"] <= 3 * 8, figures
 
 
+@pytest.mark.long_fault
 def test_a_fetch_worker_frozen_past_its_lease_counts_nothing_twice(tree_site, processes, pg):
     # a short lease so that a 12 s freeze outlives it
     _start(processes, CRAWLCLUSTER_WORKER_LEASE_SECONDS="6", CRAWLCLUSTER_WORKER_HEARTBEAT_SECONDS="2")
