@@ -312,6 +312,9 @@ class Settings:
     flower_auth: str = _option(
         "", str, "Basic auth for `celery -A crawlcluster flower`, user:password (several: comma-separated); "
         "empty: open.")
+    web_auth: str = _option(
+        "", str, "Basic auth for the crawl console (`crawlcluster web`), user:password (several: "
+        "comma-separated); required to bind any address but loopback.")
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None,
