@@ -2,7 +2,8 @@
 their crawls, reading the same Postgres (or an embedded crawl's SQLite file) and Redis as the
 cluster.
 
-    app.py              the Starlette application, templates and what every page shares
+    app.py              the Starlette application (routes, static files, basic auth)
+    common.py           what every page shares: templates, headers, the CSRF check
     security.py         loopback by default, basic auth, the CSRF token and origin check
     figures.py          the dashboard's figures (projects, pipeline strip, scheduler)
     why.py              why a pending URL is not fetched yet, by the dispatcher's rules

@@ -23,7 +23,7 @@ from crawlcluster.database import tasks
 from crawlcluster.db import get_engine
 from crawlcluster.errors import CrawlClusterError, ProjectNotFound
 from crawlcluster.web import figures
-from crawlcluster.web.app import back, checked_form, console_of, page
+from crawlcluster.web.common import back, checked_form, console_of, page
 
 logger = logging.getLogger(__name__)
 

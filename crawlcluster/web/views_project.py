@@ -23,7 +23,7 @@ from crawlcluster.db import get_engine
 from crawlcluster.dispatch.limits import HostSlots
 from crawlcluster.errors import CrawlClusterError
 from crawlcluster.schema import DONE, FAILED, PENDING, QUEUED
-from crawlcluster.web.app import back, checked_form, console_of, not_found, page
+from crawlcluster.web.common import back, checked_form, console_of, not_found, page
 from crawlcluster.web.figures import human_bytes
 from crawlcluster.web.why import not_fetched_because
 
@@ -136,4 +136,4 @@ routes = [
     Route("/projects/{name}/urls/{task_id}", url_page, methods=["GET"]),
 ]
 
-__all__ = ["routes", "back"]
+

@@ -21,7 +21,7 @@ from crawlcluster.database import console as console_rows
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.db import get_engine
 from crawlcluster.feeds import FEED_FORMATS
-from crawlcluster.web.app import console_of, not_found, page
+from crawlcluster.web.common import console_of, not_found, page
 
 logger = logging.getLogger(__name__)
 
