@@ -124,26 +124,31 @@ class Browser:
 
 
 @pytest.fixture(scope="module")
-def crawled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Two projects crawled by `crawlcluster crawl --db` into one SQLite file: ``flaky`` (a
-    200 page, two linked pages, a 404 and a 500) and ``solo`` (one page)."""
+def browser() -> Iterator[Browser]:
+    opened = Browser()
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="module")
+def crawled(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """An SQLite file holding ``flaky``, crawled by `crawlcluster crawl --db` (a 200 page, two
+    linked pages, a 404 and a 500), and ``solo``, submitted and never crawled (one pending
+    row), served by a console."""
     site = ScriptedSite()
     flaky_site(site)
     tmp = tmp_path_factory.mktemp("console")
     db = tmp / "crawl.db"
     env = {**os.environ, "CRAWLCLUSTER_RETRIES": "0", "CRAWLCLUSTER_AUTO_PAUSE_FAILURES": "0"}
-    for project, start in (("flaky", "/"), ("solo", "/solo")):
-        done = subprocess.run([*CLI, "crawl", site.url + start, "--db", str(db), "-q", "--project", project,
-                               "--max-depth", "1" if project == "flaky" else "0"],
-                              capture_output=True, text=True, env=env, timeout=120)
-        assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run([*CLI, "crawl", site.url + "/", "--db", str(db), "-q", "--project", "flaky",
+                           "--max-depth", "1"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
     database_url = f"sqlite:///{db}"
+    crawlcluster.submit([site.url + "/solo"], project="solo", database_url=database_url)
     on_file = {**env, "CRAWLCLUSTER_DATABASE_URL": database_url, "CRAWLCLUSTER_BROKER_URL": "memory://"}
     console = Console(on_file, tmp / "console.log")
-    browser = Browser()
     yield {"site": site, "db": database_url, "env": on_file, "console": console, "browser": browser,
            "tmp": tmp}
-    browser.close()
     console.stop()
     site.stop()
     dispose_all()
@@ -181,12 +186,14 @@ def test_dashboard_lists_each_project_with_the_counts_of_its_table(crawled):
     names = browser.texts("tr[data-project] .project-name")
     assert names == ["flaky", "solo"]
     for name in names:
-        stats = crawlcluster.Crawl(name, database_url=crawled["db"]).stats(figures=False, waiting=False)
+        stats = crawlcluster.Crawl(name, database_url=crawled["db"]).stats(figures=False)
         pages = stats["pages"]
         cells = dashboard_cells(browser, name)
-        assert cells == {"status": stats["status"], "pending": str(pages["pending"] + pages["queued"]),
-                         "done": str(pages["done"]), "failed": str(pages["failed"]),
-                         "items": str(stats["items"])}, name
+        # a running project whose scheduler went silent meanwhile is shown as stalled
+        assert cells.pop("status") in (stats["status"], "stalled")
+        assert cells == {"pending": str(pages["pending"] + pages["queued"]), "done": str(pages["done"]),
+                         "failed": str(pages["failed"]), "items": str(stats["items"])}, name
+    assert dashboard_cells(browser, "solo")["pending"] == "1"
     assert dashboard_cells(browser, "flaky")["failed"] == "2"  # the 404 and the 500
     # each window's bar says its counts on hover; all time's match the table
     title = browser.js("document.querySelector('tr[data-project=\"flaky\"] .bar[data-window=\"all\"]').title")
@@ -220,8 +227,6 @@ def test_pause_and_resume_buttons_change_the_status_and_the_page_follows_without
     browser, db = crawled["browser"], crawled["db"]
     browser.goto(crawled["console"].url + "/")
     row = 'tr[data-project="solo"]'
-    assert project_row(db, "solo")["status"] == "finished"
-    browser.click_and_wait(f'{row} button[data-action="resume"]')
     assert project_row(db, "solo")["status"] == "running"
     browser.click_and_wait(f'{row} button[data-action="pause"]')
     assert project_row(db, "solo")["status"] == "paused"
@@ -229,8 +234,9 @@ def test_pause_and_resume_buttons_change_the_status_and_the_page_follows_without
     # a change made elsewhere (the client API) reaches the open page by itself
     browser.js("window.notReloaded = true")
     crawlcluster.Crawl("solo", database_url=db).resume()
-    # running, with no scheduler alive: the dashboard says it is stalled, in words
-    assert wait_until(lambda: dashboard_cells(browser, "solo")["status"] == "stalled", timeout=15)
+    # running (stalled, in words, once the crawl's scheduler lease is silent)
+    assert wait_until(lambda: dashboard_cells(browser, "solo")["status"] in ("running", "stalled"),
+                      timeout=15)
     assert browser.js("window.notReloaded === true")
     assert project_row(db, "solo")["status"] == "running"
 
@@ -338,3 +344,40 @@ def test_a_non_loopback_bind_without_credentials_is_refused_and_basic_auth_guard
     finally:
         guarded.stop()
     assert secret not in (crawled["tmp"] / "guarded.log").read_text()
+
+
+def test_on_a_cluster_pause_in_the_console_stops_new_hits_and_resume_restarts_them(processes, browser):
+    """Real Redis, Postgres, a worker and beat: the strip names each queue's consumer and the
+    live scheduler; the pause button stops dispatch (the site sees no new request once the
+    rows in flight are done) and resume restarts it."""
+    site = ScriptedSite()
+    pages = tuple(f"/p/{n}" for n in range(40))
+    site.route("/", lambda n, _h: page("Home", pages))
+    for path in pages:
+        site.route(path, lambda n, _h: page("Page"))
+    processes.env.update({"CRAWLCLUSTER_TICK_SECONDS": "0.1", "CRAWLCLUSTER_AUTO_PAUSE_FAILURES": "0"})
+    processes.worker("all", "fetch,parse,store")
+    processes.beat()
+    console = Console(dict(processes.env), processes.log_dir / "console.log")
+    try:
+        crawl = crawlcluster.submit([site.url + "/"], project="live", settings={"rate": 4, "burst": 1})
+        assert wait_until(lambda: len(site.log) >= 4, timeout=30), "the cluster fetched nothing"
+        browser.goto(console.url + "/")
+        strip = {queue: browser.texts(f'.stage[data-queue="{queue}"] [data-field="consumers"]')[0]
+                 for queue in ("fetch", "render", "parse", "store")}
+        assert strip == {"fetch": "1 consumer", "render": "0 consumers", "parse": "1 consumer",
+                         "store": "1 consumer"}
+        assert browser.texts('#scheduler [data-field="scheduler-state"]') == ["alive"]
+        browser.click_and_wait('tr[data-project="live"] button[data-action="pause"]')
+        assert crawl.stats(figures=False)["status"] == "paused"
+        assert wait_until(lambda: crawl.stats(figures=False)["queued"] == 0, timeout=20)
+        served = len(site.log)
+        assert served < 1 + len(pages) + 1, "the crawl ended before the pause: nothing left to stop"
+        time.sleep(2.0)  # ten of the rate's dispatches, twenty of beat's ticks
+        assert len(site.log) == served, "requests went out while the project was paused"
+        browser.click_and_wait('tr[data-project="live"] button[data-action="resume"]')
+        assert wait_until(lambda: len(site.log) > served, timeout=20), "resume did not restart the crawl"
+        crawl.cancel()
+    finally:
+        console.stop()
+        site.stop()
