@@ -239,6 +239,12 @@ def test_pause_and_resume_buttons_change_the_status_and_the_page_follows_without
                       timeout=15)
     assert browser.js("window.notReloaded === true")
     assert project_row(db, "solo")["status"] == "running"
+    # run again: the finished crawl's start URL is due again and the project runs
+    assert project_row(db, "flaky")["status"] == "finished"
+    browser.click_and_wait('tr[data-project="flaky"] button[data-action="run-again"]')
+    assert project_row(db, "flaky")["status"] == "running"
+    assert task_of(db, "flaky", crawled["site"].url + "/")["status"] == "pending"
+    assert task_of(db, "flaky", "/ok")["status"] == "done"  # its links stay as they are
 
 
 def test_failures_view_lists_the_failed_urls_with_reasons_and_retry_makes_the_group_due_again(crawled):
@@ -377,7 +383,9 @@ def test_on_a_cluster_pause_in_the_console_stops_new_hits_and_resume_restarts_th
         assert len(site.log) == served, "requests went out while the project was paused"
         browser.click_and_wait('tr[data-project="live"] button[data-action="resume"]')
         assert wait_until(lambda: len(site.log) > served, timeout=20), "resume did not restart the crawl"
-        crawl.cancel()
+        browser.click_and_wait('tr[data-project="live"] button[data-action="cancel"]')
+        stats = crawl.stats(figures=False)
+        assert stats["status"] == "cancelled" and stats["pending"] == 0 and stats["cancelled"] > 0
     finally:
         console.stop()
         site.stop()
