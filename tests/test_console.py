@@ -389,3 +389,19 @@ def test_on_a_cluster_pause_in_the_console_stops_new_hits_and_resume_restarts_th
     finally:
         console.stop()
         site.stop()
+
+
+def test_only_loopback_addresses_may_be_bound_without_credentials():
+    from crawlcluster.errors import ConfigurationError
+    from crawlcluster.web.security import check_bind, is_loopback, parse_auth
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.8.9.1", "::1", "[::1]", "localhost"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.5", "192.168.1.2", "example.org"))
+    for host in ("0.0.0.0", "::", "10.0.0.5"):
+        with pytest.raises(ConfigurationError, match="CRAWLCLUSTER_WEB_AUTH"):
+            check_bind(host, [])
+    check_bind("0.0.0.0", parse_auth("admin:pw"))
+    assert parse_auth("a:b, c:d:e") == [("a", "b"), ("c", "d:e")]
+    with pytest.raises(ConfigurationError) as refused:
+        parse_auth("a:secret,b:")
+    assert "secret" not in str(refused.value) and "b:..." in str(refused.value)
