@@ -51,6 +51,14 @@ def main() -> None:
                         help="replace the fault matrix in bench/RESULTS.md")
     faults.add_argument("--keep-logs", metavar="DIR",
                         help="keep each fault's process logs in DIR/FAULT (default: a temporary directory)")
+    hostile = sub.add_parser("hostile",
+                             help="the hostile web of issue 16: one local site per case, a crawl each")
+    hostile.add_argument("--only",
+                         help="comma-separated subset of the cases (default: all; see bench/hostile.py)")
+    hostile.add_argument("--timeout", type=float, default=150, help="seconds one case's crawl may take")
+    hostile.add_argument("--code", metavar="DIR",
+                         help="run the crawls from this checkout (PYTHONPATH=DIR), e.g. a worktree of an "
+                              "older commit")
     args = parser.parse_args()
     if args.name == "site300":
         from bench.site300 import main as run
@@ -78,6 +86,10 @@ def main() -> None:
         run_faults(pages=args.pages, only=args.only, timeout_seconds=args.timeout,
                    stop_seconds=args.stop_seconds, deadline_seconds=args.deadline,
                    write_results=args.write_results, keep_logs=args.keep_logs)
+    elif args.name == "hostile":
+        from bench.hostile import main as run_hostile
+
+        run_hostile(only=args.only, timeout=args.timeout, code=args.code)
     elif args.name == "sitespeed":
         from bench.sitespeed import main as run_speed
 

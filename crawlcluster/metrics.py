@@ -53,6 +53,15 @@ def count_task(task_name: str, state: str) -> None:
         logger.debug("could not count task %s", task_name, exc_info=True)
 
 
+def queue_depths(broker_url: str, key_prefix: str) -> dict[str, int] | None:
+    """Messages waiting in each stage's queue (Redis lists), None for the embedded in-memory
+    transport; what the exporter's ``crawlcluster_queue_messages`` and the console show."""
+    client = _redis(broker_url)
+    if client is None:
+        return None
+    return {queue: int(client.llen(key_prefix + queue)) for queue in QUEUES}
+
+
 class ClusterCollector:
     """Computes every metric at scrape time from Redis and Postgres."""
 
@@ -80,8 +89,8 @@ class ClusterCollector:
         tasks = CounterMetricFamily("crawlcluster_tasks", "Tasks finished per stage and outcome",
                                     labels=["stage", "outcome"])
         if client is not None:
-            for queue in QUEUES:
-                queues.add_metric([queue], client.llen(prefix + queue))
+            for queue, depth in (queue_depths(self.broker_url, prefix) or {}).items():
+                queues.add_metric([queue], depth)
             for field, value in (client.hgetall(prefix + TASKS_KEY) or {}).items():
                 stage, _, outcome = field.decode().partition(":")
                 tasks.add_metric([stage, outcome], int(value))

@@ -343,6 +343,9 @@ class Settings:
     flower_address: str = _option(
         "127.0.0.1", str, "Address `celery -A crawlcluster flower` listens on unless FLOWER_ADDRESS or "
         "--address names one; a non-loopback address needs flower_auth (or Flower's own auth).")
+    web_auth: str = _option(
+        "", str, "Basic auth for the crawl console (`crawlcluster web`), user:password (several: "
+        "comma-separated); required to bind any address but loopback.")
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None,

@@ -34,6 +34,7 @@ COMMANDS = (
     ("set", "Change PROJECT's settings while it runs, e.g."),
     ("status", "Rows per state, pace, ETA and cost for PROJECT (with its..."),
     ("submit", "Submit URLs, or one spider import path..."),
+    ("web", "Serve the crawl console: every project's progress, hosts,..."),
 )
 
 

@@ -9,11 +9,12 @@
     crawlcluster failures PROJECT [--kind KIND]   failed URLs and why
     crawlcluster retry PROJECT --failed           fetch the failed URLs again
     crawlcluster initdb
+    crawlcluster web [--host 127.0.0.1] [--port 5050]   the crawl console
 
 The group and what the commands share are in ``group``; the commands, by family, in
 ``local_crawl`` (crawl, demo), ``projects`` (submit, status, pause, resume, cancel, set,
 schedule, delete), ``outcomes`` (results, screenshots, failures, retry) and ``services``
-(initdb, metrics, render-stats). ``main`` is the console script and ``python -m
+(initdb, metrics, render-stats), ``web`` (the crawl console). ``main`` is the console script and ``python -m
 crawlcluster.cli``.
 """
 
@@ -24,9 +25,10 @@ from crawlcluster.cli.local_crawl import crawl, demo
 from crawlcluster.cli.outcomes import failures, results, retry, screenshots
 from crawlcluster.cli.projects import cancel, delete, pause, resume, schedule, set_cmd, status, submit_cmd
 from crawlcluster.cli.services import initdb, metrics, render_stats_cmd
+from crawlcluster.cli.web import web
 
 __all__ = ["main"]
 
 for _command in (crawl, demo, submit_cmd, status, results, screenshots, render_stats_cmd, pause, resume,
-                 cancel, failures, retry, initdb, metrics, set_cmd, schedule, delete):
+                 cancel, failures, retry, initdb, metrics, set_cmd, schedule, delete, web):
     main.add_command(_command)
