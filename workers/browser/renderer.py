@@ -6,9 +6,13 @@ browser after ``recycle_pages`` pages or when the browser's process tree passes
 ``max_pss_bytes`` (PSS, see ``proctree.py``), kills and replaces a browser that
 crashed or stopped answering (and renders the page it lost once more, on the fresh
 browser), and on :meth:`Renderer.close` leaves no Chromium process behind. Chromium is
-started by ``chromium.py``, not by pyppeteer, so that it runs in its own process group and
-dies with the worker even when the worker is killed; the steps of one page are in
-``page.py``. Nothing is downloaded: ``chromium_path`` must exist.
+started by ``chromium.py``, not by pyppeteer, so that it runs in its own process group,
+as an unprivileged user with its sandbox, with nothing of the worker's environment, and
+dies with the worker even when the worker is killed; pyppeteer drives it over a pipe
+(``devtools_pipe.py``). Every request it makes goes through a guard proxy
+(``guard_proxy.py``) on this loop: the browser's own with the cluster's policy, and one
+per page, in a browser context of its own, trusting the page's project hosts. The steps
+of one page are in ``page.py``. Nothing is downloaded: ``chromium_path`` must exist.
 """
 
 from __future__ import annotations
@@ -21,16 +25,17 @@ import shutil
 import subprocess
 import threading
 import time
-import warnings
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError, FetchError
 from crawlcluster.messages import FetchEntry
+from crawlcluster.netguard import AddressPolicy
 from crawlcluster.rendering import RenderOptions
 from crawlcluster.settings import Settings
-from workers.browser.chromium import devtools_endpoint, start_chromium
+from workers.browser.chromium import ChromiumProcess, browser_user, start_chromium, startup_failure
+from workers.browser.guard_proxy import GuardProxy
 from workers.browser.proctree import TreeMemory, descendants, kill_tree, tree_memory
 from workers.browser.result import BrowserLost, RenderResult
 from workers.loopthread import cancel_other_tasks, start_loop_thread
@@ -53,6 +58,7 @@ class RenderCounters:
     recycles: int = 0
     crashes: int = 0
     hung_kills: int = 0
+    refused_requests: int = 0  # subresources the guard proxy refused
 
 
 def _quiet_pyppeteer_leftovers(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -67,10 +73,12 @@ def _quiet_pyppeteer_leftovers(loop: asyncio.AbstractEventLoop, context: dict[st
 class _Browser:
     """One running Chromium: its process, its pyppeteer connection and its page counts."""
 
-    def __init__(self, proc: subprocess.Popen, user_data_dir: str) -> None:
-        self.proc = proc
-        self.pid = proc.pid
-        self.user_data_dir = user_data_dir
+    def __init__(self, chromium: ChromiumProcess, proxy: GuardProxy) -> None:
+        self.chromium = chromium
+        self.proc: subprocess.Popen = chromium.proc
+        self.pid = chromium.proc.pid
+        self.user_data_dir = chromium.user_data_dir
+        self.proxy = proxy  # the browser's own requests (no page's context): the cluster's policy
         self.browser: Any = None
         self.pages_opened = 0
         self.in_flight = 0
@@ -88,8 +96,12 @@ class Renderer:
 
     def __init__(self, *, chromium_path: str, pages_in_flight: int, recycle_pages: int, max_pss_bytes: int,
                  page_timeout_seconds: float, launch_timeout_seconds: float, user_agent: str,
-                 hung_grace_seconds: float = HUNG_GRACE_SECONDS) -> None:
+                 hung_grace_seconds: float = HUNG_GRACE_SECONDS, policy: AddressPolicy | None = None,
+                 user: str = "", sandbox: bool = True) -> None:
         self.chromium_path = chromium_path
+        self.policy = policy if policy is not None else AddressPolicy()
+        self.user = user
+        self.sandbox = sandbox
         self.pages_in_flight = pages_in_flight
         self.recycle_pages = recycle_pages
         self.max_pss_bytes = max_pss_bytes
@@ -116,6 +128,9 @@ class Renderer:
             page_timeout_seconds=s.render_page_timeout_seconds,
             launch_timeout_seconds=s.render_launch_timeout_seconds,
             user_agent=s.user_agent,
+            policy=AddressPolicy.from_settings(s),
+            user=s.browser_user,
+            sandbox=s.browser_sandbox,
         )
 
     # -- what callers see ----------------------------------------------------------------
@@ -134,11 +149,14 @@ class Renderer:
         return {**asdict(self.counters), "browser_pid": self.browser_pid,
                 "browser_pss_bytes": memory.pss_bytes, "browser_rss_bytes": memory.rss_bytes}
 
-    def render_many(self, entries: list[FetchEntry]) -> list[RenderResult]:
+    def render_many(self, entries: list[FetchEntry], trust: Iterable[str] = ()) -> list[RenderResult]:
         """Render every entry (at most ``pages_in_flight`` at once) and return one result
-        per entry, in order. Never raises for a bad page, a crash or a hang."""
+        per entry, in order; the pages may reach what the cluster's policy allows and what
+        ``trust`` names (their project's start hosts and allow_private: a message's
+        ``trust``). Never raises for a bad page, a crash or a hang."""
         loop = self._ensure_loop()
-        return asyncio.run_coroutine_threadsafe(self._render_all(entries), loop).result()
+        policy = self.policy.trusting(trust)
+        return asyncio.run_coroutine_threadsafe(self._render_all(entries, policy), loop).result()
 
     def close(self) -> None:
         """Close every browser (waiting for its processes) and stop the loop thread."""
@@ -165,13 +183,13 @@ class Renderer:
                                                              _quiet_pyppeteer_leftovers)
         return self._loop
 
-    async def _render_all(self, entries: list[FetchEntry]) -> list[RenderResult]:
+    async def _render_all(self, entries: list[FetchEntry], policy: AddressPolicy) -> list[RenderResult]:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.pages_in_flight)
             self._launch_lock = asyncio.Lock()
-        return list(await asyncio.gather(*(self._render_one(entry) for entry in entries)))
+        return list(await asyncio.gather(*(self._render_one(entry, policy) for entry in entries)))
 
-    async def _render_one(self, entry: FetchEntry) -> RenderResult:
+    async def _render_one(self, entry: FetchEntry, policy: AddressPolicy) -> RenderResult:
         from workers.browser.page import render_page  # the page steps; pyppeteer only on render workers
 
         url = entry["url"]
@@ -192,8 +210,9 @@ class Renderer:
                 except FetchError as exc:
                     result.error = FetchError(url, exc.kind, f"cannot render {url}: {exc}")
                     break
+                guard = await GuardProxy(policy, label=url).start()
                 try:
-                    await self._guarded(handle, render_page(handle.browser, entry, options, timeout,
+                    await self._guarded(handle, render_page(handle.browser, guard, entry, options, timeout,
                                                             self.user_agent, result), timeout)
                     break
                 except BrowserLost as lost:
@@ -210,6 +229,8 @@ class Renderer:
                                               f"rendering {url} failed: {type(exc).__name__}: {exc}")
                     break
                 finally:
+                    await guard.close()
+                    self._count_refusals(guard, result)
                     self._release(handle)
         result.elapsed_seconds = time.monotonic() - started
         if result.error is None:
@@ -218,6 +239,15 @@ class Renderer:
             self.counters.render_failures += 1
             result.body, result.screenshot = b"", None
         return result
+
+    def _count_refusals(self, guard: GuardProxy, result: RenderResult) -> None:
+        """Count the subresources the page's proxy refused and log them, once per page."""
+        main_refused = result.error is not None and result.error.kind == "refused"
+        others = guard.refusals - (1 if main_refused else 0)
+        if others > 0:
+            self.counters.refused_requests += others
+            logger.info("the address guard refused %d request(s) of the page %s: %s", others,
+                        result.entry["url"], list(guard.refused.values())[-1])
 
     async def _guarded(self, handle: _Browser, work: Any, timeout: float) -> None:
         """Run one page's steps, racing them against the browser's death and a hang."""
@@ -311,29 +341,43 @@ class Renderer:
             asyncio.ensure_future(self._shutdown(handle))
 
     async def _launch(self) -> _Browser:
-        import pyppeteer  # imported here: fetch, parse and store nodes need no browser
+        # imported here: fetch, parse and store nodes need no pyppeteer
+        from workers.browser.devtools_pipe import connect_over_pipe
 
-        proc, user_data_dir = start_chromium(self.chromium_path)
-        handle = _Browser(proc, user_data_dir)
+        user = browser_user(self.user)
+        proxy = await GuardProxy(self.policy).start()
+        try:
+            chromium = start_chromium(self.chromium_path, proxy_url=proxy.url, user=user, sandbox=self.sandbox)
+        except BaseException:
+            await proxy.close()
+            raise
+        handle = _Browser(chromium, proxy)
         self._all.add(handle)
         loop = asyncio.get_running_loop()
-        waited = loop.run_in_executor(None, proc.wait)
+        waited = loop.run_in_executor(None, handle.proc.wait)
         waited.add_done_callback(lambda _f: loop.call_soon_threadsafe(handle.dead.set))
         try:
-            endpoint = await devtools_endpoint(proc, user_data_dir, self.chromium_path,
-                                               self.launch_timeout_seconds)
-            with warnings.catch_warnings():
-                # websockets: "remove loop argument"
-                warnings.filterwarnings("ignore", category=DeprecationWarning)
-                handle.browser = await asyncio.wait_for(
-                    pyppeteer.connect(browserWSEndpoint=endpoint, defaultViewport=None),
-                    self.launch_timeout_seconds)
-        except BaseException:
+            connecting = asyncio.ensure_future(connect_over_pipe(chromium.to_browser, chromium.from_browser))
+            died = asyncio.ensure_future(handle.dead.wait())
+            await asyncio.wait({connecting, died}, timeout=self.launch_timeout_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+            died.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                detail = (f"exited with {handle.proc.returncode} while starting" if handle.dead.is_set() else
+                          f"did not start within {self.launch_timeout_seconds:.0f}s "
+                          "(render_launch_timeout_seconds)")
+                raise startup_failure(chromium, self.chromium_path, self.sandbox, detail)
+            handle.browser = connecting.result()
+        except BaseException as exc:
+            if isinstance(exc, FetchError):
+                logger.error("%s", exc)
             handle.retiring = handle.lost = True
             await self._shutdown(handle)
             raise
         self.counters.browsers_launched += 1
-        logger.info("started Chromium pid %s (%s)", proc.pid, endpoint)
+        logger.info("started Chromium pid %s as %s, sandbox %s, DevTools over a pipe, guard proxy %s",
+                    handle.pid, user.name, "on" if self.sandbox else "OFF (unsafe)", proxy.url)
         return handle
 
     async def _shutdown(self, handle: _Browser) -> None:
@@ -362,6 +406,7 @@ class Renderer:
                 await asyncio.wait_for(handle.browser._connection.dispose(), CLOSE_TIMEOUT_SECONDS)
             except Exception:  # noqa: BLE001 - the connection is gone with the browser
                 pass
+        await handle.proxy.close()
         shutil.rmtree(handle.user_data_dir, ignore_errors=True)
         self._all.discard(handle)
         handle.closed.set()
