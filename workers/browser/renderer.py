@@ -362,13 +362,16 @@ class Renderer:
             await asyncio.wait({connecting, died}, timeout=self.launch_timeout_seconds,
                                return_when=asyncio.FIRST_COMPLETED)
             died.cancel()
-            if not connecting.done():
+            if connecting.done() and connecting.exception() is None:
+                handle.browser = connecting.result()
+            else:
+                if connecting.done():  # the pipe closed: the browser is exiting
+                    await asyncio.wait({asyncio.ensure_future(handle.dead.wait())}, timeout=5)
                 connecting.cancel()
                 detail = (f"exited with {handle.proc.returncode} while starting" if handle.dead.is_set() else
                           f"did not start within {self.launch_timeout_seconds:.0f}s "
                           "(render_launch_timeout_seconds)")
                 raise startup_failure(chromium, self.chromium_path, self.sandbox, detail)
-            handle.browser = connecting.result()
         except BaseException as exc:
             if isinstance(exc, FetchError):
                 logger.error("%s", exc)
