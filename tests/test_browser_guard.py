@@ -135,7 +135,8 @@ def guarded():
 
 
 def entry(url: str, **options) -> dict:
-    return {"id": url, "url": url, "fetch": {"render": True, "render_options": RenderOptions(**options).to_dict()}}
+    return {"id": url, "url": url,
+            "fetch": {"render": True, "render_options": RenderOptions(**options).to_dict()}}
 
 
 def test_subresources_and_redirects_to_inside_addresses_never_connect_and_the_trusted_page_renders(guarded):

@@ -74,11 +74,10 @@ def browser_user(setting: str) -> BrowserUser:
     return BrowserUser(name, entry.pw_uid, entry.pw_gid)
 
 
-def browser_environment(home: str, source: dict[str, str] | None = None) -> dict[str, str]:
+def browser_environment(home: str) -> dict[str, str]:
     """Chromium's environment, built from nothing: PATH, HOME (its private directory),
     language, time zone and fontconfig's variables if set, and the owner marker."""
-    source = os.environ if source is None else source  # type: ignore[assignment]
-    env = {name: source[name] for name in PASSED_ENV if source.get(name)}
+    env = {name: os.environ[name] for name in PASSED_ENV if os.environ.get(name)}
     env.setdefault("PATH", DEFAULT_PATH)
     env.update(HOME=home, XDG_CONFIG_HOME=f"{home}/.config", XDG_CACHE_HOME=f"{home}/.cache",
                TMPDIR=home)
@@ -100,7 +99,8 @@ def sandbox_facts() -> str:
 
 def sandbox_failure(chromium_path: str, user: BrowserUser) -> str:
     """The one line a render worker says when Chromium's sandbox cannot start."""
-    return (f"Chromium ({chromium_path}, as user {user.name}) cannot start its sandbox here ({sandbox_facts()}): "
+    return (f"Chromium ({chromium_path}, as user {user.name}) cannot start its sandbox here "
+            f"({sandbox_facts()}): "
             "it needs an unprivileged user (CRAWLCLUSTER_BROWSER_USER) and user namespaces, which Docker's "
             "default seccomp profile refuses (run the render container with --security-opt "
             "seccomp=unconfined, or a profile that allows clone/unshare with CLONE_NEWUSER; Kubernetes: "
@@ -143,7 +143,8 @@ def _child_setup(read_end: int, write_end: int, user: BrowserUser) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def start_chromium(chromium_path: str, *, proxy_url: str, user: BrowserUser, sandbox: bool) -> ChromiumProcess:
+def start_chromium(chromium_path: str, *, proxy_url: str, user: BrowserUser,
+                   sandbox: bool) -> ChromiumProcess:
     """Start Chromium with a fresh profile directory (also its HOME, owned by ``user``); the
     caller removes the directory when the browser is gone."""
     if not os.access(chromium_path, os.X_OK):

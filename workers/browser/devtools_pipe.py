@@ -79,7 +79,7 @@ class PipeConnection(Connection):
 
     async def _recv_loop(self) -> None:
         try:
-            self._ends = self.connection = await self._open()  # type: ignore[assignment]
+            self._ends = self.connection = await self._open()
         finally:
             self._opened.set()
         self._connected = True

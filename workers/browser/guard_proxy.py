@@ -92,7 +92,8 @@ class GuardProxy:
     def _key_of(url: str) -> tuple[str, int] | None:
         parts = urlsplit(url)
         try:
-            return (parts.hostname or "").lower(), parts.port or (443 if parts.scheme in ("https", "wss") else 80)
+            default = 443 if parts.scheme in ("https", "wss") else 80
+            return (parts.hostname or "").lower(), parts.port or default
         except ValueError:
             return None
 
@@ -173,7 +174,8 @@ class GuardProxy:
                                               self.connect_timeout_seconds)
             except (OSError, asyncio.TimeoutError) as exc:
                 last = exc
-        raise self._unreachable(host, port, "connect", f"cannot connect to {host}:{port} ({last or 'no address'})")
+        raise self._unreachable(host, port, "connect",
+                                f"cannot connect to {host}:{port} ({last or 'no address'})")
 
     def _unreachable(self, host: str, port: int, kind: str, why: str) -> ProxyRefusal:
         self.unreachable.setdefault((host.strip("[]").lower(), port), (kind, why))

@@ -4,8 +4,9 @@ screenshot, read the HTML, close. Used by ``renderer.py``, which owns the browse
 
 Every step shares one deadline (the page timeout), and every way a page can go wrong
 (timeout, navigation error, HTTP error status, a script that throws, a main frame the
-address guard refused) becomes the result's ``error`` with a sentence naming the URL. Only a lost browser (a closed connection, or a
-page that cannot even be closed) is raised, for the renderer to replace the browser.
+address guard refused) becomes the result's ``error`` with a sentence naming the URL.
+Only a lost browser (a closed connection, or a page that cannot even be closed) is
+raised, for the renderer to replace the browser.
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ async def render_page(browser: Any, guard: GuardProxy, entry: FetchEntry, option
                                       f"'{options.wait_until}' within {timeout:g}s")
             return
         except PageError as exc:
-            result.error = (proxy_failure(url, guard, main_requests)
-                            or FetchError(url, "navigation", f"navigation to {url} failed in the browser: {exc}"))
+            result.error = proxy_failure(url, guard, main_requests) or FetchError(
+                url, "navigation", f"navigation to {url} failed in the browser: {exc}")
             return
         result.error = proxy_failure(url, guard, main_requests)
         if result.error is not None:

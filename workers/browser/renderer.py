@@ -22,20 +22,19 @@ import atexit
 import logging
 import os
 import shutil
-import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError, FetchError
 from crawlcluster.messages import FetchEntry
-from crawlcluster.netguard import AddressPolicy
+from crawlcluster.netguard import AddressPolicy, GuardSettings
 from crawlcluster.rendering import RenderOptions
 from crawlcluster.settings import Settings
-from workers.browser.chromium import ChromiumProcess, browser_user, start_chromium, startup_failure
 from workers.browser.guard_proxy import GuardProxy
+from workers.browser.handle import BrowserHandle, connect_browser, start_browser
 from workers.browser.proctree import TreeMemory, descendants, kill_tree, tree_memory
 from workers.browser.result import BrowserLost, RenderResult
 from workers.loopthread import cancel_other_tasks, start_loop_thread
@@ -70,27 +69,6 @@ def _quiet_pyppeteer_leftovers(loop: asyncio.AbstractEventLoop, context: dict[st
     loop.default_exception_handler(context)
 
 
-class _Browser:
-    """One running Chromium: its process, its pyppeteer connection and its page counts."""
-
-    def __init__(self, chromium: ChromiumProcess, proxy: GuardProxy) -> None:
-        self.chromium = chromium
-        self.proc: subprocess.Popen = chromium.proc
-        self.pid = chromium.proc.pid
-        self.user_data_dir = chromium.user_data_dir
-        self.proxy = proxy  # the browser's own requests (no page's context): the cluster's policy
-        self.browser: Any = None
-        self.pages_opened = 0
-        self.in_flight = 0
-        self.retiring = False  # no new pages; closed once the last one finishes
-        self.lost = False  # crashed or hung, already counted and killed
-        self.shutting_down = False
-        self.dead = asyncio.Event()  # the main process exited
-        self.closed = asyncio.Event()  # every process waited for, profile removed
-        self.memory = TreeMemory(0, 0, 0)
-        self.memory_checked_at = 0.0
-
-
 class Renderer:
     """Renders entries in this process's browser; one instance per process (:func:`get_renderer`)."""
 
@@ -113,8 +91,8 @@ class Renderer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._current: _Browser | None = None
-        self._all: set[_Browser] = set()
+        self._current: BrowserHandle | None = None
+        self._all: set[BrowserHandle] = set()
         self._slots: asyncio.Semaphore | None = None
         self._launch_lock: asyncio.Lock | None = None
 
@@ -128,7 +106,7 @@ class Renderer:
             page_timeout_seconds=s.render_page_timeout_seconds,
             launch_timeout_seconds=s.render_launch_timeout_seconds,
             user_agent=s.user_agent,
-            policy=AddressPolicy.from_settings(s),
+            policy=AddressPolicy.from_settings(cast(GuardSettings, s)),  # Settings is frozen: read-only
             user=s.browser_user,
             sandbox=s.browser_sandbox,
         )
@@ -249,7 +227,7 @@ class Renderer:
             logger.info("the address guard refused %d request(s) of the page %s: %s", others,
                         result.entry["url"], list(guard.refused.values())[-1])
 
-    async def _guarded(self, handle: _Browser, work: Any, timeout: float) -> None:
+    async def _guarded(self, handle: BrowserHandle, work: Any, timeout: float) -> None:
         """Run one page's steps, racing them against the browser's death and a hang."""
         task = asyncio.ensure_future(work)
         died = asyncio.ensure_future(handle.dead.wait())
@@ -279,7 +257,7 @@ class Renderer:
                           f"{timeout + self.hung_grace_seconds:.0f}s")
 
     # -- the browser's life --------------------------------------------------------------
-    async def _acquire(self) -> _Browser:
+    async def _acquire(self) -> BrowserHandle:
         """The browser a new page goes to: launched when there is none, replaced first when
         it is due for recycling (after its pages in flight finished, so that only one
         browser's memory is ever held)."""
@@ -306,12 +284,12 @@ class Renderer:
             handle.pages_opened += 1
             return handle
 
-    def _release(self, handle: _Browser) -> None:
+    def _release(self, handle: BrowserHandle) -> None:
         handle.in_flight -= 1
         if handle.retiring and handle.in_flight == 0 and not handle.shutting_down:
             asyncio.ensure_future(self._shutdown(handle))
 
-    def _due_for_recycling(self, handle: _Browser) -> bool:
+    def _due_for_recycling(self, handle: BrowserHandle) -> bool:
         if self.recycle_pages and handle.pages_opened >= self.recycle_pages:
             return True
         now = time.monotonic()
@@ -321,7 +299,7 @@ class Renderer:
             return handle.memory.pss_bytes > self.max_pss_bytes
         return False
 
-    def _lose(self, handle: _Browser, kind: str, detail: str) -> None:
+    def _lose(self, handle: BrowserHandle, kind: str, detail: str) -> None:
         """Count a crashed or hung browser once, kill its whole tree, and stop using it."""
         if handle.lost:
             return
@@ -340,50 +318,24 @@ class Renderer:
         if handle.in_flight == 0 and not handle.shutting_down:
             asyncio.ensure_future(self._shutdown(handle))
 
-    async def _launch(self) -> _Browser:
-        # imported here: fetch, parse and store nodes need no pyppeteer
-        from workers.browser.devtools_pipe import connect_over_pipe
-
-        user = browser_user(self.user)
-        proxy = await GuardProxy(self.policy).start()
-        try:
-            chromium = start_chromium(self.chromium_path, proxy_url=proxy.url, user=user, sandbox=self.sandbox)
-        except BaseException:
-            await proxy.close()
-            raise
-        handle = _Browser(chromium, proxy)
+    async def _launch(self) -> BrowserHandle:
+        handle = await start_browser(self.chromium_path, self.policy, self.user, self.sandbox)
         self._all.add(handle)
-        loop = asyncio.get_running_loop()
-        waited = loop.run_in_executor(None, handle.proc.wait)
-        waited.add_done_callback(lambda _f: loop.call_soon_threadsafe(handle.dead.set))
         try:
-            connecting = asyncio.ensure_future(connect_over_pipe(chromium.to_browser, chromium.from_browser))
-            died = asyncio.ensure_future(handle.dead.wait())
-            await asyncio.wait({connecting, died}, timeout=self.launch_timeout_seconds,
-                               return_when=asyncio.FIRST_COMPLETED)
-            died.cancel()
-            if connecting.done() and connecting.exception() is None:
-                handle.browser = connecting.result()
-            else:
-                if connecting.done():  # the pipe closed: the browser is exiting
-                    await asyncio.wait({asyncio.ensure_future(handle.dead.wait())}, timeout=5)
-                connecting.cancel()
-                detail = (f"exited with {handle.proc.returncode} while starting" if handle.dead.is_set() else
-                          f"did not start within {self.launch_timeout_seconds:.0f}s "
-                          "(render_launch_timeout_seconds)")
-                raise startup_failure(chromium, self.chromium_path, self.sandbox, detail)
+            await connect_browser(handle, self.chromium_path, self.sandbox, self.launch_timeout_seconds)
         except BaseException as exc:
             if isinstance(exc, FetchError):
-                logger.error("%s", exc)
+                logger.error("%s", exc)  # one line when it is the sandbox
             handle.retiring = handle.lost = True
             await self._shutdown(handle)
             raise
         self.counters.browsers_launched += 1
         logger.info("started Chromium pid %s as %s, sandbox %s, DevTools over a pipe, guard proxy %s",
-                    handle.pid, user.name, "on" if self.sandbox else "OFF (unsafe)", proxy.url)
+                    handle.pid, handle.chromium.user.name, "on" if self.sandbox else "OFF (unsafe)",
+                    handle.proxy.url)
         return handle
 
-    async def _shutdown(self, handle: _Browser) -> None:
+    async def _shutdown(self, handle: BrowserHandle) -> None:
         """Close one browser for good: politely, then by force; wait for every process."""
         if handle.shutting_down:
             await handle.closed.wait()
