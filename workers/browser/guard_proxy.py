@@ -186,6 +186,7 @@ class GuardProxy:
         key = (host.strip("[]").lower(), port)
         if key not in self.refused:
             self.refused[key] = why
+            logger.info("browser request refused: %s", why)  # once per host and port and context
 
     @staticmethod
     def _answer(writer: asyncio.StreamWriter, status: int, reason: str) -> None:

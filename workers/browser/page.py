@@ -1,5 +1,5 @@
-"""One page in the browser, step by step: open (in a browser context of its own, whose
-requests all go through the page's guard proxy), navigate, wait, run the script,
+"""One page in the browser, step by step: open (in its project's browser context, whose
+requests all go through that context's guard proxy), navigate, wait, run the script,
 screenshot, read the HTML, close. Used by ``renderer.py``, which owns the browser.
 
 Every step shares one deadline (the page timeout), and every way a page can go wrong
@@ -16,7 +16,6 @@ import logging
 import time
 from typing import Any
 
-from pyppeteer.browser import BrowserContext
 from pyppeteer.errors import ElementHandleError, PageError
 from pyppeteer.errors import TimeoutError as PyppeteerTimeout
 
@@ -54,19 +53,10 @@ async def _block_resources(page: Any, load_images: bool) -> None:
     await client.send("Fetch.enable", {"patterns": patterns})
 
 
-async def open_context(browser: Any, guard: GuardProxy) -> Any:
-    """A fresh browser context (no cookies or cache shared with other pages) whose every
-    request, loopback included, goes through ``guard``."""
-    created = await browser._connection.send("Target.createBrowserContext", {
-        "disposeOnDetach": True, "proxyServer": guard.url, "proxyBypassList": "<-loopback>"})
-    context = BrowserContext(browser, created["browserContextId"])
-    browser._contexts[created["browserContextId"]] = context
-    return context
-
-
 def proxy_failure(url: str, guard: GuardProxy, main_requests: list[str]) -> FetchError | None:
     """The error of a page whose main frame (or its last redirect) the guard refused, or
-    whose host the proxy could not resolve or connect to (the browser saw only the proxy)."""
+    whose host the proxy could not resolve or connect to (the browser saw only the proxy):
+    called when the main document is the proxy's own answer, or navigation failed."""
     requested = main_requests[-1] if main_requests else url  # the last hop of its redirects
     where = "" if requested == url else f" (redirected to {requested})"
     why = guard.was_refused(requested)
@@ -78,9 +68,10 @@ def proxy_failure(url: str, guard: GuardProxy, main_requests: list[str]) -> Fetc
     return None
 
 
-async def render_page(browser: Any, guard: GuardProxy, entry: FetchEntry, options: RenderOptions,
+async def render_page(context: Any, guard: GuardProxy, entry: FetchEntry, options: RenderOptions,
                       timeout: float, user_agent: str, result: RenderResult) -> None:
-    """Render ``entry`` in a new page of ``browser`` into ``result``, through ``guard``."""
+    """Render ``entry`` in a new page of the browser ``context`` into ``result``; ``guard``
+    is the context's proxy."""
     url = entry["url"]
     deadline = time.monotonic() + timeout
 
@@ -90,12 +81,7 @@ async def render_page(browser: Any, guard: GuardProxy, entry: FetchEntry, option
     def too_slow(step: str) -> FetchError:
         return FetchError(url, "timeout", f"render timeout: {url} took longer than {timeout:g}s ({step})")
 
-    context = await asyncio.wait_for(open_context(browser, guard), remaining())
-    try:
-        page = await asyncio.wait_for(context.newPage(), remaining())
-    except BaseException:
-        await _dispose(context)
-        raise
+    page = await asyncio.wait_for(context.newPage(), remaining())
     try:
         fetch = entry.get("fetch") or {}
         await page.setViewport({"width": options.viewport[0], "height": options.viewport[1]})
@@ -125,10 +111,11 @@ async def render_page(browser: Any, guard: GuardProxy, entry: FetchEntry, option
             result.error = proxy_failure(url, guard, main_requests) or FetchError(
                 url, "navigation", f"navigation to {url} failed in the browser: {exc}")
             return
-        result.error = proxy_failure(url, guard, main_requests)
-        if result.error is not None:
-            return
         main = documents[-1] if documents else response
+        if main is not None and "x-crawlcluster-guard" in {k.lower() for k in main.headers}:
+            result.error = proxy_failure(url, guard, main_requests)  # the proxy's 403 or 502
+            if result.error is not None:
+                return
         result.status = main.status if main is not None else 200
         result.headers = {k.lower(): v for k, v in (main.headers if main is not None else {}).items()
                           if k.lower() in ("content-type", "etag", "last-modified")}
@@ -178,12 +165,3 @@ async def render_page(browser: Any, guard: GuardProxy, entry: FetchEntry, option
                 "hung", f"a page of {url} did not close within {PAGE_CLOSE_TIMEOUT_SECONDS:g}s") from None
         except Exception:  # noqa: BLE001 - a dead browser is found by the renderer
             pass
-        finally:
-            await _dispose(context)
-
-
-async def _dispose(context: Any) -> None:
-    try:
-        await asyncio.wait_for(context.close(), PAGE_CLOSE_TIMEOUT_SECONDS)
-    except Exception:  # noqa: BLE001 - gone with a dead browser, or with its last page
-        pass

@@ -188,9 +188,12 @@ class Renderer:
                 except FetchError as exc:
                     result.error = FetchError(url, exc.kind, f"cannot render {url}: {exc}")
                     break
-                guard = await GuardProxy(policy, label=url).start()
+                refused_before = 0
+                proxy: GuardProxy | None = None
                 try:
-                    await self._guarded(handle, render_page(handle.browser, guard, entry, options, timeout,
+                    context, guard = await asyncio.wait_for(handle.context_for(policy), timeout)
+                    proxy, refused_before = guard, guard.refusals
+                    await self._guarded(handle, render_page(context, guard, entry, options, timeout,
                                                             self.user_agent, result), timeout)
                     break
                 except BrowserLost as lost:
@@ -207,8 +210,8 @@ class Renderer:
                                               f"rendering {url} failed: {type(exc).__name__}: {exc}")
                     break
                 finally:
-                    await guard.close()
-                    self._count_refusals(guard, result)
+                    if proxy is not None:
+                        self._count_refusals(proxy.refusals - refused_before, result)
                     self._release(handle)
         result.elapsed_seconds = time.monotonic() - started
         if result.error is None:
@@ -218,14 +221,11 @@ class Renderer:
             result.body, result.screenshot = b"", None
         return result
 
-    def _count_refusals(self, guard: GuardProxy, result: RenderResult) -> None:
-        """Count the subresources the page's proxy refused and log them, once per page."""
+    def _count_refusals(self, refused: int, result: RenderResult) -> None:
+        """Count the subresources the proxy refused while the page rendered (the proxy logs
+        each refused host once)."""
         main_refused = result.error is not None and result.error.kind == "refused"
-        others = guard.refusals - (1 if main_refused else 0)
-        if others > 0:
-            self.counters.refused_requests += others
-            logger.info("the address guard refused %d request(s) of the page %s: %s", others,
-                        result.entry["url"], list(guard.refused.values())[-1])
+        self.counters.refused_requests += max(0, refused - (1 if main_refused else 0))
 
     async def _guarded(self, handle: BrowserHandle, work: Any, timeout: float) -> None:
         """Run one page's steps, racing them against the browser's death and a hang."""
@@ -361,7 +361,7 @@ class Renderer:
                 await asyncio.wait_for(handle.browser._connection.dispose(), CLOSE_TIMEOUT_SECONDS)
             except Exception:  # noqa: BLE001 - the connection is gone with the browser
                 pass
-        await handle.proxy.close()
+        await handle.close_proxies()
         shutil.rmtree(handle.user_data_dir, ignore_errors=True)
         self._all.discard(handle)
         handle.closed.set()
