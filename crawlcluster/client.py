@@ -43,7 +43,8 @@ def render_stats(database_url: str | None = None) -> list[dict[str, Any]]:
     """One dict per render worker process that rendered anything: pages rendered and
     failed, browsers launched, ``recycles`` (after render_recycle_pages pages or above
     render_max_pss_bytes), ``crashes`` and ``hung_kills`` (browsers killed and replaced),
-    and the current browser tree's PSS and summed RSS in bytes."""
+    ``refused_requests`` (page subresources the address guard refused), and the current
+    browser tree's PSS and summed RSS in bytes."""
     with get_engine(database_url).connect() as conn:
         return render.render_worker_rows(conn)
 

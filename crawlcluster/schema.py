@@ -227,6 +227,8 @@ render_workers = Table(
     Column("browser_rss_bytes", BigInteger),
     Column("started_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
+    # requests of pages the browser's guard proxy refused (migration 0016)
+    Column("refused_requests", BigInteger, nullable=False, server_default=text("0")),
 )
 
 # -- per-host politeness (migration 0003) -------------------------------------------------

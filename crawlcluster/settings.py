@@ -314,6 +314,12 @@ class Settings:
         "Time one page may take in the browser, navigation to script, before it ends as a timeout.",
         minimum=0.1)
     render_launch_timeout_seconds: float = _option(30.0, float, "Time Chromium may take to start.", minimum=1)
+    browser_user: str = _option(
+        "", str, "The account render workers run Chromium as (empty: nobody when the worker is root, else "
+        "the worker's own); its profile directory is owned by it.")
+    browser_sandbox: bool = _option(
+        True, _bool, "Chromium's sandbox (on/off). Off is the explicit unsafe choice for a machine or "
+        "container where it cannot start: a render worker with it on says why it cannot.")
     # what workers may import
     spider_packages: str = _option(
         "", module_prefixes,

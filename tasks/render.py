@@ -55,7 +55,8 @@ def render(self: Any, message: FetchMessage) -> dict[str, int]:
     if not entries:
         return {"rendered": 0, "failed": 0}
     renderer = get_renderer()
-    results = renderer.render_many(entries)
+    # the project's start hosts and allow_private: what its pages may reach besides public addresses
+    results = renderer.render_many(entries, trust=message.get("trust", []))
     pages = [page_of(r) for r in results if r.ok]
     failures = [failure_of(r) for r in results if not r.ok]
     shots = [(r.entry["id"], r.entry["url"], r.screenshot) for r in results if r.ok and r.screenshot]

@@ -15,6 +15,7 @@ import pytest
 from crawlcluster import ConfigurationError, RenderOptions, Request, Spider
 from crawlcluster.devtools.js_site import JsSite, wait_until
 from crawlcluster.http import Response
+from crawlcluster.netguard import AddressPolicy
 from workers.browser.chromium import BROWSER_OWNER_ENV
 from workers.browser.proctree import descendants, pids_with_environ
 from workers.browser.renderer import Renderer
@@ -36,7 +37,8 @@ def make_renderer():
     def make(**overrides) -> Renderer:
         options = dict(chromium_path="/usr/bin/chromium", pages_in_flight=4, recycle_pages=100,
                        max_pss_bytes=1 << 30, page_timeout_seconds=8, launch_timeout_seconds=30,
-                       user_agent="crawlcluster-test", hung_grace_seconds=3)
+                       user_agent="crawlcluster-test", hung_grace_seconds=3,
+                       policy=AddressPolicy().trusting(["127.0.0.1"]))  # the test site's host
         options.update(overrides)
         renderer = Renderer(**options)
         made.append(renderer)
@@ -122,7 +124,10 @@ def test_http_and_navigation_errors_are_readable(js_site, make_renderer):
         entry(js_site, "/missing"), {"id": "x", "url": f"http://127.0.0.1:{port}/"}])
     assert (missing.error.kind, missing.error.status_code, str(missing.error)) == \
         ("http", 404, "HTTP 404 (rendered)")
-    assert unreachable.error.kind == "navigation" and "ERR_CONNECTION_REFUSED" in str(unreachable.error)
+    # the browser only reaches the guard proxy, which says why it could not connect (a connect error,
+    # retried as a fetch's would be)
+    assert unreachable.error.kind == "connect"
+    assert f"cannot connect to 127.0.0.1:{port}" in str(unreachable.error)
 
 
 def test_browser_is_recycled_after_n_pages_and_the_old_one_is_gone(js_site, make_renderer):

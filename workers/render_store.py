@@ -35,7 +35,7 @@ def record_render_worker(engine: Engine, hostname: str, stats: dict[str, Any], s
     """Upsert this process's counters (``Renderer.stats()``) as one render_workers row."""
     now = time.time()
     keys = ("browser_pid", "browsers_launched", "pages_rendered", "render_failures", "recycles", "crashes",
-            "hung_kills", "browser_pss_bytes", "browser_rss_bytes")
+            "hung_kills", "refused_requests", "browser_pss_bytes", "browser_rss_bytes")
     values = {key: stats[key] for key in keys}
     values["updated_at"] = now
     row = {"worker": f"{hostname}:{os.getpid()}", "hostname": hostname, "pid": os.getpid(),

@@ -14,7 +14,7 @@ from crawlcluster.errors import CrawlClusterError
 
 @click.command("render-stats")
 def render_stats_cmd() -> None:
-    """Per render worker process: pages, recycles, crashes, hung kills, browser memory."""
+    """Per render worker process: pages, recycles, crashes, hung kills, refused requests, browser memory."""
     from crawlcluster.client import render_stats
 
     try:
@@ -22,11 +22,11 @@ def render_stats_cmd() -> None:
     except CrawlClusterError as exc:
         fail(exc)
     table = Table("worker", "browser pid", "pages", "failed", "launched", "recycles", "crashes", "hung kills",
-                  "PSS MiB", "summed RSS MiB")
+                  "refused requests", "PSS MiB", "summed RSS MiB")
     for row in rows:
         table.add_row(row["worker"], str(row["browser_pid"] or "-"), str(row["pages_rendered"]),
                       str(row["render_failures"]), str(row["browsers_launched"]), str(row["recycles"]),
-                      str(row["crashes"]), str(row["hung_kills"]),
+                      str(row["crashes"]), str(row["hung_kills"]), str(row["refused_requests"]),
                       f"{(row['browser_pss_bytes'] or 0) / 2**20:.0f}",
                       f"{(row['browser_rss_bytes'] or 0) / 2**20:.0f}")
     console.print(table)

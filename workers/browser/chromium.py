@@ -1,72 +1,183 @@
 """Starting one headless Chromium process for the render engine, without pyppeteer's launcher.
 
-Chromium is started here so that it runs in a process group of its own (the whole tree can
-be killed at once, even helpers already re-parented), dies with the thread that started it
-(``PR_SET_PDEATHSIG``, so a worker killed with SIGKILL takes its browser along), carries
-``CRAWLCLUSTER_BROWSER_OWNER=<worker pid>`` in its environment (inherited by every helper,
-so tests and operators can find them), and writes its output to a log in its own profile
-directory. pyppeteer then connects to the DevTools endpoint it announces.
+Chromium is started here so that it holds nothing it does not need and can be killed
+whole. It runs in a process group of its own (the whole tree can be killed at once, even
+helpers already re-parented) and dies with the thread that started it
+(``PR_SET_PDEATHSIG``, so a worker killed with SIGKILL takes its browser along). Its
+environment is built from nothing (:func:`browser_environment`: no database or broker
+URL, no password, no ``CRAWLCLUSTER_*``), apart from ``CRAWLBROWSER_OWNER=<worker pid>``,
+which every helper inherits so that tests and operators can find them. It speaks DevTools
+over a pipe (fds 3 and 4, ``--remote-debugging-pipe``), so no local process can reach it
+through a port; every request goes through the worker's guard proxy
+(``--proxy-server``, loopback included). It runs as an unprivileged user
+(``CRAWLCLUSTER_BROWSER_USER``; ``nobody`` when the worker is root) with its sandbox on,
+unless ``CRAWLCLUSTER_BROWSER_SANDBOX=off`` says otherwise; only the file descriptors 0 to
+4 reach it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
+import fcntl
 import os
+import pwd
 import signal
 import subprocess
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from crawlcluster.errors import FetchError
 
-BROWSER_OWNER_ENV = "CRAWLCLUSTER_BROWSER_OWNER"
-# as root Chromium needs --no-sandbox; the background-networking flags keep it from calling
-# home (refused on a closed network, which breaks its own connections)
+BROWSER_OWNER_ENV = "CRAWLBROWSER_OWNER"  # not CRAWLCLUSTER_*: nothing of that name reaches Chromium
+# the background-networking flags keep it from calling home; the proxy flags send every request,
+# loopback too, through the guard proxy; WebRTC may not send UDP around it, nor DNS prefetch resolve
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--mute-audio", "--hide-scrollbars", "--remote-debugging-port=0",
+    "--disable-dev-shm-usage", "--mute-audio", "--hide-scrollbars", "--remote-debugging-pipe",
+    "--proxy-bypass-list=<-loopback>", "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--dns-prefetch-disable", "--disable-features=NetworkPrediction,DnsOverHttps",
 )
+# variables copied from the worker's environment, when set: what a browser needs to find its
+# programs, speak the right language and time zone, and find fonts
+PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "FONTCONFIG_FILE", "FONTCONFIG_PATH")
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 PR_SET_PDEATHSIG = 1
+SANDBOX_SIGNS = ("No usable sandbox", "Failed to move to new namespace", "zygote_host_impl",
+                 "Running as root without --no-sandbox is not supported")
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+@dataclass(frozen=True)
+class BrowserUser:
+    """The account Chromium runs as (``None`` for uid and gid: the worker's own)."""
+
+    name: str
+    uid: int | None = None
+    gid: int | None = None
+
+
+def browser_user(setting: str) -> BrowserUser:
+    """The account named by ``CRAWLCLUSTER_BROWSER_USER``; empty means ``nobody`` for a worker
+    running as root (Chromium refuses its sandbox as root) and the worker's own account otherwise."""
+    me = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() != 0 else "root"
+    name = setting.strip() or ("nobody" if os.geteuid() == 0 else me)
+    if name == me:
+        return BrowserUser(name)
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise FetchError("", "browser", f"CRAWLCLUSTER_BROWSER_USER={name!r}: no such user") from None
+    if os.geteuid() != 0:
+        raise FetchError("", "browser", f"CRAWLCLUSTER_BROWSER_USER={name!r}: only a worker running as root "
+                                        f"can start Chromium as another user (this one runs as {me})")
+    return BrowserUser(name, entry.pw_uid, entry.pw_gid)
+
+
+def browser_environment(home: str) -> dict[str, str]:
+    """Chromium's environment, built from nothing: PATH, HOME (its private directory),
+    language, time zone and fontconfig's variables if set, and the owner marker."""
+    env = {name: os.environ[name] for name in PASSED_ENV if os.environ.get(name)}
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.update(HOME=home, XDG_CONFIG_HOME=f"{home}/.config", XDG_CACHE_HOME=f"{home}/.cache",
+               TMPDIR=home)
+    env[BROWSER_OWNER_ENV] = str(os.getpid())
+    return env
+
+
+def sandbox_facts() -> str:
+    """What this kernel says about user namespaces (what Chromium's sandbox needs)."""
+    facts = []
+    for path in ("/proc/sys/kernel/unprivileged_userns_clone", "/proc/sys/user/max_user_namespaces",
+                 "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"):
+        try:
+            facts.append(f"{Path(path).name}={Path(path).read_text().strip()}")
+        except OSError:
+            pass
+    return ", ".join(facts) or "no user namespace settings readable"
+
+
+def sandbox_failure(chromium_path: str, user: BrowserUser) -> str:
+    """The one line a render worker says when Chromium's sandbox cannot start."""
+    return (f"Chromium ({chromium_path}, as user {user.name}) cannot start its sandbox here "
+            f"({sandbox_facts()}): "
+            "it needs an unprivileged user (CRAWLCLUSTER_BROWSER_USER) and user namespaces, which Docker's "
+            "default seccomp profile refuses (run the render container with --security-opt "
+            "seccomp=unconfined, or a profile that allows clone/unshare with CLONE_NEWUSER; Kubernetes: "
+            "seccompProfile Unconfined), or set CRAWLCLUSTER_BROWSER_SANDBOX=off to render without the "
+            "sandbox (unsafe: a page that exploits the browser then runs as the render worker's user)")
+
+
+@dataclass
+class ChromiumProcess:
+    """A started Chromium: its process, profile directory and the parent's ends of its pipes."""
+
+    proc: subprocess.Popen
+    user_data_dir: str
+    to_browser: int  # we write DevTools commands here (Chromium's fd 3)
+    from_browser: int  # and read its answers and events here (Chromium's fd 4)
+    user: BrowserUser
+
+    def last_words(self) -> str:
+        return (Path(self.user_data_dir) / "chromium.log").read_text(errors="replace")[-1500:]
+
+
+def _child_setup(read_end: int, write_end: int, user: BrowserUser) -> None:
+    """Runs in the child between fork and exec: the DevTools pipes on fds 3 and 4, every
+    other descriptor closed at exec, the browser's account, and death with the parent."""
+    command = fcntl.fcntl(read_end, fcntl.F_DUPFD, 5)
+    answers = fcntl.fcntl(write_end, fcntl.F_DUPFD, 5)
+    os.dup2(command, 3)
+    os.dup2(answers, 4)
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) > 4:
+            try:
+                os.set_inheritable(int(name), False)
+            except OSError:
+                pass  # the directory listing's own descriptor, gone already
+    if user.uid is not None and user.gid is not None:
+        os.setgroups([])
+        os.setgid(user.gid)
+        os.setuid(user.uid)
+    # after the change of user, which clears it
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def start_chromium(chromium_path: str) -> tuple[subprocess.Popen, str]:
-    """Start Chromium with a fresh profile directory; return the process and the directory
-    (the caller removes it when the browser is gone)."""
+def start_chromium(chromium_path: str, *, proxy_url: str, user: BrowserUser,
+                   sandbox: bool) -> ChromiumProcess:
+    """Start Chromium with a fresh profile directory (also its HOME, owned by ``user``); the
+    caller removes the directory when the browser is gone."""
     if not os.access(chromium_path, os.X_OK):
         raise FetchError("", "browser", f"Chromium at {chromium_path} is not an executable; "
                          "install chromium or set CRAWLCLUSTER_CHROMIUM_PATH")
     user_data_dir = tempfile.mkdtemp(prefix=f"crawlcluster-chromium-{os.getpid()}-")
-    env = {**os.environ, BROWSER_OWNER_ENV: str(os.getpid())}
-    with open(Path(user_data_dir) / "chromium.log", "wb") as log:
-        proc = subprocess.Popen(
-            [chromium_path, *CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-            start_new_session=True, preexec_fn=_die_with_parent,
-        )
-    return proc, user_data_dir
+    if user.uid is not None:
+        os.chown(user_data_dir, user.uid, user.gid or 0)
+    flags = [*CHROMIUM_FLAGS, f"--proxy-server={proxy_url}", f"--user-data-dir={user_data_dir}"]
+    if not sandbox:
+        flags.append("--no-sandbox")
+    command_read, to_browser = os.pipe()
+    from_browser, answer_write = os.pipe()
+    try:
+        with open(Path(user_data_dir) / "chromium.log", "wb") as log:
+            proc = subprocess.Popen(
+                [chromium_path, *flags, "about:blank"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                env=browser_environment(user_data_dir), cwd=user_data_dir, start_new_session=True,
+                close_fds=False, preexec_fn=lambda: _child_setup(command_read, answer_write, user))
+    except BaseException:
+        for fd in (to_browser, from_browser):
+            os.close(fd)
+        raise
+    finally:
+        os.close(command_read)
+        os.close(answer_write)
+    return ChromiumProcess(proc, user_data_dir, to_browser, from_browser, user)
 
 
-async def devtools_endpoint(proc: subprocess.Popen, user_data_dir: str, chromium_path: str,
-                            timeout_seconds: float) -> str:
-    """The browser's DevTools websocket URL, once Chromium wrote it to its profile
-    directory; a readable error (with Chromium's own last words) if it exits or is late."""
-    port_file = Path(user_data_dir) / "DevToolsActivePort"
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log = (Path(user_data_dir) / "chromium.log").read_text(errors="replace")[-1500:]
-            raise FetchError("", "browser", f"Chromium ({chromium_path}) exited with {proc.returncode} "
-                                            f"while starting:\n{log}")
-        lines = port_file.read_text().split("\n") if port_file.exists() else []
-        if len(lines) >= 2 and lines[0].isdigit() and lines[1]:
-            return f"ws://127.0.0.1:{lines[0]}{lines[1]}"
-        await asyncio.sleep(0.05)
-    raise FetchError("", "browser", f"Chromium ({chromium_path}) did not start within {timeout_seconds:.0f}s "
-                     "(render_launch_timeout_seconds)")
+def startup_failure(chromium: ChromiumProcess, chromium_path: str, sandbox: bool, detail: str) -> FetchError:
+    """A readable error for a Chromium that did not start: the sandbox line when the sandbox is
+    why, else Chromium's own last words."""
+    words = chromium.last_words()
+    if sandbox and any(sign in words for sign in SANDBOX_SIGNS):
+        return FetchError("", "browser", sandbox_failure(chromium_path, chromium.user))
+    return FetchError("", "browser", f"Chromium ({chromium_path}) {detail}:\n{words}")

@@ -1,10 +1,12 @@
-"""One page in the browser, step by step: open, navigate, wait, run the script, screenshot,
-read the HTML, close. Used by ``renderer.py``, which owns the browser.
+"""One page in the browser, step by step: open (in its project's browser context, whose
+requests all go through that context's guard proxy), navigate, wait, run the script,
+screenshot, read the HTML, close. Used by ``renderer.py``, which owns the browser.
 
 Every step shares one deadline (the page timeout), and every way a page can go wrong
-(timeout, navigation error, HTTP error status, a script that throws) becomes the result's
-``error`` with a sentence naming the URL. Only a lost browser (a closed connection, or a
-page that cannot even be closed) is raised, for the renderer to replace the browser.
+(timeout, navigation error, HTTP error status, a script that throws, a main frame the
+address guard refused) becomes the result's ``error`` with a sentence naming the URL.
+Only a lost browser (a closed connection, or a page that cannot even be closed) is
+raised, for the renderer to replace the browser.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pyppeteer.errors import TimeoutError as PyppeteerTimeout
 from crawlcluster.errors import FetchError
 from crawlcluster.messages import FetchEntry
 from crawlcluster.rendering import WAIT_UNTIL, RenderOptions
+from workers.browser.guard_proxy import GuardProxy
 from workers.browser.result import BrowserLost, RenderResult
 
 logger = logging.getLogger(__name__)
@@ -50,9 +53,25 @@ async def _block_resources(page: Any, load_images: bool) -> None:
     await client.send("Fetch.enable", {"patterns": patterns})
 
 
-async def render_page(browser: Any, entry: FetchEntry, options: RenderOptions, timeout: float,
-                      user_agent: str, result: RenderResult) -> None:
-    """Render ``entry`` in a new page of ``browser`` into ``result``."""
+def proxy_failure(url: str, guard: GuardProxy, main_requests: list[str]) -> FetchError | None:
+    """The error of a page whose main frame (or its last redirect) the guard refused, or
+    whose host the proxy could not resolve or connect to (the browser saw only the proxy):
+    called when the main document is the proxy's own answer, or navigation failed."""
+    requested = main_requests[-1] if main_requests else url  # the last hop of its redirects
+    where = "" if requested == url else f" (redirected to {requested})"
+    why = guard.was_refused(requested)
+    if why is not None:
+        return FetchError(url, "refused", f"the address guard refused the page {url}{where}: {why}")
+    unreachable = guard.could_not_reach(requested)
+    if unreachable is not None:
+        return FetchError(url, unreachable[0], f"rendering {url}{where}: {unreachable[1]}")
+    return None
+
+
+async def render_page(context: Any, guard: GuardProxy, entry: FetchEntry, options: RenderOptions,
+                      timeout: float, user_agent: str, result: RenderResult) -> None:
+    """Render ``entry`` in a new page of the browser ``context`` into ``result``; ``guard``
+    is the context's proxy."""
     url = entry["url"]
     deadline = time.monotonic() + timeout
 
@@ -62,7 +81,7 @@ async def render_page(browser: Any, entry: FetchEntry, options: RenderOptions, t
     def too_slow(step: str) -> FetchError:
         return FetchError(url, "timeout", f"render timeout: {url} took longer than {timeout:g}s ({step})")
 
-    page = await asyncio.wait_for(browser.newPage(), remaining())
+    page = await asyncio.wait_for(context.newPage(), remaining())
     try:
         fetch = entry.get("fetch") or {}
         await page.setViewport({"width": options.viewport[0], "height": options.viewport[1]})
@@ -75,8 +94,11 @@ async def render_page(browser: Any, entry: FetchEntry, options: RenderOptions, t
                                    for k, v in fetch["cookies"].items()))
         await _block_resources(page, options.load_images)
         documents: list[Any] = []
+        main_requests: list[str] = []
         page.on("response", lambda r: documents.append(r)
                 if r.request.resourceType == "document" and r.request.frame is page.mainFrame else None)
+        page.on("request", lambda r: main_requests.append(r.url)
+                if r.resourceType == "document" and r.frame is page.mainFrame else None)
 
         try:
             response = await page.goto(url, waitUntil=WAIT_UNTIL[options.wait_until],
@@ -86,9 +108,14 @@ async def render_page(browser: Any, entry: FetchEntry, options: RenderOptions, t
                                       f"'{options.wait_until}' within {timeout:g}s")
             return
         except PageError as exc:
-            result.error = FetchError(url, "navigation", f"navigation to {url} failed in the browser: {exc}")
+            result.error = proxy_failure(url, guard, main_requests) or FetchError(
+                url, "navigation", f"navigation to {url} failed in the browser: {exc}")
             return
         main = documents[-1] if documents else response
+        if main is not None and "x-crawlcluster-guard" in {k.lower() for k in main.headers}:
+            result.error = proxy_failure(url, guard, main_requests)  # the proxy's 403 or 502
+            if result.error is not None:
+                return
         result.status = main.status if main is not None else 200
         result.headers = {k.lower(): v for k, v in (main.headers if main is not None else {}).items()
                           if k.lower() in ("content-type", "etag", "last-modified")}

@@ -6,9 +6,13 @@ browser after ``recycle_pages`` pages or when the browser's process tree passes
 ``max_pss_bytes`` (PSS, see ``proctree.py``), kills and replaces a browser that
 crashed or stopped answering (and renders the page it lost once more, on the fresh
 browser), and on :meth:`Renderer.close` leaves no Chromium process behind. Chromium is
-started by ``chromium.py``, not by pyppeteer, so that it runs in its own process group and
-dies with the worker even when the worker is killed; the steps of one page are in
-``page.py``. Nothing is downloaded: ``chromium_path`` must exist.
+started by ``chromium.py``, not by pyppeteer, so that it runs in its own process group,
+as an unprivileged user with its sandbox, with nothing of the worker's environment, and
+dies with the worker even when the worker is killed; pyppeteer drives it over a pipe
+(``devtools_pipe.py``). Every request it makes goes through a guard proxy
+(``guard_proxy.py``) on this loop: the browser's own with the cluster's policy, and one
+per page, in a browser context of its own, trusting the page's project hosts. The steps
+of one page are in ``page.py``. Nothing is downloaded: ``chromium_path`` must exist.
 """
 
 from __future__ import annotations
@@ -18,19 +22,19 @@ import atexit
 import logging
 import os
 import shutil
-import subprocess
 import threading
 import time
-import warnings
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterable, cast
 
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError, FetchError
 from crawlcluster.messages import FetchEntry
+from crawlcluster.netguard import AddressPolicy, GuardSettings
 from crawlcluster.rendering import RenderOptions
 from crawlcluster.settings import Settings
-from workers.browser.chromium import devtools_endpoint, start_chromium
+from workers.browser.guard_proxy import GuardProxy
+from workers.browser.handle import BrowserHandle, connect_browser, start_browser
 from workers.browser.proctree import TreeMemory, descendants, kill_tree, tree_memory
 from workers.browser.result import BrowserLost, RenderResult
 from workers.loopthread import cancel_other_tasks, start_loop_thread
@@ -53,6 +57,7 @@ class RenderCounters:
     recycles: int = 0
     crashes: int = 0
     hung_kills: int = 0
+    refused_requests: int = 0  # subresources the guard proxy refused
 
 
 def _quiet_pyppeteer_leftovers(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -64,32 +69,17 @@ def _quiet_pyppeteer_leftovers(loop: asyncio.AbstractEventLoop, context: dict[st
     loop.default_exception_handler(context)
 
 
-class _Browser:
-    """One running Chromium: its process, its pyppeteer connection and its page counts."""
-
-    def __init__(self, proc: subprocess.Popen, user_data_dir: str) -> None:
-        self.proc = proc
-        self.pid = proc.pid
-        self.user_data_dir = user_data_dir
-        self.browser: Any = None
-        self.pages_opened = 0
-        self.in_flight = 0
-        self.retiring = False  # no new pages; closed once the last one finishes
-        self.lost = False  # crashed or hung, already counted and killed
-        self.shutting_down = False
-        self.dead = asyncio.Event()  # the main process exited
-        self.closed = asyncio.Event()  # every process waited for, profile removed
-        self.memory = TreeMemory(0, 0, 0)
-        self.memory_checked_at = 0.0
-
-
 class Renderer:
     """Renders entries in this process's browser; one instance per process (:func:`get_renderer`)."""
 
     def __init__(self, *, chromium_path: str, pages_in_flight: int, recycle_pages: int, max_pss_bytes: int,
                  page_timeout_seconds: float, launch_timeout_seconds: float, user_agent: str,
-                 hung_grace_seconds: float = HUNG_GRACE_SECONDS) -> None:
+                 hung_grace_seconds: float = HUNG_GRACE_SECONDS, policy: AddressPolicy | None = None,
+                 user: str = "", sandbox: bool = True) -> None:
         self.chromium_path = chromium_path
+        self.policy = policy if policy is not None else AddressPolicy()
+        self.user = user
+        self.sandbox = sandbox
         self.pages_in_flight = pages_in_flight
         self.recycle_pages = recycle_pages
         self.max_pss_bytes = max_pss_bytes
@@ -101,8 +91,8 @@ class Renderer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._current: _Browser | None = None
-        self._all: set[_Browser] = set()
+        self._current: BrowserHandle | None = None
+        self._all: set[BrowserHandle] = set()
         self._slots: asyncio.Semaphore | None = None
         self._launch_lock: asyncio.Lock | None = None
 
@@ -116,6 +106,9 @@ class Renderer:
             page_timeout_seconds=s.render_page_timeout_seconds,
             launch_timeout_seconds=s.render_launch_timeout_seconds,
             user_agent=s.user_agent,
+            policy=AddressPolicy.from_settings(cast(GuardSettings, s)),  # Settings is frozen: read-only
+            user=s.browser_user,
+            sandbox=s.browser_sandbox,
         )
 
     # -- what callers see ----------------------------------------------------------------
@@ -134,11 +127,14 @@ class Renderer:
         return {**asdict(self.counters), "browser_pid": self.browser_pid,
                 "browser_pss_bytes": memory.pss_bytes, "browser_rss_bytes": memory.rss_bytes}
 
-    def render_many(self, entries: list[FetchEntry]) -> list[RenderResult]:
+    def render_many(self, entries: list[FetchEntry], trust: Iterable[str] = ()) -> list[RenderResult]:
         """Render every entry (at most ``pages_in_flight`` at once) and return one result
-        per entry, in order. Never raises for a bad page, a crash or a hang."""
+        per entry, in order; the pages may reach what the cluster's policy allows and what
+        ``trust`` names (their project's start hosts and allow_private: a message's
+        ``trust``). Never raises for a bad page, a crash or a hang."""
         loop = self._ensure_loop()
-        return asyncio.run_coroutine_threadsafe(self._render_all(entries), loop).result()
+        policy = self.policy.trusting(trust)
+        return asyncio.run_coroutine_threadsafe(self._render_all(entries, policy), loop).result()
 
     def close(self) -> None:
         """Close every browser (waiting for its processes) and stop the loop thread."""
@@ -165,13 +161,13 @@ class Renderer:
                                                              _quiet_pyppeteer_leftovers)
         return self._loop
 
-    async def _render_all(self, entries: list[FetchEntry]) -> list[RenderResult]:
+    async def _render_all(self, entries: list[FetchEntry], policy: AddressPolicy) -> list[RenderResult]:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.pages_in_flight)
             self._launch_lock = asyncio.Lock()
-        return list(await asyncio.gather(*(self._render_one(entry) for entry in entries)))
+        return list(await asyncio.gather(*(self._render_one(entry, policy) for entry in entries)))
 
-    async def _render_one(self, entry: FetchEntry) -> RenderResult:
+    async def _render_one(self, entry: FetchEntry, policy: AddressPolicy) -> RenderResult:
         from workers.browser.page import render_page  # the page steps; pyppeteer only on render workers
 
         url = entry["url"]
@@ -192,8 +188,12 @@ class Renderer:
                 except FetchError as exc:
                     result.error = FetchError(url, exc.kind, f"cannot render {url}: {exc}")
                     break
+                refused_before = 0
+                proxy: GuardProxy | None = None
                 try:
-                    await self._guarded(handle, render_page(handle.browser, entry, options, timeout,
+                    context, guard = await asyncio.wait_for(handle.context_for(policy), timeout)
+                    proxy, refused_before = guard, guard.refusals
+                    await self._guarded(handle, render_page(context, guard, entry, options, timeout,
                                                             self.user_agent, result), timeout)
                     break
                 except BrowserLost as lost:
@@ -210,6 +210,8 @@ class Renderer:
                                               f"rendering {url} failed: {type(exc).__name__}: {exc}")
                     break
                 finally:
+                    if proxy is not None:
+                        self._count_refusals(proxy.refusals - refused_before, result)
                     self._release(handle)
         result.elapsed_seconds = time.monotonic() - started
         if result.error is None:
@@ -219,7 +221,13 @@ class Renderer:
             result.body, result.screenshot = b"", None
         return result
 
-    async def _guarded(self, handle: _Browser, work: Any, timeout: float) -> None:
+    def _count_refusals(self, refused: int, result: RenderResult) -> None:
+        """Count the subresources the proxy refused while the page rendered (the proxy logs
+        each refused host once)."""
+        main_refused = result.error is not None and result.error.kind == "refused"
+        self.counters.refused_requests += max(0, refused - (1 if main_refused else 0))
+
+    async def _guarded(self, handle: BrowserHandle, work: Any, timeout: float) -> None:
         """Run one page's steps, racing them against the browser's death and a hang."""
         task = asyncio.ensure_future(work)
         died = asyncio.ensure_future(handle.dead.wait())
@@ -249,7 +257,7 @@ class Renderer:
                           f"{timeout + self.hung_grace_seconds:.0f}s")
 
     # -- the browser's life --------------------------------------------------------------
-    async def _acquire(self) -> _Browser:
+    async def _acquire(self) -> BrowserHandle:
         """The browser a new page goes to: launched when there is none, replaced first when
         it is due for recycling (after its pages in flight finished, so that only one
         browser's memory is ever held)."""
@@ -276,12 +284,12 @@ class Renderer:
             handle.pages_opened += 1
             return handle
 
-    def _release(self, handle: _Browser) -> None:
+    def _release(self, handle: BrowserHandle) -> None:
         handle.in_flight -= 1
         if handle.retiring and handle.in_flight == 0 and not handle.shutting_down:
             asyncio.ensure_future(self._shutdown(handle))
 
-    def _due_for_recycling(self, handle: _Browser) -> bool:
+    def _due_for_recycling(self, handle: BrowserHandle) -> bool:
         if self.recycle_pages and handle.pages_opened >= self.recycle_pages:
             return True
         now = time.monotonic()
@@ -291,7 +299,7 @@ class Renderer:
             return handle.memory.pss_bytes > self.max_pss_bytes
         return False
 
-    def _lose(self, handle: _Browser, kind: str, detail: str) -> None:
+    def _lose(self, handle: BrowserHandle, kind: str, detail: str) -> None:
         """Count a crashed or hung browser once, kill its whole tree, and stop using it."""
         if handle.lost:
             return
@@ -310,33 +318,24 @@ class Renderer:
         if handle.in_flight == 0 and not handle.shutting_down:
             asyncio.ensure_future(self._shutdown(handle))
 
-    async def _launch(self) -> _Browser:
-        import pyppeteer  # imported here: fetch, parse and store nodes need no browser
-
-        proc, user_data_dir = start_chromium(self.chromium_path)
-        handle = _Browser(proc, user_data_dir)
+    async def _launch(self) -> BrowserHandle:
+        handle = await start_browser(self.chromium_path, self.policy, self.user, self.sandbox)
         self._all.add(handle)
-        loop = asyncio.get_running_loop()
-        waited = loop.run_in_executor(None, proc.wait)
-        waited.add_done_callback(lambda _f: loop.call_soon_threadsafe(handle.dead.set))
         try:
-            endpoint = await devtools_endpoint(proc, user_data_dir, self.chromium_path,
-                                               self.launch_timeout_seconds)
-            with warnings.catch_warnings():
-                # websockets: "remove loop argument"
-                warnings.filterwarnings("ignore", category=DeprecationWarning)
-                handle.browser = await asyncio.wait_for(
-                    pyppeteer.connect(browserWSEndpoint=endpoint, defaultViewport=None),
-                    self.launch_timeout_seconds)
-        except BaseException:
+            await connect_browser(handle, self.chromium_path, self.sandbox, self.launch_timeout_seconds)
+        except BaseException as exc:
+            if isinstance(exc, FetchError):
+                logger.error("%s", exc)  # one line when it is the sandbox
             handle.retiring = handle.lost = True
             await self._shutdown(handle)
             raise
         self.counters.browsers_launched += 1
-        logger.info("started Chromium pid %s (%s)", proc.pid, endpoint)
+        logger.info("started Chromium pid %s as %s, sandbox %s, DevTools over a pipe, guard proxy %s",
+                    handle.pid, handle.chromium.user.name, "on" if self.sandbox else "OFF (unsafe)",
+                    handle.proxy.url)
         return handle
 
-    async def _shutdown(self, handle: _Browser) -> None:
+    async def _shutdown(self, handle: BrowserHandle) -> None:
         """Close one browser for good: politely, then by force; wait for every process."""
         if handle.shutting_down:
             await handle.closed.wait()
@@ -362,6 +361,7 @@ class Renderer:
                 await asyncio.wait_for(handle.browser._connection.dispose(), CLOSE_TIMEOUT_SECONDS)
             except Exception:  # noqa: BLE001 - the connection is gone with the browser
                 pass
+        await handle.close_proxies()
         shutil.rmtree(handle.user_data_dir, ignore_errors=True)
         self._all.discard(handle)
         handle.closed.set()
