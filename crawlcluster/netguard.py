@@ -65,9 +65,14 @@ class GuardSettings(Protocol):
     """The settings the guard reads (:class:`crawlcluster.settings.Settings` has them; the
     settings module imports this one to check them, so it is not imported here)."""
 
-    ssrf_guard: bool
-    private_allow: str
-    host_map: str
+    @property
+    def ssrf_guard(self) -> bool: ...
+
+    @property
+    def private_allow(self) -> str: ...
+
+    @property
+    def host_map(self) -> str: ...
 
 
 class AddressRefused(Exception):

@@ -25,12 +25,12 @@ import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, cast
+from typing import Any, Iterable
 
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError, FetchError
 from crawlcluster.messages import FetchEntry
-from crawlcluster.netguard import AddressPolicy, GuardSettings
+from crawlcluster.netguard import AddressPolicy
 from crawlcluster.rendering import RenderOptions
 from crawlcluster.settings import Settings
 from workers.browser.guard_proxy import GuardProxy
@@ -106,7 +106,7 @@ class Renderer:
             page_timeout_seconds=s.render_page_timeout_seconds,
             launch_timeout_seconds=s.render_launch_timeout_seconds,
             user_agent=s.user_agent,
-            policy=AddressPolicy.from_settings(cast(GuardSettings, s)),  # Settings is frozen: read-only
+            policy=AddressPolicy.from_settings(s),
             user=s.browser_user,
             sandbox=s.browser_sandbox,
         )
