@@ -3,7 +3,9 @@ which kinds (and HTTP statuses) are worth another try, and the server's Retry-Af
 
 The kind is what a row's ``error_kind`` shows and what the retry policy goes by: a name that
 does not resolve is ``dns``, apart from other ``connect`` errors, so ``crawlcluster
-failures`` tells a dead host from a refused port.
+failures`` tells a dead host from a refused port. A connection the address guard refused is
+``address``: final at once, since the same name resolves to the same private address on
+every try, and its text names the address and why.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TypeVar
 import httpx
 
 from crawlcluster.errors import FetchError
+from crawlcluster.netguard import AddressRefused
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +56,10 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 def describe_http_error(url: str, exc: Exception) -> FetchError:
     """What went wrong with a fetch, as a FetchError of a kind (timeout, invalid_url, dns, connect,
-    protocol, network; internal for what httpx does not raise) and a sentence naming the URL."""
+    protocol, network, address; internal for what httpx does not raise) and a sentence naming the URL."""
+    guarded = _cause(exc, AddressRefused)
+    if guarded is not None:
+        return FetchError(url, "address", f"refused {url}: {guarded}")
     if isinstance(exc, httpx.TimeoutException):
         phase = {
             httpx.ConnectTimeout: "connecting",
