@@ -252,7 +252,8 @@ def check_project_settings(values: dict[str, Any]) -> dict[str, Any]:
             continue
         if name == "allow_private":  # hosts, host:port, addresses, networks (crawlcluster.netguard)
             try:
-                checked[name] = list(parse_allow_list(value if isinstance(value, (list, tuple)) else str(value)))
+                entries = value if isinstance(value, (list, tuple)) else str(value)
+                checked[name] = list(parse_allow_list(entries))
             except ValueError as exc:
                 raise ConfigurationError(f"project setting allow_private: {exc}") from None
             continue
