@@ -31,13 +31,21 @@ def start_hosts(requests: list[Request], existing: dict[str, Any] | None) -> lis
     """The hosts (``host:port``) of the start requests a person submitted, with those the
     project trusted before: the address guard trusts them as given, so a crawl of
     ``http://localhost:8000/`` or an intranet host works, while a URL found later that
-    resolves to a private address is refused unless ``allow_private`` names it."""
+    resolves to a private address is refused unless ``allow_private`` names it. A start URL
+    on its scheme's default port trusts the host's ports 80 and 443 both, as the link spider
+    follows http to https of one host."""
     hosts = set(((existing or {}).get("settings") or {}).get("start_hosts") or ())
     for request in requests:
         try:
-            hosts.add(host_port(normalize_url(request.url)))
+            url = normalize_url(request.url)
         except InvalidURL:
             continue  # seed_rows says what is wrong with it
+        host = host_port(url)
+        if url_host(url) != host:  # the default port: http and https of the host are one site
+            name = host.rpartition(":")[0]
+            hosts.update((f"{name}:80", f"{name}:443"))
+        else:
+            hosts.add(host)
     return sorted(hosts)
 
 

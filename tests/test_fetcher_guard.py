@@ -208,6 +208,24 @@ def test_the_scheduler_puts_the_projects_trust_into_every_fetch_message():
     assert policy.host_allowed("site.test", 8000) and not policy.host_allowed("site.test", 6379)
 
 
+def test_submit_records_the_start_hosts_and_allow_private_as_the_projects_trust(sqlite_url):
+    from crawlcluster.database.projects import project_row
+    from crawlcluster.db import get_engine
+    from crawlcluster.errors import ConfigurationError
+    from crawlcluster.submission import submit
+
+    submit(["http://localhost:8000/", "http://intranet.test/"], project="t", database_url=sqlite_url,
+           allow_private=["wiki.test:8080", "10.20.0.0/16"])
+    submit(["https://[::1]:9443/"], project="t", database_url=sqlite_url)  # adds its host
+    with get_engine(sqlite_url).connect() as conn:
+        values = project_row(conn, "t")["settings"]
+    assert values["start_hosts"] == ["[::1]:9443", "intranet.test:443", "intranet.test:80", "localhost:8000"]
+    assert values["allow_private"] == ["wiki.test:8080", "10.20.0.0/16"]
+    assert project_trust(values)[-2:] == ["wiki.test:8080", "10.20.0.0/16"]
+    with pytest.raises(ConfigurationError, match="allow_private"):
+        submit(["http://a.test/"], project="u", database_url=sqlite_url, allow_private=["http://x/"])
+
+
 class GuardSpider(Spider):
     """Sends credentials on its requests to the site; its home page links to inside names
     and redirects same-origin, cross-origin and to an inside name."""
