@@ -29,7 +29,7 @@ names and the helpers below (:func:`entry_callback`, :func:`entry_dispatch`,
 from __future__ import annotations
 
 import zlib
-from typing import Any, Final, Iterable, NotRequired, Required, TypedDict
+from typing import Any, Final, Iterable, Mapping, NotRequired, Required, TypedDict
 
 from crawlcluster import settings
 from crawlcluster.errors import FetchError
@@ -166,11 +166,26 @@ def task_entry(row: dict[str, Any]) -> FetchEntry:
     return entry
 
 
-def fetch_messages(project: str, rows: Iterable[dict[str, Any]], batch_size: int) -> list[FetchMessage]:
-    """Split claimed rows into fetch messages of at most ``batch_size`` URLs."""
+def project_trust(project_settings: Mapping[str, Any] | None) -> list[str]:
+    """What the address guard lets a project's fetches reach although private: the hosts of
+    its start URLs (``start_hosts``, host:port, recorded by submit) and its ``allow_private``."""
+    values = project_settings or {}
+    return list(dict.fromkeys([*(values.get("start_hosts") or ()), *(values.get("allow_private") or ())]))
+
+
+def fetch_messages(project: str, rows: Iterable[dict[str, Any]], batch_size: int,
+                   trust: list[str] | None = None) -> list[FetchMessage]:
+    """Split claimed rows into fetch messages of at most ``batch_size`` URLs, each with the
+    project's ``trust`` (:func:`project_trust`)."""
     entries = [task_entry(row) for row in rows]
     size = max(1, batch_size)
-    return [{"project": project, "tasks": entries[i:i + size]} for i in range(0, len(entries), size)]
+    messages: list[FetchMessage] = []
+    for i in range(0, len(entries), size):
+        message: FetchMessage = {"project": project, "tasks": entries[i:i + size]}
+        if trust:
+            message["trust"] = list(trust)
+        messages.append(message)
+    return messages
 
 
 def entry_callback(message: FetchEntry | Page | Outcome) -> str:

@@ -27,7 +27,8 @@ import socket
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Protocol
 
-__all__ = ["AddressPolicy", "AddressRefused", "refused_kind", "parse_allow_list", "parse_host_map"]
+__all__ = ["AddressPolicy", "AddressRefused", "refused_kind", "parse_allow_list", "parse_host_map",
+           "is_network"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -79,8 +80,9 @@ class AddressRefused(Exception):
     """A connection the guard refused: ``host`` resolves only to addresses it may not reach."""
 
     def __init__(self, host: str, port: int, address: str, why: str) -> None:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         super().__init__(
-            f"{host}:{port} resolves to {address}, {why}, which crawlcluster does not connect to for a "
+            f"{where} resolves to {address}, {why}, which crawlcluster does not connect to for a "
             "discovered URL (allow it with CRAWLCLUSTER_PRIVATE_ALLOW or the project's allow_private)")
         self.host = host
         self.port = port
@@ -141,6 +143,15 @@ def parse_allow_list(text: str | Iterable[str]) -> tuple[str, ...]:
             raise ValueError(f"{entry!r} is neither a host name, host:port, an address nor a network")
         out.append(f"{_host_key(host)}:{port}" if port else _host_key(host))
     return tuple(out)
+
+
+def is_network(entry: str) -> bool:
+    """Whether a :func:`parse_allow_list` entry is an address or network (not a host name)."""
+    try:
+        ipaddress.ip_network(entry)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_host_map(text: str) -> tuple[tuple[str, str], ...]:

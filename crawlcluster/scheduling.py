@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError
+from crawlcluster.netguard import parse_allow_list
 from crawlcluster.settings import DEFAULT_RETRY_POLICY, RETRY_POLICIES, RetryPolicy, Settings, seconds_list
 
 
@@ -115,7 +116,7 @@ PROJECT_SETTINGS: dict[str, type] = {
     "rate": float, "burst": float, "queue_limit": int,
 }
 # project settings with a parser of their own (see check_project_settings)
-SPECIAL_PROJECT_SETTINGS = ("retry_delays", "retry_policy")
+SPECIAL_PROJECT_SETTINGS = ("retry_delays", "retry_policy", "allow_private")
 # kept in columns of the projects table rather than in its settings JSON
 PROJECT_COLUMNS = ("rate", "burst", "queue_limit")
 CONFIG_ATTR = "_crawlcluster_config"
@@ -248,6 +249,13 @@ def check_project_settings(values: dict[str, Any]) -> dict[str, Any]:
             continue
         if name == "retry_policy":
             checked[name] = retry_policy(str(value)).name
+            continue
+        if name == "allow_private":  # hosts, host:port, addresses, networks (crawlcluster.netguard)
+            try:
+                entries = value if isinstance(value, (list, tuple)) else str(value)
+                checked[name] = list(parse_allow_list(entries))
+            except ValueError as exc:
+                raise ConfigurationError(f"project setting allow_private: {exc}") from None
             continue
         kind = PROJECT_SETTINGS.get(name)
         if kind is None:

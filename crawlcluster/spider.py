@@ -129,9 +129,38 @@ class Spider:
 class LinkSpider(Spider):
     """The spider behind URL-only submissions: follows links on the start URLs' hosts
     and stores, per page, its url, status, title, meta description, canonical link and
-    number of out-links."""
+    number of out-links.
+
+    It stays on the start URLs' hosts and ports: a start URL on a port of its own
+    (``127.0.0.1:8000``) keeps the crawl on that port, and one on its scheme's default port
+    keeps it on the default ports, 80 and 443, so ``http://example.com/`` may follow its
+    upgrade to ``https://example.com/`` (one site, as browsers treat it) but never a link to
+    ``example.com:6379`` or ``:10250``. Subdomains of a start host are followed, as
+    ``allowed_domains`` does (the address guard still refuses any that resolve inside)."""
 
     name = "links"
+
+    def allows(self, url: str) -> bool:
+        """:meth:`Spider.allows`, with an entry without a port meaning the default ports only."""
+        if not super().allows(url):
+            return False
+        if not self.allowed_domains:
+            return True
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            return False
+        if port is None or port == DEFAULT_PORTS.get(parts.scheme):
+            return True
+        # a port of its own: only where an entry names it (Spider.allows checked the host)
+        host = (parts.hostname or "").lower()
+        for entry in self.allowed_domains:
+            allowed = urlsplit("//" + entry.lower())
+            domain = allowed.hostname or ""
+            if allowed.port == port and (host == domain or host.endswith("." + domain)):
+                return True
+        return False
 
     def parse(self, response: Response) -> Iterator[Any]:
         if not response.is_html:

@@ -25,13 +25,35 @@ from crawlcluster.spider import (
     load_spider_class,
     spider_path,
 )
-from crawlcluster.urls import normalize_url, url_host
+from crawlcluster.urls import host_port, normalize_url, url_host
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["submit"]
 
 LINK_SPIDER_PATH = spider_path(LinkSpider)
+
+
+def start_hosts(requests: list[Request], existing: dict[str, Any] | None) -> list[str]:
+    """The hosts (``host:port``) of the start requests a person submitted, with those the
+    project trusted before: the address guard trusts them as given, so a crawl of
+    ``http://localhost:8000/`` or an intranet host works, while a URL found later that
+    resolves to a private address is refused unless ``allow_private`` names it. A start URL
+    on its scheme's default port trusts the host's ports 80 and 443 both, as the link spider
+    follows http to https of one host."""
+    hosts = set(((existing or {}).get("settings") or {}).get("start_hosts") or ())
+    for request in requests:
+        try:
+            url = normalize_url(request.url)
+        except InvalidURL:
+            continue  # seed_rows says what is wrong with it
+        host = host_port(url)
+        if url_host(url) != host:  # the default port: http and https of the host are one site
+            name = host.rpartition(":")[0]
+            hosts.update((f"{name}:80", f"{name}:443"))
+        else:
+            hosts.add(host)
+    return sorted(hosts)
 
 
 def _project_spider(existing: dict[str, Any]) -> tuple[type[Spider], dict[str, Any]]:
@@ -57,6 +79,7 @@ def submit(
     settings: dict[str, Any] | None = None,
     database_url: str | None = None,
     replace_spider: bool = False,
+    allow_private: Iterable[str] | None = None,
 ) -> Crawl:
     """Start (or restart) a crawl and return its :class:`Crawl` handle.
 
@@ -72,6 +95,10 @@ def submit(
     unless ``replace_spider`` is set, because the project's rows name callbacks of its own
     spider. A URL the project knows is not added again, but one that failed is fetched
     again, with fresh retries; a done one only with ``force_update``.
+
+    The hosts of the start requests are trusted by the address guard as given (a crawl of
+    ``http://localhost:8000/`` works); ``allow_private`` (host, host:port, address or
+    network) lets URLs found later reach those private addresses too.
     """
     if isinstance(target, str) and "://" not in target and ":" in target:
         target = load_spider_class(target)  # "package.module:SpiderClass"
@@ -124,9 +151,13 @@ def submit(
         max_pages = limits.get("max_pages") if limits.get("max_pages") is not None else spider.max_pages
     if max_depth is None:
         max_depth = limits.get("max_depth") if limits.get("max_depth") is not None else spider.max_depth
-    checked = scheduling.check_project_settings(settings or {})
+    settings = dict(settings or {})
+    if allow_private is not None:
+        settings["allow_private"] = list(allow_private)
+    checked = scheduling.check_project_settings(settings)
     columns = {k: checked.pop(k) for k in scheduling.PROJECT_COLUMNS if k in checked}
-    project_settings = {**((existing or {}).get("settings") or {}), **checked, "spider_kwargs": kwargs}
+    project_settings = {**((existing or {}).get("settings") or {}), **checked, "spider_kwargs": kwargs,
+                        "start_hosts": start_hosts(requests, existing)}
     rows = seed_rows(project, requests, spider, project_settings, now)
     values = {"spider": spider_path(spider_cls), "settings": project_settings, "max_pages": max_pages,
               "max_depth": max_depth, **columns}

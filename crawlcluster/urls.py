@@ -67,6 +67,20 @@ def url_host(url: str) -> str:
     return urlsplit(url).netloc.rpartition("@")[2]
 
 
+def host_port(url: str) -> str:
+    """``host:port`` of a URL, the scheme's default port filled in (``example.com:443``,
+    ``[::1]:8000``): how a start URL's host is trusted by the address guard."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURL(url, str(exc)) from None
+    return f"{host}:{port or DEFAULT_PORTS.get(parts.scheme.lower(), 80)}"
+
+
 def task_id(project: str, url: str, method: str = "GET", body: bytes | str | None = None) -> str:
     """A stable 32-hex-digit id for (project, normalised URL), plus method and body when
     they are not a plain GET, so the same request is the same row on every node."""

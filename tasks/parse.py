@@ -20,13 +20,13 @@ from crawlcluster.app import app, database_outage_retry
 from crawlcluster.database import claims
 from crawlcluster.database.outcomes import note_queued_error
 from crawlcluster.db import get_engine
-from crawlcluster.messages import Outcome, Page, ParseMessage, carry_cost
+from crawlcluster.messages import FetchMessage, Outcome, Page, ParseMessage, carry_cost, project_trust
 from crawlcluster.publish import send as send_message
 from crawlcluster.schema import FAILED
 from crawlcluster.stages import PARSE, RENDER, STORE
 from workers.autorender import split_for_render
 from workers.lease import hand_on, hold_batch
-from workers.parser import process_pages
+from workers.parser import process_pages, project_context
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,11 @@ def parse(message: ParseMessage) -> dict[str, int]:
     pages = hold_batch(engine, project, "parse", message["pages"])
     to_render, pages = split_for_render(engine, project, pages)
     if to_render:
-        send_message(app, RENDER.task, {"project": project, "tasks": to_render})
+        # the render stage's address guard trusts what the scheduler's messages trust
+        render_message: FetchMessage = {"project": project, "tasks": to_render}
+        if trust := project_trust(project_context(engine, project).settings):
+            render_message["trust"] = trust
+        send_message(app, RENDER.task, render_message)
         hand_on(engine, to_render)
     if not pages:
         return {"pages": 0, "new_urls": 0, "sent_to_render": len(to_render)}

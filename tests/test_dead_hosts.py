@@ -22,6 +22,7 @@ from crawlcluster.database import projects as lifecycle
 from crawlcluster.database.counts import count_by_status
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.dispatcher import Dispatcher
+from crawlcluster.netguard import AddressPolicy
 from crawlcluster.schema import ROBOTS_CALLBACK, crawl_tasks, hosts
 from crawlcluster.urls import url_host
 from tests.outcomes import load_rows
@@ -30,6 +31,9 @@ from tests.rough_site import DEAD_HOST_URL, RoughSite
 from tests.scripted_site import ScriptedSite, page
 from workers.fetcher import Fetcher
 from workers.store import store_pages
+
+# the address guard lets these fetches reach the local test sites only (127.0.0.1, any port)
+LOCAL_SITE = AddressPolicy(allow=("127.0.0.1",))
 
 CLI = [sys.executable, "-m", "crawlcluster.cli"]
 
@@ -50,7 +54,8 @@ def rough():
 
 def fetch_one(url: str):
     fetcher = Fetcher(user_agent="crawlcluster-test/1", connect_timeout_seconds=2, read_timeout_seconds=2,
-                      max_body_bytes=1 << 20, concurrency=4)
+                      max_body_bytes=1 << 20, concurrency=4,
+                      policy=LOCAL_SITE)
     try:
         return fetcher.fetch_many([{"id": "x", "url": url}])[0]
     finally:
@@ -68,7 +73,8 @@ def test_a_name_that_does_not_resolve_is_a_dns_error_and_a_refused_port_a_connec
 
 def test_a_page_that_hangs_does_not_hold_back_the_pages_fetched_with_it(rough):
     fetcher = Fetcher(user_agent="crawlcluster-test/1", connect_timeout_seconds=2, read_timeout_seconds=2,
-                      max_body_bytes=1 << 20, concurrency=8)
+                      max_body_bytes=1 << 20, concurrency=8,
+                      policy=LOCAL_SITE)
     entries = [{"id": path, "url": rough.url + path} for path in ("/hang", "/page/1", "/stall", "/page/2")]
     try:
         waves = [[(r.entry["id"], r.error.kind if r.error else r.status) for r in wave]
@@ -86,7 +92,8 @@ def test_closing_the_fetcher_under_a_hanging_page_answers_the_thread_waiting_for
     import threading
 
     fetcher = Fetcher(user_agent="crawlcluster-test/1", connect_timeout_seconds=2, read_timeout_seconds=60,
-                      max_body_bytes=1 << 20, concurrency=4)
+                      max_body_bytes=1 << 20, concurrency=4,
+                      policy=LOCAL_SITE)
     outcome: dict[str, object] = {}
 
     def wait_for_waves() -> None:
@@ -131,7 +138,8 @@ def test_a_host_whose_robots_txt_stays_unreachable_ends_its_rows_after_the_set_a
     dead_urls = [f"{DEAD_HOST_URL}{i}" for i in range(12)] + [f"{refused_url}/{i}" for i in range(3)] + \
         [f"{broken.url}/{i}" for i in range(3)]
     fetcher = Fetcher(user_agent="crawlcluster-test/1", connect_timeout_seconds=2, read_timeout_seconds=2,
-                      max_body_bytes=1 << 20, concurrency=8)
+                      max_body_bytes=1 << 20, concurrency=8,
+                      policy=LOCAL_SITE)
     try:
         # short delays between robots.txt attempts, so the test does not wait 2 s and 10 s
         crawl = crawlcluster.submit([*dead_urls, live.url + "/ok"], project="dead",

@@ -16,7 +16,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from crawlcluster.netguard import AddressPolicy
 from workers.fetcher import Fetcher, FetchResult
+
+# the address guard lets these fetches reach the local test sites only (127.0.0.1, any port)
+LOCAL_SITE = AddressPolicy(allow=("127.0.0.1",))
 
 LIMIT = 200_000
 HTML = ("<!doctype html><html><head><title>Caf\u00e9</title></head>"
@@ -190,7 +194,8 @@ def base(server: _Server) -> str:
 
 def _new_fetcher() -> Fetcher:
     return Fetcher(user_agent="crawlcluster-test/1", connect_timeout_seconds=2, read_timeout_seconds=1,
-                   max_body_bytes=LIMIT, concurrency=32)
+                   max_body_bytes=LIMIT, concurrency=32,
+                   policy=LOCAL_SITE)
 
 
 @pytest.fixture(scope="module")

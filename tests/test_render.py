@@ -37,7 +37,6 @@ def host_of(site: JsSite) -> str:
 def start(processes, **workers: str) -> None:
     """Start workers named ``name=queues`` side by side, then beat; wait until all are ready."""
     processes.env["CRAWLCLUSTER_RENDER_PAGE_TIMEOUT_SECONDS"] = "10"
-    processes.env["CRAWLCLUSTER_PRIVATE_ALLOW"] = "127.0.0.1"  # the test sites (start hosts, once trusted)
     for name, queues in workers.items():
         processes.start(name, "worker", "-Q", queues, "-n", f"{name}@%h", *WORKER_ARGS)
     for name in workers:

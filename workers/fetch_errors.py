@@ -11,7 +11,9 @@ that fails on versions or ciphers (``tls``) and a certificate that does not veri
 answer) is ``network`` and is retried. Every message carries the underlying reason, found
 by walking the exception's ``__cause__``/``__context__`` chain (httpx wraps httpcore, which
 wraps anyio, which wraps the socket's OSError: only the last one says "Connection reset by
-peer").
+peer"). A connection the address
+guard refused is ``address``: final at once, since the same name resolves to the same private
+address on every try, and its text names the address and why.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import TypeVar
 import httpx
 
 from crawlcluster.errors import FetchError
+from crawlcluster.netguard import AddressRefused
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +115,10 @@ def underlying_reason(exc: BaseException) -> str:
 
 def describe_http_error(url: str, exc: Exception) -> FetchError:
     """What went wrong with a fetch, as a FetchError of a kind (timeout, invalid_url, dns, connect,
-    protocol, network; internal for what httpx does not raise) and a sentence naming the URL."""
+    protocol, network, address; internal for what httpx does not raise) and a sentence naming the URL."""
+    guarded = _cause(exc, AddressRefused)
+    if guarded is not None:
+        return FetchError(url, "address", f"refused {url}: {guarded}")
     if isinstance(exc, httpx.TimeoutException):
         phase = {
             httpx.ConnectTimeout: "connecting",

@@ -6,7 +6,10 @@ loop in a background thread; Celery's threads hand batches to it with :meth:`Fet
 A fetch waits at most ``read_timeout_seconds`` for a byte and ``fetch_timeout_seconds`` in
 all; a name that does not resolve is a ``dns`` error, apart from other ``connect`` errors
 (how a failure is named, and whether it is worth a retry: :mod:`workers.fetch_errors`).
-Redirects are not followed here: a 3xx comes back as ``redirect_to`` and becomes a row of
+Every connection goes through the address guard (:mod:`workers.guarded_transport`): a
+name is resolved once and a private address is refused before any packet is sent, unless
+the fetch message's ``trust`` (the project's start hosts and allow list) or the cluster's
+allow list names it. Redirects are not followed here: a 3xx comes back as ``redirect_to`` and becomes a row of
 its own, so the target is deduplicated like any link and each hop is recorded. Bodies are
 read as a stream and decompressed by hand with a cap, so neither a huge body nor a
 compression bomb is ever held in memory beyond ``max_body_bytes``.
@@ -23,7 +26,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 from urllib.parse import urljoin
 
 import httpx
@@ -31,8 +34,10 @@ import httpx
 from crawlcluster import settings
 from crawlcluster.errors import BodyTooLarge, FetchError
 from crawlcluster.messages import FetchEntry, entry_last_modified
+from crawlcluster.netguard import AddressPolicy
 from crawlcluster.settings import Settings
 from workers.fetch_errors import describe_http_error, parse_retry_after
+from workers.guarded_transport import TrustedClients
 from workers.loopthread import cancel_other_tasks, start_loop_thread
 
 logger = logging.getLogger(__name__)
@@ -146,8 +151,10 @@ class Fetcher:
         fetch_timeout_seconds: float | None = None,
         max_body_bytes: int,
         concurrency: int,
+        policy: AddressPolicy | None = None,
     ) -> None:
         self.user_agent = user_agent
+        self.policy = policy if policy is not None else AddressPolicy()
         self.timeout = httpx.Timeout(read_timeout_seconds, connect=connect_timeout_seconds)
         # a whole fetch, connecting to the last body byte: a server that sends a byte now and
         # then never trips the read timeout, and must still end
@@ -157,7 +164,7 @@ class Fetcher:
         self.concurrency = concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._clients: TrustedClients | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._start_lock = threading.Lock()
 
@@ -170,6 +177,7 @@ class Fetcher:
             fetch_timeout_seconds=s.fetch_timeout_seconds,
             max_body_bytes=s.max_body_bytes,
             concurrency=s.fetch_concurrency,
+            policy=AddressPolicy.from_settings(s),
         )
 
     # -- the loop thread ------------------------------------------------------------
@@ -187,22 +195,23 @@ class Fetcher:
         # fetches still in flight (a worker stopping under a hanging page) are cancelled
         # first, so the threads waiting on them get an answer instead of waiting for ever
         asyncio.run_coroutine_threadsafe(cancel_other_tasks(), loop).result(timeout=10)
-        if self._client is not None:
-            asyncio.run_coroutine_threadsafe(self._client.aclose(), loop).result(timeout=10)
+        if self._clients is not None:
+            asyncio.run_coroutine_threadsafe(self._clients.aclose(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self._loop = self._thread = self._client = self._semaphore = None
+        self._loop = self._thread = self._clients = self._semaphore = None
 
-    def fetch_many(self, entries: list[FetchEntry]) -> list[FetchResult]:
+    def fetch_many(self, entries: list[FetchEntry], trust: Sequence[str] = ()) -> list[FetchResult]:
         """Fetch every entry concurrently (bounded by ``concurrency`` per process) and
-        return one result per entry, in order. Never raises for a bad URL or response."""
+        return one result per entry, in order. Never raises for a bad URL or response.
+        ``trust`` is the fetch message's: hosts and networks the guard lets these reach."""
         loop = self._ensure_loop()
-        future = asyncio.run_coroutine_threadsafe(self._fetch_all(entries), loop)
+        future = asyncio.run_coroutine_threadsafe(self._fetch_all(entries, trust), loop)
         return future.result()
 
-    def fetch_waves(self, entries: list[FetchEntry],
-                    linger_seconds: float = WAVE_LINGER_SECONDS) -> Iterator[list[FetchResult]]:
+    def fetch_waves(self, entries: list[FetchEntry], linger_seconds: float = WAVE_LINGER_SECONDS,
+                    trust: Sequence[str] = ()) -> Iterator[list[FetchResult]]:
         """Fetch every entry concurrently, like :meth:`fetch_many`, but hand results on in
         waves as they finish: a wave is whatever finished within ``linger_seconds`` of its
         first result (the whole batch, when every page answers quickly)."""
@@ -213,7 +222,7 @@ class Fetcher:
             await self._open_client()
 
             async def one(entry: FetchEntry) -> None:
-                finished.put(await self.fetch(entry))
+                finished.put(await self.fetch(entry, trust))
 
             await asyncio.gather(*(one(entry) for entry in entries))
 
@@ -251,31 +260,35 @@ class Fetcher:
             yield wave
         future.result(timeout=10)
 
+    def _new_client(self, transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=transport,
+            timeout=self.timeout,
+            follow_redirects=False,
+            headers={"User-Agent": self.user_agent, "Accept-Encoding": "gzip, deflate"},
+            cookies=_no_cookie_jar(),
+            trust_env=False,
+        )
+
     async def _open_client(self) -> None:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=self.timeout,
-                follow_redirects=False,
-                limits=httpx.Limits(max_connections=self.concurrency,
-                                    max_keepalive_connections=self.concurrency),
-                headers={"User-Agent": self.user_agent, "Accept-Encoding": "gzip, deflate"},
-                cookies=_no_cookie_jar(),
-                trust_env=False,
-            )
+        if self._clients is None:
+            limits = httpx.Limits(max_connections=self.concurrency,
+                                  max_keepalive_connections=self.concurrency)
+            self._clients = TrustedClients(self.policy, self._new_client, limits)
             self._semaphore = asyncio.Semaphore(self.concurrency)
 
-    async def _fetch_all(self, entries: list[FetchEntry]) -> list[FetchResult]:
+    async def _fetch_all(self, entries: list[FetchEntry], trust: Sequence[str] = ()) -> list[FetchResult]:
         await self._open_client()
-        return list(await asyncio.gather(*(self.fetch(entry) for entry in entries)))
+        return list(await asyncio.gather(*(self.fetch(entry, trust) for entry in entries)))
 
     # -- one fetch ------------------------------------------------------------------
-    async def fetch(self, entry: FetchEntry) -> FetchResult:
+    async def fetch(self, entry: FetchEntry, trust: Sequence[str] = ()) -> FetchResult:
         result = FetchResult(entry)
         started = time.monotonic()
         assert self._semaphore is not None
         async with self._semaphore:
             try:
-                await asyncio.wait_for(self._fetch_into(result), self.total_timeout_seconds)
+                await asyncio.wait_for(self._fetch_into(result, trust), self.total_timeout_seconds)
             except FetchError as exc:
                 result.error = exc
             except asyncio.TimeoutError:
@@ -291,7 +304,7 @@ class Fetcher:
                 result.error.status_code = result.status
         return result
 
-    async def _fetch_into(self, result: FetchResult) -> None:
+    async def _fetch_into(self, result: FetchResult, trust: Sequence[str]) -> None:
         url = result.entry["url"]
         options = result.entry.get("fetch") or {}
         headers = dict(options.get("headers") or {})
@@ -302,11 +315,22 @@ class Fetcher:
         if last_modified := entry_last_modified(result.entry):
             headers.setdefault("If-Modified-Since", last_modified)
         timeout = httpx.Timeout(options["timeout"]) if options.get("timeout") else httpx.USE_CLIENT_DEFAULT
-        assert self._client is not None
-        request = self._client.build_request(
+        assert self._clients is not None
+        key = self._clients.key_for(httpx.URL(url), trust)
+        client = self._clients.acquire(key)
+        try:
+            await self._send(client, result, headers, timeout)
+        finally:
+            await self._clients.release(key)
+
+    async def _send(self, client: httpx.AsyncClient, result: FetchResult, headers: dict[str, str],
+                    timeout: Any) -> None:
+        url = result.url
+        options = result.entry.get("fetch") or {}
+        request = client.build_request(
             options.get("method", "GET"), url, headers=headers, content=options.get("body"), timeout=timeout
         )
-        response = await self._client.send(request, stream=True)
+        response = await client.send(request, stream=True)
         try:
             result.status = response.status_code
             result.headers = {k: response.headers[k] for k in KEPT_HEADERS if k in response.headers}

@@ -37,7 +37,7 @@ from crawlcluster.messages import LAST_MODIFIED, Outcome, Page, carry_cost, deco
 from crawlcluster.request_rows import task_row
 from crawlcluster.schema import DONE, FAILED, crawl_tasks
 from crawlcluster.spider import Spider, load_spider_class
-from crawlcluster.urls import normalize_url, url_host
+from crawlcluster.urls import host_port, normalize_url, url_host
 from workers.broken_spiders import SPIDER_FAILURE_KIND, remembered_failure, stop_project
 from workers.callback_log import callback_error_log
 from workers.robots import robots_outcomes
@@ -159,6 +159,26 @@ def project_context(engine: Engine, project: str) -> ProjectContext:
     return context
 
 
+# request headers that carry credentials: a redirect that leaves the origin drops them
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def _origin(url: str) -> tuple[str, str]:
+    return url.split("://", 1)[0].lower(), host_port(url)
+
+
+def without_credentials(options: dict[str, Any]) -> dict[str, Any]:
+    """Fetch options for a redirect that leaves its origin (scheme, host, port): without the
+    Authorization, Proxy-Authorization and Cookie headers and the cookies a spider set, as
+    browsers, httpx, requests and Scrapy do (CVE-2024-3574, CVE-2024-1968)."""
+    options = dict(options)
+    options.pop("cookies", None)
+    if options.get("headers"):
+        options["headers"] = {k: v for k, v in options["headers"].items()
+                              if k.lower() not in CREDENTIAL_HEADERS}
+    return options
+
+
 def _redirect_outcome(context: ProjectContext, page: Page, now: float,
                       new_rows: list[dict[str, Any]]) -> Outcome:
     outcome: Outcome = {"id": page["id"], "url": page["url"], "status": DONE, "code": page.get("code")}
@@ -179,6 +199,8 @@ def _redirect_outcome(context: ProjectContext, page: Page, now: float,
                 "error": f"too many redirects ({len(chain)}, max_redirects={max_redirects}) from {chain[0]}"}
     if not context.spider.allows(target):
         return {**outcome, "status": DONE}  # an off-site target is recorded, not followed
+    if _origin(target) != _origin(page["url"]):
+        options = without_credentials(options)
     options["redirects"] = chain
     if page.get("code") in (301, 302, 303) and options.get("method", "GET") != "GET":
         options.pop("method", None)

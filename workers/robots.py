@@ -22,6 +22,8 @@ from typing import Any
 
 from crawlcluster import scheduling, settings
 from crawlcluster.database import projects as lifecycle
+from crawlcluster.database.claims import fail_pending_on_host
+from crawlcluster.database.hosts import forget_fetching
 from crawlcluster.dispatch.robots import record_robots
 from crawlcluster.http import Response
 from crawlcluster.messages import CALLBACK, Outcome, Page, carry_cost, decompress_body, entry_callback
@@ -99,6 +101,9 @@ def record_robots_outcomes(conn: Any, project: str, outcomes: list[Outcome], now
     delays = scheduling.resolve(None, None, None, project_settings).retry_delays
     recorded: list[Outcome] = []
     for outcome in robots:
+        if outcome.get("kind") == "address":
+            recorded.append(_refused_robots(conn, project, outcome, now))
+            continue
         code = outcome.get("robots_code", outcome.get("code"))
         state = record_robots(
             conn, url_host(outcome["url"]), body=outcome.get("robots"), status_code=code,
@@ -115,3 +120,15 @@ def record_robots_outcomes(conn: Any, project: str, outcomes: list[Outcome], now
                 done["final_url"] = final_url
             recorded.append(done)
     return recorded, [outcome for outcome in outcomes if not is_robots(outcome)]
+
+
+def _refused_robots(conn: Any, project: str, outcome: Outcome, now: float) -> Outcome:
+    """A robots.txt the address guard refused for ``project``: a fact about the project's
+    trust, not the host, so the shared hosts table is left as it was before the ask (another
+    project that trusts the host fetches it), and the project's pending rows on the host,
+    which would be refused as well, end failed with the same reason."""
+    host = url_host(outcome["url"])
+    forget_fetching(conn, host, now)
+    reason = f"{outcome.get('error')}; nothing on this host is fetched for this project"
+    fail_pending_on_host(conn, project, host, "address", reason, now)
+    return {**outcome, "status": FAILED, "retry": False}

@@ -39,11 +39,14 @@ from crawlcluster.oneshot import CRAWL_EPILOG, run_oneshot
 @click.option("--retries", type=click.IntRange(min=0), help="Retries of a failed fetch (5xx, timeout, ...).")
 @click.option("--retry-delay", type=RetryDelays(),
               help="Seconds before each retry, e.g. 2,10,30 (the last repeats).")
+@click.option("--allow-private", "allow_private", multiple=True, metavar="HOST",
+              help="Let URLs found later reach this private host, host:port, address or network "
+                   "(repeatable); the start URLs' hosts are trusted already.")
 @click.option("--grace", "grace_seconds", type=click.FloatRange(min=0), show_default=True,
               default=STOP_GRACE_SECONDS,
               help="After Ctrl-C or SIGTERM, seconds that pages in flight may take to finish.")
 def crawl(urls: tuple[str, ...], output, fmt, keep_formulas, max_pages, max_depth, project, db, quiet,
-          per_host, delay, ignore_robots, render, retries, retry_delay, grace_seconds) -> None:
+          per_host, delay, ignore_robots, render, retries, retry_delay, allow_private, grace_seconds) -> None:
     """Crawl URLS on this machine alone (no Redis, no Postgres) and write the items.
 
     URLS may instead be one spider import path, pkg.module:SpiderClass."""
@@ -55,6 +58,8 @@ def crawl(urls: tuple[str, ...], output, fmt, keep_formulas, max_pages, max_dept
         settings["per_host_delay"] = delay
     if ignore_robots:
         settings["obey_robots"] = False
+    if allow_private:
+        settings["allow_private"] = list(allow_private)
     spider_kwargs: dict[str, Any] | None = None
     if render is not None:
         if not isinstance(target, list):

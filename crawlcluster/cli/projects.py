@@ -26,8 +26,11 @@ from crawlcluster.errors import CrawlClusterError
 @click.option("--retries", type=click.IntRange(min=0), help="Retries of a failed fetch (5xx, timeout, ...).")
 @click.option("--retry-delay", type=RetryDelays(),
               help="Seconds before each retry, e.g. 2,10,30 (the last repeats).")
+@click.option("--allow-private", "allow_private", multiple=True, metavar="HOST",
+              help="Let URLs found later reach this private host, host:port, address or network "
+                   "(repeatable); the start URLs' hosts are trusted already.")
 def submit_cmd(targets: tuple[str, ...], project, max_pages, max_depth, wait, replace_spider, retries,
-               retry_delay) -> None:
+               retry_delay, allow_private) -> None:
     """Submit URLs, or one spider import path (pkg.module:SpiderClass), to the cluster.
 
     URLs added to an existing project are crawled by that project's spider; a URL that
@@ -37,7 +40,8 @@ def submit_cmd(targets: tuple[str, ...], project, max_pages, max_depth, wait, re
     target: Any = targets[0] if len(targets) == 1 and "://" not in targets[0] else list(targets)
     try:
         crawl = submit(target, project, max_pages=max_pages, max_depth=max_depth,
-                       replace_spider=replace_spider, settings=retry_settings(retries, retry_delay) or None)
+                       replace_spider=replace_spider, settings=retry_settings(retries, retry_delay) or None,
+                       allow_private=list(allow_private) or None)
         console.print(f"submitted project [bold]{crawl.project}[/]")
         if wait:
             crawl.wait(progress=True)

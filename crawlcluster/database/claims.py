@@ -286,6 +286,17 @@ def mark_disallowed(conn: Connection, ids: list[str], reason: str, now: float | 
     return result.rowcount
 
 
+def fail_pending_on_host(conn: Connection, project: str, host: str, kind: str, reason: str,
+                         now: float | None = None) -> int:
+    """End ``project``'s pending rows on ``host`` ``failed`` with ``kind`` and ``reason`` (the
+    address guard refused the host's robots.txt for this project: its pages would be refused
+    too); how many."""
+    now = time.time() if now is None else now
+    return conn.execute(update(crawl_tasks).where(crawl_tasks.c.project == project,
+                                                  crawl_tasks.c.host == host, crawl_tasks.c.status == PENDING)
+                        .values(status=FAILED, error=reason, error_kind=kind, updated_at=now)).rowcount
+
+
 def mark_failed(conn: Connection, ids: list[str], kind: str, reason: str, now: float | None = None) -> int:
     """Pending rows the scheduler ends without fetching them (their host's robots.txt
     stayed unreachable), failed with ``kind`` and a readable reason."""

@@ -70,6 +70,13 @@ def forget_robots_failures(conn: Connection, host_names: Sequence[str], now: flo
                 robots_expires_at=None, updated_at=now)).rowcount
 
 
+def forget_fetching(conn: Connection, host: str, now: float) -> int:
+    """``host``'s robots.txt, asked for and not fetched (the address guard refused it for the
+    project that asked), is ``unknown`` again: the next project that may reach it asks anew."""
+    return conn.execute(update(hosts).where(hosts.c.host == host, hosts.c.robots_status == ROBOTS_FETCHING)
+                        .values(robots_status=ROBOTS_UNKNOWN, updated_at=now)).rowcount
+
+
 def release_fetching(conn: Connection, now: float) -> int:
     """Hosts whose robots.txt was being fetched start again from ``unknown``; only for a
     database one process owns (an embedded crawl's file at start)."""

@@ -143,6 +143,7 @@ class Dispatcher:
                 self.housekeeping.run(conn, now)
             with conn.begin():
                 running = lifecycle.running_projects(conn)
+                self.pipeline.note_projects(running)
                 if self.counts.due(now):
                     self.counts.recount(conn, now, self.pipeline.uncommitted())
                     self.slots.observe(self.counts.in_flight, now)

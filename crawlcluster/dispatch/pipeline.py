@@ -20,11 +20,12 @@ from typing import Any
 from celery import Celery
 
 from crawlcluster.database import claims
+from crawlcluster.database import projects as lifecycle
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.claim import Claim
 from crawlcluster.dispatch.lease import LeaderLease
 from crawlcluster.dispatch.routing import Router
-from crawlcluster.messages import fetch_messages
+from crawlcluster.messages import fetch_messages, project_trust
 from crawlcluster.publish import BatchPublisher
 from crawlcluster.publish import send as send_message
 
@@ -73,6 +74,23 @@ class CommitPipeline:
         # next tick's SKIP LOCKED read passes over them)
         self._claims_in_hand: deque[tuple[Future, Claim]] = deque()
         self._outbox: Outbox = []  # routed this tick, sent when it ends
+        # per project: what its fetch messages let the address guard reach (messages.project_trust)
+        self._trust: dict[str, list[str]] = {}
+
+    def note_projects(self, projects: list[dict[str, Any]]) -> None:
+        """Remember the trust of ``projects`` (rows of the projects table), read each tick."""
+        for project in projects:
+            self._trust[project["name"]] = project_trust(project["settings"])
+
+    def _trust_of(self, project: str) -> list[str]:
+        """The trust of ``project``: as last noted, or read (a row re-sent for a project that
+        is not running)."""
+        trust = self._trust.get(project)
+        if trust is None:
+            with get_engine(self.database_url).connect() as conn:
+                row = lifecycle.project_row(conn, project)
+            trust = self._trust[project] = project_trust(row["settings"] if row else None)
+        return trust
 
     @property
     def threaded(self) -> bool:
@@ -168,9 +186,10 @@ class CommitPipeline:
     def _send(self, outbox: Outbox) -> None:
         """The publishing thread's work: one pipeline per project's messages."""
         for project, by_task in outbox:
-            messages = [(task_name, message) for task_name, stage_rows in by_task
-                        for message in fetch_messages(project, stage_rows, self.fetch_batch_size)]
             try:
+                trust = self._trust_of(project)
+                messages = [(task_name, message) for task_name, stage_rows in by_task
+                            for message in fetch_messages(project, stage_rows, self.fetch_batch_size, trust)]
                 self._broker.publish(messages)
             except Exception as exc:  # noqa: BLE001 - the rows are queued; they are sent again soon
                 self._resend_soon(project,

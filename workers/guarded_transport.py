@@ -1,0 +1,150 @@
+"""The fetcher's connections through the address guard: an httpcore network backend that
+resolves each name once with :class:`crawlcluster.netguard.AddressPolicy` and connects to
+the address the policy allowed, and the per-trust HTTP clients built on it.
+
+Checking a URL's host before the request and letting httpx connect afterwards would resolve
+the name twice, and a name that answers a public address the first time and ``127.0.0.1``
+the second (DNS rebinding) would slip through. Here the only resolution is the policy's:
+:meth:`GuardedBackend.connect_tcp` gets the name from httpcore, asks the policy for the
+addresses it may use (refusing before any packet is sent), and opens the TCP connection to
+one of them; TLS still verifies and sends the name (httpcore passes the origin's host as
+the server name to ``start_tls``), and the Host header is the URL's.
+
+A connection in a pool is reused for any later request to the same scheme, host and port.
+A project that trusts a private host (its start host, its ``allow_private``) must not hand
+that connection to a project that does not, so each distinct trust list has a client of its
+own (:class:`TrustedClients`), and a request goes to its project's client only when the
+trust can matter for it (its host is named, or the trust names a network); every other
+request goes through the shared client, whose policy is the cluster's alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Sequence
+
+import httpcore
+import httpx
+
+from crawlcluster.netguard import AddressPolicy, is_network
+
+__all__ = ["GuardedBackend", "guarded_transport", "TrustedClients"]
+
+# distinct trust lists with a client of their own kept at once; the least recently used
+# idle one is closed beyond this (a worker serving many projects keeps few sockets open)
+MAX_TRUSTED_CLIENTS = 32
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's asyncio backend, connecting only to addresses ``policy`` allows."""
+
+    def __init__(self, policy: AddressPolicy) -> None:
+        self.policy = policy
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        """Resolve ``host`` once through the policy (raises
+        :class:`~crawlcluster.netguard.AddressRefused` before any connection) and connect to
+        the first allowed address that answers, all within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            addresses = await asyncio.wait_for(self.policy.allowed_addresses(host, port), timeout)
+        except asyncio.TimeoutError:
+            raise httpcore.ConnectTimeout(f"resolving {host} took longer than {timeout:g}s") from None
+        except socket.gaierror as exc:  # kept as the cause: the fetcher names it a dns error
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror or exc}") from exc
+        failure: httpcore.ConnectError | None = None
+        for address in addresses:
+            left = None if deadline is None else max(0.001, deadline - time.monotonic())
+            try:
+                return await self._inner.connect_tcp(address, port, timeout=left, local_address=local_address,
+                                                     socket_options=socket_options)
+            except httpcore.ConnectError as exc:
+                failure = exc
+        if failure is not None:
+            raise failure
+        raise httpcore.ConnectError(f"{host} resolves to no address")
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("crawlcluster does not fetch over unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def guarded_transport(policy: AddressPolicy, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+    """httpx's transport with its connection pool on a :class:`GuardedBackend`."""
+    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    # the same pool httpx builds, but on the guarded backend (httpx has no argument for it)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=GuardedBackend(policy),
+    )
+    return transport
+
+
+class TrustedClients:
+    """One HTTP client per distinct trust list (the key ``()`` is the shared, cluster-only one),
+    each on a guarded transport whose policy is the cluster's plus that trust."""
+
+    def __init__(self, policy: AddressPolicy,
+                 make_client: Callable[[httpx.AsyncBaseTransport], httpx.AsyncClient], limits: httpx.Limits,
+                 max_clients: int = MAX_TRUSTED_CLIENTS) -> None:
+        self.policy = policy
+        self._make_client = make_client
+        self._limits = limits
+        self.max_clients = max_clients
+        self._clients: OrderedDict[tuple[str, ...], httpx.AsyncClient] = OrderedDict()
+        self._in_use: dict[tuple[str, ...], int] = {}
+        self._trusting: dict[tuple[str, ...], AddressPolicy] = {}  # a message's trust, parsed once
+
+    def key_for(self, url: httpx.URL, trust: Sequence[str]) -> tuple[str, ...]:
+        """The client a request to ``url`` of a project trusting ``trust`` goes through: its
+        project's own when the trust can let it reach a private address, else the shared one."""
+        if not trust or not self.policy.enabled:
+            return ()
+        trusted = self._trusting.get(tuple(trust))
+        if trusted is None:
+            if len(self._trusting) >= 4 * self.max_clients:
+                self._trusting.clear()
+            trusted = self._trusting[tuple(trust)] = self.policy.trusting(trust)
+        if trusted is self.policy:
+            return ()
+        port = url.port or (443 if url.scheme == "https" else 80)
+        host = url.raw_host.decode("ascii")
+        if trusted.host_allowed(host, port) or any(is_network(entry) for entry in trusted.allow):
+            return tuple(sorted(trusted.allow))
+        return ()
+
+    def acquire(self, key: tuple[str, ...]) -> httpx.AsyncClient:
+        """The client for ``key``, counted in use until :meth:`release`."""
+        client = self._clients.get(key)
+        if client is None:
+            policy = AddressPolicy(self.policy.enabled, key, self.policy.host_map) if key else self.policy
+            client = self._clients[key] = self._make_client(guarded_transport(policy, self._limits))
+        self._clients.move_to_end(key)
+        self._in_use[key] = self._in_use.get(key, 0) + 1
+        return client
+
+    async def release(self, key: tuple[str, ...]) -> None:
+        """One use of ``key``'s client ended; idle trusted clients beyond the bound are closed."""
+        self._in_use[key] -= 1
+        excess = len(self._clients) - self.max_clients
+        for old in [k for k in self._clients if k and not self._in_use.get(k)][:max(0, excess)]:
+            await self._clients.pop(old).aclose()
+            self._in_use.pop(old, None)
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+        self._in_use.clear()
