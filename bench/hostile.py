@@ -350,16 +350,17 @@ def case_calendar_trap(workdir: Path, timeout: float, code: Path) -> Outcome:
 
 
 def case_long_url(workdir: Path, timeout: float, code: Path) -> Outcome:
-    """A link whose URL is 1 MB long."""
-    long_link = "/q?" + "a" * 1_000_000
-    site = Site(lambda path: _page(_links(long_link)) if path == "/" else _page("<html>x</html>"))
+    """A spider that yields a request for a URL 1 MB long."""
+    site = Site(lambda path: _page("<html>x</html>"))
     try:
-        crawl = run_crawl(site.url + "/", workdir, timeout, code, args=["--ignore-robots"])
+        crawl = run_crawl(f"{SPIDERS}:LongRequest", workdir, timeout, code, args=["--ignore-robots"],
+                          env={START_ENV: site.url + "/"})
         rows = crawl.rows()
         return Outcome("long-url", {"ended": crawl.ended,
                                     "longest URL kept": max((len(r["url"]) for r in rows), default=0),
                                     "longest error kept": max((len(r["error"] or "") for r in rows),
-                                                              default=0)})
+                                                              default=0)},
+                       "; ".join(_short(f"{r['status']}: {r['error']}", 80) for r in rows if r["error"]))
     finally:
         site.close()
 
@@ -437,18 +438,21 @@ def case_csv_formula(workdir: Path, timeout: float, code: Path) -> Outcome:
 
 
 def case_database_unreachable(workdir: Path, timeout: float, code: Path) -> Outcome:
-    """``crawlcluster status`` with the database URL on a closed port."""
+    """``status``, ``submit`` and ``results`` with the database URL on a closed port."""
     closed = socket.create_server(("127.0.0.1", 0))
     port = closed.getsockname()[1]
     closed.close()
     env = {**os.environ, "PYTHONPATH": str(code),
            "CRAWLCLUSTER_DATABASE_URL": f"postgresql+psycopg2://postgres@127.0.0.1:{port}/x"}
-    done = subprocess.run([sys.executable, "-m", "crawlcluster.cli", "status"], capture_output=True,
-                          text=True,
-                          env=env, timeout=timeout)
-    lines = done.stderr.strip().splitlines()
-    return Outcome("database-unreachable", {"exit code": done.returncode, "stderr lines": len(lines)},
-                   _short(lines[-1] if lines else "", 120))
+    figures: dict[str, Any] = {}
+    last = ""
+    for command in (["status"], ["submit", "http://127.0.0.1:9/"], ["results", "some-project"]):
+        done = subprocess.run([sys.executable, "-m", "crawlcluster.cli", *command], capture_output=True,
+                              text=True, env=env, timeout=timeout)
+        lines = done.stderr.strip().splitlines()
+        figures[f"{command[0]}: exit, lines"] = f"{done.returncode}, {len(lines)}"
+        last = lines[-1] if lines else last
+    return Outcome("database-unreachable", figures, _short(last, 120))
 
 
 CASES: dict[str, Callable[[Path, float, Path], Outcome]] = {

@@ -38,3 +38,18 @@ class WithCredentials(Spider):
 
     def parse(self, response: Response) -> Iterator[Any]:
         yield {"url": response.url}
+
+
+class LongRequest(Spider):
+    """Yields a request for a URL 1 MB long, as a spider that builds URLs from page text may."""
+
+    name = "long-request"
+
+    def start(self) -> Iterator[Request]:
+        yield Request(os.environ[START_ENV])
+
+    def parse(self, response: Response) -> Iterator[Any]:
+        yield {"url": response.url}
+        if not response.url.endswith("/"):
+            return
+        yield Request(response.urljoin("/q?" + "a" * 1_000_000))
