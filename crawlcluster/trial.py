@@ -168,7 +168,8 @@ class _LogCapture(logging.Handler):
         self._lock.release()
 
 
-def _entry(spider: Spider, request: Request, depth: int, project_settings: dict[str, Any] | None) -> FetchEntry:
+def _entry(spider: Spider, request: Request, depth: int,
+           project_settings: dict[str, Any] | None) -> FetchEntry:
     """The fetch entry the scheduler would send for ``request`` (its row's fetch options)."""
     url = normalize_url(request.url)
     row = task_row("trial", url, request, spider=spider, project_settings=project_settings, depth=depth,
@@ -246,7 +247,8 @@ def _fetch(engines: Engines, entry: FetchEntry, trust: Sequence[str], result: Tr
             return answer, entry
         result.redirects.append(entry["url"])
         if len(result.redirects) > max_redirects:
-            result.fetch_error = f"too many redirects ({len(result.redirects)}, max_redirects={max_redirects})"
+            hops = len(result.redirects)
+            result.fetch_error = f"too many redirects ({hops}, max_redirects={max_redirects})"
             return None, entry
         entry = {**entry, "url": normalize_url(target)}
         fetch = dict(entry.get("fetch") or {})
@@ -322,8 +324,8 @@ def _run(spider: Spider, result: TrialResult, response: Response) -> None:
     if outcome.error is not None:
         result.error = outcome.error
         exc = outcome.exception
-        result.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) \
-            if exc is not None else outcome.error
+        result.traceback = ("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                            if exc is not None else outcome.error)
         return
     kept, _dropped = filter_requests(spider, outcome.requests, result.depth, None)
     kept_urls = {url for url, _ in kept}

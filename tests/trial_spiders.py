@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from crawlcluster import Request, Spider
+from crawlcluster import Spider
 
 logger = logging.getLogger(__name__)
 

@@ -35,8 +35,9 @@ def _spider_options(command: Any) -> Any:
     command = click.option("--spider", "spider_path", metavar="PKG.MOD:SPIDER",
                            help="The spider whose callback runs (default: the built-in link spider); "
                                 "the current directory is importable.")(command)
-    command = click.option("-a", "spider_args", multiple=True, metavar="NAME=VALUE",
-                           help="A spider argument (an attribute of the spider instance); repeatable.")(command)
+    command = click.option(
+        "-a", "spider_args", multiple=True, metavar="NAME=VALUE",
+        help="A spider argument (an attribute of the spider instance); repeatable.")(command)
     return command
 
 
@@ -60,8 +61,8 @@ def _print_result(result: Any) -> None:
         out.print(f"  not parsed: {result.fetch_error}", markup=False, highlight=False)
         return
     ctype = result.headers.get("content-type", "-")
-    out.print(f"  {via}: HTTP {result.status}, {ctype}, {result.body_bytes} bytes, {result.elapsed_seconds:.2f}s",
-              markup=False, highlight=False)
+    out.print(f"  {via}: HTTP {result.status}, {ctype}, {result.body_bytes} bytes, "
+              f"{result.elapsed_seconds:.2f}s", markup=False, highlight=False)
     for line in result.logs:
         out.print(f"  log: {line}", markup=False, highlight=False)
     if result.error:
@@ -72,8 +73,8 @@ def _print_result(result: Any) -> None:
         out.print_json(data=item, default=str)
     out.print(f"  [bold]requests[/] ({len(result.requests)})", highlight=False)
     for request in result.requests:
-        extra = "".join(f"  {key}={json.dumps(request[key], default=str)}" for key in ("data", "render", "method")
-                        if request[key] not in (None, False, "GET"))
+        extra = "".join(f"  {key}={json.dumps(request[key], default=str)}"
+                        for key in ("data", "render", "method") if request[key] not in (None, False, "GET"))
         followed = "" if request["followed"] else "  (off-site or invalid: a crawl would not add it)"
         out.print(f"  -> {request['url']}  {request['callback']}{extra}{followed}", markup=False,
                   highlight=False)
@@ -177,11 +178,11 @@ def shell(url: str, spider_path: str | None, spider_args: tuple[str, ...], rende
                   else f"{first.url} could not be fetched: {first.fetch_error}")
         banner = SHELL_BANNER.format(status=status, spider=type(spider).__name__)
         if sys.stdin.isatty():
-            try:
+            import importlib.util
+
+            if importlib.util.find_spec("IPython") is not None:
                 from IPython import start_ipython
-            except ImportError:
-                start_ipython = None
-            if start_ipython is not None:
+
                 print(banner)
                 start_ipython(argv=["--no-banner"], user_ns=namespace)
                 return
