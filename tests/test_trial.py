@@ -138,6 +138,7 @@ def test_parse_render_loads_the_page_in_the_render_tiers_browser(site):
     done = _cli("parse", site.url + "/cat", "--spider", SPIDER, "--render", "--json")
     assert done.returncode == 0, done.stderr
     [result] = json.loads(done.stdout)
-    assert result["rendered"] is True and result["items"] == [{"url": site.url + "/cat", "title": "Catalogue"}]
+    assert result["rendered"] is True
+    assert result["items"] == [{"url": site.url + "/cat", "title": "Catalogue"}]
     assert [r["url"] for r in result["requests"]] == [f"{site.url}/p/1", f"{site.url}/p/2"]
     assert "/cat" in _paths(site)
