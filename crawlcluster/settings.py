@@ -183,6 +183,9 @@ class Settings:
         minimum=1)
     max_redirects: int = _option(
         10, int, "Redirect hops followed from one URL before the row fails.", minimum=1)
+    trial_max_requests: int = _option(
+        50, int, "Follow-up requests `crawlcluster parse --depth N` fetches in all, at most (the rest are "
+        "listed, not fetched).", minimum=0)
     # the address guard (crawlcluster.netguard)
     ssrf_guard: bool = _option(
         True, _bool, "Refuse connections a discovered URL would make to loopback, private, link-local (cloud "

@@ -15,7 +15,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from crawlcluster.settings import Settings
-from crawlcluster.web import views_dashboard, views_project, views_results
+from crawlcluster.web import views_dashboard, views_debug, views_project, views_results
 from crawlcluster.web.common import HERE, Console
 from crawlcluster.web.security import BasicAuth, parse_auth
 
@@ -26,7 +26,7 @@ def create_app(database_url: str | None, *, broker_url: str = "", key_prefix: st
     and the broker at ``broker_url``; ``auth`` (``user:password,...``) turns basic auth on."""
     credentials = parse_auth(auth)
     routes = [
-        *views_dashboard.routes, *views_project.routes, *views_results.routes,
+        *views_dashboard.routes, *views_project.routes, *views_results.routes, *views_debug.routes,
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     middleware = [Middleware(BasicAuth, credentials=credentials)] if credentials else []
