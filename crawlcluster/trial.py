@@ -16,7 +16,6 @@ robots.txt is not asked: the person asked for this one page.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import sys
@@ -125,14 +124,6 @@ def start_trust(url: str) -> list[str]:
     return [f"{name}:{port}"]
 
 
-def _with_trust(method: Any, entries: list[FetchEntry], trust: Sequence[str]) -> Any:
-    """``method(entries, trust=...)`` when the engine takes a trust list (the address
-    guard's), else ``method(entries)``."""
-    if "trust" in inspect.signature(method).parameters:
-        return method(entries, trust=list(trust))
-    return method(entries)
-
-
 class _LogCapture(logging.Handler):
     """The log lines written from one thread while a callback runs (INFO and up)."""
 
@@ -235,9 +226,9 @@ def _fetch(engines: Engines, entry: FetchEntry, trust: Sequence[str], result: Tr
     max_redirects = settings.current().max_redirects
     while True:
         if render:
-            answer = _with_trust(engines.renderer.render_many, [entry], trust)[0]
+            answer = engines.renderer.render_many([entry], trust=list(trust))[0]
         else:
-            answer = _with_trust(engines.fetcher.fetch_many, [entry], trust)[0]
+            answer = engines.fetcher.fetch_many([entry], trust=list(trust))[0]
         if not answer.ok:
             result.status = answer.error.status_code
             result.fetch_error = str(answer.error)

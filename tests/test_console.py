@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
-import pyppeteer
 import pytest
 
 import crawlcluster
@@ -31,7 +30,8 @@ from crawlcluster.db import dispose_all, get_engine
 from crawlcluster.devtools.js_site import wait_until
 from tests.queues import free_port
 from tests.scripted_site import ScriptedSite, page
-from workers.browser.chromium import devtools_endpoint, start_chromium
+from workers.browser.chromium import browser_user, start_chromium
+from workers.browser.devtools_pipe import connect_over_pipe
 
 CLI = [sys.executable, "-m", "crawlcluster.cli"]
 CHROMIUM = "/usr/bin/chromium"
@@ -82,9 +82,11 @@ class Browser:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.proc, self.profile = start_chromium(CHROMIUM)
-        endpoint = self.run(devtools_endpoint(self.proc, self.profile, CHROMIUM, 30))
-        self.browser = self.run(pyppeteer.connect(browserWSEndpoint=endpoint, defaultViewport=None))
+        # the render tier's own way to start it (its account, sandbox, DevTools over a pipe), with
+        # no proxy: the console under test is the only site it loads
+        chromium = start_chromium(CHROMIUM, proxy_url="direct://", user=browser_user(""), sandbox=True)
+        self.proc, self.profile = chromium.proc, chromium.user_data_dir
+        self.browser = self.run(connect_over_pipe(chromium.to_browser, chromium.from_browser))
         self.page = self.run(self.browser.newPage())
         self.run(self.page.setViewport({"width": 1280, "height": 900}))
 
