@@ -18,7 +18,9 @@ from urllib.parse import urljoin
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 from w3lib.encoding import html_to_unicode
 
+from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError, InvalidURL, NotHTML
+from crawlcluster.html_depth import cap_nesting
 from crawlcluster.rendering import RenderOptions, render_mode
 from crawlcluster.urls import normalize_url
 
@@ -127,7 +129,8 @@ class Response:
     """
 
     def __init__(self, url: str, status: int, headers: dict[str, str], body: bytes, *, data: Any = None,
-                 depth: int = 0, js_result: Any = None, rendered: bool = False) -> None:
+                 depth: int = 0, js_result: Any = None, rendered: bool = False,
+                 max_nesting_depth: int | None = None) -> None:
         self.url = url
         self.status = status
         self.headers = headers
@@ -136,6 +139,10 @@ class Response:
         self.depth = depth
         self.js_result = js_result
         self.rendered = rendered
+        # past this many open elements, tags become siblings before the parser sees them
+        # (crawlcluster.html_depth); None: the max_html_depth setting
+        self.max_nesting_depth = max_nesting_depth
+        self.nesting_capped = 0  # start tags made siblings at that depth, once the tree is built
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.url}>"
@@ -172,10 +179,19 @@ class Response:
         return self._decoded[1]
 
     @cached_property
+    def _parsed_text(self) -> str:
+        """The text the HTML parser gets: nesting capped, so a hostile page parses in linear time."""
+        limit = self.max_nesting_depth
+        if limit is None:
+            limit = settings.current().max_html_depth
+        text, self.nesting_capped = cap_nesting(self.text, limit)
+        return text
+
+    @cached_property
     def tree(self) -> LexborHTMLParser:
         if not self.is_html:
             raise NotHTML(self.url, self.content_type)
-        return LexborHTMLParser(self.text)
+        return LexborHTMLParser(self._parsed_text)
 
     @cached_property
     def base_url(self) -> str:
@@ -192,7 +208,7 @@ class Response:
     def visible_text(self) -> str:
         """The body's text without scripts, styles, ``<noscript>`` and templates,
         whitespace collapsed: what a reader sees before any script runs."""
-        tree = LexborHTMLParser(self.text)  # a copy: stripping must not change self.tree
+        tree = LexborHTMLParser(self._parsed_text)  # a copy: stripping must not change self.tree
         tree.strip_tags(["script", "style", "noscript", "template"])
         body = tree.body
         return " ".join((body.text(separator=" ") if body is not None else "").split())
