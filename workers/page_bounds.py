@@ -37,7 +37,7 @@ LINKS_TOO_LONG, LINKS_BAD_HOST, LINKS_OVER_LIMIT, HTML_DEPTH_CAPPED, TRAP_LINKS 
 SHAPE_RUN = "shape_run"
 TRAP_KIND = "trap"
 
-_NUMBER = re.compile(r"\d+")
+_NUMBER = re.compile(r"-?\d+")  # d=-3 is d=3's shape: a calendar runs both ways
 # an id: a long run of hex, or letters and digits mixed (session ids, hashes, uuids)
 _ID = re.compile(r"(?=[0-9a-z_-]*\d)(?=[0-9a-z_-]*[a-z])[0-9a-z_-]{8,}|[0-9a-f]{8,}", re.IGNORECASE)
 # a repeated run of path segments longer than this is not looked for (a cost bound)

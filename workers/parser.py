@@ -237,12 +237,12 @@ def _page_outcome(context: ProjectContext, page: Page, now: float,
                                     result.error, result.exception)
         return {**outcome, "status": FAILED, "kind": "callback", "error": result.error}
     bounds: dict[str, int] = {}
-    if result.links_over_limit:
-        bounds[LINKS_OVER_LIMIT] = result.links_over_limit
+    if result.links_over_limit + response.links_over_limit:
+        bounds[LINKS_OVER_LIMIT] = result.links_over_limit + response.links_over_limit
     if response.nesting_capped:
         bounds[HTML_DEPTH_CAPPED] = 1
     kept, dropped = filter_requests(context.spider, result.requests, depth, context.max_depth, counts=bounds)
-    dropped_links.append(dropped + result.links_over_limit)
+    dropped_links.append(dropped + bounds.get(LINKS_OVER_LIMIT, 0))
     guard = TrapGuard.for_page(page["url"], page.get("fetch"), settings.current())
     for url, request in kept:
         run, trap = guard.check(url)

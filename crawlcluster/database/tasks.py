@@ -69,6 +69,10 @@ def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]],
         candidates = candidates[:remaining]
         if not candidates:
             return 0
+    columns = {key for row in candidates for key in row}
+    if any(len(row) != len(columns) for row in candidates):
+        # one multi-row INSERT needs the same columns in every row (a crawler-trap row has an error)
+        candidates = [{key: row.get(key) for key in columns} for row in candidates]
     new_ids = new_ids if new_ids is not None else set()
     new_ids.clear()
     for chunk in _chunks(candidates, _rows_per_statement(conn, candidates)):
