@@ -93,7 +93,8 @@ class Crawl:
         outcome counts over the last 5 minutes, hour, day and all time (``windows``),
         ``pages_per_second`` now, an ``eta_seconds`` estimate (None while paused or
         cancelled; never before the last pending row is due), and the cost so far:
-        ``bytes`` downloaded, ``fetch_seconds``, ``browser_seconds``, ``retries``."""
+        ``bytes`` downloaded, ``fetch_seconds``, ``browser_seconds``, ``retries``, and ``bounds``:
+        what pages' bounds dropped or stopped (README: Bounded cost for any page)."""
         now = time.time()
         with self.engine.connect() as conn:
             row = self._project(conn)

@@ -36,7 +36,8 @@ class ProjectNotFound(CrawlClusterError):
 
 class InvalidURL(CrawlClusterError):
     def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"invalid URL {url!r}: {reason}")
+        shown = url if len(url) <= 200 else f"{url[:200]}... ({len(url):,} characters)"
+        super().__init__(f"invalid URL {shown!r}: {reason}")
         self.url = url
         self.reason = reason
 

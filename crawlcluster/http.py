@@ -18,7 +18,9 @@ from urllib.parse import urljoin
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 from w3lib.encoding import html_to_unicode
 
+from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError, InvalidURL, NotHTML
+from crawlcluster.html_depth import cap_nesting
 from crawlcluster.rendering import RenderOptions, render_mode
 from crawlcluster.urls import normalize_url
 
@@ -127,7 +129,8 @@ class Response:
     """
 
     def __init__(self, url: str, status: int, headers: dict[str, str], body: bytes, *, data: Any = None,
-                 depth: int = 0, js_result: Any = None, rendered: bool = False) -> None:
+                 depth: int = 0, js_result: Any = None, rendered: bool = False,
+                 max_nesting_depth: int | None = None, max_links: int | None = None) -> None:
         self.url = url
         self.status = status
         self.headers = headers
@@ -136,6 +139,13 @@ class Response:
         self.depth = depth
         self.js_result = js_result
         self.rendered = rendered
+        # past this many open elements, tags become siblings before the parser sees them
+        # (crawlcluster.html_depth); None: the max_html_depth setting
+        self.max_nesting_depth = max_nesting_depth
+        self.nesting_capped = 0  # start tags made siblings at that depth, once the tree is built
+        # links() and follow_all() stop after this many (None: the max_links_per_page setting)
+        self.max_links = max_links
+        self.links_over_limit = 0  # anchors they skipped past it
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.url}>"
@@ -172,10 +182,19 @@ class Response:
         return self._decoded[1]
 
     @cached_property
+    def _parsed_text(self) -> str:
+        """The text the HTML parser gets: nesting capped, so a hostile page parses in linear time."""
+        limit = self.max_nesting_depth
+        if limit is None:
+            limit = settings.current().max_html_depth
+        text, self.nesting_capped = cap_nesting(self.text, limit)
+        return text
+
+    @cached_property
     def tree(self) -> LexborHTMLParser:
         if not self.is_html:
             raise NotHTML(self.url, self.content_type)
-        return LexborHTMLParser(self.text)
+        return LexborHTMLParser(self._parsed_text)
 
     @cached_property
     def base_url(self) -> str:
@@ -192,7 +211,7 @@ class Response:
     def visible_text(self) -> str:
         """The body's text without scripts, styles, ``<noscript>`` and templates,
         whitespace collapsed: what a reader sees before any script runs."""
-        tree = LexborHTMLParser(self.text)  # a copy: stripping must not change self.tree
+        tree = LexborHTMLParser(self._parsed_text)  # a copy: stripping must not change self.tree
         tree.strip_tags(["script", "style", "noscript", "template"])
         body = tree.body
         return " ".join((body.text(separator=" ") if body is not None else "").split())
@@ -206,12 +225,21 @@ class Response:
         """``url`` made absolute against the page (its ``<base href>`` for HTML)."""
         return urljoin(self.base_url if self.is_html else self.url, url)
 
-    def links(self) -> list[str]:
-        """Absolute, normalised http(s) URLs of the page's ``<a href>`` links, each once, in
-        page order; anchors without href, fragments-only and non-web schemes are skipped."""
+    def _max_links(self) -> int:
+        if self.max_links is None:
+            self.max_links = settings.current().max_links_per_page
+        return self.max_links
+
+    @cached_property
+    def _links(self) -> tuple[str, ...]:
         seen: dict[str, None] = {}
         base = self.base_url
-        for node in self.tree.css("a[href]"):
+        limit = self._max_links()
+        nodes = self.tree.css("a[href]")
+        for index, node in enumerate(nodes):
+            if len(seen) >= limit:  # the rest would be dropped anyway: not even normalised
+                self.links_over_limit += len(nodes) - index
+                break
             href = (node.attributes.get("href") or "").strip()
             if not href or href.startswith("#") or href.lower().startswith(SKIPPED_SCHEMES):
                 continue
@@ -219,7 +247,14 @@ class Response:
                 seen.setdefault(normalize_url(href, base), None)
             except InvalidURL:
                 continue
-        return list(seen)
+        return tuple(seen)
+
+    def links(self) -> list[str]:
+        """Absolute, normalised http(s) URLs of the page's ``<a href>`` links, each once, in
+        page order; anchors without href, fragments-only and non-web schemes are skipped.
+        At most ``max_links`` (the max_links_per_page setting): the anchors past it are only
+        counted (``links_over_limit``), so a page of 100,000 links costs no more than that."""
+        return list(self._links)
 
     def follow(self, url: str | LexborNode, callback: Any = None, **kwargs: Any) -> Request:
         """A request for ``url`` (a string or an ``<a>`` node) relative to this page."""
@@ -231,9 +266,15 @@ class Response:
         return Request(self.urljoin(url), callback=callback, **kwargs)
 
     def follow_all(self, css: str = "a[href]", callback: Any = None, **kwargs: Any) -> list[Request]:
-        """Requests for every ``href`` matched by ``css``; anchors without href are skipped."""
-        requests = []
-        for node in self.css(css):
+        """Requests for every ``href`` matched by ``css``; anchors without href are skipped.
+        At most ``max_links``, as :meth:`links`; the rest are counted in ``links_over_limit``."""
+        requests: list[Request] = []
+        limit = self._max_links()
+        nodes = self.css(css)
+        for index, node in enumerate(nodes):
+            if len(requests) >= limit:
+                self.links_over_limit += len(nodes) - index
+                break
             href = (node.attributes.get("href") or "").strip()
             if href and not href.startswith("#") and not href.lower().startswith(SKIPPED_SCHEMES):
                 requests.append(Request(self.urljoin(href), callback=callback, **kwargs))

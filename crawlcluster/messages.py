@@ -124,6 +124,7 @@ class Outcome(TypedDict, total=False):
     wire_bytes: int  # what its page cost (carry_cost)
     fetch_seconds: float
     browser_seconds: float
+    bounds: dict[str, int]  # what the page's bounds dropped or stopped (workers.page_bounds)
 
 
 class ParseMessage(TypedDict):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from crawlcluster import scheduling
+from crawlcluster import scheduling, settings
+from crawlcluster.errors import InvalidURL
 from crawlcluster.schema import PENDING
-from crawlcluster.urls import normalize_url, task_id, url_host
+from crawlcluster.urls import host_problem, length_problem, normalize_url, task_id, url_host
 
 
 def task_row(project: str, url: str, request: Any, *, spider: Any, project_settings: dict[str, Any] | None,
@@ -48,6 +49,16 @@ def task_row(project: str, url: str, request: Any, *, spider: Any, project_setti
 
 def seed_rows(project: str, requests: Iterable[Any], spider: Any, project_settings: dict[str, Any] | None,
               now: float) -> list[dict[str, Any]]:
-    """The rows of a submit's start requests (depth 0), their URLs normalised."""
-    return [task_row(project, normalize_url(r.url), r, spider=spider, project_settings=project_settings,
-                     depth=0, now=now) for r in requests]
+    """The rows of a submit's start requests (depth 0), their URLs normalised. A URL longer
+    than max_url_length, or whose host cannot be a DNS name, is refused (:class:`InvalidURL`,
+    which shows the URL's start and its length), as such a link would be dropped."""
+    rows = []
+    max_url_length = settings.current().max_url_length
+    for request in requests:
+        url = normalize_url(request.url)
+        problem = length_problem(url, max_url_length) or host_problem(url)
+        if problem is not None:
+            raise InvalidURL(url, f"{problem}; such a URL is not crawled")
+        rows.append(task_row(project, url, request, spider=spider, project_settings=project_settings,
+                             depth=0, now=now))
+    return rows

@@ -306,6 +306,9 @@ project_timers = Table(
 
 # fetch latency histogram buckets (seconds) and their columns (counts per bucket, not cumulative)
 LATENCY_BOUNDS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
+# links dropped past max_url_length, with a host that cannot be a DNS name, past
+# max_links_per_page; pages whose nesting was capped at max_html_depth; crawler-trap rows
+BOUND_COLUMNS = ("links_too_long", "links_bad_host", "links_over_limit", "html_depth_capped", "trap_links")
 LATENCY_COLUMNS = ("le_100ms", "le_250ms", "le_500ms", "le_1s", "le_2500ms", "le_5s", "le_10s", "le_inf")
 
 # what the store stage saw, per project, host and minute: outcomes and what they cost
@@ -323,5 +326,7 @@ crawl_stats = Table(
     Column("fetch_seconds", Double, nullable=False, server_default=text("0")),
     Column("browser_seconds", Double, nullable=False, server_default=text("0")),
     *[Column(name, BigInteger, nullable=False, server_default=text("0")) for name in LATENCY_COLUMNS],
+    # what pages' bounds dropped or stopped (migration 0017; workers.page_bounds)
+    *[Column(name, BigInteger, nullable=False, server_default=text("0")) for name in BOUND_COLUMNS],
 )
 Index("ix_crawl_stats_minute", crawl_stats.c.project, crawl_stats.c.minute)

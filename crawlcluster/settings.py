@@ -225,9 +225,24 @@ class Settings:
         60.0, float, "Time one parse message (a batch of pages) may take: past it the running callback gets "
         "SoftTimeLimitExceeded (its page fails), 10 s later the worker process is killed and the batch's "
         "pages are retried one by one (prefork pool only).", minimum=1)
+    # bounded cost for any page (README: Crawling the open web safely)
     max_url_length: int = _option(
-        4096, int, "Longest link URL added to the frontier; longer ones (and host names over 300 "
-        "characters) are dropped and counted.", minimum=64)
+        2083, int, "Longest URL crawled (Scrapy's URLLENGTH_LIMIT): longer links are dropped and counted, "
+        "a redirect to one fails its row, submit refuses one.", minimum=64)
+    max_links_per_page: int = _option(
+        10_000, int, "Links (requests) one callback run may add to the frontier; the ones it yields past "
+        "this are dropped and counted.", minimum=1)
+    max_html_depth: int = _option(
+        512, int, "Deepest element nesting parsed (Blink's limit): deeper tags become siblings at this "
+        "depth before the parser sees them, so a page of 100,000 nested tags costs linear time; counted.",
+        minimum=16)
+    trap_shape_chain: int = _option(
+        1000, int, "Crawler trap: pages of one URL shape (host, path and query with numbers and ids folded) "
+        "each found on the previous one; the link that would make the chain longer ends failed (kind "
+        "trap) instead of being fetched (0: no limit).", minimum=0)
+    trap_segment_repeats: int = _option(
+        2, int, "Crawler trap: times a run of path segments may repeat back to back (/a/b/a/b is 2); a "
+        "link repeating more ends failed (kind trap) (0: no limit).", minimum=0)
     retry_policy: str = _option(
         DEFAULT_RETRY_POLICY, policy_name,
         "Retry policy of rows that name none: " + " or ".join(str(p) for p in RETRY_POLICIES.values())

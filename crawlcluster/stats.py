@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from crawlcluster.database import hosts, render
 from crawlcluster.database import stats as stat_rows
-from crawlcluster.schema import CANCELLED, PAUSED, RUNNING
+from crawlcluster.schema import BOUND_COLUMNS, CANCELLED, PAUSED, RUNNING
 
 WINDOWS = {"5m": 300, "1h": 3600, "1d": 86400}
 # rows queued for the browser tier this long, with no render worker reporting since, are
@@ -64,6 +64,8 @@ def project_figures(conn: Connection, project: str, open_rows: int,
         "browser_seconds": round(float(total.browser_seconds), 3),
         "retries": int(total.retried),
         "fetches": int(total.fetched),
+        # what pages' bounds dropped or stopped (README: Bounded cost for any page)
+        "bounds": {name: int(getattr(total, name)) for name in BOUND_COLUMNS},
     }
 
 

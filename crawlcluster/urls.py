@@ -8,6 +8,7 @@ which w3lib keeps.
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -60,6 +61,51 @@ def _normalize_absolute(raw: str) -> str:
         netloc = f"{userinfo}@{host}" if userinfo else host
         canonical = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
     return canonical
+
+
+# RFC 1035 (2.3.4, with RFC 1123's relaxation of the first character): a label is 1 to 63
+# octets and a name at most 253 (255 on the wire), counted after IDNA
+MAX_HOST_NAME_LENGTH = 253
+MAX_LABEL_LENGTH = 63
+# how much of an over-long URL an error text shows
+SHOWN_URL_CHARACTERS = 200
+
+
+def short_url(url: str, limit: int = SHOWN_URL_CHARACTERS) -> str:
+    """``url`` for an error text or a log line: whole when short, else its first ``limit``
+    characters and its length, so a 1 MB URL never ends up in a row or a log."""
+    if len(url) <= limit:
+        return url
+    return f"{url[:limit]}... ({len(url):,} characters)"
+
+
+def host_problem(url: str) -> str | None:
+    """Why the host name of a normalised ``url`` cannot be a DNS name (RFC 1035 lengths:
+    labels of 1 to 63 octets, at most 253 in all, after IDNA), or None when it can. IP
+    literals pass; the name is never looked up here."""
+    host = urlsplit(url).hostname or ""
+    if host.startswith("[") or ":" in host or _IPV4.fullmatch(host):
+        return None
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > MAX_HOST_NAME_LENGTH:
+        return f"its host name is {len(name)} characters long (RFC 1035: at most {MAX_HOST_NAME_LENGTH})"
+    for label in name.split("."):
+        if not label:
+            return "its host name has an empty label (RFC 1035: labels of 1 to 63 characters)"
+        if len(label) > MAX_LABEL_LENGTH:
+            return (f"its host name has a label of {len(label)} characters "
+                    f"(RFC 1035: at most {MAX_LABEL_LENGTH})")
+    return None
+
+
+def length_problem(url: str, max_url_length: int) -> str | None:
+    """Why ``url`` is too long to crawl (over ``max_url_length`` characters), or None."""
+    if len(url) > max_url_length:
+        return f"it is {len(url):,} characters long (max_url_length={max_url_length})"
+    return None
+
+
+_IPV4 = re.compile(r"[0-9.]+")
 
 
 def url_host(url: str) -> str:

@@ -40,7 +40,7 @@ def _reset_mid_body(_path: str, conn) -> None:
 def fetcher() -> Iterator[Fetcher]:
     engine = Fetcher(user_agent="test", connect_timeout_seconds=5, read_timeout_seconds=5,
                      max_body_bytes=1_000_000, concurrency=8,
-                     policy=AddressPolicy(allow=("127.0.0.1",)))  # the address guard lets in the local servers
+                     policy=AddressPolicy(allow=("127.0.0.1",)))  # the guard lets in the local servers
     yield engine
     engine.close()
 

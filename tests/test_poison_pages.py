@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 import crawlcluster
-from crawlcluster import db
+from crawlcluster import db, settings
 from crawlcluster.messages import page_message
 from crawlcluster.schema import crawl_tasks
 from tests.outcomes import assert_statistics_equal_rows
@@ -118,6 +118,8 @@ def test_a_parse_task_that_always_raises_ends_its_rows_after_max_dispatches(tree
 def test_a_page_with_20000_links_and_a_400_character_host_parses(database, request, tree):
     url = request.getfixturevalue("sqlite_url" if database == "sqlite" else "pg")
     engine = db.get_engine(url)
+    settings.configure(max_links_per_page=30_000)  # the default keeps 10,000 (tests/test_page_bounds.py)
+    request.addfinalizer(settings.reset)
     links = tuple(f"/l{i}" for i in range(20_000)) + ("http://" + "h" * 400 + ".example/x", "/" + "x" * 5000)
     crawlcluster.submit("tests.poison_spiders:TreeSpider", project="wide", database_url=url,
                                 spider_kwargs={"base_url": tree.url})

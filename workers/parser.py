@@ -37,9 +37,19 @@ from crawlcluster.messages import LAST_MODIFIED, Outcome, Page, carry_cost, deco
 from crawlcluster.request_rows import task_row
 from crawlcluster.schema import DONE, FAILED, crawl_tasks
 from crawlcluster.spider import Spider, load_spider_class
-from crawlcluster.urls import host_port, normalize_url, url_host
+from crawlcluster.urls import host_port, host_problem, length_problem, normalize_url, short_url, url_host
 from workers.broken_spiders import SPIDER_FAILURE_KIND, remembered_failure, stop_project
 from workers.callback_log import callback_error_log
+from workers.page_bounds import (
+    HTML_DEPTH_CAPPED,
+    LINKS_BAD_HOST,
+    LINKS_OVER_LIMIT,
+    LINKS_TOO_LONG,
+    SHAPE_RUN,
+    TRAP_KIND,
+    TrapGuard,
+    count_trap_rows,
+)
 from workers.robots import robots_outcomes
 
 logger = logging.getLogger(__name__)
@@ -54,14 +64,19 @@ class CallbackOutcome:
     items: list[dict[str, Any]] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
     error: str | None = None
+    links_over_limit: int = 0  # requests yielded past max_links_per_page, dropped
     # the exception itself, so the parse stage can log its traceback (rate-limited there)
     exception: BaseException | None = field(default=None, repr=False)
 
 
-def run_callback(spider: Spider, callback_name: str, response: Response) -> CallbackOutcome:
+def run_callback(spider: Spider, callback_name: str, response: Response,
+                 max_links: int | None = None) -> CallbackOutcome:
     """Run a spider callback to the end and sort what it yields. An exception becomes the
-    outcome's ``error`` (with the line that raised) and drops that page's partial output."""
+    outcome's ``error`` (with the line that raised) and drops that page's partial output.
+    Requests past ``max_links`` (default: the max_links_per_page setting) are counted and
+    dropped as they are yielded, so a page of 100,000 links never holds them all."""
     outcome = CallbackOutcome()
+    max_links = max_links if max_links is not None else settings.current().max_links_per_page
     try:
         produced = spider.callback(callback_name)(response)
         if produced is None:
@@ -69,7 +84,9 @@ def run_callback(spider: Spider, callback_name: str, response: Response) -> Call
         elif isinstance(produced, (dict, Request, str)):
             produced = (produced,)  # a callback may return one item instead of yielding it
         for value in produced:
-            if isinstance(value, Request):
+            if isinstance(value, (Request, str)) and len(outcome.requests) >= max_links:
+                outcome.links_over_limit += 1
+            elif isinstance(value, Request):
                 outcome.requests.append(spider.with_defaults(value))
             elif isinstance(value, dict):
                 outcome.items.append(value)
@@ -97,12 +114,15 @@ MAX_LAST_MODIFIED_LENGTH: int = getattr(crawl_tasks.c.last_modified.type, "lengt
 
 
 def filter_requests(spider: Spider, requests: Iterable[Request], depth: int, max_depth: int | None,
-                    max_url_length: int | None = None) -> tuple[list[tuple[str, Request]], int]:
+                    max_url_length: int | None = None,
+                    counts: dict[str, int] | None = None) -> tuple[list[tuple[str, Request]], int]:
     """The requests to add to the frontier as (normalised URL, request), and how many were dropped
-    (invalid, longer than ``max_url_length`` or with a host name the frontier cannot hold,
-    off-site, or deeper than ``max_depth``)."""
+    (invalid, longer than ``max_url_length``, with a host name that cannot be a DNS name or
+    that the frontier cannot hold, off-site, or deeper than ``max_depth``). ``counts`` gets
+    the too long and bad host ones by their statistics' names (workers.page_bounds)."""
     kept: list[tuple[str, Request]] = []
     dropped = 0
+    counts = counts if counts is not None else {}
     if max_depth is not None and depth + 1 > max_depth:
         return kept, sum(1 for _ in requests)
     max_url_length = max_url_length if max_url_length is not None else settings.current().max_url_length
@@ -112,8 +132,13 @@ def filter_requests(spider: Spider, requests: Iterable[Request], depth: int, max
         except InvalidURL:
             dropped += 1
             continue
-        if len(url) > max_url_length or len(url_host(url)) > MAX_HOST_LENGTH:
+        if len(url) > max_url_length:
             dropped += 1
+            counts[LINKS_TOO_LONG] = counts.get(LINKS_TOO_LONG, 0) + 1
+            continue
+        if len(url_host(url)) > MAX_HOST_LENGTH or host_problem(url) is not None:
+            dropped += 1
+            counts[LINKS_BAD_HOST] = counts.get(LINKS_BAD_HOST, 0) + 1
             continue
         if not spider.allows(url):
             dropped += 1
@@ -189,6 +214,12 @@ def _redirect_outcome(context: ProjectContext, page: Page, now: float,
     except InvalidURL as exc:
         return {**outcome,
                 "status": FAILED, "kind": "redirect", "error": f"redirect to an invalid URL: {exc}"}
+    problem = length_problem(target, settings.current().max_url_length) or host_problem(target)
+    if problem is not None:  # the target is never stored: a row's error shows its start
+        logger.info("project %s: %s redirects to a URL that cannot be crawled: %s", context.name,
+                    short_url(page["url"]), problem)
+        return {**outcome, "status": FAILED, "kind": "redirect",
+                "error": f"redirect to a URL that cannot be crawled: {problem}: {short_url(target)}"}
     outcome["final_url"] = target
     if target in chain:
         loop = " -> ".join(chain + [target])
@@ -228,11 +259,26 @@ def _page_outcome(context: ProjectContext, page: Page, now: float,
         callback_error_log().report(context.name, page["url"], f"{type(context.spider).__name__}.{callback}",
                                     result.error, result.exception)
         return {**outcome, "status": FAILED, "kind": "callback", "error": result.error}
-    kept, dropped = filter_requests(context.spider, result.requests, depth, context.max_depth)
-    dropped_links.append(dropped)
+    bounds: dict[str, int] = {}
+    if result.links_over_limit + response.links_over_limit:
+        bounds[LINKS_OVER_LIMIT] = result.links_over_limit + response.links_over_limit
+    if response.nesting_capped:
+        bounds[HTML_DEPTH_CAPPED] = 1
+    kept, dropped = filter_requests(context.spider, result.requests, depth, context.max_depth, counts=bounds)
+    dropped_links.append(dropped + bounds.get(LINKS_OVER_LIMIT, 0))
+    guard = TrapGuard.for_page(page["url"], page.get("fetch"), settings.current())
     for url, request in kept:
-        new_rows.append(task_row(context.name, url, request, spider=context.spider,
-                                 project_settings=context.settings, depth=depth + 1, now=now))
+        run, trap = guard.check(url)
+        options = {**(request.fetch_options() or {}), SHAPE_RUN: run} if run else None
+        row = task_row(context.name, url, request, spider=context.spider, project_settings=context.settings,
+                       depth=depth + 1, now=now, fetch_options=options)
+        if trap is not None:  # the link that would continue the trap ends failed, unfetched
+            row.update(status=FAILED, error=trap, error_kind=TRAP_KIND, _trap=True)
+        new_rows.append(row)
+    if bounds:
+        outcome["bounds"] = bounds
+        logger.info("project %s: %s: page bounds applied: %s", context.name, short_url(page["url"]),
+                    ", ".join(f"{name} {count}" for name, count in sorted(bounds.items())))
     headers = page.get("headers") or {}
     if headers.get("etag") and len(headers["etag"]) <= MAX_ETAG_LENGTH:
         outcome["etag"] = headers["etag"]
@@ -296,19 +342,21 @@ def process_pages(engine: Engine, project: str, pages: list[Page]) -> tuple[list
         by_id[page["id"]] = outcome
         rows_of[page["id"]] = [row for row in page_rows if not _known.seen(generation, row)]
     new_rows = [row for rows in rows_of.values() for row in rows]
+    new_ids: set[str] = set()
     try:
         with engine.begin() as conn:
-            added = tasks.insert_tasks(conn, project, new_rows,
-                                       max_pages=context.max_pages) if new_rows else 0
+            added = tasks.insert_tasks(conn, project, new_rows, max_pages=context.max_pages,
+                                       new_ids=new_ids) if new_rows else 0
             claims.mark_fetched(conn, [p["id"] for p in pages], now=now)
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise  # the database itself is in trouble, not one page: the task fails
         logger.warning("project %s: a batch's new rows were refused (%s); inserting them page by page",
                        project, type(exc.orig).__name__)
-        added = _insert_page_by_page(engine, context, rows_of, by_id, now)
+        added = _insert_page_by_page(engine, context, rows_of, by_id, now, new_ids)
         with engine.begin() as conn:
             claims.mark_fetched(conn, [p["id"] for p in pages], now=now)
+    count_trap_rows(rows_of, by_id, new_ids)
     if new_rows and context.max_pages is None:  # beyond a budget a row may not have been inserted
         _known.remember(generation, [row for tid, rows in rows_of.items() if by_id[tid]["status"] == DONE
                                      for row in rows])
@@ -316,7 +364,7 @@ def process_pages(engine: Engine, project: str, pages: list[Page]) -> tuple[list
 
 
 def _insert_page_by_page(engine: Engine, context: ProjectContext, rows_of: dict[str, list[dict[str, Any]]],
-                         by_id: dict[str, Outcome], now: float) -> int:
+                         by_id: dict[str, Outcome], now: float, new_ids: set[str]) -> int:
     """The batch's insert failed: insert each page's rows in a transaction of its own, and fail
     the pages whose rows the database refuses, with its reason."""
     added = 0
@@ -324,8 +372,11 @@ def _insert_page_by_page(engine: Engine, context: ProjectContext, rows_of: dict[
         if not rows:
             continue
         try:
+            page_ids: set[str] = set()
             with engine.begin() as conn:
-                added += tasks.insert_tasks(conn, context.name, rows, max_pages=context.max_pages)
+                added += tasks.insert_tasks(conn, context.name, rows, max_pages=context.max_pages,
+                                            new_ids=page_ids)
+            new_ids |= page_ids
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 raise

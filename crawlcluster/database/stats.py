@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from crawlcluster.db import upsert
 from crawlcluster.schema import (
+    BOUND_COLUMNS,
     DONE,
     FAILED,
     LATENCY_BOUNDS,
@@ -26,7 +27,8 @@ from crawlcluster.schema import (
 )
 from crawlcluster.urls import url_host
 
-COUNTERS = ("fetched", "done", "failed", "retried", "bytes", "fetch_seconds", "browser_seconds")
+COUNTERS = ("fetched", "done", "failed", "retried", "bytes", "fetch_seconds", "browser_seconds",
+            *BOUND_COLUMNS)
 
 
 def record_batch(conn: Connection, project: str, pages: Iterable[Mapping[str, Any]], retried: set[str],
@@ -53,6 +55,11 @@ def record_batch(conn: Connection, project: str, pages: Iterable[Mapping[str, An
             row["done"] += 1
         elif page["status"] == FAILED:
             row["failed"] += 1
+        for name, count in (page.get("bounds") or {}).items():
+            if name in BOUND_COLUMNS:
+                row[name] += count
+        # a crawler-trap row the page's links added is a failed row of its own, never fetched
+        row["failed"] += (page.get("bounds") or {}).get("trap_links", 0)
     if not rows:
         return
     conn.execute(upsert(conn, crawl_stats, list(rows.values()), key=["project", "host", "minute"],

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]], max_pages: int | None = None,
-                 reopen_failed: RetryRulesOf | None = None) -> int:
+                 reopen_failed: RetryRulesOf | None = None, new_ids: set[str] | None = None) -> int:
     """Insert the rows whose task id is new, in one statement; return how many were new.
 
     With ``max_pages`` the project's row is locked while its budget is checked, so
@@ -42,7 +42,8 @@ def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]],
     With ``reopen_failed`` (a user submitting URLs, never a page's links: a dead link
     found on every page must not be fetched again each time) known rows that failed
     become pending again, due now, with fresh retries (``reopen_failed`` gives a row's
-    retry rules, as in :func:`reopen_failed_rows`).
+    retry rules, as in :func:`reopen_failed_rows`). ``new_ids``, when given, gets the task ids
+    that were new (the parse stage counts the crawler-trap rows it added by them).
     """
     if not rows:
         return 0
@@ -68,7 +69,12 @@ def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]],
         candidates = candidates[:remaining]
         if not candidates:
             return 0
-    new_ids: set[str] = set()
+    columns = {key for row in candidates for key in row}
+    if any(len(row) != len(columns) for row in candidates):
+        # one multi-row INSERT needs the same columns in every row (a crawler-trap row has an error)
+        candidates = [{key: row.get(key) for key in columns} for row in candidates]
+    new_ids = new_ids if new_ids is not None else set()
+    new_ids.clear()
     for chunk in _chunks(candidates, _rows_per_statement(conn, candidates)):
         stmt = upsert(conn, crawl_tasks, chunk, key=["task_id"])
         new_ids.update(conn.execute(stmt.returning(crawl_tasks.c.task_id)).scalars())
