@@ -130,6 +130,16 @@ def pg(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> It
 
 
 @pytest.fixture
+def pg_unmigrated(database_url: str) -> Iterator[str]:
+    """The test Postgres database emptied and left without a schema, for a test that migrates
+    it step by step."""
+    db.dispose_all()
+    _drop_everything(database_url)
+    yield database_url
+    db.dispose_all()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> Iterator[str]:
     db.dispose_all()
     url = f"sqlite:///{tmp_path / 'frontier.db'}"

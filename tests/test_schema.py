@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import select
 
 from crawlcluster import db
-from crawlcluster.schema import metadata, project_timers
+from crawlcluster.schema import metadata, project_timers, projects
 
 
 def _differences(url: str) -> list[Any]:
@@ -72,3 +72,43 @@ def test_upsert_inserts_skips_updates_and_copies_from_the_rejected_row_on_postgr
 
 def test_upsert_inserts_skips_updates_and_copies_from_the_rejected_row_on_sqlite(sqlite_url: str) -> None:
     _upsert_in_each_form(sqlite_url)
+
+
+def _project_from_before_the_guard(url: str) -> None:
+    """A database at migration 0017 holding a project submitted before start_hosts existed."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(db._alembic_config(conn), "0017")
+        conn.execute(text("INSERT INTO projects (name, spider, status, settings, created_at, updated_at) "
+                          "VALUES ('intranet', 'crawlcluster.spider:LinkSpider', 'running', :s, 1, 1)"),
+                     {"s": '{"spider_kwargs": {}}'})
+        rows = [("a", "http://wiki.corp/", 0, "parse"), ("b", "https://[::1]:8443/x", 0, "parse"),
+                ("c", "http://wiki.corp/robots.txt", 0, "__robots__"),
+                ("d", "http://other.corp:81/", 1, "parse")]
+        for task_id, task_url, depth, callback in rows:
+            conn.execute(text(
+                "INSERT INTO crawl_tasks (task_id, project, url, host, status, depth, callback, next_run_at, "
+                "created_at, updated_at) VALUES (:i, 'intranet', :u, 'h', 'pending', :d, :c, 0, 1, 1)"),
+                {"i": task_id, "u": task_url, "d": depth, "c": callback})
+    engine.dispose()
+
+
+def _start_hosts_after_upgrade(url: str) -> list[str]:
+    engine = db.get_engine(url)  # migrates to head
+    with engine.connect() as conn:
+        settings = conn.execute(select(projects.c.settings).where(projects.c.name == "intranet")).scalar_one()
+    return settings["start_hosts"]
+
+
+def test_an_upgrade_gives_old_projects_their_start_hosts_on_sqlite(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    _project_from_before_the_guard(url)
+    assert _start_hosts_after_upgrade(url) == ["[::1]:8443", "wiki.corp:80"]
+
+
+def test_an_upgrade_gives_old_projects_their_start_hosts_on_postgres(pg_unmigrated) -> None:
+    _project_from_before_the_guard(pg_unmigrated)
+    assert _start_hosts_after_upgrade(pg_unmigrated) == ["[::1]:8443", "wiki.corp:80"]
