@@ -195,18 +195,18 @@ def workers_page(database_url: str | None, watch: CeleryWatch, leases: LeaseMemo
         entry["state"], entry["state_text"] = _state(entry, now)
         entry["leases"] = []
     by_name = {entry["name"]: entry for entry in celery}
-    loose = []
+    loose: list[dict[str, Any]] = []
     for lease in lease_list:
         owner = _owner(lease, celery)
         (by_name[owner]["leases"] if owner else loose).append(lease)
     renderers = []
     for row in render_rows:
-        entry = by_name.get(row["hostname"])
+        known = by_name.get(row["hostname"])
         renderers.append({
             **row, "pss_text": human_bytes(row["browser_pss_bytes"]) if row["browser_pss_bytes"] else "-",
             "rss_text": human_bytes(row["browser_rss_bytes"]) if row["browser_rss_bytes"] else "-",
             "reported_ago": max(0.0, now - row["updated_at"]),
-            "state": entry["state"] if entry else ("unknown" if watch.watched else "embedded"),
+            "state": known["state"] if known else ("unknown" if watch.watched else "embedded"),
         })
     return {"celery": celery, "watched": watch.watched, "error": watch.error, "leases": loose,
             "render": renderers, "now": now}
