@@ -10,6 +10,7 @@ import logging
 import socket
 import threading
 import time
+from typing import Any
 
 from crawlcluster.errors import ConfigurationError
 
@@ -29,7 +30,7 @@ class EmbeddedConsole:
     def __init__(self, database_url: str, port: int) -> None:
         self.database_url = database_url
         self.port = port
-        self._server = None
+        self._server: Any = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> str:
