@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -52,9 +53,10 @@ def _crawl(site_url: str, db: Path, env: dict[str, str]) -> None:
 
 class _Console:
     def __init__(self, env: dict[str, str], log: Path) -> None:
-        from tests.queues import free_port
-
-        self.url = f"http://127.0.0.1:{free_port()}"
+        with socket.socket() as probe:  # a free loopback port
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
         self.log = open(log, "wb")
         self.proc = subprocess.Popen([*CLI, "web", "--port", self.url.rsplit(":", 1)[1]], env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)

@@ -198,8 +198,7 @@ def run_embedded(
     stop_reason: Any = None,
     grace_seconds: float = STOP_GRACE_SECONDS,
     keep_formulas: bool = False,
-    web_port: int | None = None,
-    on_web: Any = None,
+    console: Any = None,
 ) -> EmbeddedResult:
     """Crawl ``target`` (URLs, a Spider subclass or its import path) on this machine alone
     and write the items to ``output`` (or to an opened :class:`crawlcluster.feeds.Feed`)
@@ -213,8 +212,9 @@ def run_embedded(
     already sent get ``grace_seconds`` to finish; then the items are written and the
     result says ``interrupted`` (``stop_reason()`` names the signal).
 
-    ``web_port`` (0: any free port) serves the crawl console for this crawl on 127.0.0.1
-    while it runs (:mod:`crawlcluster.web.embedded`); ``on_web(address)`` is told where.
+    ``console(database_url)``, when given, starts what serves this crawl's file while it runs
+    (``crawl --web``: :func:`crawlcluster.web.embedded.start_console`) and returns it; its
+    ``stop()`` is called when the crawl ends.
     """
     from crawlcluster.client import Crawl
     from crawlcluster.db import dispose_all, get_engine
@@ -247,13 +247,8 @@ def run_embedded(
         release_queued_rows(engine)
         crawl = submit(target, project, max_pages=max_pages, max_depth=max_depth, settings=settings,
                        spider_kwargs=spider_kwargs)
-        if web_port is not None:
-            from crawlcluster.web.embedded import EmbeddedConsole
-
-            web = EmbeddedConsole(f"sqlite:///{database_path}", web_port)
-            address = web.start()
-            if on_web is not None:
-                on_web(address)
+        if console is not None:
+            web = console(f"sqlite:///{database_path}")
         if feed is not None:
             sync = FeedSync(feed, engine, crawl.project)
             sync.start()

@@ -143,6 +143,15 @@ def _announce_console(address: str) -> None:
                   "this crawl)", markup=False, highlight=False)
 
 
+def console_of(web_port: int | None) -> Any:
+    """With ``--web``: what starts the console beside the crawl (None without)."""
+    if web_port is None:
+        return None
+    from crawlcluster.web.embedded import start_console
+
+    return start_console(web_port, _announce_console)
+
+
 def run_oneshot(target: Any, *, output: str | None, fmt: str | None, max_pages: int | None,
                   max_depth: int | None, project: str | None, db: str | None, quiet: bool,
                   settings: dict[str, Any] | None = None, spider_kwargs: dict[str, Any] | None = None,
@@ -164,8 +173,7 @@ def run_oneshot(target: Any, *, output: str | None, fmt: str | None, max_pages: 
                                   max_depth=max_depth, database_path=db, progress=not quiet,
                                   settings=settings, spider_kwargs=spider_kwargs, stop=stopper.event,
                                   stop_reason=lambda: stopper.signal_name,
-                                  grace_seconds=grace_seconds, web_port=web_port,
-                                  on_web=_announce_console)
+                                  grace_seconds=grace_seconds, console=console_of(web_port))
         except StopNow as exc:
             kept = exc.database_path or db
             console.print(f"stopped at once by a second {exc}; the items stored so far are in "

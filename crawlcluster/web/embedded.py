@@ -10,7 +10,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from crawlcluster.errors import ConfigurationError
 
@@ -70,3 +70,13 @@ class EmbeddedConsole:
             self._thread.join(timeout=STOP_SECONDS)
         self._server = None
         self._thread = None
+
+
+def start_console(port: int, announce: Callable[[str], Any]) -> Callable[[str], EmbeddedConsole]:
+    """What ``run_embedded(console=...)`` calls with the crawl's database URL: the console
+    started on ``port``, its address given to ``announce``."""
+    def start(database_url: str) -> EmbeddedConsole:
+        console = EmbeddedConsole(database_url, port)
+        announce(console.start())
+        return console
+    return start
