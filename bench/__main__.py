@@ -59,7 +59,15 @@ def main() -> None:
     hostile.add_argument("--code", metavar="DIR",
                          help="run the crawls from this checkout (PYTHONPATH=DIR), e.g. a worktree of an "
                               "older commit")
+    screens = sub.add_parser("screenshots",
+                             help="the README's pictures of the crawl console, from a real run")
+    screens.add_argument("--laptop", metavar="DIR", help="also write each page at 1024 and 1440 px in DIR")
     args = parser.parse_args()
+    if args.name == "screenshots":
+        from bench.screenshots import main as run_screenshots
+
+        run_screenshots(laptop=args.laptop)
+        return
     if args.name == "site300":
         from bench.site300 import main as run
 

@@ -198,6 +198,7 @@ def run_embedded(
     stop_reason: Any = None,
     grace_seconds: float = STOP_GRACE_SECONDS,
     keep_formulas: bool = False,
+    console: Any = None,
 ) -> EmbeddedResult:
     """Crawl ``target`` (URLs, a Spider subclass or its import path) on this machine alone
     and write the items to ``output`` (or to an opened :class:`crawlcluster.feeds.Feed`)
@@ -210,6 +211,10 @@ def run_embedded(
     ``stop`` set (the CLI sets it on the first Ctrl-C or SIGTERM) stops dispatching; pages
     already sent get ``grace_seconds`` to finish; then the items are written and the
     result says ``interrupted`` (``stop_reason()`` names the signal).
+
+    ``console(database_url)``, when given, starts what serves this crawl's file while it runs
+    (``crawl --web``: :func:`crawlcluster.web.embedded.start_console`) and returns it; its
+    ``stop()`` is called when the crawl ends.
     """
     from crawlcluster.client import Crawl
     from crawlcluster.db import dispose_all, get_engine
@@ -236,11 +241,14 @@ def run_embedded(
     interrupted: str | None = None
     leaving_now = False
     frontier_lock = None
+    web = None
     try:
         engine = get_engine()
         release_queued_rows(engine)
         crawl = submit(target, project, max_pages=max_pages, max_depth=max_depth, settings=settings,
                        spider_kwargs=spider_kwargs)
+        if console is not None:
+            web = console(f"sqlite:///{database_path}")
         if feed is not None:
             sync = FeedSync(feed, engine, crawl.project)
             sync.start()
@@ -293,6 +301,8 @@ def run_embedded(
         exc.database_path = database_path
         raise
     finally:
+        if web is not None:
+            web.stop()
         if sync is not None:
             sync.close()
         if not leaving_now and frontier_lock is None:

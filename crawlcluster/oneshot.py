@@ -138,10 +138,25 @@ def print_summary(result: Any, output: str | None, db: str | None) -> None:
         console.print(f"  {_resume_command(result.database_path)}", markup=False, highlight=False)
 
 
+def _announce_console(address: str) -> None:
+    console.print(f"crawl console on {address} (this machine only; pause, resume and cancel act on "
+                  "this crawl)", markup=False, highlight=False)
+
+
+def console_of(web_port: int | None) -> Any:
+    """With ``--web``: what starts the console beside the crawl (None without)."""
+    if web_port is None:
+        return None
+    from crawlcluster.web.embedded import start_console
+
+    return start_console(web_port, _announce_console)
+
+
 def run_oneshot(target: Any, *, output: str | None, fmt: str | None, max_pages: int | None,
                   max_depth: int | None, project: str | None, db: str | None, quiet: bool,
                   settings: dict[str, Any] | None = None, spider_kwargs: dict[str, Any] | None = None,
-                  grace_seconds: float | None = None, keep_formulas: bool = False) -> int:
+                  grace_seconds: float | None = None, keep_formulas: bool = False,
+                  web_port: int | None = None) -> int:
     """Run the embedded crawl with graceful Ctrl-C/SIGTERM, print the summary; the exit code."""
     from crawlcluster.embedded import STOP_GRACE_SECONDS, StopNow, run_embedded
     from crawlcluster.feeds import open_feed
@@ -158,7 +173,7 @@ def run_oneshot(target: Any, *, output: str | None, fmt: str | None, max_pages: 
                                   max_depth=max_depth, database_path=db, progress=not quiet,
                                   settings=settings, spider_kwargs=spider_kwargs, stop=stopper.event,
                                   stop_reason=lambda: stopper.signal_name,
-                                  grace_seconds=grace_seconds)
+                                  grace_seconds=grace_seconds, console=console_of(web_port))
         except StopNow as exc:
             kept = exc.database_path or db
             console.print(f"stopped at once by a second {exc}; the items stored so far are in "

@@ -363,7 +363,8 @@ def test_on_a_cluster_pause_in_the_console_stops_new_hits_and_resume_restarts_th
     site.route("/", lambda n, _h: page("Home", pages))
     for path in pages:
         site.route(path, lambda n, _h: page("Page"))
-    processes.env.update({"CRAWLCLUSTER_TICK_SECONDS": "0.1", "CRAWLCLUSTER_AUTO_PAUSE_FAILURES": "0"})
+    processes.env.update({"CRAWLCLUSTER_TICK_SECONDS": "0.1", "CRAWLCLUSTER_AUTO_PAUSE_FAILURES": "0",
+                          "CRAWLCLUSTER_WORKER_LEASE_SECONDS": "4"})
     processes.worker("all", "fetch,parse,store")
     processes.beat()
     console = Console(dict(processes.env), processes.log_dir / "console.log")
@@ -388,9 +389,64 @@ def test_on_a_cluster_pause_in_the_console_stops_new_hits_and_resume_restarts_th
         browser.click_and_wait('tr[data-project="live"] button[data-action="cancel"]')
         stats = crawl.stats(figures=False)
         assert stats["status"] == "cancelled" and stats["pending"] == 0 and stats["cancelled"] > 0
+        workers_page_follows_a_worker_until_it_stops(processes, browser, console)
     finally:
         console.stop()
         site.stop()
+
+
+def workers_page_follows_a_worker_until_it_stops(processes: Any, browser: Browser, console: Console) -> None:
+    """The workers page lists the cluster's worker as Celery reports it (queues, concurrency,
+    tasks) with its process's lease; once the worker is killed the page, refreshing by
+    itself, shows it silent and its lease stopped instead of dropping them."""
+    browser.goto(console.url + "/workers")
+    row = 'tr[data-worker^="all@"]'
+    assert browser.texts(f'{row} [data-field="queues"]') == ["fetch, parse, store"]
+    assert browser.texts(f'{row} [data-field="state"]')[0] == "online"
+    assert int(browser.texts(f'{row} [data-field="tasks"]')[0].replace(",", "")) > 0
+    assert int(browser.texts(f'{row} [data-field="concurrency"]')[0]) >= 1
+    assert "alive" in browser.texts(f"{row} [data-lease]")[0]
+    shown = browser.js("document.body.dataset.refreshed || ''")
+    processes.kill("all")
+    silent = wait_until(lambda: browser.texts(f'{row} [data-field="state"]')[:1] == ["silent"], timeout=30)
+    assert silent, browser.texts(row)
+    assert browser.js("document.body.dataset.refreshed || ''") != shown, "the page was not refreshed in place"
+    stopped = wait_until(lambda: "stopped" in " ".join(browser.texts(f"{row} [data-lease]")), timeout=30)
+    assert stopped, browser.texts(row)
+    figures = httpx.get(console.url + "/api/workers").json()
+    worker = [w for w in figures["celery"] if w["name"].startswith("all@")][0]
+    print(f"killed worker shown as {worker['state']}: {worker['state_text']}")
+
+
+def test_the_workers_page_shows_each_render_browser_and_a_lease_that_stopped_heart_beating(crawled):
+    """An embedded crawl's file: the render process's browser counters as the render stage
+    records them, a live lease and one that expired (its process stopped heart-beating)."""
+    from crawlcluster.database import worker_leases
+    from workers.render_store import record_render_worker
+
+    engine = get_engine(crawled["db"])
+    now = time.time()
+    with engine.begin() as conn:
+        worker_leases.renew(conn, "box:4242", now - 5, now - 35)
+        worker_leases.renew(conn, "box:4343", now + 60, now)
+    counters = {"browser_pid": 77, "browsers_launched": 3, "pages_rendered": 1234, "render_failures": 5,
+                "recycles": 2, "crashes": 1, "hung_kills": 0, "refused_requests": 9,
+                "browser_pss_bytes": 180 * 2**20, "browser_rss_bytes": 420 * 2**20}
+    record_render_worker(engine, "render@box", counters, now - 600)
+    browser = crawled["browser"]
+    browser.goto(crawled["console"].url + "/workers")
+    row = 'tr[data-render^="render@box:"]'
+    cells = {field: browser.texts(f'{row} [data-field="{field}"]')[0]
+             for field in ("pages", "recycles", "crashes", "refused", "pss", "rss")}
+    assert cells == {"pages": "1,234", "recycles": "2", "crashes": "1", "refused": "9", "pss": "180.0 MiB",
+                     "rss": "420.0 MiB"}
+    assert browser.texts('tr[data-lease="box:4242"] [data-field="state"]') == ["stopped"]
+    assert browser.texts('tr[data-lease="box:4242"] [data-field="lease-text"]') == ["stopped heart-beating"]
+    assert browser.texts('tr[data-lease="box:4343"] [data-field="state"]') == ["alive"]
+    with engine.begin() as conn:  # the scheduler's sweep forgets the expired lease
+        worker_leases.release_expired(conn, time.time())
+    assert wait_until(lambda: browser.texts('tr[data-lease="box:4242"] [data-field="lease-text"]')
+                      == ["stopped heart-beating; its rows were sent again"], timeout=10)
 
 
 def test_only_loopback_addresses_may_be_bound_without_credentials():

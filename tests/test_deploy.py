@@ -27,9 +27,9 @@ import celeryconfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-ROLES = {"beat", "fetch", "render", "parse", "store", "flower"}
+ROLES = {"beat", "fetch", "render", "parse", "store", "flower", "web"}
 QUEUES = {queue.name for queue in celeryconfig.task_queues}
-WORKER_ROLES = ROLES - {"beat", "flower"}
+WORKER_ROLES = ROLES - {"beat", "flower", "web"}
 # one-shot helpers a recipe may add beside the roles
 HELPERS = {"initdb"}
 
@@ -67,6 +67,10 @@ def check_command(argv: list[str], role: str | None, where: str) -> None:
         assert argv[1] in main.commands, \
             f"{where}: {argv[1]!r} is not a crawlcluster command ({sorted(main.commands)})"
         assert role in (None, *HELPERS, argv[1]), f"{where}: role {role!r} runs `{shlex.join(argv)}`"
+        # its options parsed by the command itself: a made-up one fails here
+        params = main.commands[argv[1]].make_context(argv[1], list(argv[2:])).params
+        if argv[1] == "web" and role == "web":
+            assert params["require_auth"], f"{where}: the console must refuse to start without credentials"
         return
     assert program == "celery", f"{where}: `{shlex.join(argv)}` runs neither celery nor crawlcluster"
     name, params = _celery_subcommand(argv)
@@ -90,7 +94,8 @@ def check_command(argv: list[str], role: str | None, where: str) -> None:
 
 # what a person sets before `docker compose up` (deploy/docker-compose.yml ships no secret)
 COMPOSE_SECRETS = {"POSTGRES_PASSWORD": "pg-test-6b1f", "REDIS_PASSWORD": "redis-test-93ac",
-                   "CRAWLCLUSTER_FLOWER_AUTH": "admin:flower-test-41d2"}
+                   "CRAWLCLUSTER_FLOWER_AUTH": "admin:flower-test-41d2",
+                   "CRAWLCLUSTER_WEB_AUTH": "admin:console-test-7c3e"}
 
 
 def _compose(environment: dict[str, str]) -> subprocess.CompletedProcess:
@@ -147,7 +152,7 @@ def systemd_commands() -> dict[str, list[str]]:
     for instance in sorted(set(re.findall(r"crawlcluster-worker@(\w+)", readme))):
         exec_start = units["crawlcluster-worker@.service"]["Service"]["ExecStart"]
         commands[instance] = shlex.split(exec_start.replace("%i", instance).replace("%H", "node1"))
-    for role in ("beat", "flower"):
+    for role in ("beat", "flower", "web"):
         assert f"crawlcluster-{role}" in readme, f"deploy/systemd/README never starts crawlcluster-{role}"
         commands[role] = shlex.split(units[f"crawlcluster-{role}.service"]["Service"]["ExecStart"])
     return commands
@@ -202,13 +207,17 @@ def test_docker_compose_config_accepts_the_file_and_every_role_has_a_scalable_se
     assert services["render"]["build"]["target"] == "render"
     assert {services[r]["build"]["target"] for r in ROLES - {"render"}} == {"app"}
     assert services["render"]["image"] != services["fetch"]["image"]
-    # only Flower is published, on the host's loopback, behind the password it requires
+    # only Flower and the console are published, on the host's loopback, behind the passwords they require
     published = {name: service["ports"] for name, service in services.items() if service.get("ports")}
-    assert set(published) == {"flower"}, published
+    assert set(published) == {"flower", "web"}, published
     (port,) = published["flower"]
     assert port["target"] == 5555 and port["host_ip"] == "127.0.0.1", port
     assert services["flower"]["environment"]["CRAWLCLUSTER_FLOWER_AUTH"] == COMPOSE_SECRETS[
         "CRAWLCLUSTER_FLOWER_AUTH"]
+    (port,) = published["web"]
+    assert port["target"] == 5050 and port["host_ip"] == "127.0.0.1", port
+    assert services["web"]["environment"]["CRAWLCLUSTER_WEB_AUTH"] == COMPOSE_SECRETS["CRAWLCLUSTER_WEB_AUTH"]
+    assert "0.0.0.0" in commands["web"]  # the published port must reach it: the guard then wants auth
     # Redis asks for a password and every role's broker URL carries it; Postgres's is the one given
     redis_command = services["redis"]["command"]
     assert redis_command[redis_command.index("--requirepass") + 1] == COMPOSE_SECRETS["REDIS_PASSWORD"]
@@ -287,7 +296,7 @@ def test_supervisor_has_one_group_per_node_type_and_a_log_file_per_program() -> 
     programs = supervisor_programs()
     roles = {name.removeprefix("crawlcluster-"): value for name, value in programs.items()}
     assert set(roles) == ROLES
-    expected_groups = {"crawlcluster-master.conf": ("master", {"beat", "flower"}),
+    expected_groups = {"crawlcluster-master.conf": ("master", {"beat", "flower", "web"}),
                        "crawlcluster-worker.conf": ("worker", {"fetch", "parse", "store"}),
                        "crawlcluster-render.conf": ("render", {"render"})}
     logs = set()
@@ -355,6 +364,16 @@ def test_kubernetes_manifests_validate_and_scale_fetch_and_render_on_their_queue
     assert "--address=0.0.0.0" in commands["flower"]  # the Service must reach it: the guard then wants auth
     flower_labels = deployments["crawlcluster-flower"]["spec"]["template"]["metadata"]["labels"]
     assert service["selector"].items() <= flower_labels.items()
+    # the console likewise: a ClusterIP Service reaching its pod address, its port the container's
+    service = kinds["Service"]["crawlcluster-web"]["spec"]
+    assert service["type"] == "ClusterIP"
+    assert commands["web"][commands["web"].index("--host") + 1] == "0.0.0.0"
+    web_pod = deployments["crawlcluster-web"]["spec"]["template"]
+    assert service["selector"].items() <= web_pod["metadata"]["labels"].items()
+    (container,) = web_pod["spec"]["containers"]
+    port = commands["web"][commands["web"].index("--port") + 1]
+    assert [p["containerPort"] for p in container["ports"]] == [int(port)]
+    assert "CRAWLCLUSTER_WEB_AUTH" in (DEPLOY / "kubernetes" / "README").read_text()
 
     scaled = kinds["ScaledObject"]
     assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()} == {"crawlcluster-fetch",
@@ -384,6 +403,7 @@ def test_every_command_quoted_in_the_readmes_is_a_real_command() -> None:
     (["celery", "-A", "crawlcluster", "wroker"], "No such command"),
     (["celery", "-A", "crawlcluster", "worker", "--queue-typo", "fetch"], "No such option"),
     (["crawlcluster", "export"], "not a crawlcluster command"),
+    (["crawlcluster", "web", "--hots", "0.0.0.0"], "No such option"),
     (["celery", "-A", "crawlcluster", "flower", "--prot=5555"], "Flower has no option"),
     # Flower's options take their value after "=": a separate value is a stray argument
     (["celery", "-A", "crawlcluster", "flower", "--port", "5566"], r"Flower has no option \['5566'\]"),
@@ -391,3 +411,16 @@ def test_every_command_quoted_in_the_readmes_is_a_real_command() -> None:
 def test_the_command_check_rejects_made_up_queues_subcommands_and_options(argv, message) -> None:
     with pytest.raises(BaseException, match=message):
         check_command(argv, None, "example")
+
+
+def test_the_console_of_the_recipes_refuses_to_start_without_its_credentials(tmp_path: Path) -> None:
+    """`crawlcluster web --require-auth`, as every recipe runs it, exits with one sentence
+    naming CRAWLCLUSTER_WEB_AUTH when it is unset, even on loopback."""
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CRAWLCLUSTER_WEB_AUTH"}
+    env["CRAWLCLUSTER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'none.db'}"
+    done = subprocess.run([sys.executable, "-m", "crawlcluster.cli", "web", "--require-auth", "--port", "1"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 1 and "set CRAWLCLUSTER_WEB_AUTH=user:password" in done.stderr, done

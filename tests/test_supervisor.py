@@ -5,11 +5,13 @@ supervisorctl loses nothing."""
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -117,6 +119,8 @@ def supervisor_env(pg: str, redis_url: str) -> dict[str, str]:
         "CRAWLCLUSTER_FETCH_BATCH_SIZE": "4",
         "FLOWER_PORT": str(free_port()),
         "FLOWER_ADDRESS": "127.0.0.1",
+        "CRAWLCLUSTER_WEB_PORT": str(free_port()),
+        "CRAWLCLUSTER_WEB_AUTH": "admin:console-test-5e1a",
         # `celery` in the commands is this interpreter's, and the checkout is importable
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]),
         "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
@@ -144,7 +148,7 @@ def test_supervisor_nodes_crawl_and_a_worker_role_stopped_and_started_mid_crawl_
     master.start()
     worker.wait_running({"worker:crawlcluster-fetch", "worker:crawlcluster-parse",
                          "worker:crawlcluster-store"})
-    master.wait_running({"master:crawlcluster-beat", "master:crawlcluster-flower"})
+    master.wait_running({"master:crawlcluster-beat", "master:crawlcluster-flower", "master:crawlcluster-web"})
     for role in ("fetch", "parse", "store"):
         worker.wait_for_log(f"{role}.log", "ready.")
 
@@ -178,3 +182,12 @@ def test_supervisor_nodes_crawl_and_a_worker_role_stopped_and_started_mid_crawl_
     port = master.env["FLOWER_PORT"]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthcheck", timeout=10) as response:
         assert response.read() == b"OK"
+    # the crawl console: basic auth on every page, the project listed behind it
+    console = f"http://127.0.0.1:{master.env['CRAWLCLUSTER_WEB_PORT']}/"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(console, timeout=10)
+    assert refused.value.code == 401
+    login = "Basic " + base64.b64encode(master.env["CRAWLCLUSTER_WEB_AUTH"].encode()).decode()
+    with urllib.request.urlopen(urllib.request.Request(console, headers={"Authorization": login}),
+                                timeout=10) as response:
+        assert b'data-project="supervised"' in response.read()

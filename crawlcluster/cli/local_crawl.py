@@ -13,6 +13,9 @@ from crawlcluster.cli.group import RetryDelays, console, retry_settings
 from crawlcluster.embedded import STOP_GRACE_SECONDS
 from crawlcluster.oneshot import CRAWL_EPILOG, run_oneshot
 
+# the console's port with --web, as `crawlcluster web`'s
+WEB_PORT = 5050
+
 
 @click.command(epilog=CRAWL_EPILOG)
 @click.argument("urls", nargs=-1, required=True)
@@ -45,8 +48,13 @@ from crawlcluster.oneshot import CRAWL_EPILOG, run_oneshot
 @click.option("--grace", "grace_seconds", type=click.FloatRange(min=0), show_default=True,
               default=STOP_GRACE_SECONDS,
               help="After Ctrl-C or SIGTERM, seconds that pages in flight may take to finish.")
+@click.option("--web", "web", is_flag=True,
+              help="Serve the crawl console for this crawl on 127.0.0.1 while it runs.")
+@click.option("--web-port", type=click.IntRange(0, 65535), default=None,
+              help="The console's port with --web (default 5050; 0: any free port).")
 def crawl(urls: tuple[str, ...], output, fmt, keep_formulas, max_pages, max_depth, project, db, quiet,
-          per_host, delay, ignore_robots, render, retries, retry_delay, allow_private, grace_seconds) -> None:
+          per_host, delay, ignore_robots, render, retries, retry_delay, allow_private, grace_seconds,
+          web, web_port) -> None:
     """Crawl URLS on this machine alone (no Redis, no Postgres) and write the items.
 
     URLS may instead be one spider import path, pkg.module:SpiderClass."""
@@ -72,9 +80,12 @@ def crawl(urls: tuple[str, ...], output, fmt, keep_formulas, max_pages, max_dept
             missing = render_unavailable(chromium_path=current().chromium_path)
             if missing:
                 raise click.ClickException(f"{missing}, or crawl with --render never")
+    if web_port is not None and not web:
+        raise click.UsageError("--web-port is for --web")
     code = run_oneshot(target, output=output, fmt=fmt, max_pages=max_pages, max_depth=max_depth,
                          project=project, db=db, quiet=quiet, settings=settings, spider_kwargs=spider_kwargs,
-                         grace_seconds=grace_seconds, keep_formulas=keep_formulas)
+                         grace_seconds=grace_seconds, keep_formulas=keep_formulas,
+                         web_port=(WEB_PORT if web_port is None else web_port) if web else None)
     click.get_current_context().exit(code)
 
 

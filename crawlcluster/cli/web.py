@@ -6,14 +6,18 @@ from __future__ import annotations
 import click
 
 from crawlcluster.cli.group import console, fail
-from crawlcluster.errors import CrawlClusterError
+from crawlcluster.errors import ConfigurationError, CrawlClusterError
 
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; any but loopback needs CRAWLCLUSTER_WEB_AUTH.")
-@click.option("--port", default=5050, show_default=True, type=click.IntRange(1, 65535))
-def web(host: str, port: int) -> None:
+@click.option("--port", default=5050, show_default=True, type=click.IntRange(1, 65535),
+              envvar="CRAWLCLUSTER_WEB_PORT", show_envvar=True)
+@click.option("--require-auth", is_flag=True,
+              help="Refuse to start without CRAWLCLUSTER_WEB_AUTH, whatever the address "
+                   "(the deploy recipes).")
+def web(host: str, port: int, require_auth: bool) -> None:
     """Serve the crawl console: every project's progress, hosts, failures, URLs and results,
     with pause, resume, cancel, run again, rate and retry as buttons (CRAWLCLUSTER_DATABASE_URL,
     CRAWLCLUSTER_BROKER_URL)."""
@@ -26,6 +30,10 @@ def web(host: str, port: int) -> None:
 
     try:
         own = settings.current()
+        if require_auth and not own.web_auth:
+            fail(ConfigurationError("crawlcluster web --require-auth: set "
+                                    "CRAWLCLUSTER_WEB_AUTH=user:password (several: comma-separated); "
+                                    "this console is served to others"))
         check_bind(host, parse_auth(own.web_auth))
         open_database(own.database_url)  # unreachable or missing: one sentence, before serving
         app = from_settings(own)

@@ -4,7 +4,8 @@
 test serves it on a database of its own; ``crawlcluster web`` builds it from the
 settings (:func:`from_settings`) and serves it with uvicorn. The pages are in
 :mod:`crawlcluster.web.views_dashboard`, :mod:`crawlcluster.web.views_project` and
-:mod:`crawlcluster.web.views_results`; what they share is :mod:`crawlcluster.web.common`.
+:mod:`crawlcluster.web.views_results` and
+:mod:`crawlcluster.web.views_workers`; what they share is :mod:`crawlcluster.web.common`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from crawlcluster.settings import Settings
-from crawlcluster.web import views_dashboard, views_debug, views_project, views_results
+from crawlcluster.web import views_dashboard, views_debug, views_project, views_results, views_workers
 from crawlcluster.web.common import HERE, Console
 from crawlcluster.web.security import BasicAuth, parse_auth
 
@@ -27,6 +28,7 @@ def create_app(database_url: str | None, *, broker_url: str = "", key_prefix: st
     credentials = parse_auth(auth)
     routes = [
         *views_dashboard.routes, *views_project.routes, *views_results.routes, *views_debug.routes,
+        *views_workers.routes,
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     middleware = [Middleware(BasicAuth, credentials=credentials)] if credentials else []

@@ -17,6 +17,7 @@ from starlette.templating import Jinja2Templates
 
 from crawlcluster.web.figures import Consumers
 from crawlcluster.web.security import CsrfGuard
+from crawlcluster.web.workers import CeleryWatch, LeaseMemory
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,14 @@ class Console:
     key_prefix: str
     csrf: CsrfGuard = field(default_factory=CsrfGuard)
     consumers: Consumers = field(init=False)
+    # the workers page's memory of every worker and lease seen (kept when one goes silent)
+    workers: CeleryWatch = field(init=False)
+    leases: LeaseMemory = field(default_factory=LeaseMemory)
 
     def __post_init__(self) -> None:
         self.consumers = Consumers(self.broker_url)
+        self.workers = CeleryWatch(self.broker_url)
+        self.workers.start_events()
 
 
 def _when(value: float | None) -> str:

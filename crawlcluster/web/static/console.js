@@ -1,6 +1,27 @@
 // The crawl console's one script: the dashboard's figures refresh from /api/dashboard every
-// few seconds without reloading the page; the forms work without it.
+// few seconds without reloading the page, and a part marked data-live (the workers page's
+// tables) is swapped for its URL's fresh HTML; the forms work without it.
 "use strict";
+
+(function () {
+  const REFRESH_MS = 2000;
+  const part = document.querySelector("[data-live]");
+  if (!part) return;
+  async function refresh() {
+    const note = document.getElementById("refreshed");
+    try {
+      const answer = await fetch(part.dataset.live, { credentials: "same-origin" });
+      if (!answer.ok) throw new Error("HTTP " + answer.status);
+      part.innerHTML = await answer.text();  // the console's own escaped template
+      if (note) note.textContent = "updated " + new Date().toLocaleTimeString();
+      document.body.dataset.refreshed = String(Date.now());
+    } catch (err) {
+      if (note) note.textContent = "not updated: " + err.message;
+    }
+    setTimeout(refresh, REFRESH_MS);
+  }
+  setTimeout(refresh, REFRESH_MS);
+})();
 
 (function () {
   const REFRESH_MS = 2000;
