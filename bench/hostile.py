@@ -306,17 +306,17 @@ def case_many_links(workdir: Path, timeout: float, code: Path) -> Outcome:
 
 
 def case_huge_robots(workdir: Path, timeout: float, code: Path) -> Outcome:
-    """A 5 MB robots.txt with ``Crawl-delay: 86400``, and two pages behind it."""
+    """A 5 MB robots.txt with ``Crawl-delay: 86400``, and two pages behind it (the start and /a)."""
     rules = "".join(f"Disallow: /x{i}/\n" for i in range(400_000))
     robots = ("User-agent: *\nCrawl-delay: 86400\n" + rules).encode()
 
     def routes(path: str) -> tuple[int, dict[str, str], bytes] | None:
         if path == "/robots.txt":
             return 200, {"Content-Type": "text/plain"}, robots
-        return _page(_links("/a", "/b")) if path == "/" else _page("<html>leaf</html>")
+        return _page(_links("/a")) if path == "/" else _page("<html>leaf</html>")
     site = Site(routes)
     try:
-        crawl = run_crawl(site.url + "/", workdir, timeout, code)
+        crawl = run_crawl(site.url + "/", workdir, max(timeout, 200), code)  # 2 pages 60 s apart, capped
         kept = max((len(h.get("robots_body") or "") for h in crawl.hosts()), default=0)
         delay = max((h.get("crawl_delay") or 0 for h in crawl.hosts()), default=0)
         return Outcome("huge-robots", {
@@ -356,11 +356,13 @@ def case_long_url(workdir: Path, timeout: float, code: Path) -> Outcome:
         crawl = run_crawl(f"{SPIDERS}:LongRequest", workdir, timeout, code, args=["--ignore-robots"],
                           env={START_ENV: site.url + "/"})
         rows = crawl.rows()
-        return Outcome("long-url", {"ended": crawl.ended,
+        refusal = crawl.stderr.strip().splitlines()[-1:] if crawl.exit_code else []
+        return Outcome("long-url", {"ended": crawl.ended, "exit code": crawl.exit_code,
                                     "longest URL kept": max((len(r["url"]) for r in rows), default=0),
                                     "longest error kept": max((len(r["error"] or "") for r in rows),
                                                               default=0)},
-                       "; ".join(_short(f"{r['status']}: {r['error']}", 80) for r in rows if r["error"]))
+                       "; ".join([_short(f"{r['status']}: {r['error']}", 80) for r in rows if r["error"]]
+                                 + [_short(line, 120) for line in refusal]))
     finally:
         site.close()
 

@@ -41,15 +41,14 @@ class WithCredentials(Spider):
 
 
 class LongRequest(Spider):
-    """Yields a request for a URL 1 MB long, as a spider that builds URLs from page text may."""
+    """Starts with a request for a URL 1 MB long beside its start URL, as a spider that builds
+    URLs from data may."""
 
     name = "long-request"
 
     def start(self) -> Iterator[Request]:
         yield Request(os.environ[START_ENV])
+        yield Request(os.environ[START_ENV] + "q?" + "a" * 1_000_000)
 
     def parse(self, response: Response) -> Iterator[Any]:
         yield {"url": response.url}
-        if not response.url.endswith("/"):
-            return
-        yield Request(response.urljoin("/q?" + "a" * 1_000_000))
