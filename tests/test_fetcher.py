@@ -16,7 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from crawlcluster.messages import CALLBACK
 from crawlcluster.netguard import AddressPolicy
+from crawlcluster.schema import ROBOTS_CALLBACK
 from workers.fetcher import Fetcher, FetchResult
 
 # the address guard lets these fetches reach the local test sites only (127.0.0.1, any port)
@@ -454,3 +456,21 @@ def test_invalid_urls_give_error_results_and_leave_the_rest_of_the_batch_intact(
         assert result.error.kind == "invalid_url", f"{url!r}: {result.error.kind} {result.error}"
         assert url in str(result.error)
         assert result.status is None and result.body == b""
+
+
+@pytest.mark.parametrize("path", ["/big-length", "/big-chunked", "/bomb"])
+def test_a_robots_txt_over_the_body_limit_is_cut_at_max_robots_bytes_not_failed(server: _Server,
+                                                                               base: str, path: str) -> None:
+    """A robots.txt is read up to max_robots_bytes and the rest dropped, whatever its size or
+    encoding: failing it would leave its host unreachable for every project."""
+    robots = Fetcher(user_agent="crawlcluster-test/1", connect_timeout_seconds=2, read_timeout_seconds=1,
+                     max_body_bytes=LIMIT, concurrency=4, policy=LOCAL_SITE, max_robots_bytes=1000)
+    try:
+        page, robots_txt = robots.fetch_many([{"id": "p", "url": base + path},
+                                              {"id": "r", "url": base + path, CALLBACK: ROBOTS_CALLBACK}])
+    finally:
+        robots.close()
+    assert page.error is not None and page.error.kind == "body_too_large"  # a page is still refused
+    assert robots_txt.ok and robots_txt.status == 200
+    assert len(robots_txt.body) == 1000
+    assert robots_txt.wire_bytes < LIMIT  # reading stopped early

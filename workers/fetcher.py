@@ -33,8 +33,9 @@ import httpx
 
 from crawlcluster import settings
 from crawlcluster.errors import BodyTooLarge, FetchError
-from crawlcluster.messages import FetchEntry, entry_last_modified
+from crawlcluster.messages import FetchEntry, entry_callback, entry_last_modified
 from crawlcluster.netguard import AddressPolicy
+from crawlcluster.schema import ROBOTS_CALLBACK
 from crawlcluster.settings import Settings
 from workers.fetch_errors import describe_http_error, parse_retry_after
 from workers.guarded_transport import TrustedClients
@@ -75,12 +76,15 @@ class FetchResult:
 
 
 class _BoundedDecoder:
-    """Content-Encoding decoder that never produces more than ``limit`` bytes in total."""
+    """Content-Encoding decoder that never produces more than ``limit`` bytes in total: past
+    it, an error, or with ``cut`` the decoder is ``full`` and decodes nothing more."""
 
-    def __init__(self, url: str, encoding: str, limit: int) -> None:
+    def __init__(self, url: str, encoding: str, limit: int, cut: bool = False) -> None:
         self.url = url
         self.limit = limit
         self.total = 0
+        self.cut = cut
+        self.full = False
         encoding = encoding.strip().lower()
         self._fallback_raw_deflate = False
         if encoding in ("", "identity"):
@@ -98,7 +102,9 @@ class _BoundedDecoder:
     def _count(self, size: int, compressed: bool) -> None:
         self.total += size
         if self.total > self.limit:
-            raise BodyTooLarge(self.url, self.limit, compressed=compressed)
+            if not self.cut:
+                raise BodyTooLarge(self.url, self.limit, compressed=compressed)
+            self.full = True
 
     def feed(self, data: bytes) -> bytes:
         if self._decompressor is None:
@@ -110,7 +116,7 @@ class _BoundedDecoder:
             self._count(len(data), True)
             return b""
         out = []
-        while data:
+        while data and not self.full:
             try:
                 chunk = self._decompressor.decompress(data, self.limit - self.total + 1)
             except zlib.error as exc:
@@ -152,6 +158,7 @@ class Fetcher:
         max_body_bytes: int,
         concurrency: int,
         policy: AddressPolicy | None = None,
+        max_robots_bytes: int | None = None,
     ) -> None:
         self.user_agent = user_agent
         self.policy = policy if policy is not None else AddressPolicy()
@@ -161,6 +168,10 @@ class Fetcher:
         self.total_timeout_seconds = (fetch_timeout_seconds if fetch_timeout_seconds is not None
                                       else connect_timeout_seconds + 4 * read_timeout_seconds)
         self.max_body_bytes = max_body_bytes
+        # a robots.txt is read this far and no further: what is past it is never parsed, so
+        # a robots.txt over max_body_bytes is cut, not failed (which would leave its host
+        # unreachable)
+        self.max_robots_bytes = max_robots_bytes
         self.concurrency = concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -178,6 +189,7 @@ class Fetcher:
             max_body_bytes=s.max_body_bytes,
             concurrency=s.fetch_concurrency,
             policy=AddressPolicy.from_settings(s),
+            max_robots_bytes=s.max_robots_bytes,
         )
 
     # -- the loop thread ------------------------------------------------------------
@@ -345,23 +357,31 @@ class Fetcher:
                                    response.status_code)
                 error.retry_after_seconds = parse_retry_after(response.headers.get("retry-after"))
                 raise error
-            result.body, result.wire_bytes = await self._read_body(url, response)
+            cut_at = self.max_robots_bytes if entry_callback(result.entry) == ROBOTS_CALLBACK else None
+            result.body, result.wire_bytes = await self._read_body(url, response, cut_at)
         finally:
             await response.aclose()
 
-    async def _read_body(self, url: str, response: httpx.Response) -> tuple[bytes, int]:
+    async def _read_body(self, url: str, response: httpx.Response,
+                         cut_at: int | None = None) -> tuple[bytes, int]:
+        """The body, decoded, and the bytes it took on the wire. Over ``max_body_bytes`` it is
+        an error; with ``cut_at`` (a robots.txt) reading stops there and the rest is dropped."""
         declared = response.headers.get("content-length", "")
         encoding = response.headers.get("content-encoding", "")
-        if declared.isdigit() and not encoding and int(declared) > self.max_body_bytes:
+        if cut_at is None and declared.isdigit() and not encoding and int(declared) > self.max_body_bytes:
             raise BodyTooLarge(url, self.max_body_bytes)
-        decoder = _BoundedDecoder(url, encoding, self.max_body_bytes)
+        cut = cut_at is not None
+        decoder = _BoundedDecoder(url, encoding, cut_at if cut_at is not None else self.max_body_bytes, cut)
         chunks = []
         wire = 0
         async for raw in response.aiter_raw():
             wire += len(raw)
             chunks.append(decoder.feed(raw))
+            if decoder.full:
+                return b"".join(chunks)[:cut_at], wire
         chunks.append(decoder.flush())
-        return b"".join(chunks), wire
+        body = b"".join(chunks)
+        return (body[:cut_at] if cut_at is not None else body), wire
 
 
 _fetchers: dict[int, Fetcher] = {}
