@@ -124,6 +124,8 @@ class Outcome(TypedDict, total=False):
     wire_bytes: int  # what its page cost (carry_cost)
     fetch_seconds: float
     browser_seconds: float
+    dropped_items: dict[str, int]  # items the pipelines dropped, by reason (workers.pipelines)
+    links_filtered: dict[str, int]  # links not followed: "offsite", "duplicate" (workers.parser)
 
 
 class ParseMessage(TypedDict):
