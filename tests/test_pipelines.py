@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from typing import Any, Iterator
 
 import httpx
@@ -65,7 +64,8 @@ def _expected_items(site: ScriptedSite, tag: str = "shop") -> dict[str, dict[str
 def _stored(database_url: str, project: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     engine = create_engine(database_url)
     with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(select(crawl_tasks).where(crawl_tasks.c.project == project))]
+        stmt = select(crawl_tasks).where(crawl_tasks.c.project == project)
+        rows = [dict(r._mapping) for r in conn.execute(stmt)]
         items = [r.item for r in conn.execute(select(results.c.item).where(results.c.project == project))]
         nbytes = conn.execute(select(func.sum(crawl_stats.c.bytes))
                               .where(crawl_stats.c.project == project)).scalar() or 0
@@ -215,15 +215,18 @@ def test_the_parse_engine_runs_pipelines_and_a_forbidden_pipeline_pauses_the_pro
     outcomes, _added, _dropped = process_pages(engine, "unit", pages)
     by_url = {o["url"]: o for o in outcomes}
     assert by_url[shop.url + "/p/4"]["status"] == "done"
-    assert by_url[shop.url + "/p/4"]["items"] == [{"url": shop.url + "/p/4", "name": "Product 4", "price": 40.0}]
+    assert by_url[shop.url + "/p/4"]["items"] == [
+        {"url": shop.url + "/p/4", "name": "Product 4", "price": 40.0}]
     boom = by_url[shop.url + "/p/5"]
     assert (boom["status"], boom["kind"]) == ("failed", "pipeline") and "items" not in boom
     assert "cannot handle product 5" in boom["error"]
 
     crawlcluster.submit("tests.pipeline_spiders:ForbiddenPipelineSpider", project="forbidden",
                         database_url=sqlite_url, spider_kwargs={"base_url": shop.url})
-    outcomes, _added, _dropped = process_pages(engine, "forbidden", [_fetched(shop, engine, "forbidden", "/")])
+    outcomes, _added, _dropped = process_pages(engine, "forbidden",
+                                               [_fetched(shop, engine, "forbidden", "/")])
     assert outcomes[0]["status"] == "failed"
-    assert "pipeline 'json.decoder:JSONDecoder' is outside CRAWLCLUSTER_SPIDER_PACKAGES" in outcomes[0]["error"]
+    assert "pipeline 'json.decoder:JSONDecoder' is outside CRAWLCLUSTER_SPIDER_PACKAGES" \
+        in outcomes[0]["error"]
     stats = crawlcluster.Crawl("forbidden", database_url=sqlite_url).stats(figures=False)
     assert stats["status"] == "paused" and "JSONDecoder" in stats["pause_reason"]  # paused once, readably
