@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from typing import Any, Iterator
 
 import httpx
@@ -29,6 +31,7 @@ from crawlcluster.schema import crawl_stats, crawl_tasks, results
 from tests.pipeline_spiders import AsyncTagPipeline, JsonWriterPipeline, PricePipeline, ShopSpider
 from tests.scripted_site import ScriptedSite, page
 from workers.parser import process_pages
+from workers.pipelines import close_pipelines, run_pipelines
 
 PRODUCTS = {1: 10.0, 2: 20.0, 3: None, 4: 40.0, 5: 50.0, 6: None}  # 3 and 6 have no price
 TAX = 1.2  # ShopSpider's custom_settings PRICE_TAX, read by PricePipeline.from_crawler
@@ -128,6 +131,15 @@ def test_pipelines_drop_and_enrich_what_an_embedded_crawl_stores_and_the_jsonl_w
     assert f"links filtered: 1 off-site, {result.stats['links_duplicate']} duplicate" in out
     assert end_of_crawl_lines(result.stats)[0] == "responses by status: " + ", ".join(
         f"{code} {count}" for code, count in sorted(result.stats["status_codes"].items()))
+    # `crawlcluster status shop --json` shows the same figures
+    env = {**os.environ, "CRAWLCLUSTER_DATABASE_URL": f"sqlite:///{database}",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    status = subprocess.run([sys.executable, "-m", "crawlcluster.cli", "status", "shop", "--json"],
+                            env=env, capture_output=True, text=True, check=True, timeout=60)
+    shown = json.loads(status.stdout)
+    for name in ("status_codes", "error_kinds", "items_scraped", "items_dropped", "dropped_reasons",
+                 "links_offsite", "links_duplicate", "bytes"):
+        assert shown["shop"][name] == result.stats[name], name
 
 
 def test_pipelines_run_in_the_parse_workers_of_a_cluster_and_a_raising_one_fails_its_row(
@@ -193,6 +205,64 @@ def test_pipeline_order_scrapy_paths_and_the_allow_list():
 
     with pytest.raises(ConfigurationError, match="order number"):
         pipeline_classes(BadOrder, ("tests",))
+
+
+class _Recorded:
+    """Records its life, for the unit test below."""
+
+    events: list[str] = []
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    @classmethod
+    def from_settings(cls, settings):
+        return cls(settings.getint("FACTOR"))
+
+    def open_spider(self, spider):
+        self.events.append(f"open {spider.name}")
+
+    def close_spider(self, spider):
+        self.events.append(f"close {spider.name}")
+
+    def process_item(self, item, spider):
+        if item.get("n") == 0:
+            return None  # a forgotten return
+        return {**item, "n": item["n"] * self.factor}
+
+
+class _OpensBadly:
+    def open_spider(self, spider):
+        raise OSError("disk full")
+
+
+def test_from_settings_open_close_and_a_pipeline_that_returns_nothing():
+    class Recording(ShopSpider):
+        name = "recording"
+        pipelines = [_Recorded]
+        custom_settings = {"FACTOR": 2}
+
+    spider = Recording()
+    _Recorded.events.clear()
+    first = run_pipelines("rec", 1.0, spider, {"FACTOR": 3}, [{"n": 1}, {"n": 2}])
+    assert first.items == [{"n": 3}, {"n": 6}] and first.error is None  # the project's setting wins
+    again = run_pipelines("rec", 1.0, spider, {}, [{"n": 5}])
+    assert again.items == [{"n": 15}] and _Recorded.events == ["open recording"]  # opened once
+    forgot = run_pipelines("rec", 1.0, spider, {}, [{"n": 0}])
+    assert forgot.error == ("pipeline _Recorded.process_item returned None; return the item (changed or "
+                            "not) or raise DropItem")
+    run_pipelines("rec", 2.0, spider, {}, [{"n": 1}])  # the project re-created: closed, opened again
+    assert _Recorded.events == ["open recording", "close recording", "open recording"]
+
+    class Broken(ShopSpider):
+        pipelines = [_Recorded, _OpensBadly]
+
+    broken = run_pipelines("broken", 1.0, Broken(), {"FACTOR": 1}, [{"n": 1}])
+    assert broken.error is not None
+    assert broken.error.startswith("pipeline _OpensBadly.open_spider raised OSError: disk full ("), \
+        broken.error
+    assert close_pipelines() == 1  # "rec"; the broken chain was closed when it failed to open
+    assert _Recorded.events[-3:] == ["open shop", "close shop", "close recording"]
 
 
 def _fetched(site: ScriptedSite, engine, project: str, path: str) -> Any:

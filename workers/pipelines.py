@@ -204,11 +204,10 @@ def run_pipelines(project: str, generation: Any, spider: Any, project_settings: 
     with _chains_lock:
         held = _chains.get(project)
         if held is not None and (held[0] != generation or held[1].spider_cls is not spider_cls):
+            # the project was re-created, or its spider changed: the old instances close first
             _chains.pop(project)
-            stale: tuple[Any, PipelineChain, Any] | None = held
+            held[1].close(held[2])
             held = None
-        else:
-            stale = None
         if held is None:
             # a ConfigurationError (a path not allowed or not importable) goes to the caller
             if not pipeline_classes(spider_cls):
@@ -220,8 +219,6 @@ def run_pipelines(project: str, generation: Any, spider: Any, project_settings: 
                 return PipelineOutcome(error=failed.error, exception=failed.exception, where="open_spider")
             held = (generation, chain, spider)
             _chains[project] = held
-    if stale is not None:  # the project was re-created, or its spider changed
-        stale[1].close(stale[2])
     return held[1].process(items, spider)
 
 
