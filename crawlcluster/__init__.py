@@ -23,6 +23,7 @@ from crawlcluster.errors import (
     ProjectNotFound,
 )
 from crawlcluster.http import Request, Response
+from crawlcluster.pipelines import DropItem
 from crawlcluster.rendering import RenderOptions
 from crawlcluster.spider import LinkSpider, Spider
 from crawlcluster.submission import submit
@@ -55,6 +56,7 @@ __all__ = [
     "FetchError",
     "BodyTooLarge",
     "NotHTML",
+    "DropItem",
 ]
 
 

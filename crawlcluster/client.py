@@ -93,8 +93,11 @@ class Crawl:
         outcome counts over the last 5 minutes, hour, day and all time (``windows``),
         ``pages_per_second`` now, an ``eta_seconds`` estimate (None while paused or
         cancelled; never before the last pending row is due), and the cost so far:
-        ``bytes`` downloaded, ``fetch_seconds``, ``browser_seconds``, ``retries``, and ``bounds``:
-        what pages' bounds dropped or stopped (README: Bounded cost for any page)."""
+        ``bytes`` downloaded, ``fetch_seconds``, ``browser_seconds``, ``retries``, ``bounds``:
+        what pages' bounds dropped or stopped (README: Bounded cost for any page), and what
+        Scrapy prints at a crawl's end (:func:`crawlcluster.stats.end_of_crawl`): ``status_codes``,
+        ``error_kinds``, ``items_scraped``, ``items_dropped``, ``dropped_reasons``,
+        ``links_offsite``, ``links_duplicate``, ``elapsed_seconds``."""
         now = time.time()
         with self.engine.connect() as conn:
             row = self._project(conn)
@@ -109,6 +112,8 @@ class Crawl:
             if figures:
                 open_rows = counts["pending"] + counts["queued"]
                 counts.update(stats.project_figures(conn, self.project, open_rows, now))
+                counts.update(stats.end_of_crawl(conn, self.project, row["created_at"], row["finished_at"],
+                                                 now))
                 counts["eta_seconds"] = stats.eta_seconds(row["status"], open_rows, counts["queued"],
                                                           counts["eta_seconds"], due, now)
             if waiting:

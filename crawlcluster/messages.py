@@ -125,6 +125,8 @@ class Outcome(TypedDict, total=False):
     fetch_seconds: float
     browser_seconds: float
     bounds: dict[str, int]  # what the page's bounds dropped or stopped (workers.page_bounds)
+    dropped_items: dict[str, int]  # items the pipelines dropped, by reason (workers.pipelines)
+    links_filtered: dict[str, int]  # links not followed: "offsite", "duplicate" (workers.parser)
 
 
 class ParseMessage(TypedDict):

@@ -103,6 +103,24 @@ def _resume_command(db_path: str | None) -> str:
     return shlex.join(["crawlcluster", *args])
 
 
+def end_of_crawl_lines(stats: dict[str, Any]) -> list[str]:
+    """The summary's lines of what Scrapy prints at a crawl's end: responses by status code,
+    items dropped by reason, links filtered, bytes."""
+    lines = []
+    if stats.get("status_codes"):
+        lines.append("responses by status: " + ", ".join(f"{code} {count}"
+                                                         for code, count in stats["status_codes"].items()))
+    if stats.get("items_dropped"):
+        reasons = ", ".join(f"{reason} {count}" for reason, count in stats["dropped_reasons"].items())
+        lines.append(f"items dropped by pipelines: {stats['items_dropped']} ({reasons})")
+    if stats.get("links_offsite") or stats.get("links_duplicate"):
+        lines.append(f"links filtered: {stats['links_offsite']} off-site, "
+                     f"{stats['links_duplicate']} duplicate")
+    if stats.get("bytes"):
+        lines.append(f"{stats['bytes']:,} bytes downloaded")
+    return lines
+
+
 def print_summary(result: Any, output: str | None, db: str | None) -> None:
     """What the crawl did, what failed and why, where the rest is, how to resume."""
     pages = result.pages
@@ -116,6 +134,8 @@ def print_summary(result: Any, output: str | None, db: str | None) -> None:
     shown = ", ".join(f"{count} {label}" for count, label in others if count)
     if shown:
         console.print(f"  {shown}")
+    for line in end_of_crawl_lines(result.stats):
+        console.print(f"  {line}", markup=False, highlight=False)
     if result.failure_counts:
         kinds = ", ".join(f"{kind} {count}" for kind, count in result.failure_counts.items())
         console.print(f"  failed by kind: {kinds}")

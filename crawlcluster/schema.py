@@ -330,3 +330,18 @@ crawl_stats = Table(
     *[Column(name, BigInteger, nullable=False, server_default=text("0")) for name in BOUND_COLUMNS],
 )
 Index("ix_crawl_stats_minute", crawl_stats.c.project, crawl_stats.c.minute)
+
+# -- end-of-crawl counts (migration 0019) ---------------------------------------------------
+
+# what a Scrapy user reads at the end of a crawl, per project, added by the store stage with
+# each row's state change: responses by status code (tally "status", name "200"), items
+# stored ("items", "scraped"), items the pipelines dropped by reason ("dropped", the reason)
+# and links not followed ("links", "offsite" or "duplicate")
+crawl_tallies = Table(
+    "crawl_tallies",
+    metadata,
+    Column("project", String(200), primary_key=True),
+    Column("tally", String(20), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("count", BigInteger, nullable=False, server_default=text("0")),
+)

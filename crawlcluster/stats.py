@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from crawlcluster.database import hosts, render
+from crawlcluster.database import failures, hosts, render, tallies
 from crawlcluster.database import stats as stat_rows
 from crawlcluster.schema import BOUND_COLUMNS, CANCELLED, PAUSED, RUNNING
 
@@ -66,6 +66,31 @@ def project_figures(conn: Connection, project: str, open_rows: int,
         "fetches": int(total.fetched),
         # what pages' bounds dropped or stopped (README: Bounded cost for any page)
         "bounds": {name: int(getattr(total, name)) for name in BOUND_COLUMNS},
+    }
+
+
+def end_of_crawl(conn: Connection, project: str, created_at: float, finished_at: float | None,
+                 now: float) -> dict[str, Any]:
+    """The figures Scrapy prints when a crawl closes, under our names: ``status_codes``
+    (responses by HTTP status, each fetch counted, retried ones and robots.txt too, as
+    Scrapy's ``downloader/response_status_count``), ``error_kinds`` (failed pages by kind,
+    from the rows), ``items_scraped`` (items stored, each time a page was stored),
+    ``items_dropped`` and ``dropped_reasons`` (by the item pipelines' DropItem message),
+    ``links_offsite`` and ``links_duplicate`` (links not followed: Scrapy's ``offsite/filtered``
+    and ``dupefilter/filtered``) and ``elapsed_seconds`` since the project was created (to
+    when it finished, or now)."""
+    counts = tallies.project_tallies(conn, project)
+    dropped = counts.get(tallies.DROPPED, {})
+    links = counts.get(tallies.LINKS, {})
+    return {
+        "status_codes": dict(sorted(counts.get(tallies.STATUS, {}).items())),
+        "error_kinds": failures.failure_counts(conn, project),
+        "items_scraped": counts.get(tallies.ITEMS, {}).get("scraped", 0),
+        "items_dropped": sum(dropped.values()),
+        "dropped_reasons": dict(sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "links_offsite": links.get("offsite", 0),
+        "links_duplicate": links.get("duplicate", 0),
+        "elapsed_seconds": round(max(0.0, (finished_at or now) - created_at), 3),
     }
 
 

@@ -14,6 +14,9 @@ innocent ones go through and only the guilty one crashes again, until it has cra
 from __future__ import annotations
 
 import logging
+from typing import Any
+
+from celery import signals
 
 from crawlcluster import settings
 from crawlcluster.app import app, database_outage_retry
@@ -27,6 +30,7 @@ from crawlcluster.stages import PARSE, RENDER, STORE
 from workers.autorender import split_for_render
 from workers.lease import hand_on, hold_batch
 from workers.parser import process_pages, project_context
+from workers.pipelines import close_pipelines
 
 logger = logging.getLogger(__name__)
 
@@ -108,3 +112,13 @@ def parse(message: ParseMessage) -> dict[str, int]:
     hand_on(engine, outcomes)
     return {"pages": len(outcomes), "new_urls": added, "links_dropped": dropped,
             "sent_to_render": len(to_render)}
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _close_pipelines(**_kwargs: Any) -> None:
+    """A stopping worker (or pool child) calls its item pipelines' close_spider: the end of
+    the crawl as far as this process is concerned (README: Item pipelines)."""
+    closed = close_pipelines()
+    if closed:
+        logger.info("closed the item pipelines of %d projects", closed)

@@ -34,6 +34,7 @@ from crawlcluster.database import projects as lifecycle
 from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
 from crawlcluster.http import Request, Response
 from crawlcluster.messages import LAST_MODIFIED, Outcome, Page, carry_cost, decompress_body, entry_callback
+from crawlcluster.pipelines import pipeline_classes
 from crawlcluster.request_rows import task_row
 from crawlcluster.schema import DONE, FAILED, crawl_tasks
 from crawlcluster.spider import Spider, load_spider_class
@@ -50,6 +51,7 @@ from workers.page_bounds import (
     TrapGuard,
     count_trap_rows,
 )
+from workers.pipelines import PIPELINE_KIND, run_pipelines
 from workers.robots import robots_outcomes
 
 logger = logging.getLogger(__name__)
@@ -111,6 +113,8 @@ def run_callback(spider: Spider, callback_name: str, response: Response,
 MAX_HOST_LENGTH: int = getattr(crawl_tasks.c.host.type, "length", None) or 300
 MAX_ETAG_LENGTH: int = getattr(crawl_tasks.c.etag.type, "length", None) or 500
 MAX_LAST_MODIFIED_LENGTH: int = getattr(crawl_tasks.c.last_modified.type, "length", None) or 100
+# links filtered, as an outcome's ``links_filtered`` names them (crawlcluster.database.tallies)
+LINKS_OFFSITE, LINKS_DUPLICATE = "offsite", "duplicate"
 
 
 def filter_requests(spider: Spider, requests: Iterable[Request], depth: int, max_depth: int | None,
@@ -119,7 +123,7 @@ def filter_requests(spider: Spider, requests: Iterable[Request], depth: int, max
     """The requests to add to the frontier as (normalised URL, request), and how many were dropped
     (invalid, longer than ``max_url_length``, with a host name that cannot be a DNS name or
     that the frontier cannot hold, off-site, or deeper than ``max_depth``). ``counts`` gets
-    the too long and bad host ones by their statistics' names (workers.page_bounds)."""
+    the too long, bad host and off-site ones by their statistics' names."""
     kept: list[tuple[str, Request]] = []
     dropped = 0
     counts = counts if counts is not None else {}
@@ -142,6 +146,7 @@ def filter_requests(spider: Spider, requests: Iterable[Request], depth: int, max
             continue
         if not spider.allows(url):
             dropped += 1
+            counts[LINKS_OFFSITE] = counts.get(LINKS_OFFSITE, 0) + 1
             continue
         kept.append((url, request))
     return kept, dropped
@@ -177,6 +182,7 @@ def project_context(engine: Engine, project: str) -> ProjectContext:
     # only from CRAWLCLUSTER_SPIDER_PACKAGES; an exception or SystemExit at import is a ConfigurationError
     spider_cls = load_spider_class(row["spider"])
     spider = spider_cls(**(row["settings"] or {}).get("spider_kwargs", {}))
+    pipeline_classes(spider_cls)  # a pipeline path not allowed or not importable stops the project, as above
     context = ProjectContext(project, spider, row["max_depth"], row["max_pages"], time.monotonic(),
                              settings=row["settings"] or {}, created_at=row["created_at"])
     with _contexts_lock:
@@ -259,12 +265,24 @@ def _page_outcome(context: ProjectContext, page: Page, now: float,
         callback_error_log().report(context.name, page["url"], f"{type(context.spider).__name__}.{callback}",
                                     result.error, result.exception)
         return {**outcome, "status": FAILED, "kind": "callback", "error": result.error}
+    if result.items:  # the spider's item pipelines, in this process (workers.pipelines)
+        piped = run_pipelines(context.name, context.created_at, context.spider, context.settings,
+                              result.items)
+        if piped.error is not None:
+            callback_error_log().report(context.name, page["url"], f"pipeline {piped.where}", piped.error,
+                                        piped.exception)
+            return {**outcome, "status": FAILED, "kind": PIPELINE_KIND, "error": piped.error}
+        result.items = piped.items
+        if piped.dropped:
+            outcome["dropped_items"] = dict(piped.dropped)
     bounds: dict[str, int] = {}
     if result.links_over_limit + response.links_over_limit:
         bounds[LINKS_OVER_LIMIT] = result.links_over_limit + response.links_over_limit
     if response.nesting_capped:
         bounds[HTML_DEPTH_CAPPED] = 1
     kept, dropped = filter_requests(context.spider, result.requests, depth, context.max_depth, counts=bounds)
+    if LINKS_OFFSITE in bounds:  # a link filter, not a bound: counted with the duplicates
+        outcome["links_filtered"] = {LINKS_OFFSITE: bounds.pop(LINKS_OFFSITE)}
     dropped_links.append(dropped + bounds.get(LINKS_OVER_LIMIT, 0))
     guard = TrapGuard.for_page(page["url"], page.get("fetch"), settings.current())
     for url, request in kept:
@@ -327,6 +345,7 @@ def process_pages(engine: Engine, project: str, pages: list[Page]) -> tuple[list
     rows_of: dict[str, list[dict[str, Any]]] = {}  # each page's new rows, by its task id
     by_id: dict[str, Outcome] = {}
     dropped_links: list[int] = []
+    produced: dict[str, int] = {}  # each page's new rows before any was found known
     for page in spider_pages:
         page_rows: list[dict[str, Any]] = []
         try:
@@ -340,6 +359,7 @@ def process_pages(engine: Engine, project: str, pages: list[Page]) -> tuple[list
         outcome = carry_cost(page, outcome)  # what the page cost, for the store stage's statistics
         outcomes.append(outcome)
         by_id[page["id"]] = outcome
+        produced[page["id"]] = len(page_rows)
         rows_of[page["id"]] = [row for row in page_rows if not _known.seen(generation, row)]
     new_rows = [row for rows in rows_of.values() for row in rows]
     new_ids: set[str] = set()
@@ -357,10 +377,21 @@ def process_pages(engine: Engine, project: str, pages: list[Page]) -> tuple[list
         with engine.begin() as conn:
             claims.mark_fetched(conn, [p["id"] for p in pages], now=now)
     count_trap_rows(rows_of, by_id, new_ids)
+    _count_duplicates(by_id, produced, added)
     if new_rows and context.max_pages is None:  # beyond a budget a row may not have been inserted
         _known.remember(generation, [row for tid, rows in rows_of.items() if by_id[tid]["status"] == DONE
                                      for row in rows])
     return outcomes, added, sum(dropped_links)
+
+
+def _count_duplicates(by_id: dict[str, Outcome], produced: dict[str, int], added: int) -> None:
+    """The batch's links that were already in the frontier (or past max_pages), Scrapy's
+    ``dupefilter/filtered``: counted on the batch's first done outcome, so the store stage
+    counts them once, with that row's state change."""
+    done = [outcome for tid, outcome in by_id.items() if outcome["status"] == DONE]
+    duplicates = sum(produced[tid] for tid, outcome in by_id.items() if outcome["status"] == DONE) - added
+    if done and duplicates > 0:
+        done[0].setdefault("links_filtered", {})[LINKS_DUPLICATE] = duplicates
 
 
 def _insert_page_by_page(engine: Engine, context: ProjectContext, rows_of: dict[str, list[dict[str, Any]]],

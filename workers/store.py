@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from crawlcluster import scheduling, settings
 from crawlcluster.database import projects as lifecycle
-from crawlcluster.database import stats, worker_leases
+from crawlcluster.database import stats, tallies, worker_leases
 from crawlcluster.database.outcomes import record_outcomes, schedule_retries
 from crawlcluster.database.results import replace_items
 from crawlcluster.messages import LAST_MODIFIED, Outcome, entry_dispatch
@@ -96,6 +96,7 @@ def store_pages(engine: Engine, project: str, pages: list[Outcome]) -> dict[str,
         replace_items(conn, done_ids, item_rows)
         record_outcomes(conn, outcomes, now=now)
         stats.record_batch(conn, project, pages, retried, now=now)
+        tallies.record_tallies(conn, project, pages)  # status codes, items, drops, links filtered
         # a streak counts rows that ended failed (no retry is still open) because their site
         # is in trouble
         failures = [p for p in spider_pages
