@@ -33,6 +33,7 @@ from crawlcluster.database import claims, tasks
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
 from crawlcluster.http import Request, Response
+from crawlcluster.items import ItemError, as_item, is_item
 from crawlcluster.messages import LAST_MODIFIED, Outcome, Page, carry_cost, decompress_body, entry_callback
 from crawlcluster.request_rows import task_row
 from crawlcluster.schema import DONE, FAILED, crawl_tasks
@@ -62,24 +63,30 @@ def run_callback(spider: Spider, callback_name: str, response: Response) -> Call
     """Run a spider callback to the end and sort what it yields. An exception becomes the
     outcome's ``error`` (with the line that raised) and drops that page's partial output."""
     outcome = CallbackOutcome()
+    produced: Any = None
     try:
         produced = spider.callback(callback_name)(response)
         if produced is None:
             produced = ()
-        elif isinstance(produced, (dict, Request, str)):
+        elif isinstance(produced, (dict, Request, str)) or is_item(produced):
             produced = (produced,)  # a callback may return one item instead of yielding it
         for value in produced:
             if isinstance(value, Request):
                 outcome.requests.append(spider.with_defaults(value))
-            elif isinstance(value, dict):
-                outcome.items.append(value)
             elif isinstance(value, str):
                 outcome.requests.append(spider.with_defaults(Request(response.urljoin(value))))
             elif value is not None:
-                raise TypeError(f"callback {callback_name} yielded {type(value).__name__}; "
-                                "yield dicts (items) or Requests")
+                # dicts, dataclasses, attrs, pydantic, mappings: plain JSON-able dicts from here on
+                item = as_item(value)
+                if item is None:
+                    raise TypeError(f"callback {callback_name} yielded {type(value).__name__}; yield items "
+                                    "(dicts, dataclasses, attrs or pydantic objects) or Requests")
+                outcome.items.append(item)
     except Exception as exc:  # noqa: BLE001 - a spider bug must end in a row state, not a crash
         frame = traceback.extract_tb(exc.__traceback__)[-1]
+        suspended = getattr(produced, "gi_frame", None) if isinstance(exc, ItemError) else None
+        if suspended is not None:  # the item's fault: the line that yielded it, not ours
+            frame = traceback.FrameSummary(suspended.f_code.co_filename, suspended.f_lineno, "")
         what = f"raised {type(exc).__name__}: {exc}"
         if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery's, raised into the callback at the limit
             limit = settings.current().parse_time_limit_seconds
