@@ -73,11 +73,11 @@ def refuse_append(path: str, fmt: str) -> None:
                         f"overwrites it (-o appends to .jsonl and .csv files)")
 
 
-def open_text(path: str, mode: str) -> IO[str]:
-    """``path`` opened as UTF-8 text (through gzip when it ends in ``.gz``), or a
-    :class:`FeedError` with a sentence."""
+def open_text(path: str, mode: str, compressed: bool | None = None) -> IO[str]:
+    """``path`` opened as UTF-8 text (through gzip when ``compressed``, by default when it
+    ends in ``.gz``), or a :class:`FeedError` with a sentence."""
     try:
-        if is_compressed(path):
+        if is_compressed(path) if compressed is None else compressed:
             return cast(IO[str], gzip.open(path, mode + "t", encoding="utf-8", newline=""))
         return open(path, mode, encoding="utf-8", newline="")
     except FileNotFoundError:

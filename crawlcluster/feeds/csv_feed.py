@@ -109,7 +109,7 @@ class CsvFeed(Feed):
         os.close(handle)
         os.chmod(temp_path, stat.S_IMODE(os.stat(self.path).st_mode))  # mkstemp's 0600 would stick
         self.out.close()
-        self._out = open_text(temp_path, "w")
+        self._out = open_text(temp_path, "w", compressed=is_compressed(self.path))
         self._temp_path = temp_path
         self._writer = self._dict_writer()
         if self.columns:
