@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from crawlcluster.database import results
 from crawlcluster.feeds.base import Feed
 from crawlcluster.feeds.csv_feed import CsvFeed
+from crawlcluster.feeds.parquet_feed import ParquetFeed
 
 # a store transaction deletes a page's earlier items before it inserts; when they were the
 # newest rows SQLite hands their rowids out again, so a poll looks this many rowids back
@@ -90,11 +91,9 @@ class FeedSync:
         """A full pass over the project's items, then close the feed; return the total written."""
         if self.closed:
             return self.feed.count
-        if not self.feed.live:
-            from crawlcluster.feeds import write_all
-
+        if isinstance(self.feed, ParquetFeed):  # not live: written whole, now
             self.closed = True
-            return write_all(self.feed, self._all_items)
+            return self.feed.write_all(self._all_items)
         with self.engine.connect() as conn:
             missing = [task_id for task_id in results.distinct_pages(conn, self.project)
                        if task_id not in self.written and task_id not in self.earlier]
