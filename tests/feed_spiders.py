@@ -8,6 +8,7 @@ import dataclasses
 import datetime
 import decimal
 import os
+from collections.abc import MutableMapping
 
 import attrs
 import pydantic
@@ -68,3 +69,34 @@ class DecimalSpider(Spider):
 
     def parse(self, response):
         yield {"url": response.url, "offer": {"price": decimal.Decimal("2.50")}}
+
+
+class Fields(MutableMapping):
+    """A mapping that is not a dict, as Scrapy's ``Item`` is (a MutableMapping of its fields)."""
+
+    def __init__(self, **values):
+        self._values = dict(values)
+
+    def __getitem__(self, key):
+        return self._values[key]
+
+    def __setitem__(self, key, value):
+        self._values[key] = value
+
+    def __delitem__(self, key):
+        del self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self):
+        return len(self._values)
+
+
+class MappingSpider(Spider):
+    """Returns (not yields) one mapping item, as a Scrapy spider may return an Item."""
+
+    name = "mapping"
+
+    def parse(self, response):
+        return Fields(url=response.url, title=response.title, nested=Fields(depth=response.depth))

@@ -284,6 +284,13 @@ def test_dataclass_attrs_and_pydantic_items_leave_the_callback_as_plain_dicts() 
     assert json.loads(json.dumps(outcome.items)) == outcome.items
 
 
+def test_a_returned_mapping_that_is_not_a_dict_as_scrapy_items_are_arrives_as_a_dict() -> None:
+    outcome = run_callback(feed_spiders.MappingSpider(), "parse", _response("http://site.test/m", "M"))
+    assert outcome.error is None, outcome.error
+    assert outcome.items == [{"url": "http://site.test/m", "title": "M", "nested": {"depth": 0}}]
+    assert type(outcome.items[0]) is dict and type(outcome.items[0]["nested"]) is dict
+
+
 def test_a_value_json_cannot_hold_fails_the_page_naming_the_field_its_type_and_the_yield_line() -> None:
     outcome = run_callback(feed_spiders.DecimalSpider(), "parse", _response("http://site.test/d", "D"))
     assert outcome.items == [] and outcome.error is not None
