@@ -29,9 +29,12 @@ FAILURE_REASON_CHARS = 160
 
 
 CRAWL_EPILOG = """\b
-Output (-o): .jsonl/.jl/.ndjson (JSON lines), .json (one JSON array), .csv; items
-are appended and flushed as they are stored, so a crash keeps what was stored. With
---db, a second run resumes the crawl and writes the file afresh with every item.
+Output: .jsonl/.jl/.ndjson (JSON lines), .json (one JSON array), .csv, .xml,
+.parquet (pip install 'crawlcluster[parquet]'); .gz after any compresses. Items are
+written and flushed as they are stored (a .parquet file at the end), so a crash keeps
+what was stored. -o FILE appends to a .jsonl or .csv file and refuses a .json, .xml or
+.parquet file that is not empty; -O FILE writes the file afresh. With --db, a second run
+resumes the crawl: -o appends the items it stores, -O writes every item of the crawl.
 
 \b
 Ctrl-C or SIGTERM: stop dispatching, let pages in flight finish (--grace seconds),
@@ -97,7 +100,20 @@ def _reason(row: dict[str, Any]) -> str:
 
 
 def _resume_command(db_path: str | None) -> str:
+    """The command line that resumes this crawl: the same one with ``--db``, and ``-O``
+    instead of ``-o`` for a file that cannot be appended to (it is written afresh, with
+    every item of the crawl)."""
+    from crawlcluster.feeds.base import NOT_APPENDABLE, FeedError, feed_format
+
     args = list(sys.argv[1:])
+    for index, arg in enumerate(args[:-1]):
+        if arg in ("-o", "--output"):
+            try:
+                whole = feed_format(args[index + 1], _format_arg(args)) in NOT_APPENDABLE
+            except FeedError:
+                whole = False
+            if whole:
+                args[index] = "-O"
     if db_path and "--db" not in args and not any(a.startswith("--db=") for a in args):
         args += ["--db", db_path]
     return shlex.join(["crawlcluster", *args])
@@ -119,6 +135,15 @@ def end_of_crawl_lines(stats: dict[str, Any]) -> list[str]:
     if stats.get("bytes"):
         lines.append(f"{stats['bytes']:,} bytes downloaded")
     return lines
+
+
+def _format_arg(args: list[str]) -> str | None:
+    for index, arg in enumerate(args):
+        if arg == "--format" and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith("--format="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def print_summary(result: Any, output: str | None, db: str | None) -> None:
@@ -176,14 +201,15 @@ def run_oneshot(target: Any, *, output: str | None, fmt: str | None, max_pages: 
                   max_depth: int | None, project: str | None, db: str | None, quiet: bool,
                   settings: dict[str, Any] | None = None, spider_kwargs: dict[str, Any] | None = None,
                   grace_seconds: float | None = None, keep_formulas: bool = False,
-                  web_port: int | None = None) -> int:
-    """Run the embedded crawl with graceful Ctrl-C/SIGTERM, print the summary; the exit code."""
+                  web_port: int | None = None, append: bool = True) -> int:
+    """Run the embedded crawl with graceful Ctrl-C/SIGTERM, print the summary; the exit code.
+    ``append`` (``-o``) adds to the output file; otherwise (``-O``) it is written afresh."""
     from crawlcluster.embedded import STOP_GRACE_SECONDS, StopNow, run_embedded
     from crawlcluster.feeds import open_feed
 
     try:
         # checked before anything is fetched
-        feed = open_feed(output, fmt, keep_formulas=keep_formulas) if output else None
+        feed = open_feed(output, fmt, keep_formulas=keep_formulas, append=append) if output else None
     except CrawlClusterError as exc:
         raise _BadOutput(str(exc)) from None
     grace_seconds = STOP_GRACE_SECONDS if grace_seconds is None else grace_seconds

@@ -163,10 +163,17 @@ def test_the_venv_imports_crawlcluster_from_its_own_site_packages(clean_venv: Pa
     # the installed package tells users' type checkers that its API is typed (PEP 561)
     assert (Path(done.stdout.strip()).parent / "py.typed").is_file(), "py.typed is missing from the wheel"
     # nothing a test or a browser needs came with the plain install
-    for absent in ("pytest", "pyppeteer"):
+    for absent in ("pytest", "pyppeteer", "pyarrow"):
         probe = subprocess.run([str(clean_venv / "python"), "-c", f"import {absent}"], cwd=tmp_path, env=env,
                                capture_output=True, text=True, timeout=60)
         assert probe.returncode != 0, f"{absent} is installed without being asked for"
+    # the parquet feed is an extra: without it, one line names it, before anything is fetched
+    refused = subprocess.run([str(clean_venv / "crawlcluster"), "crawl", "http://127.0.0.1:9/", "-q",
+                              "-o", "items.parquet"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip() == ("Error: writing .parquet needs pyarrow: "
+                                      "pip install 'crawlcluster[parquet]'"), refused.stderr
 
 
 def test_a_clean_install_runs_the_readme_cluster_and_crawls_a_local_site(venv_processes: VenvProcesses,

@@ -328,7 +328,7 @@ def test_csv_output_has_a_column_for_every_key_even_when_later_items_bring_new_o
 
 
 @pytest.mark.parametrize("name, needle", [
-    ("items.xml", "cannot tell the output format of"),
+    ("items.txt", "cannot tell the output format of"),
     ("nosuchdir/items.jsonl", "does not exist"),
 ])
 def test_an_output_path_that_cannot_be_written_is_refused_before_any_fetch(tmp_path, name, needle):

@@ -296,11 +296,11 @@ def test_results_browser_links_each_item_and_its_downloads_equal_the_cli_export(
     assert len(rows) == crawlcluster.Crawl("flaky", database_url=crawled["db"]).stats(figures=False)["items"]
     href = browser.js("document.querySelector('#results tbody td.url a').href")
     assert browser.goto(href) == 200
-    exports = {fmt: crawled["tmp"] / f"export.{fmt}" for fmt in ("jsonl", "json", "csv")}
+    exports = {fmt: crawled["tmp"] / f"export.{fmt}" for fmt in ("jsonl", "json", "csv", "xml")}
     running = [subprocess.Popen([*CLI, "results", "flaky", "-o", str(out), "-q"], env=crawled["env"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for out in exports.values()]
-    assert [proc.wait(timeout=60) for proc in running] == [0, 0, 0]
+    assert [proc.wait(timeout=60) for proc in running] == [0, 0, 0, 0]
     for fmt, out in exports.items():
         downloaded = _download(browser, f"{console.url}/projects/flaky/results.{fmt}")
         assert downloaded == out.read_bytes().decode(), fmt

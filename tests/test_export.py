@@ -210,7 +210,7 @@ def test_results_and_export_take_the_formats_of_crawl_o_json_array_included(pg: 
     items = json.loads(out.read_text(encoding="utf-8"))  # one JSON array, not JSON lines
     assert sorted(item["n"] for item in items) == [0, 1, 2]
     refused = CliRunner().invoke(main, ["results", "three", "-o", str(tmp_path / "items.txt"), "-q"], env=env)
-    assert refused.exit_code == 1 and "cannot tell the output format" in refused.output
+    assert refused.exit_code == 2 and "cannot tell the output format" in refused.output
     assert not (tmp_path / "items.txt").exists()
     stdout = CliRunner().invoke(main, ["results", "three", "--format", "json", "-q"], env=env)
     assert stdout.exit_code == 0 and len(json.loads(stdout.stdout)) == 3

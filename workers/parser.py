@@ -33,6 +33,7 @@ from crawlcluster.database import claims, tasks
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
 from crawlcluster.http import Request, Response
+from crawlcluster.items import ItemError, as_item, is_item
 from crawlcluster.messages import LAST_MODIFIED, Outcome, Page, carry_cost, decompress_body, entry_callback
 from crawlcluster.pipelines import pipeline_classes
 from crawlcluster.request_rows import task_row
@@ -79,26 +80,32 @@ def run_callback(spider: Spider, callback_name: str, response: Response,
     dropped as they are yielded, so a page of 100,000 links never holds them all."""
     outcome = CallbackOutcome()
     max_links = max_links if max_links is not None else settings.current().max_links_per_page
+    produced: Any = None
     try:
         produced = spider.callback(callback_name)(response)
         if produced is None:
             produced = ()
-        elif isinstance(produced, (dict, Request, str)):
+        elif isinstance(produced, (dict, Request, str)) or is_item(produced):
             produced = (produced,)  # a callback may return one item instead of yielding it
         for value in produced:
             if isinstance(value, (Request, str)) and len(outcome.requests) >= max_links:
                 outcome.links_over_limit += 1
             elif isinstance(value, Request):
                 outcome.requests.append(spider.with_defaults(value))
-            elif isinstance(value, dict):
-                outcome.items.append(value)
             elif isinstance(value, str):
                 outcome.requests.append(spider.with_defaults(Request(response.urljoin(value))))
             elif value is not None:
-                raise TypeError(f"callback {callback_name} yielded {type(value).__name__}; "
-                                "yield dicts (items) or Requests")
+                # dicts, dataclasses, attrs, pydantic, mappings: plain JSON-able dicts from here on
+                item = as_item(value)
+                if item is None:
+                    raise TypeError(f"callback {callback_name} yielded {type(value).__name__}; yield items "
+                                    "(dicts, dataclasses, attrs or pydantic objects) or Requests")
+                outcome.items.append(item)
     except Exception as exc:  # noqa: BLE001 - a spider bug must end in a row state, not a crash
         frame = traceback.extract_tb(exc.__traceback__)[-1]
+        suspended = getattr(produced, "gi_frame", None) if isinstance(exc, ItemError) else None
+        if suspended is not None:  # the item's fault: the line that yielded it, not ours
+            frame = traceback.FrameSummary(suspended.f_code.co_filename, suspended.f_lineno, "")
         what = f"raised {type(exc).__name__}: {exc}"
         if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery's, raised into the callback at the limit
             limit = settings.current().parse_time_limit_seconds

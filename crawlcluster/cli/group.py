@@ -169,3 +169,18 @@ class Duration(click.ParamType):
         if seconds <= 0:
             self.fail(f"{value!r} must be longer than zero", param, ctx)
         return seconds
+
+
+class BadOutput(click.ClickException):
+    """An output file that cannot be written (unknown format, missing directory, a file
+    that cannot be appended to): one line, the usage error's exit code."""
+
+    exit_code = 2
+
+
+def output_and_mode(output: str | None, overwrite: str | None) -> tuple[str | None, bool]:
+    """The output file of ``-o FILE`` (append) or ``-O FILE`` (overwrite), as Scrapy names
+    them, and whether to append; both at once is a usage error."""
+    if output and overwrite:
+        raise click.UsageError("give -o FILE (append) or -O FILE (overwrite), not both")
+    return (output or overwrite), bool(output)

@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
-from crawlcluster.cli.group import RetryDelays, console, retry_settings
+from crawlcluster.cli.group import RetryDelays, console, output_and_mode, retry_settings
 from crawlcluster.embedded import STOP_GRACE_SECONDS
+from crawlcluster.feeds import FEED_FORMATS
 from crawlcluster.oneshot import CRAWL_EPILOG, run_oneshot
 
 # the console's port with --web, as `crawlcluster web`'s
@@ -20,8 +21,11 @@ WEB_PORT = 5050
 @click.command(epilog=CRAWL_EPILOG)
 @click.argument("urls", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Write items here as they are stored: .jsonl, .json or .csv.")
-@click.option("--format", "fmt", type=click.Choice(("jsonl", "json", "csv")),
+              help="Append items to this file as they are stored: .jsonl, .json, .csv, .xml or .parquet, "
+                   ".gz after any to compress (.json, .xml and .parquet files cannot be appended to: -O).")
+@click.option("-O", "--overwrite-output", "overwrite", type=click.Path(dir_okay=False),
+              help="As -o, but write the file afresh.")
+@click.option("--format", "fmt", type=click.Choice(tuple(FEED_FORMATS)),
               help="Output format (default: from the file's extension).")
 @click.option("--keep-formulas", is_flag=True,
               help="CSV: write cells that begin with = + - @ tab or CR verbatim (default: a leading ' so a "
@@ -52,12 +56,13 @@ WEB_PORT = 5050
               help="Serve the crawl console for this crawl on 127.0.0.1 while it runs.")
 @click.option("--web-port", type=click.IntRange(0, 65535), default=None,
               help="The console's port with --web (default 5050; 0: any free port).")
-def crawl(urls: tuple[str, ...], output, fmt, keep_formulas, max_pages, max_depth, project, db, quiet,
-          per_host, delay, ignore_robots, render, retries, retry_delay, allow_private, grace_seconds,
-          web, web_port) -> None:
+def crawl(urls: tuple[str, ...], output, overwrite, fmt, keep_formulas, max_pages, max_depth, project, db,
+          quiet, per_host, delay, ignore_robots, render, retries, retry_delay, allow_private,
+          grace_seconds, web, web_port) -> None:
     """Crawl URLS on this machine alone (no Redis, no Postgres) and write the items.
 
     URLS may instead be one spider import path, pkg.module:SpiderClass."""
+    output, append = output_and_mode(output, overwrite)
     target: Any = urls[0] if len(urls) == 1 and "://" not in urls[0] and ":" in urls[0] else list(urls)
     settings: dict[str, Any] = retry_settings(retries, retry_delay)
     if per_host is not None:
@@ -84,7 +89,7 @@ def crawl(urls: tuple[str, ...], output, fmt, keep_formulas, max_pages, max_dept
         raise click.UsageError("--web-port is for --web")
     code = run_oneshot(target, output=output, fmt=fmt, max_pages=max_pages, max_depth=max_depth,
                          project=project, db=db, quiet=quiet, settings=settings, spider_kwargs=spider_kwargs,
-                         grace_seconds=grace_seconds, keep_formulas=keep_formulas,
+                         grace_seconds=grace_seconds, keep_formulas=keep_formulas, append=append,
                          web_port=(WEB_PORT if web_port is None else web_port) if web else None)
     click.get_current_context().exit(code)
 
@@ -102,7 +107,7 @@ def demo(pages: int, output: str, quiet: bool) -> None:
     with DemoSite(pages=pages, traps=True, retry_traps=True).serve() as server:
         console.print(f"demo site at {server.url}/ ({pages} pages plus a few broken links and redirects)")
         code = run_oneshot([server.url + "/"], output=output, fmt=None, max_pages=None, max_depth=None,
-                             project="demo", db=None, quiet=quiet)
+                             project="demo", db=None, quiet=quiet, append=False)
     if code == 0 and output.lower().endswith((".jsonl", ".jl", ".ndjson")):
         with open(output, encoding="utf-8") as items:
             first = [json.loads(line) for _, line in zip(range(3), items)]

@@ -12,13 +12,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from crawlcluster.cli.group import console, fail
+from crawlcluster.cli.group import BadOutput, console, fail, output_and_mode
 from crawlcluster.errors import CrawlClusterError
 from crawlcluster.feeds import FEED_FORMATS
 
 
 def _export_with_progress(crawl: Any, output: str | None, fmt: str, total: int, enabled: bool,
-                          keep_formulas: bool = False) -> int:
+                          keep_formulas: bool = False, append: bool = False) -> int:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -31,7 +31,7 @@ def _export_with_progress(crawl: Any, output: str | None, fmt: str, total: int, 
     from crawlcluster.feeds import open_feed, write_all
 
     # a sentence for a bad path, before any read
-    feed = open_feed(output, fmt, keep_formulas=keep_formulas) if output else None
+    feed = open_feed(output, fmt, keep_formulas=keep_formulas, append=append) if output else None
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=not enabled, transient=False) as progress:
@@ -46,31 +46,45 @@ def _export_with_progress(crawl: Any, output: str | None, fmt: str, total: int, 
 @click.command()
 @click.argument("project")
 @click.option("--format", "fmt", type=click.Choice(tuple(FEED_FORMATS)),
-              help="jsonl, json (one array) or csv (default: from -o's extension; jsonl on stdout).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
+              help="jsonl, json (one array), csv, xml or parquet (default: from -o's extension; jsonl on "
+                   "stdout).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="File to append to, as `crawl -o` (default: stdout).")
+@click.option("-O", "--overwrite-output", "overwrite", type=click.Path(dir_okay=False),
+              help="File to write afresh.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--keep-formulas", is_flag=True,
               help="CSV: write cells that begin with = + - @ tab or CR verbatim (default: a leading ' so a "
                    "spreadsheet does not run crawled text as a formula).")
-def results(project: str, fmt: str | None, output: str | None, quiet: bool, keep_formulas: bool) -> None:
+def results(project: str, fmt: str | None, output: str | None, overwrite: str | None, quiet: bool,
+            keep_formulas: bool) -> None:
     """Export PROJECT's items, streamed from the database with a server-side cursor
     (memory stays flat however many items there are), with a progress bar on stderr.
-    The formats are those of `crawl -o`: .jsonl, .json (a JSON array) or .csv."""
+    The formats are those of `crawl -o`: .jsonl, .json (a JSON array), .csv, .xml,
+    .parquet, and .gz after any; -o appends where the format can, -O overwrites."""
     from crawlcluster.client import Crawl
-    from crawlcluster.feeds import feed_format
+    from crawlcluster.feeds import STREAM_FORMATS, FeedError, feed_format
 
+    output, append = output_and_mode(output, overwrite)
     try:
         fmt = feed_format(output, fmt) if output else (fmt or "jsonl")
+        if not output and fmt not in STREAM_FORMATS:
+            raise FeedError(f"{fmt} is written to a file only: -o FILE.{fmt}")
+    except FeedError as exc:
+        raise BadOutput(str(exc)) from None
+    try:
         crawl = Crawl(project)
         # also a clear error for an unknown project
         total = crawl.stats(figures=False, waiting=False)["items"]
         if output:
             count = _export_with_progress(crawl, output, fmt, total, enabled=not quiet,
-                                          keep_formulas=keep_formulas)
+                                          keep_formulas=keep_formulas, append=append)
             console.print(f"{count} items written to {output}")
         else:
             _export_with_progress(crawl, None, fmt, total, enabled=not quiet and console.is_terminal,
                                   keep_formulas=keep_formulas)
+    except FeedError as exc:
+        raise BadOutput(str(exc)) from None
     except CrawlClusterError as exc:
         fail(exc)
 

@@ -1,10 +1,11 @@
-"""The JSON feeds: JSON lines (one object per line, each line complete once flushed) and a
-JSON array written item by item."""
+"""The JSON feeds: JSON lines (one object per line, each line complete once flushed; ``-o``
+appends to them) and a JSON array written item by item (a whole document: ``-o`` refuses a
+file that holds one, ``-O`` overwrites it)."""
 
 from __future__ import annotations
 
 import json
-from typing import IO, Any
+from typing import Any
 
 from crawlcluster.feeds.base import Feed
 
@@ -14,14 +15,12 @@ class JsonLinesFeed(Feed):
 
 
 class JsonArrayFeed(Feed):
-    """A JSON array written item by item: valid JSON once closed; after a crash the items
-    are there and only the closing ``]`` is missing."""
+    """A JSON array written item by item: valid JSON once closed (which Ctrl-C, SIGTERM and
+    a second Ctrl-C all do); after a ``kill -9`` the items are there and only the closing
+    ``]`` is missing (and the last item may be cut short)."""
 
     format = "json"
-
-    def __init__(self, path: str | None = None, *, stream: IO[str] | None = None) -> None:
-        super().__init__(path, stream=stream)
-        self._begin()
+    appendable = False
 
     def _begin(self) -> None:
         self.out.write("[")
@@ -38,4 +37,3 @@ class JsonArrayFeed(Feed):
 
     def _end(self) -> None:
         self.out.write("\n]\n")
-

@@ -1,6 +1,9 @@
 """The live copy of a crawl's items into its feed: :class:`FeedSync` polls the results table
 of the embedded crawl's SQLite file (the rows inserted since its last poll, by rowid) and
-writes each page's items once, rewriting the file when a CSV header must grow."""
+writes each page's items once, rewriting the file when a CSV header must grow. A feed that
+appends (``-o``) gets the items this run stores; one written afresh (``-O``) every item of
+the project, those of earlier runs of a resumed crawl included. A Parquet file, which is
+not written live, is written whole by :meth:`FeedSync.finish`."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from sqlalchemy.engine import Engine
 from crawlcluster.database import results
 from crawlcluster.feeds.base import Feed
 from crawlcluster.feeds.csv_feed import CsvFeed
+from crawlcluster.feeds.parquet_feed import ParquetFeed
 
 # a store transaction deletes a page's earlier items before it inserts; when they were the
 # newest rows SQLite hands their rowids out again, so a poll looks this many rowids back
@@ -34,6 +38,8 @@ class FeedSync:
         self.engine = engine
         self.project = project
         self.written: set[str] = set()  # task ids whose items are in the file
+        # pages stored before this run, left out of a file -o appends to
+        self.earlier: set[str] = set()
         self._last_rowid = 0
         self.closed = False
 
@@ -42,10 +48,17 @@ class FeedSync:
         return self.feed.count
 
     def start(self) -> None:
-        """Write every item the project already has (a resumed crawl): the file then holds
-        the crawl's items once each, however many runs it took."""
+        """Written afresh (``-O``), the file gets every item the project already has (a
+        resumed crawl): it then holds the crawl's items once each, however many runs it
+        took. Appended to (``-o``), it gets only what this run stores: the earlier runs'
+        items are in the file they were written to."""
         self._last_rowid = self._max_rowid()
-        if self._has_items():
+        if not self.feed.live:
+            return
+        if self.feed.append:
+            with self.engine.connect() as conn:
+                self.earlier = set(results.distinct_pages(conn, self.project))
+        elif self._has_items():
             self._rewrite()
 
     def _has_items(self) -> bool:
@@ -63,24 +76,35 @@ class FeedSync:
         only the rows inserted since the previous one (through the primary key), however
         many items the file holds, and a transaction that committed late is still seen,
         because its rows' rowids are above the last one seen whenever it commits."""
+        if not self.feed.live:
+            return 0
         with self.engine.connect() as conn:
             rows = results.rows_after(conn, self._last_rowid - ROWID_LOOKBACK)
         if rows:
             self._last_rowid = max(self._last_rowid, rows[-1][0])
         fresh = list(dict.fromkeys(task_id for _rowid, task_id, project in rows
-                                   if project == self.project and task_id not in self.written))
+                                   if project == self.project and task_id not in self.written
+                                   and task_id not in self.earlier))
         return self._write_pages(fresh)
 
     def finish(self) -> int:
         """A full pass over the project's items, then close the feed; return the total written."""
         if self.closed:
             return self.feed.count
+        if isinstance(self.feed, ParquetFeed):  # not live: written whole, now
+            self.closed = True
+            return self.feed.write_all(self._all_items)
         with self.engine.connect() as conn:
             missing = [task_id for task_id in results.distinct_pages(conn, self.project)
-                       if task_id not in self.written]
+                       if task_id not in self.written and task_id not in self.earlier]
         self._write_pages(missing)
         self.close()
         return self.feed.count
+
+    def _all_items(self) -> Iterator[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            for _task_id, item in results.stream_page_items(conn, self.project):
+                yield item
 
     def close(self) -> None:
         """Close the feed as it is (a ``.json`` array gets its ``]``); safe to call twice."""
@@ -128,17 +152,21 @@ class FeedSync:
             self.written.update(task_ids)
 
     def _rewrite(self) -> None:
-        """Write the file afresh from every item the project has stored now."""
+        """Write the file afresh from every item the project has stored now (but those of
+        earlier runs, when appending: the rows the file held before are kept instead)."""
         columns: dict[str, None] = {}
         with self.engine.connect() as conn:
-            for _task_id, item in results.stream_page_items(conn, self.project):
-                columns.update(dict.fromkeys(item))
+            for task_id, item in results.stream_page_items(conn, self.project):
+                if task_id not in self.earlier:
+                    columns.update(dict.fromkeys(item))
         self.feed.restart(columns)
         self.written.clear()
         known = set(columns)
         with self.engine.connect() as conn:
             pages: dict[str, list[dict[str, Any]]] = {}
             for task_id, item in results.stream_page_items(conn, self.project):
+                if task_id in self.earlier:
+                    continue
                 pages.setdefault(task_id, []).append(item)
                 if len(pages) > READ_CHUNK_PAGES:
                     self._write_known(pages, known)

@@ -1,6 +1,6 @@
 """The results browser (``/projects/NAME/results``: a page of items at a time, a column per key
 the page's items share, the rest folded) and its downloads (``results.jsonl``, ``.json``,
-``.csv``), streamed by the CLI export's own writer (:meth:`crawlcluster.Crawl.export`, the
+``.csv``, ``.xml``), streamed by the CLI export's own writer (:meth:`crawlcluster.Crawl.export`, the
 feeds of :mod:`crawlcluster.feeds`), so a download equals ``crawlcluster results -o``.
 """
 
@@ -20,14 +20,14 @@ from crawlcluster.client import Crawl
 from crawlcluster.database import console as console_rows
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.db import get_engine
-from crawlcluster.feeds import FEED_FORMATS
+from crawlcluster.feeds import STREAM_FORMATS
 from crawlcluster.web.common import console_of, not_found, page
 
 logger = logging.getLogger(__name__)
 
 PAGE_ITEMS = 50
 MEDIA_TYPES = {"jsonl": "application/x-ndjson; charset=utf-8", "json": "application/json; charset=utf-8",
-               "csv": "text/csv; charset=utf-8"}
+               "csv": "text/csv; charset=utf-8", "xml": "application/xml; charset=utf-8"}
 # chunks of a download held between the export's thread and the response, at most
 DOWNLOAD_CHUNKS_AHEAD = 8
 # a download whose reader stopped reading for this long is abandoned (its thread ends)
@@ -69,7 +69,7 @@ def _results_context(database_url: str | None, name: str,
                 "others": {k: _cell(v) for k, v in item.items() if k not in common}}
                for row, item in zip(rows, items)]
     last = rows[-1] if rows else None
-    return {"project": project, "columns": common, "entries": entries, "formats": list(FEED_FORMATS),
+    return {"project": project, "columns": common, "entries": entries, "formats": list(STREAM_FORMATS),
             "next": f"{last['task_id']}:{last['item_index']}" if more and last else None,
             "has_previous": after is not None,
             "previous": f"{previous[0]}:{previous[1]}" if previous else None}
@@ -145,8 +145,8 @@ def _download(crawl: Crawl, fmt: str) -> Iterator[str]:
 
 async def results_download(request: Request) -> Response:
     name, fmt = request.path_params["name"], request.path_params["fmt"]
-    if fmt not in FEED_FORMATS:
-        return not_found(request, f"no format {fmt!r} (one of {', '.join(FEED_FORMATS)})")
+    if fmt not in STREAM_FORMATS:
+        return not_found(request, f"no format {fmt!r} (one of {', '.join(STREAM_FORMATS)})")
     database_url = console_of(request).database_url
 
     def exists() -> bool:
