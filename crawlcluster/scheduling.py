@@ -114,9 +114,11 @@ PROJECT_SETTINGS: dict[str, type] = {
     "priority": int, "retries": int, "age": int, "auto_recrawl": bool,
     "per_host_concurrency": int, "per_host_delay": float, "obey_robots": bool,
     "rate": float, "burst": float, "queue_limit": int,
+    # request defaults (crawlcluster.spider_settings.request_defaults), each row gets them at creation
+    "user_agent": str, "download_timeout": float,
 }
 # project settings with a parser of their own (see check_project_settings)
-SPECIAL_PROJECT_SETTINGS = ("retry_delays", "retry_policy", "allow_private")
+SPECIAL_PROJECT_SETTINGS = ("retry_delays", "retry_policy", "allow_private", "default_headers")
 # kept in columns of the projects table rather than in its settings JSON
 PROJECT_COLUMNS = ("rate", "burst", "queue_limit")
 CONFIG_ATTR = "_crawlcluster_config"
@@ -256,6 +258,11 @@ def check_project_settings(values: dict[str, Any]) -> dict[str, Any]:
                 checked[name] = list(parse_allow_list(entries))
             except ValueError as exc:
                 raise ConfigurationError(f"project setting allow_private: {exc}") from None
+            continue
+        if name == "default_headers":  # a dict, or its JSON on the command line
+            from crawlcluster.spider_settings import check_value
+
+            checked[name] = check_value(name, value, f"project setting {name}")
             continue
         kind = PROJECT_SETTINGS.get(name)
         if kind is None:

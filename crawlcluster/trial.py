@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError, InvalidURL
 from crawlcluster.http import Request, Response
-from crawlcluster.messages import FetchEntry
+from crawlcluster.messages import FetchEntry, entry_callback
 from crawlcluster.request_rows import task_row
 from crawlcluster.spider import LinkSpider, Spider, load_spider_class
 from crawlcluster.urls import DEFAULT_PORTS, normalize_url, url_host
@@ -297,7 +297,8 @@ def _response(answer: Any, entry: FetchEntry, result: TrialResult) -> Response:
     final_url = getattr(answer, "final_url", None) or entry["url"]
     response = Response(final_url, answer.status, answer.headers or {}, answer.body, data=entry.get("data"),
                         depth=entry.get("depth", 0), js_result=getattr(answer, "js_result", None),
-                        rendered=rendered)
+                        rendered=rendered, request=Request.of_row(entry["url"], entry_callback(entry),
+                                                                  entry.get("data"), entry.get("fetch")))
     result.status, result.headers, result.rendered = answer.status, dict(answer.headers or {}), rendered
     result.final_url = final_url if final_url != result.url else None
     result.body_bytes = len(answer.body)

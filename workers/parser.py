@@ -37,6 +37,7 @@ from crawlcluster.messages import LAST_MODIFIED, Outcome, Page, carry_cost, deco
 from crawlcluster.request_rows import task_row
 from crawlcluster.schema import DONE, FAILED, crawl_tasks
 from crawlcluster.spider import Spider, load_spider_class
+from crawlcluster.spider_log import parsing
 from crawlcluster.urls import host_port, normalize_url, url_host
 from workers.broken_spiders import SPIDER_FAILURE_KIND, remembered_failure, stop_project
 from workers.callback_log import callback_error_log
@@ -58,9 +59,16 @@ class CallbackOutcome:
     exception: BaseException | None = field(default=None, repr=False)
 
 
-def run_callback(spider: Spider, callback_name: str, response: Response) -> CallbackOutcome:
+def run_callback(spider: Spider, callback_name: str, response: Response,
+                 project: str | None = None) -> CallbackOutcome:
     """Run a spider callback to the end and sort what it yields. An exception becomes the
-    outcome's ``error`` (with the line that raised) and drops that page's partial output."""
+    outcome's ``error`` (with the line that raised) and drops that page's partial output.
+    ``self.logger`` lines written meanwhile name ``project`` and the page's URL."""
+    with parsing(project, response.url):
+        return _run_callback(spider, callback_name, response)
+
+
+def _run_callback(spider: Spider, callback_name: str, response: Response) -> CallbackOutcome:
     outcome = CallbackOutcome()
     try:
         produced = spider.callback(callback_name)(response)
@@ -218,9 +226,10 @@ def _page_outcome(context: ProjectContext, page: Page, now: float,
     # a rendered page: response.url is where the browser ended; the row keeps its own URL
     response = Response(page.get("final_url") or page["url"], page["code"], page.get("headers") or {},
                         decompress_body(page), data=page.get("data"), depth=depth,
-                        js_result=page.get("js_result"), rendered=bool(page.get("rendered")))
+                        js_result=page.get("js_result"), rendered=bool(page.get("rendered")),
+                        request=Request.of_row(page["url"], entry_callback(page), page.get("data"), page.get("fetch")))
     callback = entry_callback(page)
-    result = run_callback(context.spider, callback, response)
+    result = run_callback(context.spider, callback, response, project=context.name)
     outcome: Outcome = {"id": page["id"], "url": page["url"], "status": DONE, "code": page["code"]}
     if page.get("final_url"):
         outcome["final_url"] = page["final_url"]
