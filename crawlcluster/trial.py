@@ -17,8 +17,6 @@ robots.txt is not asked: the person asked for this one page.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import threading
 import time
 import traceback
@@ -32,6 +30,7 @@ from crawlcluster.errors import ConfigurationError, InvalidURL
 from crawlcluster.http import Request, Response
 from crawlcluster.messages import FetchEntry, entry_callback
 from crawlcluster.request_rows import task_row
+from crawlcluster.runspider import import_current_directory
 from crawlcluster.spider import LinkSpider, Spider, load_spider_class
 from crawlcluster.urls import DEFAULT_PORTS, normalize_url, url_host
 
@@ -79,13 +78,6 @@ class TrialResult:
         out = {k: v for k, v in self.__dict__.items() if k not in ("response", "kept_requests")}
         out["ok"] = self.ok
         return out
-
-
-def import_current_directory() -> None:
-    """Make the current directory importable, as ``scrapy`` does for ``pkg.mod:Spider``."""
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
 
 
 def load_trial_spider(path: str | None, *, allow_named: bool, kwargs: dict[str, Any] | None = None,
