@@ -79,7 +79,8 @@ class Request:
         if meta is not None:
             if self.data is not None and self.data != meta:
                 raise ConfigurationError(
-                    f"Request({self.url!r}) got both meta= and data=; they are one thing here: pass data= only")
+                    f"Request({self.url!r}) got both meta= and data=; they are one thing here: "
+                    "pass data= only")
             self.data = meta
         if self.render is not None:
             self.render = render_mode(self.render, self.url)

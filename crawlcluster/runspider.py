@@ -54,7 +54,8 @@ def spider_in_file(path: str) -> str:
     try:
         module = importlib.import_module(module_name)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a file that raises or exits at import
-        raise ConfigurationError(f"spider file {path!r} raised at import: {type(exc).__name__}: {exc}") from None
+        raise ConfigurationError(
+            f"spider file {path!r} raised at import: {type(exc).__name__}: {exc}") from None
     spiders = [obj for obj in vars(module).values()
                if isinstance(obj, type) and issubclass(obj, Spider) and obj.__module__ == module_name]
     if not spiders:

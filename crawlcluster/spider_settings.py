@@ -139,7 +139,8 @@ def apply_custom_settings(cls: type) -> None:
             setattr(cls, name, check_value(name, own[attribute], f"{cls.__name__}.{attribute}"))
     custom = own.get("custom_settings") or {}
     if not isinstance(custom, dict):
-        raise ConfigurationError(f"{cls.__name__}.custom_settings must be a dict, got {type(custom).__name__}")
+        raise ConfigurationError(
+            f"{cls.__name__}.custom_settings must be a dict, got {type(custom).__name__}")
     for key, value in custom.items():
         translated = translate(str(key), value)
         if translated is None:
@@ -180,8 +181,8 @@ def setting_warnings(cls: type, base: type) -> list[str]:
                 continue
             close = difflib.get_close_matches(attribute, candidates, n=1, cutoff=0.8)
             if close:
-                warnings.append(f"{klass.__name__}.{attribute} is not a crawlcluster setting and is not read; "
-                                f"did you mean {close[0]}?")
+                warnings.append(f"{klass.__name__}.{attribute} is not a crawlcluster setting and is not "
+                                f"read; did you mean {close[0]}?")
     return warnings
 
 

@@ -227,7 +227,8 @@ def _page_outcome(context: ProjectContext, page: Page, now: float,
     response = Response(page.get("final_url") or page["url"], page["code"], page.get("headers") or {},
                         decompress_body(page), data=page.get("data"), depth=depth,
                         js_result=page.get("js_result"), rendered=bool(page.get("rendered")),
-                        request=Request.of_row(page["url"], entry_callback(page), page.get("data"), page.get("fetch")))
+                        request=Request.of_row(page["url"], entry_callback(page), page.get("data"),
+                                               page.get("fetch")))
     callback = entry_callback(page)
     result = run_callback(context.spider, callback, response, project=context.name)
     outcome: Outcome = {"id": page["id"], "url": page["url"], "status": DONE, "code": page["code"]}
