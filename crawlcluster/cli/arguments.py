@@ -62,8 +62,8 @@ def spider_target(targets: tuple[str, ...], *, files: bool) -> Any:
     if len(targets) == 1 and is_spider_file(targets[0]):
         if not files:
             raise click.UsageError(f"{targets[0]}: a spider file runs on this machine only "
-                                   "(crawlcluster crawl FILE); the cluster's workers import spiders from installed packages: "
-                                   "submit pkg.module:SpiderClass")
+                                   "(crawlcluster crawl FILE); the cluster's workers import spiders from "
+                                   "installed packages: submit pkg.module:SpiderClass")
         try:
             return spider_in_file(targets[0])
         except ConfigurationError as exc:
