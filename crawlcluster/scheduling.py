@@ -22,6 +22,7 @@ wins over a spider's ``custom_settings``. A request's own values and a callback'
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -260,9 +261,7 @@ def check_project_settings(values: dict[str, Any]) -> dict[str, Any]:
                 raise ConfigurationError(f"project setting allow_private: {exc}") from None
             continue
         if name == "default_headers":  # a dict, or its JSON on the command line
-            from crawlcluster.spider_settings import check_value
-
-            checked[name] = check_value(name, value, f"project setting {name}")
+            checked[name] = header_dict(value, f"project setting {name}")
             continue
         kind = PROJECT_SETTINGS.get(name)
         if kind is None:
@@ -279,6 +278,19 @@ def check_project_settings(values: dict[str, Any]) -> dict[str, Any]:
         if number and checked[name] < 0 and name not in ("priority", "age"):
             raise ConfigurationError(f"project setting {name}={value!r} must not be negative")
     return checked
+
+
+def header_dict(value: Any, where: str) -> dict[str, str]:
+    """Default request headers: a dict, or its JSON text (``-s``, ``crawlcluster set``)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigurationError(f"{where}: default_headers must be a JSON object such as "
+                                     '\'{"Accept-Language": "en"}\'') from None
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{where}: default_headers must be a dict of header names and values")
+    return {str(k): str(v) for k, v in value.items()}
 
 
 def retry_delay(delays: list[float], attempt: int) -> float:

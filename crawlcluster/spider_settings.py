@@ -21,7 +21,6 @@ reported by :func:`setting_warnings` once, when the spider is submitted.
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,18 +67,6 @@ def _bool(value: Any) -> bool:
     return bool(value)
 
 
-def _headers(value: Any, where: str) -> dict[str, str]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise ConfigurationError(f"{where}: default_headers must be a JSON object such as "
-                                     '\'{"Accept-Language": "en"}\'') from None
-    if not isinstance(value, dict):
-        raise ConfigurationError(f"{where}: default_headers must be a dict of header names and values")
-    return {str(k): str(v) for k, v in value.items()}
-
-
 def check_value(name: str, value: Any, where: str) -> Any:
     """``value`` of our setting ``name`` converted to its type; a ConfigurationError naming
     ``where`` (the spider class and key, or the -s assignment) when it cannot be."""
@@ -89,7 +76,7 @@ def check_value(name: str, value: Any, where: str) -> Any:
     if value is None:
         return None
     if name == "default_headers":
-        return _headers(value, where)
+        return scheduling.header_dict(value, where)
     if name in ("max_pages", "max_depth"):
         try:
             number = int(value)
