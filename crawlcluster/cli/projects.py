@@ -159,8 +159,10 @@ def set_cmd(project: str, assignments: tuple[str, ...]) -> None:
     """Change PROJECT's settings while it runs, e.g. `set PROJECT rate=5 burst=10 per_host_concurrency=4`.
 
     Settings: rate, burst, queue_limit, per_host_concurrency, per_host_delay, obey_robots,
-    priority, retries, retry_delays, retry_policy (quick or recurring), age, auto_recrawl.
-    Retry settings win over the spider's; they apply to rows added after the change."""
+    priority, retries, retry_delays, retry_policy (quick or recurring), age, auto_recrawl,
+    user_agent, default_headers (JSON), download_timeout.
+    Retry settings win over the spider's; they, and the request defaults (user agent, headers,
+    timeout), apply to rows added after the change."""
     from crawlcluster.client import Crawl
 
     values: dict[str, str] = {}
