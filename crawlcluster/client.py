@@ -244,7 +244,8 @@ class Crawl:
         """Change project settings while the crawl runs (the scheduler and workers pick
         them up within seconds): rate, burst, queue_limit, per_host_concurrency,
         per_host_delay, obey_robots, priority, retries, retry_delays, retry_policy
-        (``quick`` or ``recurring``), age, auto_recrawl, allow_private (hosts, host:port,
+        (``quick`` or ``recurring``), age, auto_recrawl, user_agent, default_headers,
+        download_timeout (for rows added after the change), allow_private (hosts, host:port,
         addresses or networks the address guard lets discovered URLs reach). The retry settings win over the
         spider's own (as Scrapy's command line wins over ``custom_settings``) and apply to
         rows added after the change. Returns the project's settings after the change."""

@@ -10,9 +10,11 @@ Nothing here imports Celery or touches the database, so a spider module stays li
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json as jsonlib
+import re
+from dataclasses import InitVar, dataclass
 from functools import cached_property
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urljoin
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
@@ -23,6 +25,9 @@ from crawlcluster.errors import ConfigurationError, InvalidURL, NotHTML
 from crawlcluster.html_depth import cap_nesting
 from crawlcluster.rendering import RenderOptions, render_mode
 from crawlcluster.urls import normalize_url
+
+if TYPE_CHECKING:
+    from parsel import Selector, SelectorList
 
 __all__ = ["Request", "Response"]
 
@@ -43,6 +48,9 @@ class Request:
     :meth:`Spider.needs_render` says the page needs it. ``render_options`` (a
     :class:`~crawlcluster.rendering.RenderOptions` or its dict) says how to render. Left
     unset (None), both take the spider's ``render`` and ``render_options``.
+
+    ``meta`` is Scrapy's name for ``data`` and is taken as ``data`` (giving both is refused
+    when the Request is made): what a callback gets as ``response.meta`` or ``response.data``.
     """
 
     url: str
@@ -67,11 +75,27 @@ class Request:
     force_update: bool = False
     exetime: float | None = None
     cancel: bool = False
+    meta: InitVar[Any] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, meta: Any = None) -> None:
+        if meta is not None:
+            if self.data is not None and self.data != meta:
+                raise ConfigurationError(
+                    f"Request({self.url!r}) got both meta= and data=; they are one thing here: "
+                    "pass data= only")
+            self.data = meta
         if self.render is not None:
             self.render = render_mode(self.render, self.url)
         self.render_options = RenderOptions.coerce(self.render_options)
+
+    @classmethod
+    def of_row(cls, url: str, callback: str, data: Any, fetch: dict[str, Any] | None) -> "Request":
+        """The Request a frontier row holds (its URL, callback, data and fetch options): what
+        ``response.request`` is in a callback."""
+        fetch = fetch or {}
+        return cls(url, callback=callback, data=data, method=fetch.get("method", "GET"),
+                   headers=fetch.get("headers"), cookies=fetch.get("cookies"), body=fetch.get("body"),
+                   timeout=fetch.get("timeout"), render=fetch.get("render"))
 
     def callback_name(self, default: str = "parse") -> str:
         if self.callback is None:
@@ -103,6 +127,20 @@ class Request:
 
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
+XML_TYPES = ("text/xml", "application/xml", "application/rss+xml", "application/atom+xml")
+# selectors only parsel understands: Scrapy's ::text and ::attr(name) pseudo-elements
+PSEUDO_ELEMENT = re.compile(r"::(text|attr\()")
+
+
+class Nodes(list):
+    """selectolax nodes, as ``response.css()`` returns them, with Scrapy's ``get()`` and
+    ``getall()`` (the outer HTML of the first node, of every node)."""
+
+    def get(self, default: str | None = None) -> str | None:
+        return self[0].html if self else default
+
+    def getall(self) -> list[str]:
+        return [node.html for node in self]
 SKIPPED_SCHEMES = ("mailto:", "javascript:", "tel:", "data:", "ftp:", "file:", "about:", "sms:")
 
 
@@ -130,7 +168,9 @@ class Response:
 
     def __init__(self, url: str, status: int, headers: dict[str, str], body: bytes, *, data: Any = None,
                  depth: int = 0, js_result: Any = None, rendered: bool = False,
-                 max_nesting_depth: int | None = None, max_links: int | None = None) -> None:
+                 max_nesting_depth: int | None = None, max_links: int | None = None,
+                 request: Request | None = None) -> None:
+        self._request = request
         self.url = url
         self.status = status
         self.headers = headers
@@ -202,8 +242,58 @@ class Response:
         href = base.attributes.get("href") if base is not None else None
         return urljoin(self.url, href.strip()) if href else self.url
 
-    def css(self, selector: str) -> list[LexborNode]:
-        return self.tree.css(selector)
+    @property
+    def request(self) -> Request:
+        """The Request that produced this page (url, callback, data, headers, ...)."""
+        if self._request is None:
+            self._request = Request(self.url, data=self.data)
+        return self._request
+
+    @property
+    def meta(self) -> Any:
+        """Scrapy's name for :attr:`data`: what the request passed along (a dict unless the
+        request gave something else; changes to it reach the requests made from it only
+        when passed on, as ``data=response.meta``)."""
+        if self.data is None:
+            self.data = {}
+        return self.data
+
+    def json(self) -> Any:
+        """The body parsed as JSON (ValueError when it is not)."""
+        return jsonlib.loads(self.text)
+
+    @cached_property
+    def selector(self) -> "Selector":
+        """A parsel ``Selector`` over the page (Scrapy's selectors: ``css()`` with ``::text``
+        and ``::attr(name)``, ``xpath()``, ``re()``, ``get()``/``getall()``), built on first
+        use; HTML and XML only."""
+        from parsel import Selector
+
+        if self.is_html:
+            kind = "html"
+        elif self.content_type in XML_TYPES or self.content_type.endswith("+xml"):
+            kind = "xml"
+        else:
+            raise NotHTML(self.url, self.content_type)
+        return Selector(text=self.text, type=kind, base_url=self.url)
+
+    def xpath(self, query: str, **namespaces: Any) -> "SelectorList[Selector]":
+        """Scrapy's ``response.xpath()``: a parsel SelectorList (``.get()``, ``.getall()``)."""
+        return self.selector.xpath(query, **namespaces)
+
+    def css(self, selector: str) -> Any:
+        """The page's elements that match ``selector``.
+
+        A plain CSS selector is matched by selectolax (fast) and gives its nodes
+        (``node.text()``, ``node.attributes``, ``node.css_first()``), in a list that also has
+        Scrapy's ``get()``/``getall()``. A selector with Scrapy's ``::text`` or
+        ``::attr(name)`` goes to parsel and gives a SelectorList, so
+        ``response.css("h1::text").get()`` works as in Scrapy. For Scrapy-style nested
+        selection (``quote.css("span::text")`` on an element) start from
+        ``response.selector.css(...)`` or ``response.xpath(...)``."""
+        if PSEUDO_ELEMENT.search(selector):
+            return self.selector.css(selector)
+        return Nodes(self.tree.css(selector))
 
     def css_first(self, selector: str, default: Any = None) -> LexborNode | Any:
         return self.tree.css_first(selector, default=default)

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 from crawlcluster import scheduling, settings
 from crawlcluster.errors import InvalidURL
 from crawlcluster.schema import PENDING
+from crawlcluster.spider_settings import request_defaults
 from crawlcluster.urls import host_problem, length_problem, normalize_url, task_id, url_host
 
 
@@ -22,7 +23,11 @@ def task_row(project: str, url: str, request: Any, *, spider: Any, project_setti
     callback_name = request.callback_name()
     schedule = scheduling.resolve(request, getattr(spider, callback_name, None), spider, project_settings)
     values = schedule.row_values()
-    options = dict(fetch_options if fetch_options is not None else (request.fetch_options() or {}))
+    if fetch_options is None:  # a new request: the project's (else spider's) user agent, headers, timeout
+        options = dict(request.fetch_options() or {})
+        request_defaults(options, spider, project_settings)
+    else:  # a redirect's next hop keeps the options of its first
+        options = dict(fetch_options)
     options.update(values.pop("_fetch_extra"))
     row = {
         "task_id": task_id(project, url, options.get("method", "GET"), options.get("body")),

@@ -22,6 +22,7 @@ wins over a spider's ``custom_settings``. A request's own values and a callback'
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -114,9 +115,11 @@ PROJECT_SETTINGS: dict[str, type] = {
     "priority": int, "retries": int, "age": int, "auto_recrawl": bool,
     "per_host_concurrency": int, "per_host_delay": float, "obey_robots": bool,
     "rate": float, "burst": float, "queue_limit": int,
+    # request defaults (crawlcluster.spider_settings.request_defaults), each row gets them at creation
+    "user_agent": str, "download_timeout": float,
 }
 # project settings with a parser of their own (see check_project_settings)
-SPECIAL_PROJECT_SETTINGS = ("retry_delays", "retry_policy", "allow_private")
+SPECIAL_PROJECT_SETTINGS = ("retry_delays", "retry_policy", "allow_private", "default_headers")
 # kept in columns of the projects table rather than in its settings JSON
 PROJECT_COLUMNS = ("rate", "burst", "queue_limit")
 CONFIG_ATTR = "_crawlcluster_config"
@@ -257,6 +260,9 @@ def check_project_settings(values: dict[str, Any]) -> dict[str, Any]:
             except ValueError as exc:
                 raise ConfigurationError(f"project setting allow_private: {exc}") from None
             continue
+        if name == "default_headers":  # a dict, or its JSON on the command line
+            checked[name] = header_dict(value, f"project setting {name}")
+            continue
         kind = PROJECT_SETTINGS.get(name)
         if kind is None:
             known = ", ".join(sorted([*PROJECT_SETTINGS, *SPECIAL_PROJECT_SETTINGS]))
@@ -272,6 +278,19 @@ def check_project_settings(values: dict[str, Any]) -> dict[str, Any]:
         if number and checked[name] < 0 and name not in ("priority", "age"):
             raise ConfigurationError(f"project setting {name}={value!r} must not be negative")
     return checked
+
+
+def header_dict(value: Any, where: str) -> dict[str, str]:
+    """Default request headers: a dict, or its JSON text (``-s``, ``crawlcluster set``)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigurationError(f"{where}: default_headers must be a JSON object such as "
+                                     '\'{"Accept-Language": "en"}\'') from None
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{where}: default_headers must be a dict of header names and values")
+    return {str(k): str(v) for k, v in value.items()}
 
 
 def retry_delay(delays: list[float], attempt: int) -> float:

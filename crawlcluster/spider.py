@@ -34,6 +34,12 @@ class Spider:
     those hosts and their subdomains; ``max_depth`` and ``max_pages`` bound it.
     ``render`` (False, True or "auto") and ``render_options`` are the default of every
     request the spider makes that does not set its own (see :class:`Request`).
+
+    Every per-project setting can be a class attribute (``obey_robots = False``,
+    ``per_host_delay = 1.0``, ``user_agent``, ``default_headers``, ...) or a key of
+    ``custom_settings``, in our names or Scrapy's (``ROBOTSTXT_OBEY``, ``DOWNLOAD_DELAY``, ...;
+    see :mod:`crawlcluster.spider_settings`). ``self.logger`` writes lines that carry the
+    project and the URL being parsed.
     """
 
     name: str | None = None
@@ -52,10 +58,37 @@ class Spider:
     render_options: RenderOptions | dict[str, Any] | None = None
     # needs_render's default heuristic: less visible text than this is "an empty shell"
     render_min_text_chars: int = 200
+    # project settings (None: the project's, else the cluster's); written into the project's
+    # settings when the spider is submitted (crawlcluster.spider_settings)
+    obey_robots: bool | None = None
+    per_host_concurrency: int | None = None
+    per_host_delay: float | None = None
+    rate: float | None = None
+    burst: float | None = None
+    queue_limit: int | None = None
+    user_agent: str | None = None
+    default_headers: dict[str, str] | None = None
+    download_timeout: float | None = None
+    # Scrapy's names (ROBOTSTXT_OBEY, DOWNLOAD_DELAY, ...) or ours, applied when the class is defined
+    custom_settings: dict[str, Any] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        from crawlcluster.spider_settings import apply_custom_settings
+
+        apply_custom_settings(cls)
 
     def __init__(self, **kwargs: Any) -> None:
         for key, value in kwargs.items():
             setattr(self, key, value)
+
+    @property
+    def logger(self) -> logging.LoggerAdapter:
+        """A logger named after the spider (as Scrapy's); each line carries the project and
+        the URL whose callback is running (``project P, url U: message``)."""
+        from crawlcluster.spider_log import SpiderLogger
+
+        return SpiderLogger(logging.getLogger(self.name or type(self).__name__), {})
 
     def start(self) -> Iterable[Request]:
         """The first requests of a crawl; by default one per ``start_urls`` entry."""

@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any, Iterable
 
-from crawlcluster import scheduling
+from crawlcluster import scheduling, spider_settings
 from crawlcluster.client import Crawl
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.database import tasks, timers
@@ -129,6 +129,10 @@ def submit(
                 "replace_spider=True (--replace-spider) to replace its spider")
         kwargs = dict(spider_kwargs or {})
         spider = spider_cls(**kwargs)
+        for warning in spider_settings.setting_warnings(spider_cls, Spider):
+            logger.warning("spider %s: %s", spider_path(spider_cls), warning)
+        # its project settings (class attributes, custom_settings), under those given here
+        settings = {**spider_settings.project_values(spider), **(settings or {})}
         requests = [spider.with_defaults(r) for r in spider.start()]
     elif existing and existing["spider"] != LINK_SPIDER_PATH and not replace_spider:
         # the project's own spider takes the URLs, with its own arguments

@@ -17,8 +17,6 @@ robots.txt is not asked: the person asked for this one page.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import threading
 import time
 import traceback
@@ -30,8 +28,9 @@ from urllib.parse import urlsplit
 from crawlcluster import settings
 from crawlcluster.errors import ConfigurationError, InvalidURL
 from crawlcluster.http import Request, Response
-from crawlcluster.messages import FetchEntry
+from crawlcluster.messages import FetchEntry, entry_callback
 from crawlcluster.request_rows import task_row
+from crawlcluster.runspider import import_current_directory
 from crawlcluster.spider import LinkSpider, Spider, load_spider_class
 from crawlcluster.urls import DEFAULT_PORTS, normalize_url, url_host
 
@@ -79,13 +78,6 @@ class TrialResult:
         out = {k: v for k, v in self.__dict__.items() if k not in ("response", "kept_requests")}
         out["ok"] = self.ok
         return out
-
-
-def import_current_directory() -> None:
-    """Make the current directory importable, as ``scrapy`` does for ``pkg.mod:Spider``."""
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
 
 
 def load_trial_spider(path: str | None, *, allow_named: bool, kwargs: dict[str, Any] | None = None,
@@ -297,7 +289,8 @@ def _response(answer: Any, entry: FetchEntry, result: TrialResult) -> Response:
     final_url = getattr(answer, "final_url", None) or entry["url"]
     response = Response(final_url, answer.status, answer.headers or {}, answer.body, data=entry.get("data"),
                         depth=entry.get("depth", 0), js_result=getattr(answer, "js_result", None),
-                        rendered=rendered)
+                        rendered=rendered, request=Request.of_row(entry["url"], entry_callback(entry),
+                                                                  entry.get("data"), entry.get("fetch")))
     result.status, result.headers, result.rendered = answer.status, dict(answer.headers or {}), rendered
     result.final_url = final_url if final_url != result.url else None
     result.body_bytes = len(answer.body)

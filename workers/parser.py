@@ -39,6 +39,7 @@ from crawlcluster.pipelines import pipeline_classes
 from crawlcluster.request_rows import task_row
 from crawlcluster.schema import DONE, FAILED, crawl_tasks
 from crawlcluster.spider import Spider, load_spider_class
+from crawlcluster.spider_log import parsing
 from crawlcluster.urls import host_port, host_problem, length_problem, normalize_url, short_url, url_host
 from workers.broken_spiders import SPIDER_FAILURE_KIND, remembered_failure, stop_project
 from workers.callback_log import callback_error_log
@@ -73,11 +74,18 @@ class CallbackOutcome:
 
 
 def run_callback(spider: Spider, callback_name: str, response: Response,
-                 max_links: int | None = None) -> CallbackOutcome:
+                 max_links: int | None = None, project: str | None = None) -> CallbackOutcome:
     """Run a spider callback to the end and sort what it yields. An exception becomes the
     outcome's ``error`` (with the line that raised) and drops that page's partial output.
     Requests past ``max_links`` (default: the max_links_per_page setting) are counted and
-    dropped as they are yielded, so a page of 100,000 links never holds them all."""
+    dropped as they are yielded, so a page of 100,000 links never holds them all.
+    ``self.logger`` lines written meanwhile name ``project`` and the page's URL."""
+    with parsing(project, response.url):
+        return _run_callback(spider, callback_name, response, max_links)
+
+
+def _run_callback(spider: Spider, callback_name: str, response: Response,
+                  max_links: int | None) -> CallbackOutcome:
     outcome = CallbackOutcome()
     max_links = max_links if max_links is not None else settings.current().max_links_per_page
     produced: Any = None
@@ -262,9 +270,11 @@ def _page_outcome(context: ProjectContext, page: Page, now: float,
     # a rendered page: response.url is where the browser ended; the row keeps its own URL
     response = Response(page.get("final_url") or page["url"], page["code"], page.get("headers") or {},
                         decompress_body(page), data=page.get("data"), depth=depth,
-                        js_result=page.get("js_result"), rendered=bool(page.get("rendered")))
+                        js_result=page.get("js_result"), rendered=bool(page.get("rendered")),
+                        request=Request.of_row(page["url"], entry_callback(page), page.get("data"),
+                                               page.get("fetch")))
     callback = entry_callback(page)
-    result = run_callback(context.spider, callback, response)
+    result = run_callback(context.spider, callback, response, project=context.name)
     outcome: Outcome = {"id": page["id"], "url": page["url"], "status": DONE, "code": page["code"]}
     if page.get("final_url"):
         outcome["final_url"] = page["final_url"]

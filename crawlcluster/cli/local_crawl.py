@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from crawlcluster.cli.arguments import settings_of, spider_arguments, spider_kwargs, spider_target
 from crawlcluster.cli.group import RetryDelays, console, output_and_mode, retry_settings
 from crawlcluster.embedded import STOP_GRACE_SECONDS
 from crawlcluster.feeds import FEED_FORMATS
@@ -56,15 +57,21 @@ WEB_PORT = 5050
               help="Serve the crawl console for this crawl on 127.0.0.1 while it runs.")
 @click.option("--web-port", type=click.IntRange(0, 65535), default=None,
               help="The console's port with --web (default 5050; 0: any free port).")
+@spider_arguments
 def crawl(urls: tuple[str, ...], output, overwrite, fmt, keep_formulas, max_pages, max_depth, project, db,
           quiet, per_host, delay, ignore_robots, render, retries, retry_delay, allow_private,
-          grace_seconds, web, web_port) -> None:
+          grace_seconds, web, web_port, spider_args, setting_args) -> None:
     """Crawl URLS on this machine alone (no Redis, no Postgres) and write the items.
 
-    URLS may instead be one spider import path, pkg.module:SpiderClass."""
+    URLS may instead be one spider import path, pkg.module:SpiderClass (the current directory
+    is importable), or a Python file holding one spider, path/to/spider.py (as scrapy runspider)."""
     output, append = output_and_mode(output, overwrite)
-    target: Any = urls[0] if len(urls) == 1 and "://" not in urls[0] and ":" in urls[0] else list(urls)
-    settings: dict[str, Any] = retry_settings(retries, retry_delay)
+    target: Any = spider_target(urls, files=True)
+    assigned = settings_of(setting_args, this_machine=True)
+    max_pages = max_pages if max_pages is not None else assigned.max_pages
+    max_depth = max_depth if max_depth is not None else assigned.max_depth
+    # the options named here win over the same settings given with -s
+    settings: dict[str, Any] = {**assigned.project, **retry_settings(retries, retry_delay)}
     if per_host is not None:
         settings["per_host_concurrency"] = per_host
     if delay is not None:
@@ -73,11 +80,11 @@ def crawl(urls: tuple[str, ...], output, overwrite, fmt, keep_formulas, max_page
         settings["obey_robots"] = False
     if allow_private:
         settings["allow_private"] = list(allow_private)
-    spider_kwargs: dict[str, Any] | None = None
+    arguments: dict[str, Any] | None = spider_kwargs(spider_args) or None
     if render is not None:
         if not isinstance(target, list):
             raise click.UsageError("--render is for the link spider (URLs); a spider sets its own `render`")
-        spider_kwargs = {"render": {"never": False, "auto": "auto", "always": True}[render]}
+        arguments = {**(arguments or {}), "render": {"never": False, "auto": "auto", "always": True}[render]}
         if render != "never":
             from crawlcluster.app import render_unavailable
             from crawlcluster.settings import current
@@ -88,7 +95,7 @@ def crawl(urls: tuple[str, ...], output, overwrite, fmt, keep_formulas, max_page
     if web_port is not None and not web:
         raise click.UsageError("--web-port is for --web")
     code = run_oneshot(target, output=output, fmt=fmt, max_pages=max_pages, max_depth=max_depth,
-                         project=project, db=db, quiet=quiet, settings=settings, spider_kwargs=spider_kwargs,
+                         project=project, db=db, quiet=quiet, settings=settings, spider_kwargs=arguments,
                          grace_seconds=grace_seconds, keep_formulas=keep_formulas, append=append,
                          web_port=(WEB_PORT if web_port is None else web_port) if web else None)
     click.get_current_context().exit(code)

@@ -11,6 +11,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from crawlcluster.cli.arguments import settings_of, spider_arguments, spider_kwargs, spider_target
 from crawlcluster.cli.group import Duration, RetryDelays, console, fail, retry_settings
 from crawlcluster.errors import CrawlClusterError
 
@@ -29,18 +30,23 @@ from crawlcluster.errors import CrawlClusterError
 @click.option("--allow-private", "allow_private", multiple=True, metavar="HOST",
               help="Let URLs found later reach this private host, host:port, address or network "
                    "(repeatable); the start URLs' hosts are trusted already.")
+@spider_arguments
 def submit_cmd(targets: tuple[str, ...], project, max_pages, max_depth, wait, replace_spider, retries,
-               retry_delay, allow_private) -> None:
+               retry_delay, allow_private, spider_args, setting_args) -> None:
     """Submit URLs, or one spider import path (pkg.module:SpiderClass), to the cluster.
 
     URLs added to an existing project are crawled by that project's spider; a URL that
-    failed before is fetched again."""
+    failed before is fetched again. The current directory is importable for the spider."""
     from crawlcluster.submission import submit
 
-    target: Any = targets[0] if len(targets) == 1 and "://" not in targets[0] else list(targets)
+    target: Any = spider_target(targets, files=False)
+    assigned = settings_of(setting_args, this_machine=False)
+    settings = {**assigned.project, **retry_settings(retries, retry_delay)}
     try:
-        crawl = submit(target, project, max_pages=max_pages, max_depth=max_depth,
-                       replace_spider=replace_spider, settings=retry_settings(retries, retry_delay) or None,
+        crawl = submit(target, project, max_pages=max_pages if max_pages is not None else assigned.max_pages,
+                       max_depth=max_depth if max_depth is not None else assigned.max_depth,
+                       replace_spider=replace_spider, settings=settings or None,
+                       spider_kwargs=spider_kwargs(spider_args) or None,
                        allow_private=list(allow_private) or None)
         console.print(f"submitted project [bold]{crawl.project}[/]")
         if wait:
@@ -153,8 +159,10 @@ def set_cmd(project: str, assignments: tuple[str, ...]) -> None:
     """Change PROJECT's settings while it runs, e.g. `set PROJECT rate=5 burst=10 per_host_concurrency=4`.
 
     Settings: rate, burst, queue_limit, per_host_concurrency, per_host_delay, obey_robots,
-    priority, retries, retry_delays, retry_policy (quick or recurring), age, auto_recrawl.
-    Retry settings win over the spider's; they apply to rows added after the change."""
+    priority, retries, retry_delays, retry_policy (quick or recurring), age, auto_recrawl,
+    user_agent, default_headers (JSON), download_timeout.
+    Retry settings win over the spider's; they, and the request defaults (user agent, headers,
+    timeout), apply to rows added after the change."""
     from crawlcluster.client import Crawl
 
     values: dict[str, str] = {}
