@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 
 from crawlcluster.database import claims, counters, outcomes, tasks
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.database.results import replace_items
 from crawlcluster.db import get_engine
-from crawlcluster.schema import ROBOTS_CALLBACK, TASK_STATES, crawl_tasks, results
 from crawlcluster.scheduling import RetryRules
+from crawlcluster.schema import ROBOTS_CALLBACK, TASK_STATES, crawl_tasks, results
 from tests.test_frontier import make_project, make_row
 
 PROJECTS = ("alpha", "beta", "gamma")
@@ -46,6 +47,20 @@ class Rollback(Exception):
     """Raised inside a transaction to roll it back."""
 
 
+def _tx(engine: Any, work: Any) -> Any:
+    """``work(conn)`` in a transaction, again when Postgres ends it for a deadlock (whole-project
+    updates such as a cancel meet claims' row locks in another order; a deadlocked
+    transaction rolls back, which the counters must survive too)."""
+    for attempt in range(5):
+        try:
+            with engine.begin() as conn:
+                return work(conn)
+        except OperationalError as exc:
+            if "deadlock" not in str(exc) or attempt == 4:
+                raise
+    return None
+
+
 def _step(engine: Any, rng: random.Random, worker: int, round_: int) -> None:
     """One round of every kind of transition on one of the shared projects, each in its own
     transaction, in an order that differs between workers."""
@@ -57,35 +72,34 @@ def _step(engine: Any, rng: random.Random, worker: int, round_: int) -> None:
     # links every worker finds: duplicate inserts that must count once
     shared = [_row(project, f"http://{host}/shared/{round_ % 5}") for host in hosts]
     robots = [_row(project, f"http://{host}/robots.txt", callback=ROBOTS_CALLBACK) for host in hosts]
-    with engine.begin() as conn:
-        tasks.insert_tasks(conn, project, fresh + shared + robots)
-    with engine.begin() as conn:
-        claimed = claims.claim_due_tasks(conn, project, 12, 60.0)
+    _tx(engine, lambda conn: tasks.insert_tasks(conn, project, fresh + shared + robots))
+    claimed = _tx(engine, lambda conn: claims.claim_due_tasks(conn, project, 12, 60.0))
     ids = [row["task_id"] for row in claimed]
     rng.shuffle(ids)
     done, failed, retry, resend = ids[:4], ids[4:6], ids[6:8], ids[8:10]
     banned = [row["task_id"] for row in fresh if row["task_id"] not in ids][:2]  # still pending
-    with engine.begin() as conn:
+
+    def store(conn: Any) -> None:
         outcomes.record_outcomes(conn, [{"task_id": t, "status": "done", "status_code": 200} for t in done])
         outcomes.record_outcomes(conn, [{"task_id": t, "status": "failed", "status_code": 500,
                                          "error": "HTTP 500", "error_kind": "http"} for t in failed])
         replace_items(conn, done, [{"task_id": t, "item_index": i, "project": project, "url": "u",
                                     "item": {"n": i}, "created_at": now, "updated_at": now}
                                    for t in done for i in range(rng.randint(0, 3))])
-    with engine.begin() as conn:
+
+    def retry_resend_ban(conn: Any) -> None:
         outcomes.schedule_retries(conn, [{"id": t, "retry": True, "error": "timed out", "kind": "timeout"}
                                          for t in retry], lambda options: RetryRules.of_row(options))
         claims.resend_soon(conn, resend, now)
         claims.mark_disallowed(conn, banned, "robots.txt forbids it")
-    try:
-        with engine.begin() as conn:  # changes that never commit count nothing
-            tasks.insert_tasks(conn, project, [_row(project, f"http://h0.example/rolled/{worker}/{round_}")])
-            tasks.cancel_pending(conn, project)
-            raise Rollback
-    except Rollback:
-        pass
-    choice = round_ % 4
-    with engine.begin() as conn:
+
+    def rolled_back(conn: Any) -> None:  # changes that never commit count nothing
+        tasks.insert_tasks(conn, project, [_row(project, f"http://h0.example/rolled/{worker}/{round_}")])
+        tasks.cancel_pending(conn, project)
+        raise Rollback
+
+    def user_action(conn: Any) -> None:
+        choice = round_ % 4
         if choice == 0:
             tasks.cancel_pending(conn, project)
         elif choice == 1:
@@ -94,8 +108,15 @@ def _step(engine: Any, rng: random.Random, worker: int, round_: int) -> None:
             tasks.reopen_failed_rows(conn, project, lambda options: RetryRules.of_row(options))
         else:
             tasks.reopen_start_rows(conn, project, 0.0, time.time() + 1)  # re-seed
-    with engine.begin() as conn:
-        claims.reclaim_stale_tasks(conn, 5, deadline_seconds=0.0, now=time.time() + 120)
+
+    _tx(engine, store)
+    _tx(engine, retry_resend_ban)
+    try:
+        _tx(engine, rolled_back)
+    except Rollback:
+        pass
+    _tx(engine, user_action)
+    _tx(engine, lambda conn: claims.reclaim_stale_tasks(conn, 5, deadline_seconds=0.0, now=time.time() + 120))
 
 
 def _truth(conn: Any) -> dict[str, dict[str, Any]]:
