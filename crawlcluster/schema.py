@@ -171,7 +171,7 @@ Index(
     sqlite_where=crawl_tasks.c.status == PENDING,
 )
 
-# a project's failed rows by kind (migration 0017): the console's failures grouped by kind,
+# a project's failed pages by kind (migration 0017): the console's failures grouped by kind,
 # and a sample of each group, read from this index alone, however many rows succeeded
 Index(
     "ix_crawl_tasks_failed",
@@ -179,8 +179,8 @@ Index(
     crawl_tasks.c.error_kind,
     crawl_tasks.c.status_code,
     crawl_tasks.c.updated_at,
-    postgresql_where=crawl_tasks.c.status == FAILED,
-    sqlite_where=crawl_tasks.c.status == FAILED,
+    postgresql_where=text("status = 'failed' AND callback <> '__robots__'"),
+    sqlite_where=text("status = 'failed' AND callback <> '__robots__'"),
 )
 # a project's URLs by their first 1,000 characters in byte order (migration 0017): the
 # console's prefix search reads one range of it. An expression index, created by the

@@ -1,10 +1,11 @@
 """Housekeeping between claims, and the policy for recounting the rows in flight.
 
 :class:`Housekeeping` puts auto-paused projects back on trial, reserves due ``@every``
-timers, folds the row counters' deltas (:mod:`crawlcluster.database.counters`), deletes projects whose deletion is due, makes the rows of workers whose lease expired
-due again (the worker died or froze) and re-sends rows queued past their deadline (their
-message was lost). :class:`InFlightCounts` holds the rows in flight per host and
-queued per project, and says when they are worth counting again.
+timers, folds the row counters' deltas (:mod:`crawlcluster.database.counters`), deletes
+projects whose deletion is due, makes the rows of workers whose lease expired due again (the
+worker died or froze) and re-sends rows queued past their deadline (their message was lost).
+:class:`InFlightCounts` holds the rows in flight per host and queued per project, and says
+when they are worth counting again.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ the migration's transaction: CREATE TRIGGER locks crawl_tasks against writes unt
 commit, so no change falls between the two.
 
 Also two indexes for the console at 10^7 rows: ``ix_crawl_tasks_failed`` (a project's failed
-rows by kind, status code and time) and ``ix_crawl_tasks_url`` (a project's URLs by their
+pages by kind, status code and time) and ``ix_crawl_tasks_url`` (a project's URLs by their
 first 1,000 characters in byte order: a prefix search reads one range of it).
 
 Revision ID: 0017
@@ -29,7 +29,7 @@ down_revision = "0016"
 branch_labels = None
 depends_on = None
 
-FAILED = sa.text("status = 'failed'")
+FAILED_PAGES = sa.text("status = 'failed' AND callback <> '__robots__'")
 
 # Postgres: one function per event; the UPDATE one adds +1 per new row and -1 per old row
 # and keeps the sums that are not zero (an update that changes no state appends nothing)
@@ -128,8 +128,8 @@ def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         for name, body in PG_FUNCTIONS.items():
-            op.execute(f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body}; "
-                       "RETURN NULL; END $$")
+            op.execute(f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql "
+                       f"AS $$ BEGIN {body}; RETURN NULL; END $$")
         for name, table, event, transition in PG_TRIGGERS:
             op.execute(f"CREATE TRIGGER {name} AFTER {event} ON {table} REFERENCING {transition} "
                        f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()")
@@ -140,9 +140,9 @@ def upgrade() -> None:
         op.execute(statement)
     op.create_index("ix_crawl_tasks_failed", "crawl_tasks",
                     ["project", "error_kind", "status_code", "updated_at"],
-                    postgresql_where=FAILED, sqlite_where=FAILED)
+                    postgresql_where=FAILED_PAGES, sqlite_where=FAILED_PAGES)
     # byte order (COLLATE "C" on Postgres, SQLite's own) so that a prefix is one range
-    url_key = 'substr(url, 1, 1000) COLLATE "C"' if bind.dialect.name == "postgresql" else "substr(url, 1, 1000)"
+    url_key = "substr(url, 1, 1000)" + (' COLLATE "C"' if bind.dialect.name == "postgresql" else "")
     op.execute(f"CREATE INDEX ix_crawl_tasks_url ON crawl_tasks (project, ({url_key}))")
 
 
