@@ -73,17 +73,16 @@ def urls_starting_with(conn: Connection, project: str, prefix: str, limit: int) 
 def urls_containing(conn: Connection, project: str, text: str, limit: int,
                     scan_rows: int) -> tuple[list[dict[str, Any]], bool]:
     """At most ``limit`` of ``project``'s rows whose URL contains ``text``, among the first
-    ``scan_rows`` of its URLs in order (read from ix_crawl_tasks_url); and whether the scan
-    stopped before the project's last URL (the search did not see them all)."""
+    ``scan_rows`` of its URLs in order (read along ix_crawl_tasks_url); and whether the
+    project has more rows than that (the search did not see them all, by the counters)."""
     key = _url_key(conn)
-    scanned = (select(crawl_tasks.c.task_id.label("task_id"), key.label("head"))
-               .where(crawl_tasks.c.project == project).order_by(key).limit(scan_rows + 1).subquery())
-    seen = conn.execute(select(func.count()).select_from(scanned)).scalar_one()
-    window = (select(scanned.c.task_id).order_by(scanned.c.head).limit(scan_rows)).subquery()
-    stmt = (select(*_SEARCH_COLUMNS).where(crawl_tasks.c.task_id.in_(select(window.c.task_id)),
-                                           crawl_tasks.c.url.like(f"%{_like_escaped(text)}%", escape="\\"))
-            .order_by(crawl_tasks.c.url).limit(limit))
-    return [dict(row._mapping) for row in conn.execute(stmt)], seen > scan_rows
+    window = (select(crawl_tasks.c.task_id, key.label("head")).where(crawl_tasks.c.project == project)
+              .order_by(key).limit(scan_rows).subquery())
+    hits = (select(window.c.task_id).where(window.c.head.like(f"%{_like_escaped(text)}%", escape="\\"))
+            .limit(limit))
+    stmt = (select(*_SEARCH_COLUMNS).where(crawl_tasks.c.task_id.in_(hits)).order_by(crawl_tasks.c.url))
+    rows = [dict(row._mapping) for row in conn.execute(stmt)]
+    return rows, sum(counters.project_counts(conn, project)["rows"].values()) > scan_rows
 
 
 _SEARCH_COLUMNS = (crawl_tasks.c.task_id, crawl_tasks.c.url, crawl_tasks.c.status, crawl_tasks.c.status_code,
@@ -91,15 +90,16 @@ _SEARCH_COLUMNS = (crawl_tasks.c.task_id, crawl_tasks.c.url, crawl_tasks.c.statu
 
 
 def search_urls(conn: Connection, project: str, text: str, limit: int,
-                scan_rows: int = 100_000) -> tuple[list[dict[str, Any]], bool]:
+                scan_rows: int = 20_000) -> tuple[list[dict[str, Any]], bool]:
     """At most ``limit`` of ``project``'s rows found by ``text``, by URL, and whether every
-    URL was searched. URLs that start with ``text`` (with ``https://`` or ``http://`` put
-    before it when it names no scheme) are found among all of them through the index; when
-    those are fewer than ``limit``, URLs that contain ``text`` are looked for among the
-    first ``scan_rows`` (:func:`urls_containing`)."""
+    URL was searched. A ``text`` with a scheme is a URL's beginning, found among all URLs
+    through the index. Without one, URLs that start with ``https://`` or ``http://`` and
+    ``text`` are found so, and when those are fewer than ``limit``, URLs that contain
+    ``text`` are looked for among the first ``scan_rows`` (:func:`urls_containing`)."""
     found: dict[str, dict[str, Any]] = {}
-    prefixes = [text] if "://" in text else ["https://" + text, "http://" + text]
-    for prefix in prefixes:
+    if "://" in text:  # a URL's beginning: every URL is searched through the index
+        return urls_starting_with(conn, project, text, limit), True
+    for prefix in ("https://" + text, "http://" + text):
         for row in urls_starting_with(conn, project, prefix, limit - len(found)):
             found[row["task_id"]] = row
         if len(found) >= limit:
