@@ -37,6 +37,14 @@ def main() -> None:
     scheduler.add_argument("--sizes", default="100000,1000000", help="comma-separated pending row counts")
     scheduler.add_argument("--huge", action="store_true", help="add 10,000,000 rows to the sizes")
     scheduler.add_argument("--seconds", type=float, default=20)
+    console = sub.add_parser("console",
+                             help="the crawl console's pages and `status` at 10^5, 10^6 (10^7) rows")
+    console.add_argument("--sizes", default="100000,1000000",
+                         help="comma-separated row counts of the big project")
+    console.add_argument("--huge", action="store_true", help="add 10,000,000 rows to the sizes")
+    console.add_argument("--requests", type=int, default=30, help="requests per page and size")
+    console.add_argument("--write-results", action="store_true",
+                         help="replace the console section in bench/RESULTS.md")
     faults = sub.add_parser("faults",
                             help="the fault matrix: one cluster crawl per fault; lost, doubled, finished")
     faults.add_argument("--pages", type=int, default=10_000)
@@ -88,6 +96,13 @@ def main() -> None:
         if args.huge and 10_000_000 not in sizes:
             sizes.append(10_000_000)
         run_scheduler(sizes=sizes, seconds=args.seconds)
+    elif args.name == "console":
+        from bench.console import main as run_console
+
+        sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
+        if args.huge and 10_000_000 not in sizes:
+            sizes.append(10_000_000)
+        run_console(sizes=sizes, requests=args.requests, write_results=args.write_results)
     elif args.name == "faults":
         from bench.faults import main as run_faults
 

@@ -20,7 +20,7 @@ from crawlcluster import scheduling, stats
 from crawlcluster.database import failures, render, tasks, timers
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.database.counts import page_counts
-from crawlcluster.database.results import item_count, stream_items
+from crawlcluster.database.results import stream_items
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch import lease
 from crawlcluster.errors import ConfigurationError, CrawlClusterError, ProjectNotFound
@@ -105,7 +105,7 @@ class Crawl:
             counts: dict[str, Any] = dict(split["rows"])
             counts["pages"] = split["pages"]
             counts["robots"] = split["robots"]
-            counts["items"] = item_count(conn, self.project)
+            counts["items"] = split["items"]
             due = (stats.pending_figures(conn, self.project, now, counts["pending"])
                    if counts["pending"] else {})
             counts["next_due_at"] = due.get("next_due_at")

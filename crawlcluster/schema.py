@@ -171,6 +171,24 @@ Index(
     sqlite_where=crawl_tasks.c.status == PENDING,
 )
 
+# a project's failed pages by kind (migration 0020): the console's failures grouped by kind,
+# and a sample of each group, read from this index alone, however many rows succeeded
+Index(
+    "ix_crawl_tasks_failed",
+    crawl_tasks.c.project,
+    crawl_tasks.c.error_kind,
+    crawl_tasks.c.status_code,
+    crawl_tasks.c.updated_at,
+    postgresql_where=text("status = 'failed' AND callback <> '__robots__'"),
+    sqlite_where=text("status = 'failed' AND callback <> '__robots__'"),
+)
+# a project's URLs by their first 1,000 characters in byte order (migration 0020): the
+# console's prefix search reads one range of it. An expression index, created by the
+# migration with `COLLATE "C"` on Postgres (reflection reports the collation apart from the
+# expression, and Alembic compares the expression) and as `substr(url, 1, 1000)` on SQLite,
+# whose own order is bytes and whose reflection skips expression indexes.
+Index("ix_crawl_tasks_url", crawl_tasks.c.project, text("substr(url, 1, 1000)")).ddl_if(dialect="postgresql")
+
 results = Table(
     "results",
     metadata,
@@ -344,4 +362,43 @@ crawl_tallies = Table(
     Column("tally", String(20), primary_key=True),
     Column("name", String(200), primary_key=True),
     Column("count", BigInteger, nullable=False, server_default=text("0")),
+)
+
+
+# -- exact row counts (migration 0020) -------------------------------------------------------
+
+# crawl_tasks rows per project, kind (robots.txt row or page) and state, and (state ``items``)
+# the project's results; kept by triggers on crawl_tasks and results, so no writer can miss
+# them (crawlcluster.database.counters says how, and how they stay exact)
+ITEMS = "items"
+task_counts = Table(
+    "task_counts",
+    metadata,
+    Column("project", String(200), primary_key=True),
+    Column("robots", Boolean, primary_key=True),
+    Column("status", String(16), primary_key=True),
+    Column("rows", BigInteger, nullable=False, server_default=text("0")),
+)
+
+# a project's pages (robots.txt rows left out) per host and state: the console's host table
+host_task_counts = Table(
+    "host_task_counts",
+    metadata,
+    Column("project", String(200), primary_key=True),
+    Column("host", String(300), primary_key=True),
+    Column("status", String(16), primary_key=True),
+    Column("rows", BigInteger, nullable=False, server_default=text("0")),
+)
+
+# Postgres: the +/- changes each statement made, appended by the statement triggers and
+# folded into the two tables above by beat's housekeeping (SQLite's row triggers update
+# them directly and leave this empty); host is '' for items
+task_counts_delta = Table(
+    "task_counts_delta",
+    metadata,
+    Column("project", String(200), nullable=False),
+    Column("host", String(300), nullable=False),
+    Column("robots", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("rows", BigInteger, nullable=False),
 )

@@ -370,6 +370,10 @@ class Settings:
     web_auth: str = _option(
         "", str, "Basic auth for the crawl console (`crawlcluster web`), user:password (several: "
         "comma-separated); required to bind any address but loopback.")
+    web_search_scan_rows: int = _option(
+        20_000, int, "URLs of a project the console's search reads, in URL order, when looking for text "
+        "inside URLs; a URL's beginning (https://host/path) is found among all of them through an index.",
+        minimum=100)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None,

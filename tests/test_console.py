@@ -169,7 +169,7 @@ def task_of(database_url: str, project: str, path: str) -> dict[str, Any]:
     from crawlcluster.database.console import search_urls, task_row
 
     with get_engine(database_url).connect() as conn:
-        found = [r for r in search_urls(conn, project, path, 50) if r["url"].endswith(path)]
+        found = [r for r in search_urls(conn, project, path, 50)[0] if r["url"].endswith(path)]
         assert len(found) == 1, found
         row = task_row(conn, found[0]["task_id"])
     assert row is not None

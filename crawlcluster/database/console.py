@@ -2,9 +2,10 @@
 URLs, one row whole, and a page of results (``crawlcluster web``; the pages are
 :mod:`crawlcluster.web`'s).
 
-Each read is bounded by a limit or by the project's hosts, except the per-host table, which
-groups a project's rows by host and state (a later step keeps per-state counters for
-10^7-row projects).
+Each read is bounded by a limit, by the project's hosts or by the rows in flight, never by
+the size of the frontier: counts come from the row counters
+(:mod:`crawlcluster.database.counters`), URL searches read one range of ix_crawl_tasks_url,
+results pages are read by key (never OFFSET over the results).
 """
 
 from __future__ import annotations
@@ -14,22 +15,19 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.engine import Connection
 
-from crawlcluster.database.counts import is_page
-from crawlcluster.schema import QUEUED, crawl_tasks, hosts, results
+from crawlcluster.database import counters
+from crawlcluster.schema import QUEUED, crawl_stats, crawl_tasks, hosts, results
 
 
 def host_states(conn: Connection, project: str) -> dict[str, dict[str, int]]:
-    """``project``'s pages per host and state (robots.txt rows left out), and per host the
-    queued pages not fetched yet (``in_flight``, what per-host limits count)."""
-    stmt = (select(crawl_tasks.c.host, crawl_tasks.c.status, func.count())
-            .where(crawl_tasks.c.project == project, is_page())
-            .group_by(crawl_tasks.c.host, crawl_tasks.c.status))
-    table: dict[str, dict[str, int]] = {}
-    for host, status, count in conn.execute(stmt):
-        table.setdefault(host, {})[status] = count
+    """``project``'s pages per host and state (robots.txt rows left out), from the host
+    counters (O(hosts), whatever the rows), and per host the queued pages not fetched yet
+    (``in_flight``, what per-host limits count: read through ix_crawl_tasks_stale, so bounded
+    by the rows in flight, never by the frontier)."""
+    table = counters.host_counts(conn, project)
     not_fetched = or_(crawl_tasks.c.fetched_at.is_(None), crawl_tasks.c.fetched_at < crawl_tasks.c.queued_at)
     in_flight = (select(crawl_tasks.c.host, func.count())
-                 .where(crawl_tasks.c.project == project, crawl_tasks.c.status == QUEUED, not_fetched)
+                 .where(crawl_tasks.c.status == QUEUED, crawl_tasks.c.project == project, not_fetched)
                  .group_by(crawl_tasks.c.host))
     for host, count in conn.execute(in_flight):
         table.setdefault(host, {})["in_flight"] = count
@@ -49,14 +47,68 @@ def _like_escaped(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def search_urls(conn: Connection, project: str, text: str, limit: int) -> list[dict[str, Any]]:
-    """At most ``limit`` of ``project``'s rows whose URL contains ``text``, by URL."""
-    stmt = (select(crawl_tasks.c.task_id, crawl_tasks.c.url, crawl_tasks.c.status, crawl_tasks.c.status_code,
-                   crawl_tasks.c.error_kind, crawl_tasks.c.depth)
-            .where(crawl_tasks.c.project == project,
-                   crawl_tasks.c.url.like(f"%{_like_escaped(text)}%", escape="\\"))
-            .order_by(crawl_tasks.c.url).limit(limit))
+# the length of a URL's beginning that ix_crawl_tasks_url holds (migration 0017)
+URL_KEY_CHARS = 1000
+
+
+def _url_key(conn: Connection) -> Any:
+    """The indexed expression of ix_crawl_tasks_url, as the index spells it (byte order)."""
+    key = func.substr(crawl_tasks.c.url, 1, URL_KEY_CHARS)
+    return key.collate("C") if conn.dialect.name == "postgresql" else key
+
+
+def urls_starting_with(conn: Connection, project: str, prefix: str, limit: int) -> list[dict[str, Any]]:
+    """At most ``limit`` of ``project``'s rows whose URL starts with ``prefix``, by URL: one
+    range of ix_crawl_tasks_url, however many rows the project has."""
+    key = _url_key(conn)
+    head = prefix[:URL_KEY_CHARS]
+    stmt = (select(*_SEARCH_COLUMNS).where(crawl_tasks.c.project == project, key >= head,
+                                           key < head + "\U0010ffff")
+            .order_by(key).limit(limit))
+    if len(prefix) > URL_KEY_CHARS:
+        stmt = stmt.where(crawl_tasks.c.url.like(f"{_like_escaped(prefix)}%", escape="\\"))
     return [dict(row._mapping) for row in conn.execute(stmt)]
+
+
+def urls_containing(conn: Connection, project: str, text: str, limit: int,
+                    scan_rows: int) -> tuple[list[dict[str, Any]], bool]:
+    """At most ``limit`` of ``project``'s rows whose URL contains ``text``, among the first
+    ``scan_rows`` of its URLs in order (read along ix_crawl_tasks_url); and whether the
+    project has more rows than that (the search did not see them all, by the counters)."""
+    key = _url_key(conn)
+    window = (select(crawl_tasks.c.task_id, key.label("head")).where(crawl_tasks.c.project == project)
+              .order_by(key).limit(scan_rows).subquery())
+    hits = (select(window.c.task_id).where(window.c.head.like(f"%{_like_escaped(text)}%", escape="\\"))
+            .limit(limit))
+    stmt = (select(*_SEARCH_COLUMNS).where(crawl_tasks.c.task_id.in_(hits)).order_by(crawl_tasks.c.url))
+    rows = [dict(row._mapping) for row in conn.execute(stmt)]
+    return rows, sum(counters.project_counts(conn, project)["rows"].values()) > scan_rows
+
+
+_SEARCH_COLUMNS = (crawl_tasks.c.task_id, crawl_tasks.c.url, crawl_tasks.c.status, crawl_tasks.c.status_code,
+                   crawl_tasks.c.error_kind, crawl_tasks.c.depth)
+
+
+def search_urls(conn: Connection, project: str, text: str, limit: int,
+                scan_rows: int = 20_000) -> tuple[list[dict[str, Any]], bool]:
+    """At most ``limit`` of ``project``'s rows found by ``text``, by URL, and whether every
+    URL was searched. A ``text`` with a scheme is a URL's beginning, found among all URLs
+    through the index. Without one, URLs that start with ``https://`` or ``http://`` and
+    ``text`` are found so, and when those are fewer than ``limit``, URLs that contain
+    ``text`` are looked for among the first ``scan_rows`` (:func:`urls_containing`)."""
+    found: dict[str, dict[str, Any]] = {}
+    if "://" in text:  # a URL's beginning: every URL is searched through the index
+        return urls_starting_with(conn, project, text, limit), True
+    for prefix in ("https://" + text, "http://" + text):
+        for row in urls_starting_with(conn, project, prefix, limit - len(found)):
+            found[row["task_id"]] = row
+        if len(found) >= limit:
+            return sorted(found.values(), key=lambda row: row["url"]), True
+    inside, partial = urls_containing(conn, project, text, limit, scan_rows)
+    for row in inside:
+        if len(found) < limit:
+            found.setdefault(row["task_id"], row)
+    return sorted(found.values(), key=lambda row: row["url"]), not partial
 
 
 def task_row(conn: Connection, task_id: str) -> dict[str, Any] | None:
@@ -66,9 +118,8 @@ def task_row(conn: Connection, task_id: str) -> dict[str, Any] | None:
 
 
 def queued_of_project(conn: Connection, project: str) -> int:
-    """``project``'s rows queued now (what its in-queue limit counts)."""
-    stmt = select(func.count()).where(crawl_tasks.c.project == project, crawl_tasks.c.status == QUEUED)
-    return int(conn.execute(stmt).scalar_one())
+    """``project``'s rows queued now (what its in-queue limit counts), from the counters."""
+    return counters.project_counts(conn, project)["rows"][QUEUED]
 
 
 def in_flight_of_host(conn: Connection, host: str) -> int:
@@ -78,10 +129,14 @@ def in_flight_of_host(conn: Connection, host: str) -> int:
     return int(conn.execute(stmt).scalar_one())
 
 
-def last_fetch_of_host(conn: Connection, host: str) -> float | None:
-    """When a page of ``host`` was last fetched, by any project (its delay counts from then)."""
-    stmt = select(func.max(crawl_tasks.c.fetched_at)).where(crawl_tasks.c.host == host)
-    return conn.execute(stmt).scalar()
+def last_fetch_of_host(conn: Connection, project: str, host: str, now: float) -> float | None:
+    """When ``project`` last fetched a page of ``host``, at the latest: the end of the last
+    minute of the crawl's statistics with a fetch of it (crawl_stats' key, project and host
+    first; the rows have no index by host), or ``now`` if that minute has not ended."""
+    stmt = select(func.max(crawl_stats.c.minute)).where(crawl_stats.c.project == project,
+                                                        crawl_stats.c.host == host, crawl_stats.c.fetched > 0)
+    minute = conn.execute(stmt).scalar()
+    return None if minute is None else min(now, float(minute) + 60.0)
 
 
 def results_page(conn: Connection, project: str, after: tuple[str, int] | None,

@@ -1,5 +1,7 @@
-"""Counts of a project's rows per state, its pages apart from its robots.txt rows, read
-through bounded index ranges (``Crawl.stats()``, ``is_idle``, the scheduler's "finished?").
+"""Counts of a project's rows per state, its pages apart from its robots.txt rows
+(``Crawl.stats()``, ``is_idle``, the scheduler's "finished?"): read from the exact counters
+of :mod:`crawlcluster.database.counters`, and the conditions other reads use to find a
+project's rows through bounded index ranges.
 """
 
 from __future__ import annotations
@@ -7,14 +9,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import func, literal_column, select
+from sqlalchemy import literal_column, select
 from sqlalchemy.engine import Connection
 
+from crawlcluster.database import counters
 from crawlcluster.schema import (
     PENDING,
     QUEUED,
     ROBOTS_CALLBACK,
-    TASK_STATES,
     crawl_tasks,
 )
 
@@ -35,13 +37,10 @@ def project_rows(project: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
 
 
 def count_by_status(conn: Connection, project: str) -> dict[str, int]:
-    """Rows of ``project`` per state; every state is present, zero when empty."""
-    counts = dict.fromkeys(TASK_STATES, 0)
-    for conditions in project_rows(project):
-        stmt = select(crawl_tasks.c.status, func.count()).where(*conditions).group_by(crawl_tasks.c.status)
-        for status, count in conn.execute(stmt):
-            counts[status] = count
-    return counts
+    """Rows of ``project`` per state; every state is present, zero when empty. Read from the
+    counters (:mod:`crawlcluster.database.counters`): exact, and O(states), however many
+    rows the project has."""
+    return counters.project_counts(conn, project)["rows"]
 
 
 # Written out like NOT_QUEUED, so that SQLite matches the partial index's condition:
@@ -59,25 +58,18 @@ def is_page() -> Any:
 
 
 def robots_counts(conn: Connection, project: str) -> dict[str, int]:
-    """``project``'s robots.txt rows per state (every state present), read through
-    ix_crawl_tasks_robots: as many entries as the project has hosts, not pages."""
-    counts = dict.fromkeys(TASK_STATES, 0)
-    stmt = (select(crawl_tasks.c.status, func.count()).where(crawl_tasks.c.project == project, IS_ROBOTS)
-            .group_by(crawl_tasks.c.status))
-    for status, count in conn.execute(stmt):
-        counts[status] = count
-    return counts
+    """``project``'s robots.txt rows per state (every state present), from the counters."""
+    return counters.project_counts(conn, project)["robots"]
 
 
 def page_counts(conn: Connection, project: str, rows: dict[str, int] | None = None) -> dict[str, Any]:
-    """``{"rows": ..., "pages": ..., "robots": ...}``, each a count per state: every row
-    (what the scheduler and ``is_idle`` go by), the pages (what a user calls the crawl's
-    pages: status, the progress bar, the summary) and the robots.txt rows. ``rows`` is
-    :func:`count_by_status` when the caller has it already."""
-    rows = count_by_status(conn, project) if rows is None else rows
-    robots = robots_counts(conn, project)
-    pages = {state: rows[state] - robots[state] for state in TASK_STATES}
-    return {"rows": rows, "pages": pages, "robots": robots}
+    """``{"rows": ..., "pages": ..., "robots": ..., "items": n}``, each a count per state:
+    every row (what the scheduler and ``is_idle`` go by), the pages (what a user calls the
+    crawl's pages: status, the progress bar, the summary) and the robots.txt rows; and the
+    items stored. One read of the counters. ``rows`` is accepted for callers that passed
+    :func:`count_by_status` before; the counters' own figures are returned."""
+    del rows
+    return counters.project_counts(conn, project)
 
 
 def has_open_tasks(conn: Connection, project: str) -> bool:
@@ -91,7 +83,6 @@ def has_open_tasks(conn: Connection, project: str) -> bool:
 
 
 def rows_by_project_and_state(conn: Connection) -> list[tuple[str, str, int]]:
-    """(project, state, rows) over the whole table, for the Prometheus exporter."""
-    stmt = (select(crawl_tasks.c.project, crawl_tasks.c.status, func.count())
-            .group_by(crawl_tasks.c.project, crawl_tasks.c.status))
-    return [(project, status, count) for project, status, count in conn.execute(stmt)]
+    """(project, state, rows) of every project, for the Prometheus exporter, from the counters."""
+    return [(project, state, count) for project, entry in sorted(counters.counts(conn).items())
+            for state, count in entry["rows"].items() if count]

@@ -7,14 +7,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal_column, select
 from sqlalchemy.engine import Connection
 
-from crawlcluster.database.counts import is_page
-from crawlcluster.schema import (
-    FAILED,
-    crawl_tasks,
-)
+from crawlcluster.schema import FAILED, ROBOTS_CALLBACK, crawl_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +38,21 @@ def failure_filter(kind: str | None) -> list[Any]:
 
 
 def _failed_pages(project: str) -> list[Any]:
-    """Failed rows of ``project`` that are pages (:func:`is_page`)."""
-    return [crawl_tasks.c.project == project, crawl_tasks.c.status == FAILED, is_page()]
+    """Failed rows of ``project`` that are pages (:func:`is_page`), with the condition of
+    ix_crawl_tasks_failed written out (SQLite matches a partial index's condition as text)."""
+    return [crawl_tasks.c.project == project, crawl_tasks.c.status == literal_column(f"'{FAILED}'"),
+            crawl_tasks.c.callback != literal_column(f"'{ROBOTS_CALLBACK}'")]
+
+
+_ROW_COLUMNS = (crawl_tasks.c.task_id, crawl_tasks.c.url, crawl_tasks.c.status_code, crawl_tasks.c.error,
+                crawl_tasks.c.error_kind, crawl_tasks.c.callback, crawl_tasks.c.depth,
+                crawl_tasks.c.fetched_at, crawl_tasks.c.updated_at)
 
 
 def failed_rows(conn: Connection, project: str, kind: str | None = None,
                 limit: int | None = None) -> list[dict[str, Any]]:
     """``project``'s failed pages (oldest failure first), optionally of one kind."""
-    stmt = (select(crawl_tasks.c.task_id, crawl_tasks.c.url, crawl_tasks.c.status_code, crawl_tasks.c.error,
-                   crawl_tasks.c.error_kind, crawl_tasks.c.callback, crawl_tasks.c.depth,
-                   crawl_tasks.c.fetched_at, crawl_tasks.c.updated_at)
+    stmt = (select(*_ROW_COLUMNS)
             .where(*_failed_pages(project), *failure_filter(kind))
             .order_by(crawl_tasks.c.updated_at, crawl_tasks.c.task_id))
     if limit is not None:
@@ -74,3 +75,27 @@ def failure_counts(conn: Connection, project: str) -> dict[str, int]:
         label = failure_label(kind, status_code)
         counts[label] = counts.get(label, 0) + count
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def failure_groups(conn: Connection, project: str, sample: int) -> list[dict[str, Any]]:
+    """``project``'s failed pages per :func:`failure_label`, most first: ``{"kind", "count",
+    "samples"}`` with the ``sample`` oldest failures of each. Read from ix_crawl_tasks_failed
+    (failed pages by kind, status code and time): one index range per (kind, status code),
+    whatever the number of pages that did not fail."""
+    stmt = (select(crawl_tasks.c.error_kind, crawl_tasks.c.status_code, func.count())
+            .where(*_failed_pages(project))
+            .group_by(crawl_tasks.c.error_kind, crawl_tasks.c.status_code))
+    groups: dict[str, dict[str, Any]] = {}
+    for kind, status_code, count in conn.execute(stmt).all():
+        label = failure_label(kind, status_code)
+        group = groups.setdefault(label, {"kind": label, "count": 0, "samples": []})
+        group["count"] += count
+        same = [crawl_tasks.c.error_kind.is_(None) if kind is None else crawl_tasks.c.error_kind == kind,
+                crawl_tasks.c.status_code.is_(None) if status_code is None
+                else crawl_tasks.c.status_code == status_code]
+        rows = conn.execute(select(*_ROW_COLUMNS).where(*_failed_pages(project), *same)
+                            .order_by(crawl_tasks.c.updated_at, crawl_tasks.c.task_id).limit(sample))
+        group["samples"].extend({**row._mapping, "kind": label} for row in rows)
+    for group in groups.values():
+        group["samples"] = sorted(group["samples"], key=lambda r: (r["updated_at"], r["task_id"]))[:sample]
+    return sorted(groups.values(), key=lambda g: (-g["count"], g["kind"]))

@@ -25,12 +25,6 @@ def replace_items(conn: Connection, task_ids: Sequence[str], item_rows: list[dic
                                                      "updated_at": excluded.updated_at}))
 
 
-def item_count(conn: Connection, project: str) -> int:
-    """Items stored for ``project``."""
-    stmt = select(func.count()).select_from(results).where(results.c.project == project)
-    return conn.execute(stmt).scalar_one()
-
-
 def stream_items(conn: Connection, project: str, batch_size: int = 1000) -> Iterator[Any]:
     """Every item of ``project`` by task id and item index, read with a server-side cursor
     ``batch_size`` rows at a time (constant memory)."""

@@ -1,10 +1,11 @@
 """Housekeeping between claims, and the policy for recounting the rows in flight.
 
 :class:`Housekeeping` puts auto-paused projects back on trial, reserves due ``@every``
-timers, deletes projects whose deletion is due, makes the rows of workers whose lease expired
-due again (the worker died or froze) and re-sends rows queued past their deadline (their
-message was lost). :class:`InFlightCounts` holds the rows in flight per host and
-queued per project, and says when they are worth counting again.
+timers, folds the row counters' deltas (:mod:`crawlcluster.database.counters`), deletes
+projects whose deletion is due, makes the rows of workers whose lease expired due again (the
+worker died or froze) and re-sends rows queued past their deadline (their message was lost).
+:class:`InFlightCounts` holds the rows in flight per host and queued per project, and says
+when they are worth counting again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Callable, Iterable
 
 from sqlalchemy.engine import Connection
 
-from crawlcluster.database import claims, timers, worker_leases
+from crawlcluster.database import claims, counters, timers, worker_leases
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.dispatch.claim import Claim
 from crawlcluster.dispatch.lease import LeaderLease
@@ -127,16 +128,20 @@ class Housekeeping:
         return True
 
     def run(self, conn: Connection, now: float) -> None:
-        """Auto-paused projects back on trial, due @every timers, due deletions."""
+        """Auto-paused projects back on trial, due @every timers, the row counters' pending
+        deltas folded into their totals, due deletions."""
         with conn.begin():
             self.lease.fence_or_raise(conn)
             for name in lifecycle.resume_auto_paused(conn, now):
                 logger.warning("project %s resumes on trial after its auto-pause", name)
             due_timers = timers.claim_due_timers(conn, now)
+            counters.fold(conn)
             if now - self._last_cleanup >= CLEANUP_SECONDS:
                 self._last_cleanup = now
-                for name in lifecycle.delete_due_projects(conn, 10_000, now):
+                deleted = lifecycle.delete_due_projects(conn, 10_000, now)
+                for name in deleted:
                     logger.warning("project %s deleted", name)
+                counters.forget(conn, list(deleted))
         for project, timer in due_timers:  # reserved before sending: a failed send waits a whole interval
             self.send(PERIODIC.task, {"project": project, "timer": timer})
 

@@ -65,18 +65,19 @@ def _host_table(conn: Any, project: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _project_context(database_url: str | None, name: str, query: str) -> dict[str, Any] | None:
+    s = settings.current()
     with get_engine(database_url).connect() as conn:
         project = lifecycle.project_row(conn, name)
         if project is None:
             return None
-        groups = [{"kind": kind, "count": count,
-                   "samples": failures.failed_rows(conn, name, kind=kind, limit=SAMPLE_URLS)}
-                  for kind, count in failures.failure_counts(conn, name).items()]
-        found = console_rows.search_urls(conn, name, query, SEARCH_ROWS) if query else None
+        groups = failures.failure_groups(conn, name, SAMPLE_URLS)
+        found, complete = (console_rows.search_urls(conn, name, query, SEARCH_ROWS, s.web_search_scan_rows)
+                           if query else (None, True))
         hosts = _host_table(conn, project)
     figures = Crawl(name, database_url=database_url).stats()
     return {"project": project, "stats": figures, "hosts": hosts, "groups": groups, "query": query,
-            "found": found, "search_limit": SEARCH_ROWS}
+            "found": found, "search_limit": SEARCH_ROWS,
+            "search_complete": complete, "search_scan_rows": s.web_search_scan_rows}
 
 
 async def project_page(request: Request) -> Response:

@@ -71,7 +71,7 @@ def not_fetched_because(conn: Connection, row: dict[str, Any], project: dict[str
     slot = HostSlots(s.per_host_concurrency, s.per_host_delay_seconds).slot(host, options, crawl_delay,
                                                                           {host: in_flight})
     if slot.delay_seconds > 0:
-        last = console_rows.last_fetch_of_host(conn, host)
+        last = console_rows.last_fetch_of_host(conn, project["name"], host, now)
         slot.next_allowed_at = (last or 0.0) + slot.delay_seconds
     if not slot.can_take(now):
         if slot.delay_seconds > 0 and slot.in_flight == 0:
