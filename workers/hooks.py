@@ -19,6 +19,7 @@ from crawlcluster.errors import ConfigurationError, InvalidURL
 from crawlcluster.request_rows import task_row
 from crawlcluster.scheduling import EVERY_ATTR
 from crawlcluster.spider import Request
+from crawlcluster.submission import start_hosts
 from crawlcluster.urls import normalize_url
 from workers.broken_spiders import stop_project
 from workers.parser import ProjectContext, project_context
@@ -75,6 +76,7 @@ def run_timer(engine: Engine, project: str, timer: str) -> int:
         produced = method()
     now = time.time()
     rows = []
+    requests: list[Request] = []
     for request in produced or ():
         if isinstance(request, str):
             request = Request(request)
@@ -87,9 +89,13 @@ def run_timer(engine: Engine, project: str, timer: str) -> int:
         except InvalidURL as exc:
             logger.warning("timer %s of %s yielded %s", timer, project, exc)
             continue
+        requests.append(request)
         rows.append(task_row(project, url, spider.with_defaults(request), spider=spider,
                              project_settings=context.settings, depth=0, now=now))
     with engine.begin() as conn:
+        # a timer's requests are the spider's own, like its start requests, not found on a
+        # page a site controls: their hosts are trusted by the address guard as start hosts are
+        lifecycle.trust_start_hosts(conn, project, start_hosts(requests, None), now)
         added = tasks.insert_tasks(conn, project, rows, max_pages=context.max_pages)
         if timer == RESEED_TIMER and interval:
             # the start rows of a URL-only submission live only in the table: open them again

@@ -86,6 +86,23 @@ def configure(conn: Connection, name: str, settings: Mapping[str, Any], columns:
     return conn.execute(_named(name).values(settings=dict(settings), updated_at=now, **columns)).rowcount == 1
 
 
+def trust_start_hosts(conn: Connection, name: str, hosts: list[str], now: float | None = None) -> bool:
+    """Add ``hosts`` (``host:port``) to the project's ``start_hosts``, the hosts the address
+    guard trusts as given; True when any was new. The row is locked while its settings are
+    read and written, so two timers adding hosts at once lose neither's."""
+    row = conn.execute(select(projects.c.settings).where(projects.c.name == name).with_for_update()).first()
+    if row is None:
+        return False
+    settings = dict(row.settings or {})
+    known = list(settings.get("start_hosts") or ())
+    new = [host for host in hosts if host not in known]
+    if not new:
+        return False
+    settings["start_hosts"] = sorted([*known, *new])
+    conn.execute(_named(name).values(settings=settings, updated_at=_now(now)))
+    return True
+
+
 def _named(name: str) -> Any:
     return update(projects).where(projects.c.name == name)
 
