@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, select
 from crawlcluster import settings
 from crawlcluster.dispatch import robots as robots_module
 from crawlcluster.error_text import bounded_error
+from crawlcluster.errors import InvalidURL
 from crawlcluster.netguard import AddressPolicy
 from crawlcluster.schema import hosts
 from tests.hostile_servers import RawServer, TlsServer, reset, send
@@ -165,7 +166,7 @@ def test_one_crawl_of_hostile_servers_ends_by_itself_with_every_cap_said(
     started = time.monotonic()
     try:
         result = run_embedded([polite.url + "/", broken.url + "/page", resets.url + "/", busy.url + "/",
-                               certificate.url + "/", huge_url], project="hostile", progress=False,
+                               certificate.url + "/"], project="hostile", progress=False,
                               database_path=str(tmp_path / "crawl.db"), timeout_seconds=120)
         elapsed = time.monotonic() - started
         tasks, _items = load_rows(f"sqlite:///{tmp_path / 'crawl.db'}", "hostile")
@@ -176,11 +177,11 @@ def test_one_crawl_of_hostile_servers_ends_by_itself_with_every_cap_said(
         assert page["status"] == "failed" and page["error_kind"] == "protocol"
         assert "illegal status line" in page["error"]
         assert broken.requests("/page") == 1
-        # the 1 MB URL: refused by httpx before any request (over its 65,536 characters), its
-        # error at most max_error_chars with the URL shortened
-        huge = by_url[huge_url]
-        assert huge["status"] == "failed" and huge["error_kind"] == "invalid_url"
-        assert len(huge["error"]) <= 300 and "[999,8" in huge["error"] and "characters cut" in huge["error"]
+        # the 1 MB URL: refused when submitted, in a sentence that quotes 200 characters of it
+        with pytest.raises(InvalidURL) as refused:
+            run_embedded([huge_url], project="hostile-url", progress=False,
+                         database_path=str(tmp_path / "url.db"), timeout_seconds=30)
+        assert len(str(refused.value)) <= 400 and "1,000,023 characters" in str(refused.value)
         assert broken.requests(huge_url[len(broken.url):]) == 0
         # a self-signed certificate: its robots.txt failed for good, one connection, the host's rows fail
         tls_row = by_url[certificate.url + "/"]
@@ -210,7 +211,8 @@ def test_one_crawl_of_hostile_servers_ends_by_itself_with_every_cap_said(
         assert len(host.robots_body.encode()) <= limit
         assert host.crawl_delay == 1
         assert "Crawl-delay 86400 s capped to 1 s (max_crawl_delay_seconds)" in host.robots_note
-        assert f"robots.txt of {len(robots):,} bytes" in host.robots_note
+        # the fetcher stopped reading one byte past the bound
+        assert f"robots.txt over max_robots_bytes ({limit + 1:,} bytes or more)" in host.robots_note
         assert by_url[polite.url + "/private"]["status"] == "disallowed"
         assert polite.requests("/late") == 1 and polite.requests("/private") == 0
         assert polite.requests("/robots.txt") == 1

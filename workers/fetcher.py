@@ -357,7 +357,9 @@ class Fetcher:
                                    response.status_code)
                 error.retry_after_seconds = parse_retry_after(response.headers.get("retry-after"))
                 raise error
-            cut_at = self.max_robots_bytes if entry_callback(result.entry) == ROBOTS_CALLBACK else None
+            robots = entry_callback(result.entry) == ROBOTS_CALLBACK and self.max_robots_bytes is not None
+            # one byte past the bound, so the parse stage sees it was over and cuts at a line's end
+            cut_at = self.max_robots_bytes + 1 if robots and self.max_robots_bytes is not None else None
             result.body, result.wire_bytes = await self._read_body(url, response, cut_at)
         finally:
             await response.aclose()

@@ -169,8 +169,9 @@ def record_robots(conn: Connection, host: str, *, body: str | None, status_code:
         delay, note = _granted_delay(Protego.parse(body).crawl_delay(user_agent), max_crawl_delay)
         notes = [note] if note else []
         if cut_from:
-            notes.append(f"robots.txt of {cut_from:,} bytes: the first {len(body.encode()):,} kept and "
-                         "parsed (max_robots_bytes)")
+            # the fetcher stops reading past the bound, so cut_from is the size or a lower bound of it
+            notes.append(f"robots.txt over max_robots_bytes ({cut_from:,} bytes or more): the first "
+                         f"{len(body.encode()):,} kept and parsed")
         if notes:
             logger.warning("robots.txt of %s: %s", host, "; ".join(notes))
         upsert_host(conn, host, now, robots_status=ROBOTS_OK, robots_body=body, crawl_delay=delay,
