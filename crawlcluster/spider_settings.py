@@ -50,6 +50,10 @@ SCRAPY_SETTINGS: dict[str, str] = {
     "RETRY_ENABLED": "retries",  # False: no retries; True: the usual ones
     "DOWNLOAD_TIMEOUT": "download_timeout",
 }
+# Scrapy's settings a custom_settings may hold that another module reads, not a setting here
+HANDLED_ELSEWHERE: dict[str, str] = {
+    "ITEM_PIPELINES": "the spider's item pipelines (crawlcluster.pipelines; or its attribute pipelines)",
+}
 # Scrapy's spider attributes that mean the same as one of ours
 SCRAPY_ATTRIBUTES: dict[str, str] = {"download_delay": "per_host_delay"}
 # CRAWLCLUSTER_ names (cluster defaults) whose per-project setting has another name here
@@ -129,11 +133,13 @@ def apply_custom_settings(cls: type) -> None:
         raise ConfigurationError(
             f"{cls.__name__}.custom_settings must be a dict, got {type(custom).__name__}")
     for key, value in custom.items():
+        if key in HANDLED_ELSEWHERE:
+            continue  # read where it is used (pipeline_classes), checked there with a sentence
         translated = translate(str(key), value)
         if translated is None:
             notes.append(f"custom_settings[{key!r}] has no meaning in crawlcluster and is ignored "
                          f"(its settings: {', '.join(sorted(SPIDER_OPTIONS))}; Scrapy's understood: "
-                         f"{', '.join(SCRAPY_SETTINGS)})")
+                         f"{', '.join([*SCRAPY_SETTINGS, *HANDLED_ELSEWHERE])})")
             continue
         name, raw = translated
         if not name:
@@ -162,6 +168,10 @@ def setting_warnings(cls: type, base: type) -> list[str]:
                     or isinstance(value, (property, classmethod, staticmethod)):
                 continue
             scrapy_name = SCRAPY_SETTINGS.get(attribute.upper())
+            if attribute.upper() in HANDLED_ELSEWHERE:
+                warnings.append(f"{klass.__name__}.{attribute} is not read: {attribute.upper()} is a key of "
+                                "custom_settings here, as in Scrapy (or the class attribute pipelines)")
+                continue
             if scrapy_name:
                 warnings.append(f"{klass.__name__}.{attribute} is not read: Scrapy's {attribute.upper()} is "
                                 f"the class attribute {scrapy_name} here (or a key of custom_settings)")
@@ -234,6 +244,9 @@ def parse_assignments(pairs: tuple[str, ...] | list[str]) -> Assignments:
                 and key[len("CRAWLCLUSTER_"):].lower() in OPTIONS:
             result.cluster[key[len("CRAWLCLUSTER_"):].lower()] = raw
             continue
+        if key.upper() in HANDLED_ELSEWHERE:
+            raise ConfigurationError(f"-s {key}: not a setting of a crawl here; it names "
+                                     f"{HANDLED_ELSEWHERE[key.upper()]}: set it in custom_settings")
         if translated is None or (translated[0] and translated[0] not in project_names):
             raise ConfigurationError(
                 f"-s {key}: unknown setting; give a project setting ({', '.join(project_names)}), "

@@ -36,7 +36,7 @@ from crawlcluster.urls import DEFAULT_PORTS, normalize_url, url_host
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrialResult", "load_trial_spider", "try_url", "follow", "start_trust"]
+__all__ = ["TrialResult", "load_trial_spider", "try_url", "try_page", "follow", "start_trust"]
 
 # what a result keeps of the page's HTML, at most (the console shows it; the CLI's --json prints it)
 HTML_CHARS = 200_000
@@ -279,6 +279,40 @@ def try_url(spider: Spider, target: str | Request, *, callback: str | None = Non
     finally:
         if own_engines:
             engines.close()
+        result.elapsed_seconds = time.monotonic() - started
+    return result
+
+
+@dataclass
+class _SavedAnswer:
+    """A page held in memory, in the shape of the fetcher's answer (:func:`try_page`)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    final_url: str | None = None
+
+
+def try_page(spider: Spider, url: str, body: bytes, *, status: int = 200,
+             headers: dict[str, str] | None = None, callback: str | None = None, data: Any = None,
+             depth: int = 0) -> TrialResult:
+    """Run ``callback`` on a page already in hand (``body``, as if ``url`` had answered it),
+    as :func:`try_url` runs it on a fetched page: the same Response, the same
+    ``run_callback``, the same sorting of follow-ups. Nothing is fetched or stored: a
+    project's tests run their callbacks on saved pages this way
+    (:func:`crawlcluster.testing.run_callback`)."""
+    request = Request(url, callback=callback or "parse", data=data)
+    request = spider.with_defaults(request)
+    result = TrialResult(url=url, callback=request.callback_name(), depth=depth)
+    started = time.monotonic()
+    try:
+        entry = _entry(spider, request, depth, None)
+        result.url = entry["url"]
+        answer = _SavedAnswer(status, dict(headers or {"content-type": "text/html; charset=utf-8"}), body)
+        _run(spider, result, _response(answer, entry, result))
+    except (ConfigurationError, InvalidURL) as exc:
+        result.fetch_error = str(exc)
+    finally:
         result.elapsed_seconds = time.monotonic() - started
     return result
 

@@ -64,10 +64,9 @@ def readme_flower_with_port() -> list[str]:
     return shlex.split(lines[0])
 
 
-@pytest.fixture(scope="session")
-def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh venv holding `pip install <checkout>` with no extras; its bin directory."""
-    base = tmp_path_factory.mktemp("clean-install")
+def make_clean_venv(base: Path) -> Path:
+    """A fresh venv under ``base`` holding `pip install <a copy of this checkout>` with no
+    extras; its bin directory. tests/test_scaffold.py builds its own with this too."""
     source = base / "source"
     source.mkdir()
     for name in PACKAGE_FILES:
@@ -82,15 +81,24 @@ def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                           timeout=120)
     assert made.returncode == 0, \
         f"python -m venv failed (on Debian: apt-get install python3-venv):\n{made.stderr}"
-    # pip's own settings (index, cache) stay; nothing of this test's Python leaks in
-    pip_env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("PYTHON", "VIRTUAL_ENV", "CRAWLCLUSTER_"))}
     done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source)],
-                          capture_output=True, text=True, timeout=PIP_TIMEOUT_SECONDS, env=pip_env)
+                          capture_output=True, text=True, timeout=PIP_TIMEOUT_SECONDS, env=pip_env())
     assert done.returncode == 0, \
         f"pip install of a clean checkout failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     print(f"clean venv built in {time.monotonic() - started:.1f}s")
-    yield venv / "bin"
+    return venv / "bin"
+
+
+def pip_env() -> dict[str, str]:
+    """pip's own settings (index, cache) stay; nothing of this test's Python leaks in."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("PYTHON", "VIRTUAL_ENV", "CRAWLCLUSTER_"))}
+
+
+@pytest.fixture(scope="session")
+def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh venv holding `pip install <checkout>` with no extras; its bin directory."""
+    yield make_clean_venv(tmp_path_factory.mktemp("clean-install"))
 
 
 class VenvProcesses(LocalCluster):

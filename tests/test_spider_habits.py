@@ -20,7 +20,7 @@ import pytest
 from crawlcluster import Request, Spider
 from crawlcluster.embedded import run_embedded
 from crawlcluster.errors import ConfigurationError
-from crawlcluster.spider_settings import setting_warnings
+from crawlcluster.spider_settings import parse_assignments, setting_warnings
 from tests import habit_spiders
 from tests.scripted_site import ScriptedSite, page
 
@@ -214,3 +214,22 @@ def test_setting_warnings_name_the_right_setting_and_meta_with_data_is_refused()
     assert Request("http://a.example/", meta={"k": 1}).data == {"k": 1}
     with pytest.raises(ConfigurationError, match="pass data= only"):
         Request("http://a.example/", meta={"k": 1}, data={"k": 2})
+
+
+def test_item_pipelines_in_custom_settings_is_known_and_gets_no_warning():
+    class Piped(Spider):
+        name = "piped"
+        custom_settings = {"ITEM_PIPELINES": {"tests.pipeline_spiders.JsonWriterPipeline": 300},
+                           "DOWNLOAD_DELAY": 0.5}
+
+    assert setting_warnings(Piped, Spider) == []
+    assert Piped.per_host_delay == 0.5
+
+    class Misplaced(Spider):
+        name = "misplaced"
+        ITEM_PIPELINES = {"tests.pipeline_spiders.JsonWriterPipeline": 300}
+
+    (warning,) = setting_warnings(Misplaced, Spider)
+    assert "Misplaced.ITEM_PIPELINES is not read" in warning and "custom_settings" in warning
+    with pytest.raises(ConfigurationError, match="-s ITEM_PIPELINES: not a setting of a crawl here"):
+        parse_assignments(["ITEM_PIPELINES={}"])
