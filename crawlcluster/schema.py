@@ -212,8 +212,8 @@ render_hosts = Table(
     metadata,
     Column("project", String(200), primary_key=True),
     Column("host", String(300), primary_key=True),
-    Column("callback", String(200), primary_key=True, server_default=""),
-    Column("shape", String(500), primary_key=True, server_default=""),
+    Column("callback", String(200), primary_key=True),
+    Column("shape", String(500), primary_key=True),
     Column("decision", String(16), nullable=False, server_default="render"),  # render, plain, learning
     Column("samples", Integer, nullable=False, server_default=text("0")),  # pages compared both ways
     Column("agreed", Integer, nullable=False, server_default=text("0")),
