@@ -126,7 +126,8 @@ class Crawl:
         return counts
 
     def host_stats(self) -> list[dict[str, Any]]:
-        """The crawl's cost per host (fetches, outcomes, retries, bytes, seconds), most bytes first."""
+        """The crawl's cost per host (fetches, outcomes, retries, bytes, fetch and browser seconds,
+        pages ``rendered`` and their ``rendered_share`` of the host's pages), most bytes first."""
         with self.engine.connect() as conn:
             self._project(conn)
             return stats.host_figures(conn, self.project)
