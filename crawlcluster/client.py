@@ -126,7 +126,8 @@ class Crawl:
         return counts
 
     def host_stats(self) -> list[dict[str, Any]]:
-        """The crawl's cost per host (fetches, outcomes, retries, bytes, seconds), most bytes first."""
+        """The crawl's cost per host (fetches, outcomes, retries, bytes, fetch and browser seconds,
+        pages ``rendered`` and their ``rendered_share`` of the host's pages), most bytes first."""
         with self.engine.connect() as conn:
             self._project(conn)
             return stats.host_figures(conn, self.project)
@@ -235,9 +236,14 @@ class Crawl:
                 count += 1
         return count
 
-    def render_hosts(self) -> list[str]:
-        """Hosts that ``render="auto"`` found to need a browser in this project."""
+    def render_hosts(self, detail: bool = False) -> list[Any]:
+        """Hosts that ``render="auto"`` found to need a browser in this project. With
+        ``detail=True``, what it learned: one dict per host, callback and URL shape with its
+        ``decision`` (``render``, ``plain`` or ``learning``), the ``samples`` compared both
+        ways, how many ``agreed`` and how many were ``mismatches``, and the ``reason``."""
         with self.engine.connect() as conn:
+            if detail:
+                return render.render_host_rows(conn, self.project)
             return sorted(render.remembered_render_hosts(conn, self.project))
 
     def configure(self, **values: Any) -> dict[str, Any]:

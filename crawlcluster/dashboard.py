@@ -111,12 +111,14 @@ def project_detail(name: str, stats: dict[str, Any], hosts: list[dict[str, Any]]
         counts = stats.get("windows", {}).get(key, {})
         windows.add_row(label, *(f"{counts.get(c, 0):,}" for c in ("done", "failed", "retried")))
     cost = Table(title=f"{name}: cost by host", show_edge=False)
-    for column in ("host", "fetches", "done", "failed", "retries", "downloaded", "fetch s", "browser s"):
+    for column in ("host", "fetches", "done", "failed", "retries", "downloaded", "fetch s", "browser s",
+                   "rendered"):
         cost.add_column(column, justify="left" if column == "host" else "right")
     for host in hosts[:top_hosts]:
         cost.add_row(host["host"], f"{host['fetches']:,}", f"{host['done']:,}", f"{host['failed']:,}",
                      f"{host['retries']:,}", _size(host["bytes"]), f"{host['fetch_seconds']:.1f}",
-                     f"{host['browser_seconds']:.1f}")
+                     f"{host['browser_seconds']:.1f}",
+                     f"{host.get('rendered', 0):,} ({100 * host.get('rendered_share', 0.0):.0f}%)")
     eta = shown_eta(stats)
     pages = stats.get("pages") or stats
     summary = (f"{shown_status(stats)}: {stats.get('pages_per_second', 0):.1f} pages/s now "

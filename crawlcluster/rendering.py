@@ -18,12 +18,14 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from crawlcluster.database.render import add_render_host, remembered_render_hosts
+from crawlcluster.database.render import RENDER, WHOLE_HOST, add_render_host, render_decisions
 from crawlcluster.errors import ConfigurationError
+from crawlcluster.urls import url_host
+from workers.page_bounds import url_shape  # the trap guard's shapes: one definition
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RenderOptions", "RENDER_MODES", "WAIT_UNTIL", "render_mode",
+__all__ = ["RenderOptions", "RENDER_MODES", "WAIT_UNTIL", "render_mode", "render_key",
            "remember_render_host", "RenderHostMemory"]
 
 RENDER_MODES = (False, True, "auto")
@@ -152,36 +154,69 @@ def render_mode(value: Any, where: str) -> bool | str:
     return value
 
 
-# -- render="auto": the hosts that need a browser ----------------------------------------
+# -- render="auto": which hosts, callbacks and URL shapes need a browser -----------------
 
-def remember_render_host(conn: Connection, project: str, host: str, url: str, reason: str,
+MAX_SHAPE_LENGTH = 500  # render_hosts.shape's size
+
+
+def render_key(url: str, callback: str) -> tuple[str, str, str]:
+    """``(host, callback, shape)``: what ``render="auto"`` learns about, per project. The
+    shape is the URL's path and query with numbers and ids folded (the trap guard's
+    :func:`~workers.page_bounds.url_shape`, without the host): ``/item/<n>``."""
+    host = url_host(url)
+    shape = url_shape(url)
+    shape = shape[shape.find("/"):] if "/" in shape else ""
+    return host, callback or "parse", shape[:MAX_SHAPE_LENGTH]
+
+
+def remember_render_host(conn: Connection, project: str, key: tuple[str, str, str], url: str, reason: str,
                          now: float | None = None) -> bool:
-    """Remember that ``host`` needs a browser in ``project``; True when it was new."""
+    """Remember that the pages of ``key`` (host, callback, shape) need a browser in
+    ``project``; True when that is news."""
     now = time.time() if now is None else now
-    values = {"project": project, "host": host, "first_url": url, "reason": reason, "created_at": now}
-    inserted = add_render_host(conn, values)
-    if inserted:
-        logger.info("project %s: %s needs a browser (%s, first seen at %s)", project, host, reason, url)
-    return inserted
+    host, callback, shape = key
+    values = {"project": project, "host": host, "callback": callback, "shape": shape, "first_url": url,
+              "reason": reason, "created_at": now}
+    changed = add_render_host(conn, values)
+    if changed:
+        logger.info("project %s: %s%s (callback %s) needs a browser (%s, first seen at %s)", project, host,
+                    shape, callback, reason, url)
+    return changed
 
 
 class RenderHostMemory:
-    """The scheduler's view of ``render_hosts``: one small query per project at most every
-    ``refresh_seconds``, not one per row. A row routed to fetch just before its host was
-    remembered is no loss: the parse stage sends it on to render itself."""
+    """A process's view of ``render_hosts``, the decisions every parse worker and the
+    scheduler share: one small query per project at most every ``refresh_seconds``, not one
+    per row. A row routed to fetch just before its key was learned is no loss: the parse
+    stage sends it on to render itself."""
 
     def __init__(self, engine: Any, refresh_seconds: float = 0.5) -> None:
         self.engine = engine
         self.refresh_seconds = refresh_seconds
-        self._hosts: dict[str, tuple[float, set[str]]] = {}
+        self._decisions: dict[str, tuple[float, dict[tuple[str, str, str], str]]] = {}
         self._lock = threading.Lock()
 
-    def needs_render(self, project: str, host: str) -> bool:
+    def decision(self, project: str, key: tuple[str, str, str]) -> str | None:
+        """``render``, ``plain``, ``learning`` or None (never seen) for ``key`` in
+        ``project``; a host remembered whole (before migration 0021) is ``render``."""
         now = time.monotonic()
         with self._lock:
-            cached = self._hosts.get(project)
+            cached = self._decisions.get(project)
             if cached is None or now - cached[0] >= self.refresh_seconds:
                 with self.engine.connect() as conn:
-                    cached = (now, remembered_render_hosts(conn, project))
-                self._hosts[project] = cached
-        return host in cached[1]
+                    cached = (now, render_decisions(conn, project))
+                self._decisions[project] = cached
+            decisions = cached[1]
+        if decisions.get((key[0], *WHOLE_HOST)) == RENDER:
+            return RENDER
+        return decisions.get(key)
+
+    def needs_render(self, project: str, url: str, callback: str) -> bool:
+        return self.decision(project, render_key(url, callback)) == RENDER
+
+    def learned(self, project: str, key: tuple[str, str, str], decision: str) -> None:
+        """What this process just wrote, seen at once (other processes see it at their next read)."""
+        with self._lock:
+            cached = self._decisions.get(project)
+            if cached is not None:
+                cached[1][key] = decision

@@ -204,15 +204,24 @@ Index("ix_results_project", results.c.project, results.c.task_id)
 
 # -- the browser tier (migration 0002) -------------------------------------------------
 
-# render="auto": hosts whose pages needed a browser; later rows of a host go straight to render
+# render="auto": what was learned per host, callback and URL shape (migration 0021): a
+# decision of "render" sends the key's rows straight to render; callback and shape "" mean
+# the whole host (rows from before 0021)
 render_hosts = Table(
     "render_hosts",
     metadata,
     Column("project", String(200), primary_key=True),
     Column("host", String(300), primary_key=True),
+    Column("callback", String(200), primary_key=True),
+    Column("shape", String(500), primary_key=True),
+    Column("decision", String(16), nullable=False, server_default="render"),  # render, plain, learning
+    Column("samples", Integer, nullable=False, server_default=text("0")),  # pages compared both ways
+    Column("agreed", Integer, nullable=False, server_default=text("0")),
+    Column("mismatches", Integer, nullable=False, server_default=text("0")),
     Column("first_url", Text, nullable=False),
     Column("reason", Text),
     Column("created_at", Double, nullable=False),
+    Column("updated_at", Double),
 )
 
 # screenshot=True: one PNG per task, kept beside its results and replaced on a re-render
@@ -346,6 +355,8 @@ crawl_stats = Table(
     *[Column(name, BigInteger, nullable=False, server_default=text("0")) for name in LATENCY_COLUMNS],
     # what pages' bounds dropped or stopped (migration 0017; workers.page_bounds)
     *[Column(name, BigInteger, nullable=False, server_default=text("0")) for name in BOUND_COLUMNS],
+    # pages rendered by the browser tier (migration 0021): their share of the host's pages
+    Column("rendered", BigInteger, nullable=False, server_default=text("0")),
 )
 Index("ix_crawl_stats_minute", crawl_stats.c.project, crawl_stats.c.minute)
 

@@ -332,6 +332,14 @@ class Settings:
         "Time one page may take in the browser, navigation to script, before it ends as a timeout.",
         minimum=0.1)
     render_launch_timeout_seconds: float = _option(30.0, float, "Time Chromium may take to start.", minimum=1)
+    # render="auto" learning per host, callback and URL shape (crawlcluster.render_learning)
+    render_auto_agreements: int = _option(
+        3, int, 'render="auto": samples of a host, callback and URL shape, fetched plainly and rendered, '
+        "that must agree before its pages stay on plain HTTP; until then each of its pages is compared.",
+        minimum=1)
+    render_auto_recheck_rate: float = _option(
+        0.02, float, 'render="auto": share of the pages of a shape learned as plain that are still rendered '
+        "too and compared (0: never checked again).", minimum=0)
     browser_user: str = _option(
         "", str, "The account render workers run Chromium as (empty: nobody when the worker is root, else "
         "the worker's own); its profile directory is owned by it.")

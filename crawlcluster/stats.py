@@ -62,6 +62,7 @@ def project_figures(conn: Connection, project: str, open_rows: int,
         "bytes": int(total.bytes),
         "fetch_seconds": round(float(total.fetch_seconds), 3),
         "browser_seconds": round(float(total.browser_seconds), 3),
+        "pages_rendered": int(total.rendered),  # by the browser tier (render=True or "auto")
         "retries": int(total.retried),
         "fetches": int(total.fetched),
         # what pages' bounds dropped or stopped (README: Bounded cost for any page)
@@ -101,7 +102,10 @@ def host_figures(conn: Connection, project: str) -> list[dict[str, Any]]:
     figures = [{"host": r.host, "fetches": int(r.fetched), "done": int(r.done), "failed": int(r.failed),
                 "retries": int(r.retried), "bytes": int(r.bytes),
                 "fetch_seconds": round(float(r.fetch_seconds), 3),
-                "browser_seconds": round(float(r.browser_seconds), 3)} for r in rows]
+                "browser_seconds": round(float(r.browser_seconds), 3), "rendered": int(r.rendered),
+                # the share of the host's pages that cost a browser (render="auto" learns it)
+                "rendered_share": round(int(r.rendered) / max(1, int(r.done) + int(r.failed)), 3)}
+               for r in rows]
     notes = hosts.robots_notes(conn, [f["host"] for f in figures])
     for figure in figures:
         if figure["host"] in notes:

@@ -27,7 +27,7 @@ from crawlcluster.messages import FetchMessage, Outcome, Page, ParseMessage, car
 from crawlcluster.publish import send as send_message
 from crawlcluster.schema import FAILED
 from crawlcluster.stages import PARSE, RENDER, STORE
-from workers.autorender import split_for_render
+from workers.autorender import learn_from_samples, split_for_render
 from workers.lease import hand_on, hold_batch
 from workers.parser import process_pages, project_context
 from workers.pipelines import close_pipelines
@@ -58,6 +58,7 @@ def parse(message: ParseMessage) -> dict[str, int]:
     # pages whose rows were ended or sent again since (a late or redelivered message) are dropped
     pages = hold_batch(engine, project, "parse", message["pages"])
     to_render, pages = split_for_render(engine, project, pages)
+    pages = learn_from_samples(engine, project, pages)  # rendered samples of render="auto": compared
     if to_render:
         # the render stage's address guard trusts what the scheduler's messages trust
         render_message: FetchMessage = {"project": project, "tasks": to_render}

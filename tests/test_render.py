@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import crawlcluster
-from crawlcluster.devtools.js_site import JsSite, wait_until
+from crawlcluster.devtools.js_site import JsSite, MixedSite, wait_until
 from tests.outcomes import load_rows
 from workers.browser.chromium import BROWSER_OWNER_ENV
 from workers.browser.proctree import _parent_of, descendants, pids_with_environ
@@ -120,21 +120,23 @@ def test_auto_render_renders_only_pages_that_need_it_remembers_the_host_and_fetc
         stats = crawl.wait(timeout=120)
         assert stats["pending"] == stats["queued"] == 0
 
-        # the static site is fetched once per page and never rendered
-        assert static.hits("browser") == Counter()
+        # the static site is fetched once per page; the pages of a shape still being learned
+        # (render_auto_agreements of them) are rendered too, to compare, at most once each
         assert {p: static.hits("http")[p] for p in static.page_paths()} == \
             dict.fromkeys(static.page_paths(), 1)
-        # every JS page is rendered once; only the first was fetched with httpx, the rest
-        # went straight to render because the host was remembered
+        assert max(static.hits("browser")[p] for p in static.page_paths()) <= 1
+        # every JS page is rendered once; httpx fetched only the pages found before their
+        # URL shape was known to need a browser (the index and its two links), the rest went
+        # straight to render
         assert {p: js_site.hits("browser")[p] for p in js_site.page_paths()} == \
             dict.fromkeys(js_site.page_paths(), 1)
-        assert {p: n for p, n in js_site.hits("http").items() if p in js_site.page_paths()} == {"/": 1}
-        assert sum(w["pages_rendered"] for w in crawlcluster.render_stats()) == len(js_site.page_paths())
+        assert {p: n for p, n in js_site.hits("http").items() if p in js_site.page_paths()} == \
+            {"/": 1, "/page/1": 1, "/page/2": 1}
         assert crawl.render_hosts() == [host_of(js_site)]
 
         items = {(urlsplit(i["url"]).netloc, path_of(i["url"])): i for i in crawl.results()}
         assert len(items) == len(js_site.page_paths()) + len(static.page_paths())
-        assert all(i["rendered"] is (host == host_of(js_site)) for (host, _), i in items.items())
+        assert all(i["rendered"] for (host, _), i in items.items() if host == host_of(js_site))
         assert items[(host_of(js_site), "/page/5")]["h1"] == "Page 5"
 
         # the fetch, parse and store workers did their share without a browser
@@ -241,3 +243,60 @@ def test_stopped_or_killed_render_worker_leaves_no_chromium_process(js_site, pro
     assert browsers_of(pids)
     processes.kill("render-b", signal.SIGKILL)
     assert wait_until(lambda: browsers_of(pids) == [], timeout=15), browsers_of(pids)
+
+
+def test_auto_render_learns_which_shapes_need_a_browser_finds_script_links_and_renders_few_static_pages(
+        processes, pg):
+    """A mixed site (static pages, pages written by scripts, complete pages whose scripts add
+    two links to pages only reachable that way) and a static site of 500 pages, crawled
+    with render="auto". The hit log, per page: httpx served it at most once, the browser at
+    most once, and together at least once (a sample or a page sent on to render is fetched
+    once and rendered once; a page routed straight to render is only rendered)."""
+    mixed, static = MixedSite(static_pages=15, app_pages=6, js_pages=6), JsSite(pages=499, static=True)
+    try:
+        start(processes, render="render", fetch="fetch", parse="parse", store="store")
+        crawl = crawlcluster.submit("tests.render_spiders:TreeSpider", project="learn", spider_kwargs={
+            "render": "auto", "start_urls": [mixed.url + "/", static.url + "/"],
+            "allowed_domains": [host_of(mixed), host_of(static)]})
+        stats = crawl.wait(timeout=180)
+        assert stats["pending"] == stats["queued"] == 0 and stats["failed"] == 0
+
+        for site in (mixed, static):
+            http, browser = site.hits("http"), site.hits("browser")
+            pages = site.page_paths()
+            assert {p for p in http} | {p for p in browser if p in pages} >= pages  # every page served
+            assert max(http[p] for p in pages) == 1 and max(browser[p] for p in pages) <= 1
+            assert not set(http) - pages - {"/robots.txt"}  # nothing else asked for
+        assert all(mixed.hits("browser")[f"/extra/{i}/{s}"] <= 1 for i in range(1, 7) for s in "ab")
+        # every page found exactly once: one row and one item each, nothing else
+        tasks, _items = load_rows(pg, "learn")
+        rows = Counter((urlsplit(r["url"]).netloc, path_of(r["url"])) for r in tasks
+                       if path_of(r["url"]) != "/robots.txt")
+        assert set(rows) == {(host_of(site), p) for site in (mixed, static) for p in site.page_paths()}
+        items = Counter((urlsplit(i["url"]).netloc, path_of(i["url"])) for i in crawl.results())
+        assert set(items.values()) == {1} and len(items) == len(rows)
+        # the script-written pages and the complete-plus-script pages are rendered, each once
+        assert all(mixed.hits("browser")[f"/{kind}/{i}"] == 1 for kind in ("app", "js") for i in range(1, 7))
+
+        learned = {(r["host"], r["shape"]): r for r in crawl.render_hosts(detail=True)}
+        print({f"{h.split(':')[-1]}{s}": (r["decision"], r["samples"], r["agreed"], r["mismatches"])
+               for (h, s), r in learned.items()})
+        assert learned[(host_of(mixed), "/js/<n>")]["decision"] == "render"
+        assert learned[(host_of(mixed), "/js/<n>")]["mismatches"] >= 1
+        assert learned[(host_of(mixed), "/app/<n>")]["decision"] == "render"
+        assert learned[(host_of(mixed), "/static/<n>")]["decision"] == "plain"
+        assert learned[(host_of(static), "/page/<n>")]["decision"] == "plain"
+        assert crawl.render_hosts() == [host_of(mixed)]
+
+        # the static site of 500 pages: at most 5% rendered, by the hit log and by the stats
+        rendered = sum(static.hits("browser")[p] for p in static.page_paths())
+        hosts = {h["host"]: h for h in crawl.host_stats()}
+        print(f"static site: {rendered} of {len(static.page_paths())} pages rendered; "
+              f"host figures {hosts[host_of(static)]}")
+        assert rendered <= 0.05 * len(static.page_paths())
+        assert hosts[host_of(static)]["rendered"] == rendered
+        assert hosts[host_of(static)]["rendered_share"] <= 0.05
+        assert crawl.stats()["browser_seconds"] > 0
+    finally:
+        mixed.stop()
+        static.stop()

@@ -1,64 +1,195 @@
-"""render="auto" in the parse stage: pick out the fetched pages that need a browser.
+"""render="auto" in the parse stage: pick out the fetched pages that need a browser, and learn
+per host, callback and URL shape which pages do by comparing samples rendered both ways.
 
-A page fetched for a ``render="auto"`` row is shown to the spider's ``needs_render(response)``
-before any callback runs. When it says yes, the page is not parsed: the same row (same task
-id, still queued) goes to the render queue, and its host is remembered in ``render_hosts``
-so the scheduler sends the host's later rows straight to render.
+A page fetched for a ``render="auto"`` row goes to the render queue (the same row, same task
+id, still queued) instead of being parsed when:
+
+* the spider's ``needs_render(response)`` says yes (the first guess: a script wall, an empty
+  shell); its key (host, callback, shape) is then remembered as ``render``;
+* its key is already known to need a browser (``render_hosts``, shared by every parse worker
+  and the scheduler, which sends such rows straight to render);
+* it is a **sample**: its key is still being learned (each page of it, until
+  ``render_auto_agreements`` samples agreed), or it is learned as plain and the page falls in
+  the ``render_auto_recheck_rate`` share. The callback runs on the plain page here; what it
+  found (its item count and its same-site links, hashed) rides with the row to render.
+
+When a rendered sample comes back, the callback runs on the rendered page too and the two
+are compared (:func:`learn_from_samples`): more items or a same-site link the plain page did
+not have is a mismatch, and the key is rendered from then on. Either way the row is parsed
+from its rendered version, once, so the links only scripts write are followed without a
+second crawl of the page.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from crawlcluster.errors import ConfigurationError, ProjectNotFound
+from crawlcluster import settings
+from crawlcluster.database.render import LEARNING, PLAIN, RENDER, record_sample
+from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
 from crawlcluster.http import Response
-from crawlcluster.messages import FetchEntry, Page, decompress_body, page_entry
-from crawlcluster.rendering import remember_render_host
-from crawlcluster.urls import url_host
-from workers.parser import project_context
+from crawlcluster.messages import FetchEntry, Page, decompress_body, entry_callback, page_entry
+from crawlcluster.rendering import RenderHostMemory, remember_render_host, render_key
+from crawlcluster.spider import Spider
+from crawlcluster.urls import normalize_url, url_host
+from workers.parser import project_context, run_callback
 
 logger = logging.getLogger(__name__)
+
+# the fetch option a sample's row carries to render and back: what the plain page gave
+SAMPLE = "auto_sample"
+
+_memories: dict[str, RenderHostMemory] = {}
+
+
+def _memory(engine: Engine) -> RenderHostMemory:
+    key = str(engine.url)
+    if key not in _memories:
+        _memories[key] = RenderHostMemory(engine)
+    return _memories[key]
+
 
 def _is_candidate(page: Page) -> bool:
     return ((page.get("fetch") or {}).get("render") == "auto" and not page.get("rendered")
             and "redirect" not in page and page.get("code") is not None)
 
 
+def _response(page: Page) -> Response:
+    return Response(page.get("final_url") or page["url"], page["code"], page.get("headers") or {},
+                    decompress_body(page), data=page.get("data"), depth=page.get("depth", 0),
+                    js_result=page.get("js_result"), rendered=bool(page.get("rendered")))
+
+
+def _link_hash(url: str) -> str:
+    return hashlib.blake2b(url.encode(), digest_size=6).hexdigest()
+
+
+def callback_summary(spider: Spider, project: str, page: Page) -> dict[str, Any] | None:
+    """What the page's callback finds on ``page``: ``{"items": n, "links": [hash, ...]}``
+    (its same-site links, normalised, hashed short); None when the callback raised."""
+    result = run_callback(spider, entry_callback(page), _response(page), project=project)
+    if result.error is not None:
+        return None
+    host = url_host(page["url"])
+    links = set()
+    for request in result.requests:
+        try:
+            url = normalize_url(request.url)
+        except InvalidURL:
+            continue
+        if url_host(url) == host:
+            links.add(_link_hash(url))
+    return {"items": len(result.items), "links": sorted(links)}
+
+
+def _sampled(url: str, rate: float) -> bool:
+    """Whether ``url`` falls in the ``rate`` share: by its hash, so a redelivered page decides alike."""
+    if rate <= 0:
+        return False
+    return int(hashlib.blake2b(url.encode(), digest_size=4).hexdigest(), 16) / 0xFFFFFFFF < rate
+
+
 def split_for_render(engine: Engine, project: str, pages: list[Page]) -> tuple[list[FetchEntry], list[Page]]:
-    """``(render entries, pages to parse)``: the render entries are the pages whose spider's
-    ``needs_render`` said yes, as render message entries; every other page is returned
-    untouched, in order."""
+    """``(render entries, pages to parse)``: the pages that go to render (they need a
+    browser, or are samples to compare), as render message entries; every other page is
+    returned untouched, in order."""
     if not any(_is_candidate(page) for page in pages):
         return [], pages
     try:
-        spider = project_context(engine, project).spider
+        spider = project_spider(engine, project)
     except (ConfigurationError, ProjectNotFound):
         return [], pages  # the parse stage reports it on every page
+    memory = _memory(engine)
+    recheck_rate = settings.current().render_auto_recheck_rate
     to_render: list[FetchEntry] = []
     keep: list[Page] = []
-    hosts: dict[str, str] = {}
+    needed_keys: dict[tuple[str, str, str], str] = {}
     for page in pages:
         if not _is_candidate(page):
             keep.append(page)
             continue
-        response = Response(page["url"], page["code"], page.get("headers") or {}, decompress_body(page),
-                            data=page.get("data"), depth=page.get("depth", 0))
+        key = render_key(page["url"], entry_callback(page))
         try:
-            needed = bool(spider.needs_render(response))
+            needed = bool(spider.needs_render(_response(page)))
         except Exception:  # noqa: BLE001 - a broken hook means "parse it as fetched"
             logger.exception("%s.needs_render raised on %s; parsing the page as fetched",
                              type(spider).__name__, page["url"])
             needed = False
-        if needed:
+        decision = memory.decision(project, key)
+        if needed or decision == RENDER:
             to_render.append(page_entry(page))
-            hosts.setdefault(url_host(page["url"]), page["url"])
-        else:
+            if needed and decision != RENDER:
+                needed_keys.setdefault(key, page["url"])
+            continue
+        if decision == PLAIN and not _sampled(page["url"], recheck_rate):
             keep.append(page)
-    if hosts:
+            continue
+        summary = callback_summary(spider, project, page)  # a sample: learning, or a re-check
+        if summary is None:
+            keep.append(page)  # the callback raised: parsed as fetched, where its error is recorded
+            continue
+        entry = page_entry(page)
+        entry["fetch"] = {**entry.get("fetch", {}), SAMPLE: summary}
+        to_render.append(entry)
+    if needed_keys:
         reason = f"{type(spider).__name__}.needs_render"
         with engine.begin() as conn:
-            for host, url in hosts.items():
-                remember_render_host(conn, project, host, url, reason)
+            for key, url in needed_keys.items():
+                remember_render_host(conn, project, key, url, reason)
+        for key in needed_keys:
+            memory.learned(project, key, RENDER)
     return to_render, keep
+
+
+def learn_from_samples(engine: Engine, project: str, pages: list[Page]) -> list[Page]:
+    """Compare the rendered samples among ``pages`` with what their plain versions gave and
+    count each in its key's row; ``pages`` come back without the sample option, to be parsed
+    (from the rendered version) as any rendered page is."""
+    samples = [page for page in pages if page.get("rendered") and SAMPLE in (page.get("fetch") or {})]
+    if not samples:
+        return pages
+    try:
+        spider = project_spider(engine, project)
+    except (ConfigurationError, ProjectNotFound):
+        return pages
+    agreements = settings.current().render_auto_agreements
+    memory = _memory(engine)
+    out: list[Page] = []
+    for page in pages:
+        fetch = page.get("fetch") or {}
+        if SAMPLE not in fetch or not page.get("rendered"):
+            out.append(page)
+            continue
+        plain = fetch[SAMPLE]
+        page = {**page, "fetch": {k: v for k, v in fetch.items() if k != SAMPLE}}
+        out.append(page)
+        rendered = callback_summary(spider, project, page)
+        if rendered is None:
+            continue  # the callback raised on the rendered page: no comparison
+        more_items = rendered["items"] - plain["items"]
+        more_links = len(set(rendered["links"]) - set(plain["links"]))
+        agreed = more_items <= 0 and more_links == 0
+        key = render_key(page["url"], entry_callback(page))
+        reason = (f"a sample rendered found {more_links} more same-site links and {max(0, more_items)} more "
+                  f"items than fetched plainly") if not agreed else "samples agreed"
+        values = {"project": project, "host": key[0], "callback": key[1], "shape": key[2],
+                  "first_url": page["url"], "reason": reason, "created_at": time.time()}
+        with engine.begin() as conn:
+            decision = record_sample(conn, values, agreed, agreements)
+        memory.learned(project, key, decision)
+        if not agreed:
+            logger.info("project %s: %s%s (callback %s) needs a browser: %s (%s)", project, key[0], key[2],
+                        key[1], reason, page["url"])
+        elif decision == LEARNING:
+            logger.debug("project %s: %s agreed rendered and plain", project, page["url"])
+    return out
+
+
+def project_spider(engine: Engine, project: str) -> Spider:
+    """The project's spider, as the parse engine caches it."""
+    return project_context(engine, project).spider

@@ -28,7 +28,7 @@ from crawlcluster.schema import (
 from crawlcluster.urls import url_host
 
 COUNTERS = ("fetched", "done", "failed", "retried", "bytes", "fetch_seconds", "browser_seconds",
-            *BOUND_COLUMNS)
+            *BOUND_COLUMNS, "rendered")
 
 
 def record_batch(conn: Connection, project: str, pages: Iterable[Mapping[str, Any]], retried: set[str],
@@ -49,6 +49,7 @@ def record_batch(conn: Connection, project: str, pages: Iterable[Mapping[str, An
             row[LATENCY_COLUMNS[bisect.bisect_left(LATENCY_BOUNDS, seconds)]] += 1
         row["bytes"] += page.get("wire_bytes") or 0
         row["browser_seconds"] += page.get("browser_seconds") or 0.0
+        row["rendered"] += "browser_seconds" in page  # a page the browser tier rendered (or tried to)
         if page["id"] in retried:
             row["retried"] += 1
         elif page["status"] == DONE:

@@ -84,8 +84,9 @@ class JsSite:
     def _children(self, index: int) -> list[int]:
         return [c for c in (2 * index + 1, 2 * index + 2) if c <= self.pages]
 
-    def _page(self, title: str, heading: str, links: list[str], extra: str = "") -> str:
-        if self.static:
+    def _page(self, title: str, heading: str, links: list[str], extra: str = "",
+              static: bool | None = None) -> str:
+        if self.static if static is None else static:
             anchors = "".join(f'<li><a href="{href}">{href}</a></li>' for href in links)
             return (f"<!doctype html><html><head><title>{title}</title></head><body><h1>{heading}</h1>"
                     f"<p>{FILLER}</p><ul>{anchors}</ul>{extra}</body></html>")
@@ -164,3 +165,55 @@ def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+class MixedSite(JsSite):
+    """A site of three kinds of pages for ``render="auto"``, logged as :class:`JsSite` logs:
+
+    * ``/static/N`` (1..static_pages): plain HTML, a binary tree of links (``/static/2N``, ``2N+1``);
+    * ``/app/N`` (1..app_pages): an application shell whose script writes its text and its
+      links (``/app/2N``, ``2N+1``) behind a ``<noscript>`` wall;
+    * ``/js/N`` (1..js_pages): a complete page, full text and a static link to ``/js/N+1``,
+      whose script adds two links, ``/extra/N/a`` and ``/extra/N/b``: plain pages reachable
+      only through those script-written links.
+
+    The index ``/`` links to ``/static/1``, ``/app/1`` and ``/js/1`` (those that exist)."""
+
+    def __init__(self, static_pages: int = 15, app_pages: int = 6, js_pages: int = 6) -> None:
+        self.static_pages, self.app_pages, self.js_pages = static_pages, app_pages, js_pages
+        super().__init__(pages=0, static=True)
+
+    def page_paths(self) -> set[str]:
+        """Every page reachable from ``/``, the script-written links followed."""
+        return ({"/"} | {f"/static/{i}" for i in range(1, self.static_pages + 1)}
+                | {f"/app/{i}" for i in range(1, self.app_pages + 1)}
+                | {f"/js/{i}" for i in range(1, self.js_pages + 1)}
+                | {f"/extra/{i}/{s}" for i in range(1, self.js_pages + 1) for s in "ab"})
+
+    def _plain(self, title: str, links: list[str], script: str = "") -> str:
+        anchors = "".join(f'<li><a href="{href}">{href}</a></li>' for href in links)
+        return (f"<!doctype html><html><head><title>{title}</title></head><body><h1>{title}</h1>"
+                f"<p>{FILLER}</p><ul id='links'>{anchors}</ul>{script}</body></html>")
+
+    def _html_for(self, path: str) -> str | None:
+        parts = path.strip("/").split("/")
+        number = int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
+        if path == "/":
+            firsts = [f"/{kind}/1" for kind, count in (("static", self.static_pages), ("app", self.app_pages),
+                                                      ("js", self.js_pages)) if count]
+            return self._plain("index", firsts)
+        if parts[0] == "static" and len(parts) == 2 and 1 <= number <= self.static_pages:
+            return self._plain(f"static {number}", [f"/static/{c}" for c in (2 * number, 2 * number + 1)
+                                                    if c <= self.static_pages])
+        if parts[0] == "app" and len(parts) == 2 and 1 <= number <= self.app_pages:
+            children = [f"/app/{c}" for c in (2 * number, 2 * number + 1) if c <= self.app_pages]
+            return self._page(f"app {number}", f"App {number}", children, static=False)
+        if parts[0] == "js" and len(parts) == 2 and 1 <= number <= self.js_pages:
+            script = ("<script>['a', 'b'].forEach(function (s) { var li = document.createElement('li');"
+                      f" li.innerHTML = '<a href=\"/extra/{number}/' + s + '\">more</a>';"
+                      " document.getElementById('links').appendChild(li); });</script>")
+            following = [f"/js/{number + 1}"] if number < self.js_pages else []
+            return self._plain(f"js {number}", following, script)
+        if parts[0] == "extra" and len(parts) == 3 and 1 <= number <= self.js_pages and parts[2] in "ab":
+            return self._plain(f"extra {number} {parts[2]}", [])
+        return None

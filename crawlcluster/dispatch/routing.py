@@ -7,13 +7,12 @@ from typing import Any
 from crawlcluster.db import get_engine
 from crawlcluster.rendering import RenderHostMemory
 from crawlcluster.stages import FETCH, RENDER
-from crawlcluster.urls import url_host
 
 
 class Router:
     """Sends render rows to the browser tier and the rest to fetch. A ``render="auto"`` row
-    goes to render once its host is known to need a browser (remembered by the parse stage
-    in render_hosts, read through :class:`RenderHostMemory`)."""
+    goes to render once its host, callback and URL shape are known to need a browser (learned
+    by the parse stage in render_hosts, read through :class:`RenderHostMemory`)."""
 
     def __init__(self, database_url: str | None = None) -> None:
         self.database_url = database_url
@@ -27,7 +26,8 @@ class Router:
             return FETCH.task
         if render is True:
             return RENDER.task
-        if render == "auto" and self._render_host_memory().needs_render(project, url_host(row["url"])):
+        if render == "auto" and self._render_host_memory().needs_render(project, row["url"],
+                                                                         row.get("callback") or "parse"):
             return RENDER.task
         return FETCH.task
 

@@ -59,6 +59,7 @@ def _host_table(conn: Any, project: dict[str, Any]) -> list[dict[str, Any]]:
             "in_flight": counts.get("in_flight", 0), "max_in_flight": slot.max_in_flight,
             "bytes": human_bytes(cost.get("bytes", 0)), "fetch_seconds": cost.get("fetch_seconds", 0.0),
             "browser_seconds": cost.get("browser_seconds", 0.0), "delay": slot.delay_seconds,
+            "rendered_share": cost.get("rendered_share", 0.0),
             "robots": robot.get("robots_status", "unknown"), "robots_error": robot.get("robots_error"),
         })
     return sorted(table, key=lambda h: (-h["pages"], h["host"]))
