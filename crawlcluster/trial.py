@@ -4,7 +4,7 @@ shell`` and the console's step debugger.
 :func:`try_url` fetches a page with the workers' own fetcher (``workers/fetcher.py``; the
 browser tier's renderer when the request renders), builds the :class:`~crawlcluster.http.Response`
 the parse stage builds, runs the callback with the parse engine's
-:func:`~workers.parser.run_callback`, and returns a :class:`TrialResult`: the items, the
+:func:`~workers.callbacks.run_callback`, and returns a :class:`TrialResult`: the items, the
 follow-up requests (and whether the crawl would follow each), the log lines the callback
 wrote, its traceback, and the response. Nothing is stored: no database, no broker.
 
@@ -334,7 +334,7 @@ def _response(answer: Any, entry: FetchEntry, result: TrialResult) -> Response:
 
 
 def _run(spider: Spider, result: TrialResult, response: Response) -> None:
-    from workers.parser import filter_requests, run_callback
+    from workers.callbacks import filter_requests, run_callback
 
     with _LogCapture() as capture:
         outcome = run_callback(spider, result.callback, response)

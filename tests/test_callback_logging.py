@@ -12,7 +12,7 @@ from crawlcluster import Request, Spider
 from crawlcluster.http import Response
 from tests.outcomes import load_rows
 from workers.callback_log import CallbackErrorLog
-from workers.parser import run_callback
+from workers.callbacks import run_callback
 
 PAGES = 40
 OTHER_PAGES = 6

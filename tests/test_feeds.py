@@ -31,7 +31,7 @@ from crawlcluster.http import Response
 from crawlcluster.schema import projects, results
 from tests import feed_spiders
 from tests.scripted_site import ScriptedSite, page
-from workers.parser import run_callback
+from workers.callbacks import run_callback
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "crawlcluster.cli"]

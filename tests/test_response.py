@@ -9,7 +9,7 @@ import pytest
 from crawlcluster.errors import InvalidURL, NotHTML
 from crawlcluster.http import Response
 from crawlcluster.spider import Request, Spider
-from workers.parser import filter_requests, run_callback
+from workers.callbacks import filter_requests, run_callback
 
 PAGE_URL = "http://example.com/dir/page.html"
 HTML_HEADERS = {"content-type": "text/html; charset=utf-8"}

@@ -37,7 +37,8 @@ from crawlcluster.messages import FetchEntry, Page, decompress_body, entry_callb
 from crawlcluster.rendering import RenderHostMemory, remember_render_host, render_key
 from crawlcluster.spider import Spider
 from crawlcluster.urls import normalize_url, url_host
-from workers.parser import project_context, run_callback
+from workers.callbacks import run_callback
+from workers.parser import project_context
 
 logger = logging.getLogger(__name__)
 

@@ -3,16 +3,16 @@ the frontier in one statement, and return each page's outcome and items for the 
 
 ``tasks/parse.py`` calls :func:`process_pages`, as ``tasks/fetch.py`` calls
 ``workers/fetcher.py``. Each page reaches its callback as a
-:class:`~crawlcluster.http.Response`; :func:`run_callback` sorts what the callback yields
-into items and requests, and :func:`filter_requests` keeps the normalised, on-site ones
-within the depth limit. Spiders are loaded by import path once per process and project
-(refreshed every few seconds, so a project's settings can change while it runs). Redirects
-arrive here as pages with a ``redirect`` target: the target becomes a row of its own,
-carrying the chain so far, which is how loops and over-long chains are caught. A host's
-robots.txt, which the scheduler asked for, is taken out of the batch first
-(:func:`workers.robots.robots_outcomes`), before the spider is loaded: no spider sees it, and
-a project whose spider cannot be loaded still records its host's robots.txt. Such a project
-is stopped once (:mod:`workers.broken_spiders`).
+:class:`~crawlcluster.http.Response`; :func:`workers.callbacks.run_callback` sorts what the
+callback yields into items and requests, and :func:`workers.callbacks.filter_requests` keeps
+the normalised, on-site ones within the depth limit. Spiders are loaded by import path once
+per process and project (refreshed every few seconds, so a project's settings can change
+while it runs). Redirects arrive here as pages with a ``redirect`` target: the target
+becomes a row of its own, carrying the chain so far, which is how loops and over-long chains
+are caught. A host's robots.txt, which the scheduler asked for, is taken out of the batch
+first (:func:`workers.robots.robots_outcomes`), before the spider is loaded: no spider sees
+it, and a project whose spider cannot be loaded still records its host's robots.txt. Such a
+project is stopped once (:mod:`workers.broken_spiders`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -33,21 +33,25 @@ from crawlcluster.database import claims, tasks
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
 from crawlcluster.http import Request, Response
-from crawlcluster.items import ItemError, as_item, is_item
 from crawlcluster.messages import LAST_MODIFIED, Outcome, Page, carry_cost, decompress_body, entry_callback
 from crawlcluster.pipelines import pipeline_classes
 from crawlcluster.request_rows import task_row
-from crawlcluster.schema import DONE, FAILED, crawl_tasks
+from crawlcluster.schema import DONE, FAILED
 from crawlcluster.spider import Spider, load_spider_class
-from crawlcluster.spider_log import parsing
-from crawlcluster.urls import host_port, host_problem, length_problem, normalize_url, short_url, url_host
+from crawlcluster.urls import host_port, host_problem, length_problem, normalize_url, short_url
 from workers.broken_spiders import SPIDER_FAILURE_KIND, remembered_failure, stop_project
 from workers.callback_log import callback_error_log
+from workers.callbacks import (
+    LINKS_DUPLICATE,
+    LINKS_OFFSITE,
+    MAX_ETAG_LENGTH,
+    MAX_LAST_MODIFIED_LENGTH,
+    filter_requests,
+    run_callback,
+)
 from workers.page_bounds import (
     HTML_DEPTH_CAPPED,
-    LINKS_BAD_HOST,
     LINKS_OVER_LIMIT,
-    LINKS_TOO_LONG,
     SHAPE_RUN,
     TRAP_KIND,
     TrapGuard,
@@ -59,112 +63,6 @@ from workers.robots import robots_outcomes
 logger = logging.getLogger(__name__)
 
 PROJECT_CACHE_SECONDS = 5.0
-
-
-@dataclass
-class CallbackOutcome:
-    """What one callback run produced for one page."""
-
-    items: list[dict[str, Any]] = field(default_factory=list)
-    requests: list[Request] = field(default_factory=list)
-    error: str | None = None
-    links_over_limit: int = 0  # requests yielded past max_links_per_page, dropped
-    # the exception itself, so the parse stage can log its traceback (rate-limited there)
-    exception: BaseException | None = field(default=None, repr=False)
-
-
-def run_callback(spider: Spider, callback_name: str, response: Response,
-                 max_links: int | None = None, project: str | None = None) -> CallbackOutcome:
-    """Run a spider callback to the end and sort what it yields. An exception becomes the
-    outcome's ``error`` (with the line that raised) and drops that page's partial output.
-    Requests past ``max_links`` (default: the max_links_per_page setting) are counted and
-    dropped as they are yielded, so a page of 100,000 links never holds them all.
-    ``self.logger`` lines written meanwhile name ``project`` and the page's URL."""
-    with parsing(project, response.url):
-        return _run_callback(spider, callback_name, response, max_links)
-
-
-def _run_callback(spider: Spider, callback_name: str, response: Response,
-                  max_links: int | None) -> CallbackOutcome:
-    outcome = CallbackOutcome()
-    max_links = max_links if max_links is not None else settings.current().max_links_per_page
-    produced: Any = None
-    try:
-        produced = spider.callback(callback_name)(response)
-        if produced is None:
-            produced = ()
-        elif isinstance(produced, (dict, Request, str)) or is_item(produced):
-            produced = (produced,)  # a callback may return one item instead of yielding it
-        for value in produced:
-            if isinstance(value, (Request, str)) and len(outcome.requests) >= max_links:
-                outcome.links_over_limit += 1
-            elif isinstance(value, Request):
-                outcome.requests.append(spider.with_defaults(value))
-            elif isinstance(value, str):
-                outcome.requests.append(spider.with_defaults(Request(response.urljoin(value))))
-            elif value is not None:
-                # dicts, dataclasses, attrs, pydantic, mappings: plain JSON-able dicts from here on
-                item = as_item(value)
-                if item is None:
-                    raise TypeError(f"callback {callback_name} yielded {type(value).__name__}; yield items "
-                                    "(dicts, dataclasses, attrs or pydantic objects) or Requests")
-                outcome.items.append(item)
-    except Exception as exc:  # noqa: BLE001 - a spider bug must end in a row state, not a crash
-        frame = traceback.extract_tb(exc.__traceback__)[-1]
-        suspended = getattr(produced, "gi_frame", None) if isinstance(exc, ItemError) else None
-        if suspended is not None:  # the item's fault: the line that yielded it, not ours
-            frame = traceback.FrameSummary(suspended.f_code.co_filename, suspended.f_lineno, "")
-        what = f"raised {type(exc).__name__}: {exc}"
-        if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery's, raised into the callback at the limit
-            limit = settings.current().parse_time_limit_seconds
-            what = f"ran past the parse time limit (parse_time_limit_seconds={limit:g})"
-        outcome = CallbackOutcome(error=f"{type(spider).__name__}.{callback_name} {what} "
-                                        f"({frame.filename}:{frame.lineno})", exception=exc)
-    return outcome
-
-
-# the frontier's column sizes: a longer host (or etag, Last-Modified) would make the whole
-# batch's insert fail on Postgres, so such values are dropped or left out where they are read
-MAX_HOST_LENGTH: int = getattr(crawl_tasks.c.host.type, "length", None) or 300
-MAX_ETAG_LENGTH: int = getattr(crawl_tasks.c.etag.type, "length", None) or 500
-MAX_LAST_MODIFIED_LENGTH: int = getattr(crawl_tasks.c.last_modified.type, "length", None) or 100
-# links filtered, as an outcome's ``links_filtered`` names them (crawlcluster.database.tallies)
-LINKS_OFFSITE, LINKS_DUPLICATE = "offsite", "duplicate"
-
-
-def filter_requests(spider: Spider, requests: Iterable[Request], depth: int, max_depth: int | None,
-                    max_url_length: int | None = None,
-                    counts: dict[str, int] | None = None) -> tuple[list[tuple[str, Request]], int]:
-    """The requests to add to the frontier as (normalised URL, request), and how many were dropped
-    (invalid, longer than ``max_url_length``, with a host name that cannot be a DNS name or
-    that the frontier cannot hold, off-site, or deeper than ``max_depth``). ``counts`` gets
-    the too long, bad host and off-site ones by their statistics' names."""
-    kept: list[tuple[str, Request]] = []
-    dropped = 0
-    counts = counts if counts is not None else {}
-    if max_depth is not None and depth + 1 > max_depth:
-        return kept, sum(1 for _ in requests)
-    max_url_length = max_url_length if max_url_length is not None else settings.current().max_url_length
-    for request in requests:
-        try:
-            url = normalize_url(request.url)
-        except InvalidURL:
-            dropped += 1
-            continue
-        if len(url) > max_url_length:
-            dropped += 1
-            counts[LINKS_TOO_LONG] = counts.get(LINKS_TOO_LONG, 0) + 1
-            continue
-        if len(url_host(url)) > MAX_HOST_LENGTH or host_problem(url) is not None:
-            dropped += 1
-            counts[LINKS_BAD_HOST] = counts.get(LINKS_BAD_HOST, 0) + 1
-            continue
-        if not spider.allows(url):
-            dropped += 1
-            counts[LINKS_OFFSITE] = counts.get(LINKS_OFFSITE, 0) + 1
-            continue
-        kept.append((url, request))
-    return kept, dropped
 
 
 @dataclass

@@ -146,7 +146,7 @@ def shell(url: str, spider_path: str | None, spider_args: tuple[str, ...], rende
 
     from crawlcluster.http import Request
     from crawlcluster.trial import Engines, load_trial_spider, try_url
-    from workers.parser import run_callback
+    from workers.callbacks import run_callback
 
     try:
         spider = load_trial_spider(spider_path, allow_named=True, kwargs=_spider_kwargs(spider_args), url=url)
