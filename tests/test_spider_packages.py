@@ -121,8 +121,10 @@ def test_broken_spiders_stop_their_projects_once_and_another_project_crawls_thei
             assert row["status"] == "failed" and row["error_kind"] == "spider", row
             assert reasons[project] in row["error"], row
             assert row["dispatch_count"] == 1, row  # sent once, never again
-    # whichever project took the host's robots.txt, it was fetched once and recorded
-    assert tree.counts["/robots.txt"] == 1, dict(tree.counts)
+    # whichever project took the host's robots.txt, it was recorded for the others: fetched
+    # once, or twice when a broken project was paused with its robots.txt row still pending
+    # (a paused project's rows are not sent) and the good project asked for its own
+    assert tree.counts["/robots.txt"] in (1, 2), dict(tree.counts)
     assert tree.counts["/"] == 3 and all(tree.counts[f"/p{i}"] == 1 for i in range(20)), dict(tree.counts)
     log = processes.log("parse")
     assert log.count("project a-outside paused:") == 1, log[-3000:]
