@@ -132,23 +132,25 @@ def postponed_hosts(conn: Connection, names: Sequence[str], now: float, sample_r
     return out
 
 
+# one pass over the queued rows (ix_crawl_tasks_stale; no index has queued rows by project, as
+# each one would slow claims): bounded by the rows in flight, not by the frontier
 PG_QUEUED = text("""
-    SELECT p.name, q."fetch", q.host, q.queued_at
-    FROM unnest(CAST(:names AS text[])) AS p(name)
-    CROSS JOIN LATERAL (
-        SELECT "fetch", host, queued_at FROM crawl_tasks
-        WHERE project = p.name AND status = 'queued' AND (fetched_at IS NULL OR fetched_at < queued_at)
-              AND queued_at <= :before
-        LIMIT :sample) AS q""")
+    SELECT project, "fetch", host, queued_at FROM (
+        SELECT project, "fetch", host, queued_at, row_number() OVER (PARTITION BY project) AS n
+        FROM crawl_tasks
+        WHERE status = 'queued' AND project = ANY(CAST(:names AS text[]))
+              AND (fetched_at IS NULL OR fetched_at < queued_at) AND queued_at <= :before) AS q
+    WHERE n <= :sample""")
 
 
 def queued_unfetched(conn: Connection, names: Sequence[str], queued_before: float,
                      sample_rows: int) -> dict[str, list[tuple[Any, str, float]]]:
-    """Per project of ``names``: :func:`stats.queued_unfetched`'s sample of its rows."""
+    """Per project of ``names``: :func:`stats.queued_unfetched`'s sample of its rows (on
+    Postgres read in one pass over the queued rows of every project of ``names``)."""
     if conn.dialect.name != "postgresql" or not names:
         return {name: stat_rows.queued_unfetched(conn, name, queued_before, sample_rows) for name in names}
     out: dict[str, list[tuple[Any, str, float]]] = {name: [] for name in names}
     values = {"names": list(names), "before": queued_before, "sample": sample_rows}
     for row in conn.execute(PG_QUEUED, values):
-        out[row.name].append((row.fetch, row.host, row.queued_at))
+        out[row.project].append((row.fetch, row.host, row.queued_at))
     return out
