@@ -147,7 +147,7 @@ def queued_unfetched(conn: Connection, names: Sequence[str], queued_before: floa
                      sample_rows: int) -> dict[str, list[tuple[Any, str, float]]]:
     """Per project of ``names``: :func:`stats.queued_unfetched`'s sample of its rows (on
     Postgres read in one pass over the queued rows of every project of ``names``)."""
-    if conn.dialect.name != "postgresql" or not names:
+    if conn.dialect.name != "postgresql" or len(names) <= 1:  # one project: its LIMIT stops the scan early
         return {name: stat_rows.queued_unfetched(conn, name, queued_before, sample_rows) for name in names}
     out: dict[str, list[tuple[Any, str, float]]] = {name: [] for name in names}
     values = {"names": list(names), "before": queued_before, "sample": sample_rows}
