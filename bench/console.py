@@ -234,7 +234,8 @@ def main(sizes: list[int], requests: int = 30, write_results: bool = False) -> N
     if write_results:
         lines = [f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with "
                  f"`python -m bench console --sizes {','.join(str(s) for s in sizes)} --requests {requests}` "
-                 f"on {os.cpu_count()} CPUs shared with other work; Postgres 15, filled in "
+                 f"on {os.cpu_count()} CPUs shared with other work (load average "
+                 f"{os.getloadavg()[0]:.2f} at the end); Postgres 15, filled in "
                  + ", ".join(f"{fills[s]:.0f} s ({s:,} rows)" for s in sizes) + ".", "",
                  "| page (median / p95 ms) | " + " | ".join(f"{s:,} rows" for s in sizes) + " |",
                  "|---|" + "---:|" * len(sizes)]
