@@ -9,10 +9,11 @@ default postgresql://postgres@127.0.0.1:5432/crawlcluster_bench_console, dropped
 again) with ``INSERT ... SELECT generate_series``: the project ``big`` (its rows over 200 hosts:
 70% done, 20% pending, 1% failed of four kinds, 0.2% queued, the rest cancelled or
 disallowed; an item for every tenth done page; an hour of per-minute statistics per host) and
-19 projects of 1,000 rows on 5 hosts each. The triggers of migration 0017 count every row as it goes in, as in
-a crawl. Then VACUUM ANALYZE, and the console runs in this process (Starlette's TestClient:
-no network, no broker; the pipeline strip's broker reads are not timed) while each page is
-requested ``--requests`` times after two warm-ups; the table shows the median and p95 of each.
+19 projects of 1,000 rows on 5 hosts each. The triggers of migrations 0020 and 0021 count
+every row as it goes in, as in a crawl. Then VACUUM ANALYZE, and the console runs in this
+process (Starlette's TestClient: no network, no broker; the pipeline strip's broker reads
+are not timed) while each page is requested ``--requests`` times after two warm-ups; the
+table shows the median and p95 of each.
 ``GROUP BY over rows`` is the count the counters replace, timed for comparison.
 """
 
@@ -160,6 +161,7 @@ def measure(database_url: str, requests: int) -> list[tuple[str, float, float]]:
     from crawlcluster.client import Crawl, list_projects
     from crawlcluster.dashboard import projects_table
     from crawlcluster.db import get_engine
+    from crawlcluster.overview import every_project_stats
     from crawlcluster.web.app import create_app
 
     engine = get_engine(database_url)
@@ -179,9 +181,12 @@ def measure(database_url: str, requests: int) -> list[tuple[str, float, float]]:
             assert response.status_code == 200, (path, response.status_code, response.text[:300])
         return call
 
-    def status_all() -> None:
-        projects_table([(p["name"], Crawl(p["name"], database_url=database_url).stats())
-                        for p in list_projects(database_url=database_url)])
+    def status_all() -> None:  # what `crawlcluster status` does for every project
+        projects_table(every_project_stats(database_url))
+
+    def stats_one_by_one() -> None:  # what it did before: Crawl.stats() per project
+        for p in list_projects(database_url=database_url):
+            Crawl(p["name"], database_url=database_url).stats()
 
     def old_group_by() -> None:
         with engine.connect() as conn:
@@ -200,6 +205,7 @@ def measure(database_url: str, requests: int) -> list[tuple[str, float, float]]:
         ("results, first page", get("/projects/big/results")),
         ("results, a later page (by key)", get(f"/projects/big/results?after={middle}:0")),
         ("crawlcluster status (20 projects)", status_all),
+        ("Crawl.stats() of each of the 20, one by one", stats_one_by_one),
         ("GROUP BY over rows (what counters replace)", old_group_by),
     ]
     return [(name, *_timed(call, requests)) for name, call in pages]
@@ -228,7 +234,8 @@ def main(sizes: list[int], requests: int = 30, write_results: bool = False) -> N
     if write_results:
         lines = [f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with "
                  f"`python -m bench console --sizes {','.join(str(s) for s in sizes)} --requests {requests}` "
-                 f"on {os.cpu_count()} CPUs shared with other work; Postgres 15, filled in "
+                 f"on {os.cpu_count()} CPUs shared with other work (load average "
+                 f"{os.getloadavg()[0]:.2f} at the end); Postgres 15, filled in "
                  + ", ".join(f"{fills[s]:.0f} s ({s:,} rows)" for s in sizes) + ".", "",
                  "| page (median / p95 ms) | " + " | ".join(f"{s:,} rows" for s in sizes) + " |",
                  "|---|" + "---:|" * len(sizes)]

@@ -19,11 +19,11 @@ from typing import IO, Any, Callable, Iterator
 from crawlcluster import scheduling, stats
 from crawlcluster.database import failures, render, tasks, timers
 from crawlcluster.database import projects as lifecycle
-from crawlcluster.database.counts import page_counts
 from crawlcluster.database.results import stream_items
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch import lease
 from crawlcluster.errors import ConfigurationError, CrawlClusterError, ProjectNotFound
+from crawlcluster.overview import project_stats
 from crawlcluster.schema import CANCELLED, PAUSED
 
 logger = logging.getLogger(__name__)
@@ -101,28 +101,10 @@ class Crawl:
         now = time.time()
         with self.engine.connect() as conn:
             row = self._project(conn)
-            split = page_counts(conn, self.project)
-            counts: dict[str, Any] = dict(split["rows"])
-            counts["pages"] = split["pages"]
-            counts["robots"] = split["robots"]
-            counts["items"] = split["items"]
-            due = (stats.pending_figures(conn, self.project, now, counts["pending"])
-                   if counts["pending"] else {})
-            counts["next_due_at"] = due.get("next_due_at")
+            counts = project_stats(conn, [row], now, figures=figures, waiting=waiting)[self.project]
             if figures:
-                open_rows = counts["pending"] + counts["queued"]
-                counts.update(stats.project_figures(conn, self.project, open_rows, now))
                 counts.update(stats.end_of_crawl(conn, self.project, row["created_at"], row["finished_at"],
                                                  now))
-                counts["eta_seconds"] = stats.eta_seconds(row["status"], open_rows, counts["queued"],
-                                                          counts["eta_seconds"], due, now)
-            if waiting:
-                health = lease.scheduler_health(conn, now=now)
-                counts["scheduler"] = health.as_dict()
-                counts["waiting"] = stats.waiting_reasons(conn, row, counts, due, health.message, now)
-        counts["status"] = row["status"]
-        counts["pause_reason"] = row["pause_reason"] if row["status"] == PAUSED else None
-        counts["paused_until"] = row["paused_until"] if row["status"] == PAUSED else None
         return counts
 
     def host_stats(self) -> list[dict[str, Any]]:

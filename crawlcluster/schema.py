@@ -413,3 +413,31 @@ task_counts_delta = Table(
     Column("status", String(16), nullable=False),
     Column("rows", BigInteger, nullable=False),
 )
+
+
+# -- all-time crawl figures per project (migration 0022) -------------------------------------
+
+# crawl_stats' counters summed over all of a project's hosts and minutes, kept as the row
+# counts are (triggers on crawl_stats; deltas appended on Postgres and folded by beat's
+# housekeeping, totals updated directly on SQLite): "all time" in O(projects)
+STAT_TOTAL_COLUMNS = ("fetched", "done", "failed", "retried", "bytes", "rendered", *BOUND_COLUMNS,
+                      "fetch_seconds", "browser_seconds")
+
+
+def _stat_total_columns() -> list[Column]:
+    return [Column(name, Double if name.endswith("_seconds") else BigInteger, nullable=False,
+                   server_default=text("0")) for name in STAT_TOTAL_COLUMNS]
+
+
+project_stat_totals = Table(
+    "project_stat_totals",
+    metadata,
+    Column("project", String(200), primary_key=True),
+    *_stat_total_columns(),
+)
+project_stat_deltas = Table(
+    "project_stat_deltas",
+    metadata,
+    Column("project", String(200), nullable=False),
+    *_stat_total_columns(),
+)

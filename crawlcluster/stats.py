@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from crawlcluster.database import failures, hosts, render, tallies
+from crawlcluster.database import overview as overview_rows
 from crawlcluster.database import stats as stat_rows
 from crawlcluster.schema import BOUND_COLUMNS, CANCELLED, PAUSED, RUNNING
 
@@ -35,38 +36,52 @@ PENDING_SAMPLE_ROWS = 1000
 POSTPONED_SAMPLE_ROWS = 1000
 
 
+def window_starts(now: float) -> dict[str, float]:
+    """The earliest minute each window counts (``60s``: the pace now)."""
+    return {**{name: now - seconds for name, seconds in WINDOWS.items()}, "60s": now - 60}
+
+
 def project_figures(conn: Connection, project: str, open_rows: int,
                     now: float | None = None) -> dict[str, Any]:
     """Windows (5 minutes, an hour, a day, all time), pages/s now, cost totals and an ETA.
 
     ``open_rows`` (pending + queued now) and the last five minutes' pace give the ETA; it is
-    an estimate that moves while the frontier still grows."""
+    an estimate that moves while the frontier still grows. Read as the dashboard reads every
+    project's (:func:`crawlcluster.overview.project_stats`)."""
     now = time.time() if now is None else now
-    windows = {}
-    for name, seconds in WINDOWS.items():
-        row = stat_rows.sums(conn, project, since=now - seconds)
-        windows[name] = {"done": int(row.done), "failed": int(row.failed), "retried": int(row.retried)}
-    total = stat_rows.sums(conn, project)
-    windows["all"] = {"done": int(total.done), "failed": int(total.failed), "retried": int(total.retried)}
-    recent = stat_rows.sums(conn, project, since=now - 60)
-    first_minute = stat_rows.first_minute(conn, project, now - 300)
+    windows = overview_rows.window_sums(conn, [project], window_starts(now)).get(project)
+    return figures_of(windows, overview_rows.all_time_sums(conn, [project]).get(project), open_rows, now)
+
+
+def figures_of(windows: dict[str, Any] | None, total: Any, open_rows: int, now: float) -> dict[str, Any]:
+    """:func:`project_figures` from a project's window sums and all-time sums (None: no
+    figures yet), as :mod:`crawlcluster.database.overview` reads them."""
+    empty = {name: 0 for name in ("done", "failed", "retried")}
+    windows = windows or {}
+    shown = {name: {key: int(value) for key, value in (windows.get(name) or empty).items()}
+             for name in WINDOWS}
+    totals = {name: (getattr(total, name) if total is not None else 0) or 0 for name in stat_rows.COUNTERS}
+    shown["all"] = {"done": int(totals["done"]), "failed": int(totals["failed"]),
+                    "retried": int(totals["retried"])}
+    recent = windows.get("60s") or empty
+    first_minute = windows.get("first_minute_5m")
     span = max(1.0, now - first_minute) if first_minute is not None else 300.0
-    five = windows["5m"]
+    five = shown["5m"]
     pace = (five["done"] + five["failed"]) / min(float(span), 300.0)
     return {
-        "windows": windows,
-        "pages_per_second": round(float(recent.done + recent.failed) / 60.0, 3),
+        "windows": shown,
+        "pages_per_second": round(float(recent["done"] + recent["failed"]) / 60.0, 3),
         "pages_per_second_5m": round(pace, 3),
         "eta_seconds": (round(open_rows / pace, 1) if pace > 0 and open_rows
                         else (0.0 if not open_rows else None)),
-        "bytes": int(total.bytes),
-        "fetch_seconds": round(float(total.fetch_seconds), 3),
-        "browser_seconds": round(float(total.browser_seconds), 3),
-        "pages_rendered": int(total.rendered),  # by the browser tier (render=True or "auto")
-        "retries": int(total.retried),
-        "fetches": int(total.fetched),
+        "bytes": int(totals["bytes"]),
+        "fetch_seconds": round(float(totals["fetch_seconds"]), 3),
+        "browser_seconds": round(float(totals["browser_seconds"]), 3),
+        "pages_rendered": int(totals["rendered"]),  # by the browser tier (render=True or "auto")
+        "retries": int(totals["retried"]),
+        "fetches": int(totals["fetched"]),
         # what pages' bounds dropped or stopped (README: Bounded cost for any page)
-        "bounds": {name: int(getattr(total, name)) for name in BOUND_COLUMNS},
+        "bounds": {name: int(totals[name]) for name in BOUND_COLUMNS},
     }
 
 
@@ -141,17 +156,22 @@ def pending_figures(conn: Connection, project: str, now: float, pending: int | N
     (exetime, re-crawl age), each with its earliest due time; ``later_capped`` when there
     were more (the counts are then lower bounds). ``due_now`` is ``pending`` (the caller's
     count) less the rows not due yet."""
-    first, last, later = stat_rows.pending_due_times(conn, project, now, PENDING_SAMPLE_ROWS)
-    retries = [due for due, is_retry in later if is_retry]
-    others = [due for due, is_retry in later if not is_retry]
-    capped = len(later) >= PENDING_SAMPLE_ROWS
+    due = overview_rows.pending_due(conn, [project], now, PENDING_SAMPLE_ROWS)[project]
+    return due_figures(due, now, pending)
+
+
+def due_figures(due: tuple[Any, Any, int, Any, int, Any], now: float, pending: int | None) -> dict[str, Any]:
+    """:func:`pending_figures` from what :func:`crawlcluster.database.overview.pending_due` read."""
+    first, last, retries, next_retry, others, next_other = due
+    capped = retries + others >= PENDING_SAMPLE_ROWS
     if pending is None:
         due_now = 1 if first is not None and first <= now else 0
     else:
-        due_now = max(0, pending - len(later)) if not capped else int(first is not None and first <= now)
+        due_now = (max(0, pending - retries - others) if not capped
+                   else int(first is not None and first <= now))
     return {"next_due_at": first, "last_due_at": last, "due_now": due_now,
-            "retries_waiting": len(retries), "next_retry_at": min(retries, default=None),
-            "later_waiting": len(others), "next_later_at": min(others, default=None), "later_capped": capped}
+            "retries_waiting": retries, "next_retry_at": next_retry,
+            "later_waiting": others, "next_later_at": next_other, "later_capped": capped}
 
 
 def eta_seconds(status: str, open_rows: int, queued: int, pace_eta: float | None, due: dict[str, Any],
@@ -173,15 +193,11 @@ def _plural(count: int, one: str, many: str) -> str:
     return f"{count:,} {one if count == 1 else many}"
 
 
-def _postponed_hosts(conn: Connection, project: str, now: float) -> list[str]:
-    """Hosts that the scheduler holds back (robots.txt) among those of ``project``'s first
-    POSTPONED_SAMPLE_ROWS due rows: the claim skips a postponed host's rows, so they stay at
-    the front of the due order (ix_crawl_tasks_due), and the shared hosts table is read by
-    primary key only for those hosts."""
-    sample = stat_rows.due_hosts(conn, project, now, POSTPONED_SAMPLE_ROWS)
-    if not sample:
-        return []
-    rows = hosts.postponed_hosts(conn, sample, now, NAMED_HOSTS + 1)
+def postponed_sentences(rows: list[tuple[str, str, float]], now: float) -> list[str]:
+    """Sentences on the hosts the scheduler holds back (robots.txt), from at most
+    NAMED_HOSTS + 1 of them (:func:`crawlcluster.database.overview.postponed_hosts`: among
+    the hosts of a project's first POSTPONED_SAMPLE_ROWS due rows, since the claim skips a
+    postponed host's rows, so they stay at the front of the due order)."""
     sentences = []
     for host, robots_status, blocked_until in rows[:NAMED_HOSTS]:
         why = "robots.txt unreachable" if robots_status == "error" else f"robots.txt {robots_status}"
@@ -191,11 +207,11 @@ def _postponed_hosts(conn: Connection, project: str, now: float) -> list[str]:
     return sentences
 
 
-def _render_wait(conn: Connection, project: str, now: float) -> str | None:
+def _render_wait(conn: Connection, project: str, now: float,
+                 rows: list[tuple[Any, str, float]]) -> str | None:
     """A sentence when rows sent to the render queue wait and no render worker has reported
-    since the oldest of them was sent; None otherwise. Reads at most RENDER_SAMPLE_ROWS
-    queued rows (a project has at most its queue limit of them)."""
-    rows = stat_rows.queued_unfetched(conn, project, now - RENDER_SILENCE_SECONDS, RENDER_SAMPLE_ROWS)
+    since the oldest of them was sent; None otherwise. ``rows``: at most RENDER_SAMPLE_ROWS
+    queued rows (a project has at most its queue limit of them), :func:`queued_sample`."""
     modes = [((fetch or {}).get("render"), host, queued_at) for fetch, host, queued_at in rows]
     if not any(mode for mode, _, _ in modes):
         return None
@@ -216,8 +232,21 @@ def _render_wait(conn: Connection, project: str, now: float) -> str | None:
     return None
 
 
+def queued_sample(conn: Connection, names: list[str], now: float) -> dict[str, list[tuple[Any, str, float]]]:
+    """The queued rows :func:`waiting_reasons` looks at for a render worker, per project."""
+    return overview_rows.queued_unfetched(conn, names, now - RENDER_SILENCE_SECONDS, RENDER_SAMPLE_ROWS)
+
+
+def postponed_sample(conn: Connection, names: list[str],
+                     now: float) -> dict[str, list[tuple[str, str, float]]]:
+    """The postponed hosts :func:`waiting_reasons` names, per project."""
+    return overview_rows.postponed_hosts(conn, names, now, POSTPONED_SAMPLE_ROWS, NAMED_HOSTS + 1)
+
+
 def waiting_reasons(conn: Connection, project: dict[str, Any], counts: dict[str, Any], due: dict[str, Any],
-                    scheduler_message: str | None, now: float) -> list[str]:
+                    scheduler_message: str | None, now: float,
+                    postponed: list[tuple[str, str, float]] | None = None,
+                    queued: list[tuple[Any, str, float]] | None = None) -> list[str]:
     """Short sentences on why ``project`` (its projects row) is not done yet, most pressing
     first: a pause, a cancel, a silent scheduler, retries and rows due later, postponed
     hosts, rows waiting for a render worker. Empty when nothing is held back."""
@@ -243,9 +272,13 @@ def waiting_reasons(conn: Connection, project: dict[str, Any], counts: dict[str,
                        f"{'row' if due['later_waiting'] == 1 else 'rows'} due in "
                        f"{clock(due['next_later_at'] - now)}")
     if counts["pending"]:
-        reasons.extend(_postponed_hosts(conn, name, now))
+        if postponed is None:
+            postponed = postponed_sample(conn, [name], now)[name]
+        reasons.extend(postponed_sentences(postponed, now))
     if counts["queued"]:
-        render = _render_wait(conn, name, now)
+        if queued is None:
+            queued = queued_sample(conn, [name], now)[name]
+        render = _render_wait(conn, name, now, queued)
         if render:
             reasons.append(render)
     return reasons

@@ -244,3 +244,72 @@ def test_migration_fills_the_counters_from_the_rows_already_there(database: str)
     _assert_exact(engine)
     with engine.connect() as conn:
         assert counters.project_counts(conn, "old")["rows"]["pending"] == 35
+
+
+def test_all_time_figures_equal_the_sums_of_crawl_stats_after_concurrent_store_batches(database: str) -> None:
+    """The store stage's upserts into crawl_stats (new minutes and minutes added to), from
+    several threads, some rolled back, with housekeeping's fold beside them: the all-time
+    figures per project (migration 0022, totals plus deltas) equal SUM over crawl_stats."""
+    from crawlcluster.database import overview
+    from crawlcluster.database import stats as stat_rows
+    from crawlcluster.schema import STAT_TOTAL_COLUMNS, crawl_stats
+
+    engine = get_engine(database)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def batches(worker: int) -> None:
+        rng = random.Random(worker)
+        try:
+            for round_ in range(ROUNDS):
+                project = rng.choice(PROJECTS)
+                pages = [{"id": f"{worker}-{round_}-{n}", "url": f"http://h{rng.randrange(3)}.example/{n}",
+                          "status": rng.choice(("done", "failed")), "fetch_seconds": rng.random(),
+                          "wire_bytes": rng.randrange(50_000),
+                          "bounds": {"links_over_limit": rng.randrange(3)}}
+                         for n in range(rng.randrange(1, 6))]
+                minute = 1_000_000.0 + 60 * rng.randrange(4)
+                try:
+                    with engine.begin() as conn:
+                        stat_rows.record_batch(conn, project, pages, {pages[0]["id"]}, now=minute)
+                        if rng.random() < 0.2:
+                            raise Rollback()
+                except Rollback:
+                    pass
+                except OperationalError as exc:  # two upserts of the same minutes met in another order
+                    if "deadlock" not in str(exc):
+                        raise
+        except BaseException as exc:  # noqa: BLE001 - reported by the test's thread
+            errors.append(exc)
+
+    def fold_beside() -> None:
+        deadline = time.monotonic() + 300
+        while not stop.is_set() and time.monotonic() < deadline:
+            with engine.begin() as conn:
+                counters.fold(conn)
+            stop.wait(0.02)
+
+    threads = [threading.Thread(target=batches, args=(n,)) for n in range(THREADS)]
+    folder = threading.Thread(target=fold_beside)
+    folder.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    stop.set()
+    folder.join(timeout=30)
+    assert not errors, errors
+    for fold_first in (False, True):
+        with engine.begin() as conn:
+            if fold_first:
+                counters.fold(conn)
+            kept = overview.all_time_sums(conn, list(PROJECTS))
+            columns = [func.sum(getattr(crawl_stats.c, name)).label(name) for name in STAT_TOTAL_COLUMNS]
+            summed = {row.project: row for row in conn.execute(
+                select(crawl_stats.c.project, *columns).group_by(crawl_stats.c.project))}
+        assert set(kept) == set(summed) and summed
+        for project, row in summed.items():
+            for name in STAT_TOTAL_COLUMNS:
+                expected = pytest.approx(getattr(row, name), abs=1e-6)
+                assert getattr(kept[project], name) == expected, (project, name)
+    assert sum(row.done + row.failed for row in summed.values()) > 0

@@ -1,5 +1,6 @@
 """Exact row counts per project and state, read in O(projects): ``task_counts``,
-``host_task_counts`` and the deltas not folded into them yet (migration 0020).
+``host_task_counts`` and the deltas not folded into them yet (migration 0020); and the same
+fold for the all-time crawl figures per project (``project_stat_totals``, migration 0022).
 
 How they stay exact. Triggers on crawl_tasks and results (not the code that writes them)
 count every change, so a writer added tomorrow is counted too. On Postgres each statement
@@ -21,7 +22,14 @@ from typing import Any
 from sqlalchemy import false, func, literal, select, text, union_all
 from sqlalchemy.engine import Connection
 
-from crawlcluster.schema import ITEMS, TASK_STATES, host_task_counts, task_counts, task_counts_delta
+from crawlcluster.schema import (
+    ITEMS,
+    STAT_TOTAL_COLUMNS,
+    TASK_STATES,
+    host_task_counts,
+    task_counts,
+    task_counts_delta,
+)
 
 # folds on Postgres take this advisory lock, so that two never upsert the same totals at once
 FOLD_LOCK = 424243
@@ -42,13 +50,27 @@ FOLD_SQL = text("""
     SELECT count(*) FROM gone""")
 
 
+STAT_NAMES = ", ".join(STAT_TOTAL_COLUMNS)
+FOLD_STATS_SQL = text(f"""
+    WITH gone AS (DELETE FROM project_stat_deltas RETURNING project, {STAT_NAMES}),
+    added AS (
+        INSERT INTO project_stat_totals (project, {STAT_NAMES})
+        SELECT project, {", ".join(f"sum({name})" for name in STAT_TOTAL_COLUMNS)} FROM gone
+        GROUP BY project ORDER BY project
+        ON CONFLICT (project) DO UPDATE SET
+        {", ".join(f"{name} = project_stat_totals.{name} + excluded.{name}" for name in STAT_TOTAL_COLUMNS)}
+        RETURNING 1)
+    SELECT count(*) FROM gone""")
+
+
 def fold(conn: Connection) -> int:
-    """Move the pending deltas into the totals (Postgres; nothing to do on SQLite); how many
-    delta rows were folded. Run in the caller's transaction."""
+    """Move the pending deltas into the totals, the row counts' and the all-time crawl
+    figures' (migration 0022; Postgres; nothing to do on SQLite); how many delta rows were
+    folded. Run in the caller's transaction."""
     if conn.dialect.name != "postgresql":
         return 0
     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FOLD_LOCK})
-    return int(conn.execute(FOLD_SQL).scalar_one())
+    return int(conn.execute(FOLD_SQL).scalar_one()) + int(conn.execute(FOLD_STATS_SQL).scalar_one())
 
 
 def forget(conn: Connection, projects: list[str]) -> None:

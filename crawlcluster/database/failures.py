@@ -94,7 +94,10 @@ def failure_groups(conn: Connection, project: str, sample: int) -> list[dict[str
                 crawl_tasks.c.status_code.is_(None) if status_code is None
                 else crawl_tasks.c.status_code == status_code]
         rows = conn.execute(select(*_ROW_COLUMNS).where(*_failed_pages(project), *same)
-                            .order_by(crawl_tasks.c.updated_at, crawl_tasks.c.task_id).limit(sample))
+                            # the group's columns first: its rows are then read in the index's
+                            # order even when one is NULL (a planner reads a whole group otherwise)
+                            .order_by(crawl_tasks.c.error_kind, crawl_tasks.c.status_code,
+                                      crawl_tasks.c.updated_at, crawl_tasks.c.task_id).limit(sample))
         group["samples"].extend({**row._mapping, "kind": label} for row in rows)
     for group in groups.values():
         group["samples"] = sorted(group["samples"], key=lambda r: (r["updated_at"], r["task_id"]))[:sample]

@@ -1,6 +1,8 @@
 """What the console's dashboard shows, as plain JSON-ready dicts: each project's row (from
-``Crawl.stats``, the figures ``crawlcluster status`` shows), the pipeline strip (messages
-waiting per stage queue and the workers consuming each) and the scheduler's health.
+``Crawl.stats``' figures, read for every project at once by
+:func:`crawlcluster.overview.project_stats`, as ``crawlcluster status`` reads them), the
+pipeline strip (messages waiting per stage queue and the workers consuming each) and the
+scheduler's health.
 
 The same dicts fill the page when it is served and ``/api/dashboard`` when the page's script
 refreshes itself, so what a person sees first and what it turns into agree.
@@ -13,18 +15,17 @@ import threading
 import time
 from typing import Any
 
-from crawlcluster.client import Crawl
 from crawlcluster.dashboard import shown_eta, shown_status
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch import lease
-from crawlcluster.errors import ProjectNotFound
 from crawlcluster.metrics import queue_depths
+from crawlcluster.overview import project_stats
 from crawlcluster.stages import QUEUES
 
 logger = logging.getLogger(__name__)
 
-# the workers consuming each queue are asked (a Celery broadcast) at most this often
+# the workers consuming each queue are asked (a Celery broadcast, in the background) this often
 CONSUMERS_CACHE_SECONDS = 5.0
 # how long a broadcast waits for workers' answers
 CONSUMERS_REPLY_SECONDS = 1.0
@@ -79,14 +80,19 @@ def project_row(row: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
 
 class Consumers:
     """The workers consuming each stage queue, asked with a Celery broadcast
-    (``inspect().active_queues()``) at most every CONSUMERS_CACHE_SECONDS, in one thread
-    at a time; None on the embedded in-memory transport (no worker outside the crawl)."""
+    (``inspect().active_queues()``, waiting CONSUMERS_REPLY_SECONDS for the answers) by a
+    thread of its own every CONSUMERS_CACHE_SECONDS, never inside a request: a request reads
+    the last answer. None on the embedded in-memory transport (no worker outside the crawl),
+    and until the first answer."""
 
     def __init__(self, broker_url: str) -> None:
         self.watched = broker_url.split("://", 1)[0] in ("redis", "rediss")
-        self._lock = threading.Lock()
         self._seen: dict[str, list[str]] | None = None
-        self._asked_at = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self.watched:
+            self._thread = threading.Thread(target=self._refresh, name="console-consumers", daemon=True)
+            self._thread.start()
 
     def _ask(self) -> dict[str, list[str]]:
         from crawlcluster.app import app
@@ -98,21 +104,21 @@ class Consumers:
                 by_queue.setdefault(queue.get("name", "?"), []).append(worker)
         return by_queue
 
+    def _refresh(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._seen = self._ask()
+            except Exception as exc:  # noqa: BLE001 - the broker away: the strip says so
+                logger.warning("could not ask the workers for their queues: %s", exc)
+                self._seen = None
+            self._stop.wait(CONSUMERS_CACHE_SECONDS)
+
     def current(self) -> dict[str, list[str]] | None:
-        if not self.watched:
-            return None
-        fresh = time.monotonic() - self._asked_at < CONSUMERS_CACHE_SECONDS
-        if fresh or not self._lock.acquire(blocking=False):
-            return self._seen
-        try:
-            self._seen = self._ask()
-        except Exception as exc:  # noqa: BLE001 - the broker away: the strip says so
-            logger.warning("could not ask the workers for their queues: %s", exc)
-            self._seen = None
-        finally:
-            self._asked_at = time.monotonic()
-            self._lock.release()
         return self._seen
+
+    def stop(self) -> None:
+        """End the refreshing thread (at its next wait)."""
+        self._stop.set()
 
 
 def pipeline(broker_url: str, key_prefix: str, consumers: Consumers) -> list[dict[str, Any]]:
@@ -134,12 +140,7 @@ def dashboard(database_url: str | None, broker_url: str, key_prefix: str,
     with get_engine(database_url).connect() as conn:
         rows = lifecycle.all_projects(conn)
         health = lease.scheduler_health(conn).as_dict()
-    projects = []
-    for row in rows:
-        try:
-            stats = Crawl(row["name"], database_url=database_url).stats()
-        except ProjectNotFound:  # deleted since the list was read
-            continue
-        projects.append(project_row(row, stats))
+        every = project_stats(conn, rows)
+    projects = [project_row(row, every[row["name"]]) for row in rows]
     return {"projects": projects, "scheduler": health,
             "pipeline": pipeline(broker_url, key_prefix, consumers), "now": time.time()}

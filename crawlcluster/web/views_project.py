@@ -22,6 +22,7 @@ from crawlcluster.database import projects as lifecycle
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.limits import HostSlots
 from crawlcluster.errors import CrawlClusterError
+from crawlcluster.overview import project_stats
 from crawlcluster.schema import DONE, FAILED, PENDING, QUEUED
 from crawlcluster.web.common import back, checked_form, console_of, not_found, page
 from crawlcluster.web.figures import human_bytes
@@ -75,7 +76,9 @@ def _project_context(database_url: str | None, name: str, query: str) -> dict[st
         found, complete = (console_rows.search_urls(conn, name, query, SEARCH_ROWS, s.web_search_scan_rows)
                            if query else (None, True))
         hosts = _host_table(conn, project)
-    figures = Crawl(name, database_url=database_url).stats()
+        # what the page shows of Crawl.stats(): counts, status and why it waits (no windows,
+        # no end-of-crawl figures, whose failure counts the groups above already read)
+        figures = project_stats(conn, [project], figures=False)[name]
     return {"project": project, "stats": figures, "hosts": hosts, "groups": groups, "query": query,
             "found": found, "search_limit": SEARCH_ROWS,
             "search_complete": complete, "search_scan_rows": s.web_search_scan_rows}
