@@ -154,3 +154,37 @@ class TlsServer:
 
     def stop(self) -> None:
         self.sock.close()
+
+
+class Listener:
+    """A TCP listener on ``address`` that records every connection it accepts, answers it with
+    ``answer`` (if any) and closes it: where a guard must let no connection through."""
+
+    def __init__(self, address: str, answer: bytes = b"") -> None:
+        self.sock = socket.create_server((address, 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.answer = answer
+        self.accepted: list[tuple[str, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted.append(peer)
+            try:
+                if self.answer:
+                    conn.sendall(self.answer)
+            except OSError:
+                pass
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.server
 import os
 import pwd
-import socket
 import threading
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from crawlcluster import RenderOptions
 from crawlcluster.netguard import AddressPolicy
 from tasks.render import failure_of
+from tests.hostile_servers import Listener
 from workers.browser.chromium import BROWSER_OWNER_ENV
 from workers.browser.proctree import descendants, pids_with_environ
 from workers.browser.renderer import Renderer
@@ -28,33 +28,6 @@ SECRETS = {"CRAWLCLUSTER_DATABASE_URL": "postgresql://crawl:pg-hunter2@db.test/c
            "CRAWLCLUSTER_BROWSER_TEST_TOKEN": "cc-token-hunter2", "FLOWER_BASIC_AUTH": "admin:flower-hunter2",
            "REDIS_PASSWORD": "redis-hunter2", "API_SECRET": "api-hunter2",
            "CELERY_BROKER_URL": "redis://:broker-hunter2@redis.test:6379/0"}
-
-
-class Listener:
-    """A TCP listener on ``address`` that records every connection it accepts (and closes it)."""
-
-    def __init__(self, address: str) -> None:
-        self.sock = socket.create_server((address, 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.accepted: list[tuple[str, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, peer = self.sock.accept()
-            except OSError:
-                continue
-            self.accepted.append(peer)
-            conn.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
 
 
 class TrustedSite:

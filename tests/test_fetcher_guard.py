@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,6 +26,7 @@ from crawlcluster.messages import fetch_messages, project_trust
 from crawlcluster.netguard import AddressPolicy
 from crawlcluster.spider import LinkSpider, Request, Spider
 from crawlcluster.urls import normalize_url
+from tests.hostile_servers import Listener
 from tests.outcomes import load_rows
 from tests.scripted_site import ScriptedSite, page
 from workers.fetcher import Fetcher
@@ -64,39 +64,10 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
     yield attempts
 
 
-class Listener:
-    """A TCP listener on 127.0.0.2 that records every connection it accepts."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.2", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.accepted: list[Any] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, peer = self.sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            self.accepted.append(peer)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 29\r\n\r\n<title>inside secret</title>\n")
-            conn.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
-
-
 @pytest.fixture
 def inside() -> Iterator[Listener]:
-    listener = Listener()
+    listener = Listener("127.0.0.2", answer=b"HTTP/1.1 200 OK\r\nContent-Length: 29\r\n\r\n"
+                                             b"<title>inside secret</title>\n")
     yield listener
     listener.stop()
 
