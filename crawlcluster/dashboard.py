@@ -12,7 +12,8 @@ from rich.table import Table
 from crawlcluster.stats import duration
 
 
-def _size(value: float) -> str:
+def human_bytes(value: float) -> str:
+    """``1,234 B``, ``12.1 KiB``, ``3.4 MiB``: a size as the status table and the console show it."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(value) < 1024 or unit == "TiB":
             return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
@@ -116,7 +117,7 @@ def project_detail(name: str, stats: dict[str, Any], hosts: list[dict[str, Any]]
         cost.add_column(column, justify="left" if column == "host" else "right")
     for host in hosts[:top_hosts]:
         cost.add_row(host["host"], f"{host['fetches']:,}", f"{host['done']:,}", f"{host['failed']:,}",
-                     f"{host['retries']:,}", _size(host["bytes"]), f"{host['fetch_seconds']:.1f}",
+                     f"{host['retries']:,}", human_bytes(host["bytes"]), f"{host['fetch_seconds']:.1f}",
                      f"{host['browser_seconds']:.1f}",
                      f"{host.get('rendered', 0):,} ({100 * host.get('rendered_share', 0.0):.0f}%)")
     eta = shown_eta(stats)
@@ -127,7 +128,7 @@ def project_detail(name: str, stats: dict[str, Any], hosts: list[dict[str, Any]]
                f"{pages.get('pending', 0):,} pending, {pages.get('queued', 0):,} queued, "
                f"{pages.get('done', 0):,} done, "
                f"{pages.get('failed', 0):,} failed, {pages.get('cancelled', 0):,} cancelled pages, "
-               f"{_size(stats.get('bytes', 0))} downloaded in "
+               f"{human_bytes(stats.get('bytes', 0))} downloaded in "
                f"{stats.get('fetch_seconds', 0):.1f} fetch-seconds"
                + (f", {stats.get('browser_seconds', 0):.1f} browser-seconds"
                   if stats.get("browser_seconds") else ""))

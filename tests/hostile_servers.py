@@ -49,15 +49,14 @@ def not_found(conn: socket.socket) -> None:
     conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 
 
-class RawServer:
-    """A plain-socket server: ``handler(path, conn)`` writes the answer; robots.txt answers 404
-    unless ``robots`` is given. ``log`` holds every request's path, in order."""
+class _Server:
+    """A TCP server on 127.0.0.1: every accepted connection is counted and handed to
+    ``_one`` on a thread of its own."""
 
-    def __init__(self, handler: Handler, robots: Handler | None = None) -> None:
-        self.handler = handler
-        self.robots = robots
-        self.log: list[str] = []
-        self._lock = threading.Lock()
+    scheme = "http"
+
+    def __init__(self) -> None:
+        self.connections = 0
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -66,7 +65,7 @@ class RawServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def _serve(self) -> None:
         while True:
@@ -74,7 +73,26 @@ class RawServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        conn.close()
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+class RawServer(_Server):
+    """A plain-socket server: ``handler(path, conn)`` writes the answer; robots.txt answers 404
+    unless ``robots`` is given. ``log`` holds every request's path, in order."""
+
+    def __init__(self, handler: Handler, robots: Handler | None = None) -> None:
+        self.handler = handler
+        self.robots = robots
+        self.log: list[str] = []
+        self._lock = threading.Lock()
+        super().__init__()
 
     def _one(self, conn: socket.socket) -> None:
         try:
@@ -94,9 +112,6 @@ class RawServer:
         with self._lock:
             return len([p for p in self.log if path is None or p == path])
 
-    def stop(self) -> None:
-        self.sock.close()
-
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     """(certificate, key) of a self-signed certificate for 127.0.0.1, made with openssl."""
@@ -108,10 +123,12 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-class TlsServer:
+class TlsServer(_Server):
     """A TLS server with a self-signed certificate; ``old_tls`` offers nothing above TLS 1.1
     (a client of today refuses the handshake). ``connections`` counts the TCP connections
     accepted, handshake or not; a completed handshake gets a small page."""
+
+    scheme = "https"
 
     def __init__(self, directory: Path, old_tls: bool = False) -> None:
         cert, key = self_signed_certificate(directory)
@@ -121,25 +138,7 @@ class TlsServer:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self.context.maximum_version = ssl.TLSVersion.TLSv1_1
-        self.connections = 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def _one(self, conn: socket.socket) -> None:
         try:
@@ -151,9 +150,6 @@ class TlsServer:
             pass
         finally:
             conn.close()
-
-    def stop(self) -> None:
-        self.sock.close()
 
 
 class Listener:

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from crawlcluster.dashboard import shown_eta, shown_status
+from crawlcluster.dashboard import human_bytes, shown_eta, shown_status
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch import lease
@@ -32,14 +32,6 @@ CONSUMERS_REPLY_SECONDS = 1.0
 # the progress bars' segments, in stacking order
 BAR_PARTS = ("pending", "done", "retried", "failed")
 WINDOW_LABELS = (("5m", "5 min"), ("1h", "1 hour"), ("1d", "1 day"), ("all", "all time"))
-
-
-def human_bytes(value: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
-        value /= 1024
-    return str(value)
 
 
 def _bar(counts: dict[str, int]) -> dict[str, Any]:
