@@ -259,6 +259,7 @@ def test_the_one_command_crawl_of_the_rough_site_ends_by_itself_with_default_set
     report_end(rough, ended_at, "embedded")
 
 
+@pytest.mark.long_fault
 def test_the_one_command_crawl_of_a_spider_that_raises_on_the_rough_site_ends_keeps_every_item_and_says_why(
         rough, tmp_path):
     """Issue 13's first crawl, as a user runs it: `crawlcluster crawl pkg.mod:Spider -o
