@@ -5,8 +5,11 @@ render options object and the needs_render heuristic (no browser)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from crawlcluster import ConfigurationError, RenderOptions, Request, Spider
 from crawlcluster.devtools.js_site import JsSite, wait_until
 from crawlcluster.http import Response
 from crawlcluster.netguard import AddressPolicy
-from workers.browser.chromium import BROWSER_OWNER_ENV
+from workers.browser.chromium import BROWSER_OWNER_ENV, PROFILE_PREFIX
 from workers.browser.proctree import descendants, pids_with_environ
 from workers.browser.renderer import Renderer
 
@@ -208,6 +211,28 @@ def test_close_waits_for_every_browser_process_and_removes_the_profile(js_site, 
     assert not any(descendants(pid) for pid in tree)
     assert pids_with_environ(MARKER) == []
     assert profiles and not any(p.exists() for p in profiles)
+
+
+def test_a_new_browser_removes_the_profiles_left_by_render_workers_that_are_gone(js_site, make_renderer):
+    """A render worker killed with SIGKILL leaves its browser's profile directory behind (its
+    Chromium dies with it): the next browser started on the machine removes it, and leaves the
+    directories of workers still running alone."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    base = Path(tempfile.gettempdir())
+    stale = base / f"{PROFILE_PREFIX}{gone.pid}-test-stale"
+    alive = base / f"{PROFILE_PREFIX}{os.getppid()}-test-alive"  # pytest's parent still runs
+    try:
+        for directory in (stale, alive):
+            (directory / "Default").mkdir(parents=True, exist_ok=True)
+        renderer = make_renderer()
+        [page] = renderer.render_many([entry(js_site, "/page/1")])
+        assert page.ok
+        assert not stale.exists() and alive.exists()
+        renderer.close()
+    finally:
+        for directory in (stale, alive):
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_missing_chromium_fails_the_page_with_a_sentence(js_site, make_renderer):

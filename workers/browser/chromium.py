@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import logging
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crawlcluster.errors import FetchError
+
+logger = logging.getLogger(__name__)
 
 BROWSER_OWNER_ENV = "CRAWLBROWSER_OWNER"  # not CRAWLCLUSTER_*: nothing of that name reaches Chromium
 # the background-networking flags keep it from calling home; the proxy flags send every request,
@@ -143,6 +147,34 @@ def _child_setup(read_end: int, write_end: int, user: BrowserUser) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+PROFILE_PREFIX = "crawlcluster-chromium-"  # then the worker's pid: crawlcluster-chromium-1234-xxxx
+
+
+def sweep_stale_profiles(directory: str | None = None) -> int:
+    """Remove the profile directories of render workers that are gone (killed with SIGKILL, a
+    worker leaves its browser's profile behind: Chromium dies with it, the directory stays).
+    A directory is stale when the process its name carries no longer runs; returns how many
+    were removed."""
+    removed = 0
+    base = Path(directory or tempfile.gettempdir())
+    for path in base.glob(f"{PROFILE_PREFIX}*-*"):
+        owner = path.name[len(PROFILE_PREFIX):].split("-", 1)[0]
+        if not owner.isdigit() or int(owner) == os.getpid():
+            continue
+        try:
+            os.kill(int(owner), 0)
+            continue  # its worker still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # a process of another user holds that pid
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    if removed:
+        logger.info("removed %d browser profile directories of render workers that are gone", removed)
+    return removed
+
+
 def start_chromium(chromium_path: str, *, proxy_url: str, user: BrowserUser,
                    sandbox: bool) -> ChromiumProcess:
     """Start Chromium with a fresh profile directory (also its HOME, owned by ``user``); the
@@ -150,7 +182,8 @@ def start_chromium(chromium_path: str, *, proxy_url: str, user: BrowserUser,
     if not os.access(chromium_path, os.X_OK):
         raise FetchError("", "browser", f"Chromium at {chromium_path} is not an executable; "
                          "install chromium or set CRAWLCLUSTER_CHROMIUM_PATH")
-    user_data_dir = tempfile.mkdtemp(prefix=f"crawlcluster-chromium-{os.getpid()}-")
+    sweep_stale_profiles()
+    user_data_dir = tempfile.mkdtemp(prefix=f"{PROFILE_PREFIX}{os.getpid()}-")
     if user.uid is not None:
         os.chown(user_data_dir, user.uid, user.gid or 0)
     flags = [*CHROMIUM_FLAGS, f"--proxy-server={proxy_url}", f"--user-data-dir={user_data_dir}"]
