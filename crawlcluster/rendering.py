@@ -20,8 +20,7 @@ from sqlalchemy.engine import Connection
 
 from crawlcluster.database.render import RENDER, WHOLE_HOST, add_render_host, render_decisions
 from crawlcluster.errors import ConfigurationError
-from crawlcluster.urls import url_host
-from workers.page_bounds import url_shape  # the trap guard's shapes: one definition
+from crawlcluster.urls import url_host, url_shape
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +161,7 @@ MAX_SHAPE_LENGTH = 500  # render_hosts.shape's size
 def render_key(url: str, callback: str) -> tuple[str, str, str]:
     """``(host, callback, shape)``: what ``render="auto"`` learns about, per project. The
     shape is the URL's path and query with numbers and ids folded (the trap guard's
-    :func:`~workers.page_bounds.url_shape`, without the host): ``/item/<n>``."""
+    :func:`~crawlcluster.urls.url_shape`, without the host): ``/item/<n>``."""
     host = url_host(url)
     shape = url_shape(url)
     shape = shape[shape.find("/"):] if "/" in shape else ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from functools import lru_cache
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url
 
@@ -139,3 +139,25 @@ def task_id(project: str, url: str, method: str = "GET", body: bytes | str | Non
         if body:
             digest.update(b"\0" + (body.encode("utf-8") if isinstance(body, str) else body))
     return digest.hexdigest()[:32]
+
+
+# URL shapes: the unit the crawler-trap guard (workers.page_bounds) and render="auto"'s
+# learning (crawlcluster.rendering) count in
+_NUMBER = re.compile(r"-?\d+")  # d=-3 is d=3's shape: a calendar runs both ways
+# an id: a long run of hex, or letters and digits mixed (session ids, hashes, uuids)
+_ID = re.compile(r"(?=[0-9a-z_-]*\d)(?=[0-9a-z_-]*[a-z])[0-9a-z_-]{8,}|[0-9a-f]{8,}", re.IGNORECASE)
+
+
+def _fold(token: str) -> str:
+    return _NUMBER.sub("<n>", _ID.sub("<id>", token))
+
+
+def url_shape(url: str) -> str:
+    """``url`` with numbers and ids folded: the unit the shape-chain rule counts in.
+
+    ``http://h/cal?d=17`` -> ``h/cal?d=<n>``; ``http://h/s/9f8e7d6c5b/list;jsessionid=AB12CD34EF``
+    -> ``h/s/<id>/list;jsessionid=<id>``. The query's keys stay, its values are folded."""
+    parts = urlsplit(url)
+    path = "/".join(_fold(segment) for segment in parts.path.split("/"))
+    query = "&".join(f"{key}={_fold(value)}" for key, value in parse_qsl(parts.query, keep_blank_values=True))
+    return f"{parts.netloc}{path}" + (f"?{query}" if query else "")

@@ -22,13 +22,12 @@ store stage's statistics (``crawl_stats``' :data:`~crawlcluster.schema.BOUND_COL
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from crawlcluster.schema import BOUND_COLUMNS
-from crawlcluster.urls import short_url
+from crawlcluster.urls import short_url, url_shape
 
 # the statistics' names for what a page's bounds dropped or stopped (crawl_stats columns)
 LINKS_TOO_LONG, LINKS_BAD_HOST, LINKS_OVER_LIMIT, HTML_DEPTH_CAPPED, TRAP_LINKS = BOUND_COLUMNS
@@ -37,26 +36,8 @@ LINKS_TOO_LONG, LINKS_BAD_HOST, LINKS_OVER_LIMIT, HTML_DEPTH_CAPPED, TRAP_LINKS 
 SHAPE_RUN = "shape_run"
 TRAP_KIND = "trap"
 
-_NUMBER = re.compile(r"-?\d+")  # d=-3 is d=3's shape: a calendar runs both ways
-# an id: a long run of hex, or letters and digits mixed (session ids, hashes, uuids)
-_ID = re.compile(r"(?=[0-9a-z_-]*\d)(?=[0-9a-z_-]*[a-z])[0-9a-z_-]{8,}|[0-9a-f]{8,}", re.IGNORECASE)
 # a repeated run of path segments longer than this is not looked for (a cost bound)
 MAX_REPEAT_UNIT = 8
-
-
-def _fold(token: str) -> str:
-    return _NUMBER.sub("<n>", _ID.sub("<id>", token))
-
-
-def url_shape(url: str) -> str:
-    """``url`` with numbers and ids folded: the unit the shape-chain rule counts in.
-
-    ``http://h/cal?d=17`` -> ``h/cal?d=<n>``; ``http://h/s/9f8e7d6c5b/list;jsessionid=AB12CD34EF``
-    -> ``h/s/<id>/list;jsessionid=<id>``. The query's keys stay, its values are folded."""
-    parts = urlsplit(url)
-    path = "/".join(_fold(segment) for segment in parts.path.split("/"))
-    query = "&".join(f"{key}={_fold(value)}" for key, value in parse_qsl(parts.query, keep_blank_values=True))
-    return f"{parts.netloc}{path}" + (f"?{query}" if query else "")
 
 
 def repeated_segments(url: str, max_repeats: int) -> tuple[str, int] | None:
