@@ -16,6 +16,7 @@ the spider API can read it without building the Celery app.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,17 @@ QUEUES = tuple(stage.queue for stage in STAGES)
 def task_routes() -> dict[str, dict[str, str]]:
     """Celery's ``task_routes``: each task of :data:`STAGES` and :data:`HOOKS` to its queue."""
     return {task.task: {"queue": task.queue} for task in STAGES + HOOKS}
+
+
+# The trial engine behind `crawlcluster parse` / `shell`, the console's step debugger and
+# crawlcluster.testing: data-plane code (the workers' fetcher, browser and callback runner) the
+# control plane runs in-process. Named by string, as the Celery app names its task modules, so
+# crawlcluster/ imports nothing of workers/ (DESIGN.md).
+TRIAL_ENGINE = "workers.trial"
+
+
+def trial_engine() -> Any:
+    """The trial engine module (:mod:`workers.trial`), imported by name."""
+    import importlib
+
+    return importlib.import_module(TRIAL_ENGINE)

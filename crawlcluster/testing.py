@@ -1,5 +1,5 @@
 """Helpers for a project's own tests: run a spider callback on a saved page, with the code
-``crawlcluster parse`` runs (:mod:`crawlcluster.trial`), nothing fetched, nothing stored.
+``crawlcluster parse`` runs (:mod:`workers.trial`), nothing fetched, nothing stored.
 
 A test keeps a page as the site served it (``tests/pages/product.html``, saved with
 ``crawlcluster parse URL --json`` or the browser's "save as") and asserts on what the callback
@@ -27,9 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from crawlcluster.spider import Spider
-from crawlcluster.trial import TrialResult, try_page
+from crawlcluster.stages import trial_engine
 
-__all__ = ["TrialResult", "run_callback"]
+__all__ = ["TrialResult", "run_callback"]  # noqa: F822 - TrialResult comes by name: __getattr__
+
+
+def __getattr__(name: str) -> Any:
+    """``TrialResult`` (what :func:`run_callback` returns) from the trial engine, by name."""
+    if name == "TrialResult":
+        return trial_engine().TrialResult
+    raise AttributeError(name)
 
 # what a saved file's extension says it was served as, where mimetypes says nothing useful
 _TEXT_TYPES = {".html": "text/html", ".htm": "text/html", ".json": "application/json", ".xml": "text/xml",
@@ -46,7 +53,7 @@ def content_type_of(path: Path) -> str:
 
 def run_callback(spider: Spider, page: str | os.PathLike[str] | bytes, url: str, *,
                  callback: str | None = None, data: Any = None, status: int = 200,
-                 headers: dict[str, str] | None = None) -> TrialResult:
+                 headers: dict[str, str] | None = None) -> Any:
     """Run ``spider``'s ``callback`` (default ``parse``) on ``page`` as if ``url`` had answered it.
 
     ``page`` is a file path (its extension gives the Content-Type unless ``headers`` name one)
@@ -63,4 +70,5 @@ def run_callback(spider: Spider, page: str | os.PathLike[str] | bytes, url: str,
         path = Path(page)
         body, content_type = path.read_bytes(), content_type_of(path)
     served = {"content-type": content_type, **{key.lower(): value for key, value in (headers or {}).items()}}
-    return try_page(spider, url, body, status=status, headers=served, callback=callback, data=data)
+    return trial_engine().try_page(spider, url, body, status=status, headers=served, callback=callback,
+                                   data=data)

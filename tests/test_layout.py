@@ -69,6 +69,15 @@ def test_the_cluster_modules_import_each_other_without_a_circle() -> None:
     assert circle is None, "import circle: " + " -> ".join(circle or [])
 
 
+def test_the_control_plane_imports_nothing_of_the_data_plane() -> None:
+    """DESIGN.md: crawlcluster/ imports nothing of workers/ or tasks/ (lazy imports included);
+    what it runs of them it names by string, as the Celery app names its task modules."""
+    crossing = sorted(f"{name} imports {target}" for name, targets in _import_graph().items()
+                      if name.startswith("crawlcluster") for target in targets
+                      if target.split(".")[0] in ("workers", "tasks"))
+    assert not crossing, crossing
+
+
 def test_the_circle_finder_finds_a_circle() -> None:
     assert _find_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_circle({"x": {"y", "z"}, "y": {"z"}, "z": {"y"}}) == ["y", "z", "y"]

@@ -5,7 +5,7 @@ a row of the frontier.
 the line that raised) and turns items of any kind into plain dicts; :func:`filter_requests`
 keeps the normalised, on-site requests within the depth limit and the page bounds, counting
 what it drops. The parse engine (:mod:`workers.parser`), ``crawlcluster parse`` and the
-console's debugger (:mod:`crawlcluster.trial`) and render="auto" sampling
+console's debugger (:mod:`workers.trial`) and render="auto" sampling
 (:mod:`workers.autorender`) all run callbacks through here, so a callback behaves the same
 in each.
 """

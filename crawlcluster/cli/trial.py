@@ -1,6 +1,7 @@
 """``crawlcluster parse`` and ``crawlcluster shell``: try a spider callback on one URL, or look
 at its Response at a Python prompt, with the workers' own fetcher and parse engine
-(:mod:`crawlcluster.trial`); nothing is stored and no database or broker is needed."""
+(:mod:`workers.trial`, run by name: :func:`crawlcluster.stages.trial_engine`); nothing is
+stored and no database or broker is needed."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rich.console import Console
 from crawlcluster.cli.group import console as err_console
 from crawlcluster.cli.group import fail
 from crawlcluster.errors import CrawlClusterError
+from crawlcluster.stages import trial_engine
 
 out = Console(soft_wrap=True)
 
@@ -94,7 +96,9 @@ def parse(url: str, spider_path: str | None, spider_args: tuple[str, ...], callb
           render: bool, depth: int, as_json: bool) -> None:
     """Try a spider callback on URL: fetch it as a worker does, run the callback, print the
     items and follow-up requests. Nothing is stored; exit status 1 when it raises."""
-    from crawlcluster.trial import Engines, follow, load_trial_spider, try_url
+    engine = trial_engine()
+    Engines, follow, load_trial_spider, try_url = (engine.Engines, engine.follow, engine.load_trial_spider,
+                                                   engine.try_url)
 
     try:
         spider = load_trial_spider(spider_path, allow_named=True, kwargs=_spider_kwargs(spider_args), url=url)
@@ -145,8 +149,8 @@ def shell(url: str, spider_path: str | None, spider_args: tuple[str, ...], rende
     import sys
 
     from crawlcluster.http import Request
-    from crawlcluster.trial import Engines, load_trial_spider, try_url
-    from workers.callbacks import run_callback
+    engine = trial_engine()
+    Engines, load_trial_spider, try_url = engine.Engines, engine.load_trial_spider, engine.try_url
 
     try:
         spider = load_trial_spider(spider_path, allow_named=True, kwargs=_spider_kwargs(spider_args), url=url)
@@ -162,13 +166,7 @@ def shell(url: str, spider_path: str | None, spider_args: tuple[str, ...], rende
         return result.response if result.response is not None else result.fetch_error
 
     def run(callback: str = "parse") -> Any:
-        from crawlcluster.trial import TrialResult
-
-        response = namespace["response"]
-        outcome = run_callback(spider, callback, response)
-        return TrialResult(url=response.url, callback=callback, items=outcome.items,
-                           requests=[{"url": r.url, "callback": r.callback_name(), "data": r.data}
-                                     for r in outcome.requests], error=outcome.error)
+        return engine.run_on(spider, callback, namespace["response"])
 
     namespace.update(fetch=fetch, run=run)
     try:

@@ -10,7 +10,7 @@ cluster.
     views_dashboard.py  /, /api/dashboard and the project actions (pause, resume, ...)
     views_project.py    a project's hosts, failures and URL search; a URL's page
     views_results.py    the results browser and its downloads
-    views_debug.py      the step debugger: one URL through a spider callback (crawlcluster.trial)
+    views_debug.py      the step debugger: one URL through a spider callback (workers.trial)
     templates/, static/ the pages, one small stylesheet and one small script (no CDN)
 
 Importing this package imports no web framework; ``crawlcluster.web.app`` does.

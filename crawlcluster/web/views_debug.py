@@ -2,7 +2,7 @@
 URL and a callback; the page is fetched with the workers' fetcher (rendered when asked), the
 callback runs as the parse stage runs it, and the page shows the items, the follow-up
 requests (each a button that runs it as the next step), the log lines, any traceback and
-the page's HTML. It is :func:`crawlcluster.trial.try_url`, the code behind ``crawlcluster
+the page's HTML. It is :func:`workers.trial.try_url`, the code behind ``crawlcluster
 parse``; nothing is stored.
 
 No code is edited or run from the browser: only spiders installed beside the console and
@@ -25,6 +25,7 @@ from starlette.routing import Route
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.db import get_engine
 from crawlcluster.errors import CrawlClusterError
+from crawlcluster.stages import trial_engine
 from crawlcluster.web.common import checked_form, console_of, page
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ def _projects(database_url: str | None) -> list[dict[str, Any]]:
 
 def _run(database_url: str | None, form: dict[str, str]) -> dict[str, Any]:
     """One step: the spider the form names, the URL, the callback; what it gave, or why not."""
-    from crawlcluster.trial import load_trial_spider, start_trust, try_url
+    engine = trial_engine()
+    load_trial_spider, start_trust, try_url = engine.load_trial_spider, engine.start_trust, engine.try_url
 
     url = form.get("url", "").strip()
     callback = form.get("callback", "").strip() or None

@@ -33,6 +33,7 @@ from crawlcluster.request_rows import task_row
 from crawlcluster.runspider import import_current_directory
 from crawlcluster.spider import LinkSpider, Spider, load_spider_class
 from crawlcluster.urls import DEFAULT_PORTS, normalize_url, url_host
+from workers.callbacks import filter_requests, run_callback
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +335,6 @@ def _response(answer: Any, entry: FetchEntry, result: TrialResult) -> Response:
 
 
 def _run(spider: Spider, result: TrialResult, response: Response) -> None:
-    from workers.callbacks import filter_requests, run_callback
 
     with _LogCapture() as capture:
         outcome = run_callback(spider, result.callback, response)
@@ -381,3 +381,11 @@ def follow(spider: Spider, first: TrialResult, depth: int, *, max_requests: int 
     finally:
         if own:
             engines.close()
+
+
+def run_on(spider: Spider, callback: str, response: Response) -> TrialResult:
+    """Run ``callback`` on a response already fetched (``crawlcluster shell``'s ``run()``)."""
+    outcome = run_callback(spider, callback, response)
+    return TrialResult(url=response.url, callback=callback, items=outcome.items,
+                       requests=[{"url": r.url, "callback": r.callback_name(), "data": r.data}
+                                 for r in outcome.requests], error=outcome.error)
