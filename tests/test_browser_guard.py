@@ -139,7 +139,9 @@ def test_subresources_and_redirects_to_inside_addresses_never_connect_and_the_tr
     # document rendered, or the refusal is its error)
     assert scripted.ok or scripted.error.kind == "refused"
     assert other.accepted == [] and inside.accepted == []
-    assert site.hits.count("/hostile") == 1 and "/favicon.ico" not in site.hits
+    # Chromium asks the trusted site for /favicon.ico now and then, past the request
+    # interception that blocks images (seen 1 CI run in 4): allowed, as it stays on that site
+    assert site.hits.count("/hostile") == 1 and site.hits.count("/favicon.ico") <= 1
 
 
 def _tree(renderer: Renderer) -> list[int]:
