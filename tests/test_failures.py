@@ -101,6 +101,35 @@ def test_failures_are_listed_by_kind_and_retry_failed_refetches_them_on_a_cluste
     assert "Traceback" not in missing.stderr
 
 
+def test_a_healthy_site_s_broken_pages_retried_last_end_the_crawl_without_an_auto_pause(scripted,
+                                                                                      tmp_path: Path):
+    """A site of 30 good pages and 12 that always answer 500, crawled with the default
+    auto-pause (10 failures in a row) and retry policy: the broken pages' last retries fail
+    one after another once every good page is done, which is a run of 12 failures, but
+    nothing untried is left to protect. The crawl ends by itself after their last retry,
+    instead of pausing auto_pause_seconds (5 minutes) per trial of 2 pages."""
+    good = [f"/good/{i}" for i in range(30)]
+    broken = [f"/broken/{i}" for i in range(12)]
+    scripted.route("/", lambda n, _h: page("Home", tuple(good + broken)))
+    for path in good:
+        scripted.route(path, lambda n, _h: page("Fine"))
+    for path in broken:
+        scripted.route(path, lambda n, _h: (500, {}, b"broken"))
+    db = tmp_path / "crawl.db"
+    started = time.monotonic()
+    run = cli(dict(os.environ), "crawl", scripted.url + "/", "--db", str(db), "-q", "--project", "broken",
+              "--retry-delay", "1,2")
+    print(f"crawl of 30 good and 12 broken pages: {time.monotonic() - started:.1f} s")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "paused after" not in run.stderr
+    assert [len(scripted.hits(p)) for p in broken] == [3] * 12  # first try and the two retries
+    assert [len(scripted.hits(p)) for p in good] == [1] * 30
+    crawl = crawlcluster.Crawl("broken", database_url=f"sqlite:///{db}")
+    stats = crawl.stats(figures=False)
+    assert (stats["status"], stats["failed"], stats["done"]) == ("finished", 12, 32)  # with / and robots.txt
+    assert crawl.failure_counts() == {"HTTP 500": 12}
+
+
 def test_embedded_crawl_failures_are_listed_and_refetched_after_retry_failed(scripted, tmp_path: Path):
     healthy = {"now": False}
     flaky_site(scripted, healthy)

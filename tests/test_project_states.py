@@ -14,8 +14,10 @@ from sqlalchemy.engine import Connection
 from crawlcluster import db
 from crawlcluster.client import Crawl
 from crawlcluster.database import projects as lifecycle
+from crawlcluster.database import tasks
 from crawlcluster.errors import ProjectNotFound
 from crawlcluster.schema import CANCELLED, FINISHED, PAUSED, RUNNING, projects
+from tests.test_frontier import make_row
 
 T0 = 1_000_000.0
 
@@ -36,14 +38,18 @@ def row(conn: Connection, name: str = "p") -> dict[str, Any] | None:
     return None if found is None else dict(found._mapping)
 
 
-def new(conn: Connection, name: str = "p", now: float = T0) -> dict[str, Any]:
+def new(conn: Connection, name: str = "p", now: float = T0, untried: bool = False) -> dict[str, Any]:
+    """A new running project; with ``untried`` one page of it waits for its first try (a run
+    of failures pauses only a project that still has such pages)."""
     lifecycle.create(conn, name, {"spider": "tests.spiders:Any", "settings": {}}, now)
+    if untried:
+        tasks.insert_tasks(conn, name, [make_row(name, f"http://{name}.example/untried")])
     return row(conn, name)
 
 
 def in_state(conn: Connection, state: str, name: str = "p") -> dict[str, Any]:
     """A project brought to ``state`` through the state machine's own moves."""
-    new(conn, name)
+    new(conn, name, untried=state == "auto-paused")
     if state == "paused":
         assert lifecycle.pause(conn, name, now=T0 + 1)
     elif state == "auto-paused":
@@ -82,7 +88,7 @@ def test_pausing_a_project_that_is_not_running_is_refused(conn: Connection, stat
 
 def test_a_run_of_failures_pauses_a_running_project_until_a_time_and_a_success_clears_the_run(
         conn: Connection) -> None:
-    new(conn)
+    new(conn, untried=True)
     def streak(successes: int, failures: int, last_error: str | None = "x") -> bool:
         return lifecycle.record_streak(conn, "p", successes, failures, pause_after=3, pause_seconds=60,
                                        last_error=last_error, now=T0)
@@ -95,6 +101,22 @@ def test_a_run_of_failures_pauses_a_running_project_until_a_time_and_a_success_c
     paused = row(conn)
     assert (paused["status"], paused["paused_until"], paused["consecutive_failures"]) == (PAUSED, T0 + 60, 3)
     assert paused["pause_reason"].startswith("3 consecutive failures (last: HTTP 503); trying again at ")
+
+
+def test_a_run_of_failures_with_only_pages_that_failed_before_left_does_not_pause(conn: Connection) -> None:
+    """The end of a crawl of a healthy site with a few broken pages: their last retries fail
+    one after another with nothing else left to fetch. Pausing would only hold the end of
+    the crawl; the run is counted, and the project pauses once an untried page is back."""
+    new(conn)
+    assert not lifecycle.has_untried_pages(conn, "p")
+    assert not lifecycle.record_streak(conn, "p", 0, 5, pause_after=3, pause_seconds=60,
+                                       last_error="HTTP 500", now=T0 + 1)
+    assert (row(conn)["status"], row(conn)["consecutive_failures"]) == (RUNNING, 5)
+    tasks.insert_tasks(conn, "p", [make_row("p", "http://p.example/found-later")])
+    assert lifecycle.has_untried_pages(conn, "p")
+    assert lifecycle.record_streak(conn, "p", 0, 1, pause_after=3, pause_seconds=60, last_error="HTTP 500",
+                                   now=T0 + 2)
+    assert row(conn)["status"] == PAUSED
 
 
 @pytest.mark.parametrize("state", ["paused", FINISHED, CANCELLED])

@@ -50,7 +50,18 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from crawlcluster.database.counts import project_rows
-from crawlcluster.schema import CANCELLED, FINISHED, PAUSED, RUNNING, crawl_tasks, projects, results
+from crawlcluster.schema import (
+    CANCELLED,
+    FINISHED,
+    PAUSED,
+    PENDING,
+    QUEUED,
+    ROBOTS_CALLBACK,
+    RUNNING,
+    crawl_tasks,
+    projects,
+    results,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +196,8 @@ def cancel(conn: Connection, name: str, now: float | None = None) -> bool:
 def record_streak(conn: Connection, name: str, successes: int, failures: int, *, pause_after: int,
                   pause_seconds: float, last_error: str | None, now: float | None = None) -> bool:
     """Track a project's run of consecutive failures; pause it for ``pause_seconds`` when the
-    run reaches ``pause_after`` (0 disables). Returns True when this call paused it."""
+    run reaches ``pause_after`` (0 disables) while pages still wait for their first try
+    (:func:`has_untried_pages`). Returns True when this call paused it."""
     now = _now(now)
     if successes:
         conn.execute(_named(name).where(projects.c.consecutive_failures != 0).values(consecutive_failures=0))
@@ -198,6 +210,13 @@ def record_streak(conn: Connection, name: str, successes: int, failures: int, *,
     ).scalar()
     if not pause_after or streak is None or streak < pause_after:
         return False
+    if not has_untried_pages(conn, name):
+        # the end of a crawl: what is left are pages that failed before (a site's few broken
+        # pages, retried last). Pausing would protect the site from nothing but those retries
+        # and hold the end of the crawl for auto_pause_seconds per trial; they end failed instead.
+        logger.info("project %s: %d consecutive failures, but only pages that failed before are left: "
+                    "not pausing", name, streak)
+        return False
     result = conn.execute(
         _named(name).where(projects.c.status == RUNNING)
         .values(status=PAUSED, paused_until=now + pause_seconds, updated_at=now,
@@ -207,6 +226,21 @@ def record_streak(conn: Connection, name: str, successes: int, failures: int, *,
     if result.rowcount:
         logger.warning("project %s paused after %d consecutive failures", name, streak)
     return result.rowcount == 1
+
+
+def has_untried_pages(conn: Connection, name: str) -> bool:
+    """Whether ``name`` still has pages waiting for their first try (pending or in flight and
+    never failed): the work an auto-pause holds back while its site is in trouble. A run of
+    failures with none of them left is a site's broken pages retried at the end of a crawl,
+    not a site in trouble. Read through the due and stale indexes; only when a run of
+    failures is long enough to pause."""
+    untried = select(crawl_tasks.c.task_id).where(
+        crawl_tasks.c.project == name, crawl_tasks.c.error.is_(None),
+        crawl_tasks.c.callback != ROBOTS_CALLBACK)
+    for state in (PENDING, QUEUED):
+        if conn.execute(untried.where(crawl_tasks.c.status == state).limit(1)).first() is not None:
+            return True
+    return False
 
 
 def resume_auto_paused(conn: Connection, now: float | None = None) -> list[str]:
