@@ -70,8 +70,10 @@ def machine_cpu() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def fill(engine: Any, rows: int) -> tuple[float, float]:
-    """N pending rows of project 'bench' over HOSTS hosts, made by Postgres itself."""
+def fill(engine: Any, rows: int, part: int = 0, parts: int = 1) -> tuple[float, float]:
+    """N pending rows of project 'bench' over HOSTS hosts, made by Postgres itself; with
+    ``parts``, only the rows of the hosts of ``part`` (host number modulo ``parts``), as a
+    frontier split by host over several databases holds. (Fill, vacuum) seconds."""
     started = time.monotonic()
     now = time.time()
     with engine.begin() as conn:
@@ -99,7 +101,8 @@ def fill(engine: Any, rows: int) -> tuple[float, float]:
             SELECT md5(i::text), 'bench', 'http://host' || (i % {HOSTS}) || '.test/page/' || i,
                    'host' || (i % {HOSTS}) || '.test', 'pending', (i % 3), 1, 'parse',
                    3, :now - (i % 1000), 0, :now, :now, false
-            FROM generate_series(1, :rows) AS i"""), {"rows": rows, "now": now})
+            FROM generate_series(1, :rows) AS i WHERE (i % {HOSTS}) % :parts = :part"""),
+            {"rows": rows, "now": now, "parts": parts, "part": part})
         for definition in indexes:
             conn.execute(text(definition))
     # as autovacuum leaves a table that has been around: without this, the vacuum that a
@@ -150,6 +153,12 @@ def drop_database(url: str) -> None:
 def run_size(app: Celery, engine: Any, database_url: str, rows: int, seconds: float) -> dict[str, Any]:
     fill_seconds, vacuum_seconds = fill(engine, rows)
     heap_mib, index_mib = table_sizes(engine)
+    return {"rows": rows, "fill_seconds": fill_seconds, "vacuum_seconds": vacuum_seconds,
+            "heap_mib": heap_mib, "index_mib": index_mib, **dispatch(app, engine, database_url, seconds)}
+
+
+def dispatch(app: Celery, engine: Any, database_url: str, seconds: float) -> dict[str, Any]:
+    """Rounds of ticks for ``seconds`` on a filled frontier (see the module docstring)."""
     empty_broker()
     # no robots.txt round and no per-host cap: the claim and publish path alone
     own = replace(settings.current(), claim_batch_size=CLAIM_BATCH, max_queued_per_project=10**9,
@@ -193,8 +202,15 @@ def run_size(app: Celery, engine: Any, database_url: str, rows: int, seconds: fl
                          .values(status=DONE))
         empty_broker()
     dispatcher.close()
-    return {"rows": rows, "fill_seconds": fill_seconds, "dispatched": dispatched,
-            "vacuum_seconds": vacuum_seconds, "heap_mib": heap_mib, "index_mib": index_mib,
+    # what autovacuum then does: every row dispatched left a dead version and dead entries in
+    # every index, and a vacuum reads each index whole
+    plan = claim_plan(engine)  # before the vacuum: the claim walks the dead index entries
+    vacuum_started = time.monotonic()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM crawl_tasks"))
+    vacuum_after = time.monotonic() - vacuum_started
+    return {"dispatched": dispatched, "timed_seconds": timed, "vacuum_after_seconds": vacuum_after,
+            "plan": plan,
             "urls_per_second": dispatched / timed if timed else 0.0,
             "tick_median_ms": statistics.median(tick_times) * 1000,
             "tick_p90_ms": sorted(tick_times)[int(len(tick_times) * 0.9)] * 1000,
@@ -214,19 +230,19 @@ def main(sizes: list[int], seconds: float) -> None:
     app.conf.broker_transport_options = {**app.conf.broker_transport_options, "global_keyprefix": KEY_PREFIX}
     try:
         results = [run_size(app, engine, database_url, size, seconds) for size in sizes]
-        plan = claim_plan(engine)
     finally:
         empty_broker()
         drop_database(database_url)
     table = Table(title=f"scheduler alone: one project, {HOSTS} hosts, claim batch {CLAIM_BATCH}, "
                         f"{FETCH_BATCH}-{settings.current().fetch_batch_max} URLs per message, "
                         f"{seconds:g}s of ticks per size")
-    for column in ("pending rows", "fill s", "vacuum s", "heap MiB", "indexes MiB", "dispatched", "URLs/s",
-                   "tick median ms", "tick p90 ms",
-                   "RSS MiB", "ticks", "scheduler CPU ms / 1000 URLs", "machine CPU busy"):
+    for column in ("pending rows", "fill s", "vacuum s", "vacuum after run s", "heap MiB", "indexes MiB",
+                   "dispatched", "URLs/s", "tick median ms", "tick p90 ms", "RSS MiB", "ticks",
+                   "scheduler CPU ms / 1000 URLs", "machine CPU busy"):
         table.add_column(column, justify="right")
     for r in results:
         table.add_row(f"{r['rows']:,}", f"{r['fill_seconds']:.1f}", f"{r['vacuum_seconds']:.1f}",
+                      f"{r['vacuum_after_seconds']:.1f}",
                       f"{r['heap_mib']:,.0f}", f"{r['index_mib']:,.0f}", f"{r['dispatched']:,}",
                       f"{r['urls_per_second']:,.0f}", f"{r['tick_median_ms']:.1f}", f"{r['tick_p90_ms']:.1f}",
                       f"{r['rss_mib']:.0f}", str(r["ticks"]), f"{r['cpu_ms_per_1000']:.1f}",
@@ -237,6 +253,6 @@ def main(sizes: list[int], seconds: float) -> None:
         console.print("largest/smallest: tick median "
                       f"x{last['tick_median_ms'] / first['tick_median_ms']:.2f}, "
                       f"RSS x{last['rss_mib'] / first['rss_mib']:.2f}")
-    console.print(f"claim query plan at {sizes[-1]:,} rows (after the run):")
-    for line in plan:
+    console.print(f"claim query plan at {sizes[-1]:,} rows (after the run, before its vacuum):")
+    for line in results[-1]["plan"]:
         console.print("  " + line)
