@@ -142,7 +142,9 @@ def empty_broker() -> None:
 
 def drop_database(url: str) -> None:
     """Drop the bench's own database (10^7 rows are a few GB)."""
-    server_url, _, name = url.rpartition("/")
+    from crawlcluster.db import normalize_database_url
+
+    server_url, _, name = normalize_database_url(url).rpartition("/")
     dispose_all()
     admin = create_engine(server_url + "/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
