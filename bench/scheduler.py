@@ -16,9 +16,11 @@ the round is committed and its message is on the broker. Between rounds, untimed
 sent are marked done and the broker emptied, as workers would, so the queued set stays the
 size a running cluster keeps (up to 20,000 rows). A round that finds nothing left to send
 (10^5 rows last about five seconds) is not counted. robots.txt and per-host limits are off:
-this measures claiming and publishing, not politeness. Prints one row per size and the claim
-query's plan at the largest size. BENCH_CLAIM_BATCH and BENCH_FETCH_BATCH change the claim
-size (2000) and URLs per message (16).
+this measures claiming and publishing, not politeness. Prints one row per size (with the
+table's heap and index sizes and the time of a VACUUM after the run) and the claim query's
+plan at the largest size, taken after the run and before that vacuum. BENCH_CLAIM_BATCH and
+BENCH_FETCH_BATCH change the claim size (2000) and URLs per message (16; a large claim goes
+out in messages of up to CRAWLCLUSTER_FETCH_BATCH_MAX).
 """
 
 from __future__ import annotations
