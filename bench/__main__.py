@@ -41,6 +41,10 @@ def main() -> None:
     scheduler.add_argument("--sizes", default="100000,1000000", help="comma-separated pending row counts")
     scheduler.add_argument("--huge", action="store_true", help="add 10,000,000 rows to the sizes")
     scheduler.add_argument("--seconds", type=float, default=20)
+    scaling = sub.add_parser("scaling", help="dispatch rate with the frontier split by host over K databases")
+    scaling.add_argument("--rows", type=int, default=1_000_000, help="pending rows in all")
+    scaling.add_argument("--splits", default="1,2", help="comma-separated numbers of databases")
+    scaling.add_argument("--seconds", type=float, default=15)
     console = sub.add_parser("console",
                              help="the crawl console's pages and `status` at 10^5, 10^6 (10^7) rows")
     console.add_argument("--sizes", default="100000,1000000",
@@ -100,6 +104,11 @@ def main() -> None:
         if args.huge and 10_000_000 not in sizes:
             sizes.append(10_000_000)
         run_scheduler(sizes=sizes, seconds=args.seconds)
+    elif args.name == "scaling":
+        from bench.scaling import main as run_scaling
+
+        run_scaling(rows=args.rows, splits=[int(k) for k in args.splits.split(",") if k.strip()],
+                    seconds=args.seconds)
     elif args.name == "console":
         from bench.console import main as run_console
 

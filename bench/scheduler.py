@@ -2,19 +2,25 @@
 
     python -m bench scheduler [--sizes 100000,1000000] [--huge] [--seconds 20]
 
-Fills crawl_tasks of one project with N due rows over 1,000 hosts (generated inside
-Postgres, then vacuumed and analysed), then runs Dispatcher.tick() against real Redis for
-a fixed time: rounds of ten ticks back to back (while a tick reads and chooses rows, the
-committing thread marks the previous claims queued and commits them and the publishing
-thread sends them; a tick waits when two claims are still uncommitted, so the tick time is
-the pipeline's period), timed until the last row of the round is committed and its message
-is on the broker. Between rounds, untimed, the rows sent are marked done and the broker
-emptied, as workers would, so the queued set stays the size a running cluster keeps (up to
-20,000 rows). A round that finds nothing left to send (10^5 rows last about five seconds)
-is not counted. robots.txt and per-host limits are off: this measures claiming and
-publishing, not politeness. Prints one row per size and the claim query's plan at the
-largest size. BENCH_CLAIM_BATCH and BENCH_FETCH_BATCH change the claim size (2000) and
-URLs per message (16).
+Runs in its own database (CRAWLCLUSTER_BENCH_SCHED_DATABASE_URL, default
+crawlcluster_bench_sched, dropped at the end) and under its own Redis key prefix (only its
+keys are deleted, never the whole Redis database). Fills crawl_tasks of one project with N
+due rows over 1,000 hosts (generated inside Postgres by generate_series; at 10^6 rows and
+more the indexes are dropped for the insert and built again after it, as a restore does,
+which is minutes faster than growing them row by row), vacuumed and analysed, then runs
+Dispatcher.tick() against real Redis for a fixed time: rounds of ten ticks back to back
+(while a tick reads and chooses rows, the committing thread marks the previous claims queued
+and commits them and the publishing thread sends them; a tick waits when two claims are
+still uncommitted, so the tick time is the pipeline's period), timed until the last row of
+the round is committed and its message is on the broker. Between rounds, untimed, the rows
+sent are marked done and the broker emptied, as workers would, so the queued set stays the
+size a running cluster keeps (up to 20,000 rows). A round that finds nothing left to send
+(10^5 rows last about five seconds) is not counted. robots.txt and per-host limits are off:
+this measures claiming and publishing, not politeness. Prints one row per size (with the
+table's heap and index sizes and the time of a VACUUM after the run) and the claim query's
+plan at the largest size, taken after the run and before that vacuum. BENCH_CLAIM_BATCH and
+BENCH_FETCH_BATCH change the claim size (2000) and URLs per message (16; a large claim goes
+out in messages of up to CRAWLCLUSTER_FETCH_BATCH_MAX).
 """
 
 from __future__ import annotations
@@ -29,16 +35,21 @@ import redis
 from celery import Celery
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import text, update
+from sqlalchemy import create_engine, text, update
 
-from bench.site300 import DATABASE_URL, REDIS_URL, ensure_bench_database
+from bench.site300 import REDIS_URL, ensure_bench_database
 from crawlcluster import settings
-from crawlcluster.database import tasks
 from crawlcluster.db import dispose_all, get_engine
 from crawlcluster.dispatch.dispatcher import Dispatcher
 from crawlcluster.schema import DONE, crawl_tasks
 
 HOSTS = 1000
+DATABASE_URL = os.environ.get("CRAWLCLUSTER_BENCH_SCHED_DATABASE_URL",
+                              "postgresql://postgres@127.0.0.1:5432/crawlcluster_bench_sched")
+# every key this bench writes to Redis starts with this (kombu's global_keyprefix)
+KEY_PREFIX = f"crawlcluster-schedbench-{os.getpid()}:"
+# rows from which the fill drops the indexes and builds them again after the insert
+REBUILD_INDEXES_FROM = 1_000_000
 CLAIM_BATCH = int(os.environ.get("BENCH_CLAIM_BATCH", 2000))
 FETCH_BATCH = int(os.environ.get("BENCH_FETCH_BATCH", 16))
 # ticks run back to back before the simulated workers finish what was sent
@@ -61,12 +72,26 @@ def machine_cpu() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def fill(engine: Any, rows: int) -> float:
-    """N pending rows of project 'bench' over HOSTS hosts, made by Postgres itself."""
+def fill(engine: Any, rows: int, part: int = 0, parts: int = 1) -> tuple[float, float]:
+    """N pending rows of project 'bench' over HOSTS hosts, made by Postgres itself; with
+    ``parts``, only the rows of the hosts of ``part`` (host number modulo ``parts``), as a
+    frontier split by host over several databases holds. (Fill, vacuum) seconds."""
     started = time.monotonic()
     now = time.time()
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE crawl_tasks, projects, results"))
+        indexes: list[str] = []
+        if rows >= REBUILD_INDEXES_FROM:
+            indexes = [d for (d,) in conn.execute(text(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'crawl_tasks' "
+                "AND indexname NOT LIKE '%pkey'"))]
+            for (name,) in conn.execute(text(
+                    "SELECT indexname FROM pg_indexes WHERE tablename = 'crawl_tasks' "
+                    "AND indexname NOT LIKE '%pkey'")).all():
+                conn.execute(text(f'DROP INDEX "{name}"'))
+            conn.execute(text("ALTER TABLE crawl_tasks DROP CONSTRAINT crawl_tasks_pkey"))
+            indexes.insert(0, "ALTER TABLE crawl_tasks ADD PRIMARY KEY (task_id)")
+            conn.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
         conn.execute(text(
             "INSERT INTO projects (name, spider, status, settings, tasks_created, created_at, updated_at) "
             "VALUES ('bench', 'crawlcluster.spider:LinkSpider', 'running', :settings, 0, :now, :now)"),
@@ -78,12 +103,24 @@ def fill(engine: Any, rows: int) -> float:
             SELECT md5(i::text), 'bench', 'http://host' || (i % {HOSTS}) || '.test/page/' || i,
                    'host' || (i % {HOSTS}) || '.test', 'pending', (i % 3), 1, 'parse',
                    3, :now - (i % 1000), 0, :now, :now, false
-            FROM generate_series(1, :rows) AS i"""), {"rows": rows, "now": now})
+            FROM generate_series(1, :rows) AS i WHERE (i % {HOSTS}) % :parts = :part"""),
+            {"rows": rows, "now": now, "parts": parts, "part": part})
+        for definition in indexes:
+            conn.execute(text(definition))
     # as autovacuum leaves a table that has been around: without this, the vacuum that a
     # bulk insert triggers (autovacuum_vacuum_insert_threshold) runs during the timed ticks
+    vacuum_started = time.monotonic()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM (ANALYZE) crawl_tasks"))
-    return time.monotonic() - started
+    return time.monotonic() - started, time.monotonic() - vacuum_started
+
+
+def table_sizes(engine: Any) -> tuple[float, float]:
+    """(heap, all indexes) of crawl_tasks in MiB."""
+    with engine.connect() as conn:
+        heap, indexes = conn.execute(text(
+            "SELECT pg_table_size('crawl_tasks'), pg_indexes_size('crawl_tasks')")).one()
+    return heap / 2**20, indexes / 2**20
 
 
 def claim_plan(engine: Any) -> list[str]:
@@ -97,9 +134,36 @@ def claim_plan(engine: Any) -> list[str]:
         return [row[0] for row in conn.execute(text(f"EXPLAIN ANALYZE {compiled}"))]
 
 
+def empty_broker() -> None:
+    """Delete this bench's keys (its queues, kombu's bindings and unacked hashes) and no other."""
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=KEY_PREFIX + "*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start:start + 1000])
+
+
+def drop_database(url: str) -> None:
+    """Drop the bench's own database (10^7 rows are a few GB)."""
+    from crawlcluster.db import normalize_database_url
+
+    server_url, _, name = normalize_database_url(url).rpartition("/")
+    dispose_all()
+    admin = create_engine(server_url + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def run_size(app: Celery, engine: Any, database_url: str, rows: int, seconds: float) -> dict[str, Any]:
-    fill_seconds = fill(engine, rows)
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    fill_seconds, vacuum_seconds = fill(engine, rows)
+    heap_mib, index_mib = table_sizes(engine)
+    return {"rows": rows, "fill_seconds": fill_seconds, "vacuum_seconds": vacuum_seconds,
+            "heap_mib": heap_mib, "index_mib": index_mib, **dispatch(app, engine, database_url, seconds)}
+
+
+def dispatch(app: Celery, engine: Any, database_url: str, seconds: float) -> dict[str, Any]:
+    """Rounds of ticks for ``seconds`` on a filled frontier (see the module docstring)."""
+    empty_broker()
     # no robots.txt round and no per-host cap: the claim and publish path alone
     own = replace(settings.current(), claim_batch_size=CLAIM_BATCH, max_queued_per_project=10**9,
                   queued_deadline_seconds=3600, fetch_batch_size=FETCH_BATCH, tick_seconds=0.01,
@@ -140,9 +204,17 @@ def run_size(app: Celery, engine: Any, database_url: str, rows: int, seconds: fl
             conn.execute(update(crawl_tasks).where(crawl_tasks.c.project == "bench",
                                                    crawl_tasks.c.status == "queued")
                          .values(status=DONE))
-        redis.Redis.from_url(REDIS_URL).flushdb()
+        empty_broker()
     dispatcher.close()
-    return {"rows": rows, "fill_seconds": fill_seconds, "dispatched": dispatched,
+    # what autovacuum then does: every row dispatched left a dead version and dead entries in
+    # every index, and a vacuum reads each index whole
+    plan = claim_plan(engine)  # before the vacuum: the claim walks the dead index entries
+    vacuum_started = time.monotonic()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM crawl_tasks"))
+    vacuum_after = time.monotonic() - vacuum_started
+    return {"dispatched": dispatched, "timed_seconds": timed, "vacuum_after_seconds": vacuum_after,
+            "plan": plan,
             "urls_per_second": dispatched / timed if timed else 0.0,
             "tick_median_ms": statistics.median(tick_times) * 1000,
             "tick_p90_ms": sorted(tick_times)[int(len(tick_times) * 0.9)] * 1000,
@@ -159,14 +231,23 @@ def main(sizes: list[int], seconds: float) -> None:
     app = Celery("crawlcluster-bench")
     app.config_from_object("celeryconfig")
     app.conf.broker_url = REDIS_URL
-    results = [run_size(app, engine, database_url, size, seconds) for size in sizes]
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "global_keyprefix": KEY_PREFIX}
+    try:
+        results = [run_size(app, engine, database_url, size, seconds) for size in sizes]
+    finally:
+        empty_broker()
+        drop_database(database_url)
     table = Table(title=f"scheduler alone: one project, {HOSTS} hosts, claim batch {CLAIM_BATCH}, "
-                        f"{FETCH_BATCH} URLs per message, {seconds:g}s of ticks per size")
-    for column in ("pending rows", "fill s", "dispatched", "URLs/s", "tick median ms", "tick p90 ms",
-                   "RSS MiB", "ticks", "scheduler CPU ms / 1000 URLs", "machine CPU busy"):
+                        f"{FETCH_BATCH}-{settings.current().fetch_batch_max} URLs per message, "
+                        f"{seconds:g}s of ticks per size")
+    for column in ("pending rows", "fill s", "vacuum s", "vacuum after run s", "heap MiB", "indexes MiB",
+                   "dispatched", "URLs/s", "tick median ms", "tick p90 ms", "RSS MiB", "ticks",
+                   "scheduler CPU ms / 1000 URLs", "machine CPU busy"):
         table.add_column(column, justify="right")
     for r in results:
-        table.add_row(f"{r['rows']:,}", f"{r['fill_seconds']:.1f}", f"{r['dispatched']:,}",
+        table.add_row(f"{r['rows']:,}", f"{r['fill_seconds']:.1f}", f"{r['vacuum_seconds']:.1f}",
+                      f"{r['vacuum_after_seconds']:.1f}",
+                      f"{r['heap_mib']:,.0f}", f"{r['index_mib']:,.0f}", f"{r['dispatched']:,}",
                       f"{r['urls_per_second']:,.0f}", f"{r['tick_median_ms']:.1f}", f"{r['tick_p90_ms']:.1f}",
                       f"{r['rss_mib']:.0f}", str(r["ticks"]), f"{r['cpu_ms_per_1000']:.1f}",
                       f"{r['machine_busy']:.0%} of {os.cpu_count()}")
@@ -176,8 +257,6 @@ def main(sizes: list[int], seconds: float) -> None:
         console.print("largest/smallest: tick median "
                       f"x{last['tick_median_ms'] / first['tick_median_ms']:.2f}, "
                       f"RSS x{last['rss_mib'] / first['rss_mib']:.2f}")
-    console.print(f"claim query plan at {sizes[-1]:,} rows (after the run):")
-    for line in claim_plan(engine):
+    console.print(f"claim query plan at {sizes[-1]:,} rows (after the run, before its vacuum):")
+    for line in results[-1]["plan"]:
         console.print("  " + line)
-    with engine.begin() as conn:
-        tasks.cancel_pending(conn, "bench")

@@ -191,6 +191,18 @@ def fetch_messages(project: str, rows: Iterable[dict[str, Any]], batch_size: int
     return messages
 
 
+# a large claim is sent in at least this many fetch messages, so that it spreads over workers
+MIN_MESSAGES_PER_CLAIM = 32
+
+
+def claim_batch_size(rows: int, batch_size: int, batch_max: int) -> int:
+    """URLs per fetch message for a claim of ``rows``: ``batch_size``, or more for a claim of
+    more than MIN_MESSAGES_PER_CLAIM messages of it, up to ``batch_max``. Each message costs
+    the scheduler and Redis about as much as its URLs together, so a busy frontier sends
+    fewer, fuller messages, while a small claim still spreads over the fetch workers."""
+    return max(batch_size, min(batch_max, -(-rows // MIN_MESSAGES_PER_CLAIM)))
+
+
 def entry_callback(message: FetchEntry | Page | Outcome) -> str:
     """The spider method an entry, a page or an outcome is for."""
     return message.get(CALLBACK) or DEFAULT_CALLBACK

@@ -204,6 +204,11 @@ class Settings:
     fetch_batch_size: int = _option(
         16, int, "URLs per fetch message. The fetch task hands the batch on in waves as its pages finish: "
         "one parse and one store message per wave (one wave when every page answers quickly).", minimum=1)
+    fetch_batch_max: int = _option(
+        64, int, "Most URLs per fetch message when the scheduler claims many rows at once: a claim is sent "
+        "in at least 32 fetch messages of fetch_batch_size URLs or more, up to this many (fewer messages "
+        "per URL for the scheduler and Redis on a busy frontier; a small claim keeps fetch_batch_size).",
+        minimum=1)
     body_compress_level: int = _option(1, int, "zlib level for page bodies inside messages (0 stores raw).")
     # scheduling
     claim_batch_size: int = _option(

@@ -17,6 +17,7 @@ from crawlcluster.database import projects as lifecycle
 from crawlcluster.database.counts import count_by_status, has_open_tasks
 from crawlcluster.db import get_engine
 from crawlcluster.dispatch.dispatcher import Dispatcher
+from crawlcluster.messages import claim_batch_size
 from crawlcluster.schema import crawl_tasks, projects
 from crawlcluster.urls import task_id, url_host
 from tests.queues import fetch_messages, raw_fetch_messages
@@ -183,6 +184,50 @@ def test_tick_publishes_running_projects_in_batches_and_leaves_paused_ones(pg, t
     with engine.connect() as conn:
         assert count_by_status(conn, "held")["pending"] == 5
         assert count_by_status(conn, "run")["queued"] == 10
+
+
+def test_a_large_claim_goes_out_in_fewer_fuller_fetch_messages_and_render_rows_keep_the_batch_size(
+        pg, test_app):
+    """A claim of many rows is sent in at least 32 messages of up to fetch_batch_max URLs
+    (fewer messages per URL on a busy frontier); render rows keep fetch_batch_size."""
+    engine = get_engine(pg)
+    render = [{**make_row("big", f"http://js{i % 3}.test/{i}"), "fetch": {"render": True}} for i in range(10)]
+    with engine.begin() as conn:
+        make_project(conn, "big")
+        tasks.insert_tasks(conn, "big", [make_row("big", f"http://h{i % 50}.test/{i}") for i in range(1000)])
+        tasks.insert_tasks(conn, "big", render)
+    raw_fetch_messages(test_app)  # what earlier tests left
+    dispatcher = dispatcher_for(test_app, pg, claim_batch_size=1010, fetch_batch_size=4, fetch_batch_max=20,
+                                max_queued_per_project=2000)
+    dispatcher.tick()
+    dispatcher.flush()
+    sizes = [len(m["tasks"]) for m in fetch_messages(test_app)]
+    assert sizes == [20] * 50  # 1,000 rows / 32 messages = 32 URLs each, at most 20
+    with test_app.connection() as connection:
+        queue = connection.SimpleQueue("render", accept=["msgpack"])
+        try:
+            render_sizes = []
+            while True:
+                try:
+                    message = queue.get(block=True, timeout=0.5)
+                except queue.Empty:
+                    break
+                render_sizes.append(len(message.decode()[0][0]["tasks"]))
+                message.ack()
+        finally:
+            queue.close()
+    assert sorted(render_sizes) == [2, 4, 4]
+    with engine.connect() as conn:
+        assert count_by_status(conn, "big")["queued"] == 1010
+
+
+def test_message_size_grows_with_the_claim_within_its_bounds():
+    assert claim_batch_size(10, 16, 64) == 16
+    assert claim_batch_size(32 * 16, 16, 64) == 16
+    assert claim_batch_size(32 * 16 + 1, 16, 64) == 17
+    assert claim_batch_size(2000, 16, 64) == 63
+    assert claim_batch_size(100_000, 16, 64) == 64
+    assert claim_batch_size(100_000, 16, 8) == 16  # a maximum under the batch size changes nothing
 
 
 def test_tick_keeps_at_most_the_queue_limit_queued_and_drops_nothing(pg, test_app):

@@ -59,6 +59,7 @@ class Dispatcher:
         max_dispatches: int = 5,
         broker_url: str = "",
         worker_lease_seconds: float = 30.0,
+        fetch_batch_max: int | None = None,
     ) -> None:
         self.app = app
         self.claim_batch_size = claim_batch_size
@@ -74,6 +75,7 @@ class Dispatcher:
         self.counts = InFlightCounts()
         self.pipeline = CommitPipeline(app, self.lease, Router(database_url),
                                        fetch_batch_size=fetch_batch_size,
+                                       fetch_batch_max=fetch_batch_max or fetch_batch_size,
                                        queued_deadline_seconds=queued_deadline_seconds,
                                        database_url=database_url)
         self.housekeeping = Housekeeping(self.lease, partial(send_quietly, app),
@@ -97,6 +99,7 @@ class Dispatcher:
             max_queued_per_project=s.max_queued_per_project,
             queued_deadline_seconds=s.queued_deadline_seconds,
             fetch_batch_size=s.fetch_batch_size,
+            fetch_batch_max=s.fetch_batch_max,
             tick_seconds=s.tick_seconds,
             obey_robots=s.obey_robots,
             leader_lease_seconds=s.leader_lease_seconds,

@@ -25,9 +25,10 @@ from crawlcluster.db import get_engine
 from crawlcluster.dispatch.claim import Claim
 from crawlcluster.dispatch.lease import LeaderLease
 from crawlcluster.dispatch.routing import Router
-from crawlcluster.messages import fetch_messages, project_trust
+from crawlcluster.messages import claim_batch_size, fetch_messages, project_trust
 from crawlcluster.publish import BatchPublisher
 from crawlcluster.publish import send as send_message
+from crawlcluster.stages import FETCH
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,14 @@ class CommitPipeline:
     """Commits claims and publishes their rows; :meth:`flush` waits for both."""
 
     def __init__(self, app: Celery, lease: LeaderLease, router: Router, *, fetch_batch_size: int,
-                 queued_deadline_seconds: float, database_url: str | None = None) -> None:
+                 queued_deadline_seconds: float, database_url: str | None = None,
+                 fetch_batch_max: int | None = None) -> None:
         self.lease = lease
         self.router = router
         self.fetch_batch_size = fetch_batch_size
+        # URLs per fetch message for a large claim (messages.claim_batch_size); render keeps
+        # fetch_batch_size, as a browser has only a few pages in flight
+        self.fetch_batch_max = fetch_batch_max or fetch_batch_size
         self.queued_deadline_seconds = queued_deadline_seconds
         self.database_url = database_url
         self._broker = BatchPublisher(app)
@@ -189,12 +194,19 @@ class CommitPipeline:
             try:
                 trust = self._trust_of(project)
                 messages = [(task_name, message) for task_name, stage_rows in by_task
-                            for message in fetch_messages(project, stage_rows, self.fetch_batch_size, trust)]
+                            for message in fetch_messages(project, stage_rows,
+                                                          self._batch_size(task_name, stage_rows), trust)]
                 self._broker.publish(messages)
             except Exception as exc:  # noqa: BLE001 - the rows are queued; they are sent again soon
                 self._resend_soon(project,
                                   [row["task_id"] for _, stage_rows in by_task for row in stage_rows],
                                   f"{type(exc).__name__}: {exc}")
+
+    def _batch_size(self, task_name: str, rows: list[dict[str, Any]]) -> int:
+        """URLs per message for ``rows`` going to ``task_name``."""
+        if task_name != FETCH.task:
+            return self.fetch_batch_size
+        return claim_batch_size(len(rows), self.fetch_batch_size, self.fetch_batch_max)
 
     def _resend_soon(self, project: str, ids: list[str], why: str) -> None:
         """Rows whose messages did not reach the broker: sent again in UNSENT_RESEND_SECONDS
