@@ -50,7 +50,16 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from crawlcluster.database.counts import project_rows
-from crawlcluster.schema import CANCELLED, FINISHED, PAUSED, RUNNING, crawl_tasks, projects, results
+from crawlcluster.schema import (
+    CANCELLED,
+    FINISHED,
+    PAUSED,
+    RUNNING,
+    crawl_tasks,
+    projects,
+    render_pages_plain,
+    results,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +252,8 @@ def delete_due_projects(conn: Connection, batch_rows: int, now: float | None = N
     for name in due_for_deletion(conn, now):
         # results, then each half of the rows through its index (queued rows of a stopped
         # project are rows whose messages were lost)
-        steps = [(results, (results.c.project == name,))]
+        steps = [(results, (results.c.project == name,)),
+                 (render_pages_plain, (render_pages_plain.c.project == name,))]
         steps += [(crawl_tasks, half) for half in project_rows(name)]
         for table, conditions in steps:
             chunk = select(table.c.task_id).where(*conditions).limit(batch_rows).scalar_subquery()
