@@ -19,8 +19,8 @@ import pytest
 import crawlcluster
 from crawlcluster.devtools.js_site import JsSite, LateScriptSite, MixedSite, wait_until
 from tests.outcomes import load_rows
-from workers.browser.chromium import BROWSER_OWNER_ENV
 from workers.autorender import sampled
+from workers.browser.chromium import BROWSER_OWNER_ENV
 from workers.browser.proctree import _parent_of, descendants, pids_with_environ
 
 WORKER_ARGS = ("-l", "info", "--without-mingle", "--without-gossip")
