@@ -133,7 +133,11 @@ async def render_page(context: Any, guard: GuardProxy, entry: FetchEntry, option
     def too_slow(step: str) -> FetchError:
         return FetchError(url, "timeout", f"render timeout: {url} took longer than {timeout:g}s ({step})")
 
-    page, fresh = await pool.take(context, remaining())
+    try:
+        page, fresh = await pool.take(context, remaining())
+    except asyncio.TimeoutError:  # Chromium could not open a page in time (a loaded machine)
+        result.error = too_slow("opening a page")
+        return
     documents: list[Any] = []
     main_requests: list[str] = []
     dialogs: list[Any] = []
