@@ -17,7 +17,13 @@ When a rendered sample comes back, the callback runs on the rendered page too an
 are compared (:func:`learn_from_samples`): more items or a same-site link the plain page did
 not have is a mismatch, and the key is rendered from then on. Either way the row is parsed
 from its rendered version, once, so the links only scripts write are followed without a
-second crawl of the page.
+second crawl of the page; the parse reuses the callback's run on the rendered page, so the
+callback runs once on it and the pipelines once per stored page.
+
+When a key turns ``render`` after pages of it were parsed from a plain fetch (a re-check's
+mismatch, or ``needs_render`` on a key learned plain), :func:`rerender_pages_of` sends those
+pages (noted by the store stage in ``render_pages_plain``) through the browser once more,
+``render_auto_rerender_max`` of them at most.
 """
 
 from __future__ import annotations
