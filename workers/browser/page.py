@@ -56,24 +56,30 @@ async def _block_resources(page: Any, load_images: bool, fresh: bool) -> None:
 
 
 class PagePool:
-    """Open pages of one browser context kept between renders, at most ``size``.
+    """Open pages of one browser kept between renders, at most ``size`` (the renderer's pages
+    in flight) over all its browser contexts.
 
     Opening a page in a browser context of our own (one per project trust, each behind its
     guard proxy) costs Chromium a new renderer process: measured 440 ms median of a 890 ms
     page with one page in flight, against 90-180 ms to navigate an open page. So a page
     that rendered without trouble is kept, frozen (``Page.setWebLifecycleState``: its
-    scripts, timers and their requests stop while it waits), and the next page of the
-    context navigates it; a page that failed, timed out or opened a dialog is closed.
-    Every request still goes through the context's guard proxy."""
+    scripts, timers and their requests stop while it waits), and the next page of the same
+    context navigates it; a page that failed, timed out or opened a dialog is closed, and
+    so is the oldest kept page when the pool is full (each holds a renderer process).
+    Every request still goes through its context's guard proxy."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._idle: list[Any] = []
+        self._idle: list[tuple[Any, Any]] = []  # (context, page), oldest first
 
     async def take(self, context: Any, timeout: float) -> tuple[Any, bool]:
-        """``(page, fresh)``: an idle page woken up, or a new one."""
-        while self._idle:
-            page = self._idle.pop()
+        """``(page, fresh)``: an idle page of ``context`` woken up, or a new one."""
+        while True:
+            mine = [kept for kept in self._idle if kept[0] is context]
+            if not mine:
+                break
+            self._idle.remove(mine[-1])
+            page = mine[-1][1]
             try:
                 await asyncio.wait_for(page._client.send("Page.setWebLifecycleState", {"state": "active"}),
                                        PAGE_CLOSE_TIMEOUT_SECONDS)
@@ -82,16 +88,19 @@ class PagePool:
                 await _close(page, "an idle page")
         return await asyncio.wait_for(context.newPage(), timeout), True
 
-    async def give_back(self, page: Any) -> bool:
-        """Keep ``page`` for the next render (frozen), unless the pool is full; True when kept."""
-        if len(self._idle) >= self.size or page.isClosed():
+    async def give_back(self, context: Any, page: Any) -> bool:
+        """Keep ``page`` of ``context`` for a next render (frozen); True when kept."""
+        if self.size <= 0 or page.isClosed():
             return False
         try:
             await asyncio.wait_for(page._client.send("Page.setWebLifecycleState", {"state": "frozen"}),
                                    PAGE_CLOSE_TIMEOUT_SECONDS)
         except Exception:  # noqa: BLE001 - closed by the caller instead
             return False
-        self._idle.append(page)
+        self._idle.append((context, page))
+        while len(self._idle) > self.size:
+            _context, oldest = self._idle.pop(0)
+            await _close(oldest, "an idle page")
         return True
 
 
@@ -226,5 +235,6 @@ async def render_page(context: Any, guard: GuardProxy, entry: FetchEntry, option
         for event, listener in listeners.items():
             page.remove_listener(event, listener)
         # only a page that rendered without trouble is kept; the others are closed
-        if result.error is not None or dialogs or result.final_url is None or not await pool.give_back(page):
+        kept = result.error is None and not dialogs and result.final_url is not None
+        if not kept or not await pool.give_back(context, page):
             await _close(page, f"a page of {url}")

@@ -194,7 +194,7 @@ class Renderer:
                 try:
                     context, guard = await asyncio.wait_for(handle.context_for(policy), timeout)
                     proxy, refused_before = guard, guard.refusals
-                    pool = handle.page_pools.setdefault(context._id, PagePool(self.pages_in_flight))
+                    pool = handle.page_pool = handle.page_pool or PagePool(self.pages_in_flight)
                     await self._guarded(handle, render_page(context, guard, entry, options, timeout,
                                                             self.user_agent, result, pool), timeout)
                     break
