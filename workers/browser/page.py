@@ -85,7 +85,7 @@ class PagePool:
                                        PAGE_CLOSE_TIMEOUT_SECONDS)
                 return page, False
             except Exception:  # noqa: BLE001 - a page that cannot wake is closed; a new one is opened
-                await _close(page, "an idle page")
+                _close_later(page)
         return await asyncio.wait_for(context.newPage(), timeout), True
 
     async def give_back(self, context: Any, page: Any) -> bool:
@@ -100,8 +100,20 @@ class PagePool:
         self._idle.append((context, page))
         while len(self._idle) > self.size:
             _context, oldest = self._idle.pop(0)
-            await _close(oldest, "an idle page")
+            _close_later(oldest)
         return True
+
+
+def _close_later(page: Any) -> None:
+    """Close an idle page without holding up (or failing) the render at hand: a browser too
+    slow to close it is found hung by a page that waits on it, not by this one."""
+    async def close() -> None:
+        try:
+            await asyncio.wait_for(page.close(), PAGE_CLOSE_TIMEOUT_SECONDS)
+        except Exception:  # noqa: BLE001 - see above
+            pass
+
+    asyncio.ensure_future(close())
 
 
 async def _close(page: Any, what: str) -> None:
