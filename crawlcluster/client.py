@@ -97,7 +97,8 @@ class Crawl:
         what pages' bounds dropped or stopped (README: Bounded cost for any page), and what
         Scrapy prints at a crawl's end (:func:`crawlcluster.stats.end_of_crawl`): ``status_codes``,
         ``error_kinds``, ``items_scraped``, ``items_dropped``, ``dropped_reasons``,
-        ``links_offsite``, ``links_duplicate``, ``elapsed_seconds``."""
+        ``links_offsite``, ``links_duplicate``, ``elapsed_seconds``; and ``pages_rerendered``,
+        ``rerender_skipped`` (render="auto" pages rendered again once their shape needed a browser)."""
         now = time.time()
         with self.engine.connect() as conn:
             row = self._project(conn)
@@ -105,6 +106,10 @@ class Crawl:
             if figures:
                 counts.update(stats.end_of_crawl(conn, self.project, row["created_at"], row["finished_at"],
                                                  now))
+                # render="auto": pages parsed plainly, then rendered and parsed again once their
+                # shape was found to need a browser, and those left as parsed (past the bound)
+                counts["pages_rerendered"], counts["rerender_skipped"] = render.rerender_totals(
+                    conn, self.project)
         return counts
 
     def host_stats(self) -> list[dict[str, Any]]:
@@ -222,7 +227,9 @@ class Crawl:
         """Hosts that ``render="auto"`` found to need a browser in this project. With
         ``detail=True``, what it learned: one dict per host, callback and URL shape with its
         ``decision`` (``render``, ``plain`` or ``learning``), the ``samples`` compared both
-        ways, how many ``agreed`` and how many were ``mismatches``, and the ``reason``."""
+        ways, how many ``agreed`` and how many were ``mismatches``, the ``reason``, and the
+        pages parsed plainly before it needed a browser that were ``rerendered`` (or
+        ``rerender_skipped``, past ``render_auto_rerender_max``)."""
         with self.engine.connect() as conn:
             if detail:
                 return render.render_host_rows(conn, self.project)

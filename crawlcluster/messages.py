@@ -39,6 +39,8 @@ from crawlcluster.schema import DONE, FAILED
 # short because they ride on every entry and page of every batch (a fetch entry is ~87 bytes)
 CALLBACK: Final = "cb"  # the spider method that parses the page; left out for DEFAULT_CALLBACK
 LAST_MODIFIED: Final = "lm"  # the page's Last-Modified as last stored, sent back as If-Modified-Since
+# a render="auto" page parsed from a plain fetch: its (host, callback, shape), noted by the store
+PLAIN_KEY: Final = "pk"
 COMPRESSED: Final = "z"  # true when "body" is zlib-compressed
 # the row's dispatch_count when the scheduler sent it: every later message of the page carries
 # it on, and a stage drops a page whose row was ended or sent again since (a redelivered or
@@ -127,6 +129,7 @@ class Outcome(TypedDict, total=False):
     bounds: dict[str, int]  # what the page's bounds dropped or stopped (workers.page_bounds)
     dropped_items: dict[str, int]  # items the pipelines dropped, by reason (workers.pipelines)
     links_filtered: dict[str, int]  # links not followed: "offsite", "duplicate" (workers.parser)
+    pk: list[str]  # PLAIN_KEY
 
 
 class ParseMessage(TypedDict):

@@ -25,7 +25,7 @@ from crawlcluster.urls import url_host, url_shape
 logger = logging.getLogger(__name__)
 
 __all__ = ["RenderOptions", "RENDER_MODES", "WAIT_UNTIL", "render_mode", "render_key",
-           "remember_render_host", "RenderHostMemory"]
+           "remember_render_host", "RenderHostMemory", "REFRESH_SECONDS"]
 
 RENDER_MODES = (False, True, "auto")
 # wait_until values and the browser's own lifecycle event each one waits for
@@ -156,6 +156,7 @@ def render_mode(value: Any, where: str) -> bool | str:
 # -- render="auto": which hosts, callbacks and URL shapes need a browser -----------------
 
 MAX_SHAPE_LENGTH = 500  # render_hosts.shape's size
+REFRESH_SECONDS = 0.5  # how often a process reads render_hosts again (RenderHostMemory)
 
 
 def render_key(url: str, callback: str) -> tuple[str, str, str]:
@@ -189,7 +190,7 @@ class RenderHostMemory:
     per row. A row routed to fetch just before its key was learned is no loss: the parse
     stage sends it on to render itself."""
 
-    def __init__(self, engine: Any, refresh_seconds: float = 0.5) -> None:
+    def __init__(self, engine: Any, refresh_seconds: float = REFRESH_SECONDS) -> None:
         self.engine = engine
         self.refresh_seconds = refresh_seconds
         self._decisions: dict[str, tuple[float, dict[tuple[str, str, str], str]]] = {}

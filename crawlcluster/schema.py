@@ -224,7 +224,26 @@ render_hosts = Table(
     Column("reason", Text),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double),
+    # pages parsed plainly before the key needed a browser, sent back to render once (0024)
+    Column("rerendered", Integer, nullable=False, server_default=text("0")),
+    # and those left as parsed plainly, past render_auto_rerender_max (0024)
+    Column("rerender_skipped", Integer, nullable=False, server_default=text("0")),
 )
+
+# render="auto": pages parsed from a plain fetch, by key (migration 0024); when the key is
+# found to need a browser they are rendered and parsed once more
+render_pages_plain = Table(
+    "render_pages_plain",
+    metadata,
+    Column("task_id", String(32), primary_key=True),
+    Column("project", String(200), nullable=False),
+    Column("host", String(300), nullable=False),
+    Column("callback", String(200), nullable=False),
+    Column("shape", String(500), nullable=False),
+    Column("parsed_at", Double, nullable=False),
+)
+Index("ix_render_pages_plain_key", render_pages_plain.c.project, render_pages_plain.c.host,
+      render_pages_plain.c.callback, render_pages_plain.c.shape, render_pages_plain.c.parsed_at)
 
 # screenshot=True: one PNG per task, kept beside its results and replaced on a re-render
 screenshots = Table(

@@ -345,6 +345,10 @@ class Settings:
     render_auto_recheck_rate: float = _option(
         0.02, float, 'render="auto": share of the pages of a shape learned as plain that are still rendered '
         "too and compared (0: never checked again).", minimum=0)
+    render_auto_rerender_max: int = _option(
+        1000, int, 'render="auto": pages of a host, callback and URL shape already parsed from a plain fetch '
+        "that are rendered and parsed again when the shape is found to need a browser (the rest stay as "
+        "parsed, counted in render_hosts.rerender_skipped).", minimum=0)
     browser_user: str = _option(
         "", str, "The account render workers run Chromium as (empty: nobody when the worker is root, else "
         "the worker's own); its profile directory is owned by it.")

@@ -58,7 +58,6 @@ def parse(message: ParseMessage) -> dict[str, int]:
     # pages whose rows were ended or sent again since (a late or redelivered message) are dropped
     pages = hold_batch(engine, project, "parse", message["pages"])
     to_render, pages = split_for_render(engine, project, pages)
-    pages = learn_from_samples(engine, project, pages)  # rendered samples of render="auto": compared
     if to_render:
         # the render stage's address guard trusts what the scheduler's messages trust
         render_message: FetchMessage = {"project": project, "tasks": to_render}
@@ -96,7 +95,10 @@ def parse(message: ParseMessage) -> dict[str, int]:
     with engine.begin() as conn:
         claims.begin_parse(conn, ids)
     try:
-        outcomes, added, dropped = process_pages(engine, project, pages)
+        # rendered samples of render="auto": compared, counted as begun parses (their callback
+        # runs here), and their callback runs reused by the parse
+        pages, ran = learn_from_samples(engine, project, pages)
+        outcomes, added, dropped = process_pages(engine, project, pages, ran)
     except Exception as exc:
         # the rows stay queued and are sent again at their deadline, up to max_dispatches
         # times; they say why meanwhile, and end with this text

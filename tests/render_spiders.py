@@ -48,3 +48,18 @@ class OptionsSpider(Spider):
         late = response.css_first("#late")
         yield {"url": response.url, "title": response.title,
                "late": late.text() if late is not None else None, "js_result": response.js_result}
+
+
+class CountingSpider(TreeSpider):
+    """TreeSpider that appends one line per callback run to ``calls_file``: the page's path
+    and whether it was rendered (the callback's side effect the tests count)."""
+
+    name = "counting"
+    calls_file = ""
+
+    def parse(self, response):
+        from urllib.parse import urlsplit
+
+        with open(self.calls_file, "a") as calls:
+            calls.write(f"{urlsplit(response.url).path} {int(bool(response.rendered))}\n")
+        yield from super().parse(response)

@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 import pytest
 
 import crawlcluster
-from crawlcluster.devtools.js_site import JsSite, MixedSite, wait_until
+from crawlcluster.devtools.js_site import JsSite, LateScriptSite, MixedSite, wait_until
 from tests.outcomes import load_rows
+from workers.autorender import sampled
 from workers.browser.chromium import BROWSER_OWNER_ENV
 from workers.browser.proctree import _parent_of, descendants, pids_with_environ
 
@@ -300,3 +301,69 @@ def test_auto_render_learns_which_shapes_need_a_browser_finds_script_links_and_r
     finally:
         mixed.stop()
         static.stop()
+
+
+def test_auto_render_rerenders_pages_parsed_plainly_when_a_recheck_finds_scripts_and_runs_callbacks_once(
+        processes, pg, tmp_path: Path):
+    """A shape learned as plain (2 samples agree) whose scripts start adding links later: the
+    re-check of a later page shows the mismatch, and the pages of that shape parsed plainly
+    before are rendered once and parsed again from the rendered page, so their script-only
+    links are followed, with no second plain fetch. The callback (which counts its runs in a
+    file) runs once on each rendered page: a sample's rendered run is the one its parse uses."""
+    rate = 0.5
+    site = LateScriptSite()
+    try:
+        urls = [(n, f"{site.url}/late/{n}") for n in range(1, 200)]
+        # 2 learning samples, then pages the re-check passes over, then one it picks
+        plain = [n for n, url in urls[2:] if not sampled(url, rate)][:4]
+        rechecked = next(n for n, url in urls if sampled(url, rate) and n > max(plain))
+        site.chain = [1, 2, *plain]
+        processes.env.update({"CRAWLCLUSTER_RENDER_AUTO_AGREEMENTS": "2",
+                              "CRAWLCLUSTER_RENDER_AUTO_RECHECK_RATE": str(rate),
+                              "CRAWLCLUSTER_RENDER_PAGE_TIMEOUT_SECONDS": "10"})
+        processes.start("worker", "worker", "-Q", "fetch,render,parse,store", "-n", "all@%h", *WORKER_ARGS)
+        processes.wait_for_log("worker", "ready.", timeout=60)
+        processes.beat()
+        calls = tmp_path / "calls.txt"
+        kwargs = {"render": "auto", "calls_file": str(calls), "allowed_domains": [host_of(site)]}
+        crawl = crawlcluster.submit("tests.render_spiders:CountingSpider", project="late",
+                                    spider_kwargs={**kwargs, "start_urls": [f"{site.url}/late/1"]})
+        assert crawl.wait(timeout=60)["failed"] == 0
+        learned = {r["shape"]: r for r in crawl.render_hosts(detail=True)}
+        assert learned["/late/<n>"]["decision"] == "plain"
+        parsed_plainly = {f"/late/{n}" for n in site.chain if not site.hits("browser")[f"/late/{n}"]}
+        assert len(parsed_plainly) >= 2  # (a page may be a sample where a worker had not seen "plain" yet)
+
+        site.scripts_add_links = True  # the shape's scripts now add a link each
+        crawl = crawlcluster.submit("tests.render_spiders:CountingSpider", project="late",
+                                    spider_kwargs={**kwargs, "start_urls": [f"{site.url}/late/{rechecked}"]})
+        stats = crawl.wait(timeout=60)
+        assert stats["failed"] == 0 and stats["pending"] == stats["queued"] == 0
+
+        row = {r["shape"]: r for r in crawl.render_hosts(detail=True)}["/late/<n>"]
+        print(f"/late/<n>: {row['decision']}, {row['samples']} samples, {row['mismatches']} mismatches, "
+              f"{row['rerendered']} pages rendered again; parsed plainly before: {sorted(parsed_plainly)}")
+        assert row["decision"] == "render" and row["mismatches"] == 1
+        assert row["rerendered"] == len(parsed_plainly) and row["rerender_skipped"] == 0
+        assert crawl.stats()["pages_rerendered"] == len(parsed_plainly)
+
+        http, browser = site.hits("http"), site.hits("browser")
+        lates = {f"/late/{n}" for n in [*site.chain, rechecked]}
+        assert all(http[p] == 1 for p in lates)  # fetched plainly once, never again
+        assert all(browser[p] == 1 for p in parsed_plainly | {f"/late/{rechecked}"})  # rendered once more
+        assert all(browser[p] <= 1 for p in lates)
+        # the script-only links of the pages parsed plainly before were followed, and of the re-check
+        extras = {f"/extra/{p.rsplit('/', 1)[1]}" for p in parsed_plainly | {f"/late/{rechecked}"}}
+        assert all(http[p] == 1 and browser[p] <= 1 for p in extras)
+        rows = page_rows(pg, "late")
+        assert set(rows) == lates | extras and {r["status"] for r in rows.values()} == {"done"}
+        items = Counter(path_of(i["url"]) for i in crawl.results())
+        assert set(items) == lates | extras and set(items.values()) == {1}
+
+        # the callback: once per plain fetch and once per rendered page (a sample's rendered run
+        # is the parse's), never twice on the same rendered page
+        runs = Counter(tuple(line.split()) for line in calls.read_text().splitlines())
+        assert max(runs.values()) == 1, runs
+        assert {p for p, rendered in runs if rendered == "1"} == {p for p in browser if p in lates | extras}
+    finally:
+        site.stop()

@@ -33,8 +33,17 @@ from crawlcluster.database import claims, tasks
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.errors import ConfigurationError, InvalidURL, ProjectNotFound
 from crawlcluster.http import Request, Response
-from crawlcluster.messages import LAST_MODIFIED, Outcome, Page, carry_cost, decompress_body, entry_callback
+from crawlcluster.messages import (
+    LAST_MODIFIED,
+    PLAIN_KEY,
+    Outcome,
+    Page,
+    carry_cost,
+    decompress_body,
+    entry_callback,
+)
 from crawlcluster.pipelines import pipeline_classes
+from crawlcluster.rendering import render_key
 from crawlcluster.request_rows import task_row
 from crawlcluster.schema import DONE, FAILED
 from crawlcluster.spider import Spider, load_spider_class
@@ -46,6 +55,7 @@ from workers.callbacks import (
     LINKS_OFFSITE,
     MAX_ETAG_LENGTH,
     MAX_LAST_MODIFIED_LENGTH,
+    CallbackOutcome,
     filter_requests,
     run_callback,
 )
@@ -162,17 +172,27 @@ def _redirect_outcome(context: ProjectContext, page: Page, now: float,
     return {**outcome, "status": DONE}
 
 
-def _page_outcome(context: ProjectContext, page: Page, now: float,
-                  new_rows: list[dict[str, Any]], dropped_links: list[int]) -> Outcome:
+def page_response(page: Page) -> Response:
+    """The :class:`Response` a callback gets for ``page``; a rendered page's ``url`` is where
+    the browser ended (the row keeps its own URL)."""
+    return Response(page.get("final_url") or page["url"], page["code"], page.get("headers") or {},
+                    decompress_body(page), data=page.get("data"), depth=page.get("depth", 0),
+                    js_result=page.get("js_result"), rendered=bool(page.get("rendered")),
+                    request=Request.of_row(page["url"], entry_callback(page), page.get("data"),
+                                           page.get("fetch")))
+
+
+def _page_outcome(context: ProjectContext, page: Page, now: float, new_rows: list[dict[str, Any]],
+                  dropped_links: list[int], ran: tuple[Response, CallbackOutcome] | None = None) -> Outcome:
+    """``ran``: the response and the callback's run on it, when render="auto" already ran the
+    callback on this very page to compare (a sample): reused, so it runs once per stored page."""
     depth = page.get("depth", 0)
-    # a rendered page: response.url is where the browser ended; the row keeps its own URL
-    response = Response(page.get("final_url") or page["url"], page["code"], page.get("headers") or {},
-                        decompress_body(page), data=page.get("data"), depth=depth,
-                        js_result=page.get("js_result"), rendered=bool(page.get("rendered")),
-                        request=Request.of_row(page["url"], entry_callback(page), page.get("data"),
-                                               page.get("fetch")))
     callback = entry_callback(page)
-    result = run_callback(context.spider, callback, response, project=context.name)
+    if ran is not None:
+        response, result = ran
+    else:
+        response = page_response(page)
+        result = run_callback(context.spider, callback, response, project=context.name)
     outcome: Outcome = {"id": page["id"], "url": page["url"], "status": DONE, "code": page["code"]}
     if page.get("final_url"):
         outcome["final_url"] = page["final_url"]
@@ -217,6 +237,9 @@ def _page_outcome(context: ProjectContext, page: Page, now: float,
         outcome["etag"] = headers["etag"]
     if headers.get("last-modified") and len(headers["last-modified"]) <= MAX_LAST_MODIFIED_LENGTH:
         outcome[LAST_MODIFIED] = headers["last-modified"]
+    if (page.get("fetch") or {}).get("render") == "auto" and not page.get("rendered"):
+        # parsed from a plain fetch: rendered again if its key is found to need a browser
+        outcome[PLAIN_KEY] = list(render_key(page["url"], callback))
     return {**outcome, "status": DONE, "items": result.items}
 
 
@@ -232,10 +255,13 @@ def _processing_error(page: Page, exc: Exception) -> str:
     return f"processing the page raised {type(exc).__name__}: {exc}{where}"
 
 
-def process_pages(engine: Engine, project: str, pages: list[Page]) -> tuple[list[Outcome], int, int]:
+def process_pages(engine: Engine, project: str, pages: list[Page],
+                  ran: dict[str, tuple[Response, CallbackOutcome]] | None = None,
+                  ) -> tuple[list[Outcome], int, int]:
     """Run callbacks on ``pages``; insert their new rows in one round trip; return the
     outcomes for the store stage, how many new rows were added and how many links were
-    dropped (invalid, too long, off-site, too deep).
+    dropped (invalid, too long, off-site, too deep). ``ran``: callback runs already made on
+    some of the pages (by task id), used instead of running the callback again.
 
     One page's trouble fails that page only: an exception while building its outcome or its
     new rows fails it (kind ``parse``), and when the batch's insert fails the pages' rows are
@@ -267,7 +293,8 @@ def process_pages(engine: Engine, project: str, pages: list[Page]) -> tuple[list
             if "redirect" in page:
                 outcome = _redirect_outcome(context, page, now, page_rows)
             else:
-                outcome = _page_outcome(context, page, now, page_rows, dropped_links)
+                outcome = _page_outcome(context, page, now, page_rows, dropped_links,
+                                        (ran or {}).get(page["id"]))
         except Exception as exc:  # noqa: BLE001 - one page's trouble must not fail its batch-mates
             logger.warning("parse failed: project %s, url %s", project, page["url"], exc_info=True)
             outcome, page_rows = _failed_page(page, "parse", _processing_error(page, exc)), []

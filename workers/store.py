@@ -13,14 +13,15 @@ import logging
 import time
 from typing import Any, cast
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from crawlcluster import scheduling, settings
 from crawlcluster.database import projects as lifecycle
-from crawlcluster.database import stats, tallies, worker_leases
+from crawlcluster.database import render, stats, tallies, worker_leases
 from crawlcluster.database.outcomes import record_outcomes, schedule_retries
 from crawlcluster.database.results import replace_items
-from crawlcluster.messages import LAST_MODIFIED, Outcome, entry_dispatch
+from crawlcluster.messages import LAST_MODIFIED, PLAIN_KEY, Outcome, entry_dispatch
+from crawlcluster.rendering import REFRESH_SECONDS
 from crawlcluster.schema import DONE, FAILED
 from workers.lease import current_lease, hold_batch
 from workers.robots import record_robots_outcomes
@@ -95,6 +96,7 @@ def store_pages(engine: Engine, project: str, pages: list[Outcome]) -> dict[str,
         ]
         replace_items(conn, done_ids, item_rows)
         record_outcomes(conn, outcomes, now=now)
+        _note_plain_pages(conn, project, [p for p in pages if p["id"] not in retried], now)
         stats.record_batch(conn, project, pages, retried, now=now)
         tallies.record_tallies(conn, project, pages)  # status codes, items, drops, links filtered
         # a streak counts rows that ended failed (no retry is still open) because their site
@@ -113,6 +115,24 @@ def store_pages(engine: Engine, project: str, pages: list[Outcome]) -> dict[str,
         "retried": len(retried),
         "items": len(item_rows),
     }
+
+
+def _note_plain_pages(conn: Connection, project: str, pages: list[Outcome], now: float) -> None:
+    """render="auto" pages parsed from a plain fetch are noted with their key, so that they are
+    rendered again if the key is found to need a browser; a key found so already (while the
+    page was between parse and store) has them sent again at once, in this transaction."""
+    plain = [(p["id"], cast("tuple[str, str, str]", tuple(p[PLAIN_KEY]))) for p in pages
+             if p["status"] == DONE and p.get(PLAIN_KEY)]
+    if not plain:
+        return
+    render.record_plain_pages(conn, project, plain, now)
+    limit = settings.current().render_auto_rerender_max
+    for key in render.keys_needing_render(conn, project, {key for _tid, key in plain}):
+        reopened, _skipped = render.rerender_plain_pages(conn, project, key, limit,
+                                                         due_at=now + 2 * REFRESH_SECONDS, now=now)
+        if reopened:
+            logger.info("project %s: %d pages of %s%s parsed plainly as it was found to need a browser are "
+                        "rendered and parsed again", project, reopened, key[0], key[2])
 
 
 def _item_rows(project: str, pages: list[Outcome], now: float) -> list[dict[str, Any]]:

@@ -60,6 +60,7 @@ from crawlcluster.schema import (
     RUNNING,
     crawl_tasks,
     projects,
+    render_pages_plain,
     results,
 )
 
@@ -277,7 +278,8 @@ def delete_due_projects(conn: Connection, batch_rows: int, now: float | None = N
     for name in due_for_deletion(conn, now):
         # results, then each half of the rows through its index (queued rows of a stopped
         # project are rows whose messages were lost)
-        steps = [(results, (results.c.project == name,))]
+        steps = [(results, (results.c.project == name,)),
+                 (render_pages_plain, (render_pages_plain.c.project == name,))]
         steps += [(crawl_tasks, half) for half in project_rows(name)]
         for table, conditions in steps:
             chunk = select(table.c.task_id).where(*conditions).limit(batch_rows).scalar_subquery()

@@ -1,6 +1,7 @@
 """The browser tier's tables: screenshots, the render_workers rows that show each render
 process's browser counters, and render_hosts, the hosts ``render="auto"`` found to need a
-browser.
+browser, and render_pages_plain, the pages of ``render="auto"`` rows parsed from a plain
+fetch, rendered once more when their key turns out to need a browser.
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from crawlcluster.db import upsert
-from crawlcluster.schema import render_hosts, render_workers, screenshots
+from crawlcluster.schema import (
+    DONE,
+    PENDING,
+    crawl_tasks,
+    render_hosts,
+    render_pages_plain,
+    render_workers,
+    screenshots,
+)
 
 
 def replace_screenshots(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -106,3 +115,75 @@ def record_sample(conn: Connection, values: dict[str, Any], agreed: bool, agreem
     changes.update({c.samples: c.samples + 1, c.updated_at: values["created_at"]})
     conn.execute(update(render_hosts).where(*where).values(changes))
     return str(conn.execute(select(c.decision).where(*where)).scalar_one())
+
+
+def _key_where(key: tuple[str, str, str]) -> list[Any]:
+    c = render_hosts.c
+    return [c.host == key[0], c.callback == key[1], c.shape == key[2]]
+
+
+def record_plain_pages(conn: Connection, project: str, rows: list[tuple[str, tuple[str, str, str]]],
+                       now: float) -> None:
+    """Note ``rows`` (task id, key) as pages of ``project`` parsed from a plain fetch (a page
+    parsed plainly again keeps one row)."""
+    if rows:
+        values = [{"task_id": tid, "project": project, "host": key[0], "callback": key[1], "shape": key[2],
+                   "parsed_at": now} for tid, key in rows]
+        conn.execute(upsert(conn, render_pages_plain, values, key=["task_id"],
+                            update=lambda excluded: {"parsed_at": excluded.parsed_at}))
+
+
+Key = tuple[str, str, str]  # (host, callback, shape)
+
+
+def keys_needing_render(conn: Connection, project: str, keys: set[Key]) -> set[Key]:
+    """Those of ``keys`` whose decision is ``render`` now (read fresh, not from a cache)."""
+    if not keys:
+        return set()
+    decisions = render_decisions(conn, project)
+    whole = {host for (host, callback, shape), d in decisions.items() if (callback, shape) == WHOLE_HOST
+             and d == RENDER}
+    return {key for key in keys if decisions.get(key) == RENDER or key[0] in whole}
+
+
+def rerender_plain_pages(conn: Connection, project: str, key: tuple[str, str, str], max_pages: int,
+                         due_at: float, now: float) -> tuple[int, int]:
+    """The done rows of ``key`` parsed from a plain fetch become pending, due at ``due_at``,
+    so they are rendered and parsed again, at most ``max_pages`` per key over the crawl (the
+    ``rerendered`` count); those past that are forgotten and counted in ``rerender_skipped``.
+    Rows of the key not done yet keep their note (the store stage calls this again when it
+    records them). Returns (re-opened, skipped)."""
+    p = render_pages_plain.c
+    where = [p.project == project, p.host == key[0], p.callback == key[1], p.shape == key[2]]
+    host_where = [render_hosts.c.project == project, *_key_where(key)]
+    already = conn.execute(select(render_hosts.c.rerendered).where(*host_where)).scalar() or 0
+    budget = max(0, max_pages - already)
+    done = (select(p.task_id).join(crawl_tasks, crawl_tasks.c.task_id == p.task_id)
+            .where(*where, crawl_tasks.c.status == DONE).order_by(p.parsed_at))
+    ids = list(conn.execute(done.limit(budget)).scalars()) if budget else []
+    reopened = 0
+    if ids:
+        reopened = conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id.in_(ids),
+                                                          crawl_tasks.c.status == DONE)
+                                .values(status=PENDING, next_run_at=due_at, error=None, error_kind=None,
+                                        queued_at=None, deadline_at=None, updated_at=now)).rowcount
+        conn.execute(delete(render_pages_plain).where(p.task_id.in_(ids)))
+    skipped = 0
+    if budget <= len(ids):  # the budget is spent: the key's other done pages stay as parsed
+        over = list(conn.execute(done).scalars())
+        skipped = len(over)
+        for start in range(0, len(over), 500):
+            conn.execute(delete(render_pages_plain).where(p.task_id.in_(over[start:start + 500])))
+    if reopened or skipped:
+        conn.execute(update(render_hosts).where(*host_where).values(
+            rerendered=render_hosts.c.rerendered + reopened,
+            rerender_skipped=render_hosts.c.rerender_skipped + skipped))
+    return reopened, skipped
+
+
+def rerender_totals(conn: Connection, project: str) -> tuple[int, int]:
+    """(pages rendered again, pages left as parsed plainly) of ``project``'s keys."""
+    row = conn.execute(select(func.coalesce(func.sum(render_hosts.c.rerendered), 0),
+                              func.coalesce(func.sum(render_hosts.c.rerender_skipped), 0))
+                       .where(render_hosts.c.project == project)).one()
+    return int(row[0]), int(row[1])

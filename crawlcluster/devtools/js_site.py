@@ -217,3 +217,32 @@ class MixedSite(JsSite):
         if parts[0] == "extra" and len(parts) == 3 and 1 <= number <= self.js_pages and parts[2] in "ab":
             return self._plain(f"extra {number} {parts[2]}", [])
         return None
+
+
+class LateScriptSite(JsSite):
+    """Complete pages whose scripts start adding links later, for ``render="auto"``'s re-check:
+
+    * ``/late/N``: full text, a static link to the page after it in :attr:`chain` (set by
+      the test), and a script that adds a link to ``/extra/N`` only while
+      :attr:`scripts_add_links` is on (off at first: rendered and plain agree);
+    * ``/extra/N``: a plain page, reachable only through that script-written link."""
+
+    def __init__(self) -> None:
+        self.chain: list[int] = []
+        self.scripts_add_links = False
+        super().__init__(pages=0, static=True)
+
+    def _html_for(self, path: str) -> str | None:
+        parts = path.strip("/").split("/")
+        if len(parts) != 2 or not parts[1].isdigit():
+            return None
+        number = int(parts[1])
+        if parts[0] == "extra":
+            return self._page(f"extra {number}", f"Extra {number}", [])
+        if parts[0] != "late":
+            return None
+        following = self.chain[self.chain.index(number) + 1:][:1] if number in self.chain else []
+        script = ("<script>if (%s) { var li = document.createElement('li'); li.innerHTML = "
+                  "'<a href=\"/extra/%d\">more</a>'; document.querySelector('ul').appendChild(li); }</script>"
+                  % ("true" if self.scripts_add_links else "false", number))
+        return self._page(f"late {number}", f"Late {number}", [f"/late/{n}" for n in following], script)

@@ -35,13 +35,14 @@ logger = logging.getLogger(__name__)
 
 BROWSER_OWNER_ENV = "CRAWLBROWSER_OWNER"  # not CRAWLCLUSTER_*: nothing of that name reaches Chromium
 # the background-networking flags keep it from calling home; the proxy flags send every request,
-# loopback too, through the guard proxy; WebRTC may not send UDP around it, nor DNS prefetch resolve
+# loopback too, through the guard proxy; WebRTC may not send UDP around it, nor DNS prefetch resolve;
+# a kept page (page.PagePool) keeps no document it navigated away from (the back-forward cache)
 CHROMIUM_FLAGS = (
     "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage", "--mute-audio", "--hide-scrollbars", "--remote-debugging-pipe",
     "--proxy-bypass-list=<-loopback>", "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
-    "--dns-prefetch-disable", "--disable-features=NetworkPrediction,DnsOverHttps",
+    "--dns-prefetch-disable", "--disable-features=NetworkPrediction,DnsOverHttps,BackForwardCache",
 )
 # variables copied from the worker's environment, when set: what a browser needs to find its
 # programs, speak the right language and time zone, and find fonts

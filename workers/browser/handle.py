@@ -43,6 +43,7 @@ class BrowserHandle:
         self.memory = TreeMemory(0, 0, 0)
         self.memory_checked_at = 0.0
         self._contexts: dict[tuple[bool, tuple[str, ...]], asyncio.Future] = {}
+        self.page_pool: Any = None  # open pages kept between renders (page.PagePool), of every context
 
     async def context_for(self, policy: AddressPolicy) -> tuple[Any, GuardProxy]:
         """The browser context (and its guard proxy) whose requests ``policy`` decides."""

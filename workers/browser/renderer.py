@@ -168,7 +168,8 @@ class Renderer:
         return list(await asyncio.gather(*(self._render_one(entry, policy) for entry in entries)))
 
     async def _render_one(self, entry: FetchEntry, policy: AddressPolicy) -> RenderResult:
-        from workers.browser.page import render_page  # the page steps; pyppeteer only on render workers
+        # the page steps; pyppeteer only on render workers
+        from workers.browser.page import PagePool, render_page
 
         url = entry["url"]
         result = RenderResult(entry)
@@ -193,8 +194,9 @@ class Renderer:
                 try:
                     context, guard = await asyncio.wait_for(handle.context_for(policy), timeout)
                     proxy, refused_before = guard, guard.refusals
+                    pool = handle.page_pool = handle.page_pool or PagePool(self.pages_in_flight)
                     await self._guarded(handle, render_page(context, guard, entry, options, timeout,
-                                                            self.user_agent, result), timeout)
+                                                            self.user_agent, result, pool), timeout)
                     break
                 except BrowserLost as lost:
                     self._lose(handle, lost.kind, str(lost))
