@@ -13,8 +13,12 @@ def main() -> None:
                              help="embedded vs cluster pages/s on the demo site, message bytes per page")
     site300.add_argument("--runs", type=int, default=3)
     site300.add_argument("--pages", type=int, default=300)
-    crawl = sub.add_parser("crawl", help="crawlcluster beside Scrapy and scrapy-redis on the fast local site")
-    crawl.add_argument("--pages", type=int, default=5000)
+    crawl = sub.add_parser("crawl",
+                           help="crawlcluster beside Scrapy and scrapy-redis on the fast local site(s)")
+    crawl.add_argument("--site", default="bench", choices=("bench", "small", "both"),
+                       help="the bench site (10–50 KB pages), the small-page site (~2 KB) or both")
+    crawl.add_argument("--pages", type=int, default=5000, help="pages of the bench site")
+    crawl.add_argument("--small-pages", type=int, default=2000, help="pages of the small-page site")
     crawl.add_argument("--runs", type=int, default=3)
     crawl.add_argument("--only",
                        help="comma-separated subset of: scrapy,embedded,cluster1,cluster2,redis1,redis2")
@@ -84,7 +88,7 @@ def main() -> None:
         from bench.crawl import main as run_crawl
 
         run_crawl(pages=args.pages, runs=args.runs, only=args.only, timeout_seconds=args.timeout,
-                  write_results=args.write_results)
+                  write_results=args.write_results, site=args.site, small_pages=args.small_pages)
     elif args.name == "render":
         from bench.render import main as run_render
 

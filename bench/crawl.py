@@ -1,8 +1,11 @@
 """crawlcluster beside plain Scrapy and scrapy-redis on one fast local site: one table.
 
-    python -m bench crawl [--pages 5000] [--runs 3] [--only scrapy,embedded,...] [--write-results]
+    python -m bench crawl [--site bench|small|both] [--pages 5000] [--small-pages 2000] [--runs 3]
+                          [--only scrapy,embedded,...] [--write-results]
 
-Runs, one after another in one session on the same site (bench/fastsite.py): plain Scrapy;
+Runs on the bench site (bench/fastsite.py, 10–50 KB pages), the small-page site
+(bench/smallsite.py, ~2 KB pages with 5xx pages and redirects) or both, one table with a
+row per site and crawler. Per site, one after another in one session: plain Scrapy;
 crawlcluster embedded (`crawlcluster crawl URL --db FILE -q`); crawlcluster cluster mode
 with 1 fetch + 1 parse + 1 store worker and beat, then 2 of each and beat, on real Redis
 (CRAWLCLUSTER_BENCH_CRAWL_REDIS_URL, default redis://127.0.0.1:6379/12, flushed) and
@@ -32,6 +35,8 @@ from bench import report
 from bench.crawlers import (
     FETCH_CONCURRENCY,
     PER_HOST_PER_FETCH_PROCESS,
+    RETRIES,
+    RETRY_DELAY_SECONDS,
     SCRAPY_SETTINGS,
     RunResult,
     crawlcluster_env,
@@ -58,8 +63,11 @@ LABELS = {
     "redis1": "scrapy-redis ×1",
     "redis2": "scrapy-redis ×2",
 }
-COLUMNS = ["crawler", "procs", "pages", "wall s", "pages/s", "× Scrapy", "peak RSS MiB", "CPU s / 1k pages",
-           "Redis+PG CPU s / 1k pages", "dup. fetches", "Redis bytes / page"]
+SITES = ("small", "bench")
+SITE_LABELS = {"small": "small 2 KB", "bench": "bench 10–50 KB"}
+COLUMNS = ["site", "crawler", "procs", "pages", "wall s", "pages/s", "× Scrapy", "peak RSS MiB",
+           "CPU s / 1k pages", "Redis+PG CPU s / 1k pages", "all CPU s / 1k pages", "dup. fetches",
+           "Redis bytes / page", "exit after last page, s"]
 
 
 def fresh_database(url: str) -> str:
@@ -133,10 +141,10 @@ def _say(console: Console, result: RunResult, run: int) -> None:
 
 
 def run_all(pages: int, runs: int, only: list[str], timeout_seconds: float,
-            console: Console) -> dict[str, list[RunResult]]:
+            console: Console, small: bool = False) -> dict[str, list[RunResult]]:
     results: dict[str, list[RunResult]] = {}
-    site = FastSiteProcess(pages)
-    console.log(f"benchmark site with {pages} pages at {site.url}")
+    site = FastSiteProcess(pages, small=small)
+    console.log(f"{'small-page' if small else 'benchmark'} site with {pages} pages at {site.url}")
     try:
         with tempfile.TemporaryDirectory(prefix="crawlcluster-bench-crawl-") as tmp:
             workdir = Path(tmp)
@@ -168,7 +176,7 @@ def run_all(pages: int, runs: int, only: list[str], timeout_seconds: float,
     return results
 
 
-def table_rows(results: dict[str, list[RunResult]]) -> list[list[str]]:
+def table_rows(results: dict[str, list[RunResult]], site: str = "bench") -> list[list[str]]:
     def ok(rs: list[RunResult]) -> list[RunResult]:
         return [r for r in rs if not r.error and r.pages] or rs
 
@@ -186,7 +194,9 @@ def table_rows(results: dict[str, list[RunResult]]) -> list[list[str]]:
         label = LABELS[key] + (f" — {failed} failed: {'; '.join(errors)}" if errors else "")
         rates = [r.pages_per_second for r in good]
         redis_per_page = [r.redis_bytes / r.pages for r in good if r.redis_bytes is not None]
+        exits = [r.exit_after_last_seconds for r in rs if r.exit_after_last_seconds is not None]
         rows.append([
+            SITE_LABELS[site],
             label,
             "/".join(str(n) for n in sorted({r.processes for r in rs})),
             "/".join(f"{p:,}" for p in pages),
@@ -197,13 +207,15 @@ def table_rows(results: dict[str, list[RunResult]]) -> list[list[str]]:
             report.median_spread([1000 * r.cpu_seconds / r.pages for r in good], 1),
             report.median_spread([1000 * r.service_cpu_seconds / r.pages for r in good], 1)
             if key.startswith(("cluster", "redis")) else "-",
+            report.median_spread([1000 * (r.cpu_seconds + r.service_cpu_seconds) / r.pages for r in good], 1),
             report.median_spread([float(r.duplicates) for r in rs], 0),
             report.median_spread(redis_per_page, 0) if redis_per_page else "-",
+            report.median_spread(exits, 2) if exits else "-",
         ])
     return rows
 
 
-def cpu_breakdown_rows(results: dict[str, list[RunResult]]) -> list[list[str]]:
+def cpu_breakdown_rows(results: dict[str, list[RunResult]], site: str = "bench") -> list[list[str]]:
     """Cluster runs: CPU seconds per worker (its pool children included) and beat, median
     over runs, beside the wall seconds; a process near the wall figure is saturated."""
     rows = []
@@ -214,21 +226,29 @@ def cpu_breakdown_rows(results: dict[str, list[RunResult]]) -> list[list[str]]:
         names = list(runs[0].cpu_by_process)
         cells = [f"{name} {statistics.median(r.cpu_by_process.get(name, 0.0) for r in runs):.1f}"
                  for name in names]
-        rows.append([LABELS[key], report.median_spread([r.wall_seconds for r in runs]), ", ".join(cells),
+        rows.append([SITE_LABELS[site], LABELS[key], report.median_spread([r.wall_seconds for r in runs]),
+                     ", ".join(cells),
                      report.median_spread([r.service_cpu_seconds for r in runs])])
     return rows
 
 
-BREAKDOWN_COLUMNS = ["cluster", "wall s", "CPU s per process tree (median)", "Redis+PG CPU s"]
+BREAKDOWN_COLUMNS = ["site", "cluster", "wall s", "CPU s per process tree (median)", "Redis+PG CPU s"]
 
 
-def footnotes(pages: int, runs: int) -> list[str]:
+def footnotes(site_pages: dict[str, int], runs: int) -> list[str]:
     scrapy_flags = " ".join(f"-s {k}={v}" for k, v in SCRAPY_SETTINGS.items())
     redis_only = {k: v for k, v in scrapy_redis_settings(SCRAPY_REDIS_URL).items()
                   if k not in SCRAPY_SETTINGS}
+    sites = []
+    if "small" in site_pages:
+        sites.append(f"small: the {site_pages['small']:,}-page small-page site (bench/smallsite.py: "
+                     "1.6–2.1 KB pages, ~20 same-host links each, 1% answering 500 every time, "
+                     "1% redirected with a 301 to a page linked from nowhere, robots.txt allows all)")
+    if "bench" in site_pages:
+        sites.append(f"bench: the {site_pages['bench']:,}-page site (bench/fastsite.py: 10–50 KB pages, "
+                     "20 same-host links each, robots.txt allows all)")
     return [
-        f"{pages:,}-page site (bench/fastsite.py: 10–50 KB pages, 20 same-host links each, "
-        f"robots.txt allows all); {runs} runs per crawler, median (min–max).",
+        "; ".join(sites) + f". {runs} runs per crawler and site, median (min–max).",
         "pages: distinct pages the site served during the run. wall s: one-process crawlers from process "
         "start to exit; clusters (workers or spiders already running) from the site's first request of the "
         "run to the end of the crawl (every row done / last item made). pages/s = pages / wall s; "
@@ -239,7 +259,8 @@ def footnotes(pages: int, runs: int) -> list[str]:
         f"CRAWLCLUSTER_FETCH_CONCURRENCY={FETCH_CONCURRENCY}, "
         f"CRAWLCLUSTER_PER_HOST_CONCURRENCY={PER_HOST_PER_FETCH_PROCESS} × fetch processes "
         "(crawlcluster's per-host limit is cluster-wide; N Scrapy processes allow N × 64 against one host), "
-        "CRAWLCLUSTER_PER_HOST_DELAY_SECONDS=0, "
+        f"CRAWLCLUSTER_PER_HOST_DELAY_SECONDS=0, CRAWLCLUSTER_RETRIES={RETRIES}, "
+        f"CRAWLCLUSTER_RETRY_DELAYS={RETRY_DELAY_SECONDS} (Scrapy retries a 5xx {RETRIES} times at once), "
         "obey_robots at its default (true), other settings at their defaults; worker pools are the "
         "per-queue defaults (fetch: threads; parse: prefork, one child per CPU; store: threads). "
         "procs: processes in the crawler's tree at the peak.",
@@ -254,38 +275,48 @@ def footnotes(pages: int, runs: int) -> list[str]:
         "CPU s / 1k pages: utime+stime of the same processes (wait4 rusage for processes that exit, "
         "/proc/PID/stat deltas for running workers). Redis+PG CPU: redis-server plus the Postgres backends "
         "connected to the bench database, during the run; redis-server is shared with whatever else runs "
-        "on the machine.",
-        "dup. fetches: requests for a page beyond its first, from the site's hit counts. Scrapy sends its "
+        "on the machine. all CPU: the crawler's plus Redis+PG's.",
+        "dup. fetches: requests for a page beyond its first, from the site's hit counts (a 5xx page asked "
+        "again is a retry, not counted). Scrapy sends its "
         "start request with dont_filter, so \"/\" is fetched again when a page links to it (1 duplicate).",
         "Redis bytes / page: Redis INFO total_net_input_bytes over the run, divided by pages (all clients of "
         "that Redis server, so other users of the machine add noise).",
+        "exit after last page: one-process crawlers, from the site's last request of the run to the "
+        "process's exit (reaped by a 20 ms wait4 poll).",
     ]
 
 
 def main(pages: int = 5000, runs: int = 3, only: str | None = None, timeout_seconds: float | None = None,
-         write_results: bool = False) -> None:
+         write_results: bool = False, site: str = "bench", small_pages: int = 2000) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console = Console(width=max(Console().width, 200))  # the table is wide; never wrap it in a log file
     chosen = [c.strip() for c in only.split(",")] if only else list(CRAWLERS)
     unknown = [c for c in chosen if c not in CRAWLERS]
     if unknown:
         raise SystemExit(f"unknown crawler {', '.join(unknown)}; choose from {', '.join(CRAWLERS)}")
-    timeout_seconds = timeout_seconds or max(120.0, pages * 0.25)
+    if site not in (*SITES, "both"):
+        raise SystemExit(f"unknown site {site!r}; choose small, bench or both")
+    site_pages = {name: small_pages if name == "small" else pages for name in SITES if site in (name, "both")}
     console.log(f"Scrapy settings: {SCRAPY_SETTINGS}")
     console.log(f"scrapy-redis settings: {scrapy_redis_settings(SCRAPY_REDIS_URL)}")
-    console.log(f"crawlcluster: CRAWLCLUSTER_FETCH_CONCURRENCY={FETCH_CONCURRENCY}")
-    results = run_all(pages, runs, chosen, timeout_seconds, console)
-    rows = table_rows(results)
-    table = Table(title=f"crawl benchmark: {pages:,}-page local site, {runs} run(s) each, median (min–max)")
+    console.log(f"crawlcluster: {crawlcluster_env(1)}")
+    rows: list[list[str]] = []
+    breakdown: list[list[str]] = []
+    for name, count in site_pages.items():
+        results = run_all(count, runs, chosen, timeout_seconds or max(120.0, count * 0.25), console,
+                          small=name == "small")
+        rows += table_rows(results, name)
+        breakdown += cpu_breakdown_rows(results, name)
+    described = ", ".join(f"{n} site {c:,} pages" for n, c in site_pages.items())
+    table = Table(title=f"crawl benchmark: {described}, {runs} run(s) each, median (min–max)")
     for i, column in enumerate(COLUMNS):
-        table.add_column(column, justify="left" if i == 0 else "right")
+        table.add_column(column, justify="left" if i < 2 else "right")
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    notes = footnotes(pages, runs)
+    notes = footnotes(site_pages, runs)
     for i, note in enumerate(notes, 1):
         console.print(f"[dim]{i}. {note}[/]")
-    breakdown = cpu_breakdown_rows(results)
     if breakdown:
         cpu_table = Table(title="crawlcluster cluster mode: where the CPU went")
         for column in BREAKDOWN_COLUMNS:
@@ -293,6 +324,7 @@ def main(pages: int = 5000, runs: int = 3, only: str | None = None, timeout_seco
         for row in breakdown:
             cpu_table.add_row(*row)
         console.print(cpu_table)
+    console.log(f"load average at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if write_results:
         from crawlcluster.db import normalize_database_url
 
@@ -313,4 +345,3 @@ def main(pages: int = 5000, runs: int = 3, only: str | None = None, timeout_seco
         ])
         report.write_section("crawl", body)
         console.log(f"table written to {report.RESULTS_PATH}")
-

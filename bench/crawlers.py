@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRAPY_DIR = Path(__file__).resolve().parent / "scrapy_project"
 FETCH_CONCURRENCY = 64  # in flight per process, for every crawler
+# retries of a 5xx page (the small-page site has some): Scrapy's default count, and
+# crawlcluster's quick policy count with its delays cut to 1 s so a crawl ends soon after them
+RETRIES = 2
+RETRY_DELAY_SECONDS = 1
 
 
 # crawlcluster's per-host limit per fetch process; CRAWLCLUSTER_BENCH_PER_HOST changes it for
@@ -50,7 +54,10 @@ def crawlcluster_env(fetch_processes: int) -> dict[str, str]:
     processes with CONCURRENT_REQUESTS_PER_DOMAIN=64 allow against one host."""
     return {"CRAWLCLUSTER_FETCH_CONCURRENCY": str(FETCH_CONCURRENCY),
             "CRAWLCLUSTER_PER_HOST_CONCURRENCY": str(PER_HOST_PER_FETCH_PROCESS * fetch_processes),
-            "CRAWLCLUSTER_PER_HOST_DELAY_SECONDS": "0"}
+            "CRAWLCLUSTER_PER_HOST_DELAY_SECONDS": "0",
+            "CRAWLCLUSTER_RETRIES": str(RETRIES), "CRAWLCLUSTER_RETRY_DELAYS": str(RETRY_DELAY_SECONDS)}
+
+
 SCRAPY_SETTINGS: dict[str, Any] = {
     "CONCURRENT_REQUESTS": FETCH_CONCURRENCY,
     "CONCURRENT_REQUESTS_PER_DOMAIN": FETCH_CONCURRENCY,
@@ -58,6 +65,7 @@ SCRAPY_SETTINGS: dict[str, Any] = {
     "AUTOTHROTTLE_ENABLED": False,
     "HTTPCACHE_ENABLED": False,
     "ROBOTSTXT_OBEY": True,
+    "RETRY_TIMES": RETRIES,
     "LOG_LEVEL": "INFO",
 }
 SCRAPY_REDIS_START_KEY = "benchsite-redis:start_urls"
@@ -93,6 +101,8 @@ class RunResult:
     requests: int = 0
     not_found: int = 0
     redis_bytes: int | None = None
+    exit_after_last_seconds: float | None = None  # one-process crawlers: exit minus the site's last request
+    error_requests: int = 0
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     cpu_by_process: dict[str, float] = field(default_factory=dict)  # cluster: CPU seconds per worker and beat
@@ -115,6 +125,13 @@ def _apply_hits(result: RunResult, hits: dict[str, Any]) -> None:
     result.duplicates = hits["duplicates"]
     result.requests = hits["requests"]
     result.not_found = hits["not_found"]
+    result.error_requests = hits.get("error_requests", 0)
+
+
+def _exit_after_last(result: RunResult, hits: dict[str, Any], exited_at: float) -> None:
+    """Seconds from the site's last request to the process's exit: what the end of a crawl costs."""
+    if hits.get("last_at"):
+        result.exit_after_last_seconds = max(0.0, exited_at - hits["last_at"])
 
 
 def _redis_input_bytes(client: redis.Redis) -> int:
@@ -148,9 +165,12 @@ def run_embedded(site: FastSiteProcess, workdir: Path, run: int, timeout_seconds
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     sampler = ProcessSampler(lambda: [proc.pid]).start()
     exited = wait_with_rusage(proc.pid, started, timeout_seconds)
+    exited_at = time.time()  # wall clock, as the site's timestamps
     proc.returncode = exited.returncode
     sample = sampler.stop()
-    _apply_hits(result, site.hits())
+    hits = site.hits()
+    _apply_hits(result, hits)
+    _exit_after_last(result, hits, exited_at)
     result.wall_seconds, result.cpu_seconds = exited.wall_seconds, exited.cpu_seconds
     result.peak_rss_bytes, result.processes = sample.peak_rss_bytes, sample.peak_processes
     output = _log_tail(log_path, 4000)
@@ -179,9 +199,12 @@ def run_scrapy(site: FastSiteProcess, workdir: Path, run: int, timeout_seconds: 
                                 start_new_session=True)
     sampler = ProcessSampler(lambda: [proc.pid]).start()
     exited = wait_with_rusage(proc.pid, started, timeout_seconds)
+    exited_at = time.time()  # wall clock, as the site's timestamps
     proc.returncode = exited.returncode
     sample = sampler.stop()
-    _apply_hits(result, site.hits())
+    hits = site.hits()
+    _apply_hits(result, hits)
+    _exit_after_last(result, hits, exited_at)
     result.wall_seconds, result.cpu_seconds = exited.wall_seconds, exited.cpu_seconds
     result.peak_rss_bytes, result.processes = sample.peak_rss_bytes, sample.peak_processes
     try:

@@ -74,9 +74,25 @@ class FastSite:
                         for _ in range(pages)]
         self.paths = [self.path(n) for n in range(pages)]
 
+    # paths answered with a 5xx, and paths reached only through a redirect (none here; the
+    # small-page site in bench/smallsite.py has both)
+    error_paths: frozenset[str] = frozenset()
+    extra_paths: frozenset[str] = frozenset()
+
     @staticmethod
     def path(n: int) -> str:
         return "/" if n == 0 else f"/articles/{n}.html"
+
+    def responses(self) -> dict[str, tuple[bytes, bytes]]:
+        """Every path's rendered response, built once before the socket opens."""
+        return {path: _response("200 OK", "text/html; charset=utf-8", self.render(n))
+                for n, path in enumerate(self.paths)}
+
+    def page_sizes(self, responses: dict[str, tuple[bytes, bytes]]) -> list[int]:
+        """Body bytes of every page answered 200 (redirect targets in place of their sources)."""
+        served = [p for p in self.paths if p not in self.error_paths] + sorted(self.extra_paths)
+        return [len(responses[p][0]) - len(responses[p][1]) for p in served
+                if responses[p][0].startswith(b"HTTP/1.1 200")]
 
     @staticmethod
     def _paragraph(rng: random.Random) -> str:
@@ -167,10 +183,11 @@ class FastSite:
         return (head + top + "".join(parts) + "</article></main>\n" + aside + footer).encode("utf-8")
 
 
-def _response(status: str, content_type: str, body: bytes) -> tuple[bytes, bytes]:
-    """(GET bytes, HEAD bytes) of one response, headers included."""
+def _response(status: str, content_type: str, body: bytes, extra_headers: str = "") -> tuple[bytes, bytes]:
+    """(GET bytes, HEAD bytes) of one response, headers included; ``extra_headers`` are
+    whole header lines, each ending in CRLF (a redirect's Location)."""
     header = (f"HTTP/1.1 {status}\r\nServer: bench-fastsite\r\nContent-Type: {content_type}\r\n"
-              f"Content-Length: {len(body)}\r\n\r\n").encode("ascii")
+              f"{extra_headers}Content-Length: {len(body)}\r\n\r\n").encode("ascii")
     return header + body, header
 
 
@@ -179,6 +196,8 @@ class HitCounter:
 
     def __init__(self, site: FastSite) -> None:
         self.page_paths = set(site.paths)
+        self.error_paths = set(site.error_paths)
+        self.extra_paths = set(site.extra_paths)
         self.counts: Counter[str] = Counter()
         self.first_at = 0.0
         self.last_at = 0.0
@@ -199,13 +218,17 @@ class HitCounter:
 
     def summary(self) -> dict[str, Any]:
         pages = {t: c for t, c in self.counts.items() if t in self.page_paths}
+        # a 5xx page asked again is a retry, not a duplicate; a redirect target is a page's second URL
+        once = {t: c for t, c in self.counts.items()
+                if (t in self.page_paths or t in self.extra_paths) and t not in self.error_paths}
         return {
             "requests": sum(self.counts.values()),
             "pages": len(pages),
-            "duplicates": sum(c - 1 for c in pages.values() if c > 1),
+            "duplicates": sum(c - 1 for c in once.values() if c > 1),
+            "error_requests": sum(c for t, c in self.counts.items() if t in self.error_paths),
             "robots": self.counts.get(ROBOTS_PATH, 0),
             "not_found": sum(c for t, c in self.counts.items()
-                             if t not in self.page_paths and t != ROBOTS_PATH),
+                             if t not in self.page_paths and t not in self.extra_paths and t != ROBOTS_PATH),
             "first_at": self.first_at,
             "last_at": self.last_at,
             "bytes_sent": self.bytes_sent,
@@ -272,10 +295,7 @@ class FastSiteServer:
     def __init__(self, site: FastSite, host: str = "127.0.0.1", port: int = 0) -> None:
         self.site = site
         self.hits = HitCounter(site)
-        self.responses: dict[str, tuple[bytes, bytes]] = {
-            path: _response("200 OK", "text/html; charset=utf-8",
-                            site.render(n)) for n, path in enumerate(site.paths)
-        }
+        self.responses: dict[str, tuple[bytes, bytes]] = site.responses()
         self.responses[ROBOTS_PATH] = _response("200 OK", "text/plain", ROBOTS_TXT)
         self.not_found = _response("404 Not Found", "text/html; charset=utf-8",
                                    b"<!DOCTYPE html><html><head><title>Not found</title></head>"
@@ -287,7 +307,7 @@ class FastSiteServer:
         self.url = f"http://{host}:{self.sock.getsockname()[1]}"
 
     def page_sizes(self) -> list[int]:
-        return [len(self.responses[p][0]) - len(self.responses[p][1]) for p in self.site.paths]
+        return self.site.page_sizes(self.responses)
 
     async def serve(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -321,8 +341,10 @@ def _answer_commands(loop: asyncio.AbstractEventLoop, server: FastSiteServer, st
 class FastSiteProcess(SiteProcess):
     """The fast site in a child process (so it never shares a GIL with a crawler)."""
 
-    def __init__(self, pages: int, port: int = 0) -> None:
+    def __init__(self, pages: int, port: int = 0, *, small: bool = False) -> None:
         args = [sys.executable, "-m", "bench.fastsite", "--pages", str(pages), "--port", str(port)]
+        if small:
+            args.append("--small")
         self.pages = pages
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.url = self.proc.stdout.readline().strip()
@@ -338,6 +360,8 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=5000)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--forever", action="store_true", help="ignore stdin; stop on SIGTERM or Ctrl-C")
+    parser.add_argument("--small", action="store_true",
+                        help="the small-page site (bench/smallsite.py: ~2 KB pages, some 5xx and redirects)")
     parser.add_argument("--describe", action="store_true",
                         help="print page size and link statistics and exit")
     args = parser.parse_args()
@@ -345,13 +369,20 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO if args.forever else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     started = time.monotonic()
-    server = FastSiteServer(FastSite(args.pages), port=args.port)
+    if args.small:
+        from bench.smallsite import SmallSite
+
+        site: FastSite = SmallSite(args.pages)
+    else:
+        site = FastSite(args.pages)
+    server = FastSiteServer(site, port=args.port)
     if args.describe:
         sizes = sorted(server.page_sizes())
         links = [len(server.site.links(n)) for n in range(args.pages)]
         print(json.dumps({"pages": args.pages, "bytes_min": sizes[0], "bytes_median": sizes[len(sizes) // 2],
                           "bytes_max": sizes[-1], "bytes_total": sum(sizes),
-                          "links_mean": sum(links) / len(links),
+                          "links_mean": sum(links) / len(links), "errors": len(site.error_paths),
+                          "redirects": len(site.extra_paths),
                           "render_seconds": round(time.monotonic() - started, 2)}))
         return
     logger.info("%d pages rendered in %.1fs", args.pages, time.monotonic() - started)
