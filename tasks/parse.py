@@ -83,11 +83,14 @@ def _parse_pages(project: str, engine: Any, pages: list[Page]) -> dict[str, int]
     if not pages:
         return {"pages": 0, "new_urls": 0, "sent_to_render": len(to_render)}
     max_crashes = settings.current().max_worker_crashes
-    with engine.begin() as conn:
+    with engine.begin() as conn:  # one transaction: the crash counts, and this run counted in them
         crashes = claims.parse_crashes(conn, [p["id"] for p in pages])
-    # a redelivered message whose rows ended meanwhile has nothing left to do
-    pages = [p for p in pages if p["id"] in crashes]
-    if len(pages) > 1 and any(crashes[p["id"]] for p in pages):
+        # a redelivered message whose rows ended meanwhile has nothing left to do
+        pages = [p for p in pages if p["id"] in crashes]
+        split = len(pages) > 1 and any(crashes[p["id"]] for p in pages)
+        if pages and not split and all(crashes[p["id"]] < max_crashes for p in pages):
+            claims.begin_parse(conn, [p["id"] for p in pages])
+    if split:
         # a run of this batch took its process down: each page alone, so one kills only itself
         logger.warning("project %s: a parse of %d pages took its worker process down; sending them on one by "
                        "one", project, len(pages))
@@ -109,8 +112,6 @@ def _parse_pages(project: str, engine: Any, pages: list[Page]) -> dict[str, int]
     if not pages:
         return {"pages": 0, "new_urls": 0, "sent_to_render": len(to_render)}
     ids = [p["id"] for p in pages]
-    with engine.begin() as conn:
-        claims.begin_parse(conn, ids)
     try:
         outcomes, added, dropped = process_pages(engine, project, pages)
     except Exception as exc:
