@@ -87,3 +87,28 @@ def test_on_the_memory_transport_each_body_stays_in_its_page_compressed() -> Non
     from crawlcluster.messages import decompress_body
 
     assert [decompress_body(p) for p in bodies.load(app, sent) if "body" in p] == originals
+
+
+def test_a_parse_message_whose_bodies_key_is_gone_leaves_its_rows_queued_saying_so(pg: str) -> None:
+    from sqlalchemy import select, update
+
+    import crawlcluster
+    from crawlcluster.db import get_engine
+    from crawlcluster.schema import QUEUED, crawl_tasks
+    from crawlcluster.urls import task_id
+    from tasks.parse import parse
+
+    crawlcluster.submit(["http://gone.test/"], project="gone", database_url=pg)
+    row_id = task_id("gone", "http://gone.test/")
+    engine = get_engine()
+    with engine.begin() as conn:
+        conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id == row_id).values(status=QUEUED))
+    page = {"id": row_id, "url": "http://gone.test/", "code": 200, BODY_LENGTH: 9}
+    message = {"project": "gone", "pages": [page],
+               BODIES: {"key": f"{KEY_PREFIX}crawlcluster.bodies.never-written", "codec": "zstd"}}
+    assert parse.run(message) == {"pages": 0, "new_urls": 0, "bodies_missing": 1}
+    with engine.begin() as conn:
+        status, error = conn.execute(select(crawl_tasks.c.status, crawl_tasks.c.error)
+                                     .where(crawl_tasks.c.task_id == row_id)).one()
+    assert status == QUEUED  # sent again at its deadline
+    assert "the fetched bodies were no longer in Redis" in error and "body_key_ttl_seconds" in error
