@@ -14,6 +14,11 @@ if broker_url.split("://", 1)[0] in ("redis", "rediss"):
     # kombu's Redis transport with a channel close that survives a lost broker (a worker
     # exited with "Unrecoverable error" when Redis restarted; see crawlcluster/transport.py)
     broker_transport = "crawlcluster.transport:Transport"
+    # message bodies zlib-compressed before kombu base64-encodes them for Redis: a batch's
+    # entries repeat their keys and URL prefixes, and every message crosses Redis twice (the
+    # queue, then the unacked copy under acks_late). Page bodies travel beside the messages
+    # (crawlcluster/bodies.py). The embedded memory transport copies nothing and skips this.
+    task_compression = "zlib"
 broker_connection_retry_on_startup = True
 # A broker outage is an outage, not a death: a worker tries to reconnect for as long as it
 # runs (Celery's default gives up after 100 attempts, about 30 minutes, and exits).

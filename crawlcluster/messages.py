@@ -46,6 +46,10 @@ COMPRESSED: Final = "z"  # true when "body" is zlib-compressed
 # it on, and a stage drops a page whose row was ended or sent again since (a redelivered or
 # late message), so nothing is fetched or counted twice
 DISPATCH: Final = "dn"
+# a parse message whose bodies wait in a Redis key (crawlcluster.bodies): the message names the
+# key (BODIES), each page its body's length in the key (BODY_LENGTH) instead of its body
+BODIES: Final = "bk"
+BODY_LENGTH: Final = "bl"
 
 DEFAULT_CALLBACK = "parse"
 # the keys of an entry that its page carries on to parse, and back into an entry for render
@@ -92,6 +96,7 @@ class Page(TypedDict, total=False):
     headers: dict[str, str]  # the few the parse stage and the row need (content-type, etag, ...)
     body: bytes
     z: bool  # COMPRESSED
+    bl: int  # BODY_LENGTH: the body is in the message's BODIES key (crawlcluster.bodies)
     wire_bytes: int  # bytes as they came over the network (what the page cost: carry_cost)
     fetch_seconds: float
     browser_seconds: float
@@ -135,6 +140,7 @@ class Outcome(TypedDict, total=False):
 class ParseMessage(TypedDict):
     project: str
     pages: list[Page]
+    bk: NotRequired[dict[str, str]]  # BODIES: {"key": the Redis key, "codec": how its bytes are compressed}
 
 
 class StoreMessage(TypedDict):
@@ -225,13 +231,15 @@ def entry_last_modified(entry: FetchEntry) -> str | None:
 # -- the fetch and render stages' side ----------------------------------------------------
 def page_message(entry: FetchEntry, status: int | None, headers: dict[str, str], body: bytes, *,
                  seconds: float, wire_bytes: int, redirect_to: str | None = None, rendered: bool = False,
-                 final_url: str | None = None, js_result: Any = None, screenshot_bytes: int = 0) -> Page:
+                 final_url: str | None = None, js_result: Any = None, screenshot_bytes: int = 0,
+                 compress: bool = True) -> Page:
     """A fetched page, a redirect or (``rendered``) a rendered page, as parse needs it.
 
     ``seconds`` is what the page cost: fetch seconds, or browser seconds when rendered.
     A redirect carries its target and no body. A rendered page also says where the browser
     ended (``final_url``, after client-side redirects), its script's ``js_result`` and its
-    screenshot's size (the render task stores the PNG itself)."""
+    screenshot's size (the render task stores the PNG itself). ``compress=False`` leaves the
+    body raw, for :func:`crawlcluster.bodies.stash` to compress with the wave's others."""
     assert status is not None, f"a page of {entry['url']} without a status"  # only failures lack one
     page: Page = {"id": entry["id"], "url": entry["url"], "code": status}
     if rendered:
@@ -245,7 +253,7 @@ def page_message(entry: FetchEntry, status: int | None, headers: dict[str, str],
         page["redirect"] = redirect_to
         return page
     page["headers"] = {k: v for k, v in headers.items() if k != "location"}
-    page["body"], page[COMPRESSED] = compress_body(body)
+    page["body"], page[COMPRESSED] = compress_body(body) if compress else (body, False)
     page["wire_bytes"] = wire_bytes
     if final_url and final_url != entry["url"]:
         page["final_url"] = final_url

@@ -7,15 +7,21 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+from celery.signals import before_task_publish
 from kombu.utils.uuid import uuid
 
+# Flower's summary of a batch: the project, the count and the first URLs. It rides in the
+# message's headers (twice on Redis: the queue and the unacked copy) and in the task-received
+# event, so it is kept short: a few URLs, not every one.
+ARGSREPR_MAX_CHARS = 240
 
-def describe_message(message: Mapping[str, Any], max_chars: int = 1000) -> str:
+
+def describe_message(message: Mapping[str, Any], max_chars: int = ARGSREPR_MAX_CHARS) -> str:
     """A short readable summary of a stage message, for ``send_task(..., argsrepr=...)``.
 
     Flower shows a task's ``argsrepr``. Without one Celery writes a repr of the whole
     message cut at 1024 characters, so a parse message shows one URL and then compressed
-    body bytes. This names the project and every URL of the batch that fits:
+    body bytes. This names the project and the URLs of the batch that fit in ``max_chars``:
     ``"example: 16 URLs: https://example.com/a, https://example.com/b, ... (+3 more)"``.
     """
     if "tasks" not in message and "pages" not in message:  # a hook message: its few fields
@@ -42,6 +48,15 @@ def describe_message(message: Mapping[str, Any], max_chars: int = 1000) -> str:
 def send(app: Any, task_name: str, message: Mapping[str, Any], producer: Any = None) -> None:
     """Publish one stage message with a readable ``argsrepr`` (what Flower shows)."""
     app.send_task(task_name, args=[message], argsrepr=describe_message(message), producer=producer)
+
+
+@before_task_publish.connect(weak=False)
+def _argsrepr_in_headers_only(properties: dict[str, Any] | None = None, **_kw: Any) -> None:
+    """``send_task(argsrepr=...)`` puts the text in the message's headers (where workers
+    and Flower read it) and, as an unknown option, in its properties too: a second copy on
+    every message. The copy in the properties is dropped before the message is published."""
+    if properties is not None:
+        properties.pop("argsrepr", None)
 
 
 class BatchPublisher:

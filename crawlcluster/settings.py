@@ -210,6 +210,11 @@ class Settings:
         "per URL for the scheduler and Redis on a busy frontier; a small claim keeps fetch_batch_size).",
         minimum=1)
     body_compress_level: int = _option(1, int, "zlib level for page bodies inside messages (0 stores raw).")
+    body_key_ttl_seconds: float = _option(
+        3600.0, float, "On Redis, a wave's page bodies travel to parse in one key beside the message "
+        "(written once, compressed together, deleted by parse); the key expires after this long if no parse "
+        "finishes it, and its rows are sent again at their deadline. 0 keeps bodies inside the messages.",
+        minimum=0)
     # scheduling
     claim_batch_size: int = _option(
         2000, int, "Most rows the scheduler claims and publishes in one tick.", minimum=1)

@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import signals
 
+from crawlcluster import bodies
 from crawlcluster.app import app
 from crawlcluster.db import get_engine
 from crawlcluster.messages import (
@@ -30,7 +31,8 @@ def page_of(result: FetchResult) -> Page:
     """A fetched page (or redirect) as the parse stage needs it."""
     return page_message(result.entry, result.status, result.headers, result.body,
                         seconds=result.elapsed_seconds,
-                        wire_bytes=result.wire_bytes, redirect_to=result.redirect_to)
+                        wire_bytes=result.wire_bytes, redirect_to=result.redirect_to,
+                        compress=False)  # bodies.stash compresses the wave's bodies together
 
 
 def failure_of(result: FetchResult) -> Outcome:
@@ -59,7 +61,8 @@ def fetch(message: FetchMessage) -> dict[str, int]:
                      for r in results if r.ok and r.status == 304]
         with app.producer_or_acquire() as producer:
             if pages:
-                send_message(app, PARSE.task, {"project": project, "pages": pages}, producer=producer)
+                parse_message = bodies.stash(app, producer, {"project": project, "pages": pages})
+                send_message(app, PARSE.task, parse_message, producer=producer)
             if failures:
                 send_message(app, STORE.task, {"project": project, "pages": failures}, producer=producer)
         hand_on(engine, pages, failures)  # held again by the worker that receives them

@@ -18,7 +18,7 @@ from typing import Any
 
 from celery import signals
 
-from crawlcluster import settings
+from crawlcluster import bodies, settings
 from crawlcluster.app import app, database_outage_retry
 from crawlcluster.database import claims
 from crawlcluster.database.outcomes import note_queued_error
@@ -55,8 +55,22 @@ def crash_outcome(page: Page, crashes: int, max_crashes: int) -> Outcome:
 def parse(message: ParseMessage) -> dict[str, int]:
     project = message["project"]
     engine = get_engine()
+    try:
+        loaded = bodies.load(app, message)  # the bodies, from their Redis key when they travel in one
+    except bodies.BodiesMissing as exc:
+        # nothing to parse: the rows stay queued, say why, and are sent again at their deadline
+        logger.warning("project %s: %s; %d rows wait for their deadline", project, exc, len(message["pages"]))
+        with engine.begin() as conn:
+            note_queued_error(conn, [p["id"] for p in message["pages"]], str(exc), "parse")
+        return {"pages": 0, "new_urls": 0, "bodies_missing": len(message["pages"])}
+    result = _parse_pages(project, engine, loaded)
+    bodies.drop(app, message)  # the outcomes are on their way to store (a retry raised before this)
+    return result
+
+
+def _parse_pages(project: str, engine: Any, pages: list[Page]) -> dict[str, int]:
     # pages whose rows were ended or sent again since (a late or redelivered message) are dropped
-    pages = hold_batch(engine, project, "parse", message["pages"])
+    pages = hold_batch(engine, project, "parse", pages)
     to_render, pages = split_for_render(engine, project, pages)
     if to_render:
         # the render stage's address guard trusts what the scheduler's messages trust
@@ -68,16 +82,21 @@ def parse(message: ParseMessage) -> dict[str, int]:
     if not pages:
         return {"pages": 0, "new_urls": 0, "sent_to_render": len(to_render)}
     max_crashes = settings.current().max_worker_crashes
-    with engine.begin() as conn:
+    with engine.begin() as conn:  # one transaction: the crash counts, and this run counted in them
         crashes = claims.parse_crashes(conn, [p["id"] for p in pages])
-    # a redelivered message whose rows ended meanwhile has nothing left to do
-    pages = [p for p in pages if p["id"] in crashes]
-    if len(pages) > 1 and any(crashes[p["id"]] for p in pages):
+        # a redelivered message whose rows ended meanwhile has nothing left to do
+        pages = [p for p in pages if p["id"] in crashes]
+        split = len(pages) > 1 and any(crashes[p["id"]] for p in pages)
+        if pages and not split and all(crashes[p["id"]] < max_crashes for p in pages):
+            claims.begin_parse(conn, [p["id"] for p in pages])
+    if split:
         # a run of this batch took its process down: each page alone, so one kills only itself
         logger.warning("project %s: a parse of %d pages took its worker process down; sending them on one by "
                        "one", project, len(pages))
-        for page in pages:
-            send_message(app, PARSE.task, {"project": project, "pages": [page]})
+        with app.producer_or_acquire() as producer:
+            for page in pages:
+                one = bodies.stash(app, producer, {"project": project, "pages": [page]})
+                send_message(app, PARSE.task, one, producer=producer)
         hand_on(engine, pages)
         return {"pages": 0, "new_urls": 0, "sent_to_render": len(to_render), "split": len(pages)}
     poisoned = [p for p in pages if crashes[p["id"]] >= max_crashes]
@@ -92,8 +111,6 @@ def parse(message: ParseMessage) -> dict[str, int]:
     if not pages:
         return {"pages": 0, "new_urls": 0, "sent_to_render": len(to_render)}
     ids = [p["id"] for p in pages]
-    with engine.begin() as conn:
-        claims.begin_parse(conn, ids)
     try:
         # rendered samples of render="auto": compared, counted as begun parses (their callback
         # runs here), and their callback runs reused by the parse

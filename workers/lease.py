@@ -46,6 +46,10 @@ class WorkerLease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_error_log = 0.0
+        # what the last holds found, by their rows and dispatches: the hold a task makes when it
+        # starts reuses the one its worker made when it received the message, moments before
+        self._recent: dict[tuple[tuple[str, int | None], ...], tuple[float, frozenset[str]]] = {}
+        self._recent_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, engine: Engine, s: settings.Settings) -> WorkerLease:
@@ -57,6 +61,10 @@ class WorkerLease:
         fresh, so no row is ever held by a process without a live lease."""
         if not dispatches:
             return set()
+        key = tuple(sorted(dispatches.items(), key=lambda item: item[0]))
+        reused = self._reuse(key)
+        if reused is not None:
+            return set(reused)
         now = time.time()
         with self.engine.begin() as conn:
             if now - self.renewed_at >= self.heartbeat_seconds / 2:
@@ -64,7 +72,35 @@ class WorkerLease:
                 self.renewed_at = now
             held = worker_leases.hold(conn, self.name, dispatches, now)
         self.start_heartbeat()
+        self._remember(key, held)
         return held
+
+    def _reuse(self, key: tuple[tuple[str, int | None], ...]) -> frozenset[str] | None:
+        """What this process's hold of the same rows and dispatches found less than half a
+        heartbeat ago (``worker_heartbeat_seconds``), once; None otherwise.
+
+        A threads-pool worker holds a message's rows when it receives the message and again
+        when the task starts, usually within milliseconds: the second hold would be a
+        transaction (and a pool ping) per message that changes nothing. Meanwhile the rows are
+        held by this live lease, so the sweep leaves them alone; a row ended or sent again in
+        between is still caught where it counts (the store applies an outcome only under its
+        dispatch). A pool child (prefork) has a lease of its own and holds again."""
+        with self._recent_lock:
+            found = self._recent.pop(key, None)
+        if found is not None and time.monotonic() - found[0] < self.heartbeat_seconds / 2:
+            return found[1]
+        return None
+
+    def _remember(self, key: tuple[tuple[str, int | None], ...], held: set[str]) -> None:
+        now = time.monotonic()
+        with self._recent_lock:
+            if len(self._recent) >= 256:  # holds nobody reused (a prefork parent's): forget the old
+                window = self.heartbeat_seconds / 2
+                for old in [k for k, (at, _) in self._recent.items() if now - at >= window]:
+                    del self._recent[old]
+                if len(self._recent) >= 256:
+                    self._recent.clear()
+            self._recent[key] = (now, frozenset(held))
 
     def hand_on(self, ids: Sequence[str]) -> None:
         """The rows ``ids`` were sent on to the next stage: this process holds them no more
