@@ -29,6 +29,10 @@ WORKER_THREADS = 12
 # After a first Ctrl-C or SIGTERM: how long pages already sent may take to finish
 STOP_GRACE_SECONDS = 5.0
 FEED_POLL_SECONDS = 0.5
+# the longest the embedded worker's consumer waits for a message before it checks for "stop"
+DRAIN_TIMEOUT_SECONDS = 0.05
+# how often the loop reads the row counts: the crawl ends at most this long after its last row
+IDLE_POLL_SECONDS = 0.1
 FAILURES_SHOWN = 5
 
 
@@ -86,7 +90,7 @@ class _EmbeddedWorker:
             pool="threads",
             concurrency=concurrency,
             queues=list(QUEUES),
-            ready_callback=lambda _consumer: self.ready.set(),
+            ready_callback=self._on_ready,
             without_heartbeat=True,
             without_mingle=True,
             without_gossip=True,
@@ -94,6 +98,23 @@ class _EmbeddedWorker:
         )
         self.thread = threading.Thread(target=self.controller.start, name="crawlcluster-embedded-worker",
                                        daemon=True)
+
+    def _on_ready(self, consumer: Any) -> None:
+        """Celery's loop for a transport without events (memory) waits up to 2 s in
+        ``drain_events`` before it looks at "stop" again, which was most of a finished
+        crawl's exit time; a shorter wait here lets :meth:`stop` return within
+        DRAIN_TIMEOUT_SECONDS. The transport polls every few ms either way, so the shorter
+        wait costs only a loop turn each time it passes."""
+        connection = consumer.connection
+        drain = connection.drain_events
+
+        def drain_briefly(**kwargs: Any) -> Any:
+            timeout = kwargs.pop("timeout", None)
+            timeout = DRAIN_TIMEOUT_SECONDS if timeout is None else min(timeout, DRAIN_TIMEOUT_SECONDS)
+            return drain(timeout=timeout, **kwargs)
+
+        connection.drain_events = drain_briefly
+        self.ready.set()
 
     def start(self) -> None:
         from celery.worker import state
@@ -135,7 +156,10 @@ def configure_embedded(database_path: str) -> Any:
     """Point settings and the Celery app at an SQLite file and the in-memory transport."""
     from crawlcluster.app import app
 
-    cluster_settings.configure(database_url=f"sqlite:///{database_path}", broker_url="memory://localhost/")
+    # bodies never leave the process: compressing them costs CPU for nothing; rows are held
+    # by the one worker from a batch's start, and released at the next start if it dies
+    cluster_settings.configure(database_url=f"sqlite:///{database_path}", broker_url="memory://localhost/",
+                               body_compress_level=0, hold_on_receipt=False)
     app.conf.update(
         broker_url="memory://localhost/",
         broker_transport=None,  # celeryconfig names the Redis one for a redis:// broker_url
@@ -269,9 +293,11 @@ def run_embedded(
                 if sync is not None and now - last_feed >= FEED_POLL_SECONDS:
                     last_feed = now
                     sync.poll()
-                if now - last_poll >= 0.25:
+                if now - last_poll >= IDLE_POLL_SECONDS:
                     last_poll = now
-                    stats = crawl.stats()
+                    # row counts only (the figures cost a dozen queries); what the crawl waits
+                    # for only when the bar shows it
+                    stats = crawl.stats(figures=False, waiting=bar.enabled)
                     bar.update(stats)
                     if stopping_until is not None and (stats["queued"] == 0 or now > stopping_until):
                         break
