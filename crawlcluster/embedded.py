@@ -33,6 +33,8 @@ FEED_POLL_SECONDS = 0.5
 DRAIN_TIMEOUT_SECONDS = 0.05
 # how often the loop reads the row counts: the crawl ends at most this long after its last row
 IDLE_POLL_SECONDS = 0.1
+# the longest the loop waits for a task to end before the scheduler's next tick
+TICK_WAIT_SECONDS = 0.05
 FAILURES_SHOWN = 5
 
 
@@ -240,6 +242,8 @@ def run_embedded(
     (``crawl --web``: :func:`crawlcluster.web.embedded.start_console`) and returns it; its
     ``stop()`` is called when the crawl ends.
     """
+    from celery import signals
+
     from crawlcluster.client import Crawl
     from crawlcluster.db import dispose_all, get_engine
     from crawlcluster.dispatch.dispatcher import Dispatcher
@@ -266,6 +270,11 @@ def run_embedded(
     leaving_now = False
     frontier_lock = None
     web = None
+    finished = threading.Event()  # set when a task of the worker ends
+
+    def on_task_end(**_kwargs: Any) -> None:
+        finished.set()
+
     try:
         engine = get_engine()
         release_queued_rows(engine)
@@ -276,6 +285,7 @@ def run_embedded(
         if feed is not None:
             sync = FeedSync(feed, engine, crawl.project)
             sync.start()
+        signals.task_postrun.connect(on_task_end, weak=False)
         worker.start()
         own = cluster_settings.current()
         dispatcher = Dispatcher.from_settings(app, replace(own, tick_seconds=min(own.tick_seconds, 0.05)))
@@ -306,7 +316,10 @@ def run_embedded(
                     if deadline is not None and now > deadline:
                         raise CrawlClusterError(
                             f"embedded crawl of {crawl.project} timed out after {timeout_seconds}s")
-                time.sleep(min(wait, 0.02))
+                # the next tick when a task ends (a host slot may be free) or the scheduler's
+                # own wait has passed, not every 20 ms: ticks were a quarter of the crawl's CPU
+                finished.wait(min(wait, TICK_WAIT_SECONDS))
+                finished.clear()
         # after a stop, what is left of the grace (at least a second to shut down cleanly)
         stop_timeout = 30.0 if stopping_until is None else max(1.0, stopping_until - time.monotonic())
         worker_finished = worker.stop(timeout_seconds=stop_timeout)
@@ -327,6 +340,7 @@ def run_embedded(
         exc.database_path = database_path
         raise
     finally:
+        signals.task_postrun.disconnect(on_task_end)
         if web is not None:
             web.stop()
         if sync is not None:
