@@ -157,20 +157,21 @@ def run_all(pages: int, runs: int, only: list[str], timeout_seconds: float,
                 "redis2": lambda run: run_scrapy_redis(site, workdir, run, 2, SCRAPY_REDIS_URL,
                                                        timeout_seconds),
             }
+            # the one-process crawlers take turns (Scrapy run 1, embedded run 1, Scrapy run 2, ...),
+            # so a machine whose load changes during the session weighs on each alike
+            alone = [key for key in CRAWLERS if key in only and key in one_process]
+            for run in range(runs):
+                for key in alone:
+                    result = one_process[key](run)
+                    result.crawler = LABELS[key]
+                    _say(console, result, run)
+                    results.setdefault(key, []).append(result)
             for key in CRAWLERS:
-                if key not in only:
+                if key not in only or key in one_process:
                     continue
-                if key in one_process:
-                    results[key] = []
-                    for run in range(runs):
-                        result = one_process[key](run)
-                        result.crawler = LABELS[key]
-                        _say(console, result, run)
-                        results[key].append(result)
-                else:
-                    database_url = database_url or fresh_database(DATABASE_URL)
-                    results[key] = _run_cluster_set(key, 1 if key == "cluster1" else 2, site, database_url,
-                                                    runs, timeout_seconds, console)
+                database_url = database_url or fresh_database(DATABASE_URL)
+                results[key] = _run_cluster_set(key, 1 if key == "cluster1" else 2, site, database_url,
+                                                runs, timeout_seconds, console)
     finally:
         site.stop()
     return results
@@ -261,6 +262,7 @@ def footnotes(site_pages: dict[str, int], runs: int) -> list[str]:
         "(crawlcluster's per-host limit is cluster-wide; N Scrapy processes allow N × 64 against one host), "
         f"CRAWLCLUSTER_PER_HOST_DELAY_SECONDS=0, CRAWLCLUSTER_RETRIES={RETRIES}, "
         f"CRAWLCLUSTER_RETRY_DELAYS={RETRY_DELAY_SECONDS} (Scrapy retries a 5xx {RETRIES} times at once), "
+        "CRAWLCLUSTER_AUTO_PAUSE_FAILURES=0 (Scrapy never pauses a site), "
         "obey_robots at its default (true), other settings at their defaults; worker pools are the "
         "per-queue defaults (fetch: threads; parse: prefork, one child per CPU; store: threads). "
         "procs: processes in the crawler's tree at the peak.",

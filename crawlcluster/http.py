@@ -13,8 +13,7 @@ from __future__ import annotations
 import json as jsonlib
 import re
 from dataclasses import InitVar, dataclass
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 from urllib.parse import urljoin
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
@@ -25,6 +24,31 @@ from crawlcluster.errors import ConfigurationError, InvalidURL, NotHTML
 from crawlcluster.html_depth import cap_nesting
 from crawlcluster.rendering import RenderOptions, render_mode
 from crawlcluster.urls import normalize_url
+
+_Value = TypeVar("_Value")
+
+
+class cached_property(Generic[_Value]):  # noqa: N801 - used as functools' is
+    """``functools.cached_property`` without its lock: on Python 3.11 that lock is one per
+    property for every instance, so the parse threads of a worker (12 in the embedded crawl)
+    waited on each other's HTML parsing. A Response belongs to one thread; computing a value
+    twice in a race would only cost time."""
+
+    def __init__(self, func: Callable[[Any], _Value]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> _Value:
+        if instance is None:
+            return self  # type: ignore[return-value]
+        value = self.func(instance)
+        instance.__dict__[self.name] = value
+        return value
+
 
 if TYPE_CHECKING:
     from parsel import Selector, SelectorList

@@ -310,6 +310,11 @@ class Settings:
     worker_heartbeat_seconds: float = _option(
         10.0, float, "How often a worker process renews its lease (keep it well under "
         "worker_lease_seconds: a third of it).", minimum=0.1)
+    hold_on_receipt: bool = _option(
+        True, _bool, "A worker holds a message's rows under its lease as soon as it receives the "
+        "message, and lets them go when it sends them on, so the rows of a worker that dies with messages "
+        "reserved are sent again; the one-process embedded crawl turns it off (its rows are released when "
+        "it starts again; each stage still checks its rows when a batch starts).")
     auto_pause_failures: int = _option(
         10, int, "Consecutive failures that say the site is in trouble (HTTP 5xx or 429, a timeout, a "
         "connection that failed or broke; not a 404, a callback error, dns or robots) after which a project "

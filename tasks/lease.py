@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import signals
 
+from crawlcluster import settings
 from crawlcluster.db import get_engine
 from crawlcluster.messages import entry_dispatch
 from crawlcluster.stages import FETCH, PARSE, RENDER, STORE
@@ -28,7 +29,7 @@ BATCH_KEYS = {FETCH.task: "tasks", RENDER.task: "tasks", PARSE.task: "pages", ST
 def _hold_received(request: Any = None, **_kwargs: Any) -> None:
     """Hold the rows of a stage message as soon as this worker has it reserved."""
     key = BATCH_KEYS.get(getattr(request, "name", None) or "")
-    if key is None:
+    if key is None or not settings.current().hold_on_receipt:
         return
     try:
         args = request.args or [{}]

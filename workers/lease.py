@@ -187,5 +187,8 @@ def hold_batch(engine: Engine, project: str, stage: str, messages: Sequence[Mess
 
 def hand_on(engine: Engine, *batches: Sequence[Mapping[str, Any]]) -> None:
     """The rows of the entries, pages or outcomes in ``batches`` were sent on to the next
-    stage's queue: this process lets them go (see :meth:`WorkerLease.hand_on`)."""
+    stage's queue: this process lets them go (see :meth:`WorkerLease.hand_on`). Not in one
+    process (``hold_on_receipt`` off): its next stage holds them under the same lease."""
+    if not settings.current().hold_on_receipt:
+        return
     current_lease(engine).hand_on([m["id"] for batch in batches for m in batch])
