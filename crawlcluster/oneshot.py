@@ -8,6 +8,7 @@ readable.
 
 from __future__ import annotations
 
+import gc
 import os
 import shlex
 import signal
@@ -234,6 +235,10 @@ def run_oneshot(target: Any, *, output: str | None, fmt: str | None, max_pages: 
         except CrawlClusterError as exc:
             raise click.ClickException(str(exc)) from None
     print_summary(result, output, db)
+    # everything kept is committed, the output file closed and the engines disposed: the
+    # interpreter's last garbage collection over the whole heap (Celery, SQLAlchemy, the
+    # crawl's objects) took 0.4 s and more after the last page; frozen objects are skipped
+    gc.freeze()
     if result.interrupted:
         code = _exit_code_for(result.interrupted)
         if not result.worker_finished:
