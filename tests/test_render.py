@@ -185,7 +185,10 @@ def test_page_that_never_loads_ends_as_timeout_and_the_render_worker_goes_on(js_
     crawl.wait(timeout=120)
     rows = page_rows(pg, "hang")
     assert rows["/hang"]["status"] == "failed"
-    assert rows["/hang"]["error"] == f"render timeout: {js_site.url}/hang did not reach 'load' within 2s"
+    # the 2 s run out while the page loads (or, on a loaded machine, while Chromium opens it)
+    hang = f"render timeout: {js_site.url}/hang"
+    assert rows["/hang"]["error"] in (f"{hang} did not reach 'load' within 2s",
+                                      f"{hang} took longer than 2s (opening a page)")
     assert rows["/page/1"]["status"] == "done"
 
     later = crawlcluster.submit("tests.render_spiders:OptionsSpider", project="later",
