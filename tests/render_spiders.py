@@ -29,6 +29,7 @@ class OptionsSpider(Spider):
     # generous: on a loaded 2-core machine (a CI run with the suite in 3 processes) opening a
     # page can take seconds; a test of a timeout passes its own
     timeout_seconds: float = 15.0
+    hang_seconds: float | None = None  # /hang's own page timeout, so that only it runs short
 
     OPTIONS = {
         "/delayed": {"wait_for": "#late", "js_script": "() => document.querySelectorAll('p').length",
@@ -43,7 +44,8 @@ class OptionsSpider(Spider):
 
     def start(self):
         for path in self.paths:
-            options = dict(self.OPTIONS.get(path, {}), timeout_seconds=self.timeout_seconds)
+            seconds = self.hang_seconds if path == "/hang" and self.hang_seconds else self.timeout_seconds
+            options = dict(self.OPTIONS.get(path, {}), timeout_seconds=seconds)
             yield Request(self.base_url + path, render=True, render_options=options, retries=0)
 
     def parse(self, response):

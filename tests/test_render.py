@@ -181,7 +181,7 @@ def test_wait_for_js_script_screenshot_and_client_redirect_reach_callbacks_and_r
 def test_page_that_never_loads_ends_as_timeout_and_the_render_worker_goes_on(js_site, processes, pg):
     start(processes, render="render", fetch="fetch", parse="parse", store="store")
     crawl = crawlcluster.submit("tests.render_spiders:OptionsSpider", project="hang", spider_kwargs={
-        "base_url": js_site.url, "paths": ["/hang", "/page/1"], "timeout_seconds": 2})
+        "base_url": js_site.url, "paths": ["/hang", "/page/1"], "hang_seconds": 2})
     crawl.wait(timeout=120)
     rows = page_rows(pg, "hang")
     assert rows["/hang"]["status"] == "failed"
