@@ -55,6 +55,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if long_ones:
         config.hook.pytest_deselected(items=long_ones)
         items[:] = [item for item in items if not item.get_closest_marker("long_fault")]
+    workeroutput = getattr(config, "workeroutput", None)  # an xdist worker: its controller reports
+    if workeroutput is not None:
+        workeroutput[LONG_FAULTS_LEFT_OUT] = len(long_ones)
+
+
+LONG_FAULTS_LEFT_OUT = "long_fault_deselected"
+_left_out_by_workers: list[int] = []
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook, called on the controller
+def pytest_testnodedown(node, error) -> None:  # noqa: ANN001
+    """Under ``-n`` the workers collect and deselect, and pytest's summary line leaves their
+    deselections out: each worker hands its count of long fault tests left out back here."""
+    count = getattr(node, "workeroutput", {}).get(LONG_FAULTS_LEFT_OUT)
+    if count is not None:
+        _left_out_by_workers.append(int(count))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+    if _left_out_by_workers and max(_left_out_by_workers):
+        terminalreporter.write_line(f"{max(_left_out_by_workers)} long fault tests deselected "
+                                    "(run them with --all-faults; README: Tests)")
 
 
 @pytest.fixture(autouse=True)
