@@ -44,11 +44,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "each kind of fault keeps one test in every run, these add its other variants")
 
 
+# Test files that start Chromium: under `-n 3 --dist loadgroup` they run one after the other in
+# one process. Two at once beside the rest on 2 cores starved the browsers: a page's 'load'
+# wait and the hung-browser watchdog (6 s) fired on pages that were only slow (CI, load 15-20).
+CHROMIUM_FILES = frozenset({"test_render.py", "test_renderer.py", "test_browser_guard.py", "test_console.py"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The style and type checks (tests/test_style.py: ruff, mypy) run first: a finding is
-    reported in the first minute of a CI run, not after the suite. The long fault tests are
-    deselected (pytest reports how many) unless ``--all-faults`` asks for them."""
-    items.sort(key=lambda item: item.path.name != "test_style.py")  # stable: the rest keep their order
+    reported in the first minute of a CI run, not after the suite. The Chromium tests share
+    one xdist group (CHROMIUM_FILES), queued right after them so that group does not end the run
+    last. The long fault tests are deselected (pytest reports how many) unless ``--all-faults``
+    asks for them."""
+    for item in items:
+        if item.path.name in CHROMIUM_FILES:
+            item.add_marker(pytest.mark.xdist_group("chromium"))
+    # stable: the rest keep their order
+    items.sort(key=lambda item: (item.path.name != "test_style.py", item.path.name not in CHROMIUM_FILES))
     if config.getoption("--all-faults") or os.environ.get(ALL_FAULTS_ENV, "") not in ("", "0"):
         return
     long_ones = [item for item in items if item.get_closest_marker("long_fault")]
