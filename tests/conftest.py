@@ -48,6 +48,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # one process. Two at once beside the rest on 2 cores starved the browsers: a page's 'load'
 # wait and the hung-browser watchdog (6 s) fired on pages that were only slow (CI, load 15-20).
 CHROMIUM_FILES = frozenset({"test_render.py", "test_renderer.py", "test_browser_guard.py", "test_console.py"})
+# Files whose tests share a costly module or session fixture (a fresh venv with pip install, a
+# crawled console): each xdist process would build its own, so each file stays in one process.
+ONE_PROCESS_FILES = frozenset({"test_clean_install.py", "test_scaffold.py", "test_console_debugger.py",
+                               "test_demo_site.py"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the xdist_group marks
@@ -60,6 +64,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.name in CHROMIUM_FILES:
             item.add_marker(pytest.mark.xdist_group("chromium"))
+        elif item.path.name in ONE_PROCESS_FILES:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
     # stable: the rest keep their order
     items.sort(key=lambda item: (item.path.name != "test_style.py", item.path.name not in CHROMIUM_FILES))
     if config.getoption("--all-faults") or os.environ.get(ALL_FAULTS_ENV, "") not in ("", "0"):
