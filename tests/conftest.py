@@ -44,17 +44,58 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "each kind of fault keeps one test in every run, these add its other variants")
 
 
+# Test files that start Chromium: under `-n 3 --dist loadgroup` they run one after the other in
+# one process. Two at once beside the rest on 2 cores starved the browsers: a page's 'load'
+# wait and the hung-browser watchdog (6 s) fired on pages that were only slow (CI, load 15-20).
+CHROMIUM_FILES = frozenset({"test_render.py", "test_renderer.py", "test_browser_guard.py", "test_console.py"})
+# Files whose tests share a costly module or session fixture (a fresh venv with pip install, a
+# crawled console): each xdist process would build its own, so each file stays in one process.
+ONE_PROCESS_FILES = frozenset({"test_clean_install.py", "test_scaffold.py", "test_console_debugger.py",
+                               "test_demo_site.py"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The style and type checks (tests/test_style.py: ruff, mypy) run first: a finding is
-    reported in the first minute of a CI run, not after the suite. The long fault tests are
-    deselected (pytest reports how many) unless ``--all-faults`` asks for them."""
-    items.sort(key=lambda item: item.path.name != "test_style.py")  # stable: the rest keep their order
+    reported in the first minute of a CI run, not after the suite. The Chromium tests share
+    one xdist group (CHROMIUM_FILES), queued right after them so that group does not end the run
+    last. The long fault tests are deselected (pytest reports how many) unless ``--all-faults``
+    asks for them."""
+    for item in items:
+        if item.path.name in CHROMIUM_FILES:
+            item.add_marker(pytest.mark.xdist_group("chromium"))
+        elif item.path.name in ONE_PROCESS_FILES:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    # stable: the rest keep their order
+    items.sort(key=lambda item: (item.path.name != "test_style.py", item.path.name not in CHROMIUM_FILES))
     if config.getoption("--all-faults") or os.environ.get(ALL_FAULTS_ENV, "") not in ("", "0"):
         return
     long_ones = [item for item in items if item.get_closest_marker("long_fault")]
     if long_ones:
         config.hook.pytest_deselected(items=long_ones)
         items[:] = [item for item in items if not item.get_closest_marker("long_fault")]
+    workeroutput = getattr(config, "workeroutput", None)  # an xdist worker: its controller reports
+    if workeroutput is not None:
+        workeroutput[LONG_FAULTS_LEFT_OUT] = len(long_ones)
+
+
+LONG_FAULTS_LEFT_OUT = "long_fault_deselected"
+_left_out_by_workers: list[int] = []
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook, called on the controller
+def pytest_testnodedown(node, error) -> None:  # noqa: ANN001
+    """Under ``-n`` the workers collect and deselect, and pytest's summary line leaves their
+    deselections out: each worker hands its count of long fault tests left out back here."""
+    count = getattr(node, "workeroutput", {}).get(LONG_FAULTS_LEFT_OUT)
+    if count is not None:
+        _left_out_by_workers.append(int(count))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+    if _left_out_by_workers and max(_left_out_by_workers):
+        terminalreporter.write_line(f"{max(_left_out_by_workers)} long fault tests deselected "
+                                    "(run them with --all-faults; README: Tests)")
 
 
 @pytest.fixture(autouse=True)

@@ -99,12 +99,13 @@ def test_every_timer_fires_on_schedule_without_refetching_urls_whose_age_has_not
     scripted.route("/news", lambda n, _h: page(f"News {n}"))
     crawl = crawlcluster.submit("tests.spiders:EverySpider", project="every",
                                 spider_kwargs={"base_url": scripted.url})
-    time.sleep(7)
+    # six firings (a received and a succeeded line each), however long a loaded machine takes for
+    # them: a fixed 7 s wait saw 2 firings of the 4 it asked for when 3 test processes shared 2 cores
+    assert poll(lambda: cluster.log("all").count("crawlcluster.periodic") >= 12, timeout=90)
     hits = page_times(scripted, "/news")
-    fired = cluster.log("all").count("crawlcluster.periodic")
+    fired = cluster.log("all").count("crawlcluster.periodic") // 2
     crawl.cancel()
-    assert fired >= 8  # received and succeeded lines of about six firings
-    assert 2 <= len(hits) <= 4  # age 2 s: not once per firing
+    assert 2 <= len(hits) < fired, (hits, fired)  # age 2 s: not once per firing
     assert all(b - a >= 2 - 0.2 for a, b in zip(hits, hits[1:]))
 
 
