@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -20,7 +21,7 @@ from sqlalchemy import Table, create_engine, event, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.engine.url import URL
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from crawlcluster import settings
@@ -58,7 +59,42 @@ def make_engine(url: str) -> Engine:
                                pool_size=10, max_overflow=10)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=5, max_overflow=10)
+    _ping_when_idle(engine, settings.current().database_ping_idle_seconds)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Check a pooled connection with a round trip before use only when it sat idle in the
+    pool ``idle_seconds`` or longer (``database_ping_idle_seconds``).
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: a round trip per transaction, five
+    per parse message on small pages. A connection used a moment ago is alive unless the
+    server went away in between; then its first statement raises a disconnect error,
+    SQLAlchemy invalidates the whole pool, and the task is retried
+    (:func:`crawlcluster.app.database_outage_retry`) on fresh connections. A connection idle
+    for longer (a quiet worker, the server restarted meanwhile) is pinged and replaced if dead,
+    as before."""
+
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["crawlcluster_idle_since"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("crawlcluster_idle_since")
+        if since is None or time.monotonic() - since < idle_seconds:
+            return  # new, or used a moment ago
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+        except Exception as exc:  # noqa: BLE001 - any failure here means: not usable
+            idle = time.monotonic() - since
+            raise DisconnectionError(f"a pooled connection idle {idle:.0f}s is dead: {exc}") from exc
+
+    event.listen(engine, "checkin", checkin)
+    event.listen(engine, "checkout", checkout)
 
 
 def get_engine(url: str | None = None, *, ensure_schema: bool = True) -> Engine:
