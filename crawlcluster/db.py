@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 _lock = threading.Lock()
 _engines: dict[tuple[int, str], Engine] = {}
-_schema_ready: set[tuple[int, str]] = set()
+# databases whose schema this process (or the parent it was forked from) found up to date
+_schema_ready: set[str] = set()
 
 
 def normalize_database_url(url: str) -> str:
@@ -109,12 +110,29 @@ def get_engine(url: str | None = None, *, ensure_schema: bool = True) -> Engine:
             if engine is None:
                 engine = make_engine(url)
                 _engines[key] = engine
-    if ensure_schema and key not in _schema_ready:
+    if ensure_schema and url not in _schema_ready:
         with _lock:
-            if key not in _schema_ready:
+            if url not in _schema_ready:
                 init_db(engine)
-                _schema_ready.add(key)
+                _schema_ready.add(url)
     return engine
+
+
+def check_schema(url: str | None = None) -> None:
+    """Bring the schema of ``url`` up to date once per process tree, on an engine of its own
+    that is closed afterwards: a worker calls it before forking its pool, so no child pays
+    for Alembic again and none inherits a connection."""
+    url = normalize_database_url(url or settings.current().database_url)
+    if url in _schema_ready:
+        return
+    with _lock:
+        if url not in _schema_ready:
+            engine = make_engine(url)
+            try:
+                init_db(engine)
+            finally:
+                engine.dispose()
+            _schema_ready.add(url)
 
 
 def dispose_all() -> None:
