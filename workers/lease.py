@@ -20,6 +20,7 @@ import time
 from typing import Any, Mapping, Sequence, TypeVar
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from crawlcluster import settings
 from crawlcluster.database import worker_leases
@@ -72,21 +73,30 @@ class WorkerLease:
         reused = self._reuse(key)
         if reused is not None:
             return set(reused)
-        now = time.time()
         handed_on = self._take_handed_on(exclude=dispatches)
         try:
-            with self.engine.begin() as conn:
-                if now - self.renewed_at >= self.heartbeat_seconds / 2:
-                    worker_leases.renew(conn, self.name, now + self.lease_seconds, now)
-                    self.renewed_at = now
-                worker_leases.hand_on(conn, self.name, handed_on)
-                held = worker_leases.hold(conn, self.name, dispatches, now)
+            try:
+                held = self._hold_once(dispatches, handed_on)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # a pooled connection the server closed (a restart): the pool is renewed, once more
+                held = self._hold_once(dispatches, handed_on)
         except Exception:
             self._give_back(handed_on)
             raise
         self.start_heartbeat()
         self._remember(key, held)
         return held
+
+    def _hold_once(self, dispatches: dict[str, int | None], handed_on: Sequence[str]) -> set[str]:
+        now = time.time()
+        with self.engine.begin() as conn:
+            if now - self.renewed_at >= self.heartbeat_seconds / 2:
+                worker_leases.renew(conn, self.name, now + self.lease_seconds, now)
+                self.renewed_at = now
+            worker_leases.hand_on(conn, self.name, handed_on)
+            return worker_leases.hold(conn, self.name, dispatches, now)
 
     def _reuse(self, key: tuple[tuple[str, int | None], ...]) -> frozenset[str] | None:
         """What this process's hold of the same rows and dispatches found less than half a
