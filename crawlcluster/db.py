@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -20,7 +21,7 @@ from sqlalchemy import Table, create_engine, event, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.engine.url import URL
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from crawlcluster import settings
@@ -31,7 +32,8 @@ logger = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 _lock = threading.Lock()
 _engines: dict[tuple[int, str], Engine] = {}
-_schema_ready: set[tuple[int, str]] = set()
+# databases whose schema this process (or the parent it was forked from) found up to date
+_schema_ready: set[str] = set()
 
 
 def normalize_database_url(url: str) -> str:
@@ -58,7 +60,42 @@ def make_engine(url: str) -> Engine:
                                pool_size=10, max_overflow=10)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=5, max_overflow=10)
+    _ping_when_idle(engine, settings.current().database_ping_idle_seconds)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Check a pooled connection with a round trip before use only when it sat idle in the
+    pool ``idle_seconds`` or longer (``database_ping_idle_seconds``).
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: a round trip per transaction, five
+    per parse message on small pages. A connection used a moment ago is alive unless the
+    server went away in between; then its first statement raises a disconnect error,
+    SQLAlchemy invalidates the whole pool, and the task is retried
+    (:func:`crawlcluster.app.database_outage_retry`) on fresh connections. A connection idle
+    for longer (a quiet worker, the server restarted meanwhile) is pinged and replaced if dead,
+    as before."""
+
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["crawlcluster_idle_since"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("crawlcluster_idle_since")
+        if since is None or time.monotonic() - since < idle_seconds:
+            return  # new, or used a moment ago
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+        except Exception as exc:  # noqa: BLE001 - any failure here means: not usable
+            idle = time.monotonic() - since
+            raise DisconnectionError(f"a pooled connection idle {idle:.0f}s is dead: {exc}") from exc
+
+    event.listen(engine, "checkin", checkin)
+    event.listen(engine, "checkout", checkout)
 
 
 def get_engine(url: str | None = None, *, ensure_schema: bool = True) -> Engine:
@@ -73,12 +110,29 @@ def get_engine(url: str | None = None, *, ensure_schema: bool = True) -> Engine:
             if engine is None:
                 engine = make_engine(url)
                 _engines[key] = engine
-    if ensure_schema and key not in _schema_ready:
+    if ensure_schema and url not in _schema_ready:
         with _lock:
-            if key not in _schema_ready:
+            if url not in _schema_ready:
                 init_db(engine)
-                _schema_ready.add(key)
+                _schema_ready.add(url)
     return engine
+
+
+def check_schema(url: str | None = None) -> None:
+    """Bring the schema of ``url`` up to date once per process tree, on an engine of its own
+    that is closed afterwards: a worker calls it before forking its pool, so no child pays
+    for Alembic again and none inherits a connection."""
+    url = normalize_database_url(url or settings.current().database_url)
+    if url in _schema_ready:
+        return
+    with _lock:
+        if url not in _schema_ready:
+            engine = make_engine(url)
+            try:
+                init_db(engine)
+            finally:
+                engine.dispose()
+            _schema_ready.add(url)
 
 
 def dispose_all() -> None:

@@ -300,6 +300,10 @@ class Settings:
         10, int, "Times a parse, store, render or hook task that cannot reach the database is retried "
         "(after 1, 2, 4 ... s, at most 30 s apart) before it fails and its rows wait for their deadline.",
         minimum=0)
+    database_ping_idle_seconds: float = _option(
+        2.0, float, "A pooled Postgres connection idle this long is checked with a round trip before use "
+        "(a busier one is used at once; if the server went away meanwhile its task is retried on fresh "
+        "connections, see database_outage_retries).", minimum=0)
     leader_lease_seconds: float = _option(
         10.0, float, "Lease of the dispatching beat; a standby beat takes over this long after the leader "
         "dies.", minimum=1)
@@ -310,6 +314,10 @@ class Settings:
     worker_heartbeat_seconds: float = _option(
         10.0, float, "How often a worker process renews its lease (keep it well under "
         "worker_lease_seconds: a third of it).", minimum=0.1)
+    worker_hand_on_delay_seconds: float = _option(
+        1.0, float, "How long a worker process may wait before it writes that it let go of rows it sent on "
+        "to the next stage (written with its next hold, else by its heartbeat thread this long after).",
+        minimum=0)
     hold_on_receipt: bool = _option(
         True, _bool, "A worker holds a message's rows under its lease as soon as it receives the "
         "message, and lets them go when it sends them on, so the rows of a worker that dies with messages "

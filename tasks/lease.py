@@ -14,7 +14,7 @@ from typing import Any
 from celery import signals
 
 from crawlcluster import settings
-from crawlcluster.db import get_engine
+from crawlcluster.db import check_schema, get_engine
 from crawlcluster.messages import entry_dispatch
 from crawlcluster.stages import FETCH, PARSE, RENDER, STORE
 from workers.lease import current_lease, stop_lease
@@ -37,6 +37,17 @@ def _hold_received(request: Any = None, **_kwargs: Any) -> None:
         current_lease(get_engine()).hold({m["id"]: entry_dispatch(m) for m in batch})
     except Exception:  # noqa: BLE001 - the task holds its rows again when it starts
         logger.warning("could not hold the rows of a received %s message", request.name, exc_info=True)
+
+
+@signals.worker_init.connect
+def _check_schema_before_the_pool(**_kwargs: Any) -> None:
+    """The worker checks the schema once, before it forks its pool: each prefork child then
+    knows it is up to date (it imported Alembic and read every migration on its first task,
+    about a CPU second per child). The check's connections are closed, not inherited."""
+    try:
+        check_schema()
+    except Exception:  # noqa: BLE001 - the database away: each process checks on first use, as before
+        logger.warning("could not check the database schema at worker start", exc_info=True)
 
 
 @signals.worker_process_shutdown.connect

@@ -20,6 +20,7 @@ import time
 from typing import Any, Mapping, Sequence, TypeVar
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from crawlcluster import settings
 from crawlcluster.database import worker_leases
@@ -37,10 +38,12 @@ class WorkerLease:
     """The lease of one worker process (its name is host and PID, so a restarted worker is a
     new holder and the old one's rows come back at the sweep)."""
 
-    def __init__(self, engine: Engine, lease_seconds: float, heartbeat_seconds: float) -> None:
+    def __init__(self, engine: Engine, lease_seconds: float, heartbeat_seconds: float,
+                 hand_on_delay: float = 1.0) -> None:
         self.engine = engine
         self.lease_seconds = lease_seconds
         self.heartbeat_seconds = min(heartbeat_seconds, lease_seconds / 2)
+        self.hand_on_delay = min(hand_on_delay, self.heartbeat_seconds)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.renewed_at = 0.0
         self._stop = threading.Event()
@@ -50,10 +53,15 @@ class WorkerLease:
         # starts reuses the one its worker made when it received the message, moments before
         self._recent: dict[tuple[tuple[str, int | None], ...], tuple[float, frozenset[str]]] = {}
         self._recent_lock = threading.Lock()
+        # rows sent on to the next stage, let go in this process's next lease write
+        self._handed_on: set[str] = set()
+        self._handed_on_since = 0.0
+        self._handed_on_lock = threading.Lock()
+        self._wake = threading.Event()
 
     @classmethod
     def from_settings(cls, engine: Engine, s: settings.Settings) -> WorkerLease:
-        return cls(engine, s.worker_lease_seconds, s.worker_heartbeat_seconds)
+        return cls(engine, s.worker_lease_seconds, s.worker_heartbeat_seconds, s.worker_hand_on_delay_seconds)
 
     def hold(self, dispatches: dict[str, int | None]) -> set[str]:
         """Hold the rows of ``dispatches`` (task id -> dispatch) still queued under it; the
@@ -65,15 +73,30 @@ class WorkerLease:
         reused = self._reuse(key)
         if reused is not None:
             return set(reused)
+        handed_on = self._take_handed_on(exclude=dispatches)
+        try:
+            try:
+                held = self._hold_once(dispatches, handed_on)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # a pooled connection the server closed (a restart): the pool is renewed, once more
+                held = self._hold_once(dispatches, handed_on)
+        except Exception:
+            self._give_back(handed_on)
+            raise
+        self.start_heartbeat()
+        self._remember(key, held)
+        return held
+
+    def _hold_once(self, dispatches: dict[str, int | None], handed_on: Sequence[str]) -> set[str]:
         now = time.time()
         with self.engine.begin() as conn:
             if now - self.renewed_at >= self.heartbeat_seconds / 2:
                 worker_leases.renew(conn, self.name, now + self.lease_seconds, now)
                 self.renewed_at = now
-            held = worker_leases.hold(conn, self.name, dispatches, now)
-        self.start_heartbeat()
-        self._remember(key, held)
-        return held
+            worker_leases.hand_on(conn, self.name, handed_on)
+            return worker_leases.hold(conn, self.name, dispatches, now)
 
     def _reuse(self, key: tuple[tuple[str, int | None], ...]) -> frozenset[str] | None:
         """What this process's hold of the same rows and dispatches found less than half a
@@ -105,7 +128,40 @@ class WorkerLease:
     def hand_on(self, ids: Sequence[str]) -> None:
         """The rows ``ids`` were sent on to the next stage: this process holds them no more
         (the next stage's worker holds them when it receives them; until then a worker that
-        takes the message and dies leaves them unheld, which the scheduler's sweep sees)."""
+        takes the message and dies leaves them unheld, which the scheduler's sweep sees).
+
+        Letting go is written with this process's next hold (the message it receives next),
+        or by the heartbeat thread at most ``hand_on_delay`` later: not a transaction of its
+        own per message. The sweep only releases unheld rows sent a whole lease ago
+        (``worker_lease_seconds``), so the delay costs nothing there; the next stage's hold
+        takes the rows over whether or not they were let go first."""
+        if not ids:
+            return
+        with self._handed_on_lock:
+            if not self._handed_on:
+                self._handed_on_since = time.monotonic()
+            self._handed_on.update(ids)
+        self.start_heartbeat()
+        self._wake.set()
+
+    def _take_handed_on(self, exclude: Mapping[str, Any] | None = None) -> list[str]:
+        """The rows handed on and not let go yet (not those this process holds again now)."""
+        with self._handed_on_lock:
+            if exclude:
+                self._handed_on.difference_update(exclude)
+            taken, self._handed_on = sorted(self._handed_on), set()
+        return taken
+
+    def _give_back(self, ids: Sequence[str]) -> None:
+        if ids:
+            with self._handed_on_lock:
+                if not self._handed_on:
+                    self._handed_on_since = time.monotonic()
+                self._handed_on.update(ids)
+
+    def flush_handed_on(self) -> None:
+        """Let go of the rows handed on since the last lease write, now."""
+        ids = self._take_handed_on()
         if not ids:
             return
         try:
@@ -124,9 +180,11 @@ class WorkerLease:
         """Stop renewing (the lease then expires by itself: rows handed on to the next stage's
         queue get that long to be taken there before they are sent again)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         self._thread = None
+        self.flush_handed_on()
 
     def renew(self) -> None:
         now = time.time()
@@ -135,7 +193,22 @@ class WorkerLease:
         self.renewed_at = now
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat_seconds):
+        next_renewal = time.monotonic() + self.heartbeat_seconds
+        while not self._stop.is_set():
+            with self._handed_on_lock:
+                due = self._handed_on_since + self.hand_on_delay if self._handed_on else next_renewal
+            self._wake.wait(max(0.0, min(due, next_renewal) - time.monotonic()))
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            now = time.monotonic()
+            with self._handed_on_lock:
+                flush = bool(self._handed_on) and now >= self._handed_on_since + self.hand_on_delay
+            if flush:
+                self.flush_handed_on()
+            if now < next_renewal:
+                continue
+            next_renewal = now + self.heartbeat_seconds
             try:
                 self.renew()
             except Exception as exc:  # noqa: BLE001 - the heartbeat outlives a database outage
