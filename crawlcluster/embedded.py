@@ -109,8 +109,9 @@ class _EmbeddedWorker:
         """Celery's loop for a transport without events (memory) waits up to 2 s in
         ``drain_events`` before it looks at "stop" again, which was most of a finished
         crawl's exit time; a shorter wait here lets :meth:`stop` return within
-        DRAIN_TIMEOUT_SECONDS. The transport polls every few ms either way, so the shorter
-        wait costs only a loop turn each time it passes."""
+        DRAIN_TIMEOUT_SECONDS. The transport (:mod:`crawlcluster.memory_transport`) wakes the
+        consumer when a message is put, so the shorter wait costs only a loop turn each time
+        it passes."""
         connection = consumer.connection
         drain = connection.drain_events
 
@@ -168,8 +169,10 @@ def configure_embedded(database_path: str) -> Any:
                                body_compress_level=0, hold_on_receipt=False)
     app.conf.update(
         broker_url="memory://localhost/",
-        broker_transport=None,  # celeryconfig names the Redis one for a redis:// broker_url
-        broker_transport_options={"polling_interval": 0.005},
+        # kombu's memory queues, with consumers woken by each put instead of polling every
+        # few ms (celeryconfig names the Redis transport for a redis:// broker_url)
+        broker_transport="crawlcluster.memory_transport:Transport",
+        broker_transport_options={},
         worker_send_task_events=False,
     )
     return app
