@@ -76,14 +76,16 @@ class Transport(memory.Transport):
 
     Channel = Channel
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+    def drain_events(self, connection: Any, timeout: Any = None) -> Any:
         """Deliver one message; raise ``socket.timeout`` when none came within ``timeout``
         (kombu's virtual transport contract, without its polling sleep)."""
         started = monotonic()
+        cycle = self.cycle
+        assert cycle is not None  # set when the transport is made
         while True:
             seen = _arrivals.count
             try:
-                self.cycle.get(self._deliver, timeout=timeout)
+                cycle.get(self._deliver, timeout=timeout)
                 return
             except Empty:
                 pass
