@@ -76,7 +76,8 @@ class Transport(memory.Transport):
 
     Channel = Channel
 
-    def drain_events(self, connection: Any, timeout: Any = None) -> Any:
+    # kombu's stubs give its two base classes different signatures; this is the virtual one
+    def drain_events(self, connection: Any, timeout: Any = None) -> Any:  # type: ignore[override]
         """Deliver one message; raise ``socket.timeout`` when none came within ``timeout``
         (kombu's virtual transport contract, without its polling sleep)."""
         started = monotonic()
