@@ -98,15 +98,20 @@ def due_candidates(conn: Connection, project: str, limit: int, skip_hosts: Itera
 
 
 def fill_candidates(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Complete rows read with ``narrow`` by :func:`due_candidates` (in the same transaction,
-    which sees the same rows) with the rest of DISPATCH_COLUMNS, in place; returns them."""
+    """Complete rows read with ``narrow`` by :func:`due_candidates` with the rest of
+    DISPATCH_COLUMNS, in place; returns those still pending, in order (on SQLite the two
+    reads are not one snapshot: a row cancelled or deleted in between is left out)."""
     by_id = {row["task_id"]: row for row in rows}
     ids = sorted(by_id)
+    found: set[str] = set()
     for start in range(0, len(ids), FILL_CHUNK_ROWS):
         chunk = ids[start:start + FILL_CHUNK_ROWS]
-        for full in _dicts(conn.execute(select(*DISPATCH_COLUMNS).where(crawl_tasks.c.task_id.in_(chunk)))):
+        stmt = (select(*DISPATCH_COLUMNS)
+                .where(crawl_tasks.c.task_id.in_(chunk), crawl_tasks.c.status == PENDING))
+        for full in _dicts(conn.execute(stmt)):
             by_id[full["task_id"]].update(full)
-    return rows
+            found.add(full["task_id"])
+    return [row for row in rows if row["task_id"] in found]
 
 
 # task ids per statement of :func:`fill_candidates` (SQLite's bound on variables, with room)

@@ -67,7 +67,7 @@ class ClaimReader:
             options = project["settings"] or {}
             examined = self._choose(claim, candidates, options, room, obey_robots, in_flight)
             if narrow and claim.chosen:
-                claims.fill_candidates(conn, claim.chosen)
+                claim.chosen = claims.fill_candidates(conn, claim.chosen)
             # every candidate is locked until the commit: read about twice as many spare ones
             # as were passed over this time (the next read skips locked rows, and pays for them)
             passed_over = examined - len(claim.chosen)
