@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from crawlcluster import settings as cluster_settings
 from crawlcluster.database.write_lock import hold_write_lock, release_write_lock
 from crawlcluster.errors import CrawlClusterError
-from crawlcluster.stages import QUEUES
+from crawlcluster.stages import FETCH, QUEUES, RENDER
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,10 @@ IDLE_POLL_SECONDS = 0.1
 # the longest the loop waits for a task to end before the scheduler's next tick
 TICK_WAIT_SECONDS = 0.05
 FAILURES_SHOWN = 5
+# the embedded scheduler claims at most this many times fetch_concurrency rows per tick
+EMBEDDED_CLAIM_FACTOR = 2
+# tasks whose end changes no row (see on_task_end in run_embedded)
+_QUIET_TASKS = frozenset({FETCH.task, RENDER.task})
 
 
 @dataclass
@@ -105,8 +109,9 @@ class _EmbeddedWorker:
         """Celery's loop for a transport without events (memory) waits up to 2 s in
         ``drain_events`` before it looks at "stop" again, which was most of a finished
         crawl's exit time; a shorter wait here lets :meth:`stop` return within
-        DRAIN_TIMEOUT_SECONDS. The transport polls every few ms either way, so the shorter
-        wait costs only a loop turn each time it passes."""
+        DRAIN_TIMEOUT_SECONDS. The transport (:mod:`crawlcluster.memory_transport`) wakes the
+        consumer when a message is put, so the shorter wait costs only a loop turn each time
+        it passes."""
         connection = consumer.connection
         drain = connection.drain_events
 
@@ -164,8 +169,10 @@ def configure_embedded(database_path: str) -> Any:
                                body_compress_level=0, hold_on_receipt=False)
     app.conf.update(
         broker_url="memory://localhost/",
-        broker_transport=None,  # celeryconfig names the Redis one for a redis:// broker_url
-        broker_transport_options={"polling_interval": 0.005},
+        # kombu's memory queues, with consumers woken by each put instead of polling every
+        # few ms (celeryconfig names the Redis transport for a redis:// broker_url)
+        broker_transport="crawlcluster.memory_transport:Transport",
+        broker_transport_options={},
         worker_send_task_events=False,
     )
     return app
@@ -270,10 +277,15 @@ def run_embedded(
     leaving_now = False
     frontier_lock = None
     web = None
-    finished = threading.Event()  # set when a task of the worker ends
+    finished = threading.Event()  # set when a task of the worker ends that may let more rows through
 
-    def on_task_end(**_kwargs: Any) -> None:
-        finished.set()
+    def on_task_end(task: Any = None, **_kwargs: Any) -> None:
+        # a fetch (or render) ends having changed no row: its pages are still queued, in
+        # the parse queue, so no host slot is free and no link is new; a tick then claimed
+        # nothing and cost a third of the ticks' CPU. Parse (new links) and store (rows
+        # leave queued) wake the loop; TICK_WAIT_SECONDS bounds everything else.
+        if getattr(task, "name", None) not in _QUIET_TASKS:
+            finished.set()
 
     try:
         engine = get_engine()
@@ -288,7 +300,13 @@ def run_embedded(
         signals.task_postrun.connect(on_task_end, weak=False)
         worker.start()
         own = cluster_settings.current()
-        dispatcher = Dispatcher.from_settings(app, replace(own, tick_seconds=min(own.tick_seconds, 0.05)))
+        # one fetch process: rows claimed beyond twice what it fetches at once only wait in the
+        # in-memory queue, and a claim reads its room and spare candidates every tick (up to
+        # claim_batch_size + 500 rows to send the few a host's free slots let through)
+        claim_rows = min(own.claim_batch_size,
+                         max(own.fetch_batch_size, EMBEDDED_CLAIM_FACTOR * own.fetch_concurrency))
+        dispatcher = Dispatcher.from_settings(app, replace(own, tick_seconds=min(own.tick_seconds, 0.05),
+                                                           claim_batch_size=claim_rows))
         deadline = None if timeout_seconds is None else started + timeout_seconds
         with CrawlProgress(crawl.project, enabled=progress) as bar:
             last_poll = last_feed = 0.0

@@ -511,3 +511,26 @@ def test_a_host_limit_holds_while_a_claim_waits_for_its_commit(pg, test_app, mon
     dispatcher.flush()
     with engine.connect() as conn:
         assert count_by_status(conn, "p")["queued"] == 3
+
+
+def test_a_narrow_claim_read_filled_for_the_chosen_rows_equals_the_full_read_and_drops_rows_gone(sqlite_url):
+    """SQLite claims read only what they choose by, then the chosen rows' other columns: the
+    rows sent are the same as with every column read at once, and a row cancelled between
+    the two reads is not sent."""
+    engine = get_engine(sqlite_url)
+    with engine.begin() as conn:
+        make_project(conn, "p")
+        tasks.insert_tasks(conn, "p", [{**make_row("p", f"http://h/{i}", priority=i % 3),
+                                        "fetch": {"retries": i}, "data": {"n": i}} for i in range(12)])
+    with engine.connect() as conn:
+        assert claims.reads_narrow(conn)
+        full = claims.due_candidates(conn, "p", 12)
+        narrow = claims.due_candidates(conn, "p", 12, narrow=True)
+        assert [set(row) for row in narrow] == [{"task_id", "url", "host"}] * 12
+        assert [row["task_id"] for row in narrow] == [row["task_id"] for row in full]
+        chosen = narrow[::2]
+        gone = chosen[1]["task_id"]
+        conn.execute(update(crawl_tasks).where(crawl_tasks.c.task_id == gone).values(status="cancelled"))
+        filled = claims.fill_candidates(conn, chosen)
+    expected = [row for row in full[::2] if row["task_id"] != gone]
+    assert filled == expected

@@ -60,11 +60,14 @@ class ClaimReader:
             skip |= self.robots.waiting_hosts(conn, now)
         # a few more than the room, for the ones a host limit or robots.txt passes over
         spare = self._spare.get(name, MAX_SPARE_CANDIDATES)
-        candidates = claims.due_candidates(conn, name, room + min(room, spare), skip, now=now)
+        narrow = claims.reads_narrow(conn)
+        candidates = claims.due_candidates(conn, name, room + min(room, spare), skip, now=now, narrow=narrow)
         claim.found = bool(candidates)
         if candidates:
             options = project["settings"] or {}
             examined = self._choose(claim, candidates, options, room, obey_robots, in_flight)
+            if narrow and claim.chosen:
+                claim.chosen = claims.fill_candidates(conn, claim.chosen)
             # every candidate is locked until the commit: read about twice as many spare ones
             # as were passed over this time (the next read skips locked rows, and pays for them)
             passed_over = examined - len(claim.chosen)
