@@ -262,7 +262,8 @@ def footnotes(site_pages: dict[str, int], runs: int) -> list[str]:
         "(crawlcluster's per-host limit is cluster-wide; N Scrapy processes allow N × 64 against one host), "
         f"CRAWLCLUSTER_PER_HOST_DELAY_SECONDS=0, CRAWLCLUSTER_RETRIES={RETRIES}, "
         f"CRAWLCLUSTER_RETRY_DELAYS={RETRY_DELAY_SECONDS} (Scrapy retries a 5xx {RETRIES} times at once), "
-        "CRAWLCLUSTER_AUTO_PAUSE_FAILURES=0 (Scrapy never pauses a site), "
+        "auto-pause at its default (the small site's always-500 pages, retried last, no longer pause "
+        "a crawl: a run of failures pauses only while untried pages are left), "
         "obey_robots at its default (true), other settings at their defaults; worker pools are the "
         "per-queue defaults (fetch: threads; parse: prefork, one child per CPU; store: threads). "
         "procs: processes in the crawler's tree at the peak.",

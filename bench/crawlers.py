@@ -55,10 +55,7 @@ def crawlcluster_env(fetch_processes: int) -> dict[str, str]:
     return {"CRAWLCLUSTER_FETCH_CONCURRENCY": str(FETCH_CONCURRENCY),
             "CRAWLCLUSTER_PER_HOST_CONCURRENCY": str(PER_HOST_PER_FETCH_PROCESS * fetch_processes),
             "CRAWLCLUSTER_PER_HOST_DELAY_SECONDS": "0",
-            "CRAWLCLUSTER_RETRIES": str(RETRIES), "CRAWLCLUSTER_RETRY_DELAYS": str(RETRY_DELAY_SECONDS),
-            # Scrapy never pauses a site; the small-page site's 500s, retried together near the
-            # crawl's end, would otherwise pause the crawl for minutes
-            "CRAWLCLUSTER_AUTO_PAUSE_FAILURES": "0"}
+            "CRAWLCLUSTER_RETRIES": str(RETRIES), "CRAWLCLUSTER_RETRY_DELAYS": str(RETRY_DELAY_SECONDS)}
 
 
 SCRAPY_SETTINGS: dict[str, Any] = {
