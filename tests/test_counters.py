@@ -313,28 +313,3 @@ def test_all_time_figures_equal_the_sums_of_crawl_stats_after_concurrent_store_b
                 expected = pytest.approx(getattr(row, name), abs=1e-6)
                 assert getattr(kept[project], name) == expected, (project, name)
     assert sum(row.done + row.failed for row in summed.values()) > 0
-
-
-def test_a_claim_counts_its_own_rows_and_the_next_update_in_its_transaction_is_counted(pg: str) -> None:
-    """A claim's UPDATE is counted by the claim itself (migration 0025) and only that one: an
-    UPDATE after it in the same transaction (rows robots.txt forbids, cancelled pages) is
-    counted by the trigger again, per project and per host."""
-    engine = get_engine(pg)
-    rows = [_row("own", f"http://h{n % 3}.example/{n}") for n in range(30)]
-    rows += [_row("own", "http://h0.example/robots.txt", callback=ROBOTS_CALLBACK)]
-    with engine.begin() as conn:
-        tasks.insert_tasks(conn, "own", rows)
-    with engine.begin() as conn:
-        claimed = claims.claim_due_tasks(conn, "own", 20, 60.0)
-        left = conn.execute(select(crawl_tasks.c.task_id).where(crawl_tasks.c.status == "pending")).scalars().all()
-        assert claims.mark_disallowed(conn, list(left[:4]), "robots.txt forbids it") == 4
-        tasks.cancel_pending(conn, "own")
-    assert len(claimed) == 20
-    with engine.begin() as conn:
-        counts = counters.project_counts(conn, "own")["rows"]
-        assert (counts["queued"], counts["disallowed"], counts["pending"]) == (20, 4, 0)
-        assert counts["cancelled"] == 7
-    _assert_exact(engine)
-    with engine.begin() as conn:
-        counters.fold(conn)
-    _assert_exact(engine)

@@ -12,10 +12,10 @@ import logging
 import time
 from typing import Any, Iterable
 
-from sqlalchemy import and_, func, literal_column, or_, select, text, update
+from sqlalchemy import func, literal_column, or_, select, text, update
 from sqlalchemy.engine import Connection
 
-from crawlcluster.database import counters, stats
+from crawlcluster.database import stats
 from crawlcluster.db import upsert
 from crawlcluster.error_text import bounded_error
 from crawlcluster.schema import (
@@ -88,31 +88,21 @@ def mark_queued(conn: Connection, rows: list[dict[str, Any]], deadline_seconds: 
     if not rows:
         return []
     now = time.time() if now is None else now
-    postgres = conn.dialect.name == "postgresql"
-    if postgres:
+    if conn.dialect.name == "postgresql":
         # by the addresses the locking read returned: a TID scan, no index lookups. For a
         # few thousand TIDs in a small table the planner would rather scan the whole table.
-        # (For the rest of this transaction only: the claim ends with this statement.) And
-        # the claim counts its own rows (counters.count_claim): the UPDATE trigger skips it.
-        conn.execute(text("SELECT set_config('enable_seqscan', 'off', true), set_config(:flag, 'on', true)"),
-                     {"flag": counters.CLAIM_COUNTED_FLAG})
+        # (For the rest of this transaction only: the claim ends with this statement.)
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
         which: Any = text("ctid = ANY(CAST(:tids AS tid[]))").bindparams(tids=[r["_ctid"] for r in rows])
-        which = and_(which, crawl_tasks.c.status == PENDING)  # what count_claim counts them as
     else:
         which = crawl_tasks.c.task_id.in_([r["task_id"] for r in rows])
-    changed = conn.execute(
+    conn.execute(
         update(crawl_tasks)
         .where(which)
         .values(status=QUEUED, queued_at=now, deadline_at=now + deadline_seconds,
                 dispatch_count=crawl_tasks.c.dispatch_count + 1, resends=0, crashes=0, held_by=None,
                 updated_at=now)
-    ).rowcount
-    if postgres:
-        if changed != len(rows):
-            # locked as pending by this transaction, so never expected; the claim is rolled
-            # back (and read again next tick) rather than counted wrong
-            raise RuntimeError(f"a claim of {len(rows)} locked pending rows changed {changed}")
-        counters.count_claim(conn, rows)
+    )
     for row in rows:  # the caller's own dicts, from due_candidates
         row.pop("_ctid", None)
         row["dispatch_count"] += 1

@@ -17,7 +17,6 @@ writer at a time) row triggers update the totals directly and the delta table st
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from sqlalchemy import false, func, literal, select, text, union_all
@@ -25,9 +24,6 @@ from sqlalchemy.engine import Connection
 
 from crawlcluster.schema import (
     ITEMS,
-    PENDING,
-    QUEUED,
-    ROBOTS_CALLBACK,
     STAT_TOTAL_COLUMNS,
     TASK_STATES,
     host_task_counts,
@@ -65,31 +61,6 @@ FOLD_STATS_SQL = text(f"""
         {", ".join(f"{name} = project_stat_totals.{name} + excluded.{name}" for name in STAT_TOTAL_COLUMNS)}
         RETURNING 1)
     SELECT count(*) FROM gone""")
-
-
-# the transaction-local flag with which the next UPDATE of crawl_tasks is left to its caller to count
-CLAIM_COUNTED_FLAG = "crawlcluster.claim_counted"
-COUNT_CLAIM_SQL = text("""
-    INSERT INTO task_counts_delta (project, host, robots, status, rows)
-    SELECT project, host, robots, state.status, state.sign * n
-    FROM unnest(CAST(:projects AS text[]), CAST(:hosts AS text[]), CAST(:robots AS boolean[]),
-                CAST(:rows AS bigint[])) AS claimed(project, host, robots, n)
-    CROSS JOIN (VALUES (:pending, -1), (:queued, 1)) AS state(status, sign)""")
-
-
-def count_claim(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Append the deltas of ``rows`` moving from pending to queued (Postgres), in the claim's
-    transaction: one statement, a row per (project, host, kind) and state, instead of the
-    UPDATE trigger reading both transition tables back. The caller has set
-    :data:`CLAIM_COUNTED_FLAG` for its UPDATE and checked that it changed exactly these rows,
-    each of them pending before."""
-    moved = Counter((row["project"], row["host"], row["callback"] == ROBOTS_CALLBACK) for row in rows)
-    if not moved:
-        return
-    keys = list(moved)
-    conn.execute(COUNT_CLAIM_SQL, {"projects": [k[0] for k in keys], "hosts": [k[1] for k in keys],
-                                   "robots": [k[2] for k in keys], "rows": list(moved.values()),
-                                   "pending": PENDING, "queued": QUEUED})
 
 
 def fold(conn: Connection) -> int:
