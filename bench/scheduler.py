@@ -1,6 +1,6 @@
 """The scheduler alone at 10^5, 10^6 (and 10^7) pending rows: dispatch rate, tick time, RSS, plan.
 
-    python -m bench scheduler [--sizes 100000,1000000] [--huge] [--seconds 20]
+    python -m bench scheduler [--sizes 100000,1000000] [--huge] [--seconds 20] [--keep]
 
 Runs in its own database (CRAWLCLUSTER_BENCH_SCHED_DATABASE_URL, default
 crawlcluster_bench_sched, dropped at the end) and under its own Redis key prefix (only its
@@ -20,7 +20,14 @@ this measures claiming and publishing, not politeness. Prints one row per size (
 table's heap and index sizes and the time of a VACUUM after the run) and the claim query's
 plan at the largest size, taken after the run and before that vacuum. BENCH_CLAIM_BATCH and
 BENCH_FETCH_BATCH change the claim size (2000) and URLs per message (16; a large claim goes
-out in messages of up to CRAWLCLUSTER_FETCH_BATCH_MAX).
+out in messages of up to CRAWLCLUSTER_FETCH_BATCH_MAX). BENCH_CLAIMS_IN_HAND changes how many
+claims the committing thread may hold uncommitted while the tick reads the next
+(crawlcluster.dispatch.pipeline.MAX_CLAIMS_IN_HAND, 2).
+
+With ``--keep`` the database is left in place at the end, and a run that finds it holding
+exactly the size's rows reuses them instead of filling again (10^7 rows take about five
+minutes to fill): the rows a run dispatched are made pending again and the table vacuumed
+and analysed. Side-by-side runs then measure the same table, one size per run.
 """
 
 from __future__ import annotations
@@ -39,9 +46,10 @@ from sqlalchemy import create_engine, text, update
 
 from bench.site300 import REDIS_URL, ensure_bench_database
 from crawlcluster import settings
-from crawlcluster.db import dispose_all, get_engine
+from crawlcluster.db import dispose_all, get_engine, normalize_database_url
+from crawlcluster.dispatch import pipeline
 from crawlcluster.dispatch.dispatcher import Dispatcher
-from crawlcluster.schema import DONE, crawl_tasks
+from crawlcluster.schema import DONE, PENDING, crawl_tasks
 
 HOSTS = 1000
 DATABASE_URL = os.environ.get("CRAWLCLUSTER_BENCH_SCHED_DATABASE_URL",
@@ -52,6 +60,7 @@ KEY_PREFIX = f"crawlcluster-schedbench-{os.getpid()}:"
 REBUILD_INDEXES_FROM = 1_000_000
 CLAIM_BATCH = int(os.environ.get("BENCH_CLAIM_BATCH", 2000))
 FETCH_BATCH = int(os.environ.get("BENCH_FETCH_BATCH", 16))
+CLAIMS_IN_HAND = int(os.environ.get("BENCH_CLAIMS_IN_HAND", pipeline.MAX_CLAIMS_IN_HAND))
 # ticks run back to back before the simulated workers finish what was sent
 TICKS_BETWEEN_WORKERS = 10
 
@@ -115,6 +124,37 @@ def fill(engine: Any, rows: int, part: int = 0, parts: int = 1) -> tuple[float, 
     return time.monotonic() - started, time.monotonic() - vacuum_started
 
 
+def reuse(engine: Any, rows: int) -> tuple[float, float] | None:
+    """With ``--keep``: when the kept table holds exactly ``rows`` rows of the bench project,
+    make the rows an earlier run dispatched pending again and vacuum; (reset, vacuum)
+    seconds, or None when the table must be filled."""
+    started = time.monotonic()
+    with engine.begin() as conn:
+        held = conn.execute(text("SELECT count(*) FROM crawl_tasks WHERE project = 'bench'")).scalar_one()
+        if held != rows:
+            return None
+        reopened = crawl_tasks.c.project == "bench", crawl_tasks.c.status != PENDING
+        conn.execute(update(crawl_tasks).where(*reopened)
+                     .values(status=PENDING, queued_at=None, deadline_at=None, fetched_at=None,
+                             dispatch_count=0))
+    vacuum_started = time.monotonic()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM (ANALYZE) crawl_tasks"))
+    return time.monotonic() - started, time.monotonic() - vacuum_started
+
+
+def kept_database(url: str) -> str | None:
+    """The kept bench database's URL when it exists (migrated to this checkout's head on
+    first use), else None."""
+    url = normalize_database_url(url)
+    server_url, _, name = url.rpartition("/")
+    admin = create_engine(server_url + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+    admin.dispose()
+    return url if found else None
+
+
 def table_sizes(engine: Any) -> tuple[float, float]:
     """(heap, all indexes) of crawl_tasks in MiB."""
     with engine.connect() as conn:
@@ -154,8 +194,10 @@ def drop_database(url: str) -> None:
     admin.dispose()
 
 
-def run_size(app: Celery, engine: Any, database_url: str, rows: int, seconds: float) -> dict[str, Any]:
-    fill_seconds, vacuum_seconds = fill(engine, rows)
+def run_size(app: Celery, engine: Any, database_url: str, rows: int, seconds: float,
+             keep: bool = False) -> dict[str, Any]:
+    reused = reuse(engine, rows) if keep else None
+    fill_seconds, vacuum_seconds = reused if reused is not None else fill(engine, rows)
     heap_mib, index_mib = table_sizes(engine)
     return {"rows": rows, "fill_seconds": fill_seconds, "vacuum_seconds": vacuum_seconds,
             "heap_mib": heap_mib, "index_mib": index_mib, **dispatch(app, engine, database_url, seconds)}
@@ -223,9 +265,10 @@ def dispatch(app: Celery, engine: Any, database_url: str, seconds: float) -> dic
             "machine_busy": busy_jiffies / total_jiffies if total_jiffies else 0.0}
 
 
-def main(sizes: list[int], seconds: float) -> None:
+def main(sizes: list[int], seconds: float, keep: bool = False) -> None:
     console = Console(width=200)  # the whole table, also when piped to a file
-    database_url = ensure_bench_database(DATABASE_URL)
+    pipeline.MAX_CLAIMS_IN_HAND = CLAIMS_IN_HAND
+    database_url = (keep and kept_database(DATABASE_URL)) or ensure_bench_database(DATABASE_URL)
     dispose_all()
     engine = get_engine(database_url)
     app = Celery("crawlcluster-bench")
@@ -233,11 +276,13 @@ def main(sizes: list[int], seconds: float) -> None:
     app.conf.broker_url = REDIS_URL
     app.conf.broker_transport_options = {**app.conf.broker_transport_options, "global_keyprefix": KEY_PREFIX}
     try:
-        results = [run_size(app, engine, database_url, size, seconds) for size in sizes]
+        results = [run_size(app, engine, database_url, size, seconds, keep) for size in sizes]
     finally:
         empty_broker()
-        drop_database(database_url)
+        if not keep:
+            drop_database(database_url)
     table = Table(title=f"scheduler alone: one project, {HOSTS} hosts, claim batch {CLAIM_BATCH}, "
+                        f"{CLAIMS_IN_HAND} claims in hand, "
                         f"{FETCH_BATCH}-{settings.current().fetch_batch_max} URLs per message, "
                         f"{seconds:g}s of ticks per size")
     for column in ("pending rows", "fill s", "vacuum s", "vacuum after run s", "heap MiB", "indexes MiB",
