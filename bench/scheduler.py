@@ -50,7 +50,7 @@ from crawlcluster import settings
 from crawlcluster.db import dispose_all, get_engine, normalize_database_url
 from crawlcluster.dispatch import pipeline
 from crawlcluster.dispatch.dispatcher import Dispatcher
-from crawlcluster.schema import DONE, crawl_tasks
+from crawlcluster.schema import DONE, crawl_tasks, scheduler_lease
 
 HOSTS = 1000
 DATABASE_URL = os.environ.get("CRAWLCLUSTER_BENCH_SCHED_DATABASE_URL",
@@ -61,6 +61,8 @@ KEY_PREFIX = f"crawlcluster-schedbench-{os.getpid()}:"
 REBUILD_INDEXES_FROM = 1_000_000
 CLAIM_BATCH = int(os.environ.get("BENCH_CLAIM_BATCH", 2000))
 FETCH_BATCH = int(os.environ.get("BENCH_FETCH_BATCH", 16))
+# a kept table is filled again once fewer of its rows than this are left pending
+REUSE_PENDING_SHARE = 0.9
 CLAIMS_IN_HAND = int(os.environ.get("BENCH_CLAIMS_IN_HAND", pipeline.MAX_CLAIMS_IN_HAND))
 # ticks run back to back before the simulated workers finish what was sent
 TICKS_BETWEEN_WORKERS = 10
@@ -127,14 +129,19 @@ def fill(engine: Any, rows: int, part: int = 0, parts: int = 1) -> tuple[float, 
 
 def reuse(engine: Any, rows: int) -> tuple[float, float] | None:
     """With ``--keep``: when the kept table holds exactly ``rows`` rows of the bench project,
-    use it as it is: the rows earlier runs dispatched stay done and this run claims the next
-    ones, untouched since the fill (making the dispatched rows pending again would measure
-    rows that are in memory and close together in the heap: at 10^7, 2–3 times the rate of a
-    fresh table). None when the table must be filled; else (0, vacuum seconds)."""
+    at least REUSE_PENDING_SHARE of them pending, use it as it is: the rows earlier runs
+    dispatched stay done and this run claims the next ones, untouched since the fill
+    (making the dispatched rows pending again would measure rows the last run brought into
+    memory and rewrote close together). None when the table must be filled; else (0,
+    vacuum seconds)."""
     with engine.connect() as conn:
-        held = conn.execute(text("SELECT count(*) FROM crawl_tasks WHERE project = 'bench'")).scalar_one()
-    if held != rows:
+        held, pending = conn.execute(text(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'pending') FROM crawl_tasks "
+            "WHERE project = 'bench'")).one()
+    if held != rows or pending < REUSE_PENDING_SHARE * rows:
         return None
+    with engine.begin() as conn:  # the last run's lease, which it held until it exited
+        conn.execute(scheduler_lease.delete())
     vacuum_started = time.monotonic()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM (ANALYZE) crawl_tasks"))
