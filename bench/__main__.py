@@ -41,6 +41,8 @@ def main() -> None:
     scheduler.add_argument("--sizes", default="100000,1000000", help="comma-separated pending row counts")
     scheduler.add_argument("--huge", action="store_true", help="add 10,000,000 rows to the sizes")
     scheduler.add_argument("--seconds", type=float, default=20)
+    scheduler.add_argument("--keep", action="store_true",
+                           help="keep the database at the end and reuse its rows when they are the size's")
     scaling = sub.add_parser("scaling", help="dispatch rate with the frontier split by host over K databases")
     scaling.add_argument("--rows", type=int, default=1_000_000, help="pending rows in all")
     scaling.add_argument("--splits", default="1,2", help="comma-separated numbers of databases")
@@ -103,7 +105,7 @@ def main() -> None:
         sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
         if args.huge and 10_000_000 not in sizes:
             sizes.append(10_000_000)
-        run_scheduler(sizes=sizes, seconds=args.seconds)
+        run_scheduler(sizes=sizes, seconds=args.seconds, keep=args.keep)
     elif args.name == "scaling":
         from bench.scaling import main as run_scaling
 

@@ -1,6 +1,6 @@
 """The scheduler alone at 10^5, 10^6 (and 10^7) pending rows: dispatch rate, tick time, RSS, plan.
 
-    python -m bench scheduler [--sizes 100000,1000000] [--huge] [--seconds 20]
+    python -m bench scheduler [--sizes 100000,1000000] [--huge] [--seconds 20] [--keep]
 
 Runs in its own database (CRAWLCLUSTER_BENCH_SCHED_DATABASE_URL, default
 crawlcluster_bench_sched, dropped at the end) and under its own Redis key prefix (only its
@@ -20,7 +20,15 @@ this measures claiming and publishing, not politeness. Prints one row per size (
 table's heap and index sizes and the time of a VACUUM after the run) and the claim query's
 plan at the largest size, taken after the run and before that vacuum. BENCH_CLAIM_BATCH and
 BENCH_FETCH_BATCH change the claim size (2000) and URLs per message (16; a large claim goes
-out in messages of up to CRAWLCLUSTER_FETCH_BATCH_MAX).
+out in messages of up to CRAWLCLUSTER_FETCH_BATCH_MAX). BENCH_CLAIMS_IN_HAND changes how many
+claims the committing thread may hold uncommitted while the tick reads the next
+(crawlcluster.dispatch.pipeline.MAX_CLAIMS_IN_HAND, 2).
+
+With ``--keep`` the database is left in place at the end, and a run that finds it holding
+exactly the size's rows reuses them instead of filling again (10^7 rows take about five
+minutes to fill): the rows earlier runs dispatched stay done (100,000-300,000 a run, a few
+percent of 10^7) and the run claims the next ones, as untouched as after a fill.
+Side-by-side runs then measure the same table, one size per run.
 """
 
 from __future__ import annotations
@@ -39,9 +47,10 @@ from sqlalchemy import create_engine, text, update
 
 from bench.site300 import REDIS_URL, ensure_bench_database
 from crawlcluster import settings
-from crawlcluster.db import dispose_all, get_engine
+from crawlcluster.db import dispose_all, get_engine, normalize_database_url
+from crawlcluster.dispatch import pipeline
 from crawlcluster.dispatch.dispatcher import Dispatcher
-from crawlcluster.schema import DONE, crawl_tasks
+from crawlcluster.schema import DONE, crawl_tasks, scheduler_lease
 
 HOSTS = 1000
 DATABASE_URL = os.environ.get("CRAWLCLUSTER_BENCH_SCHED_DATABASE_URL",
@@ -52,6 +61,9 @@ KEY_PREFIX = f"crawlcluster-schedbench-{os.getpid()}:"
 REBUILD_INDEXES_FROM = 1_000_000
 CLAIM_BATCH = int(os.environ.get("BENCH_CLAIM_BATCH", 2000))
 FETCH_BATCH = int(os.environ.get("BENCH_FETCH_BATCH", 16))
+# a kept table is filled again once fewer of its rows than this are left pending
+REUSE_PENDING_SHARE = 0.9
+CLAIMS_IN_HAND = int(os.environ.get("BENCH_CLAIMS_IN_HAND", pipeline.MAX_CLAIMS_IN_HAND))
 # ticks run back to back before the simulated workers finish what was sent
 TICKS_BETWEEN_WORKERS = 10
 
@@ -115,6 +127,39 @@ def fill(engine: Any, rows: int, part: int = 0, parts: int = 1) -> tuple[float, 
     return time.monotonic() - started, time.monotonic() - vacuum_started
 
 
+def reuse(engine: Any, rows: int) -> tuple[float, float] | None:
+    """With ``--keep``: when the kept table holds exactly ``rows`` rows of the bench project,
+    at least REUSE_PENDING_SHARE of them pending, use it as it is: the rows earlier runs
+    dispatched stay done and this run claims the next ones, untouched since the fill
+    (making the dispatched rows pending again would measure rows the last run brought into
+    memory and rewrote close together). None when the table must be filled; else (0,
+    vacuum seconds)."""
+    with engine.connect() as conn:
+        held, pending = conn.execute(text(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'pending') FROM crawl_tasks "
+            "WHERE project = 'bench'")).one()
+    if held != rows or pending < REUSE_PENDING_SHARE * rows:
+        return None
+    with engine.begin() as conn:  # the last run's lease, which it held until it exited
+        conn.execute(scheduler_lease.delete())
+    vacuum_started = time.monotonic()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM (ANALYZE) crawl_tasks"))
+    return 0.0, time.monotonic() - vacuum_started
+
+
+def kept_database(url: str) -> str | None:
+    """The kept bench database's URL when it exists (migrated to this checkout's head on
+    first use), else None."""
+    url = normalize_database_url(url)
+    server_url, _, name = url.rpartition("/")
+    admin = create_engine(server_url + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+    admin.dispose()
+    return url if found else None
+
+
 def table_sizes(engine: Any) -> tuple[float, float]:
     """(heap, all indexes) of crawl_tasks in MiB."""
     with engine.connect() as conn:
@@ -154,8 +199,10 @@ def drop_database(url: str) -> None:
     admin.dispose()
 
 
-def run_size(app: Celery, engine: Any, database_url: str, rows: int, seconds: float) -> dict[str, Any]:
-    fill_seconds, vacuum_seconds = fill(engine, rows)
+def run_size(app: Celery, engine: Any, database_url: str, rows: int, seconds: float,
+             keep: bool = False) -> dict[str, Any]:
+    reused = reuse(engine, rows) if keep else None
+    fill_seconds, vacuum_seconds = reused if reused is not None else fill(engine, rows)
     heap_mib, index_mib = table_sizes(engine)
     return {"rows": rows, "fill_seconds": fill_seconds, "vacuum_seconds": vacuum_seconds,
             "heap_mib": heap_mib, "index_mib": index_mib, **dispatch(app, engine, database_url, seconds)}
@@ -223,9 +270,10 @@ def dispatch(app: Celery, engine: Any, database_url: str, seconds: float) -> dic
             "machine_busy": busy_jiffies / total_jiffies if total_jiffies else 0.0}
 
 
-def main(sizes: list[int], seconds: float) -> None:
+def main(sizes: list[int], seconds: float, keep: bool = False) -> None:
     console = Console(width=200)  # the whole table, also when piped to a file
-    database_url = ensure_bench_database(DATABASE_URL)
+    pipeline.MAX_CLAIMS_IN_HAND = CLAIMS_IN_HAND
+    database_url = (keep and kept_database(DATABASE_URL)) or ensure_bench_database(DATABASE_URL)
     dispose_all()
     engine = get_engine(database_url)
     app = Celery("crawlcluster-bench")
@@ -233,11 +281,13 @@ def main(sizes: list[int], seconds: float) -> None:
     app.conf.broker_url = REDIS_URL
     app.conf.broker_transport_options = {**app.conf.broker_transport_options, "global_keyprefix": KEY_PREFIX}
     try:
-        results = [run_size(app, engine, database_url, size, seconds) for size in sizes]
+        results = [run_size(app, engine, database_url, size, seconds, keep) for size in sizes]
     finally:
         empty_broker()
-        drop_database(database_url)
+        if not keep:
+            drop_database(database_url)
     table = Table(title=f"scheduler alone: one project, {HOSTS} hosts, claim batch {CLAIM_BATCH}, "
+                        f"{CLAIMS_IN_HAND} claims in hand, "
                         f"{FETCH_BATCH}-{settings.current().fetch_batch_max} URLs per message, "
                         f"{seconds:g}s of ticks per size")
     for column in ("pending rows", "fill s", "vacuum s", "vacuum after run s", "heap MiB", "indexes MiB",
