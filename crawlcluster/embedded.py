@@ -330,6 +330,10 @@ def run_embedded(
                     if stopping_until is not None and (stats["queued"] == 0 or now > stopping_until):
                         break
                     if crawl.is_idle(stats):
+                        # a tick marks the project finished when it finds nothing open; this
+                        # loop may see the crawl idle first (its ticks wait for a task to end)
+                        dispatcher.tick()
+                        dispatcher.flush()
                         break
                     if deadline is not None and now > deadline:
                         raise CrawlClusterError(
