@@ -175,6 +175,11 @@ def configure_embedded(database_path: str) -> Any:
         broker_transport_options={},
         worker_send_task_events=False,
     )
+    # the app caches its broker connections and publishers: made earlier in this process for
+    # another broker (a cluster's Redis, through the Python API or a task run in-process), they
+    # would send this crawl's messages there and no worker of its own would see them
+    app._pool = None
+    app.amqp._producer_pool = None
     return app
 
 

@@ -116,6 +116,34 @@ def test_cli_submit_takes_retries_and_retry_delays_into_the_projects_rows(pg, tm
     assert bad.returncode == 2 and "comma-separated" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_an_embedded_crawl_after_the_app_published_to_redis_in_the_same_process_runs(redis_url, tmp_path):
+    """The Python API in a process that used the Celery app against Redis first (a cluster
+    crawl's task run in-process, say): the app caches its broker connections and publishers,
+    and an embedded crawl then sent its fetch messages to Redis, where no worker of its own
+    took them. Each embedded crawl builds its publishers for its own in-memory broker."""
+    from crawlcluster.app import app
+    from crawlcluster.db import dispose_all
+    from crawlcluster.embedded import run_embedded
+    from tests.scripted_site import ScriptedSite, page
+
+    app.conf.update(broker_url=redis_url, broker_transport=None)
+    app._pool = None
+    app.amqp._producer_pool = None
+    with app.producer_or_acquire() as producer:  # the app's publishers, built for Redis
+        assert producer.connection.transport.driver_type == "redis"
+    site = ScriptedSite()
+    site.route("/", lambda n, h: page("Home", ("/next",)))
+    site.route("/next", lambda n, h: page("Next"))
+    try:
+        result = run_embedded([site.url + "/"], project="after-redis", database_path=str(tmp_path / "r.db"),
+                              progress=False, timeout_seconds=60, settings={"obey_robots": False})
+    finally:
+        site.stop()
+        dispose_all()
+    assert (result.stats["done"], result.stats["queued"]) == (2, 0)
+    assert len(site.hits("/")) == len(site.hits("/next")) == 1
+
+
 def test_after_a_page_hung_past_the_stop_a_later_crawl_in_the_same_process_runs(tmp_path):
     """The Python API after a stop that left a page hanging: once the result is released,
     the pooled SQLite connection is an ordinary one and a second embedded crawl runs to
