@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 from crawlcluster import scheduling, settings
 from crawlcluster.errors import InvalidURL
+from crawlcluster.http import Request
 from crawlcluster.schema import PENDING
 from crawlcluster.spider_settings import request_defaults
 from crawlcluster.urls import host_problem, length_problem, normalize_url, task_id, url_host
@@ -50,6 +51,80 @@ def task_row(project: str, url: str, request: Any, *, spider: Any, project_setti
         row["_cancel"] = True
     return row
 
+
+
+# a Request's own scheduling options: a request that sets none of them (and no fetch option)
+# gets its callback's resolved options, the same for every such link of a page
+_SCHEDULING_FIELDS = ("retries", "retry_delays", "retry_policy", "age", "itag", "auto_recrawl", "exetime")
+_FETCH_FIELDS = ("headers", "cookies", "body", "timeout", "render")
+
+
+def _plain_request(request: Any) -> bool:
+    """Whether ``request`` sets nothing but its URL, callback and data (most links)."""
+    if type(request).fetch_options is not Request.fetch_options or request.priority \
+            or request.force_update or request.cancel or request.method.upper() != "GET":
+        return False
+    return all(getattr(request, name) is None for name in _SCHEDULING_FIELDS) \
+        and not any(getattr(request, name) for name in _FETCH_FIELDS)
+
+
+class RowMaker:
+    """:func:`task_row` for the many links of a batch of one project: a plain request's
+    scheduling and default fetch options are resolved once per callback, and
+    :meth:`plain_id` gives the task id of a link whose row would be plain (no itag, age,
+    force or cancel), so a caller can skip a link it knows before building its row."""
+
+    def __init__(self, project: str, spider: Any, project_settings: dict[str, Any] | None,
+                 now: float) -> None:
+        self.project, self.spider, self.project_settings, self.now = project, spider, project_settings, now
+        self._resolved: dict[str, tuple[dict[str, Any], dict[str, Any], bool]] = {}
+
+    def _for_callback(self, request: Any, callback_name: str) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        found = self._resolved.get(callback_name)
+        if found is None:
+            schedule = scheduling.resolve(request, getattr(self.spider, callback_name, None), self.spider,
+                                          self.project_settings)
+            values = schedule.row_values()
+            options: dict[str, Any] = {}
+            request_defaults(options, self.spider, self.project_settings)
+            options.update(values.pop("_fetch_extra"))
+            plain = values["itag"] is None and values["age"] is None
+            found = self._resolved[callback_name] = (values, options, plain)
+        return found
+
+    def plain_id(self, url: str, request: Any) -> str | None:
+        """The task id of ``url``'s row when the row would be plain, else None."""
+        if not _plain_request(request):
+            return None
+        _values, options, plain = self._for_callback(request, request.callback_name())
+        if not plain:
+            return None
+        return task_id(self.project, url, options.get("method", "GET"), options.get("body"))
+
+    def row(self, url: str, request: Any, depth: int, fetch_options: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
+        if fetch_options is not None or not _plain_request(request):
+            return task_row(self.project, url, request, spider=self.spider,
+                            project_settings=self.project_settings, depth=depth, now=self.now,
+                            fetch_options=fetch_options)
+        callback_name = request.callback_name()
+        values, options, _plain = self._for_callback(request, callback_name)
+        now = self.now
+        return {
+            "task_id": task_id(self.project, url, options.get("method", "GET"), options.get("body")),
+            "project": self.project,
+            "url": url,
+            "host": url_host(url),
+            "status": PENDING,
+            "depth": depth,
+            "callback": callback_name,
+            "fetch": dict(options) if options else None,
+            "data": request.data,
+            "next_run_at": now,
+            "created_at": now,
+            "updated_at": now,
+            **values,
+        }
 
 
 def seed_rows(project: str, requests: Iterable[Any], spider: Any, project_settings: dict[str, Any] | None,

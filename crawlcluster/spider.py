@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from functools import lru_cache
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
@@ -135,22 +136,9 @@ class Spider:
         with a port (``127.0.0.1:8000``) allows that host on that port only."""
         if not self.allowed_domains:
             return True
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
-        for entry in self.allowed_domains:
-            allowed = urlsplit("//" + entry.lower())
-            domain = allowed.hostname or ""
-            try:
-                entry_port = allowed.port
-            except ValueError:
-                raise ConfigurationError(
-                    f"allowed_domains entry {entry!r} of {type(self).__name__} has a bad port") from None
-            if entry_port and entry_port != port:
-                continue
-            if host == domain or host.endswith("." + domain):
-                return True
-        return False
+        scheme, host, port = _scheme_host_port(url)
+        return _on_allowed_domain(tuple(self.allowed_domains), type(self).__name__,
+                                  host, port or DEFAULT_PORTS.get(scheme))
 
     def callback(self, name: str) -> Callable[[Response], Iterable[Any]]:
         method = getattr(self, name, None)
@@ -179,21 +167,11 @@ class LinkSpider(Spider):
             return False
         if not self.allowed_domains:
             return True
-        parts = urlsplit(url)
-        try:
-            port = parts.port
-        except ValueError:
-            return False
-        if port is None or port == DEFAULT_PORTS.get(parts.scheme):
+        scheme, host, port = _scheme_host_port(url)
+        if port is None or port == DEFAULT_PORTS.get(scheme):
             return True
         # a port of its own: only where an entry names it (Spider.allows checked the host)
-        host = (parts.hostname or "").lower()
-        for entry in self.allowed_domains:
-            allowed = urlsplit("//" + entry.lower())
-            domain = allowed.hostname or ""
-            if allowed.port == port and (host == domain or host.endswith("." + domain)):
-                return True
-        return False
+        return _entry_names_port(tuple(self.allowed_domains), host, port)
 
     def parse(self, response: Response) -> Iterator[Any]:
         if not response.is_html:
@@ -218,6 +196,42 @@ class LinkSpider(Spider):
         }
         for url in links:
             yield Request(url)
+
+
+# a page's links repeat from page to page: where a URL points and what an allowed_domains
+# list says of a host are worked out once per process, not once per link
+@lru_cache(maxsize=65536)
+def _scheme_host_port(url: str) -> tuple[str, str, int | None]:
+    """The scheme, lower-case host and explicit port of ``url`` (ValueError for a bad port)."""
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
+@lru_cache(maxsize=4096)
+def _on_allowed_domain(entries: tuple[str, ...], spider_name: str, host: str, port: int | None) -> bool:
+    for entry in entries:
+        allowed = urlsplit("//" + entry.lower())
+        domain = allowed.hostname or ""
+        try:
+            entry_port = allowed.port
+        except ValueError:
+            raise ConfigurationError(
+                f"allowed_domains entry {entry!r} of {spider_name} has a bad port") from None
+        if entry_port and entry_port != port:
+            continue
+        if host == domain or host.endswith("." + domain):
+            return True
+    return False
+
+
+@lru_cache(maxsize=4096)
+def _entry_names_port(entries: tuple[str, ...], host: str, port: int) -> bool:
+    for entry in entries:
+        allowed = urlsplit("//" + entry.lower())
+        domain = allowed.hostname or ""
+        if allowed.port == port and (host == domain or host.endswith("." + domain)):
+            return True
+    return False
 
 
 def spider_path(spider: type[Spider]) -> str:

@@ -83,7 +83,12 @@ def host_problem(url: str) -> str | None:
     """Why the host name of a normalised ``url`` cannot be a DNS name (RFC 1035 lengths:
     labels of 1 to 63 octets, at most 253 in all, after IDNA), or None when it can. IP
     literals pass; the name is never looked up here."""
-    host = urlsplit(url).hostname or ""
+    return _host_name_problem(url_host(url))
+
+
+@lru_cache(maxsize=4096)
+def _host_name_problem(netloc: str) -> str | None:
+    host = urlsplit("//" + netloc).hostname or ""
     if host.startswith("[") or ":" in host or _IPV4.fullmatch(host):
         return None
     name = host[:-1] if host.endswith(".") else host
@@ -108,6 +113,8 @@ def length_problem(url: str, max_url_length: int) -> str | None:
 _IPV4 = re.compile(r"[0-9.]+")
 
 
+# every link of a page asks for its host, and pages repeat their links: cached like normalize_url
+@lru_cache(maxsize=65536)
 def url_host(url: str) -> str:
     """The host (and non-default port) of a normalised URL: the unit of politeness."""
     return urlsplit(url).netloc.rpartition("@")[2]
@@ -152,6 +159,7 @@ def _fold(token: str) -> str:
     return _NUMBER.sub("<n>", _ID.sub("<id>", token))
 
 
+@lru_cache(maxsize=65536)
 def url_shape(url: str) -> str:
     """``url`` with numbers and ids folded: the unit the shape-chain rule counts in.
 

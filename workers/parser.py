@@ -44,7 +44,7 @@ from crawlcluster.messages import (
 )
 from crawlcluster.pipelines import pipeline_classes
 from crawlcluster.rendering import render_key
-from crawlcluster.request_rows import task_row
+from crawlcluster.request_rows import RowMaker, task_row
 from crawlcluster.schema import DONE, FAILED
 from crawlcluster.spider import Spider, load_spider_class
 from crawlcluster.urls import host_port, host_problem, length_problem, normalize_url, short_url
@@ -183,9 +183,14 @@ def page_response(page: Page) -> Response:
 
 
 def _page_outcome(context: ProjectContext, page: Page, now: float, new_rows: list[dict[str, Any]],
-                  dropped_links: list[int], ran: tuple[Response, CallbackOutcome] | None = None) -> Outcome:
+                  dropped_links: list[int], ran: tuple[Response, CallbackOutcome] | None = None,
+                  maker: RowMaker | None = None, generation: Any = None, known: list[int] | None = None,
+                  ) -> Outcome:
     """``ran``: the response and the callback's run on it, when render="auto" already ran the
-    callback on this very page to compare (a sample): reused, so it runs once per stored page."""
+    callback on this very page to compare (a sample): reused, so it runs once per stored page.
+    ``maker`` builds the links' rows; a plain link this process already sent to the frontier
+    (``generation``'s :data:`_known`) gets no row and is counted in ``known[0]``."""
+    maker = maker or RowMaker(context.name, context.spider, context.settings, now)
     depth = page.get("depth", 0)
     callback = entry_callback(page)
     if ran is not None:
@@ -221,10 +226,14 @@ def _page_outcome(context: ProjectContext, page: Page, now: float, new_rows: lis
     dropped_links.append(dropped + bounds.get(LINKS_OVER_LIMIT, 0))
     guard = TrapGuard.for_page(page["url"], page.get("fetch"), settings.current())
     for url, request in kept:
+        if known is not None:
+            plain_id = maker.plain_id(url, request)
+            if plain_id is not None and _known.seen_id(generation, plain_id):
+                known[0] += 1  # the frontier has it: a duplicate, as the database would say
+                continue
         run, trap = guard.check(url)
         options = {**(request.fetch_options() or {}), SHAPE_RUN: run} if run else None
-        row = task_row(context.name, url, request, spider=context.spider, project_settings=context.settings,
-                       depth=depth + 1, now=now, fetch_options=options)
+        row = maker.row(url, request, depth + 1, fetch_options=options)
         if trap is not None:  # the link that would continue the trap ends failed, unfetched
             row.update(status=FAILED, error=trap, error_kind=TRAP_KIND, _trap=True)
         new_rows.append(row)
@@ -287,21 +296,24 @@ def process_pages(engine: Engine, project: str, pages: list[Page],
     by_id: dict[str, Outcome] = {}
     dropped_links: list[int] = []
     produced: dict[str, int] = {}  # each page's new rows before any was found known
+    maker = RowMaker(project, context.spider, context.settings, now)
     for page in spider_pages:
         page_rows: list[dict[str, Any]] = []
+        known = [0]
         try:
             if "redirect" in page:
                 outcome = _redirect_outcome(context, page, now, page_rows)
             else:
                 outcome = _page_outcome(context, page, now, page_rows, dropped_links,
-                                        (ran or {}).get(page["id"]))
+                                        (ran or {}).get(page["id"]), maker, generation, known)
         except Exception as exc:  # noqa: BLE001 - one page's trouble must not fail its batch-mates
             logger.warning("parse failed: project %s, url %s", project, page["url"], exc_info=True)
             outcome, page_rows = _failed_page(page, "parse", _processing_error(page, exc)), []
+            known[0] = 0
         outcome = carry_cost(page, outcome)  # what the page cost, for the store stage's statistics
         outcomes.append(outcome)
         by_id[page["id"]] = outcome
-        produced[page["id"]] = len(page_rows)
+        produced[page["id"]] = len(page_rows) + known[0]
         rows_of[page["id"]] = [row for row in page_rows if not _known.seen(generation, row)]
     new_rows = [row for rows in rows_of.values() for row in rows]
     new_ids: set[str] = set()
@@ -381,6 +393,10 @@ class KnownTasks:
 
     def seen(self, generation: Any, row: dict[str, Any]) -> bool:
         return self._plain(row) and (generation, row["task_id"]) in self._ids
+
+    def seen_id(self, generation: Any, task_id: str) -> bool:
+        """Whether the plain row ``task_id`` was sent (the caller knows it is plain)."""
+        return (generation, task_id) in self._ids
 
     def remember(self, generation: Any, rows: list[dict[str, Any]]) -> None:
         with self._lock:
