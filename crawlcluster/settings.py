@@ -274,6 +274,11 @@ class Settings:
     per_host_concurrency: int = _option(
         8, int, "Requests to one host in flight at once across the whole cluster (per project: "
         "per_host_concurrency).", minimum=1)
+    per_host_refill_fraction: float = _option(
+        0.25, float, "A host with requests in flight is given more only once this share of its "
+        "per_host_concurrency is free (at least one slot, at most fetch_batch_size): its URLs go out in "
+        "batches, each one fetch, parse and store message, not one by one as pages finish. 0: as soon "
+        "as one slot is free.", minimum=0)
     per_host_delay_seconds: float = _option(
         0.0, float, "Least time between two requests to one host (per project: per_host_delay); robots.txt "
         "Crawl-delay raises it.", minimum=0)

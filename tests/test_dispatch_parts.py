@@ -81,6 +81,28 @@ def test_host_slots_say_which_hosts_are_blocked_and_when_to_look_again():
     assert slots.blocked(0.4) == {"slow.test"} and slots.blocked(0.6) == set()
 
 
+
+def test_a_host_with_rows_in_flight_is_given_more_once_its_refill_share_is_free():
+    # 64 slots, a quarter to refill but at most a fetch batch of 16: rows go out 16 at a time
+    slots = HostSlots(concurrency=64, delay_seconds=0.0, refill_fraction=0.25, refill_most=16)
+    slot = slots.slot("big.test", {}, None, {"big.test": 60})
+    assert slot.refill == 16
+    assert slot.can_take(0.0) and not slot.can_start(0.0)  # 4 free: waits for 12 more
+    assert slots.blocked(0.0) == {"big.test"}
+    assert slots.next_wait(0.0, idle_seconds=0.7) == FULL_HOST_POLL_SECONDS
+    slots.observe({"big.test": 48}, 1.0)  # 16 free
+    assert slot.can_start(1.0) and slots.blocked(1.0) == set()
+    for _ in range(16):  # once started, a claim fills the host up to its limit
+        assert slot.can_take(1.0)
+        slot.take(1.0)
+    assert not slot.can_take(1.0)
+    slots.observe({}, 2.0)
+    assert slot.can_start(2.0)  # nothing in flight: always
+    # a small limit refills one slot at a time (at least one); 0 keeps the old rule
+    assert slots.slot("small.test", {"per_host_concurrency": 3}, None, {}).refill == 1
+    plain = HostSlots(concurrency=64, delay_seconds=0.0).slot("p.test", {}, None, {"p.test": 63})
+    assert plain.refill == 1 and plain.can_start(0.0)
+
 def test_a_token_bucket_refills_at_its_rate_up_to_its_burst():
     bucket = TokenBucket(rate=2.0, burst=3.0, tokens=0.0, updated_at=0.0)
     assert bucket.available(1.0) == 2.0

@@ -81,6 +81,7 @@ class ClaimReader:
         check = (self.robots.check(claim.conn, claim.project, candidates, now) if obey_robots
                  else NoRobotsCheck())
         host_slots: dict[str, Slot] = {}  # resolved once per host in this claim
+        refused: set[str] = set()  # hosts this claim takes nothing from
         examined = 0
         for examined, candidate in enumerate(candidates, 1):
             host = candidate["host"]
@@ -89,7 +90,9 @@ class ClaimReader:
             slot = host_slots.get(host)
             if slot is None:
                 slot = host_slots[host] = self.slots.slot(host, options, check.crawl_delay(host), in_flight)
-            if not slot.can_take(now):
+                if not slot.can_start(now):  # full, or waiting for its slots to refill
+                    refused.add(host)
+            if host in refused or not slot.can_take(now):
                 claim.held_back = True
                 continue
             slot.take(now)

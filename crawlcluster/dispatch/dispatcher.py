@@ -60,6 +60,7 @@ class Dispatcher:
         broker_url: str = "",
         worker_lease_seconds: float = 30.0,
         fetch_batch_max: int | None = None,
+        per_host_refill_fraction: float = 0.0,
     ) -> None:
         self.app = app
         self.claim_batch_size = claim_batch_size
@@ -68,7 +69,8 @@ class Dispatcher:
         self.database_url = database_url
         self.obey_robots = obey_robots
         self.lease = LeaderLease(leader_lease_seconds)
-        self.slots = HostSlots(per_host_concurrency, per_host_delay_seconds)
+        self.slots = HostSlots(per_host_concurrency, per_host_delay_seconds, per_host_refill_fraction,
+                               fetch_batch_size)
         self.admission = ProjectAdmission(max_queued_per_project, auto_pause_failures, auto_pause_trial_size)
         self.robots = RobotsGate(RobotsCache(user_agent), queued_deadline_seconds)
         self.claims = ClaimReader(self.slots, self.robots)
@@ -105,6 +107,7 @@ class Dispatcher:
             leader_lease_seconds=s.leader_lease_seconds,
             per_host_concurrency=s.per_host_concurrency,
             per_host_delay_seconds=s.per_host_delay_seconds,
+            per_host_refill_fraction=s.per_host_refill_fraction,
             auto_pause_failures=s.auto_pause_failures,
             auto_pause_trial_size=s.auto_pause_trial_size,
             user_agent=s.user_agent,

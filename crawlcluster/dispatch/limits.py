@@ -27,6 +27,8 @@ class Slot:
     delay_seconds: float = 0.0
     in_flight: int = 0
     next_allowed_at: float = 0.0
+    refill: int = 1  # free slots a host with rows in flight needs before a claim takes more
+
 
     def __str__(self) -> str:
         return (f"<Slot {self.host} in_flight={self.in_flight}/{self.max_in_flight} "
@@ -38,6 +40,15 @@ class Slot:
             # the delay counts from when the scheduler saw it finish
             return self.in_flight == 0 and now >= self.next_allowed_at
         return self.in_flight < self.max_in_flight
+
+    def can_start(self, now: float) -> bool:
+        """Whether a claim may begin taking this host's rows: :meth:`can_take`, and a host with
+        rows in flight needs ``refill`` free slots first, so its rows go out in batches rather
+        than one by one as its pages finish (each batch is a fetch, parse and store message)."""
+        if not self.can_take(now):
+            return False
+        return (self.delay_seconds > 0 or self.in_flight == 0
+                or self.max_in_flight - self.in_flight >= min(self.refill, self.max_in_flight))
 
     def take(self, now: float) -> None:
         self.in_flight += 1
@@ -56,9 +67,14 @@ class HostSlots:
     cluster's defaults, which a project's settings (and their per-host ``hosts`` entries)
     and a robots.txt ``Crawl-delay`` override."""
 
-    def __init__(self, concurrency: int, delay_seconds: float) -> None:
+    def __init__(self, concurrency: int, delay_seconds: float, refill_fraction: float = 0.0,
+                 refill_most: int = 1) -> None:
         self.concurrency = concurrency
         self.delay_seconds = delay_seconds
+        # per_host_refill_fraction: a host with rows in flight takes more once this share of its
+        # slots is free (at most refill_most, the fetch batch size; at least one)
+        self.refill_fraction = refill_fraction
+        self.refill_most = max(1, refill_most)
         self._slots: dict[str, Slot] = {}
 
     def __iter__(self) -> Iterator[Slot]:
@@ -88,11 +104,12 @@ class HostSlots:
         if slot is None:
             slot = self._slots[host] = Slot(host, max_in_flight, delay, in_flight.get(host, 0))
         slot.max_in_flight, slot.delay_seconds = max_in_flight, delay
+        slot.refill = max(1, min(self.refill_most, int(max_in_flight * self.refill_fraction)))
         return slot
 
     def blocked(self, now: float) -> set[str]:
-        """Hosts that may take nothing now: full, or within their delay."""
-        return {host for host, slot in self._slots.items() if not slot.can_take(now)}
+        """Hosts that may take nothing now: full, waiting for slots to refill, or within their delay."""
+        return {host for host, slot in self._slots.items() if not slot.can_start(now)}
 
     def observe(self, in_flight: dict[str, int], now: float) -> None:
         """Rows in flight per host, as the table says at this tick."""
@@ -105,7 +122,7 @@ class HostSlots:
         when no host waits."""
         waits = [slot.next_allowed_at - now for slot in self._slots.values() if slot.next_allowed_at > now]
         slots = self._slots.values()
-        if any(slot.delay_seconds == 0 and slot.in_flight >= slot.max_in_flight for slot in slots):
+        if any(slot.delay_seconds == 0 and not slot.can_start(now) for slot in slots):
             waits.append(FULL_HOST_POLL_SECONDS)
         return max(0.01, min(waits)) if waits else idle_seconds
 
