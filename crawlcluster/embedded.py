@@ -172,7 +172,9 @@ def configure_embedded(database_path: str) -> Any:
         # kombu's memory queues, with consumers woken by each put instead of polling every
         # few ms (celeryconfig names the Redis transport for a redis:// broker_url)
         broker_transport="crawlcluster.memory_transport:Transport",
-        broker_transport_options={},
+        # a message stays a Python object in this process: kombu's virtual channels would
+        # base64-encode every body (page bodies included) on put and decode it on get
+        broker_transport_options={"body_encoding": None},
         worker_send_task_events=False,
     )
     # the app caches its broker connections and publishers: made earlier in this process for
