@@ -68,12 +68,15 @@ def not_fetched_because(conn: Connection, row: dict[str, Any], project: dict[str
                 row["url"], s.user_agent):
             reasons.append(f"robots.txt of {host} disallows this URL: it will end as disallowed")
     in_flight = console_rows.in_flight_of_host(conn, host)
-    slot = HostSlots(s.per_host_concurrency, s.per_host_delay_seconds).slot(host, options, crawl_delay,
-                                                                          {host: in_flight})
+    slot = HostSlots(s.per_host_concurrency, s.per_host_delay_seconds, s.per_host_refill_fraction,
+                     s.fetch_batch_size).slot(host, options, crawl_delay, {host: in_flight})
     if slot.delay_seconds > 0:
         last = console_rows.last_fetch_of_host(conn, project["name"], host, now)
         slot.next_allowed_at = (last or 0.0) + slot.delay_seconds
-    if not slot.can_take(now):
+    if slot.can_take(now) and not slot.can_start(now):
+        reasons.append(f"host {host} has {slot.in_flight} of {slot.max_in_flight} requests in flight: "
+                       f"more go once {slot.refill} are free (per_host_refill_fraction)")
+    elif not slot.can_take(now):
         if slot.delay_seconds > 0 and slot.in_flight == 0:
             reasons.append(f"host {host} is in its delay of {slot.delay_seconds:g} s: next request "
                            f"{_at(slot.next_allowed_at, now)}")
