@@ -197,13 +197,25 @@ def upsert(conn: Connection | Engine, table: Table, values: Values, *, key: Sequ
 def upsert_statement(dialect: str, table: Table, *, key: Sequence[str], update: Changes | None = None,
                      where: Any = None) -> Any:
     """The statement of :func:`upsert` without values, in ``dialect`` (``"postgresql"`` or
-    ``"sqlite"``), to be executed with a list of rows (:func:`execute_rows`)."""
+    ``"sqlite"``), to be executed with a list of rows (see :func:`upsert_rows_statement`)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(table)
     if update is None:
         return stmt.on_conflict_do_nothing(index_elements=list(key))
     changes = update(stmt.excluded) if callable(update) else update
     return stmt.on_conflict_do_update(index_elements=list(key), set_=dict(changes), where=where)
+
+
+def upsert_rows_statement(dialect: str, table: Table, *, key: Sequence[str], update: Changes | None = None,
+                          where: Any = None) -> Any:
+    """:func:`upsert_statement` for :func:`execute_rows`. On Postgres it returns the rows'
+    keys: SQLAlchemy sends an ``ON CONFLICT`` statement without RETURNING through the
+    driver's ``executemany``, one round trip per row (psycopg2), and with RETURNING as pages of
+    one multi-row INSERT ("insertmanyvalues"). SQLite's ``executemany`` runs in the process."""
+    stmt = upsert_statement(dialect, table, key=key, update=update, where=where)
+    if dialect == "postgresql":
+        stmt = stmt.returning(*[table.c[name] for name in key])
+    return stmt
 
 
 _statements: dict[tuple[str, str], Any] = {}
@@ -223,7 +235,8 @@ def statement(conn: Connection | Engine, name: str, build: Callable[[str], Any])
 
 
 def execute_rows(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Execute ``stmt`` (a statement without values or RETURNING) with ``rows``.
+    """Execute ``stmt`` (a statement without values, from :func:`upsert_rows_statement`) with
+    ``rows``; what it returns is dropped.
 
     SQLAlchemy compiles such a statement once per process and sends the rows as one
     multi-row INSERT per page of rows ("insertmanyvalues": on SQLite with RETURNING at most
@@ -235,7 +248,7 @@ def execute_rows(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]])
     for row in rows:
         groups.setdefault(frozenset(row), []).append(row)
     for group in groups.values():
-        conn.execute(stmt, group)
+        conn.execute(stmt, group).close()
 
 
 def table_names(engine: Engine) -> list[str]:

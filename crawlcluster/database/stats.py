@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 
-from crawlcluster.db import execute_rows, statement, upsert_statement
+from crawlcluster.db import execute_rows, statement, upsert_rows_statement
 from crawlcluster.schema import (
     BOUND_COLUMNS,
     DONE,
@@ -68,10 +68,10 @@ def record_batch(conn: Connection, project: str, pages: Iterable[Mapping[str, An
 
 def _add_statement(dialect: str) -> Any:
     """The upsert that adds a minute's figures to what the row has (built once per process)."""
-    return upsert_statement(dialect, crawl_stats, key=["project", "host", "minute"],
-                            update=lambda excluded: {
-                                name: getattr(crawl_stats.c, name) + getattr(excluded, name)
-                                for name in (*COUNTERS, *LATENCY_COLUMNS)})
+    return upsert_rows_statement(dialect, crawl_stats, key=["project", "host", "minute"],
+                                 update=lambda excluded: {
+                                     name: getattr(crawl_stats.c, name) + getattr(excluded, name)
+                                     for name in (*COUNTERS, *LATENCY_COLUMNS)})
 
 
 def sums(conn: Connection, project: str, since: float | None = None, by_host: bool = False) -> Any:
