@@ -46,7 +46,8 @@ class CacheMisses:
     def __exit__(self, *_exc: object) -> None:
         event.remove(self.engine, "after_cursor_execute", self._seen)
 
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool) -> None:
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any,
+              _many: bool) -> None:
         if context is None or not getattr(context, "compiled", None):
             return  # driver-level SQL (a pool ping, SET LOCAL): nothing to compile
         self.ran += 1
@@ -67,7 +68,8 @@ def outcomes(project: str, urls: list[str], offset: int) -> list[dict[str, Any]]
     pages.append({"id": task_id(project, lost), "url": lost, "status": "failed", "code": 404, "kind": "http",
                   "error": "HTTP 404 Not Found", "fetch_seconds": 0.02, "wire_bytes": 10})
     pages.append({"id": task_id(project, busy), "url": busy, "status": "failed", "code": 503, "kind": "http",
-                  "error": "HTTP 503 Service Unavailable", "retry": True, "fetch_seconds": 0.03, "wire_bytes": 10})
+                  "error": "HTTP 503 Service Unavailable", "retry": True, "fetch_seconds": 0.03,
+                  "wire_bytes": 10})
     return pages
 
 
@@ -141,4 +143,5 @@ def test_new_links_go_in_once_with_a_trap_rows_extra_column_and_a_cached_stateme
         errors = dict(conn.execute(select(crawl_tasks.c.url, crawl_tasks.c.error)
                                    .where(crawl_tasks.c.project == "links")).all())
     assert created == 7 and len(errors) == 7
-    assert errors["http://links.example/trap2"] == "a crawler trap" and errors["http://links.example/d"] is None
+    assert errors["http://links.example/trap2"] == "a crawler trap"
+    assert errors["http://links.example/d"] is None
