@@ -183,7 +183,7 @@ def upsert(conn: Connection | Engine, table: Table, values: Values, *, key: Sequ
     """``INSERT ... ON CONFLICT (key) DO UPDATE SET update [WHERE where]`` for ``table``,
     or ``DO NOTHING`` when ``update`` is None, in the dialect of ``conn`` (Postgres and SQLite
     spell it the same, but SQLAlchemy builds it from each dialect's own ``insert``), for one
-    row. Many rows go through :func:`upsert_statement` and :func:`execute_rows` instead: a
+    row. Many rows go through :func:`upsert_rows_statement` and :func:`execute_rows` instead: a
     statement built with ``.values(list)`` is compiled again every time it is executed.
 
     ``update`` is a mapping of column to new value, or a function that receives the
