@@ -182,18 +182,73 @@ def upsert(conn: Connection | Engine, table: Table, values: Values, *, key: Sequ
            update: Changes | None = None, where: Any = None) -> Any:
     """``INSERT ... ON CONFLICT (key) DO UPDATE SET update [WHERE where]`` for ``table``,
     or ``DO NOTHING`` when ``update`` is None, in the dialect of ``conn`` (Postgres and SQLite
-    spell it the same, but SQLAlchemy builds it from each dialect's own ``insert``).
+    spell it the same, but SQLAlchemy builds it from each dialect's own ``insert``), for one
+    row. Many rows go through :func:`upsert_rows_statement` and :func:`execute_rows` instead: a
+    statement built with ``.values(list)`` is compiled again every time it is executed.
 
     ``update`` is a mapping of column to new value, or a function that receives the
     statement's ``excluded`` row (the values that did not go in) and returns that mapping,
     for upserts that add to or copy from the rejected row. The statement is returned
     unexecuted so that the caller can add ``.returning(...)``."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(table).values(values if isinstance(values, Mapping) else list(values))
+    stmt = upsert_statement(conn.dialect.name, table, key=key, update=update, where=where)
+    return stmt.values(values if isinstance(values, Mapping) else list(values))
+
+
+def upsert_statement(dialect: str, table: Table, *, key: Sequence[str], update: Changes | None = None,
+                     where: Any = None) -> Any:
+    """The statement of :func:`upsert` without values, in ``dialect`` (``"postgresql"`` or
+    ``"sqlite"``), to be executed with a list of rows (see :func:`upsert_rows_statement`)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table)
     if update is None:
         return stmt.on_conflict_do_nothing(index_elements=list(key))
     changes = update(stmt.excluded) if callable(update) else update
     return stmt.on_conflict_do_update(index_elements=list(key), set_=dict(changes), where=where)
+
+
+def upsert_rows_statement(dialect: str, table: Table, *, key: Sequence[str], update: Changes | None = None,
+                          where: Any = None) -> Any:
+    """:func:`upsert_statement` for :func:`execute_rows`. On Postgres it returns the rows'
+    keys: SQLAlchemy sends an ``ON CONFLICT`` statement without RETURNING through the
+    driver's ``executemany``, one round trip per row (psycopg2), and with RETURNING as pages of
+    one multi-row INSERT ("insertmanyvalues"). SQLite's ``executemany`` runs in the process."""
+    stmt = upsert_statement(dialect, table, key=key, update=update, where=where)
+    if dialect == "postgresql":
+        stmt = stmt.returning(*[table.c[name] for name in key])
+    return stmt
+
+
+_statements: dict[tuple[str, str], Any] = {}
+
+
+def statement(conn: Connection | Engine, name: str, build: Callable[[str], Any]) -> Any:
+    """The statement ``name``, built by ``build(dialect name)`` once per process and dialect.
+
+    A statement object used again keeps its cache key (SQLAlchemy memoizes it on the object),
+    so executing it looks up the compiled form without walking the statement's tree; on a
+    statement of thirty ``SET`` columns that walk costs as much as the database's work."""
+    cache_key = (conn.dialect.name, name)
+    found = _statements.get(cache_key)
+    if found is None:
+        found = _statements.setdefault(cache_key, build(conn.dialect.name))
+    return found
+
+
+def execute_rows(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Execute ``stmt`` (a statement without values, from :func:`upsert_rows_statement`) with
+    ``rows``; what it returns is dropped.
+
+    SQLAlchemy compiles such a statement once per process and sends the rows as one
+    multi-row INSERT per page of rows ("insertmanyvalues": on SQLite with RETURNING at most
+    ``insertmanyvalues_max_parameters`` variables each, below SQLite's limit), or with the
+    driver's ``executemany`` (SQLite without RETURNING). One execution needs the same keys in
+    every row: rows that differ are executed in groups of equal keys, in the order of their
+    first row, so that a column left out still takes its default."""
+    groups: dict[frozenset[str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(frozenset(row), []).append(row)
+    for group in groups.values():
+        conn.execute(stmt, group).close()
 
 
 def table_names(engine: Engine) -> list[str]:

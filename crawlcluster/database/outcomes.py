@@ -13,7 +13,7 @@ import math
 import time
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.engine import Connection
 
 from crawlcluster.error_text import bounded_error
@@ -110,7 +110,8 @@ def _seconds_asked(value: Any) -> float | None:
 def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: float | None = None) -> int:
     """Write the end state of fetched rows. Rows with identical outcomes are updated in
     one statement, so a batch of successful pages costs one round trip. Done rows marked
-    auto_recrawl become pending again, due ``age`` seconds from now."""
+    auto_recrawl become pending again, due ``age`` seconds from now, in the same statement
+    (a second UPDATE of the batch's done rows cost a statement per store batch)."""
     now = time.time() if now is None else now
     groups: dict[tuple, list[str]] = {}
     for outcome in outcomes:
@@ -125,7 +126,6 @@ def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: f
         )
         groups.setdefault(key, []).append(outcome["task_id"])
     changed = 0
-    done_ids: list[str] = []
     for (status, status_code, error, error_kind, final_url, etag, last_modified), ids in groups.items():
         assert status in (DONE, FAILED), status
         values = dict(status=status, status_code=status_code, error=error, final_url=final_url,
@@ -133,6 +133,9 @@ def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: f
                       fetched_at=now, deadline_at=None, updated_at=now)
         if status == DONE:
             values["timeouts"] = 0
+            recrawl = crawl_tasks.c.auto_recrawl.is_(True)
+            values["status"] = case((recrawl, PENDING), else_=DONE)
+            values["next_run_at"] = case((recrawl, now + crawl_tasks.c.age), else_=crawl_tasks.c.next_run_at)
         if status == DONE and status_code != 304:
             values.update(etag=etag, last_modified=last_modified)
         result = conn.execute(
@@ -140,15 +143,6 @@ def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: f
                                       crawl_tasks.c.status == QUEUED).values(**values)
         )
         changed += result.rowcount
-        if status == DONE:
-            done_ids.extend(ids)
-    if done_ids:
-        conn.execute(
-            update(crawl_tasks)
-            .where(crawl_tasks.c.task_id.in_(done_ids), crawl_tasks.c.auto_recrawl.is_(True),
-                   crawl_tasks.c.status == DONE)
-            .values(status=PENDING, next_run_at=now + crawl_tasks.c.age, updated_at=now)
-        )
     return changed
 
 

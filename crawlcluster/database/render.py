@@ -11,7 +11,7 @@ from typing import Any, Iterator
 from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from crawlcluster.db import upsert
+from crawlcluster.db import execute_rows, statement, upsert, upsert_rows_statement
 from crawlcluster.schema import (
     DONE,
     PENDING,
@@ -129,8 +129,13 @@ def record_plain_pages(conn: Connection, project: str, rows: list[tuple[str, tup
     if rows:
         values = [{"task_id": tid, "project": project, "host": key[0], "callback": key[1], "shape": key[2],
                    "parsed_at": now} for tid, key in rows]
-        conn.execute(upsert(conn, render_pages_plain, values, key=["task_id"],
-                            update=lambda excluded: {"parsed_at": excluded.parsed_at}))
+        execute_rows(conn, statement(conn, "render_pages_plain.note", _note_plain_statement), values)
+
+
+def _note_plain_statement(dialect: str) -> Any:
+    """The upsert of a page parsed plainly (built once per process)."""
+    return upsert_rows_statement(dialect, render_pages_plain, key=["task_id"],
+                                 update=lambda excluded: {"parsed_at": excluded.parsed_at})
 
 
 Key = tuple[str, str, str]  # (host, callback, shape)

@@ -10,7 +10,7 @@ from sqlalchemy import Integer, delete, func, literal_column, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnClause
 
-from crawlcluster.db import upsert
+from crawlcluster.db import execute_rows, statement, upsert_rows_statement
 from crawlcluster.schema import results
 
 
@@ -20,9 +20,14 @@ def replace_items(conn: Connection, task_ids: Sequence[str], item_rows: list[dic
     if task_ids:
         conn.execute(delete(results).where(results.c.task_id.in_(list(task_ids))))
     if item_rows:
-        conn.execute(upsert(conn, results, item_rows, key=["task_id", "item_index"],
-                            update=lambda excluded: {"item": excluded.item, "url": excluded.url,
-                                                     "updated_at": excluded.updated_at}))
+        execute_rows(conn, statement(conn, "results.replace", _replace_statement), item_rows)
+
+
+def _replace_statement(dialect: str) -> Any:
+    """The upsert of one item row (built once per process)."""
+    return upsert_rows_statement(dialect, results, key=["task_id", "item_index"],
+                                 update=lambda excluded: {"item": excluded.item, "url": excluded.url,
+                                                          "updated_at": excluded.updated_at})
 
 
 def stream_items(conn: Connection, project: str, batch_size: int = 1000) -> Iterator[Any]:

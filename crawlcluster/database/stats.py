@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 
-from crawlcluster.db import upsert
+from crawlcluster.db import execute_rows, statement, upsert_rows_statement
 from crawlcluster.schema import (
     BOUND_COLUMNS,
     DONE,
@@ -63,9 +63,15 @@ def record_batch(conn: Connection, project: str, pages: Iterable[Mapping[str, An
         row["failed"] += (page.get("bounds") or {}).get("trap_links", 0)
     if not rows:
         return
-    conn.execute(upsert(conn, crawl_stats, list(rows.values()), key=["project", "host", "minute"],
-                        update=lambda excluded: {name: getattr(crawl_stats.c, name) + getattr(excluded, name)
-                                                 for name in (*COUNTERS, *LATENCY_COLUMNS)}))
+    execute_rows(conn, statement(conn, "crawl_stats.add", _add_statement), list(rows.values()))
+
+
+def _add_statement(dialect: str) -> Any:
+    """The upsert that adds a minute's figures to what the row has (built once per process)."""
+    return upsert_rows_statement(dialect, crawl_stats, key=["project", "host", "minute"],
+                                 update=lambda excluded: {
+                                     name: getattr(crawl_stats.c, name) + getattr(excluded, name)
+                                     for name in (*COUNTERS, *LATENCY_COLUMNS)})
 
 
 def sums(conn: Connection, project: str, since: float | None = None, by_host: bool = False) -> Any:

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from crawlcluster.db import upsert
+from crawlcluster.db import execute_rows, statement, upsert_rows_statement
 from crawlcluster.schema import DONE, crawl_tallies
 
 STATUS, ITEMS, DROPPED, LINKS = "status", "items", "dropped", "links"
@@ -46,8 +46,13 @@ def record_tallies(conn: Connection, project: str, pages: Iterable[Mapping[str, 
         return
     rows = [{"project": project, "tally": tally, "name": name, "count": count}
             for (tally, name), count in sorted(counts.items())]
-    conn.execute(upsert(conn, crawl_tallies, rows, key=["project", "tally", "name"],
-                        update=lambda excluded: {"count": crawl_tallies.c.count + excluded.count}))
+    execute_rows(conn, statement(conn, "crawl_tallies.add", _add_statement), rows)
+
+
+def _add_statement(dialect: str) -> Any:
+    """The upsert that adds counts to a tally's row (built once per process)."""
+    return upsert_rows_statement(dialect, crawl_tallies, key=["project", "tally", "name"],
+                                 update=lambda excluded: {"count": crawl_tallies.c.count + excluded.count})
 
 
 def project_tallies(conn: Connection, project: str) -> dict[str, dict[str, int]]:

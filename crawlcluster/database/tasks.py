@@ -14,13 +14,12 @@ import time
 from typing import Any, Sequence
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from crawlcluster.database import counts, failures
 from crawlcluster.database import hosts as host_rows
 from crawlcluster.database.outcomes import RetryRulesOf
-from crawlcluster.db import upsert
+from crawlcluster.db import statement, upsert_statement
 from crawlcluster.schema import (
     CANCELLED,
     DONE,
@@ -76,16 +75,12 @@ def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]],
         candidates = [{key: row.get(key) for key in columns} for row in candidates]
     new_ids = new_ids if new_ids is not None else set()
     new_ids.clear()
-    if conn.dialect.name == "postgresql":
-        # one statement SQLAlchemy compiles once per process and sends the rows in pages of
-        # VALUES (its "insertmanyvalues"): a statement built with .values(rows) is compiled again
-        # for every batch, a fifth of a parse worker's busy time on pages of ~20 links
-        stmt = postgresql.insert(crawl_tasks).on_conflict_do_nothing(index_elements=["task_id"])
-        new_ids.update(conn.execute(stmt.returning(crawl_tasks.c.task_id), candidates).scalars())
-    else:
-        for chunk in _chunks(candidates, _rows_per_statement(conn, candidates)):
-            stmt = upsert(conn, crawl_tasks, chunk, key=["task_id"])
-            new_ids.update(conn.execute(stmt.returning(crawl_tasks.c.task_id)).scalars())
+    # one statement SQLAlchemy compiles once per process and sends the rows in pages of VALUES
+    # (its "insertmanyvalues", on SQLite too, within SQLite's bound on variables): a statement
+    # built with .values(rows) is compiled again for every batch, a fifth of a parse worker's
+    # busy time on pages of ~20 links, and a tenth of an embedded crawl's CPU
+    stmt = statement(conn, "crawl_tasks.insert_new", _insert_new_statement)
+    new_ids.update(conn.execute(stmt, candidates).scalars())
     inserted = len(new_ids)
     if recrawl:
         _make_due_again(conn, [row for row in recrawl if row["task_id"] not in new_ids])
@@ -98,19 +93,14 @@ def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]],
     return inserted
 
 
-# SQLite's SQLITE_MAX_VARIABLE_NUMBER since 3.32 (32766), with room to spare; a page with
-# 15,000 links, ~20 columns each, would need 300,000 in one statement
+def _insert_new_statement(dialect: str) -> Any:
+    """INSERT of new rows that returns the task ids that went in (built once per process)."""
+    return upsert_statement(dialect, crawl_tasks, key=["task_id"]).returning(crawl_tasks.c.task_id)
+
+
+# SQLite's SQLITE_MAX_VARIABLE_NUMBER since 3.32 (32766), with room to spare (the task ids
+# one read of _reserve_budget looks up)
 SQLITE_MAX_VARIABLES = 30_000
-# rows per INSERT on Postgres: a bounded statement, one round trip per thousand links
-MAX_ROWS_PER_STATEMENT = 1000
-
-
-def _rows_per_statement(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
-    """How many rows one INSERT may carry: SQLite counts one variable per value."""
-    if conn.dialect.name != "sqlite" or not rows:
-        return MAX_ROWS_PER_STATEMENT
-    columns = max(len(row) for row in rows)
-    return max(1, min(MAX_ROWS_PER_STATEMENT, SQLITE_MAX_VARIABLES // max(1, columns)))
 
 
 def _chunks(values: Sequence[Any], size: int) -> list[Sequence[Any]]:
