@@ -25,12 +25,13 @@ import select
 import socket
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import httpcore
 import httpx
 
 from crawlcluster.netguard import AddressPolicy, is_network
+from workers.light_pool import LightPool
 
 __all__ = ["GuardedBackend", "guarded_transport", "TrustedClients"]
 
@@ -123,13 +124,12 @@ def _readable(sock: socket.socket) -> bool:
 
 
 def guarded_transport(policy: AddressPolicy, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
-    """httpx's transport with its connection pool on a :class:`GuardedBackend`."""
+    """httpx's transport on a :class:`~workers.light_pool.LightPool` of connections made by a
+    :class:`GuardedBackend` (httpx has no argument for either)."""
     transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-    # the same pool httpx builds, but on the guarded backend (httpx has no argument for it)
-    transport._pool = httpcore.AsyncConnectionPool(
+    transport._pool = LightPool(  # type: ignore[assignment]
         ssl_context=httpx.create_ssl_context(trust_env=False),
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
+        max_connections=limits.max_connections or 100,
         keepalive_expiry=limits.keepalive_expiry,
         network_backend=GuardedBackend(policy),
     )
@@ -137,17 +137,19 @@ def guarded_transport(policy: AddressPolicy, limits: httpx.Limits) -> httpx.Asyn
 
 
 class TrustedClients:
-    """One HTTP client per distinct trust list (the key ``()`` is the shared, cluster-only one),
-    each on a guarded transport whose policy is the cluster's plus that trust."""
+    """One transport (a pool of connections) per distinct trust list (the key ``()`` is the
+    shared, cluster-only one), each guarded by the cluster's policy plus that trust.
 
-    def __init__(self, policy: AddressPolicy,
-                 make_client: Callable[[httpx.AsyncBaseTransport], httpx.AsyncClient], limits: httpx.Limits,
+    The fetcher sends its requests to these transports itself: httpx's client adds, per
+    request, auth, redirect and cookie layers that do nothing here (redirects are rows of
+    their own, and a spider's cookies are a header the fetcher writes)."""
+
+    def __init__(self, policy: AddressPolicy, limits: httpx.Limits,
                  max_clients: int = MAX_TRUSTED_CLIENTS) -> None:
         self.policy = policy
-        self._make_client = make_client
         self._limits = limits
         self.max_clients = max_clients
-        self._clients: OrderedDict[tuple[str, ...], httpx.AsyncClient] = OrderedDict()
+        self._clients: OrderedDict[tuple[str, ...], httpx.AsyncHTTPTransport] = OrderedDict()
         self._in_use: dict[tuple[str, ...], int] = {}
         self._trusting: dict[tuple[str, ...], AddressPolicy] = {}  # a message's trust, parsed once
 
@@ -169,18 +171,18 @@ class TrustedClients:
             return tuple(sorted(trusted.allow))
         return ()
 
-    def acquire(self, key: tuple[str, ...]) -> httpx.AsyncClient:
-        """The client for ``key``, counted in use until :meth:`release`."""
+    def acquire(self, key: tuple[str, ...]) -> httpx.AsyncHTTPTransport:
+        """The transport for ``key``, counted in use until :meth:`release`."""
         client = self._clients.get(key)
         if client is None:
             policy = AddressPolicy(self.policy.enabled, key, self.policy.host_map) if key else self.policy
-            client = self._clients[key] = self._make_client(guarded_transport(policy, self._limits))
+            client = self._clients[key] = guarded_transport(policy, self._limits)
         self._clients.move_to_end(key)
         self._in_use[key] = self._in_use.get(key, 0) + 1
         return client
 
     async def release(self, key: tuple[str, ...]) -> None:
-        """One use of ``key``'s client ended; idle trusted clients beyond the bound are closed."""
+        """One use of ``key``'s transport ended; idle trusted ones beyond the bound are closed."""
         self._in_use[key] -= 1
         excess = len(self._clients) - self.max_clients
         for old in [k for k in self._clients if k and not self._in_use.get(k)][:max(0, excess)]:
