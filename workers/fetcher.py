@@ -294,7 +294,9 @@ class Fetcher:
         assert self._semaphore is not None
         async with self._semaphore:
             try:
-                await asyncio.wait_for(self._fetch_into(result, trust), self.total_timeout_seconds)
+                # (asyncio.timeout, not wait_for: no task of its own per fetch)
+                async with asyncio.timeout(self.total_timeout_seconds):
+                    await self._fetch_into(result, trust)
             except FetchError as exc:
                 result.error = exc
             except asyncio.TimeoutError:

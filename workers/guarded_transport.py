@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
+import ssl
 import time
 from collections import OrderedDict
 from typing import Any, Iterable, Sequence
@@ -41,11 +42,11 @@ MAX_TRUSTED_CLIENTS = 32
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's asyncio backend, connecting only to addresses ``policy`` allows."""
+    """A network backend for httpcore on asyncio's streams, connecting only to addresses
+    ``policy`` allows."""
 
     def __init__(self, policy: AddressPolicy) -> None:
         self.policy = policy
-        self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                           local_address: str | None = None,
@@ -64,8 +65,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         for address in addresses:
             left = None if deadline is None else max(0.001, deadline - time.monotonic())
             try:
-                return _PooledStream(await self._inner.connect_tcp(
-                    address, port, timeout=left, local_address=local_address, socket_options=socket_options))
+                return await _AsyncioStream.connect(address, port, left)
             except httpcore.ConnectError as exc:
                 failure = exc
         if failure is not None:
@@ -77,43 +77,106 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         raise httpcore.ConnectError("crawlcluster does not fetch over unix sockets")
 
     async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+        await asyncio.sleep(seconds)
 
 
-class _PooledStream(httpcore.AsyncNetworkStream):
-    """anyio's stream, with the question httpcore's pool asks most cheaply answered.
+class _AsyncioStream(httpcore.AsyncNetworkStream):
+    """A connection as asyncio's own stream pair, in the shape httpcore's HTTP/1.1 connection
+    reads and writes.
 
-    Each time a request enters or leaves the pool, httpcore asks every idle connection
-    whether its socket is readable (a server that closed it). anyio answers through its
-    ``extra_attributes``, a dict of getters built anew on each call, one of which asks the
-    kernel for the peer's address: with 64 pooled connections that was 6% of a small-page
-    crawl's CPU. Here the socket is looked up once per stream, and each question costs one
-    ``poll``, as before."""
+    httpcore's anyio stream opens a cancel scope (``fail_after``) around every read and
+    write; with small pages that was a sixth of the fetch path's CPU. Here a read waits under
+    ``asyncio.timeout`` (one timer), and a write the kernel takes at once waits for nothing.
+    The errors are httpcore's, as from its own backends (a timeout is
+    ``ReadTimeout``/``WriteTimeout``/``ConnectTimeout``, a socket error
+    ``ReadError``/``WriteError``, a failed TLS handshake ``ConnectError`` with the
+    ``ssl.SSLError`` as its cause). Whether an idle connection was closed by its server (the
+    question the pool asks before reusing it) is one ``poll`` of the socket."""
 
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-        self._socket: socket.socket | None = inner.get_extra_info("socket")
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._socket: Any = writer.get_extra_info("socket")
+
+    @classmethod
+    async def connect(cls, address: str, port: int, timeout: float | None) -> "_AsyncioStream":
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(address, port)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(
+                f"connecting to {address}:{port} took longer than {_secs(timeout)}") from None
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        return cls(reader, writer)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._reader.read(max_bytes)
+        except TimeoutError:
+            raise httpcore.ReadTimeout(f"no byte within {_secs(timeout)}") from None
+        except OSError as exc:
+            raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout)
+        if not buffer:
+            return
+        writer = self._writer
+        try:
+            if writer.is_closing():
+                raise ConnectionResetError("the connection is closed")
+            writer.write(buffer)
+            if writer.transport.get_write_buffer_size():  # the kernel did not take it all at once
+                async with asyncio.timeout(timeout):
+                    await writer.drain()
+        except TimeoutError:
+            raise httpcore.WriteTimeout(f"could not send within {_secs(timeout)}") from None
+        except OSError as exc:
+            raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        self._writer.close()
+        try:
+            await self._writer.wait_closed()
+        except (OSError, ssl.SSLError):
+            pass  # closing a connection that broke
 
-    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
                         timeout: float | None = None) -> httpcore.AsyncNetworkStream:
-        return _PooledStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+        try:
+            async with asyncio.timeout(timeout):
+                await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
+        except BaseException as exc:
+            self._writer.transport.abort()
+            if isinstance(exc, TimeoutError):
+                raise httpcore.ConnectTimeout(
+                    f"the TLS handshake took longer than {_secs(timeout)}") from None
+            if isinstance(exc, (OSError, ssl.SSLError)):
+                raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+            raise
+        return _AsyncioStream(self._reader, self._writer)
 
     def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable" and self._socket is not None:
-            return _readable(self._socket)
-        return self._inner.get_extra_info(info)
+        if info == "is_readable":
+            return self._reader.at_eof() or self._socket is None or _readable(self._socket)
+        if info == "socket":
+            return self._socket
+        if info == "ssl_object":
+            return self._writer.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return self._writer.get_extra_info("sockname")
+        if info == "server_addr":
+            return self._writer.get_extra_info("peername")
+        return None
 
 
-def _readable(sock: socket.socket) -> bool:
+def _secs(timeout: float | None) -> str:
+    # a kernel's ETIMEDOUT is a TimeoutError too, with no timeout of ours set
+    return "the system's timeout" if timeout is None else f"{timeout:g}s"
+
+
+def _readable(sock: Any) -> bool:
     """Whether ``sock`` has something to read now (for an idle pooled connection: the
     server closed it); a closed socket counts as readable, so the pool drops it."""
     if sock.fileno() == -1:
