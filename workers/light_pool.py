@@ -4,9 +4,9 @@ kept per origin, a slot per request in flight, and httpcore's own connection cla
 httpcore's :class:`~httpcore.AsyncConnectionPool` re-examines every pooled connection each
 time a request enters or leaves it (is it closed, expired, idle; is the socket readable):
 with 64 connections that was a tenth of a small-page crawl's CPU. This pool asks those
-questions only of the connection it is about to reuse, which gives the same guarantees: a
-connection the server closed (readable while idle) or past ``keepalive_expiry`` is closed
-instead of reused, at most ``max_connections`` are open at once (the oldest idle one is
+questions only of the connection it is about to reuse (and of every idle one once per
+``keepalive_expiry``), which gives the same guarantees: a connection the server closed
+(readable while idle) or past ``keepalive_expiry`` is closed instead of reused, at most ``max_connections`` are open at once (the oldest idle one is
 closed to make room for another origin's), at most ``max_connections`` requests are in
 flight, and a request waits for a slot no longer than its ``pool`` timeout. Only HTTP/1.1
 is spoken (the fetcher never asked for HTTP/2), so a connection is
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from typing import Any, AsyncIterator
 
 import httpcore
@@ -44,6 +45,7 @@ class LightPool:
         self._open = 0  # connections open: idle ones plus those serving a request
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._sweep_at = 0.0
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         if self._closed:
@@ -87,18 +89,14 @@ class LightPool:
 
     async def _connection_for(self, key: _Key, request: httpcore.Request) -> httpcore.AsyncHTTP11Connection:
         """An idle connection to ``key``'s origin still fit for use, else a new one."""
-        idle = self._idle.get(key)
-        while idle:
-            connection = idle.pop()
-            del self._idle_order[connection]
+        while key in self._idle:
+            connection = self._take_idle(key)
             if connection.is_available() and not connection.has_expired():
                 return connection
             self._forget(connection)
         if self._open >= self._max_connections and self._idle_order:
             oldest, oldest_key = next(iter(self._idle_order.items()))
-            self._idle[oldest_key].remove(oldest)
-            del self._idle_order[oldest]
-            self._forget(oldest)
+            self._forget(self._take_idle(oldest_key, oldest))
         self._open += 1
         try:
             return await self._connect(key, request)
@@ -125,13 +123,33 @@ class LightPool:
         connection._state_lock = _NO_LOCK  # type: ignore[assignment]
         return connection
 
+    def _take_idle(self, key: _Key, connection: httpcore.AsyncHTTP11Connection | None = None
+                   ) -> httpcore.AsyncHTTP11Connection:
+        """The newest idle connection to ``key`` (or ``connection``), out of the idle lists."""
+        idle = self._idle[key]
+        if connection is None:
+            connection = idle.pop()
+        else:
+            idle.remove(connection)
+        if not idle:
+            del self._idle[key]
+        del self._idle_order[connection]
+        return connection
+
     def _after_use(self, key: _Key, connection: httpcore.AsyncHTTP11Connection) -> None:
-        """A request on ``connection`` ended: kept for the next one when reusable."""
+        """A request on ``connection`` ended: kept for the next one when reusable. Now and
+        then (every ``keepalive_expiry``) the idle connections past it are closed, as
+        httpcore's pool does on every request, so a host never asked again keeps no socket."""
         if connection.is_idle() and not self._closed:
             self._idle.setdefault(key, []).append(connection)
             self._idle_order[connection] = key
         else:
             self._forget(connection)
+        if self._keepalive_expiry is not None and time.monotonic() >= self._sweep_at:
+            self._sweep_at = time.monotonic() + self._keepalive_expiry
+            for old, old_key in list(self._idle_order.items()):
+                if old.has_expired():
+                    self._forget(self._take_idle(old_key, old))
 
     def _forget(self, connection: httpcore.AsyncHTTP11Connection) -> None:
         """Take ``connection`` out of the count, closing its socket unless already closed."""
