@@ -6,11 +6,12 @@ time a request enters or leaves it (is it closed, expired, idle; is the socket r
 with 64 connections that was a tenth of a small-page crawl's CPU. This pool asks those
 questions only of the connection it is about to reuse (and of every idle one once per
 ``keepalive_expiry``), which gives the same guarantees: a connection the server closed
-(readable while idle) or past ``keepalive_expiry`` is closed instead of reused, at most ``max_connections`` are open at once (the oldest idle one is
-closed to make room for another origin's), at most ``max_connections`` requests are in
-flight, and a request waits for a slot no longer than its ``pool`` timeout. Only HTTP/1.1
-is spoken (the fetcher never asked for HTTP/2), so a connection is
-:class:`httpcore.AsyncHTTP11Connection` on a stream from the (guarded) network backend.
+(readable while idle) or past ``keepalive_expiry`` is closed instead of reused, at most
+``max_connections`` are open at once (the oldest idle one is closed to make room for
+another origin's), at most ``max_connections`` requests are in flight, and a request waits
+for a slot no longer than its ``pool`` timeout. Only HTTP/1.1 is spoken (the fetcher never
+asked for HTTP/2), so a connection is :class:`httpcore.AsyncHTTP11Connection` on a stream
+from the (guarded) network backend.
 """
 
 from __future__ import annotations
