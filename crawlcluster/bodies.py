@@ -21,6 +21,7 @@ Redis (the embedded memory transport) keeps each body in its page, compressed al
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import zlib
 from typing import Any, Callable, Final, Mapping
@@ -51,8 +52,9 @@ def redis_client(producer: Any) -> Any | None:
     """A redis-py client on ``producer``'s Redis connection pool, or None for another
     transport. A plain client (no kombu key prefix: :func:`body_key` adds the prefix),
     so every command sees the same key."""
-    import redis
-
+    redis = sys.modules.get("redis")
+    if redis is None:  # no Redis pool without redis-py imported: the embedded crawl need not import it
+        return None
     pool = getattr(getattr(producer, "channel", None), "pool", None)
     return redis.Redis(connection_pool=pool) if isinstance(pool, redis.ConnectionPool) else None
 

@@ -8,11 +8,12 @@ Also the one upsert helper every INSERT ... ON CONFLICT goes through."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from crawlcluster import db
 from crawlcluster.schema import metadata, project_timers, projects
@@ -114,3 +115,62 @@ def test_an_upgrade_gives_old_projects_their_start_hosts_on_sqlite(tmp_path) -> 
 def test_an_upgrade_gives_old_projects_their_start_hosts_on_postgres(pg_unmigrated) -> None:
     _project_from_before_the_guard(pg_unmigrated)
     assert _start_hosts_after_upgrade(pg_unmigrated) == ["[::1]:8443", "wiki.corp:80"]
+
+
+def _migrated_sqlite_script(path: Path) -> str:
+    """The head script's text for a SQLite file made by running every migration."""
+    engine = db.make_engine(f"sqlite:///{path}")
+    try:
+        db.init_db(engine, from_script=False)
+        with engine.connect() as conn:
+            statements = db.sqlite_schema_statements(conn)
+            tables = conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                       "AND name NOT LIKE 'sqlite_%'")).scalars().all()
+            # a new database holds no rows but Alembic's: the script makes no rows either
+            assert {name: conn.execute(text(f'SELECT count(*) FROM "{name}"')).scalar()
+                    for name in tables} == {name: int(name == "alembic_version") for name in tables}
+    finally:
+        engine.dispose()
+    head = db.migration_head()
+    assert head is not None
+    return f"-- revision {head}\n" + "".join(f"{statement};\n\n" for statement in statements)
+
+
+def test_the_sqlite_head_script_is_what_the_migrations_make(tmp_path: Path) -> None:
+    """A new SQLite file is made by crawlcluster/migrations/sqlite_head.sql and stamped at the
+    head: the script must hold exactly what running every migration leaves in sqlite_master
+    (rewrite it with `python -m tests.test_schema` after adding a migration)."""
+    expected = _migrated_sqlite_script(tmp_path / "migrated.db")
+    assert db.SQLITE_HEAD_SCRIPT.read_text(encoding="utf-8") == expected, \
+        "crawlcluster/migrations/sqlite_head.sql is out of date: run `python -m tests.test_schema`"
+    # and a file made by the script has that schema, stamped at the head
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'scripted.db'}")
+    try:
+        db.init_db(engine)
+        with engine.connect() as conn:
+            made = f"-- revision {db.migration_head()}\n" + "".join(
+                f"{statement};\n\n" for statement in db.sqlite_schema_statements(conn))
+            stamp = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            assert stamp == db.migration_head()
+    finally:
+        engine.dispose()
+    assert made == expected
+
+
+def test_the_head_read_from_the_migration_files_is_alembics(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as conn:
+        assert db.migration_head() == ScriptDirectory.from_config(db._alembic_config(conn)).get_current_head()
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        script = _migrated_sqlite_script(Path(scratch) / "migrated.db")
+    db.SQLITE_HEAD_SCRIPT.write_text(script, encoding="utf-8")
+    print(f"wrote {db.SQLITE_HEAD_SCRIPT}")

@@ -21,11 +21,11 @@ import asyncio
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Iterator, Sequence
 from urllib.parse import urljoin
 
@@ -140,11 +140,6 @@ class _BoundedDecoder:
         return tail
 
 
-def _no_cookie_jar() -> CookieJar:
-    # cookies never leak between requests (or projects) through the shared client
-    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-
-
 class Fetcher:
     """Fetches requests concurrently; one instance per worker process (see :func:`get_fetcher`)."""
 
@@ -163,6 +158,10 @@ class Fetcher:
         self.user_agent = user_agent
         self.policy = policy if policy is not None else AddressPolicy()
         self.timeout = httpx.Timeout(read_timeout_seconds, connect=connect_timeout_seconds)
+        self._timeouts = self.timeout.as_dict()
+        # what httpx's client sent by default, with our agent and the encodings we decode
+        self._headers = httpx.Headers({"Accept": "*/*", "Accept-Encoding": "gzip, deflate",
+                                       "Connection": "keep-alive", "User-Agent": user_agent})
         # a whole fetch, connecting to the last body byte: a server that sends a byte now and
         # then never trips the read timeout, and must still end
         self.total_timeout_seconds = (fetch_timeout_seconds if fetch_timeout_seconds is not None
@@ -272,22 +271,17 @@ class Fetcher:
             yield wave
         future.result(timeout=10)
 
-    def _new_client(self, transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            transport=transport,
-            timeout=self.timeout,
-            follow_redirects=False,
-            headers={"User-Agent": self.user_agent, "Accept-Encoding": "gzip, deflate"},
-            cookies=_no_cookie_jar(),
-            trust_env=False,
-        )
-
     async def _open_client(self) -> None:
         if self._clients is None:
             limits = httpx.Limits(max_connections=self.concurrency,
                                   max_keepalive_connections=self.concurrency)
-            self._clients = TrustedClients(self.policy, self._new_client, limits)
+            self._clients = TrustedClients(self.policy, limits)
             self._semaphore = asyncio.Semaphore(self.concurrency)
+        # httpcore asks sniffio which async library runs each time a request enters or leaves
+        # a connection; sniffio answers from this thread-local first (the loop thread runs
+        # asyncio alone) instead of looking the current task up
+        if "sniffio" in sys.modules:  # without it installed httpcore assumes asyncio unasked
+            sys.modules["sniffio"].thread_local.name = "asyncio"
 
     async def _fetch_all(self, entries: list[FetchEntry], trust: Sequence[str] = ()) -> list[FetchResult]:
         await self._open_client()
@@ -300,7 +294,9 @@ class Fetcher:
         assert self._semaphore is not None
         async with self._semaphore:
             try:
-                await asyncio.wait_for(self._fetch_into(result, trust), self.total_timeout_seconds)
+                # (asyncio.timeout, not wait_for: no task of its own per fetch)
+                async with asyncio.timeout(self.total_timeout_seconds):
+                    await self._fetch_into(result, trust)
             except FetchError as exc:
                 result.error = exc
             except asyncio.TimeoutError:
@@ -326,23 +322,23 @@ class Fetcher:
             headers.setdefault("If-None-Match", result.entry["etag"])
         if last_modified := entry_last_modified(result.entry):
             headers.setdefault("If-Modified-Since", last_modified)
-        timeout = httpx.Timeout(options["timeout"]) if options.get("timeout") else httpx.USE_CLIENT_DEFAULT
+        timeout = httpx.Timeout(options["timeout"]).as_dict() if options.get("timeout") else self._timeouts
+        merged = self._headers.copy()
+        merged.update(headers)
+        request = httpx.Request(options.get("method", "GET"), url, headers=merged,
+                                content=options.get("body"), extensions={"timeout": timeout})
         assert self._clients is not None
-        key = self._clients.key_for(httpx.URL(url), trust)
-        client = self._clients.acquire(key)
+        key = self._clients.key_for(request.url, trust)
+        transport = self._clients.acquire(key)
         try:
-            await self._send(client, result, headers, timeout)
+            await self._send(transport, result, request)
         finally:
             await self._clients.release(key)
 
-    async def _send(self, client: httpx.AsyncClient, result: FetchResult, headers: dict[str, str],
-                    timeout: Any) -> None:
+    async def _send(self, transport: httpx.AsyncBaseTransport, result: FetchResult,
+                    request: httpx.Request) -> None:
         url = result.url
-        options = result.entry.get("fetch") or {}
-        request = client.build_request(
-            options.get("method", "GET"), url, headers=headers, content=options.get("body"), timeout=timeout
-        )
-        response = await client.send(request, stream=True)
+        response = await transport.handle_async_request(request)
         try:
             result.status = response.status_code
             result.headers = {k: response.headers[k] for k in KEPT_HEADERS if k in response.headers}
@@ -376,7 +372,8 @@ class Fetcher:
         decoder = _BoundedDecoder(url, encoding, cut_at if cut_at is not None else self.max_body_bytes, cut)
         chunks = []
         wire = 0
-        async for raw in response.aiter_raw():
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        async for raw in response.stream:
             wire += len(raw)
             chunks.append(decoder.feed(raw))
             if decoder.full:

@@ -23,14 +23,16 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
+import ssl
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import httpcore
 import httpx
 
 from crawlcluster.netguard import AddressPolicy, is_network
+from workers.light_pool import LightPool
 
 __all__ = ["GuardedBackend", "guarded_transport", "TrustedClients"]
 
@@ -40,11 +42,11 @@ MAX_TRUSTED_CLIENTS = 32
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's asyncio backend, connecting only to addresses ``policy`` allows."""
+    """A network backend for httpcore on asyncio's streams, connecting only to addresses
+    ``policy`` allows."""
 
     def __init__(self, policy: AddressPolicy) -> None:
         self.policy = policy
-        self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                           local_address: str | None = None,
@@ -63,8 +65,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         for address in addresses:
             left = None if deadline is None else max(0.001, deadline - time.monotonic())
             try:
-                return _PooledStream(await self._inner.connect_tcp(
-                    address, port, timeout=left, local_address=local_address, socket_options=socket_options))
+                return await _AsyncioStream.connect(address, port, left)
             except httpcore.ConnectError as exc:
                 failure = exc
         if failure is not None:
@@ -76,43 +77,106 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         raise httpcore.ConnectError("crawlcluster does not fetch over unix sockets")
 
     async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+        await asyncio.sleep(seconds)
 
 
-class _PooledStream(httpcore.AsyncNetworkStream):
-    """anyio's stream, with the question httpcore's pool asks most cheaply answered.
+class _AsyncioStream(httpcore.AsyncNetworkStream):
+    """A connection as asyncio's own stream pair, in the shape httpcore's HTTP/1.1 connection
+    reads and writes.
 
-    Each time a request enters or leaves the pool, httpcore asks every idle connection
-    whether its socket is readable (a server that closed it). anyio answers through its
-    ``extra_attributes``, a dict of getters built anew on each call, one of which asks the
-    kernel for the peer's address: with 64 pooled connections that was 6% of a small-page
-    crawl's CPU. Here the socket is looked up once per stream, and each question costs one
-    ``poll``, as before."""
+    httpcore's anyio stream opens a cancel scope (``fail_after``) around every read and
+    write; with small pages that was a sixth of the fetch path's CPU. Here a read waits under
+    ``asyncio.timeout`` (one timer), and a write the kernel takes at once waits for nothing.
+    The errors are httpcore's, as from its own backends (a timeout is
+    ``ReadTimeout``/``WriteTimeout``/``ConnectTimeout``, a socket error
+    ``ReadError``/``WriteError``, a failed TLS handshake ``ConnectError`` with the
+    ``ssl.SSLError`` as its cause). Whether an idle connection was closed by its server (the
+    question the pool asks before reusing it) is one ``poll`` of the socket."""
 
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-        self._socket: socket.socket | None = inner.get_extra_info("socket")
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._socket: Any = writer.get_extra_info("socket")
+
+    @classmethod
+    async def connect(cls, address: str, port: int, timeout: float | None) -> "_AsyncioStream":
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(address, port)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(
+                f"connecting to {address}:{port} took longer than {_secs(timeout)}") from None
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        return cls(reader, writer)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._reader.read(max_bytes)
+        except TimeoutError:
+            raise httpcore.ReadTimeout(f"no byte within {_secs(timeout)}") from None
+        except OSError as exc:
+            raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout)
+        if not buffer:
+            return
+        writer = self._writer
+        try:
+            if writer.is_closing():
+                raise ConnectionResetError("the connection is closed")
+            writer.write(buffer)
+            if writer.transport.get_write_buffer_size():  # the kernel did not take it all at once
+                async with asyncio.timeout(timeout):
+                    await writer.drain()
+        except TimeoutError:
+            raise httpcore.WriteTimeout(f"could not send within {_secs(timeout)}") from None
+        except OSError as exc:
+            raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        self._writer.close()
+        try:
+            await self._writer.wait_closed()
+        except (OSError, ssl.SSLError):
+            pass  # closing a connection that broke
 
-    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
                         timeout: float | None = None) -> httpcore.AsyncNetworkStream:
-        return _PooledStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+        try:
+            async with asyncio.timeout(timeout):
+                await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
+        except BaseException as exc:
+            self._writer.transport.abort()
+            if isinstance(exc, TimeoutError):
+                raise httpcore.ConnectTimeout(
+                    f"the TLS handshake took longer than {_secs(timeout)}") from None
+            if isinstance(exc, (OSError, ssl.SSLError)):
+                raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+            raise
+        return _AsyncioStream(self._reader, self._writer)
 
     def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable" and self._socket is not None:
-            return _readable(self._socket)
-        return self._inner.get_extra_info(info)
+        if info == "is_readable":
+            return self._reader.at_eof() or self._socket is None or _readable(self._socket)
+        if info == "socket":
+            return self._socket
+        if info == "ssl_object":
+            return self._writer.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return self._writer.get_extra_info("sockname")
+        if info == "server_addr":
+            return self._writer.get_extra_info("peername")
+        return None
 
 
-def _readable(sock: socket.socket) -> bool:
+def _secs(timeout: float | None) -> str:
+    # a kernel's ETIMEDOUT is a TimeoutError too, with no timeout of ours set
+    return "the system's timeout" if timeout is None else f"{timeout:g}s"
+
+
+def _readable(sock: Any) -> bool:
     """Whether ``sock`` has something to read now (for an idle pooled connection: the
     server closed it); a closed socket counts as readable, so the pool drops it."""
     if sock.fileno() == -1:
@@ -123,13 +187,12 @@ def _readable(sock: socket.socket) -> bool:
 
 
 def guarded_transport(policy: AddressPolicy, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
-    """httpx's transport with its connection pool on a :class:`GuardedBackend`."""
+    """httpx's transport on a :class:`~workers.light_pool.LightPool` of connections made by a
+    :class:`GuardedBackend` (httpx has no argument for either)."""
     transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-    # the same pool httpx builds, but on the guarded backend (httpx has no argument for it)
-    transport._pool = httpcore.AsyncConnectionPool(
+    transport._pool = LightPool(  # type: ignore[assignment]
         ssl_context=httpx.create_ssl_context(trust_env=False),
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
+        max_connections=limits.max_connections or 100,
         keepalive_expiry=limits.keepalive_expiry,
         network_backend=GuardedBackend(policy),
     )
@@ -137,17 +200,19 @@ def guarded_transport(policy: AddressPolicy, limits: httpx.Limits) -> httpx.Asyn
 
 
 class TrustedClients:
-    """One HTTP client per distinct trust list (the key ``()`` is the shared, cluster-only one),
-    each on a guarded transport whose policy is the cluster's plus that trust."""
+    """One transport (a pool of connections) per distinct trust list (the key ``()`` is the
+    shared, cluster-only one), each guarded by the cluster's policy plus that trust.
 
-    def __init__(self, policy: AddressPolicy,
-                 make_client: Callable[[httpx.AsyncBaseTransport], httpx.AsyncClient], limits: httpx.Limits,
+    The fetcher sends its requests to these transports itself: httpx's client adds, per
+    request, auth, redirect and cookie layers that do nothing here (redirects are rows of
+    their own, and a spider's cookies are a header the fetcher writes)."""
+
+    def __init__(self, policy: AddressPolicy, limits: httpx.Limits,
                  max_clients: int = MAX_TRUSTED_CLIENTS) -> None:
         self.policy = policy
-        self._make_client = make_client
         self._limits = limits
         self.max_clients = max_clients
-        self._clients: OrderedDict[tuple[str, ...], httpx.AsyncClient] = OrderedDict()
+        self._clients: OrderedDict[tuple[str, ...], httpx.AsyncHTTPTransport] = OrderedDict()
         self._in_use: dict[tuple[str, ...], int] = {}
         self._trusting: dict[tuple[str, ...], AddressPolicy] = {}  # a message's trust, parsed once
 
@@ -169,18 +234,18 @@ class TrustedClients:
             return tuple(sorted(trusted.allow))
         return ()
 
-    def acquire(self, key: tuple[str, ...]) -> httpx.AsyncClient:
-        """The client for ``key``, counted in use until :meth:`release`."""
+    def acquire(self, key: tuple[str, ...]) -> httpx.AsyncHTTPTransport:
+        """The transport for ``key``, counted in use until :meth:`release`."""
         client = self._clients.get(key)
         if client is None:
             policy = AddressPolicy(self.policy.enabled, key, self.policy.host_map) if key else self.policy
-            client = self._clients[key] = self._make_client(guarded_transport(policy, self._limits))
+            client = self._clients[key] = guarded_transport(policy, self._limits)
         self._clients.move_to_end(key)
         self._in_use[key] = self._in_use.get(key, 0) + 1
         return client
 
     async def release(self, key: tuple[str, ...]) -> None:
-        """One use of ``key``'s client ended; idle trusted clients beyond the bound are closed."""
+        """One use of ``key``'s transport ended; idle trusted ones beyond the bound are closed."""
         self._in_use[key] -= 1
         excess = len(self._clients) - self.max_clients
         for old in [k for k in self._clients if k and not self._in_use.get(k)][:max(0, excess)]:

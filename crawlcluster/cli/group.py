@@ -5,6 +5,7 @@ durations, and turning a :class:`CrawlClusterError` into a one-line error."""
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any, NoReturn
 
 import click
@@ -66,7 +67,6 @@ def unreachable_sentence(exc: BaseException) -> str | None:
     """One line for a database or broker that cannot be reached or a URL that cannot work,
     None for any other exception (a bug, which keeps its traceback)."""
     from kombu.exceptions import OperationalError as BrokerError
-    from redis.exceptions import ConnectionError as RedisConnectionError
     from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 
     from crawlcluster import settings
@@ -81,7 +81,11 @@ def unreachable_sentence(exc: BaseException) -> str | None:
                 "CRAWLCLUSTER_DATABASE_URL and that Postgres is running")
     if isinstance(exc, ArgumentError):
         return f"CRAWLCLUSTER_DATABASE_URL is not a usable database URL: {_first_line(exc)}"
-    if isinstance(exc, (BrokerError, RedisConnectionError)):
+    # redis-py's error exists only where redis-py was imported (not in an embedded crawl,
+    # whose every ending passes here: click's Exit is an exception too)
+    redis_errors = sys.modules.get("redis.exceptions")
+    broker_errors = (BrokerError,) if redis_errors is None else (BrokerError, redis_errors.ConnectionError)
+    if isinstance(exc, broker_errors):
         return (f"cannot reach the broker at {_masked(broker_url)} ({_first_line(exc)}); check "
                 "CRAWLCLUSTER_BROKER_URL and that Redis is running")
     return None

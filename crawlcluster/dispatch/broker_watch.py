@@ -24,8 +24,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-import redis
-
 logger = logging.getLogger(__name__)
 
 # How often the leader asks the broker whether it restarted: one INFO command
@@ -58,6 +56,8 @@ class BrokerWatch:
 
     def _redis_run_id(self) -> str:
         if self._client is None:
+            import redis  # here: the embedded crawl, which never asks, does not pay for importing it
+
             self._client = redis.Redis.from_url(
                 self.broker_url, socket_timeout=BROKER_CHECK_TIMEOUT_SECONDS,
                 socket_connect_timeout=BROKER_CHECK_TIMEOUT_SECONDS)
