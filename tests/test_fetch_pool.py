@@ -116,3 +116,63 @@ def test_more_origins_than_the_bound_never_hold_more_sockets_than_concurrency(se
         assert server.opened == opened
     finally:
         fetcher.close()
+
+
+class _DropsSecondRequest(ThreadingHTTPServer):
+    """Answers the first request of each connection and closes the connection, unanswered,
+    when a second one arrives on it: a server whose keep-alive timeout struck as the client
+    reused the connection."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _FirstOnly)
+        self.lock = threading.Lock()
+        self.opened = 0
+        self.asked: list[str] = []
+
+
+class _FirstOnly(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _DropsSecondRequest
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        self.answered = 0
+        with self.server.lock:
+            self.server.opened += 1
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            self.server.asked.append(self.path)
+        if self.answered:
+            self.close_connection = True  # read, never answered
+            return
+        self.answered += 1
+        body = b"ok " + self.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_get_on_a_kept_connection_the_server_drops_unanswered_is_sent_once_more_on_a_new_one() -> None:
+    httpd = _DropsSecondRequest()
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    fetcher = _fetcher(4)
+    base = f"http://127.0.0.1:{httpd.server_port}"
+    try:
+        [first] = fetcher.fetch_many([{"id": "a", "url": f"{base}/a"}])
+        [second] = fetcher.fetch_many([{"id": "b", "url": f"{base}/b"}])
+    finally:
+        fetcher.close()
+        httpd.shutdown()
+        httpd.server_close()
+    assert first.ok and first.body == b"ok /a", first.error
+    assert second.ok and second.body == b"ok /b", second.error
+    # /b reached the kept connection (dropped there) and a new one (answered): two connections
+    assert httpd.asked == ["/a", "/b", "/b"] and httpd.opened == 2

@@ -26,6 +26,8 @@ import httpcore
 __all__ = ["LightPool"]
 
 _Key = tuple[bytes, bytes, int]
+# methods sent again on a fresh connection when a kept-alive one turns out closed by the server
+_IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
 
 class LightPool:
@@ -61,13 +63,24 @@ class LightPool:
         await self._take_slot(timeouts.get("pool"))
         try:
             key: _Key = (url.scheme, url.host, url.port or (443 if url.scheme == b"https" else 80))
+            retry_stale = request.method.upper() in _IDEMPOTENT
             while True:
-                connection = await self._connection_for(key, request)
+                connection, reused = await self._connection_for(key, request)
                 try:
                     response = await connection.handle_async_request(request)
                 except httpcore.ConnectionNotAvailable:
                     self._forget(connection)
                     continue
+                except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError):
+                    self._after_use(key, connection)
+                    if reused and retry_stale:
+                        # the server closed a kept-alive connection as it was taken from the
+                        # pool (its FIN not seen yet): the request never reached it; once more,
+                        # on a fresh connection, as browsers and urllib3 do for such a request
+                        retry_stale = False
+                        self._drop_idle(key)
+                        continue
+                    raise
                 except BaseException:
                     self._after_use(key, connection)
                     raise
@@ -88,22 +101,29 @@ class LightPool:
         except asyncio.TimeoutError:
             raise httpcore.PoolTimeout(f"no connection free within {timeout}s") from None
 
-    async def _connection_for(self, key: _Key, request: httpcore.Request) -> httpcore.AsyncHTTP11Connection:
-        """An idle connection to ``key``'s origin still fit for use, else a new one."""
+    async def _connection_for(self, key: _Key, request: httpcore.Request
+                              ) -> tuple[httpcore.AsyncHTTP11Connection, bool]:
+        """An idle connection to ``key``'s origin still fit for use, else a new one; and
+        whether it was reused."""
         while key in self._idle:
             connection = self._take_idle(key)
             if connection.is_available() and not connection.has_expired():
-                return connection
+                return connection, True
             self._forget(connection)
         if self._open >= self._max_connections and self._idle_order:
             oldest, oldest_key = next(iter(self._idle_order.items()))
             self._forget(self._take_idle(oldest_key, oldest))
         self._open += 1
         try:
-            return await self._connect(key, request)
+            return await self._connect(key, request), False
         except BaseException:
             self._open -= 1
             raise
+
+    def _drop_idle(self, key: _Key) -> None:
+        """Close ``key``'s idle connections: the server closed one, and likely its peers too."""
+        while key in self._idle:
+            self._forget(self._take_idle(key))
 
     async def _connect(self, key: _Key, request: httpcore.Request) -> httpcore.AsyncHTTP11Connection:
         scheme, host, port = key
