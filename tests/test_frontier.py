@@ -8,11 +8,11 @@ from dataclasses import replace
 
 import pytest
 from celery import Celery
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 import crawlcluster
 from crawlcluster import settings
-from crawlcluster.database import claims, tasks
+from crawlcluster.database import claims, outcomes, tasks
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.database.counts import count_by_status, has_open_tasks
 from crawlcluster.db import get_engine
@@ -261,6 +261,37 @@ def test_tick_marks_a_project_finished_once_nothing_is_pending_or_queued(pg, tes
     with engine.connect() as conn:
         row = lifecycle.project_row(conn, "p")
     assert row["status"] == "finished" and row["finished_at"] is not None
+
+
+def test_an_auto_recrawl_row_going_back_from_queued_to_pending_leaves_its_project_open(pg):
+    """The re-crawl test that once saw its project finished: the scheduler asks "anything
+    pending or queued?" while the store stage commits an auto-recrawl row's outcome, which
+    moves it from queued to pending (due again after its age). Read in two statements under
+    READ COMMITTED, the row was queued when pending was looked for and pending when queued
+    was: nothing open. Here the store commits right after the check's first statement."""
+    engine = get_engine(pg)
+    row = make_row("ticks", "http://h/tick", status="queued")
+    row.update(auto_recrawl=True, age=1, deadline_at=time.time() + 60)
+    with engine.begin() as conn:
+        make_project(conn, "ticks")
+        tasks.insert_tasks(conn, "ticks", [row])
+    with engine.connect() as store, engine.connect() as check:
+        stored = store.begin()
+        outcomes.record_outcomes(store, [{"task_id": row["task_id"], "status": "done", "status_code": 200}])
+        statements: list[str] = []
+
+        def commit_the_store_after_the_first_statement(*args) -> None:
+            statements.append(args[2])
+            if stored.is_active:
+                stored.commit()
+
+        event.listen(check, "after_cursor_execute", commit_the_store_after_the_first_statement)
+        with check.begin():
+            assert has_open_tasks(check, "ticks")
+        assert statements and not stored.is_active  # the store did commit in the middle of the check
+    with engine.connect() as conn:
+        assert conn.execute(select(crawl_tasks.c.status).where(
+            crawl_tasks.c.task_id == row["task_id"])).scalar() == "pending"
 
 
 def test_counts_by_state_and_deletion_see_rows_in_every_state(database):
