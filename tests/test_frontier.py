@@ -294,6 +294,76 @@ def test_an_auto_recrawl_row_going_back_from_queued_to_pending_leaves_its_projec
             crawl_tasks.c.task_id == row["task_id"])).scalar() == "pending"
 
 
+def test_a_page_received_by_the_parse_stage_frees_its_host_slot_before_it_is_parsed(pg):
+    """A row counts against its host's per-host limit while its request may be in flight:
+    from its claim until a parse (or store) worker holds its fetched page, which stamps
+    fetched_at in the hold's own statement, not until the page's callbacks have run."""
+    from workers.lease import WorkerLease
+
+    engine = get_engine(pg)
+    now = time.time()
+    rows = [make_row("slots", f"http://h/{i}", status="queued") for i in range(3)]
+    for row in rows:
+        row.update(queued_at=now - 1, deadline_at=now + 60, dispatch_count=1)
+    with engine.begin() as conn:
+        make_project(conn, "slots")
+        tasks.insert_tasks(conn, "slots", rows)
+        assert claims.queued_counts(conn) == ({"h": 3}, {"slots": 3})
+    fetch_worker, parse_worker = WorkerLease(engine, 30, 10), WorkerLease(engine, 30, 10)
+    try:
+        assert fetch_worker.hold({rows[0]["task_id"]: 1}) == {rows[0]["task_id"]}  # being fetched
+        assert parse_worker.hold({rows[1]["task_id"]: 1, rows[2]["task_id"]: 1}, fetched=True) == \
+            {rows[1]["task_id"], rows[2]["task_id"]}
+    finally:
+        fetch_worker.stop()
+        parse_worker.stop()
+    with engine.connect() as conn:
+        # one request may still be in flight; all three rows stay queued for the in-queue limit
+        assert claims.queued_counts(conn) == ({"h": 1}, {"slots": 3})
+
+
+def test_the_scheduler_is_woken_by_the_commit_that_adds_work_and_not_before(pg):
+    """Work notices (Postgres LISTEN/NOTIFY): a transaction that adds rows, frees a host slot
+    or ends rows wakes a waiting scheduler when it commits; nothing wakes it before, and a
+    rolled-back one never does."""
+    from crawlcluster.database.wakeup import WorkListener
+    from workers.lease import WorkerLease
+
+    engine = get_engine(pg)
+    listener = WorkListener(engine)
+    try:
+        assert listener.wait(0) is False  # listening from now on
+        with engine.begin() as conn:
+            make_project(conn, "wake")
+            assert listener.wait(0) is False  # a project alone is no work
+        adding = engine.connect()
+        transaction = adding.begin()
+        tasks.insert_tasks(adding, "wake", [make_row("wake", "http://h/new")])
+        assert listener.wait(0.2) is False  # not committed yet: the rows are not visible
+        transaction.rollback()
+        assert listener.wait(0.2) is False
+        with adding.begin():
+            tasks.insert_tasks(adding, "wake", [make_row("wake", "http://h/new")])
+        adding.close()
+        assert listener.wait(30) is True
+        assert listener.wait(0) is False  # one commit, one wake-up
+        row = make_row("wake", "http://h/queued", status="queued")
+        row.update(queued_at=time.time(), deadline_at=time.time() + 60, dispatch_count=1)
+        with engine.begin() as conn:
+            conn.execute(crawl_tasks.insert().values(**row))
+        fetch_worker, parse_worker = WorkerLease(engine, 30, 10), WorkerLease(engine, 30, 10)
+        try:
+            fetch_worker.hold({row["task_id"]: 1})  # a fetch worker's hold frees nothing
+            assert listener.wait(0.2) is False
+            parse_worker.hold({row["task_id"]: 1}, fetched=True)  # the page reached parse: its slot is free
+        finally:
+            fetch_worker.stop()
+            parse_worker.stop()
+        assert listener.wait(30) is True
+    finally:
+        listener.close()
+
+
 def test_counts_by_state_and_deletion_see_rows_in_every_state(database):
     """Queued rows are left out of the per-project index by state (claims stay cheap):
     counts and deletion find them through the index of queued rows."""

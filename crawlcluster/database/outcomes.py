@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
+from crawlcluster.database.wakeup import notify_work
 from crawlcluster.error_text import bounded_error
 from crawlcluster.schema import (
     DONE,
@@ -149,6 +150,8 @@ def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: f
                    crawl_tasks.c.status == DONE)
             .values(status=PENDING, next_run_at=now + crawl_tasks.c.age, updated_at=now)
         )
+    if changed:
+        notify_work(conn)  # rows ended: room under the in-queue limit, robots.txt known, or the end
     return changed
 
 
