@@ -186,6 +186,28 @@ def test_tick_publishes_running_projects_in_batches_and_leaves_paused_ones(pg, t
         assert count_by_status(conn, "run")["queued"] == 10
 
 
+def test_a_tick_with_nothing_due_waits_until_the_next_retry_is_due_not_a_whole_poll(pg, test_app):
+    """A retry due in a moment: the tick that finds nothing due asks to run again when it is
+    due, instead of after tick_seconds (the tail of a crawl whose last pages answered 5xx)."""
+    engine = get_engine(pg)
+    now = time.time()
+    with engine.begin() as conn:
+        make_project(conn, "retrying")
+        tasks.insert_tasks(conn, "retrying", [make_row("retrying", "http://h/5xx", due=now + 3)])
+    dispatcher = dispatcher_for(test_app, pg, tick_seconds=30)
+    try:
+        assert 0 < dispatcher.tick() <= 3
+        dispatcher.flush()
+        with engine.connect() as conn:
+            assert count_by_status(conn, "retrying")["pending"] == 1  # not sent early
+            assert lifecycle.project_row(conn, "retrying")["status"] == "running"
+        with engine.begin() as conn:
+            conn.execute(update(crawl_tasks).values(next_run_at=now + 3600))
+        assert dispatcher.tick() == 30  # an hour away: the poll comes first
+    finally:
+        dispatcher.close()
+
+
 def test_a_large_claim_goes_out_in_fewer_fuller_fetch_messages_and_render_rows_keep_the_batch_size(
         pg, test_app):
     """A claim of many rows is sent in at least 32 messages of up to fetch_batch_max URLs
