@@ -34,8 +34,7 @@ def _hold_received(request: Any = None, **_kwargs: Any) -> None:
     try:
         args = request.args or [{}]
         batch = args[0].get(key) or []
-        current_lease(get_engine()).hold({m["id"]: entry_dispatch(m) for m in batch},
-                                         fetched=request.name in (PARSE.task, STORE.task))
+        current_lease(get_engine()).hold({m["id"]: entry_dispatch(m) for m in batch})
     except Exception:  # noqa: BLE001 - the task holds its rows again when it starts
         logger.warning("could not hold the rows of a received %s message", request.name, exc_info=True)
 

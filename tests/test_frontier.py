@@ -316,38 +316,10 @@ def test_an_auto_recrawl_row_going_back_from_queued_to_pending_leaves_its_projec
             crawl_tasks.c.task_id == row["task_id"])).scalar() == "pending"
 
 
-def test_a_page_received_by_the_parse_stage_frees_its_host_slot_before_it_is_parsed(pg):
-    """A row counts against its host's per-host limit while its request may be in flight:
-    from its claim until a parse (or store) worker holds its fetched page, which stamps
-    fetched_at in the hold's own statement, not until the page's callbacks have run."""
-    from workers.lease import WorkerLease
-
-    engine = get_engine(pg)
-    now = time.time()
-    rows = [make_row("slots", f"http://h/{i}", status="queued") for i in range(3)]
-    for row in rows:
-        row.update(queued_at=now - 1, deadline_at=now + 60, dispatch_count=1)
-    with engine.begin() as conn:
-        make_project(conn, "slots")
-        tasks.insert_tasks(conn, "slots", rows)
-        assert claims.queued_counts(conn) == ({"h": 3}, {"slots": 3})
-    fetch_worker, parse_worker = WorkerLease(engine, 30, 10), WorkerLease(engine, 30, 10)
-    try:
-        assert fetch_worker.hold({rows[0]["task_id"]: 1}) == {rows[0]["task_id"]}  # being fetched
-        assert parse_worker.hold({rows[1]["task_id"]: 1, rows[2]["task_id"]: 1}, fetched=True) == \
-            {rows[1]["task_id"], rows[2]["task_id"]}
-    finally:
-        fetch_worker.stop()
-        parse_worker.stop()
-    with engine.connect() as conn:
-        # one request may still be in flight; all three rows stay queued for the in-queue limit
-        assert claims.queued_counts(conn) == ({"h": 1}, {"slots": 3})
-
-
 def test_the_scheduler_is_woken_by_the_commit_that_adds_work_and_not_before(pg):
-    """Work notices (Postgres LISTEN/NOTIFY): a transaction that adds rows, frees a host slot
-    or ends rows wakes a waiting scheduler when it commits; nothing wakes it before, and a
-    rolled-back one never does."""
+    """Work notices (Postgres LISTEN/NOTIFY): a transaction that adds rows or ends rows wakes
+    a waiting scheduler when it commits; nothing wakes it before, and a rolled-back one never
+    does."""
     from crawlcluster.database.wakeup import WorkListener
     from workers.lease import WorkerLease
 
@@ -373,14 +345,15 @@ def test_the_scheduler_is_woken_by_the_commit_that_adds_work_and_not_before(pg):
         row.update(queued_at=time.time(), deadline_at=time.time() + 60, dispatch_count=1)
         with engine.begin() as conn:
             conn.execute(crawl_tasks.insert().values(**row))
-        fetch_worker, parse_worker = WorkerLease(engine, 30, 10), WorkerLease(engine, 30, 10)
+        lease = WorkerLease(engine, 30, 10)
         try:
-            fetch_worker.hold({row["task_id"]: 1})  # a fetch worker's hold frees nothing
-            assert listener.wait(0.2) is False
-            parse_worker.hold({row["task_id"]: 1}, fetched=True)  # the page reached parse: its slot is free
+            lease.hold({row["task_id"]: 1})  # a worker's hold ends nothing and adds nothing
         finally:
-            fetch_worker.stop()
-            parse_worker.stop()
+            lease.stop()
+        assert listener.wait(0.2) is False
+        with engine.begin() as conn:  # the store stage ends the row
+            outcomes.record_outcomes(conn, [{"task_id": row["task_id"], "status": "done",
+                                             "status_code": 200}])
         assert listener.wait(30) is True
     finally:
         listener.close()

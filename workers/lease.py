@@ -30,10 +30,6 @@ logger = logging.getLogger(__name__)
 
 Message = TypeVar("Message", FetchEntry, Page, Outcome)
 
-# stages whose messages carry pages already fetched (or fetches that failed): holding their
-# rows frees the rows' host slots (worker_leases.hold)
-FETCHED_STAGES = frozenset({"parse", "store"})
-
 # a failed renewal is logged at most this often (the database may be away for a while)
 RENEW_ERROR_LOG_SECONDS = 60.0
 
@@ -67,11 +63,10 @@ class WorkerLease:
     def from_settings(cls, engine: Engine, s: settings.Settings) -> WorkerLease:
         return cls(engine, s.worker_lease_seconds, s.worker_heartbeat_seconds, s.worker_hand_on_delay_seconds)
 
-    def hold(self, dispatches: dict[str, int | None], fetched: bool = False) -> set[str]:
+    def hold(self, dispatches: dict[str, int | None]) -> set[str]:
         """Hold the rows of ``dispatches`` (task id -> dispatch) still queued under it; the
         ids held. The lease is renewed in the same transaction when the last renewal is not
-        fresh, so no row is ever held by a process without a live lease. ``fetched``: the
-        rows' pages are fetched (a parse or store message), so their host slots are free."""
+        fresh, so no row is ever held by a process without a live lease."""
         if not dispatches:
             return set()
         key = tuple(sorted(dispatches.items(), key=lambda item: item[0]))
@@ -81,12 +76,12 @@ class WorkerLease:
         handed_on = self._take_handed_on(exclude=dispatches)
         try:
             try:
-                held = self._hold_once(dispatches, handed_on, fetched)
+                held = self._hold_once(dispatches, handed_on)
             except DBAPIError as exc:
                 if not exc.connection_invalidated:
                     raise
                 # a pooled connection the server closed (a restart): the pool is renewed, once more
-                held = self._hold_once(dispatches, handed_on, fetched)
+                held = self._hold_once(dispatches, handed_on)
         except Exception:
             self._give_back(handed_on)
             raise
@@ -94,15 +89,14 @@ class WorkerLease:
         self._remember(key, held)
         return held
 
-    def _hold_once(self, dispatches: dict[str, int | None], handed_on: Sequence[str],
-                   fetched: bool) -> set[str]:
+    def _hold_once(self, dispatches: dict[str, int | None], handed_on: Sequence[str]) -> set[str]:
         now = time.time()
         with self.engine.begin() as conn:
             if now - self.renewed_at >= self.heartbeat_seconds / 2:
                 worker_leases.renew(conn, self.name, now + self.lease_seconds, now)
                 self.renewed_at = now
             worker_leases.hand_on(conn, self.name, handed_on)
-            return worker_leases.hold(conn, self.name, dispatches, now, fetched)
+            return worker_leases.hold(conn, self.name, dispatches, now)
 
     def _reuse(self, key: tuple[tuple[str, int | None], ...]) -> frozenset[str] | None:
         """What this process's hold of the same rows and dispatches found less than half a
@@ -255,8 +249,7 @@ def hold_batch(engine: Engine, project: str, stage: str, messages: Sequence[Mess
     order; the rest are logged and dropped (their rows were ended or sent again since)."""
     if not messages:
         return []
-    held = current_lease(engine).hold({m["id"]: entry_dispatch(m) for m in messages},
-                                      fetched=stage in FETCHED_STAGES)
+    held = current_lease(engine).hold({m["id"]: entry_dispatch(m) for m in messages})
     kept = [m for m in messages if m["id"] in held]
     if len(kept) < len(messages):
         logger.info("%s: dropped %d of %d pages of %s whose rows were ended or sent again since "

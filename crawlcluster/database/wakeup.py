@@ -1,6 +1,7 @@
 """Work notices: a worker's transaction tells the scheduler that it has new work, on Postgres's
-LISTEN/NOTIFY, so that the scheduler wakes when a page frees its host's slot or adds rows due
-now, instead of sleeping out its poll.
+LISTEN/NOTIFY, so that the scheduler wakes when rows are added (most of them due now) or
+ended (a host's robots.txt known, room under a queue limit, the crawl's end), instead of
+sleeping out its poll.
 
 A notice is sent with :func:`notify_work` inside the transaction that makes the work (Postgres
 delivers it at the commit, when the rows are visible, and folds the notices of one

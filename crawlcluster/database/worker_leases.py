@@ -14,7 +14,6 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
 
-from crawlcluster.database.wakeup import notify_work
 from crawlcluster.db import upsert
 from crawlcluster.schema import PENDING, QUEUED, crawl_tasks, worker_leases
 
@@ -34,16 +33,13 @@ def give_up(conn: Connection, worker: str) -> None:
     conn.execute(update(worker_leases).where(worker_leases.c.worker == worker).values(expires_at=0.0))
 
 
-def hold(conn: Connection, worker: str, dispatches: Mapping[str, int | None], now: float,
-         fetched: bool = False) -> set[str]:
+def hold(conn: Connection, worker: str, dispatches: Mapping[str, int | None], now: float) -> set[str]:
     """Mark the rows of ``dispatches`` (task id -> the dispatch its message carries, None for
     a message that carries none) held by ``worker``, those that are still queued under that
     dispatch; return their ids. A row ended, retried or sent again since is left alone: its
     message is late or redelivered. On PostgreSQL the rows stay locked until the caller's
     transaction ends, so of two transactions holding one row the second sees what the
-    first wrote. ``fetched`` (a parse or store message: the fetch is over) also stamps
-    ``fetched_at`` in the same statement, which frees the rows' host slots
-    (:func:`crawlcluster.database.claims.queued_counts`) while the page waits to be parsed."""
+    first wrote."""
     held: set[str] = set()
     items = sorted(dispatches.items())  # one lock order for every holder
     for start in range(0, len(items), HOLD_CHUNK_ROWS):
@@ -57,11 +53,8 @@ def hold(conn: Connection, worker: str, dispatches: Mapping[str, int | None], no
             for dispatch, ids in by_dispatch.items()
         ])
         result = conn.execute(update(crawl_tasks).where(crawl_tasks.c.status == QUEUED, which)
-                              .values(held_by=worker, **({"fetched_at": now} if fetched else {}))
-                              .returning(crawl_tasks.c.task_id))
+                              .values(held_by=worker).returning(crawl_tasks.c.task_id))
         held.update(result.scalars())
-    if fetched and held:
-        notify_work(conn)  # their hosts' slots are free: the scheduler may send more now
     return held
 
 

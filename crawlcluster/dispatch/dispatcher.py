@@ -241,8 +241,8 @@ class Dispatcher:
         return due_at
 
     def pause(self, seconds: float) -> float:
-        """Between two ticks: wait up to ``seconds`` for a work notice (a page that freed its
-        host's slot, rows added or ended; :mod:`crawlcluster.database.wakeup`); returns what
+        """Between two ticks: wait up to ``seconds`` for a work notice (rows added or
+        ended; :mod:`crawlcluster.database.wakeup`); returns what
         the caller still sleeps before the next tick, at least WAKE_MIN_GAP_SECONDS. A standby,
         SQLite and a short wait sleep as before (all of ``seconds`` is returned)."""
         if seconds <= WAKE_MIN_GAP_SECONDS or not self.lease.is_leader:
