@@ -8,11 +8,11 @@ from dataclasses import replace
 
 import pytest
 from celery import Celery
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 import crawlcluster
 from crawlcluster import settings
-from crawlcluster.database import claims, tasks
+from crawlcluster.database import claims, outcomes, tasks
 from crawlcluster.database import projects as lifecycle
 from crawlcluster.database.counts import count_by_status, has_open_tasks
 from crawlcluster.db import get_engine
@@ -186,6 +186,28 @@ def test_tick_publishes_running_projects_in_batches_and_leaves_paused_ones(pg, t
         assert count_by_status(conn, "run")["queued"] == 10
 
 
+def test_a_tick_with_nothing_due_waits_until_the_next_retry_is_due_not_a_whole_poll(pg, test_app):
+    """A retry due in a moment: the tick that finds nothing due asks to run again when it is
+    due, instead of after tick_seconds (the tail of a crawl whose last pages answered 5xx)."""
+    engine = get_engine(pg)
+    now = time.time()
+    with engine.begin() as conn:
+        make_project(conn, "retrying")
+        tasks.insert_tasks(conn, "retrying", [make_row("retrying", "http://h/5xx", due=now + 3)])
+    dispatcher = dispatcher_for(test_app, pg, tick_seconds=30)
+    try:
+        assert 0 < dispatcher.tick() <= 3
+        dispatcher.flush()
+        with engine.connect() as conn:
+            assert count_by_status(conn, "retrying")["pending"] == 1  # not sent early
+            assert lifecycle.project_row(conn, "retrying")["status"] == "running"
+        with engine.begin() as conn:
+            conn.execute(update(crawl_tasks).values(next_run_at=now + 3600))
+        assert dispatcher.tick() == 30  # an hour away: the poll comes first
+    finally:
+        dispatcher.close()
+
+
 def test_a_large_claim_goes_out_in_fewer_fuller_fetch_messages_and_render_rows_keep_the_batch_size(
         pg, test_app):
     """A claim of many rows is sent in at least 32 messages of up to fetch_batch_max URLs
@@ -261,6 +283,80 @@ def test_tick_marks_a_project_finished_once_nothing_is_pending_or_queued(pg, tes
     with engine.connect() as conn:
         row = lifecycle.project_row(conn, "p")
     assert row["status"] == "finished" and row["finished_at"] is not None
+
+
+def test_an_auto_recrawl_row_going_back_from_queued_to_pending_leaves_its_project_open(pg):
+    """The re-crawl test that once saw its project finished: the scheduler asks "anything
+    pending or queued?" while the store stage commits an auto-recrawl row's outcome, which
+    moves it from queued to pending (due again after its age). Read in two statements under
+    READ COMMITTED, the row was queued when pending was looked for and pending when queued
+    was: nothing open. Here the store commits right after the check's first statement."""
+    engine = get_engine(pg)
+    row = make_row("ticks", "http://h/tick", status="queued")
+    row.update(auto_recrawl=True, age=1, deadline_at=time.time() + 60)
+    with engine.begin() as conn:
+        make_project(conn, "ticks")
+        tasks.insert_tasks(conn, "ticks", [row])
+    with engine.connect() as store, engine.connect() as check:
+        stored = store.begin()
+        outcomes.record_outcomes(store, [{"task_id": row["task_id"], "status": "done", "status_code": 200}])
+        statements: list[str] = []
+
+        def commit_the_store_after_the_first_statement(*args) -> None:
+            statements.append(args[2])
+            if stored.is_active:
+                stored.commit()
+
+        event.listen(check, "after_cursor_execute", commit_the_store_after_the_first_statement)
+        with check.begin():
+            assert has_open_tasks(check, "ticks")
+        assert statements and not stored.is_active  # the store did commit in the middle of the check
+    with engine.connect() as conn:
+        assert conn.execute(select(crawl_tasks.c.status).where(
+            crawl_tasks.c.task_id == row["task_id"])).scalar() == "pending"
+
+
+def test_the_scheduler_is_woken_by_the_commit_that_adds_work_and_not_before(pg):
+    """Work notices (Postgres LISTEN/NOTIFY): a transaction that adds rows or ends rows wakes
+    a waiting scheduler when it commits; nothing wakes it before, and a rolled-back one never
+    does."""
+    from crawlcluster.database.wakeup import WorkListener
+    from workers.lease import WorkerLease
+
+    engine = get_engine(pg)
+    listener = WorkListener(engine)
+    try:
+        assert listener.wait(0) is False  # listening from now on
+        with engine.begin() as conn:
+            make_project(conn, "wake")
+            assert listener.wait(0) is False  # a project alone is no work
+        adding = engine.connect()
+        transaction = adding.begin()
+        tasks.insert_tasks(adding, "wake", [make_row("wake", "http://h/new")])
+        assert listener.wait(0.2) is False  # not committed yet: the rows are not visible
+        transaction.rollback()
+        assert listener.wait(0.2) is False
+        with adding.begin():
+            tasks.insert_tasks(adding, "wake", [make_row("wake", "http://h/new")])
+        adding.close()
+        assert listener.wait(30) is True
+        assert listener.wait(0) is False  # one commit, one wake-up
+        row = make_row("wake", "http://h/queued", status="queued")
+        row.update(queued_at=time.time(), deadline_at=time.time() + 60, dispatch_count=1)
+        with engine.begin() as conn:
+            conn.execute(crawl_tasks.insert().values(**row))
+        lease = WorkerLease(engine, 30, 10)
+        try:
+            lease.hold({row["task_id"]: 1})  # a worker's hold ends nothing and adds nothing
+        finally:
+            lease.stop()
+        assert listener.wait(0.2) is False
+        with engine.begin() as conn:  # the store stage ends the row
+            outcomes.record_outcomes(conn, [{"task_id": row["task_id"], "status": "done",
+                                             "status_code": 200}])
+        assert listener.wait(30) is True
+    finally:
+        listener.close()
 
 
 def test_counts_by_state_and_deletion_see_rows_in_every_state(database):

@@ -97,6 +97,18 @@ def due_candidates(conn: Connection, project: str, limit: int, skip_hosts: Itera
     return _dicts(conn.execute(stmt))
 
 
+def next_due_at(conn: Connection, project: str) -> float | None:
+    """When the first pending row of ``project``'s highest priority is due (None: no pending
+    row): one step down ix_crawl_tasks_due, so a scheduler with nothing due now can wake for
+    a retry instead of at its next poll. Rows of a lower priority due earlier are not seen;
+    they wait for the poll, as before."""
+    stmt = (select(crawl_tasks.c.next_run_at)
+            .where(crawl_tasks.c.project == project, crawl_tasks.c.status == PENDING)
+            .order_by(crawl_tasks.c.priority.desc(), crawl_tasks.c.next_run_at).limit(1))
+    due = conn.execute(stmt).scalar()
+    return None if due is None else float(due)
+
+
 def fill_candidates(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Complete rows read with ``narrow`` by :func:`due_candidates` with the rest of
     DISPATCH_COLUMNS, in place; returns those still pending, in order (on SQLite the two

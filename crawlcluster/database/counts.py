@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import literal_column, select
+from sqlalchemy import exists, literal_column, or_, select
 from sqlalchemy.engine import Connection
 
 from crawlcluster.database import counters
@@ -73,13 +73,16 @@ def page_counts(conn: Connection, project: str, rows: dict[str, int] | None = No
 
 
 def has_open_tasks(conn: Connection, project: str) -> bool:
-    """Whether any row of ``project`` is still pending or queued."""
-    for status in (PENDING, QUEUED):
-        stmt = select(crawl_tasks.c.task_id).where(crawl_tasks.c.project == project,
-                                                   crawl_tasks.c.status == status)
-        if conn.execute(stmt.limit(1)).first() is not None:
-            return True
-    return False
+    """Whether any row of ``project`` is still pending or queued. One statement, so both
+    states are read in one snapshot: two statements under READ COMMITTED could miss a row that
+    moves between them, an auto-recrawl row's outcome committed between the two (queued, then
+    pending again until its age has passed) or a claim's (pending, then queued), and the
+    scheduler would mark a project finished that still has work. Each EXISTS reads its own
+    index (ix_crawl_tasks_project_state, ix_crawl_tasks_stale) and stops at the first row."""
+    def any_row(status: str) -> Any:
+        return exists().where(crawl_tasks.c.project == project, crawl_tasks.c.status == status)
+
+    return bool(conn.execute(select(or_(any_row(PENDING), any_row(QUEUED)))).scalar())
 
 
 def rows_by_project_and_state(conn: Connection) -> list[tuple[str, str, int]]:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 from sqlalchemy import case, select, update
 from sqlalchemy.engine import Connection
 
+from crawlcluster.database.wakeup import notify_work
 from crawlcluster.error_text import bounded_error
 from crawlcluster.schema import (
     DONE,
@@ -143,6 +144,8 @@ def record_outcomes(conn: Connection, outcomes: Iterable[dict[str, Any]], now: f
                                       crawl_tasks.c.status == QUEUED).values(**values)
         )
         changed += result.rowcount
+    if changed:
+        notify_work(conn)  # rows ended: room under the in-queue limit, robots.txt known, or the end
     return changed
 
 

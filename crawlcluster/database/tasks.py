@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from crawlcluster.database import counts, failures
 from crawlcluster.database import hosts as host_rows
 from crawlcluster.database.outcomes import RetryRulesOf
+from crawlcluster.database.wakeup import notify_work
 from crawlcluster.db import statement, upsert_statement
 from crawlcluster.schema import (
     CANCELLED,
@@ -90,6 +91,7 @@ def insert_tasks(conn: Connection, project: str, rows: Sequence[dict[str, Any]],
             .where(projects.c.name == project)
             .values(tasks_created=projects.c.tasks_created + inserted)
         )
+        notify_work(conn)  # rows to fetch, most of them due now
     return inserted
 
 

@@ -51,6 +51,8 @@ class CrawlScheduler(Scheduler):
                                time.time() - self.database_down_since)
                 self.database_down_since = None
                 self.errors.clear("database")
+            # a leader waits for work notices, woken as soon as a page frees a slot or rows are added
+            return self.dispatcher.pause(min(beat_wait, wait))
         return min(beat_wait, wait)
 
     def _database_down(self, exc: OperationalError | InterfaceError) -> None:
