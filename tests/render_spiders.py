@@ -34,7 +34,8 @@ class OptionsSpider(Spider):
     OPTIONS = {
         "/delayed": {"wait_for": "#late", "js_script": "() => document.querySelectorAll('p').length",
                      "screenshot": True},
-        "/delayed?wait=1200": {"wait_for": 1200},
+        # the content arrives 700 ms after the script runs: 2.5 s leaves room for a loaded machine
+        "/delayed?wait=2500": {"wait_for": 2500},
         "/delayed?wait=0": {},
         "/page/1": {"js_script": "document.title + '|' + location.pathname"},
         "/redirect": {},

@@ -155,7 +155,7 @@ def test_auto_render_renders_only_pages_that_need_it_remembers_the_host_and_fetc
 def test_wait_for_js_script_screenshot_and_client_redirect_reach_callbacks_and_results(
         js_site, processes, pg, tmp_path: Path):
     start(processes, render="render", fetch="fetch", parse="parse", store="store")
-    paths = ["/delayed", "/delayed?wait=1200", "/delayed?wait=0", "/page/1", "/redirect"]
+    paths = ["/delayed", "/delayed?wait=2500", "/delayed?wait=0", "/page/1", "/redirect"]
     crawl = crawlcluster.submit("tests.render_spiders:OptionsSpider", project="options",
                                 spider_kwargs={"base_url": js_site.url, "paths": paths})
     crawl.wait(timeout=120)
@@ -166,7 +166,7 @@ def test_wait_for_js_script_screenshot_and_client_redirect_reach_callbacks_and_r
     _tasks, stored = load_rows(pg, "options")
     by_row = {path_of(r["url"]): r["item"] for r in stored}
     assert by_row["/delayed"]["late"] == "arrived late" and by_row["/delayed"]["js_result"] == 1
-    assert by_row["/delayed?wait=1200"]["late"] == "arrived late"  # waited 1200 ms
+    assert by_row["/delayed?wait=2500"]["late"] == "arrived late"  # waited 2500 ms
     assert by_row["/delayed?wait=0"]["late"] is None
     assert by_row["/page/1"]["js_result"] == "page 1|/page/1"
     assert path_of(by_row["/redirect"]["url"]) == "/landing"  # response.url is the final URL
