@@ -165,6 +165,21 @@ class Nodes(list):
 
     def getall(self) -> list[str]:
         return [node.html for node in self]
+# an absolute path that urljoin would put after the base's scheme and host unchanged: no
+# "//host", no dot segment, no whitespace or control character, no empty query or fragment
+# at its end (urljoin drops those)
+_PLAIN_ABSOLUTE_PATH = re.compile(r"/(?![/.])(?![^?#]*/\.)[^\s\\]*(?<![?#])\Z").match
+
+
+def _origin(url: str) -> str | None:
+    """``scheme://netloc`` of an absolute http(s) URL, or None."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return None
+    netloc = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    return f"{scheme}://{netloc}" if netloc else None
+
+
 SKIPPED_SCHEMES = ("mailto:", "javascript:", "tel:", "data:", "ftp:", "file:", "about:", "sms:")
 
 
@@ -348,6 +363,7 @@ class Response:
     def _links(self) -> tuple[str, ...]:
         seen: dict[str, None] = {}
         base = self.base_url
+        origin = _origin(base)
         limit = self._max_links()
         nodes = self.tree.css("a[href]")
         for index, node in enumerate(nodes):
@@ -358,9 +374,14 @@ class Response:
             if not href or href.startswith("#") or href.lower().startswith(SKIPPED_SCHEMES):
                 continue
             try:
-                seen.setdefault(normalize_url(href, base), None)
+                if origin and _PLAIN_ABSOLUTE_PATH(href):
+                    # "/path?query" (most of a site's links): joined by hand, as urljoin would
+                    url = normalize_url(origin + href)
+                else:
+                    url = normalize_url(href, base)
             except InvalidURL:
                 continue
+            seen.setdefault(url, None)
         return tuple(seen)
 
     def links(self) -> list[str]:

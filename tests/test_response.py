@@ -313,3 +313,23 @@ def test_filter_returns_the_original_request_with_its_url() -> None:
     [(url, kept)] = filter_requests(SiteSpider(), [request], 0, None)[0]
     assert url == "http://example.com/a?a=2&b=1"
     assert kept is request
+
+
+def test_links_joined_by_hand_for_plain_absolute_paths_are_what_urljoin_gives():
+    # absolute paths take a short way (the page's origin + the path); every other href, and
+    # every path urljoin would change (dot segments, "//host", whitespace, an empty query or
+    # fragment at the end), goes through urljoin: both must give the same URLs
+    hrefs = ["/a/b.html", "/a/b.html?x=2&a=1#f", "/.hidden", "/a/./b", "/a/../b", "/..//x", "//other.test/p",
+             "/a b", "/a?", "/a#", "/a?b#", "/a\\b", "/%2e%2e/x", "/é/ü?q=é", "/p;params", "rel/x",
+             "../up", "?only=query", "/a//b", "/x/.", "/x/..", "/#frag"]
+    from crawlcluster.urls import normalize_url
+
+    for base in ("http://h.test/dir/page.html", "https://u:p@H.test:8443/d/", "http://[::1]:8080/z"):
+        body = "".join(f'<a href="{href}">x</a>' for href in hrefs).encode()
+        response = Response(base, 200, {"content-type": "text/html"}, body)
+        expected: list[str] = []
+        for href in hrefs:
+            url = normalize_url(href, base)
+            if url not in expected:
+                expected.append(url)
+        assert response.links() == expected
