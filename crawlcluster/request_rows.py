@@ -30,15 +30,21 @@ def task_row(project: str, url: str, request: Any, *, spider: Any, project_setti
     else:  # a redirect's next hop keeps the options of its first
         options = dict(fetch_options)
     options.update(values.pop("_fetch_extra"))
+    return _row(project, url, request, depth, now, callback_name, options or None, values)
+
+
+def _row(project: str, url: str, request: Any, depth: int, now: float, callback_name: str,
+         options: dict[str, Any] | None, values: dict[str, Any]) -> dict[str, Any]:
+    """The row itself, its fetch ``options`` and scheduling ``values`` resolved."""
     row = {
-        "task_id": task_id(project, url, options.get("method", "GET"), options.get("body")),
+        "task_id": task_id(project, url, (options or {}).get("method", "GET"), (options or {}).get("body")),
         "project": project,
         "url": url,
         "host": url_host(url),
         "status": PENDING,
         "depth": depth,
         "callback": callback_name,
-        "fetch": options or None,
+        "fetch": options,
         "data": request.data,
         "next_run_at": max(now, request.exetime or now),
         "created_at": now,
@@ -50,7 +56,6 @@ def task_row(project: str, url: str, request: Any, *, spider: Any, project_setti
     if request.cancel:
         row["_cancel"] = True
     return row
-
 
 
 # a Request's own scheduling options: a request that sets none of them (and no fetch option)
@@ -109,22 +114,8 @@ class RowMaker:
                             fetch_options=fetch_options)
         callback_name = request.callback_name()
         values, options, _plain = self._for_callback(request, callback_name)
-        now = self.now
-        return {
-            "task_id": task_id(self.project, url, options.get("method", "GET"), options.get("body")),
-            "project": self.project,
-            "url": url,
-            "host": url_host(url),
-            "status": PENDING,
-            "depth": depth,
-            "callback": callback_name,
-            "fetch": dict(options) if options else None,
-            "data": request.data,
-            "next_run_at": now,
-            "created_at": now,
-            "updated_at": now,
-            **values,
-        }
+        return _row(self.project, url, request, depth, self.now, callback_name,
+                    dict(options) if options else None, values)
 
 
 def seed_rows(project: str, requests: Iterable[Any], spider: Any, project_settings: dict[str, Any] | None,
